@@ -1,0 +1,191 @@
+//! The immutable configuration of a store (`<root>/<store>/store.json`) and store-name rules.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::limits::{MAX_FIELD_NAME_BYTES, MAX_PARTITIONS, MAX_STORE_NAME_BYTES};
+
+/// Version of the on-bucket format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A store's fixed configuration, written once when the store is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub format_version: u32,
+    pub store_name: String,
+    pub primary_key_field: String,
+    #[serde(default)]
+    pub partitioning_key_field: Option<String>,
+    pub num_partitions: u32,
+    /// Milliseconds since the Unix epoch when the store was created (informational).
+    #[serde(default)]
+    pub created_at_ms: u64,
+}
+
+impl StoreConfig {
+    /// Builds and validates a configuration for a new store.
+    pub fn new(
+        store_name: &str,
+        primary_key_field: &str,
+        partitioning_key_field: Option<&str>,
+        num_partitions: u32,
+    ) -> Result<StoreConfig> {
+        let config = StoreConfig {
+            format_version: FORMAT_VERSION,
+            store_name: store_name.to_owned(),
+            primary_key_field: primary_key_field.to_owned(),
+            partitioning_key_field: partitioning_key_field.map(str::to_owned),
+            num_partitions,
+            created_at_ms: now_ms(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every rule; used on creation and on every load.
+    pub fn validate(&self) -> Result<()> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(Error::InvalidConfig(format!(
+                "format_version {} is not supported by this build (it reads version {FORMAT_VERSION})",
+                self.format_version
+            )));
+        }
+        validate_store_name(&self.store_name)?;
+        validate_field_name(&self.primary_key_field)
+            .map_err(|r| Error::InvalidConfig(format!("primary_key_field {r}")))?;
+        if let Some(pk) = &self.partitioning_key_field {
+            validate_field_name(pk)
+                .map_err(|r| Error::InvalidConfig(format!("partitioning_key_field {r}")))?;
+        }
+        if self.num_partitions == 0 || self.num_partitions > MAX_PARTITIONS {
+            return Err(Error::InvalidConfig(format!(
+                "num_partitions must be between 1 and {MAX_PARTITIONS}, got {}",
+                self.num_partitions
+            )));
+        }
+        Ok(())
+    }
+
+    /// The field whose value picks a document's partition.
+    pub fn partition_field(&self) -> &str {
+        self.partitioning_key_field
+            .as_deref()
+            .unwrap_or(&self.primary_key_field)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // A struct of strings and integers always serializes.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<StoreConfig> {
+        let config: StoreConfig =
+            serde_json::from_slice(bytes).map_err(|e| Error::corrupt("store.json", e))?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// A store name becomes one path segment under the storage root, so it must not be able to
+/// reach outside it: 1 to 128 bytes of ASCII letters, digits, `-`, `_` and `.`, not `.` or
+/// `..`, not starting with `.`.
+pub fn validate_store_name(name: &str) -> Result<()> {
+    let fail = |reason: &str| {
+        Err(Error::InvalidStoreName {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    if name.is_empty() {
+        return fail("must not be empty");
+    }
+    if name.len() > MAX_STORE_NAME_BYTES {
+        return fail(&format!("longer than {MAX_STORE_NAME_BYTES} bytes"));
+    }
+    if name.starts_with('.') {
+        return fail("must not start with '.' (this also rules out '.' and '..')");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return fail(&format!(
+            "character {c:?} is not allowed (use ASCII letters, digits, '-', '_', '.')"
+        ));
+    }
+    Ok(())
+}
+
+/// Field names: non-empty, at most [`MAX_FIELD_NAME_BYTES`], no control characters.
+/// Returns the reason as text so callers can say which field it was.
+pub fn validate_field_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > MAX_FIELD_NAME_BYTES {
+        return Err(format!(
+            "{:?}… is longer than {MAX_FIELD_NAME_BYTES} bytes",
+            name.chars().take(32).collect::<String>()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("{name:?} contains a control character"));
+    }
+    Ok(())
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn store_names_cannot_escape_their_prefix() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            ".hidden",
+            "tab\there",
+            "nul\0",
+            "é",
+            "sp ace",
+            &"x".repeat(129),
+        ] {
+            let err = validate_store_name(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad:?}");
+            assert!(err.to_string().contains("invalid store name"), "{err}");
+        }
+        for good in ["users", "a", "user-profiles_v2.1", &"x".repeat(128)] {
+            validate_store_name(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn config_round_trips_and_rejects_bad_values() {
+        let c = StoreConfig::new("users", "userid", Some("country"), 4).unwrap();
+        assert_eq!(StoreConfig::from_json(&c.to_json()).unwrap(), c);
+        assert_eq!(c.partition_field(), "country");
+        assert!(StoreConfig::new("users", "", None, 1).is_err());
+        assert!(StoreConfig::new("users", "id", Some(""), 1).is_err());
+        assert!(StoreConfig::new("users", "id", None, 0).is_err());
+        assert!(StoreConfig::new("users", "id", None, MAX_PARTITIONS + 1).is_err());
+        let mut future = c.clone();
+        future.format_version = 99;
+        let err = StoreConfig::from_json(&future.to_json()).unwrap_err();
+        assert!(err.to_string().contains("format_version 99"), "{err}");
+        let err = StoreConfig::from_json(b"{not json").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+    }
+}

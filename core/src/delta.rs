@@ -1,0 +1,326 @@
+//! Delta files: one committed batch of one partition, as an Arrow IPC file.
+//!
+//! Columns (one row per elementary change, applied in row order):
+//!
+//! | column | type | meaning |
+//! |---|---|---|
+//! | `op` | UInt8, not null | 1 set field, 2 delete field, 3 delete document, 4 drop field, 5 drop field prefix, 6 drop all |
+//! | `key` | Binary, null for store-wide ops | primary-key bytes |
+//! | `field` | Utf8, null for 3 and 6 | field name (1, 2, 4) or prefix (5) |
+//! | `type` | UInt8, null unless op 1 | [`FieldType`] code |
+//! | `value` | Binary, null unless op 1 | [`FieldValue::encode`] bytes |
+//!
+//! Schema metadata: `ikv.format_version`, `ikv.batch_id`, `ikv.writer_id`, `ikv.store`,
+//! `ikv.partition`, `ikv.created_at_ms`.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::sync::Arc;
+
+use arrow_array::builder::{BinaryBuilder, StringBuilder, UInt8Builder};
+use arrow_array::{Array, BinaryArray, RecordBatch, StringArray, UInt8Array};
+use arrow_ipc::reader::FileReader;
+use arrow_ipc::writer::FileWriter;
+use arrow_schema::{DataType, Field, Schema};
+use bytes::Bytes;
+
+use crate::config::FORMAT_VERSION;
+use crate::error::{Error, Result};
+use crate::value::{FieldType, FieldValue};
+
+/// One elementary change inside a delta.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeltaOp {
+    SetField {
+        key: Vec<u8>,
+        field: String,
+        value: FieldValue,
+    },
+    DeleteField {
+        key: Vec<u8>,
+        field: String,
+    },
+    DeleteDocument {
+        key: Vec<u8>,
+    },
+    DropField {
+        field: String,
+    },
+    DropFieldPrefix {
+        prefix: String,
+    },
+    DropAll,
+}
+
+impl DeltaOp {
+    fn code(&self) -> u8 {
+        match self {
+            DeltaOp::SetField { .. } => 1,
+            DeltaOp::DeleteField { .. } => 2,
+            DeltaOp::DeleteDocument { .. } => 3,
+            DeltaOp::DropField { .. } => 4,
+            DeltaOp::DropFieldPrefix { .. } => 5,
+            DeltaOp::DropAll => 6,
+        }
+    }
+
+    /// Approximate bytes this row adds to a delta, for batch sizing.
+    pub fn payload_bytes(&self) -> usize {
+        8 + match self {
+            DeltaOp::SetField { key, field, value } => {
+                key.len() + field.len() + value.encoded_len()
+            }
+            DeltaOp::DeleteField { key, field } => key.len() + field.len(),
+            DeltaOp::DeleteDocument { key } => key.len(),
+            DeltaOp::DropField { field } => field.len(),
+            DeltaOp::DropFieldPrefix { prefix } => prefix.len(),
+            DeltaOp::DropAll => 0,
+        }
+    }
+}
+
+/// Who wrote a delta and which batch it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaMeta {
+    pub format_version: u32,
+    /// Unique per committed batch; how a writer recognizes its own delta after an ambiguous PUT.
+    pub batch_id: String,
+    pub writer_id: String,
+    pub store_name: String,
+    pub partition: u32,
+    pub created_at_ms: u64,
+}
+
+impl DeltaMeta {
+    pub fn new(batch_id: String, writer_id: String, store_name: String, partition: u32) -> Self {
+        DeltaMeta {
+            format_version: FORMAT_VERSION,
+            batch_id,
+            writer_id,
+            store_name,
+            partition,
+            created_at_ms: crate::config::now_ms(),
+        }
+    }
+
+    fn to_metadata(&self) -> HashMap<String, String> {
+        HashMap::from([
+            ("ikv.format_version".into(), self.format_version.to_string()),
+            ("ikv.batch_id".into(), self.batch_id.clone()),
+            ("ikv.writer_id".into(), self.writer_id.clone()),
+            ("ikv.store".into(), self.store_name.clone()),
+            ("ikv.partition".into(), self.partition.to_string()),
+            ("ikv.created_at_ms".into(), self.created_at_ms.to_string()),
+        ])
+    }
+
+    fn from_metadata(md: &arrow_schema::Metadata) -> Result<DeltaMeta> {
+        let get = |k: &str| {
+            md.get(k)
+                .cloned()
+                .ok_or_else(|| Error::corrupt("delta metadata", format!("missing {k}")))
+        };
+        let num = |k: &str| -> Result<u64> {
+            get(k)?
+                .parse()
+                .map_err(|_| Error::corrupt("delta metadata", format!("{k} is not a number")))
+        };
+        let format_version = num("ikv.format_version")? as u32;
+        if format_version != FORMAT_VERSION {
+            return Err(Error::corrupt(
+                "delta",
+                format!(
+                    "format version {format_version} is not supported (this build reads {FORMAT_VERSION})"
+                ),
+            ));
+        }
+        Ok(DeltaMeta {
+            format_version,
+            batch_id: get("ikv.batch_id")?,
+            writer_id: get("ikv.writer_id")?,
+            store_name: get("ikv.store")?,
+            partition: num("ikv.partition")? as u32,
+            created_at_ms: num("ikv.created_at_ms")?,
+        })
+    }
+}
+
+/// A decoded delta file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delta {
+    pub meta: DeltaMeta,
+    pub ops: Vec<DeltaOp>,
+}
+
+fn schema(meta: &DeltaMeta) -> Schema {
+    Schema::new_with_metadata(
+        vec![
+            Field::new("op", DataType::UInt8, false),
+            Field::new("key", DataType::Binary, true),
+            Field::new("field", DataType::Utf8, true),
+            Field::new("type", DataType::UInt8, true),
+            Field::new("value", DataType::Binary, true),
+        ],
+        meta.to_metadata(),
+    )
+}
+
+/// Encodes a delta as Arrow IPC file bytes.
+pub fn encode_delta<'a>(
+    meta: &DeltaMeta,
+    ops: impl IntoIterator<Item = &'a DeltaOp>,
+) -> Result<Bytes> {
+    let mut op_col = UInt8Builder::new();
+    let mut key_col = BinaryBuilder::new();
+    let mut field_col = StringBuilder::new();
+    let mut type_col = UInt8Builder::new();
+    let mut value_col = BinaryBuilder::new();
+    for op in ops {
+        op_col.append_value(op.code());
+        match op {
+            DeltaOp::SetField { key, field, value } => {
+                key_col.append_value(key);
+                field_col.append_value(field);
+                type_col.append_value(value.field_type().code());
+                value_col.append_value(value.encode());
+            }
+            DeltaOp::DeleteField { key, field } => {
+                key_col.append_value(key);
+                field_col.append_value(field);
+                type_col.append_null();
+                value_col.append_null();
+            }
+            DeltaOp::DeleteDocument { key } => {
+                key_col.append_value(key);
+                field_col.append_null();
+                type_col.append_null();
+                value_col.append_null();
+            }
+            DeltaOp::DropField { field: name } | DeltaOp::DropFieldPrefix { prefix: name } => {
+                key_col.append_null();
+                field_col.append_value(name);
+                type_col.append_null();
+                value_col.append_null();
+            }
+            DeltaOp::DropAll => {
+                key_col.append_null();
+                field_col.append_null();
+                type_col.append_null();
+                value_col.append_null();
+            }
+        }
+    }
+    let schema = Arc::new(schema(meta));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(op_col.finish()),
+            Arc::new(key_col.finish()),
+            Arc::new(field_col.finish()),
+            Arc::new(type_col.finish()),
+            Arc::new(value_col.finish()),
+        ],
+    )
+    .map_err(|e| Error::corrupt("delta being encoded", e))?;
+    let mut writer = FileWriter::try_new(Vec::new(), &schema)
+        .map_err(|e| Error::corrupt("delta being encoded", e))?;
+    writer
+        .write(&batch)
+        .and_then(|_| writer.finish())
+        .map_err(|e| Error::corrupt("delta being encoded", e))?;
+    let buf = writer
+        .into_inner()
+        .map_err(|e| Error::corrupt("delta being encoded", e))?;
+    Ok(Bytes::from(buf))
+}
+
+/// Reads only the metadata of a delta file.
+pub fn decode_delta_meta(bytes: &Bytes) -> Result<DeltaMeta> {
+    let reader = FileReader::try_new(Cursor::new(bytes.clone()), None)
+        .map_err(|e| Error::corrupt("delta", e))?;
+    DeltaMeta::from_metadata(reader.schema().metadata())
+}
+
+/// Decodes a whole delta file.
+pub fn decode_delta(bytes: &Bytes) -> Result<Delta> {
+    let reader = FileReader::try_new(Cursor::new(bytes.clone()), None)
+        .map_err(|e| Error::corrupt("delta", e))?;
+    let meta = DeltaMeta::from_metadata(reader.schema().metadata())?;
+    let mut ops = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| Error::corrupt("delta", e))?;
+        decode_batch(&batch, &mut ops)?;
+    }
+    Ok(Delta { meta, ops })
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| {
+            Error::corrupt(
+                "delta",
+                format!("column {name:?} missing or of the wrong type"),
+            )
+        })
+}
+
+fn decode_batch(batch: &RecordBatch, out: &mut Vec<DeltaOp>) -> Result<()> {
+    let op = column::<UInt8Array>(batch, "op")?;
+    let key = column::<BinaryArray>(batch, "key")?;
+    let field = column::<StringArray>(batch, "field")?;
+    let ty = column::<UInt8Array>(batch, "type")?;
+    let value = column::<BinaryArray>(batch, "value")?;
+    let missing =
+        |row: usize, col: &str| Error::corrupt("delta", format!("row {row}: {col} is null"));
+    out.reserve(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let key_at = || {
+            (!key.is_null(row))
+                .then(|| key.value(row).to_vec())
+                .ok_or_else(|| missing(row, "key"))
+        };
+        let field_at = || {
+            (!field.is_null(row))
+                .then(|| field.value(row).to_owned())
+                .ok_or_else(|| missing(row, "field"))
+        };
+        let decoded = match op.value(row) {
+            1 => {
+                if ty.is_null(row) || value.is_null(row) {
+                    return Err(missing(row, "type or value"));
+                }
+                let t = FieldType::from_code(ty.value(row)).ok_or_else(|| {
+                    Error::corrupt(
+                        "delta",
+                        format!("row {row}: unknown type code {}", ty.value(row)),
+                    )
+                })?;
+                DeltaOp::SetField {
+                    key: key_at()?,
+                    field: field_at()?,
+                    value: FieldValue::decode(t, value.value(row))?,
+                }
+            }
+            2 => DeltaOp::DeleteField {
+                key: key_at()?,
+                field: field_at()?,
+            },
+            3 => DeltaOp::DeleteDocument { key: key_at()? },
+            4 => DeltaOp::DropField { field: field_at()? },
+            5 => DeltaOp::DropFieldPrefix {
+                prefix: field_at()?,
+            },
+            6 => DeltaOp::DropAll,
+            other => {
+                return Err(Error::corrupt(
+                    "delta",
+                    format!("row {row}: unknown op code {other}"),
+                ));
+            }
+        };
+        out.push(decoded);
+    }
+    Ok(())
+}

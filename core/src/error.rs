@@ -1,0 +1,94 @@
+//! Errors shared by every ikv crate: one small public [`ErrorKind`] over a richer enum.
+
+use std::sync::Arc;
+
+/// What kind of failure an [`Error`] is, for callers that branch on it (HTTP status codes,
+/// Python exception classes). Stable and small on purpose; the message carries the detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The caller passed something invalid (document, name, option, URL). Nothing was written.
+    InvalidInput,
+    /// The named store does not exist under the storage root.
+    StoreNotFound,
+    /// A store with that name already exists; it was not touched.
+    StoreExists,
+    /// The object store failed or could not be reached. May be transient.
+    Storage,
+    /// Data in the bucket does not parse as the format says it should.
+    Corrupt,
+    /// The component was shut down.
+    Closed,
+}
+
+/// An ikv error. Match on [`Error::kind`]; the `Display` text names what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("invalid store name {name:?}: {reason}")]
+    InvalidStoreName { name: String, reason: String },
+    #[error("invalid store configuration: {0}")]
+    InvalidConfig(String),
+    #[error("invalid document: {0}")]
+    InvalidDocument(String),
+    #[error("invalid operation: {0}")]
+    InvalidOperation(String),
+    #[error("invalid storage URL {url:?}: {reason}")]
+    InvalidStorageUrl { url: String, reason: String },
+    #[error("invalid storage option {key:?}: {reason}")]
+    InvalidStorageOption { key: String, reason: String },
+    #[error("store {0:?} does not exist")]
+    StoreNotFound(String),
+    #[error("store {0:?} already exists")]
+    StoreExists(String),
+    #[error("storage error while {context}: {source}")]
+    Storage {
+        context: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("storage error while {context}: {message}")]
+    StorageMessage { context: String, message: String },
+    #[error("corrupt {what}: {reason}")]
+    Corrupt { what: String, reason: String },
+    #[error("{0} is shut down")]
+    Closed(&'static str),
+    #[error("{0}")]
+    Shared(#[source] Arc<Error>),
+}
+
+impl Error {
+    /// The public kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidStoreName { .. }
+            | Error::InvalidConfig(_)
+            | Error::InvalidDocument(_)
+            | Error::InvalidOperation(_)
+            | Error::InvalidStorageUrl { .. }
+            | Error::InvalidStorageOption { .. } => ErrorKind::InvalidInput,
+            Error::StoreNotFound(_) => ErrorKind::StoreNotFound,
+            Error::StoreExists(_) => ErrorKind::StoreExists,
+            Error::Storage { .. } | Error::StorageMessage { .. } => ErrorKind::Storage,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Closed(_) => ErrorKind::Closed,
+            Error::Shared(inner) => inner.kind(),
+        }
+    }
+
+    pub(crate) fn storage(context: impl Into<String>, source: object_store::Error) -> Self {
+        Error::Storage {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(what: impl Into<String>, reason: impl ToString) -> Self {
+        Error::Corrupt {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

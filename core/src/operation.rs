@@ -1,0 +1,228 @@
+//! The six write operations of the API, and their validation into per-partition delta rows.
+
+use crate::config::{StoreConfig, validate_field_name};
+use crate::delta::DeltaOp;
+use crate::document::Document;
+use crate::error::{Error, Result};
+use crate::limits::{
+    MAX_DOCUMENT_BYTES, MAX_FIELDS_PER_OPERATION, MAX_KEY_BYTES, MAX_OPERATIONS_PER_BATCH,
+    MAX_VALUE_BYTES,
+};
+use crate::partition::partition_of;
+
+/// One write operation, as the IKV API names them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operation {
+    /// Union the document's fields into the stored document (later values overwrite).
+    UpsertFields(Document),
+    /// Delete the named fields of the document the given one identifies.
+    DeleteFields {
+        document: Document,
+        field_names: Vec<String>,
+    },
+    /// Delete the document the given one identifies.
+    DeleteDocument(Document),
+    /// Drop these fields from every document. The primary-key field is silently kept.
+    DropFieldsByName(Vec<String>),
+    /// Drop every field whose name starts with one of these prefixes from every document.
+    /// The primary-key field is silently kept.
+    DropFieldsByNamePrefix(Vec<String>),
+    /// Delete every document of the store.
+    DropAllFields,
+}
+
+impl Operation {
+    /// The API name of the operation (`upsert_fields`, ...), used in messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::UpsertFields(_) => "upsert_fields",
+            Operation::DeleteFields { .. } => "delete_fields",
+            Operation::DeleteDocument(_) => "delete_document",
+            Operation::DropFieldsByName(_) => "drop_fields_by_name",
+            Operation::DropFieldsByNamePrefix(_) => "drop_fields_by_name_prefix",
+            Operation::DropAllFields => "drop_all_fields",
+        }
+    }
+}
+
+/// A validated batch: for each partition, the delta rows it must commit, in call order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PartitionedOps {
+    /// Indexed by partition; empty where the batch does not touch a partition.
+    pub partitions: Vec<Vec<DeltaOp>>,
+}
+
+impl PartitionedOps {
+    /// Partitions this batch writes to, with their rows.
+    pub fn non_empty(&self) -> impl Iterator<Item = (u32, &Vec<DeltaOp>)> {
+        self.partitions
+            .iter()
+            .enumerate()
+            .filter(|(_, ops)| !ops.is_empty())
+            .map(|(p, ops)| (p as u32, ops))
+    }
+
+    pub fn into_non_empty(self) -> impl Iterator<Item = (u32, Vec<DeltaOp>)> {
+        self.partitions
+            .into_iter()
+            .enumerate()
+            .filter(|(_, ops)| !ops.is_empty())
+            .map(|(p, ops)| (p as u32, ops))
+    }
+}
+
+/// Validates every operation against the store's configuration and the limits, and splits
+/// the batch by partition. Either every operation is valid or nothing is returned: callers
+/// write nothing on error. Store-wide drops go to every partition.
+pub fn partition_operations(config: &StoreConfig, ops: &[Operation]) -> Result<PartitionedOps> {
+    if ops.len() > MAX_OPERATIONS_PER_BATCH {
+        return Err(Error::InvalidOperation(format!(
+            "a batch may hold at most {MAX_OPERATIONS_PER_BATCH} operations, got {}",
+            ops.len()
+        )));
+    }
+    let n = config.num_partitions as usize;
+    let mut out = PartitionedOps {
+        partitions: vec![Vec::new(); n],
+    };
+    for (index, op) in ops.iter().enumerate() {
+        let at = |msg: String| format!("operation {index} ({}): {msg}", op.name());
+        match op {
+            Operation::UpsertFields(doc) => {
+                let (key, part) =
+                    identify(config, doc).map_err(|m| Error::InvalidDocument(at(m)))?;
+                check_document(doc).map_err(|m| Error::InvalidDocument(at(m)))?;
+                let rows = &mut out.partitions[part as usize];
+                for (field, value) in doc.fields() {
+                    rows.push(DeltaOp::SetField {
+                        key: key.clone(),
+                        field: field.to_owned(),
+                        value: value.clone(),
+                    });
+                }
+            }
+            Operation::DeleteFields {
+                document,
+                field_names,
+            } => {
+                let (key, part) =
+                    identify(config, document).map_err(|m| Error::InvalidDocument(at(m)))?;
+                check_names(field_names, "field name")
+                    .map_err(|m| Error::InvalidOperation(at(m)))?;
+                let rows = &mut out.partitions[part as usize];
+                for field in field_names {
+                    // Deleting the primary-key field would leave a document without its key.
+                    if field != &config.primary_key_field {
+                        rows.push(DeltaOp::DeleteField {
+                            key: key.clone(),
+                            field: field.clone(),
+                        });
+                    }
+                }
+            }
+            Operation::DeleteDocument(doc) => {
+                let (key, part) =
+                    identify(config, doc).map_err(|m| Error::InvalidDocument(at(m)))?;
+                out.partitions[part as usize].push(DeltaOp::DeleteDocument { key });
+            }
+            Operation::DropFieldsByName(names) => {
+                check_names(names, "field name").map_err(|m| Error::InvalidOperation(at(m)))?;
+                for name in names.iter().filter(|n| **n != config.primary_key_field) {
+                    for rows in &mut out.partitions {
+                        rows.push(DeltaOp::DropField {
+                            field: name.clone(),
+                        });
+                    }
+                }
+            }
+            Operation::DropFieldsByNamePrefix(prefixes) => {
+                check_names(prefixes, "field-name prefix")
+                    .map_err(|m| Error::InvalidOperation(at(m)))?;
+                for prefix in prefixes {
+                    for rows in &mut out.partitions {
+                        rows.push(DeltaOp::DropFieldPrefix {
+                            prefix: prefix.clone(),
+                        });
+                    }
+                }
+            }
+            Operation::DropAllFields => {
+                for rows in &mut out.partitions {
+                    rows.push(DeltaOp::DropAll);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The primary-key bytes and partition of a document, or why it cannot be identified.
+fn identify(config: &StoreConfig, doc: &Document) -> std::result::Result<(Vec<u8>, u32), String> {
+    let key = key_value(doc, &config.primary_key_field, "primary key")?;
+    let part_key = match &config.partitioning_key_field {
+        Some(field) => key_value(doc, field, "partitioning key")?,
+        None => key,
+    };
+    Ok((key.to_vec(), partition_of(part_key, config.num_partitions)))
+}
+
+fn key_value<'a>(
+    doc: &'a Document,
+    field: &str,
+    what: &str,
+) -> std::result::Result<&'a [u8], String> {
+    let value = doc
+        .get(field)
+        .ok_or_else(|| format!("document lacks its {what} field {field:?}"))?;
+    let bytes = value.key_bytes().ok_or_else(|| {
+        format!(
+            "{what} field {field:?} must be a string or bytes, not {}",
+            value.field_type()
+        )
+    })?;
+    if bytes.is_empty() {
+        return Err(format!("{what} field {field:?} must not be empty"));
+    }
+    if bytes.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "{what} field {field:?} is {} bytes, more than the {MAX_KEY_BYTES} allowed",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+fn check_document(doc: &Document) -> std::result::Result<(), String> {
+    for (name, value) in doc.fields() {
+        validate_field_name(name).map_err(|r| format!("field name {r}"))?;
+        if value.encoded_len() > MAX_VALUE_BYTES {
+            return Err(format!(
+                "field {name:?} is {} bytes, more than the {MAX_VALUE_BYTES} allowed",
+                value.encoded_len()
+            ));
+        }
+    }
+    let size = doc.size_bytes();
+    if size > MAX_DOCUMENT_BYTES {
+        return Err(format!(
+            "document is {size} bytes, more than the {MAX_DOCUMENT_BYTES} allowed"
+        ));
+    }
+    Ok(())
+}
+
+fn check_names(names: &[String], what: &str) -> std::result::Result<(), String> {
+    if names.is_empty() {
+        return Err(format!("at least one {what} is required"));
+    }
+    if names.len() > MAX_FIELDS_PER_OPERATION {
+        return Err(format!(
+            "at most {MAX_FIELDS_PER_OPERATION} {what}s per operation, got {}",
+            names.len()
+        ));
+    }
+    for name in names {
+        validate_field_name(name).map_err(|r| format!("{what} {r}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! Opening a storage root (any object_store URL) with options.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, RetryConfig};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// Options for a storage root. Keys are object_store's S3 configuration keys
+/// (`aws_endpoint`, `aws_region`, `aws_access_key_id`, `aws_secret_access_key`,
+/// `aws_session_token`, `aws_allow_http`, `aws_virtual_hosted_style_request`, ...); anything
+/// not given comes from the standard `AWS_*` environment variables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageOptions {
+    pub options: BTreeMap<String, String>,
+    /// Whether object_store may retry requests by itself. Writers turn this off: a retried
+    /// conditional PUT whose first attempt landed answers "already exists", which would look
+    /// like a lost race. The writer retries on its own and knows which attempts were ambiguous.
+    pub disable_retries: bool,
+}
+
+impl StorageOptions {
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// An opened storage root: the object store and the path prefix stores live under.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: Path,
+    /// The URL it was opened from, for messages (`memory://` for in-process stores).
+    pub url: String,
+}
+
+impl Storage {
+    /// Wraps an existing object store (tests, custom backends).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, url: impl Into<String>) -> Storage {
+        Storage {
+            store,
+            prefix,
+            url: url.into(),
+        }
+    }
+
+    /// A fresh in-memory root (each call is a new, empty one).
+    pub fn memory() -> Storage {
+        Storage::new(Arc::new(InMemory::new()), Path::default(), "memory://")
+    }
+
+    /// Opens `s3://bucket/prefix`, `file:///abs/dir` (created if missing) or `memory://`.
+    pub fn open(url: &str, options: &StorageOptions) -> Result<Storage> {
+        let bad = |reason: &str| Error::InvalidStorageUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let parsed = Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+        match parsed.scheme() {
+            "memory" => Ok(Storage::memory()),
+            "file" => {
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|_| bad("not an absolute local path"))?;
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| bad(&format!("cannot create directory: {e}")))?;
+                let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(&e.to_string()))?;
+                Ok(Storage::new(Arc::new(fs), Path::default(), url))
+            }
+            "s3" | "s3a" => {
+                let bucket = parsed
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| bad("missing bucket name (s3://BUCKET/prefix)"))?;
+                let prefix = Path::from(parsed.path().trim_matches('/'));
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                for (key, value) in &options.options {
+                    let config_key: AmazonS3ConfigKey =
+                        key.to_ascii_lowercase().parse().map_err(|_| {
+                            Error::InvalidStorageOption {
+                                key: key.clone(),
+                                reason: "not an S3 configuration key".into(),
+                            }
+                        })?;
+                    builder = builder.with_config(config_key, value);
+                }
+                // An http:// endpoint (LocalStack, MinIO) needs plain HTTP allowed.
+                let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+                if endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://"))
+                    && builder
+                        .get_config_value(&AmazonS3ConfigKey::Client(
+                            object_store::ClientConfigKey::AllowHttp,
+                        ))
+                        .is_none()
+                {
+                    builder = builder.with_allow_http(true);
+                }
+                if options.disable_retries {
+                    builder = builder.with_retry(RetryConfig {
+                        max_retries: 0,
+                        retry_timeout: Duration::from_secs(30),
+                        ..RetryConfig::default()
+                    });
+                }
+                let s3 = builder.build().map_err(|e| bad(&e.to_string()))?;
+                Ok(Storage::new(Arc::new(s3), prefix, url))
+            }
+            other => Err(bad(&format!(
+                "unsupported scheme {other:?} (use s3://, file:// or memory://)"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_urls_are_named() {
+        for (url, want) in [
+            ("not a url", "invalid storage URL"),
+            ("ftp://x/y", "unsupported scheme"),
+            ("s3:///prefix", "missing bucket"),
+            ("file://relative/dir", "invalid storage URL"),
+        ] {
+            let err = Storage::open(url, &StorageOptions::default()).unwrap_err();
+            assert!(err.to_string().contains(want), "{url}: {err}");
+        }
+        let opts = StorageOptions::default().with("no_such_key", "1");
+        let err = Storage::open("s3://b/p", &opts).unwrap_err();
+        assert!(err.to_string().contains("no_such_key"), "{err}");
+    }
+
+    #[test]
+    fn file_and_s3_urls_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/bucket", dir.path().display());
+        Storage::open(&url, &StorageOptions::default()).unwrap();
+        assert!(dir.path().join("bucket").is_dir());
+        let opts = StorageOptions::default()
+            .with("aws_endpoint", "http://127.0.0.1:4566")
+            .with("aws_region", "us-east-1");
+        let s = Storage::open("s3://bucket/a/b/", &opts).unwrap();
+        assert_eq!(s.prefix.as_ref(), "a/b");
+    }
+}

@@ -1,0 +1,267 @@
+//! The delta format round-trips every operation and type; validation refuses bad batches whole.
+
+use ikv_core::delta::{decode_delta, decode_delta_meta, encode_delta};
+use ikv_core::limits::{
+    MAX_DOCUMENT_BYTES, MAX_KEY_BYTES, MAX_OPERATIONS_PER_BATCH, MAX_VALUE_BYTES,
+};
+use ikv_core::partition::partition_of;
+use ikv_core::{
+    DeltaMeta, DeltaOp, Document, ErrorKind, FieldValue, Operation, StoreConfig,
+    partition_operations,
+};
+
+fn meta() -> DeltaMeta {
+    DeltaMeta::new("batch-1".into(), "writer-1".into(), "users".into(), 2)
+}
+
+fn every_op() -> Vec<DeltaOp> {
+    let key = b"Alice".to_vec();
+    vec![
+        DeltaOp::SetField {
+            key: key.clone(),
+            field: "name".into(),
+            value: FieldValue::String("Alice".into()),
+        },
+        DeltaOp::SetField {
+            key: key.clone(),
+            field: "blob".into(),
+            value: FieldValue::Bytes(vec![0, 1, 255]),
+        },
+        DeltaOp::SetField {
+            key: key.clone(),
+            field: "age".into(),
+            value: FieldValue::Int64(-22),
+        },
+        DeltaOp::SetField {
+            key: key.clone(),
+            field: "score".into(),
+            value: FieldValue::Float64(0.25),
+        },
+        DeltaOp::SetField {
+            key: key.clone(),
+            field: "active".into(),
+            value: FieldValue::Bool(true),
+        },
+        DeltaOp::SetField {
+            key: vec![0xff, 0],
+            field: "empty".into(),
+            value: FieldValue::String(String::new()),
+        },
+        DeltaOp::DeleteField {
+            key: key.clone(),
+            field: "age".into(),
+        },
+        DeltaOp::DeleteDocument { key },
+        DeltaOp::DropField {
+            field: "city".into(),
+        },
+        DeltaOp::DropFieldPrefix {
+            prefix: "tmp_".into(),
+        },
+        DeltaOp::DropAll,
+    ]
+}
+
+#[test]
+fn delta_round_trips_every_op_and_type() {
+    let ops = every_op();
+    let bytes = encode_delta(&meta(), &ops).unwrap();
+    assert_eq!(&bytes[..6], b"ARROW1", "an Arrow IPC file");
+    let delta = decode_delta(&bytes).unwrap();
+    assert_eq!(delta.meta, meta());
+    assert_eq!(delta.ops, ops);
+    assert_eq!(decode_delta_meta(&bytes).unwrap().batch_id, "batch-1");
+}
+
+#[test]
+fn empty_delta_round_trips() {
+    let bytes = encode_delta(&meta(), &[]).unwrap();
+    assert!(decode_delta(&bytes).unwrap().ops.is_empty());
+}
+
+#[test]
+fn garbage_is_corrupt_not_a_panic() {
+    let err = decode_delta(&bytes::Bytes::from_static(b"not arrow at all")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    let mut bytes = encode_delta(&meta(), &every_op()).unwrap().to_vec();
+    bytes.truncate(bytes.len() / 2);
+    assert!(decode_delta(&bytes.into()).is_err());
+}
+
+fn users(partitions: u32) -> StoreConfig {
+    StoreConfig::new("users", "userid", None, partitions).unwrap()
+}
+
+fn doc(pk: &str) -> Document {
+    Document::new().with("userid", FieldValue::String(pk.into()))
+}
+
+#[test]
+fn operations_split_by_partition_and_drops_reach_every_partition() {
+    let config = users(4);
+    let ops = vec![
+        Operation::UpsertFields(doc("Alice").with("age", FieldValue::Int64(22))),
+        Operation::UpsertFields(doc("Bob")),
+        Operation::DeleteFields {
+            document: doc("Alice"),
+            field_names: vec!["age".into(), "userid".into()],
+        },
+        Operation::DeleteDocument(doc("Bob")),
+        Operation::DropFieldsByName(vec!["userid".into(), "city".into()]),
+        Operation::DropFieldsByNamePrefix(vec!["tmp".into()]),
+        Operation::DropAllFields,
+    ];
+    let parts = partition_operations(&config, &ops).unwrap();
+    let alice = partition_of(b"Alice", 4) as usize;
+    let bob = partition_of(b"Bob", 4) as usize;
+    assert_ne!(alice, bob, "the pinned vectors put them apart");
+    assert_eq!(
+        parts.partitions[alice],
+        vec![
+            DeltaOp::SetField {
+                key: b"Alice".to_vec(),
+                field: "age".into(),
+                value: FieldValue::Int64(22)
+            },
+            DeltaOp::SetField {
+                key: b"Alice".to_vec(),
+                field: "userid".into(),
+                value: FieldValue::String("Alice".into())
+            },
+            // Deleting the primary-key field is ignored.
+            DeltaOp::DeleteField {
+                key: b"Alice".to_vec(),
+                field: "age".into()
+            },
+            // Dropping the primary-key field is silently ignored.
+            DeltaOp::DropField {
+                field: "city".into()
+            },
+            DeltaOp::DropFieldPrefix {
+                prefix: "tmp".into()
+            },
+            DeltaOp::DropAll,
+        ]
+    );
+    for (p, rows) in parts.partitions.iter().enumerate() {
+        assert!(rows.contains(&DeltaOp::DropAll), "partition {p}");
+    }
+    assert!(parts.partitions[bob].contains(&DeltaOp::DeleteDocument {
+        key: b"Bob".to_vec()
+    }));
+}
+
+#[test]
+fn partitioning_key_decides_the_partition() {
+    let config = StoreConfig::new("users", "userid", Some("country"), 16).unwrap();
+    let d = doc("Alice").with("country", FieldValue::String("Bob".into()));
+    let parts = partition_operations(&config, &[Operation::UpsertFields(d)]).unwrap();
+    let p = partition_of(b"Bob", 16) as usize;
+    assert_eq!(parts.partitions[p].len(), 2);
+    let err = partition_operations(&config, &[Operation::UpsertFields(doc("Alice"))]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("lacks its partitioning key field \"country\""),
+        "{err}"
+    );
+}
+
+fn refused(config: &StoreConfig, ops: Vec<Operation>, want: &str) {
+    let err = partition_operations(config, &ops).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains(want), "wanted {want:?} in {err}");
+}
+
+#[test]
+fn every_bad_operation_is_refused_with_its_reason() {
+    let c = users(2);
+    let good = Operation::UpsertFields(doc("ok"));
+    refused(
+        &c,
+        vec![good.clone(), Operation::UpsertFields(Document::new())],
+        "operation 1 (upsert_fields): document lacks its primary key field \"userid\"",
+    );
+    refused(
+        &c,
+        vec![Operation::UpsertFields(
+            Document::new().with("userid", FieldValue::Int64(1)),
+        )],
+        "must be a string or bytes, not int64",
+    );
+    refused(
+        &c,
+        vec![Operation::UpsertFields(doc(""))],
+        "must not be empty",
+    );
+    refused(
+        &c,
+        vec![Operation::UpsertFields(doc(&"k".repeat(MAX_KEY_BYTES + 1)))],
+        "more than the 1024 allowed",
+    );
+    refused(
+        &c,
+        vec![Operation::UpsertFields(
+            doc("a").with("", FieldValue::Bool(true)),
+        )],
+        "field name must not be empty",
+    );
+    refused(
+        &c,
+        vec![Operation::UpsertFields(
+            doc("a").with("bad\nname", FieldValue::Bool(true)),
+        )],
+        "control character",
+    );
+    refused(
+        &c,
+        vec![Operation::UpsertFields(doc("a").with(
+            "big",
+            FieldValue::Bytes(vec![0; MAX_VALUE_BYTES + 1]),
+        ))],
+        "field \"big\" is",
+    );
+    let mut huge = doc("a");
+    for i in 0..5 {
+        huge.put(
+            format!("f{i}"),
+            FieldValue::Bytes(vec![0; MAX_DOCUMENT_BYTES / 4]),
+        );
+    }
+    refused(&c, vec![Operation::UpsertFields(huge)], "document is");
+    refused(
+        &c,
+        vec![Operation::DeleteDocument(Document::new())],
+        "delete_document",
+    );
+    refused(
+        &c,
+        vec![Operation::DeleteFields {
+            document: doc("a"),
+            field_names: vec![],
+        }],
+        "at least one field name",
+    );
+    refused(
+        &c,
+        vec![Operation::DeleteFields {
+            document: doc("a"),
+            field_names: vec!["".into()],
+        }],
+        "field name must not be empty",
+    );
+    refused(
+        &c,
+        vec![Operation::DropFieldsByName(vec![])],
+        "at least one field name",
+    );
+    refused(
+        &c,
+        vec![Operation::DropFieldsByNamePrefix(vec!["".into()])],
+        "field-name prefix must not be empty",
+    );
+    refused(
+        &c,
+        vec![good; MAX_OPERATIONS_PER_BATCH + 1],
+        "at most 100000 operations",
+    );
+}
