@@ -15,6 +15,7 @@ pub mod document;
 pub mod error;
 pub mod layout;
 pub mod limits;
+pub mod model;
 pub mod operation;
 pub mod partition;
 pub mod storage;

@@ -1,0 +1,172 @@
+//! The writer's HTTP API, one axum router served two ways: by the AWS Lambda runtime
+//! (Function URL / API Gateway v2 events, see [`run_lambda`]) and as a local server
+//! ([`serve`]). Routes and bodies are specified in `docs/API.md`.
+
+pub mod api;
+pub mod auth;
+mod error;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::Json;
+use ikv_core::{ErrorKind, Storage};
+use tokio::sync::Mutex;
+
+use crate::writer::{Writer, WriterOptions};
+use api::{CommitJson, OperationsRequest, OperationsResponse};
+use auth::{Accounts, AuthError};
+pub use error::ApiError;
+
+/// Header carrying the account id.
+pub const ACCOUNT_ID_HEADER: &str = "x-ikv-account-id";
+/// Header carrying the account passkey.
+pub const PASSKEY_HEADER: &str = "x-ikv-account-passkey";
+/// Largest request body accepted: an AWS Lambda request is at most 6 MB.
+pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+
+/// Shared state of the service: the storage root, the accounts, and one group-committing
+/// [`Writer`] per store, opened on first use and kept (a warm Lambda keeps its log tips).
+pub struct ServiceState {
+    storage: Storage,
+    accounts: Accounts,
+    writer_options: WriterOptions,
+    writers: Mutex<HashMap<String, Writer>>,
+}
+
+impl ServiceState {
+    pub fn new(storage: Storage, accounts: Accounts, writer_options: WriterOptions) -> Self {
+        ServiceState {
+            storage,
+            accounts,
+            writer_options,
+            writers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn writer(&self, store: &str) -> Result<Writer, ApiError> {
+        let mut writers = self.writers.lock().await;
+        if let Some(w) = writers.get(store) {
+            return Ok(w.clone());
+        }
+        let writer = Writer::open(self.storage.clone(), store, self.writer_options.clone()).await?;
+        writers.insert(store.to_owned(), writer.clone());
+        Ok(writer)
+    }
+
+    /// Authenticates the request and checks the account may write `store`.
+    fn authorize(&self, headers: &HeaderMap, store: &str) -> Result<(), ApiError> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let account = self
+            .accounts
+            .authenticate(header(ACCOUNT_ID_HEADER), header(PASSKEY_HEADER))
+            .map_err(|e| match e {
+                AuthError::MissingHeader(_) | AuthError::BadCredentials => {
+                    ApiError::unauthorized(e.to_string())
+                }
+            })?;
+        if !account.may_write(store) {
+            tracing::info!(account = %account.account_id, store, "refused: store not allowed for account");
+            return Err(ApiError::forbidden(format!(
+                "account {:?} may not write to store {store:?}",
+                account.account_id
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The router, shared by both faces.
+pub fn router(state: Arc<ServiceState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/stores/{store}", get(describe_store))
+        .route("/v1/stores/{store}/operations", post(write_operations))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "no_such_route",
+        "no such route; see docs/API.md",
+    )
+}
+
+async fn describe_store(
+    State(state): State<Arc<ServiceState>>,
+    Path(store): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<ikv_core::StoreConfig>, ApiError> {
+    ikv_core::config::validate_store_name(&store)?;
+    state.authorize(&headers, &store)?;
+    let writer = state.writer(&store).await?;
+    Ok(Json(writer.config().clone()))
+}
+
+async fn write_operations(
+    State(state): State<Arc<ServiceState>>,
+    Path(store): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<OperationsResponse>, ApiError> {
+    ikv_core::config::validate_store_name(&store)?;
+    state.authorize(&headers, &store)?;
+    let body = body.map_err(ApiError::from_body_rejection)?;
+    let request: OperationsRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("request body: {e}"))
+    })?;
+    let ops = request
+        .operations
+        .iter()
+        .enumerate()
+        .map(|(i, op)| op.to_operation(i))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| ApiError::bad_request("invalid_document", m))?;
+    let writer = state.writer(&store).await?;
+    let receipt = writer.write(&ops).await.map_err(|e| {
+        if e.kind() != ErrorKind::InvalidInput {
+            tracing::error!(store, error = %e, "write failed");
+        }
+        ApiError::from(e)
+    })?;
+    Ok(Json(OperationsResponse {
+        operations: ops.len(),
+        commits: receipt
+            .commits
+            .iter()
+            .map(|c| CommitJson {
+                partition: c.partition,
+                sequence: c.sequence,
+            })
+            .collect(),
+    }))
+}
+
+/// Serves the router on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ServiceState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Runs the router under the AWS Lambda runtime (Function URL or API Gateway v2 events).
+pub async fn run_lambda(state: Arc<ServiceState>) -> Result<(), lambda_http::Error> {
+    lambda_http::run(router(state)).await
+}

@@ -1,0 +1,216 @@
+//! Committing one delta to one partition's log: conditional create at the next sequence
+//! number, retry on a lost race, and no double commit when an outcome is ambiguous.
+//!
+//! Invariants:
+//! - An attempt at sequence `s` can only ever land at `s` (the PUT is If-None-Match), so the
+//!   log has no holes and a batch lands at most once per sequence number it tried.
+//! - object_store's own retries are off for writers (see `StorageOptions::disable_retries`),
+//!   so "already exists" means someone else's delta, unless an earlier attempt of ours at the
+//!   same `s` failed without a clear answer. Only then is the object read to compare batch ids.
+//! - The tip only moves forward; a writer learns it once by listing, then from its own commits
+//!   and lost races.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ikv_core::delta::decode_delta_meta;
+use ikv_core::store::{discover_tip, read_delta};
+use ikv_core::{Error, Result, Storage, StoreLayout};
+use object_store::{PutMode, PutOptions, PutPayload};
+use rand::Rng;
+
+/// How hard a committer tries before giving up.
+#[derive(Debug, Clone)]
+pub struct CommitPolicy {
+    /// Consecutive failed attempts (errors, not lost races) before the commit fails.
+    pub max_transient_failures: u32,
+    /// Lost races in a row before the commit fails (a partition hotter than this writer can
+    /// keep up with).
+    pub max_lost_races: u32,
+    /// Backoff after a failure: full jitter over `base * 2^n`, capped.
+    pub failure_backoff_base: Duration,
+    pub failure_backoff_cap: Duration,
+    /// Backoff after a lost race: full jitter over `base * 2^n`, capped; small, because the
+    /// next number is usually free.
+    pub race_backoff_base: Duration,
+    pub race_backoff_cap: Duration,
+}
+
+impl Default for CommitPolicy {
+    fn default() -> Self {
+        CommitPolicy {
+            max_transient_failures: 8,
+            max_lost_races: 10_000,
+            failure_backoff_base: Duration::from_millis(20),
+            failure_backoff_cap: Duration::from_secs(2),
+            race_backoff_base: Duration::from_micros(500),
+            race_backoff_cap: Duration::from_millis(50),
+        }
+    }
+}
+
+fn jitter(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let ceiling = base
+        .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
+        .min(cap);
+    let nanos = ceiling.as_nanos().min(u128::from(u64::MAX)) as u64;
+    Duration::from_nanos(rand::rng().random_range(0..=nanos))
+}
+
+/// Commits deltas to one partition's log. Not shared: one per partition per writer.
+pub(crate) struct PartitionCommitter {
+    storage: Storage,
+    layout: StoreLayout,
+    partition: u32,
+    policy: CommitPolicy,
+    /// Highest sequence number known to be taken; `None` until first learned.
+    tip: Option<u64>,
+}
+
+/// Whether an object_store error can be retried, and whether the PUT may have landed.
+fn is_permanent(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::UnknownConfigurationKey { .. }
+            | object_store::Error::NotFound { .. }
+    )
+}
+
+impl PartitionCommitter {
+    pub(crate) fn new(
+        storage: Storage,
+        layout: StoreLayout,
+        partition: u32,
+        policy: CommitPolicy,
+    ) -> Self {
+        PartitionCommitter {
+            storage,
+            layout,
+            partition,
+            policy,
+            tip: None,
+        }
+    }
+
+    /// Commits `body` (an encoded delta carrying `batch_id`) as the partition's next delta
+    /// and returns its sequence number.
+    pub(crate) async fn commit(&mut self, body: Bytes, batch_id: &str) -> Result<u64> {
+        let mut failures = 0u32;
+        let mut lost_races = 0u32;
+        // Sequence numbers where an attempt of ours may have landed without us knowing.
+        let mut ambiguous: HashSet<u64> = HashSet::new();
+        loop {
+            let tip = match self.tip {
+                Some(t) => t,
+                None => match discover_tip(&self.storage, &self.layout, self.partition).await {
+                    Ok(t) => *self.tip.insert(t),
+                    Err(e) => {
+                        failures += 1;
+                        if failures > self.policy.max_transient_failures {
+                            return Err(e);
+                        }
+                        tracing::warn!(partition = self.partition, error = %e, "finding the log tip failed; retrying");
+                        self.sleep_after_failure(failures).await;
+                        continue;
+                    }
+                },
+            };
+            let seq = tip + 1;
+            let path = self.layout.delta(self.partition, seq);
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            match self
+                .storage
+                .store
+                .put_opts(&path, PutPayload::from_bytes(body.clone()), opts)
+                .await
+            {
+                Ok(_) => {
+                    self.tip = Some(seq);
+                    tracing::debug!(partition = self.partition, seq, "committed delta");
+                    return Ok(seq);
+                }
+                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                    if ambiguous.contains(&seq) {
+                        match self.landed_as_ours(seq, batch_id).await {
+                            Ok(true) => {
+                                self.tip = Some(seq);
+                                tracing::info!(partition = self.partition, seq, "an earlier ambiguous attempt had committed the batch");
+                                return Ok(seq);
+                            }
+                            Ok(false) => {}
+                            Err(e) => {
+                                failures += 1;
+                                if failures > self.policy.max_transient_failures {
+                                    return Err(e);
+                                }
+                                self.sleep_after_failure(failures).await;
+                                continue;
+                            }
+                        }
+                    }
+                    self.tip = Some(seq);
+                    lost_races += 1;
+                    if lost_races > self.policy.max_lost_races {
+                        return Err(Error::StorageMessage {
+                            context: format!("committing to partition {}", self.partition),
+                            message: format!("lost {lost_races} races in a row for the next sequence number"),
+                        });
+                    }
+                    let wait = jitter(self.policy.race_backoff_base, self.policy.race_backoff_cap, lost_races.min(8));
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) if is_permanent(&e) => {
+                    return Err(ikv_core::Error::Storage {
+                        context: format!("writing {path}"),
+                        source: e,
+                    });
+                }
+                Err(e) => {
+                    // The PUT may or may not have landed: remember, and retry the same number.
+                    ambiguous.insert(seq);
+                    failures += 1;
+                    tracing::warn!(partition = self.partition, seq, error = %e, "delta PUT failed; retrying the same sequence number");
+                    if failures > self.policy.max_transient_failures {
+                        // Before giving up, settle whether it landed: a caller told "failed"
+                        // must be able to trust that nothing was committed.
+                        if let Ok(true) = self.landed_as_ours(seq, batch_id).await {
+                            self.tip = Some(seq);
+                            return Ok(seq);
+                        }
+                        return Err(ikv_core::Error::Storage {
+                            context: format!("writing {path} after {failures} attempts"),
+                            source: e,
+                        });
+                    }
+                    self.sleep_after_failure(failures).await;
+                }
+            }
+        }
+    }
+
+    async fn sleep_after_failure(&self, failures: u32) {
+        let wait = jitter(
+            self.policy.failure_backoff_base,
+            self.policy.failure_backoff_cap,
+            failures,
+        );
+        tokio::time::sleep(wait).await;
+    }
+
+    /// Whether delta `seq` exists and carries `batch_id`.
+    async fn landed_as_ours(&self, seq: u64, batch_id: &str) -> Result<bool> {
+        match read_delta(&self.storage, &self.layout, self.partition, seq).await? {
+            None => Ok(false),
+            Some(bytes) => Ok(decode_delta_meta(&bytes)?.batch_id == batch_id),
+        }
+    }
+}

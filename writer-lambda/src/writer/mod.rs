@@ -1,0 +1,199 @@
+//! The writer library: validate, group-commit per partition, return once durable.
+
+mod commit;
+mod group;
+
+use std::sync::Arc;
+
+use ikv_core::limits::MAX_DELTA_PAYLOAD_BYTES;
+use ikv_core::store::load_config;
+use ikv_core::{
+    Document, Error, Operation, Result, Storage, StorageOptions, StoreConfig, StoreLayout,
+    partition_operations,
+};
+use tokio::sync::{mpsc, oneshot};
+
+pub use commit::CommitPolicy;
+use commit::PartitionCommitter;
+use group::{GroupCommitTask, Pending};
+
+/// Options of a [`Writer`].
+#[derive(Debug, Clone, Default)]
+pub struct WriterOptions {
+    /// Recorded in every delta; a random UUID when not set.
+    pub writer_id: Option<String>,
+    pub commit_policy: CommitPolicy,
+}
+
+/// Where one call's operations landed: one entry per partition it touched.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WriteReceipt {
+    pub commits: Vec<PartitionCommit>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionCommit {
+    pub partition: u32,
+    /// Sequence number of the delta holding the call's operations for this partition.
+    pub sequence: u64,
+}
+
+/// Writes to one store. Cheap to clone; all clones share the per-partition commit queues, so
+/// concurrent callers' operations coalesce into one delta per partition (group commit).
+/// Must be created inside a tokio runtime (it spawns one commit task per partition).
+#[derive(Clone)]
+pub struct Writer {
+    inner: Arc<WriterInner>,
+}
+
+struct WriterInner {
+    config: StoreConfig,
+    writer_id: String,
+    queues: Vec<mpsc::UnboundedSender<Pending>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("store", &self.inner.config.store_name)
+            .field("writer_id", &self.inner.writer_id)
+            .finish()
+    }
+}
+
+impl Writer {
+    /// Opens a writer on a storage URL; object_store's own retries are turned off for it
+    /// (see [`StorageOptions::disable_retries`]).
+    pub async fn open_url(
+        url: &str,
+        storage_options: &StorageOptions,
+        store_name: &str,
+        options: WriterOptions,
+    ) -> Result<Writer> {
+        let mut storage_options = storage_options.clone();
+        storage_options.disable_retries = true;
+        let storage = Storage::open(url, &storage_options)?;
+        Writer::open(storage, store_name, options).await
+    }
+
+    /// Opens a writer on an opened storage root. For S3, open it with
+    /// `disable_retries: true` so that a lost race is never confused with a retried PUT.
+    pub async fn open(storage: Storage, store_name: &str, options: WriterOptions) -> Result<Writer> {
+        let config = load_config(&storage, store_name).await?;
+        let layout = StoreLayout::new(&storage.prefix, store_name)?;
+        let writer_id = options
+            .writer_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let mut queues = Vec::with_capacity(config.num_partitions as usize);
+        for partition in 0..config.num_partitions {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let task = GroupCommitTask {
+                committer: PartitionCommitter::new(
+                    storage.clone(),
+                    layout.clone(),
+                    partition,
+                    options.commit_policy.clone(),
+                ),
+                queue: rx,
+                writer_id: writer_id.clone(),
+                store_name: store_name.to_owned(),
+                partition,
+            };
+            tokio::spawn(task.run());
+            queues.push(tx);
+        }
+        tracing::info!(store = store_name, %writer_id, partitions = config.num_partitions, "writer opened");
+        Ok(Writer {
+            inner: Arc::new(WriterInner {
+                config,
+                writer_id,
+                queues,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    pub fn writer_id(&self) -> &str {
+        &self.inner.writer_id
+    }
+
+    /// Validates every operation, then commits them; returns once they are durable. On a
+    /// validation error nothing is written. Operations on one partition are atomic (one
+    /// delta); a call touching several partitions commits one delta in each.
+    pub async fn write(&self, ops: &[Operation]) -> Result<WriteReceipt> {
+        let partitioned = partition_operations(&self.inner.config, ops)?;
+        let mut waits = Vec::new();
+        // Check every partition's size before enqueuing any, so nothing lands on error.
+        for (partition, rows) in partitioned.non_empty() {
+            let bytes: usize = rows.iter().map(|r| r.payload_bytes()).sum();
+            if bytes > MAX_DELTA_PAYLOAD_BYTES {
+                return Err(Error::InvalidOperation(format!(
+                    "the batch holds {bytes} bytes for partition {partition}, more than the {MAX_DELTA_PAYLOAD_BYTES} one delta may hold; split it"
+                )));
+            }
+        }
+        for (partition, rows) in partitioned.into_non_empty() {
+            let payload_bytes = rows.iter().map(|r| r.payload_bytes()).sum();
+            let (tx, rx) = oneshot::channel();
+            self.inner.queues[partition as usize]
+                .send(Pending {
+                    ops: rows,
+                    payload_bytes,
+                    reply: tx,
+                })
+                .map_err(|_| Error::Closed("writer"))?;
+            waits.push((partition, rx));
+        }
+        let mut commits = Vec::with_capacity(waits.len());
+        let mut first_error = None;
+        for (partition, rx) in waits {
+            match rx.await {
+                Ok(Ok(sequence)) => commits.push(PartitionCommit {
+                    partition,
+                    sequence,
+                }),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(Error::Shared(e));
+                }
+                Err(_) => {
+                    first_error.get_or_insert(Error::Closed("writer"));
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(WriteReceipt { commits }),
+        }
+    }
+
+    pub async fn upsert_fields(&self, document: Document) -> Result<WriteReceipt> {
+        self.write(&[Operation::UpsertFields(document)]).await
+    }
+
+    pub async fn delete_fields(&self, document: Document, field_names: Vec<String>) -> Result<WriteReceipt> {
+        self.write(&[Operation::DeleteFields {
+            document,
+            field_names,
+        }])
+        .await
+    }
+
+    pub async fn delete_document(&self, document: Document) -> Result<WriteReceipt> {
+        self.write(&[Operation::DeleteDocument(document)]).await
+    }
+
+    pub async fn drop_fields_by_name(&self, field_names: Vec<String>) -> Result<WriteReceipt> {
+        self.write(&[Operation::DropFieldsByName(field_names)]).await
+    }
+
+    pub async fn drop_fields_by_name_prefix(&self, prefixes: Vec<String>) -> Result<WriteReceipt> {
+        self.write(&[Operation::DropFieldsByNamePrefix(prefixes)]).await
+    }
+
+    pub async fn drop_all_fields(&self) -> Result<WriteReceipt> {
+        self.write(&[Operation::DropAllFields]).await
+    }
+}
