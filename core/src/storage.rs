@@ -94,14 +94,13 @@ impl Storage {
                 }
                 // An http:// endpoint (LocalStack, MinIO) needs plain HTTP allowed.
                 let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+                let http_setting_given = options.options.keys().any(|k| {
+                    k.eq_ignore_ascii_case("aws_allow_http") || k.eq_ignore_ascii_case("allow_http")
+                }) || std::env::var_os("AWS_ALLOW_HTTP").is_some();
                 if endpoint
                     .as_deref()
                     .is_some_and(|e| e.starts_with("http://"))
-                    && builder
-                        .get_config_value(&AmazonS3ConfigKey::Client(
-                            object_store::ClientConfigKey::AllowHttp,
-                        ))
-                        .is_none()
+                    && !http_setting_given
                 {
                     builder = builder.with_allow_http(true);
                 }

@@ -1,1 +1,64 @@
+//! Shared helpers of the end-to-end tests: the LocalStack storage root, a fault-injecting
+//! object store, and bucket snapshots for "nothing was written" checks.
 
+pub mod faulty;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use ikv_core::{Storage, StorageOptions};
+use object_store::ObjectStoreExt;
+
+/// Bucket the tests use on the emulator (created by the test script).
+pub const TEST_BUCKET: &str = "ikv-test";
+
+/// The emulator's endpoint: `IKV_TEST_S3_ENDPOINT`, default LocalStack on 127.0.0.1:4566.
+pub fn s3_endpoint() -> String {
+    std::env::var("IKV_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
+}
+
+/// A fresh, empty prefix in the test bucket on the local S3 emulator. Panics with what to
+/// do when the emulator is not running: these tests must not silently pass without it.
+pub async fn localstack_storage(disable_retries: bool) -> Storage {
+    let endpoint = s3_endpoint();
+    let health = format!("{endpoint}/_localstack/health");
+    if reqwest::get(&health).await.is_err() {
+        panic!(
+            "the S3 emulator is not reachable at {endpoint}; start it with `localstack/localstack.sh start && localstack/localstack.sh bucket {TEST_BUCKET}` (scripts/test.sh does both)"
+        );
+    }
+    let options = StorageOptions {
+        disable_retries,
+        ..StorageOptions::default()
+    }
+    .with("aws_endpoint", endpoint)
+    .with("aws_region", "us-east-1")
+    .with("aws_access_key_id", "test")
+    .with("aws_secret_access_key", "test");
+    let url = format!("s3://{TEST_BUCKET}/t-{}", uuid::Uuid::new_v4());
+    Storage::open(&url, &options).expect("open the emulator bucket")
+}
+
+/// Every object under the storage root with its bytes.
+pub async fn bucket_contents(storage: &Storage) -> BTreeMap<String, Bytes> {
+    let metas: Vec<_> = storage
+        .store
+        .list(Some(&storage.prefix))
+        .try_collect()
+        .await
+        .expect("list");
+    let mut out = BTreeMap::new();
+    for m in metas {
+        let bytes = storage
+            .store
+            .get(&m.location)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes");
+        out.insert(m.location.to_string(), bytes);
+    }
+    out
+}

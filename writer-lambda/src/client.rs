@@ -57,7 +57,11 @@ impl HttpWriterClient {
     }
 
     /// Commits operations; returns once the service reports them durable.
-    pub async fn write(&self, store: &str, ops: &[Operation]) -> Result<OperationsResponse, ClientError> {
+    pub async fn write(
+        &self,
+        store: &str,
+        ops: &[Operation],
+    ) -> Result<OperationsResponse, ClientError> {
         let body = serde_json::json!({
             "operations": ops.iter().map(OperationJson::from_operation).collect::<Vec<_>>()
         });

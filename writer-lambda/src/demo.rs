@@ -8,7 +8,9 @@ use std::time::Instant;
 use ikv_core::delta::decode_delta;
 use ikv_core::model::StoreModel;
 use ikv_core::store::{list_delta_seqs, read_delta};
-use ikv_core::{Document, FieldValue, Operation, Storage, StorageOptions, StoreConfig, StoreLayout};
+use ikv_core::{
+    Document, FieldValue, Operation, Storage, StorageOptions, StoreConfig, StoreLayout,
+};
 use ikv_writer::client::HttpWriterClient;
 use ikv_writer::service::auth::{Accounts, generate_passkey, hash_passkey};
 use ikv_writer::service::{ServiceState, serve};
@@ -61,7 +63,9 @@ pub async fn run(url: &str, documents: usize) -> Result<(), String> {
             .as_millis()
     );
     let config = StoreConfig::new(&store, "firstname", None, PARTITIONS).map_err(err)?;
-    ikv_core::store::create_store(&storage, &config).await.map_err(err)?;
+    ikv_core::store::create_store(&storage, &config)
+        .await
+        .map_err(err)?;
     println!("storage root  {url}");
     println!("created store {store:?}: primary key \"firstname\", {PARTITIONS} partitions");
 
@@ -71,8 +75,14 @@ pub async fn run(url: &str, documents: usize) -> Result<(), String> {
         r#"{{"accounts":[{{"account_id":"demo","passkey_hash":"{}","stores":["*"]}}]}}"#,
         hash_passkey(&passkey)?
     ))?;
-    let state = Arc::new(ServiceState::new(storage.clone(), accounts, WriterOptions::default()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(err)?;
+    let state = Arc::new(ServiceState::new(
+        storage.clone(),
+        accounts,
+        WriterOptions::default(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(err)?;
     let addr = listener.local_addr().map_err(err)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, state, async {
@@ -130,10 +140,14 @@ pub async fn run(url: &str, documents: usize) -> Result<(), String> {
     let mut model = StoreModel::new("firstname");
     let (mut deltas, mut rows) = (0usize, 0usize);
     for partition in 0..PARTITIONS {
-        let seqs = list_delta_seqs(&storage, &layout, partition).await.map_err(err)?;
+        let seqs = list_delta_seqs(&storage, &layout, partition)
+            .await
+            .map_err(err)?;
         for (expected, seq) in (1u64..).zip(&seqs) {
             if expected != *seq {
-                return Err(format!("partition {partition}: log has a hole at {expected}"));
+                return Err(format!(
+                    "partition {partition}: log has a hole at {expected}"
+                ));
             }
             let bytes = read_delta(&storage, &layout, partition, *seq)
                 .await
@@ -144,7 +158,11 @@ pub async fn run(url: &str, documents: usize) -> Result<(), String> {
             rows += delta.ops.len();
             delta.ops.iter().for_each(|op| model.apply(op));
         }
-        println!("  partition {partition}: {} deltas, dense 1..={}", seqs.len(), seqs.last().copied().unwrap_or(0));
+        println!(
+            "  partition {partition}: {} deltas, dense 1..={}",
+            seqs.len(),
+            seqs.last().copied().unwrap_or(0)
+        );
     }
     println!(
         "read back     {deltas} deltas, {rows} rows, {} documents in {:.2} s",
@@ -159,7 +177,13 @@ pub async fn run(url: &str, documents: usize) -> Result<(), String> {
         if got != want.as_ref() {
             return Err(format!("{key}.{field}: expected {want:?}, found {got:?}"));
         }
-        println!("  get({key:?}, {field:?}) = {:?}", got.map(|v| match v { FieldValue::String(s) => s.as_str(), _ => "?" }));
+        println!(
+            "  get({key:?}, {field:?}) = {:?}",
+            got.map(|v| match v {
+                FieldValue::String(s) => s.as_str(),
+                _ => "?",
+            })
+        );
         Ok(())
     };
     check("Alice", "firstname", Some("Alice"))?;

@@ -13,7 +13,11 @@ use ikv_writer::service::auth::{Accounts, generate_passkey, hash_passkey};
 use ikv_writer::service::{ServiceState, run_lambda, serve};
 
 #[derive(Parser)]
-#[command(name = "ikv-writer", version, about = "The ikv writer service and its tools")]
+#[command(
+    name = "ikv-writer",
+    version,
+    about = "The ikv writer service and its tools"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -131,7 +135,9 @@ async fn run(command: Command) -> Result<(), String> {
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            serve(listener, state, shutdown).await.map_err(|e| e.to_string())
+            serve(listener, state, shutdown)
+                .await
+                .map_err(|e| e.to_string())
         }
         Command::Lambda { storage, accounts } => {
             let state = state(&storage, &accounts)?;
@@ -144,8 +150,13 @@ async fn run(command: Command) -> Result<(), String> {
             partitioning_key,
             partitions,
         } => {
-            let config = StoreConfig::new(&store, &primary_key, partitioning_key.as_deref(), partitions)
-                .map_err(|e| e.to_string())?;
+            let config = StoreConfig::new(
+                &store,
+                &primary_key,
+                partitioning_key.as_deref(),
+                partitions,
+            )
+            .map_err(|e| e.to_string())?;
             let storage = writer_storage(&storage)?;
             ikv_core::store::create_store(&storage, &config)
                 .await

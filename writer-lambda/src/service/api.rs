@@ -71,13 +71,14 @@ impl ValueJson {
             ValueJson::Bytes(b64) => FieldValue::Bytes(
                 base64::engine::general_purpose::STANDARD
                     .decode(b64)
-                    .map_err(|e| format!("field {field:?}: bytes value is not valid base64: {e}"))?,
+                    .map_err(|e| {
+                        format!("field {field:?}: bytes value is not valid base64: {e}")
+                    })?,
             ),
             ValueJson::Int64(IntJson::Number(n)) => FieldValue::Int64(*n),
-            ValueJson::Int64(IntJson::Text(t)) => FieldValue::Int64(
-                t.parse()
-                    .map_err(|_| format!("field {field:?}: int64 value {t:?} is not a 64-bit integer"))?,
-            ),
+            ValueJson::Int64(IntJson::Text(t)) => FieldValue::Int64(t.parse().map_err(|_| {
+                format!("field {field:?}: int64 value {t:?} is not a 64-bit integer")
+            })?),
             ValueJson::Float64(FloatJson::Number(f)) => FieldValue::Float64(*f),
             ValueJson::Float64(FloatJson::Text(t)) => FieldValue::Float64(match t.as_str() {
                 "NaN" => f64::NAN,
@@ -101,7 +102,9 @@ impl ValueJson {
                 ValueJson::Bytes(base64::engine::general_purpose::STANDARD.encode(b))
             }
             FieldValue::Int64(n) => ValueJson::Int64(IntJson::Number(*n)),
-            FieldValue::Float64(f) if f.is_nan() => ValueJson::Float64(FloatJson::Text("NaN".into())),
+            FieldValue::Float64(f) if f.is_nan() => {
+                ValueJson::Float64(FloatJson::Text("NaN".into()))
+            }
             FieldValue::Float64(f) if f.is_infinite() => ValueJson::Float64(FloatJson::Text(
                 if *f > 0.0 { "Infinity" } else { "-Infinity" }.into(),
             )),
@@ -212,7 +215,10 @@ mod tests {
             .with("t", FieldValue::Bool(true));
         let ops = vec![
             Operation::UpsertFields(doc.clone()),
-            Operation::DeleteFields { document: doc.clone(), field_names: vec!["b".into()] },
+            Operation::DeleteFields {
+                document: doc.clone(),
+                field_names: vec!["b".into()],
+            },
             Operation::DeleteDocument(doc),
             Operation::DropFieldsByName(vec!["x".into()]),
             Operation::DropFieldsByNamePrefix(vec!["y".into()]),
@@ -227,19 +233,28 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let parse = |s: &str| serde_json::from_str::<OperationJson>(s).map_err(|e| e.to_string()).and_then(|o| o.to_operation(3));
+        let parse = |s: &str| {
+            serde_json::from_str::<OperationJson>(s)
+                .map_err(|e| e.to_string())
+                .and_then(|o| o.to_operation(3))
+        };
         let err = parse(r#"{"op":"upsert_fields","document":{"b":{"bytes":"!!"}}}"#).unwrap_err();
-        assert!(err.contains("operation 3: field \"b\": bytes value is not valid base64"), "{err}");
+        assert!(
+            err.contains("operation 3: field \"b\": bytes value is not valid base64"),
+            "{err}"
+        );
         let err = parse(r#"{"op":"upsert_fields","document":{"i":{"int64":"12x"}}}"#).unwrap_err();
         assert!(err.contains("not a 64-bit integer"), "{err}");
-        let err = parse(r#"{"op":"upsert_fields","document":{"f":{"float64":"big"}}}"#).unwrap_err();
+        let err =
+            parse(r#"{"op":"upsert_fields","document":{"f":{"float64":"big"}}}"#).unwrap_err();
         assert!(err.contains("must be a number"), "{err}");
         let err = parse(r#"{"op":"upsert_fields","document":{"f":{"decimal":"1"}}}"#).unwrap_err();
         assert!(err.contains("unknown variant `decimal`"), "{err}");
         let err = parse(r#"{"op":"explode"}"#).unwrap_err();
         assert!(err.contains("unknown variant `explode`"), "{err}");
         assert_eq!(
-            parse(r#"{"op":"upsert_fields","document":{"i":{"int64":"-9223372036854775808"}}}"#).unwrap(),
+            parse(r#"{"op":"upsert_fields","document":{"i":{"int64":"-9223372036854775808"}}}"#)
+                .unwrap(),
             Operation::UpsertFields(Document::new().with("i", FieldValue::Int64(i64::MIN)))
         );
     }

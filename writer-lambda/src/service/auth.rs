@@ -162,29 +162,56 @@ mod tests {
     #[test]
     fn authenticates_and_authorizes() {
         let a = accounts();
-        let acme = a.authenticate(Some("acme"), Some("correct horse battery staple")).unwrap();
+        let acme = a
+            .authenticate(Some("acme"), Some("correct horse battery staple"))
+            .unwrap();
         assert!(acme.may_write("users"));
         assert!(!acme.may_write("orders"));
-        let ops = a.authenticate(Some("ops"), Some("correct horse battery staple")).unwrap();
+        let ops = a
+            .authenticate(Some("ops"), Some("correct horse battery staple"))
+            .unwrap();
         assert!(ops.may_write("orders"));
     }
 
     #[test]
     fn refuses_bad_credentials() {
         let a = accounts();
-        assert_eq!(a.authenticate(Some("acme"), Some("wrong passkey!!!!!")).unwrap_err(), AuthError::BadCredentials);
-        assert_eq!(a.authenticate(Some("nobody"), Some("correct horse battery staple")).unwrap_err(), AuthError::BadCredentials);
-        assert!(matches!(a.authenticate(None, Some("x")).unwrap_err(), AuthError::MissingHeader(_)));
-        assert!(matches!(a.authenticate(Some("acme"), None).unwrap_err(), AuthError::MissingHeader(_)));
+        assert_eq!(
+            a.authenticate(Some("acme"), Some("wrong passkey!!!!!"))
+                .unwrap_err(),
+            AuthError::BadCredentials
+        );
+        assert_eq!(
+            a.authenticate(Some("nobody"), Some("correct horse battery staple"))
+                .unwrap_err(),
+            AuthError::BadCredentials
+        );
+        assert!(matches!(
+            a.authenticate(None, Some("x")).unwrap_err(),
+            AuthError::MissingHeader(_)
+        ));
+        assert!(matches!(
+            a.authenticate(Some("acme"), None).unwrap_err(),
+            AuthError::MissingHeader(_)
+        ));
     }
 
     #[test]
     fn bad_configuration_is_named() {
         for (json, want) in [
             ("{", "accounts configuration"),
-            (r#"{"accounts":[{"account_id":"a","passkey_hash":"md5:00","stores":[]}]}"#, "must start with"),
-            (r#"{"accounts":[{"account_id":"a","passkey_hash":"sha256:zz","stores":[]}]}"#, "64 hex digits"),
-            (r#"{"accounts":[{"account_id":"","passkey_hash":"sha256:00","stores":[]}]}"#, "must not be empty"),
+            (
+                r#"{"accounts":[{"account_id":"a","passkey_hash":"md5:00","stores":[]}]}"#,
+                "must start with",
+            ),
+            (
+                r#"{"accounts":[{"account_id":"a","passkey_hash":"sha256:zz","stores":[]}]}"#,
+                "64 hex digits",
+            ),
+            (
+                r#"{"accounts":[{"account_id":"","passkey_hash":"sha256:00","stores":[]}]}"#,
+                "must not be empty",
+            ),
         ] {
             let err = Accounts::from_json(json).unwrap_err();
             assert!(err.contains(want), "{err}");

@@ -9,13 +9,13 @@ mod error;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use axum::Json;
 use ikv_core::{ErrorKind, Storage};
 use tokio::sync::Mutex;
 
@@ -125,9 +125,8 @@ async fn write_operations(
     ikv_core::config::validate_store_name(&store)?;
     state.authorize(&headers, &store)?;
     let body = body.map_err(ApiError::from_body_rejection)?;
-    let request: OperationsRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request("invalid_json", format!("request body: {e}"))
-    })?;
+    let request: OperationsRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))?;
     let ops = request
         .operations
         .iter()

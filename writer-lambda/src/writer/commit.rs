@@ -138,12 +138,19 @@ impl PartitionCommitter {
                     tracing::debug!(partition = self.partition, seq, "committed delta");
                     return Ok(seq);
                 }
-                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => {
                     if ambiguous.contains(&seq) {
                         match self.landed_as_ours(seq, batch_id).await {
                             Ok(true) => {
                                 self.tip = Some(seq);
-                                tracing::info!(partition = self.partition, seq, "an earlier ambiguous attempt had committed the batch");
+                                tracing::info!(
+                                    partition = self.partition,
+                                    seq,
+                                    "an earlier ambiguous attempt had committed the batch"
+                                );
                                 return Ok(seq);
                             }
                             Ok(false) => {}
@@ -162,10 +169,16 @@ impl PartitionCommitter {
                     if lost_races > self.policy.max_lost_races {
                         return Err(Error::StorageMessage {
                             context: format!("committing to partition {}", self.partition),
-                            message: format!("lost {lost_races} races in a row for the next sequence number"),
+                            message: format!(
+                                "lost {lost_races} races in a row for the next sequence number"
+                            ),
                         });
                     }
-                    let wait = jitter(self.policy.race_backoff_base, self.policy.race_backoff_cap, lost_races.min(8));
+                    let wait = jitter(
+                        self.policy.race_backoff_base,
+                        self.policy.race_backoff_cap,
+                        lost_races.min(8),
+                    );
                     tokio::time::sleep(wait).await;
                 }
                 Err(e) if is_permanent(&e) => {

@@ -71,12 +71,15 @@ impl GroupCommitTask {
             self.store_name.clone(),
             self.partition,
         );
-        let body = encode_delta(&meta, group.iter().flat_map(|p| p.ops.iter())).map_err(Arc::new)?;
+        let body =
+            encode_delta(&meta, group.iter().flat_map(|p| p.ops.iter())).map_err(Arc::new)?;
         let callers = group.len();
         let result = self.committer.commit(body, &batch_id).await;
         match &result {
             Ok(seq) => tracing::debug!(partition = self.partition, seq, callers, "group committed"),
-            Err(e) => tracing::error!(partition = self.partition, callers, error = %e, "group commit failed"),
+            Err(e) => {
+                tracing::error!(partition = self.partition, callers, error = %e, "group commit failed")
+            }
         }
         result.map_err(Arc::new)
     }

@@ -78,7 +78,11 @@ impl Writer {
 
     /// Opens a writer on an opened storage root. For S3, open it with
     /// `disable_retries: true` so that a lost race is never confused with a retried PUT.
-    pub async fn open(storage: Storage, store_name: &str, options: WriterOptions) -> Result<Writer> {
+    pub async fn open(
+        storage: Storage,
+        store_name: &str,
+        options: WriterOptions,
+    ) -> Result<Writer> {
         let config = load_config(&storage, store_name).await?;
         let layout = StoreLayout::new(&storage.prefix, store_name)?;
         let writer_id = options
@@ -173,7 +177,11 @@ impl Writer {
         self.write(&[Operation::UpsertFields(document)]).await
     }
 
-    pub async fn delete_fields(&self, document: Document, field_names: Vec<String>) -> Result<WriteReceipt> {
+    pub async fn delete_fields(
+        &self,
+        document: Document,
+        field_names: Vec<String>,
+    ) -> Result<WriteReceipt> {
         self.write(&[Operation::DeleteFields {
             document,
             field_names,
@@ -186,11 +194,13 @@ impl Writer {
     }
 
     pub async fn drop_fields_by_name(&self, field_names: Vec<String>) -> Result<WriteReceipt> {
-        self.write(&[Operation::DropFieldsByName(field_names)]).await
+        self.write(&[Operation::DropFieldsByName(field_names)])
+            .await
     }
 
     pub async fn drop_fields_by_name_prefix(&self, prefixes: Vec<String>) -> Result<WriteReceipt> {
-        self.write(&[Operation::DropFieldsByNamePrefix(prefixes)]).await
+        self.write(&[Operation::DropFieldsByNamePrefix(prefixes)])
+            .await
     }
 
     pub async fn drop_all_fields(&self) -> Result<WriteReceipt> {
