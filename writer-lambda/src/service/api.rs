@@ -213,7 +213,7 @@ mod tests {
             .with("i", FieldValue::Int64(i64::MAX))
             .with("f", FieldValue::Float64(f64::NEG_INFINITY))
             .with("t", FieldValue::Bool(true));
-        let ops = vec![
+        let ops = [
             Operation::UpsertFields(doc.clone()),
             Operation::DeleteFields {
                 document: doc.clone(),
