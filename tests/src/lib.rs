@@ -2,6 +2,8 @@
 //! object store, and bucket snapshots for "nothing was written" checks.
 
 pub mod faulty;
+pub mod model_check;
+pub mod random_ops;
 
 use std::collections::BTreeMap;
 

@@ -18,21 +18,35 @@ const PASSKEY: &str = "lambda-passkey-0123456789abcdef";
 
 async fn setup() -> (Storage, axum::Router) {
     let storage = Storage::memory();
-    create_store(&storage, &StoreConfig::new("users", "userid", None, 1).unwrap())
-        .await
-        .unwrap();
+    create_store(
+        &storage,
+        &StoreConfig::new("users", "userid", None, 1).unwrap(),
+    )
+    .await
+    .unwrap();
     let accounts = Accounts::from_json(&format!(
         r#"{{"accounts":[{{"account_id":"acme","passkey_hash":"{}","stores":["users"]}}]}}"#,
         hash_passkey(PASSKEY).unwrap()
     ))
     .unwrap();
-    let app = router(Arc::new(ServiceState::new(storage.clone(), accounts, WriterOptions::default())));
+    let app = router(Arc::new(ServiceState::new(
+        storage.clone(),
+        accounts,
+        WriterOptions::default(),
+    )));
     (storage, app)
 }
 
 /// A payload-2.0 event as a Function URL (`route_key` "$default", lambda-url domain) or an
 /// HTTP API (`route_key` "POST /v1/...", execute-api domain) delivers it.
-fn event(route_key: &str, domain: &str, method: &str, path: &str, passkey: &str, body: Option<(&str, bool)>) -> Value {
+fn event(
+    route_key: &str,
+    domain: &str,
+    method: &str,
+    path: &str,
+    passkey: &str,
+    body: Option<(&str, bool)>,
+) -> Value {
     let mut e = json!({
         "version": "2.0",
         "routeKey": route_key,
@@ -91,7 +105,8 @@ async fn invoke(app: &axum::Router, event: Value) -> (u16, Value) {
     (status, serde_json::from_str(body).unwrap())
 }
 
-const WRITE: &str = r#"{"operations":[{"op":"upsert_fields","document":{"userid":{"string":"Alice"}}}]}"#;
+const WRITE: &str =
+    r#"{"operations":[{"op":"upsert_fields","document":{"userid":{"string":"Alice"}}}]}"#;
 const FUNCTION_URL: &str = "abcdefghij.lambda-url.us-east-1.on.aws";
 const HTTP_API: &str = "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com";
 
@@ -99,15 +114,40 @@ const HTTP_API: &str = "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com";
 async fn function_url_events_write_and_answer() {
     let (storage, app) = setup().await;
     let path = "/v1/stores/users/operations";
-    let (status, body) = invoke(&app, event("$default", FUNCTION_URL, "POST", path, PASSKEY, Some((WRITE, false)))).await;
+    let (status, body) = invoke(
+        &app,
+        event(
+            "$default",
+            FUNCTION_URL,
+            "POST",
+            path,
+            PASSKEY,
+            Some((WRITE, false)),
+        ),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["commits"][0]["sequence"], 1);
     // Function URLs may deliver the body base64-encoded.
-    let (status, body) = invoke(&app, event("$default", FUNCTION_URL, "POST", path, PASSKEY, Some((WRITE, true)))).await;
+    let (status, body) = invoke(
+        &app,
+        event(
+            "$default",
+            FUNCTION_URL,
+            "POST",
+            path,
+            PASSKEY,
+            Some((WRITE, true)),
+        ),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["commits"][0]["sequence"], 2);
     let layout = StoreLayout::new(&storage.prefix, "users").unwrap();
-    assert_eq!(list_delta_seqs(&storage, &layout, 0).await.unwrap(), vec![1, 2]);
+    assert_eq!(
+        list_delta_seqs(&storage, &layout, 0).await.unwrap(),
+        vec![1, 2]
+    );
 }
 
 #[tokio::test]
@@ -115,16 +155,43 @@ async fn http_api_events_write_and_refuse() {
     let (storage, app) = setup().await;
     let path = "/v1/stores/users/operations";
     let route = "POST /v1/stores/{store}/operations";
-    let (status, body) = invoke(&app, event(route, HTTP_API, "POST", path, PASSKEY, Some((WRITE, false)))).await;
+    let (status, body) = invoke(
+        &app,
+        event(route, HTTP_API, "POST", path, PASSKEY, Some((WRITE, false))),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = invoke(&app, event(route, HTTP_API, "POST", path, "wrong-passkey-000000000000", Some((WRITE, false)))).await;
+    let (status, body) = invoke(
+        &app,
+        event(
+            route,
+            HTTP_API,
+            "POST",
+            path,
+            "wrong-passkey-000000000000",
+            Some((WRITE, false)),
+        ),
+    )
+    .await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "unauthorized");
-    let (status, body) = invoke(&app, event(route, HTTP_API, "POST", path, PASSKEY, Some(("{", false)))).await;
+    let (status, body) = invoke(
+        &app,
+        event(route, HTTP_API, "POST", path, PASSKEY, Some(("{", false))),
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "invalid_json");
-    let (status, body) = invoke(&app, event("GET /health", HTTP_API, "GET", "/health", PASSKEY, None)).await;
+    let (status, body) = invoke(
+        &app,
+        event("GET /health", HTTP_API, "GET", "/health", PASSKEY, None),
+    )
+    .await;
     assert_eq!((status, body), (200, json!({"status": "ok"})));
     let layout = StoreLayout::new(&storage.prefix, "users").unwrap();
-    assert_eq!(list_delta_seqs(&storage, &layout, 0).await.unwrap(), vec![1], "refused events wrote nothing");
+    assert_eq!(
+        list_delta_seqs(&storage, &layout, 0).await.unwrap(),
+        vec![1],
+        "refused events wrote nothing"
+    );
 }

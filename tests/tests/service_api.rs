@@ -31,18 +31,38 @@ async fn app(storage: &Storage) -> axum::Router {
         hash_passkey(OTHER_PASSKEY).unwrap()
     ))
     .unwrap();
-    router(Arc::new(ServiceState::new(storage.clone(), accounts, WriterOptions::default())))
+    router(Arc::new(ServiceState::new(
+        storage.clone(),
+        accounts,
+        WriterOptions::default(),
+    )))
 }
 
-async fn call(app: &axum::Router, method: &str, uri: &str, auth: Option<(&str, &str)>, body: Vec<u8>) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    auth: Option<(&str, &str)>,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
     if let Some((id, key)) = auth {
-        req = req.header("x-ikv-account-id", id).header("x-ikv-account-passkey", key);
+        req = req
+            .header("x-ikv-account-id", id)
+            .header("x-ikv-account-passkey", key);
     }
-    let response = app.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+    let response = app
+        .clone()
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}));
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}));
     (status, value)
 }
 
@@ -57,7 +77,15 @@ fn alice() -> Value {
 const ACME: Option<(&str, &str)> = Some(("acme", PASSKEY));
 
 /// (what, uri, credentials, body, expected status, error code, words of the message)
-type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>, Vec<u8>, StatusCode, &'a str, &'a str);
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    Option<(&'a str, &'a str)>,
+    Vec<u8>,
+    StatusCode,
+    &'a str,
+    &'a str,
+);
 
 #[tokio::test]
 async fn bad_requests_get_4xx_naming_the_problem_and_write_nothing() {
@@ -67,36 +95,216 @@ async fn bad_requests_get_4xx_naming_the_problem_and_write_nothing() {
     let w = "/v1/stores/users/operations";
     let big = vec![b' '; MAX_BODY_BYTES + 1];
     let cases: Vec<Case> = vec![
-        ("missing headers", w, None, ops(json!([alice()])), StatusCode::UNAUTHORIZED, "unauthorized", "missing header x-ikv-account-id"),
-        ("missing passkey", w, Some(("acme", "")), ops(json!([alice()])), StatusCode::UNAUTHORIZED, "unauthorized", "unknown account or wrong passkey"),
-        ("wrong passkey", w, Some(("acme", OTHER_PASSKEY)), ops(json!([alice()])), StatusCode::UNAUTHORIZED, "unauthorized", "unknown account or wrong passkey"),
-        ("unknown account", w, Some(("nobody", PASSKEY)), ops(json!([alice()])), StatusCode::UNAUTHORIZED, "unauthorized", "unknown account"),
-        ("another account's store", "/v1/stores/orders/operations", ACME, ops(json!([alice()])), StatusCode::FORBIDDEN, "forbidden", "may not write to store \"orders\""),
-        ("bad store name", "/v1/stores/..%2Fusers/operations", ACME, ops(json!([alice()])), StatusCode::BAD_REQUEST, "invalid_store_name", "invalid store name"),
-        ("unknown store", "/v1/stores/missing/operations", ACME, ops(json!([alice()])), StatusCode::NOT_FOUND, "store_not_found", "store \"missing\" does not exist"),
-        ("not JSON", w, ACME, b"{oops".to_vec(), StatusCode::BAD_REQUEST, "invalid_json", "request body"),
-        ("no operations key", w, ACME, b"{}".to_vec(), StatusCode::BAD_REQUEST, "invalid_json", "missing field `operations`"),
-        ("unknown op", w, ACME, ops(json!([{"op": "upsert_everything"}])), StatusCode::BAD_REQUEST, "invalid_json", "unknown variant `upsert_everything`"),
-        ("missing primary key, after a valid op", w, ACME, ops(json!([alice(), {"op": "upsert_fields", "document": {"age": {"int64": 1}}}])), StatusCode::BAD_REQUEST, "invalid_document", "operation 1 (upsert_fields): document lacks its primary key field \"userid\""),
-        ("primary key of the wrong type", w, ACME, ops(json!([{"op": "upsert_fields", "document": {"userid": {"int64": 1}}}])), StatusCode::BAD_REQUEST, "invalid_document", "must be a string or bytes, not int64"),
-        ("missing partitioning key", "/v1/stores/geo/operations", ACME, ops(json!([alice()])), StatusCode::BAD_REQUEST, "invalid_document", "lacks its partitioning key field \"country\""),
-        ("empty field name", w, ACME, ops(json!([{"op": "upsert_fields", "document": {"userid": {"string": "a"}, "": {"bool": true}}}])), StatusCode::BAD_REQUEST, "invalid_document", "field name must not be empty"),
-        ("unknown value type", w, ACME, ops(json!([{"op": "upsert_fields", "document": {"userid": {"string": "a"}, "x": {"decimal": "1"}}}])), StatusCode::BAD_REQUEST, "invalid_json", "unknown variant `decimal`"),
-        ("bad base64", w, ACME, ops(json!([{"op": "upsert_fields", "document": {"userid": {"string": "a"}, "x": {"bytes": "***"}}}])), StatusCode::BAD_REQUEST, "invalid_document", "not valid base64"),
-        ("value too large", w, ACME, ops(json!([{"op": "upsert_fields", "document": {"userid": {"string": "a"}, "x": {"string": "v".repeat(1_048_577)}}}])), StatusCode::BAD_REQUEST, "invalid_document", "more than the 1048576 allowed"),
-        ("empty drop", w, ACME, ops(json!([{"op": "drop_fields_by_name", "field_names": []}])), StatusCode::BAD_REQUEST, "invalid_operation", "at least one field name"),
-        ("empty delete_fields", w, ACME, ops(json!([{"op": "delete_fields", "document": {"userid": {"string": "a"}}, "field_names": []}])), StatusCode::BAD_REQUEST, "invalid_operation", "at least one field name"),
-        ("body over 6 MB", w, ACME, big, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "split the batch"),
+        (
+            "missing headers",
+            w,
+            None,
+            ops(json!([alice()])),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing header x-ikv-account-id",
+        ),
+        (
+            "missing passkey",
+            w,
+            Some(("acme", "")),
+            ops(json!([alice()])),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown account or wrong passkey",
+        ),
+        (
+            "wrong passkey",
+            w,
+            Some(("acme", OTHER_PASSKEY)),
+            ops(json!([alice()])),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown account or wrong passkey",
+        ),
+        (
+            "unknown account",
+            w,
+            Some(("nobody", PASSKEY)),
+            ops(json!([alice()])),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown account",
+        ),
+        (
+            "another account's store",
+            "/v1/stores/orders/operations",
+            ACME,
+            ops(json!([alice()])),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "may not write to store \"orders\"",
+        ),
+        (
+            "bad store name",
+            "/v1/stores/..%2Fusers/operations",
+            ACME,
+            ops(json!([alice()])),
+            StatusCode::BAD_REQUEST,
+            "invalid_store_name",
+            "invalid store name",
+        ),
+        (
+            "unknown store",
+            "/v1/stores/missing/operations",
+            ACME,
+            ops(json!([alice()])),
+            StatusCode::NOT_FOUND,
+            "store_not_found",
+            "store \"missing\" does not exist",
+        ),
+        (
+            "not JSON",
+            w,
+            ACME,
+            b"{oops".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "request body",
+        ),
+        (
+            "no operations key",
+            w,
+            ACME,
+            b"{}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "missing field `operations`",
+        ),
+        (
+            "unknown op",
+            w,
+            ACME,
+            ops(json!([{"op": "upsert_everything"}])),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "unknown variant `upsert_everything`",
+        ),
+        (
+            "missing primary key, after a valid op",
+            w,
+            ACME,
+            ops(json!([alice(), {"op": "upsert_fields", "document": {"age": {"int64": 1}}}])),
+            StatusCode::BAD_REQUEST,
+            "invalid_document",
+            "operation 1 (upsert_fields): document lacks its primary key field \"userid\"",
+        ),
+        (
+            "primary key of the wrong type",
+            w,
+            ACME,
+            ops(json!([{"op": "upsert_fields", "document": {"userid": {"int64": 1}}}])),
+            StatusCode::BAD_REQUEST,
+            "invalid_document",
+            "must be a string or bytes, not int64",
+        ),
+        (
+            "missing partitioning key",
+            "/v1/stores/geo/operations",
+            ACME,
+            ops(json!([alice()])),
+            StatusCode::BAD_REQUEST,
+            "invalid_document",
+            "lacks its partitioning key field \"country\"",
+        ),
+        (
+            "empty field name",
+            w,
+            ACME,
+            ops(
+                json!([{"op": "upsert_fields", "document": {"userid": {"string": "a"}, "": {"bool": true}}}]),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_document",
+            "field name must not be empty",
+        ),
+        (
+            "unknown value type",
+            w,
+            ACME,
+            ops(
+                json!([{"op": "upsert_fields", "document": {"userid": {"string": "a"}, "x": {"decimal": "1"}}}]),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "unknown variant `decimal`",
+        ),
+        (
+            "bad base64",
+            w,
+            ACME,
+            ops(
+                json!([{"op": "upsert_fields", "document": {"userid": {"string": "a"}, "x": {"bytes": "***"}}}]),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_document",
+            "not valid base64",
+        ),
+        (
+            "value too large",
+            w,
+            ACME,
+            ops(
+                json!([{"op": "upsert_fields", "document": {"userid": {"string": "a"}, "x": {"string": "v".repeat(1_048_577)}}}]),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_document",
+            "more than the 1048576 allowed",
+        ),
+        (
+            "empty drop",
+            w,
+            ACME,
+            ops(json!([{"op": "drop_fields_by_name", "field_names": []}])),
+            StatusCode::BAD_REQUEST,
+            "invalid_operation",
+            "at least one field name",
+        ),
+        (
+            "empty delete_fields",
+            w,
+            ACME,
+            ops(
+                json!([{"op": "delete_fields", "document": {"userid": {"string": "a"}}, "field_names": []}]),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_operation",
+            "at least one field name",
+        ),
+        (
+            "body over 6 MB",
+            w,
+            ACME,
+            big,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "split the batch",
+        ),
     ];
     for (what, uri, auth, body, status, code, message) in cases {
         let (got_status, got) = call(&app, "POST", uri, auth, body).await;
         assert_eq!(got_status, status, "{what}: {got}");
         assert_eq!(got["error"]["code"], code, "{what}: {got}");
         let text = got["error"]["message"].as_str().unwrap_or_default();
-        assert!(text.contains(message), "{what}: wanted {message:?} in {text:?}");
-        assert!(!text.contains(PASSKEY) && !text.contains(OTHER_PASSKEY), "{what}: a secret leaked");
+        assert!(
+            text.contains(message),
+            "{what}: wanted {message:?} in {text:?}"
+        );
+        assert!(
+            !text.contains(PASSKEY) && !text.contains(OTHER_PASSKEY),
+            "{what}: a secret leaked"
+        );
     }
-    assert_eq!(bucket_contents(&storage).await, before, "no bad request wrote anything");
+    assert_eq!(
+        bucket_contents(&storage).await,
+        before,
+        "no bad request wrote anything"
+    );
 
     // And a good request does write.
     let (status, got) = call(&app, "POST", w, ACME, ops(json!([alice()]))).await;
@@ -142,5 +350,9 @@ async fn every_operation_type_is_accepted() {
     let (status, got) = call(&app, "POST", "/v1/stores/users/operations", ACME, body).await;
     assert_eq!(status, StatusCode::OK, "{got}");
     assert_eq!(got["operations"], 6);
-    assert_eq!(got["commits"].as_array().unwrap().len(), 2, "drops reach both partitions");
+    assert_eq!(
+        got["commits"].as_array().unwrap().len(),
+        2,
+        "drops reach both partitions"
+    );
 }

@@ -1,0 +1,292 @@
+//! Compacting one partition: fold the deltas after the newest snapshot into an overlay, merge
+//! it with the snapshot's sorted stream, write the new snapshot, commit its manifest.
+//!
+//! Invariants:
+//! - A snapshot at sequence `s` equals the partition's state after deltas 1..=s (the model in
+//!   `ikv_core::model`), one row per live document, sorted by key bytes.
+//! - Files go to a directory unique to this run; the manifest, written last with a
+//!   conditional create, is the only thing that makes them visible. A crash or a lost race
+//!   leaves unreferenced files, never a mixed or partial snapshot.
+//! - Memory: the overlay (what the merged deltas touched) plus one read batch and one write
+//!   batch; it does not grow with the store.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use futures::TryStreamExt;
+use ikv_core::delta::decode_delta;
+use ikv_core::layout::parse_delta_seq;
+use ikv_core::store::read_delta;
+use ikv_core::{Error, Result, Storage, StoreConfig, StoreLayout};
+use object_store::ObjectMeta;
+
+use crate::manifest::{KEY_COLUMN, Manifest, plan_columns};
+use crate::options::SnapshotOptions;
+use crate::overlay::Overlay;
+use crate::read::SnapshotStream;
+use crate::rows::SnapshotDoc;
+use crate::write::SnapshotWriter;
+
+/// What a pass did to one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionOutcome {
+    /// No deltas after the newest snapshot.
+    UpToDate { sequence: u64 },
+    /// New deltas, but no trigger fired.
+    NotDue { deltas: usize, bytes: u64 },
+    /// One or more snapshots committed; the last covers `sequence`.
+    Snapshotted {
+        sequence: u64,
+        rows: u64,
+        deltas_merged: usize,
+        delta_rows_merged: u64,
+        rounds: usize,
+    },
+    /// Another compactor committed the snapshot at `sequence` first.
+    LostRace { sequence: u64 },
+}
+
+/// The deltas after `after`, ascending, checked to be dense.
+pub(crate) async fn deltas_after(
+    storage: &Storage,
+    layout: &StoreLayout,
+    partition: u32,
+    after: u64,
+) -> Result<Vec<(u64, ObjectMeta)>> {
+    let dir = layout.deltas_dir(partition);
+    let metas: Vec<ObjectMeta> =
+        storage
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| Error::Storage {
+                context: format!("listing {dir}"),
+                source: e,
+            })?;
+    let mut deltas: Vec<(u64, ObjectMeta)> = metas
+        .into_iter()
+        .filter_map(|m| parse_delta_seq(&m.location).map(|s| (s, m)))
+        .filter(|(s, _)| *s > after)
+        .collect();
+    deltas.sort_by_key(|(s, _)| *s);
+    for (expected, (seq, _)) in (after + 1..).zip(&deltas) {
+        if *seq != expected {
+            return Err(Error::Corrupt {
+                what: format!("log of partition {partition}"),
+                reason: format!(
+                    "delta {expected} is missing but {seq} exists (snapshot covers {after})"
+                ),
+            });
+        }
+    }
+    Ok(deltas)
+}
+
+fn age(now: SystemTime, meta: &ObjectMeta) -> Duration {
+    let modified: SystemTime = meta.last_modified.into();
+    now.duration_since(modified).unwrap_or_default()
+}
+
+/// Runs the compactor on one partition.
+pub async fn snapshot_partition(
+    storage: &Storage,
+    config: &StoreConfig,
+    partition: u32,
+    options: &SnapshotOptions,
+    now: SystemTime,
+) -> Result<PartitionOutcome> {
+    let layout = StoreLayout::new(&storage.prefix, &config.store_name)?;
+    let mut base = Manifest::load_newest(storage, &layout, partition).await?;
+    let base_seq = base.as_ref().map_or(0, |m| m.sequence);
+    let deltas = deltas_after(storage, &layout, partition, base_seq).await?;
+    if deltas.is_empty() {
+        return Ok(PartitionOutcome::UpToDate { sequence: base_seq });
+    }
+    let bytes: u64 = deltas.iter().map(|(_, m)| m.size).sum();
+    let due = options.force
+        || deltas.len() >= options.triggers.min_deltas
+        || bytes >= options.triggers.min_bytes
+        || age(now, &deltas[0].1) >= options.triggers.max_age;
+    if !due {
+        return Ok(PartitionOutcome::NotDue {
+            deltas: deltas.len(),
+            bytes,
+        });
+    }
+    let (mut rounds, mut rows, mut delta_rows) = (0, 0, 0);
+    let mut remaining = &deltas[..];
+    while !remaining.is_empty() {
+        // Take deltas up to the budget, at least one.
+        let mut take = 0;
+        let mut round_bytes = 0;
+        while take < remaining.len()
+            && (take == 0 || round_bytes + remaining[take].1.size <= options.round_budget())
+        {
+            round_bytes += remaining[take].1.size;
+            take += 1;
+        }
+        let (round, rest) = remaining.split_at(take);
+        remaining = rest;
+        let mut overlay = Overlay::new(&config.primary_key_field);
+        for (seq, _) in round {
+            let bytes = read_delta(storage, &layout, partition, *seq)
+                .await?
+                .ok_or_else(|| Error::Corrupt {
+                    what: format!("log of partition {partition}"),
+                    reason: format!("delta {seq} disappeared while compacting"),
+                })?;
+            for op in &decode_delta(&bytes)?.ops {
+                overlay.apply(op);
+            }
+        }
+        delta_rows += overlay.rows_applied;
+        let sequence = round.last().map_or(base_seq, |(s, _)| *s);
+        let manifest = write_snapshot(
+            storage,
+            config,
+            &layout,
+            partition,
+            base.take(),
+            &overlay,
+            sequence,
+            options,
+        )
+        .await?;
+        rounds += 1;
+        rows = manifest.row_count;
+        pause_before_manifest_for_tests().await;
+        if !manifest.commit(storage, &layout).await? {
+            tracing::info!(store = %config.store_name, partition, sequence, "another compactor committed this snapshot first");
+            return Ok(PartitionOutcome::LostRace { sequence });
+        }
+        tracing::info!(store = %config.store_name, partition, sequence, rows, files = manifest.files.len(), "snapshot committed");
+        base = Some(manifest);
+    }
+    Ok(PartitionOutcome::Snapshotted {
+        sequence: deltas.last().map_or(base_seq, |(s, _)| *s),
+        rows,
+        deltas_merged: deltas.len(),
+        delta_rows_merged: delta_rows,
+        rounds,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_snapshot(
+    storage: &Storage,
+    config: &StoreConfig,
+    layout: &StoreLayout,
+    partition: u32,
+    base: Option<Manifest>,
+    overlay: &Overlay,
+    sequence: u64,
+    options: &SnapshotOptions,
+) -> Result<Manifest> {
+    let base_sequence = base.as_ref().map_or(0, |m| m.sequence);
+    let mut pairs: BTreeSet<_> = overlay.written_columns();
+    if let Some(m) = &base {
+        for c in &m.columns {
+            if overlay.base_field_survives(&c.field) {
+                pairs.insert((c.field.clone(), c.field_type));
+            }
+        }
+    }
+    let columns = plan_columns(&pairs);
+    let run = uuid::Uuid::new_v4().to_string();
+    let dir = layout.snapshot_dir(partition, sequence);
+    let mut writer =
+        SnapshotWriter::new(storage.clone(), &dir, &run, columns, options.files.clone())?;
+
+    let mut base_stream = match base {
+        Some(m) if !overlay.base_dropped => {
+            Some(SnapshotStream::new(storage.clone(), layout.clone(), m))
+        }
+        _ => None,
+    };
+    let mut next_base: Option<SnapshotDoc> = match base_stream.as_mut() {
+        Some(s) => s.next_doc().await?,
+        None => None,
+    };
+    let mut changes = overlay.keys.iter().peekable();
+    loop {
+        let take_base = match (&next_base, changes.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Some(false),
+            (None, Some(_)) => None,
+            (Some((bk, _)), Some((ck, _))) => match bk.as_slice().cmp(ck.as_slice()) {
+                std::cmp::Ordering::Less => Some(false),
+                std::cmp::Ordering::Equal => Some(true),
+                std::cmp::Ordering::Greater => None,
+            },
+        };
+        let (key, doc) = match take_base {
+            // A base document the deltas did not touch.
+            Some(false) => {
+                let Some((key, doc)) = next_base.take() else {
+                    break;
+                };
+                (key, overlay.resolve(Some(doc), None))
+            }
+            // A base document the deltas touched.
+            Some(true) => {
+                let Some((key, doc)) = next_base.take() else {
+                    break;
+                };
+                let change = changes.next().map(|(_, c)| c);
+                (key, overlay.resolve(Some(doc), change))
+            }
+            // A key only the deltas know.
+            None => {
+                let Some((key, change)) = changes.next() else {
+                    break;
+                };
+                (key.clone(), overlay.resolve(None, Some(change)))
+            }
+        };
+        if take_base.is_some() {
+            next_base = match base_stream.as_mut() {
+                Some(s) => s.next_doc().await?,
+                None => None,
+            };
+        }
+        if let Some(doc) = doc {
+            writer.push((key, doc)).await?;
+        }
+    }
+    let (files, columns) = writer.finish().await?;
+    let row_count = files.iter().map(|f| f.rows).sum();
+    Ok(Manifest {
+        format_version: Manifest::new_version(),
+        store_name: config.store_name.clone(),
+        partition,
+        sequence,
+        base_sequence,
+        primary_key_field: config.primary_key_field.clone(),
+        created_at_ms: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        writer_id: run,
+        row_count,
+        files,
+        key_column: KEY_COLUMN.to_owned(),
+        columns,
+    })
+}
+
+/// Crash tests kill a compactor between writing its files and committing its manifest; this
+/// pause (off unless `IKV_TEST_PAUSE_BEFORE_MANIFEST_MS` is set) makes that moment reachable.
+async fn pause_before_manifest_for_tests() {
+    if let Some(ms) = std::env::var("IKV_TEST_PAUSE_BEFORE_MANIFEST_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        tracing::warn!(
+            ms,
+            "pausing before the manifest commit (IKV_TEST_PAUSE_BEFORE_MANIFEST_MS)"
+        );
+        println!("paused before manifest");
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}

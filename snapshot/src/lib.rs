@@ -1,0 +1,122 @@
+//! ikv snapshot compactor: turns each partition's delta log into Parquet snapshots that
+//! readers bootstrap from (and that pandas, pyarrow, DuckDB read as ordinary tables), and
+//! deletes what the retention rules allow. Design and guarantees: `docs/SNAPSHOTS.md`.
+
+pub mod compact;
+pub mod manifest;
+pub mod object_reader;
+pub mod options;
+pub mod overlay;
+pub mod read;
+pub mod retention;
+pub mod rows;
+pub mod write;
+
+use std::time::SystemTime;
+
+use ikv_core::store::load_config;
+use ikv_core::{Error, Result, Storage, StoreLayout};
+
+pub use compact::{PartitionOutcome, snapshot_partition};
+pub use manifest::Manifest;
+pub use options::{Retention, SnapshotOptions, Triggers};
+pub use read::SnapshotStream;
+pub use retention::{RetentionReport, apply_retention};
+
+/// What a pass did to one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionReport {
+    pub store: String,
+    pub partition: u32,
+    pub outcome: PartitionOutcome,
+    pub retention: RetentionReport,
+}
+
+/// Names of the stores under a storage root (directories holding a `store.json`).
+pub async fn list_stores(storage: &Storage) -> Result<Vec<String>> {
+    let listing = storage
+        .store
+        .list_with_delimiter(Some(&storage.prefix))
+        .await
+        .map_err(|e| Error::Storage {
+            context: format!("listing {}", storage.url),
+            source: e,
+        })?;
+    let mut names = Vec::new();
+    for dir in listing.common_prefixes {
+        if let Some(name) = dir.filename()
+            && ikv_core::config::validate_store_name(name).is_ok()
+            && load_config(storage, name).await.is_ok()
+        {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// One compaction pass: for each chosen store (all when `stores` is empty) and partition (all
+/// when `partitions` is empty), snapshot if due, then apply retention. A failing partition
+/// does not stop the others; the first error is returned after all were tried.
+pub async fn run_pass(
+    storage: &Storage,
+    stores: &[String],
+    partitions: &[u32],
+    options: &SnapshotOptions,
+) -> Result<Vec<PartitionReport>> {
+    let stores = if stores.is_empty() {
+        list_stores(storage).await?
+    } else {
+        stores.to_vec()
+    };
+    let mut reports = Vec::new();
+    let mut first_error = None;
+    for store in &stores {
+        let config = load_config(storage, store).await?;
+        let layout = StoreLayout::new(&storage.prefix, store)?;
+        let chosen: Vec<u32> = if partitions.is_empty() {
+            (0..config.num_partitions).collect()
+        } else {
+            partitions.to_vec()
+        };
+        for partition in chosen {
+            if partition >= config.num_partitions {
+                return Err(Error::InvalidConfig(format!(
+                    "store {store:?} has {} partitions; there is no partition {partition}",
+                    config.num_partitions
+                )));
+            }
+            let result = async {
+                let outcome =
+                    snapshot_partition(storage, &config, partition, options, SystemTime::now())
+                        .await?;
+                let retention = apply_retention(
+                    storage,
+                    &layout,
+                    partition,
+                    &options.retention,
+                    SystemTime::now(),
+                )
+                .await?;
+                Ok::<_, Error>(PartitionReport {
+                    store: store.clone(),
+                    partition,
+                    outcome,
+                    retention,
+                })
+            }
+            .await;
+            match result {
+                Ok(report) => reports.push(report),
+                Err(e) => {
+                    tracing::error!(store, partition, error = %e, "snapshot pass failed for partition");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(reports),
+    }
+}

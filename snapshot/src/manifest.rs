@@ -1,0 +1,245 @@
+//! The snapshot manifest: written last, with a conditional create, it commits a snapshot.
+//!
+//! `<store>/p<part>/snapshots/<seq>/manifest.json` lists the Parquet files (which live under
+//! a per-run directory `<seq>/<run id>/`, so racing compactors never overwrite each other's
+//! files), row counts, and for every column the field and type it holds.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ikv_core::config::FORMAT_VERSION;
+use ikv_core::store::SNAPSHOT_MANIFEST;
+use ikv_core::{Error, FieldType, Result, Storage, StoreLayout};
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+/// Name of the column holding each row's primary-key bytes (the sort key).
+pub const KEY_COLUMN: &str = "_ikv_key";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub store_name: String,
+    pub partition: u32,
+    /// The snapshot holds the partition's state after applying deltas 1..=sequence.
+    pub sequence: u64,
+    /// The snapshot this one was built from (0 when built from the empty store).
+    pub base_sequence: u64,
+    pub primary_key_field: String,
+    pub created_at_ms: u64,
+    pub writer_id: String,
+    pub row_count: u64,
+    pub files: Vec<SnapshotFile>,
+    pub key_column: String,
+    pub columns: Vec<SnapshotColumn>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotFile {
+    /// Path relative to the snapshot directory (`<run id>/part-00000.parquet`).
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotColumn {
+    /// Column name in the Parquet files.
+    pub name: String,
+    /// The document field it holds.
+    pub field: String,
+    /// The type of every value in it.
+    #[serde(with = "field_type_name")]
+    pub field_type: FieldType,
+}
+
+mod field_type_name {
+    use ikv_core::FieldType;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &FieldType, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(t.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FieldType, D::Error> {
+        let name = String::deserialize(d)?;
+        FieldType::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown field type {name:?}")))
+    }
+}
+
+/// Columns for a set of (field, type) pairs. A field written with one type gets one column
+/// named after the field; a field written with several types gets one column per type, named
+/// `field::type` (for example `age::int64`, `age::string`). A generated name that collides
+/// with another column gets `#2`, `#3`, ... appended. Sorted by field, then type code, so the
+/// result depends only on the set.
+pub fn plan_columns(pairs: &BTreeSet<(String, FieldType)>) -> Vec<SnapshotColumn> {
+    let mut types: BTreeMap<&str, Vec<FieldType>> = BTreeMap::new();
+    for (field, t) in pairs {
+        types.entry(field).or_default().push(*t);
+    }
+    let mut used: BTreeSet<String> = BTreeSet::from([KEY_COLUMN.to_owned()]);
+    let mut columns = Vec::new();
+    // Plain names first, so a field literally named "a::int64" keeps its name.
+    for (field, ts) in &types {
+        if ts.len() == 1 {
+            used.insert((*field).to_owned());
+        }
+    }
+    for (field, ts) in &types {
+        for t in ts {
+            let name = if ts.len() == 1 {
+                (*field).to_owned()
+            } else {
+                let base = format!("{field}::{}", t.name());
+                let mut name = base.clone();
+                let mut n = 2;
+                while used.contains(&name) {
+                    name = format!("{base}#{n}");
+                    n += 1;
+                }
+                used.insert(name.clone());
+                name
+            };
+            columns.push(SnapshotColumn {
+                name,
+                field: (*field).to_owned(),
+                field_type: *t,
+            });
+        }
+    }
+    columns
+}
+
+impl Manifest {
+    pub fn new_version() -> u32 {
+        FORMAT_VERSION
+    }
+
+    pub fn path(layout: &StoreLayout, partition: u32, seq: u64) -> Path {
+        layout.snapshot_dir(partition, seq).join(SNAPSHOT_MANIFEST)
+    }
+
+    /// Full path of one of the manifest's files.
+    pub fn file_path(&self, layout: &StoreLayout, file: &SnapshotFile) -> Path {
+        let mut p = layout.snapshot_dir(self.partition, self.sequence);
+        for part in file.path.split('/') {
+            p = p.join(part);
+        }
+        p
+    }
+
+    pub async fn load(
+        storage: &Storage,
+        layout: &StoreLayout,
+        partition: u32,
+        seq: u64,
+    ) -> Result<Option<Manifest>> {
+        let path = Manifest::path(layout, partition, seq);
+        let bytes = match storage.store.get(&path).await {
+            Ok(got) => got.bytes().await.map_err(|e| Error::Storage {
+                context: format!("reading {path}"),
+                source: e,
+            })?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => {
+                return Err(Error::Storage {
+                    context: format!("reading {path}"),
+                    source: e,
+                });
+            }
+        };
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            what: path.to_string(),
+            reason: e.to_string(),
+        })?;
+        if manifest.format_version != FORMAT_VERSION
+            || manifest.sequence != seq
+            || manifest.partition != partition
+        {
+            return Err(Error::Corrupt {
+                what: path.to_string(),
+                reason: format!(
+                    "manifest says version {}, partition {}, sequence {}",
+                    manifest.format_version, manifest.partition, manifest.sequence
+                ),
+            });
+        }
+        Ok(Some(manifest))
+    }
+
+    /// The newest committed snapshot of a partition, if any.
+    pub async fn load_newest(
+        storage: &Storage,
+        layout: &StoreLayout,
+        partition: u32,
+    ) -> Result<Option<Manifest>> {
+        let seqs = ikv_core::store::list_snapshot_seqs(storage, layout, partition).await?;
+        match seqs.last() {
+            Some(seq) => Manifest::load(storage, layout, partition, *seq).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Commits the snapshot. Returns false when another compactor committed this sequence
+    /// number first (its snapshot stands; ours is garbage for retention to collect).
+    pub async fn commit(&self, storage: &Storage, layout: &StoreLayout) -> Result<bool> {
+        let path = Manifest::path(layout, self.partition, self.sequence);
+        let body = serde_json::to_vec_pretty(self).unwrap_or_default();
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match storage
+            .store
+            .put_opts(&path, PutPayload::from(body), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(false),
+            Err(e) => Err(Error::Storage {
+                context: format!("writing {path}"),
+                source: e,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(pairs: &[(&str, FieldType)]) -> BTreeSet<(String, FieldType)> {
+        pairs.iter().map(|(f, t)| ((*f).to_owned(), *t)).collect()
+    }
+
+    #[test]
+    fn one_type_one_column_several_types_suffixed() {
+        let cols = plan_columns(&set(&[
+            ("age", FieldType::Int64),
+            ("age", FieldType::String),
+            ("name", FieldType::String),
+        ]));
+        let names: Vec<_> = cols.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["age::string", "age::int64", "name"]);
+    }
+
+    #[test]
+    fn generated_names_never_collide() {
+        let cols = plan_columns(&set(&[
+            ("a", FieldType::Int64),
+            ("a", FieldType::Bool),
+            ("a::int64", FieldType::String),
+        ]));
+        let names: BTreeSet<_> = cols.iter().map(|c| c.name.clone()).collect();
+        assert_eq!(names.len(), 3);
+        assert!(names.contains("a::int64"), "the real field keeps its name");
+        assert!(names.contains("a::int64#2"));
+    }
+}

@@ -1,0 +1,108 @@
+//! Streaming a committed snapshot's documents in key order, one record batch at a time.
+
+use std::collections::VecDeque;
+
+use futures::StreamExt;
+use ikv_core::{Error, Result, Storage, StoreLayout};
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::async_reader::ParquetRecordBatchStream;
+
+use crate::manifest::Manifest;
+use crate::object_reader::ObjectReader;
+use crate::rows::{SnapshotDoc, from_batch};
+
+/// Rows decoded per record batch: bounds the memory a stream holds.
+pub const READ_BATCH_ROWS: usize = 8192;
+
+/// Documents of a snapshot, in ascending key order.
+pub struct SnapshotStream {
+    storage: Storage,
+    layout: StoreLayout,
+    manifest: Manifest,
+    next_file: usize,
+    current: Option<ParquetRecordBatchStream<ObjectReader>>,
+    buffer: VecDeque<SnapshotDoc>,
+}
+
+fn parquet_error(path: &str, e: impl ToString) -> Error {
+    Error::Corrupt {
+        what: path.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+impl SnapshotStream {
+    pub fn new(storage: Storage, layout: StoreLayout, manifest: Manifest) -> Self {
+        SnapshotStream {
+            storage,
+            layout,
+            manifest,
+            next_file: 0,
+            current: None,
+            buffer: VecDeque::new(),
+        }
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The next batch of documents, or `None` at the end.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<SnapshotDoc>>> {
+        if !self.buffer.is_empty() {
+            return Ok(Some(self.buffer.drain(..).collect()));
+        }
+        loop {
+            if self.current.is_none() {
+                let Some(file) = self.manifest.files.get(self.next_file) else {
+                    return Ok(None);
+                };
+                self.next_file += 1;
+                let path = self.manifest.file_path(&self.layout, file);
+                let reader =
+                    ObjectReader::new(self.storage.store.clone(), path.clone(), file.bytes);
+                let stream = ParquetRecordBatchStreamBuilder::new(reader)
+                    .await
+                    .map_err(|e| parquet_error(path.as_ref(), e))?
+                    .with_batch_size(READ_BATCH_ROWS)
+                    .build()
+                    .map_err(|e| parquet_error(path.as_ref(), e))?;
+                self.current = Some(stream);
+            }
+            let Some(stream) = self.current.as_mut() else {
+                continue;
+            };
+            match stream.next().await {
+                Some(Ok(batch)) => {
+                    let mut docs = Vec::with_capacity(batch.num_rows());
+                    from_batch(&batch, &self.manifest.columns, &mut docs)?;
+                    if !docs.is_empty() {
+                        return Ok(Some(docs));
+                    }
+                }
+                Some(Err(e)) => return Err(parquet_error("snapshot file", e)),
+                None => self.current = None,
+            }
+        }
+    }
+
+    /// The next document, or `None` at the end.
+    pub async fn next_doc(&mut self) -> Result<Option<SnapshotDoc>> {
+        if self.buffer.is_empty() {
+            match self.next_batch().await? {
+                Some(docs) => self.buffer.extend(docs),
+                None => return Ok(None),
+            }
+        }
+        Ok(self.buffer.pop_front())
+    }
+
+    /// Reads every document (tests and small stores).
+    pub async fn collect_all(mut self) -> Result<Vec<SnapshotDoc>> {
+        let mut out = Vec::new();
+        while let Some(batch) = self.next_batch().await? {
+            out.extend(batch);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,161 @@
+//! Deleting what no reader can need any more.
+//!
+//! Rules (with `W` the retention window and "now" injected for tests):
+//! - a delta is deleted when a committed snapshot covers it **and** it was written more than
+//!   `W` ago;
+//! - a committed snapshot is deleted when it is not among the newest `keep_snapshots` **and**
+//!   the snapshot that superseded it was committed more than `W` ago; its manifest goes first,
+//!   so it stops being visible before its files go;
+//! - files no manifest references (crashed or lost compactor runs) are deleted once older
+//!   than `W`.
+//!
+//! Guarantee to readers: a reader that has applied sequence `a` and polled within `W` finds
+//! delta `a + 1` (or newer deltas) still there; one that has not polled for longer than `W`
+//! may find its next delta gone, and must re-bootstrap from the newest snapshot.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use futures::TryStreamExt;
+use ikv_core::layout::{parse_delta_seq, parse_seq};
+use ikv_core::store::SNAPSHOT_MANIFEST;
+use ikv_core::{Error, Result, Storage, StoreLayout};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStoreExt};
+
+use crate::manifest::Manifest;
+use crate::options::Retention;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub deltas_deleted: usize,
+    pub snapshots_deleted: usize,
+    pub orphan_files_deleted: usize,
+}
+
+fn older_than(meta: &ObjectMeta, now: SystemTime, retention: &Retention) -> bool {
+    let modified: SystemTime = meta.last_modified.into();
+    now.duration_since(modified)
+        .is_ok_and(|age| age > retention.window)
+}
+
+async fn list(storage: &Storage, dir: &Path) -> Result<Vec<ObjectMeta>> {
+    storage
+        .store
+        .list(Some(dir))
+        .try_collect()
+        .await
+        .map_err(|e| Error::Storage {
+            context: format!("listing {dir}"),
+            source: e,
+        })
+}
+
+async fn delete(storage: &Storage, path: &Path) -> Result<()> {
+    match storage.store.delete(path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(Error::Storage {
+            context: format!("deleting {path}"),
+            source: e,
+        }),
+    }
+}
+
+/// Applies the retention rules to one partition.
+pub async fn apply_retention(
+    storage: &Storage,
+    layout: &StoreLayout,
+    partition: u32,
+    retention: &Retention,
+    now: SystemTime,
+) -> Result<RetentionReport> {
+    let mut report = RetentionReport::default();
+    let snapshots_dir = layout.snapshots_dir(partition);
+    let objects = list(storage, &snapshots_dir).await?;
+    // Objects grouped by snapshot sequence directory.
+    let mut by_seq: BTreeMap<u64, Vec<ObjectMeta>> = BTreeMap::new();
+    for meta in objects {
+        let rel: Vec<_> = meta
+            .location
+            .prefix_match(&snapshots_dir)
+            .map(|p| p.collect())
+            .unwrap_or_default();
+        if let Some(seq) = rel.first().and_then(|s| parse_seq(s.as_ref())) {
+            by_seq.entry(seq).or_default().push(meta);
+        }
+    }
+    // Committed snapshots, newest first, with their manifest's time.
+    let committed: Vec<(u64, ObjectMeta)> = by_seq
+        .iter()
+        .rev()
+        .filter_map(|(seq, objs)| {
+            objs.iter()
+                .find(|m| m.location.filename() == Some(SNAPSHOT_MANIFEST))
+                .map(|m| (*seq, m.clone()))
+        })
+        .collect();
+    let Some((newest, _)) = committed.first() else {
+        return Ok(report); // nothing covers any delta yet
+    };
+    let newest = *newest;
+
+    // Snapshots: beyond the newest few, and superseded longer than the window ago.
+    let mut deleted_snapshots = BTreeSet::new();
+    for (i, (seq, _)) in committed
+        .iter()
+        .enumerate()
+        .skip(retention.keep_snapshots.max(1))
+    {
+        let superseded_by = &committed[i - 1].1;
+        if older_than(superseded_by, now, retention) {
+            let manifest_path = Manifest::path(layout, partition, *seq);
+            delete(storage, &manifest_path).await?;
+            for m in &by_seq[seq] {
+                if m.location != manifest_path {
+                    delete(storage, &m.location).await?;
+                }
+            }
+            deleted_snapshots.insert(*seq);
+            report.snapshots_deleted += 1;
+        }
+    }
+
+    // Orphans: files of runs no manifest references.
+    for (seq, objs) in &by_seq {
+        if deleted_snapshots.contains(seq) {
+            continue;
+        }
+        let referenced: BTreeSet<Path> = match Manifest::load(storage, layout, partition, *seq)
+            .await
+        {
+            Ok(Some(m)) => m.files.iter().map(|f| m.file_path(layout, f)).collect(),
+            Ok(None) => BTreeSet::new(),
+            Err(e) => {
+                tracing::warn!(partition, seq, error = %e, "unreadable manifest; leaving its directory alone");
+                continue;
+            }
+        };
+        for m in objs {
+            let is_manifest = m.location.filename() == Some(SNAPSHOT_MANIFEST);
+            if !is_manifest && !referenced.contains(&m.location) && older_than(m, now, retention) {
+                delete(storage, &m.location).await?;
+                report.orphan_files_deleted += 1;
+            }
+        }
+    }
+
+    // Deltas covered by the newest snapshot and older than the window.
+    for meta in list(storage, &layout.deltas_dir(partition)).await? {
+        if let Some(seq) = parse_delta_seq(&meta.location)
+            && seq <= newest
+            && older_than(&meta, now, retention)
+        {
+            delete(storage, &meta.location).await?;
+            report.deltas_deleted += 1;
+        }
+    }
+    if report != RetentionReport::default() {
+        tracing::info!(partition, ?report, "retention applied");
+    }
+    Ok(report)
+}

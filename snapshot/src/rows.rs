@@ -1,0 +1,177 @@
+//! Converting between documents and the Arrow record batches of snapshot files.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use ikv_core::{Error, FieldType, FieldValue, Result};
+
+use crate::manifest::{KEY_COLUMN, SnapshotColumn};
+
+/// A document of a snapshot: primary-key bytes and fields.
+pub type SnapshotDoc = (Vec<u8>, BTreeMap<String, FieldValue>);
+
+fn data_type(t: FieldType) -> DataType {
+    match t {
+        FieldType::String => DataType::Utf8,
+        FieldType::Bytes => DataType::Binary,
+        FieldType::Int64 => DataType::Int64,
+        FieldType::Float64 => DataType::Float64,
+        FieldType::Bool => DataType::Boolean,
+    }
+}
+
+/// The Arrow schema of a snapshot with these columns.
+pub fn schema(columns: &[SnapshotColumn]) -> SchemaRef {
+    let mut fields = vec![Field::new(KEY_COLUMN, DataType::Binary, false)];
+    for c in columns {
+        fields.push(
+            Field::new(&c.name, data_type(c.field_type), true).with_metadata(HashMap::from([
+                ("ikv.field".to_owned(), c.field.clone()),
+                ("ikv.type".to_owned(), c.field_type.name().to_owned()),
+            ])),
+        );
+    }
+    Arc::new(Schema::new(fields))
+}
+
+enum ColumnBuilder {
+    String(StringBuilder),
+    Bytes(BinaryBuilder),
+    Int64(Int64Builder),
+    Float64(Float64Builder),
+    Bool(BooleanBuilder),
+}
+
+impl ColumnBuilder {
+    fn new(t: FieldType) -> Self {
+        match t {
+            FieldType::String => ColumnBuilder::String(StringBuilder::new()),
+            FieldType::Bytes => ColumnBuilder::Bytes(BinaryBuilder::new()),
+            FieldType::Int64 => ColumnBuilder::Int64(Int64Builder::new()),
+            FieldType::Float64 => ColumnBuilder::Float64(Float64Builder::new()),
+            FieldType::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
+        }
+    }
+
+    /// Appends the value if it has this column's type, else a null.
+    fn append(&mut self, value: Option<&FieldValue>) {
+        match (self, value) {
+            (ColumnBuilder::String(b), Some(FieldValue::String(v))) => b.append_value(v),
+            (ColumnBuilder::Bytes(b), Some(FieldValue::Bytes(v))) => b.append_value(v),
+            (ColumnBuilder::Int64(b), Some(FieldValue::Int64(v))) => b.append_value(*v),
+            (ColumnBuilder::Float64(b), Some(FieldValue::Float64(v))) => b.append_value(*v),
+            (ColumnBuilder::Bool(b), Some(FieldValue::Bool(v))) => b.append_value(*v),
+            (ColumnBuilder::String(b), _) => b.append_null(),
+            (ColumnBuilder::Bytes(b), _) => b.append_null(),
+            (ColumnBuilder::Int64(b), _) => b.append_null(),
+            (ColumnBuilder::Float64(b), _) => b.append_null(),
+            (ColumnBuilder::Bool(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            ColumnBuilder::String(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Bytes(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Int64(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Float64(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Bool(mut b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Builds one record batch from documents (in key order).
+pub fn to_batch(
+    schema: &SchemaRef,
+    columns: &[SnapshotColumn],
+    docs: &[SnapshotDoc],
+) -> Result<RecordBatch> {
+    let mut keys = BinaryBuilder::new();
+    let mut builders: Vec<ColumnBuilder> = columns
+        .iter()
+        .map(|c| ColumnBuilder::new(c.field_type))
+        .collect();
+    for (key, doc) in docs {
+        keys.append_value(key);
+        for (builder, column) in builders.iter_mut().zip(columns) {
+            builder.append(doc.get(&column.field));
+        }
+    }
+    let mut arrays: Vec<ArrayRef> = vec![Arc::new(keys.finish())];
+    arrays.extend(builders.into_iter().map(ColumnBuilder::finish));
+    RecordBatch::try_new(schema.clone(), arrays).map_err(|e| Error::Corrupt {
+        what: "snapshot batch being built".into(),
+        reason: e.to_string(),
+    })
+}
+
+fn corrupt(reason: impl ToString) -> Error {
+    Error::Corrupt {
+        what: "snapshot file".into(),
+        reason: reason.to_string(),
+    }
+}
+
+fn downcast<'a, T: 'static>(array: &'a ArrayRef, name: &str) -> Result<&'a T> {
+    array
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| corrupt(format!("column {name:?} has an unexpected type")))
+}
+
+/// Reads the documents of one record batch, using the manifest's column descriptions.
+pub fn from_batch(
+    batch: &RecordBatch,
+    columns: &[SnapshotColumn],
+    out: &mut Vec<SnapshotDoc>,
+) -> Result<()> {
+    let keys = batch
+        .column_by_name(KEY_COLUMN)
+        .ok_or_else(|| corrupt(format!("no {KEY_COLUMN} column")))?;
+    let keys = downcast::<BinaryArray>(keys, KEY_COLUMN)?;
+    let rows = batch.num_rows();
+    let start = out.len();
+    for i in 0..rows {
+        out.push((keys.value(i).to_vec(), BTreeMap::new()));
+    }
+    for c in columns {
+        let array = batch
+            .column_by_name(&c.name)
+            .ok_or_else(|| corrupt(format!("column {:?} of the manifest is missing", c.name)))?;
+        macro_rules! fill {
+            ($ty:ty, $make:expr) => {{
+                let a = downcast::<$ty>(array, &c.name)?;
+                for i in 0..rows {
+                    if a.is_valid(i) {
+                        out[start + i].1.insert(c.field.clone(), $make(a, i));
+                    }
+                }
+            }};
+        }
+        match c.field_type {
+            FieldType::String => fill!(StringArray, |a: &StringArray, i| FieldValue::String(
+                a.value(i).to_owned()
+            )),
+            FieldType::Bytes => fill!(BinaryArray, |a: &BinaryArray, i| FieldValue::Bytes(
+                a.value(i).to_vec()
+            )),
+            FieldType::Int64 => fill!(Int64Array, |a: &Int64Array, i| FieldValue::Int64(
+                a.value(i)
+            )),
+            FieldType::Float64 => fill!(Float64Array, |a: &Float64Array, i| FieldValue::Float64(
+                a.value(i)
+            )),
+            FieldType::Bool => fill!(BooleanArray, |a: &BooleanArray, i| FieldValue::Bool(
+                a.value(i)
+            )),
+        }
+    }
+    Ok(())
+}

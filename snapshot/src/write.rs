@@ -1,0 +1,157 @@
+//! Writing a snapshot's Parquet files: zstd, bounded row groups, split at a target size.
+
+use std::sync::Arc;
+
+use arrow_schema::SchemaRef;
+use ikv_core::{Error, Result, Storage};
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::manifest::{SnapshotColumn, SnapshotFile};
+use crate::rows::{SnapshotDoc, schema, to_batch};
+
+/// Sizes of what a snapshot writes.
+#[derive(Debug, Clone)]
+pub struct FileLayout {
+    /// Rows per Parquet row group: small enough for readers to stream.
+    pub row_group_rows: usize,
+    /// A new file starts once a file has this many bytes.
+    pub target_file_bytes: usize,
+}
+
+impl Default for FileLayout {
+    fn default() -> Self {
+        FileLayout {
+            row_group_rows: 64 * 1024,
+            target_file_bytes: 128 << 20,
+        }
+    }
+}
+
+fn parquet_error(what: &str, e: impl ToString) -> Error {
+    Error::StorageMessage {
+        context: format!("writing {what}"),
+        message: e.to_string(),
+    }
+}
+
+/// Writes documents, in key order, into `<run dir>/part-NNNNN.parquet` files.
+pub struct SnapshotWriter {
+    storage: Storage,
+    run_dir: Path,
+    run_name: String,
+    columns: Vec<SnapshotColumn>,
+    schema: SchemaRef,
+    layout: FileLayout,
+    properties: WriterProperties,
+    current: Option<(AsyncArrowWriter<BufWriter>, String, u64)>,
+    pending: Vec<SnapshotDoc>,
+    files: Vec<SnapshotFile>,
+    rows: u64,
+}
+
+impl SnapshotWriter {
+    pub fn new(
+        storage: Storage,
+        snapshot_dir: &Path,
+        run_name: &str,
+        columns: Vec<SnapshotColumn>,
+        layout: FileLayout,
+    ) -> Result<Self> {
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).map_err(|e| parquet_error("snapshot", e))?,
+            ))
+            .set_max_row_group_row_count(Some(layout.row_group_rows))
+            .build();
+        Ok(SnapshotWriter {
+            storage,
+            run_dir: snapshot_dir.clone().join(run_name),
+            run_name: run_name.to_owned(),
+            schema: schema(&columns),
+            columns,
+            layout,
+            properties,
+            current: None,
+            pending: Vec::new(),
+            files: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    pub async fn push(&mut self, doc: SnapshotDoc) -> Result<()> {
+        self.pending.push(doc);
+        if self.pending.len() >= 8192 {
+            self.flush_pending().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if self.current.is_none() {
+            let name = format!("part-{:05}.parquet", self.files.len());
+            let path = self.run_dir.clone().join(name.as_str());
+            let sink = BufWriter::new(self.storage.store.clone(), path);
+            let writer =
+                AsyncArrowWriter::try_new(sink, self.schema.clone(), Some(self.properties.clone()))
+                    .map_err(|e| parquet_error(&name, e))?;
+            self.current = Some((writer, name, 0));
+        }
+        let batch = to_batch(&self.schema, &self.columns, &self.pending)?;
+        let n = self.pending.len() as u64;
+        self.pending.clear();
+        self.rows += n;
+        let Some((writer, name, rows)) = self.current.as_mut() else {
+            return Ok(());
+        };
+        writer
+            .write(&batch)
+            .await
+            .map_err(|e| parquet_error(name, e))?;
+        *rows += n;
+        if writer.bytes_written() + writer.in_progress_size() >= self.layout.target_file_bytes {
+            self.close_file().await?;
+        }
+        Ok(())
+    }
+
+    async fn close_file(&mut self) -> Result<()> {
+        if let Some((writer, name, rows)) = self.current.take() {
+            let mut writer = writer;
+            writer.finish().await.map_err(|e| parquet_error(&name, e))?;
+            // finish() also completes the upload (single PUT or multipart completion).
+            let bytes = writer.bytes_written() as u64;
+            self.files.push(SnapshotFile {
+                path: format!("{}/{name}", self.run_name),
+                rows,
+                bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Flushes and closes everything; returns the files written.
+    pub async fn finish(mut self) -> Result<(Vec<SnapshotFile>, Vec<SnapshotColumn>)> {
+        self.flush_pending().await?;
+        self.close_file().await?;
+        Ok((self.files, self.columns))
+    }
+
+    pub fn columns(&self) -> &[SnapshotColumn] {
+        &self.columns
+    }
+
+    pub fn schema(&self) -> Arc<arrow_schema::Schema> {
+        self.schema.clone()
+    }
+}
