@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy, the Rust tests (unit, in-memory, local
-# directory and against the LocalStack S3 emulator, which this script installs and starts).
+# directory and against the LocalStack S3 emulator, which this script installs and starts),
+# with a Python venv (.venv) for the tests that read snapshots from pyarrow, pandas and DuckDB.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -12,6 +13,10 @@ fi
 cleanup() { if [ "$started_localstack" = 1 ]; then localstack/localstack.sh stop >/dev/null; fi; }
 trap cleanup EXIT
 localstack/localstack.sh bucket ikv-test
+
+echo "== python venv"
+IKV_TEST_PYTHON=$(scripts/python-env.sh)
+export IKV_TEST_PYTHON
 
 echo "== cargo fmt"
 cargo fmt --all -- --check

@@ -88,7 +88,8 @@ impl SnapshotWriter {
 
     pub async fn push(&mut self, doc: SnapshotDoc) -> Result<()> {
         self.pending.push(doc);
-        if self.pending.len() >= 8192 {
+        // Flushing at row-group granularity lets files split close to the target size.
+        if self.pending.len() >= self.layout.row_group_rows.clamp(1, 8192) {
             self.flush_pending().await?;
         }
         Ok(())

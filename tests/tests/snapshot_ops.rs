@@ -1,0 +1,225 @@
+//! Compactors racing on the S3 emulator, and retention with an injected clock.
+
+use std::time::{Duration, SystemTime};
+
+use futures::TryStreamExt;
+use ikv_core::store::{create_store, list_delta_seqs, list_snapshot_seqs};
+use ikv_core::{Storage, StoreConfig, StoreLayout};
+use ikv_snapshot::{
+    Manifest, PartitionOutcome, Retention, RetentionReport, SnapshotOptions, SnapshotStream,
+    apply_retention, snapshot_partition,
+};
+use ikv_tests::localstack_storage;
+use ikv_tests::model_check::expected_state;
+use ikv_tests::random_ops::Workload;
+use ikv_writer::{Writer, WriterOptions};
+use object_store::ObjectStoreExt;
+
+fn forced() -> SnapshotOptions {
+    SnapshotOptions {
+        force: true,
+        ..SnapshotOptions::default()
+    }
+}
+
+async fn assert_valid(storage: &Storage, layout: &StoreLayout, manifest: Manifest) {
+    let seq = manifest.sequence;
+    let docs = SnapshotStream::new(storage.clone(), layout.clone(), manifest)
+        .collect_all()
+        .await
+        .unwrap();
+    let expected = expected_state(storage, layout, "id", 0, seq).await;
+    assert_eq!(
+        docs.into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>(),
+        expected
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_compactors_leave_exactly_one_valid_snapshot() {
+    let storage = localstack_storage(false).await;
+    let config = StoreConfig::new("race", "id", None, 1).unwrap();
+    create_store(&storage, &config).await.unwrap();
+    let layout = StoreLayout::new(&storage.prefix, "race").unwrap();
+    let writer = Writer::open(storage.clone(), "race", WriterOptions::default())
+        .await
+        .unwrap();
+    let mut work = Workload::new(7, "id", 300);
+    let mut lost = 0;
+    for round in 0..5 {
+        for _ in 0..30 {
+            writer.write(&work.batch(20)).await.unwrap();
+        }
+        let options = forced();
+        let (a, b) = tokio::join!(
+            snapshot_partition(&storage, &config, 0, &options, SystemTime::now()),
+            snapshot_partition(&storage, &config, 0, &options, SystemTime::now()),
+        );
+        let outcomes = [a.unwrap(), b.unwrap()];
+        let won = outcomes
+            .iter()
+            .filter(|o| matches!(o, PartitionOutcome::Snapshotted { .. }))
+            .count();
+        assert_eq!(
+            won, 1,
+            "round {round}: exactly one compactor commits: {outcomes:?}"
+        );
+        lost += outcomes
+            .iter()
+            .filter(|o| matches!(o, PartitionOutcome::LostRace { .. }))
+            .count();
+        let seqs = list_snapshot_seqs(&storage, &layout, 0).await.unwrap();
+        assert_eq!(seqs.len(), round + 1, "one manifest per sequence number");
+        let newest = Manifest::load_newest(&storage, &layout, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(newest.sequence, 30 * (round as u64 + 1));
+        assert_valid(&storage, &layout, newest).await;
+    }
+    assert!(lost > 0, "the compactors never actually raced");
+}
+
+#[tokio::test]
+async fn retention_keeps_the_window_and_reclaims_the_rest() {
+    let storage = Storage::memory();
+    let config = StoreConfig::new("ret", "id", None, 1).unwrap();
+    create_store(&storage, &config).await.unwrap();
+    let layout = StoreLayout::new(&storage.prefix, "ret").unwrap();
+    let writer = Writer::open(storage.clone(), "ret", WriterOptions::default())
+        .await
+        .unwrap();
+    let mut work = Workload::new(3, "id", 50);
+    for _ in 0..10 {
+        writer.write(&work.batch(5)).await.unwrap();
+    }
+    snapshot_partition(&storage, &config, 0, &forced(), SystemTime::now())
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        writer.write(&work.batch(5)).await.unwrap();
+    }
+    snapshot_partition(&storage, &config, 0, &forced(), SystemTime::now())
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        writer.write(&work.batch(5)).await.unwrap();
+    }
+    // A dead run's file (a crashed or losing compactor).
+    let orphan = layout
+        .snapshot_dir(0, 20)
+        .join("dead-run")
+        .join("part-00000.parquet");
+    storage
+        .store
+        .put(&orphan, b"partial".to_vec().into())
+        .await
+        .unwrap();
+    let expected_at_20 = expected_state(&storage, &layout, "id", 0, 20).await;
+
+    let retention = Retention {
+        window: Duration::from_secs(3600),
+        keep_snapshots: 1,
+    };
+    let now = SystemTime::now();
+    // Inside the window nothing goes, whatever is covered.
+    let report = apply_retention(
+        &storage,
+        &layout,
+        0,
+        &retention,
+        now + Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report, RetentionReport::default());
+    assert_eq!(
+        list_delta_seqs(&storage, &layout, 0).await.unwrap(),
+        (1..=25).collect::<Vec<_>>()
+    );
+
+    // Past the window: covered deltas, the superseded snapshot and the orphan go.
+    let later = now + Duration::from_secs(2 * 3600);
+    let report = apply_retention(&storage, &layout, 0, &retention, later)
+        .await
+        .unwrap();
+    assert_eq!(report.deltas_deleted, 20);
+    assert_eq!(report.snapshots_deleted, 1);
+    assert_eq!(report.orphan_files_deleted, 1);
+    assert_eq!(
+        list_delta_seqs(&storage, &layout, 0).await.unwrap(),
+        (21..=25).collect::<Vec<_>>(),
+        "uncovered deltas stay"
+    );
+    assert_eq!(
+        list_snapshot_seqs(&storage, &layout, 0).await.unwrap(),
+        vec![20]
+    );
+    let first_run: Vec<_> = storage
+        .store
+        .list(Some(&layout.snapshot_dir(0, 10)))
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        first_run.is_empty(),
+        "the old snapshot's files are gone too"
+    );
+    // What is left still reads as the state at 20.
+    let newest = Manifest::load_newest(&storage, &layout, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    let docs = SnapshotStream::new(storage.clone(), layout.clone(), newest)
+        .collect_all()
+        .await
+        .unwrap();
+    assert_eq!(
+        docs.into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>(),
+        expected_at_20
+    );
+    // The tip is still known after the deltas it came from are gone, so writers continue densely.
+    let writer = Writer::open(storage.clone(), "ret", WriterOptions::default())
+        .await
+        .unwrap();
+    let receipt = writer.write(&work.batch(1)).await.unwrap();
+    assert_eq!(receipt.commits[0].sequence, 26);
+    // A second pass has nothing more to do.
+    let again = apply_retention(&storage, &layout, 0, &retention, later)
+        .await
+        .unwrap();
+    assert_eq!(again, RetentionReport::default());
+}
+
+#[tokio::test]
+async fn kept_snapshots_survive_any_age() {
+    let storage = Storage::memory();
+    let config = StoreConfig::new("keep", "id", None, 1).unwrap();
+    create_store(&storage, &config).await.unwrap();
+    let layout = StoreLayout::new(&storage.prefix, "keep").unwrap();
+    let writer = Writer::open(storage.clone(), "keep", WriterOptions::default())
+        .await
+        .unwrap();
+    let mut work = Workload::new(4, "id", 20);
+    for _ in 0..3 {
+        writer.write(&work.batch(3)).await.unwrap();
+        snapshot_partition(&storage, &config, 0, &forced(), SystemTime::now())
+            .await
+            .unwrap();
+    }
+    let retention = Retention {
+        window: Duration::from_secs(3600),
+        keep_snapshots: 2,
+    };
+    let far = SystemTime::now() + Duration::from_secs(30 * 24 * 3600);
+    let report = apply_retention(&storage, &layout, 0, &retention, far)
+        .await
+        .unwrap();
+    assert_eq!(report.snapshots_deleted, 1);
+    assert_eq!(
+        list_snapshot_seqs(&storage, &layout, 0).await.unwrap(),
+        vec![2, 3]
+    );
+}

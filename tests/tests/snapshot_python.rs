@@ -1,0 +1,127 @@
+//! Snapshots are ordinary tables: pyarrow, pandas and DuckDB read one written from a random
+//! workload (type changes included) and find exactly the model's documents.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use ikv_core::store::create_store;
+use ikv_core::{FieldValue, Storage, StorageOptions, StoreConfig, StoreLayout};
+use ikv_snapshot::write::FileLayout;
+use ikv_snapshot::{Manifest, SnapshotOptions, snapshot_partition};
+use ikv_tests::model_check::expected_state;
+use ikv_tests::random_ops::Workload;
+use ikv_writer::{Writer, WriterOptions};
+use serde_json::{Value, json};
+
+/// The project's test Python (`IKV_TEST_PYTHON`, else `.venv/bin/python` made by
+/// `scripts/python-env.sh`).
+fn python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("IKV_TEST_PYTHON") {
+        return p.into();
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no test Python: run scripts/python-env.sh (scripts/test.sh does)"
+    );
+    venv
+}
+
+fn to_json(value: &FieldValue) -> Value {
+    match value {
+        FieldValue::String(s) => json!(["string", s]),
+        FieldValue::Bytes(b) => json!([
+            "bytes",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        ]),
+        FieldValue::Int64(i) => json!(["int64", i]),
+        FieldValue::Float64(f) => json!(["float64", f]),
+        FieldValue::Bool(b) => json!(["bool", b]),
+    }
+}
+
+#[tokio::test]
+async fn pyarrow_pandas_and_duckdb_read_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(
+        &format!("file://{}", dir.path().display()),
+        &StorageOptions::default(),
+    )
+    .unwrap();
+    let config = StoreConfig::new("tables", "id", None, 1).unwrap();
+    create_store(&storage, &config).await.unwrap();
+    let writer = Writer::open(storage.clone(), "tables", WriterOptions::default())
+        .await
+        .unwrap();
+    let mut work = Workload::new(99, "id", 400);
+    for _ in 0..300 {
+        writer.write(&work.batch(10)).await.unwrap();
+    }
+    // Random drop_all calls may have emptied the store; end with every key present.
+    let refill: Vec<ikv_core::Operation> = (0..400)
+        .map(|i| {
+            ikv_core::Operation::UpsertFields(
+                ikv_core::Document::new()
+                    .with("id", FieldValue::String(format!("k{i:04}")))
+                    .with(
+                        "n",
+                        if i % 3 == 0 {
+                            FieldValue::Int64(i)
+                        } else {
+                            FieldValue::Float64(i as f64 / 7.0)
+                        },
+                    ),
+            )
+        })
+        .collect();
+    writer.write(&refill).await.unwrap();
+    let options = SnapshotOptions {
+        force: true,
+        files: FileLayout {
+            row_group_rows: 50,
+            target_file_bytes: 6_000,
+        },
+        ..SnapshotOptions::default()
+    };
+    snapshot_partition(&storage, &config, 0, &options, SystemTime::now())
+        .await
+        .unwrap();
+    let layout = StoreLayout::new(&storage.prefix, "tables").unwrap();
+    let manifest = Manifest::load_newest(&storage, &layout, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(manifest.files.len() > 1, "split into several files");
+    let expected = expected_state(&storage, &layout, "id", 0, manifest.sequence).await;
+    assert!(!expected.is_empty());
+    let expected: BTreeMap<String, BTreeMap<String, Value>> = expected
+        .into_iter()
+        .map(|(k, doc)| {
+            (
+                String::from_utf8(k).unwrap(),
+                doc.iter().map(|(f, v)| (f.clone(), to_json(v))).collect(),
+            )
+        })
+        .collect();
+    let expected_path = dir.path().join("expected.json");
+    std::fs::write(&expected_path, serde_json::to_vec(&expected).unwrap()).unwrap();
+
+    let snapshot_dir = dir
+        .path()
+        .join("tables/p0000/snapshots")
+        .join(format!("{:020}", manifest.sequence));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/check_snapshot.py");
+    let out = std::process::Command::new(python())
+        .arg(script)
+        .arg(&snapshot_dir)
+        .arg(&expected_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python check failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok:"));
+}
