@@ -19,6 +19,14 @@ pub enum ErrorKind {
     Corrupt,
     /// The component was shut down.
     Closed,
+    /// A typed read asked for a type the field was not written with.
+    TypeMismatch,
+    /// The key belongs to a partition this reader does not mount.
+    NotMounted,
+    /// The reader's local store (mount directory) failed, or is in use by another process.
+    Local,
+    /// The reader fell behind the retention window and cannot catch up from deltas.
+    FellBehind,
 }
 
 /// An ikv error. Match on [`Error::kind`]; the `Display` text names what is wrong.
@@ -53,6 +61,28 @@ pub enum Error {
     Corrupt { what: String, reason: String },
     #[error("{0} is shut down")]
     Closed(&'static str),
+    #[error("field {field:?} holds a {stored} value, not {requested}")]
+    TypeMismatch {
+        field: String,
+        stored: crate::FieldType,
+        requested: &'static str,
+    },
+    #[error("field {field:?} holds bytes that are not valid UTF-8; read it as bytes")]
+    NotUtf8 { field: String },
+    #[error(
+        "the key belongs to partition {partition}, which this reader does not mount (it mounts {mounted:?})"
+    )]
+    NotMounted { partition: u32, mounted: Vec<u32> },
+    #[error(
+        "mount directory {path} is in use by another process; each reader needs its own mount directory"
+    )]
+    MountInUse { path: String },
+    #[error("local store at {path}: {message}")]
+    Local { path: String, message: String },
+    #[error(
+        "partition {partition} fell behind retention: delta {missing} is gone and newer data exists"
+    )]
+    FellBehind { partition: u32, missing: u64 },
     #[error("{0}")]
     Shared(#[source] Arc<Error>),
 }
@@ -72,6 +102,10 @@ impl Error {
             Error::Storage { .. } | Error::StorageMessage { .. } => ErrorKind::Storage,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Closed(_) => ErrorKind::Closed,
+            Error::TypeMismatch { .. } | Error::NotUtf8 { .. } => ErrorKind::TypeMismatch,
+            Error::NotMounted { .. } => ErrorKind::NotMounted,
+            Error::MountInUse { .. } | Error::Local { .. } => ErrorKind::Local,
+            Error::FellBehind { .. } => ErrorKind::FellBehind,
             Error::Shared(inner) => inner.kind(),
         }
     }

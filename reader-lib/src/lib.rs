@@ -1,0 +1,14 @@
+//! ikv embedded reader: a local copy of a store (fjall under a mount directory), bootstrapped
+//! from the newest Parquet snapshots and kept fresh by polling the partition delta logs.
+//! Reads are local point lookups. Layout and guarantees: `docs/READER.md`.
+
+pub mod bootstrap;
+pub mod drops;
+pub mod keys;
+pub mod local;
+mod reader;
+pub mod status;
+pub mod sync;
+
+pub use reader::{Reader, ReaderOptions};
+pub use status::PartitionStatus;

@@ -1,0 +1,371 @@
+//! The reader's local store: a fjall database under the mount directory.
+//!
+//! Layout (documented in `docs/READER.md`):
+//! - keyspace `meta`: `identity` (store config + mounted partitions, JSON), `active` (name of
+//!   the docs keyspace in use), `generation`, and per partition `applied/<p>` (u64 LE: last
+//!   delta applied), `snapshot/<p>` (u64 LE: snapshot bootstrapped from), `drops/<p>` (JSON
+//!   [`DropState`]).
+//! - keyspace `docs-<generation>`: one entry per field of every document (see `keys.rs`).
+//!
+//! Invariants:
+//! - A delta's changes, the partition's new applied sequence and its drop state are written in
+//!   one atomic batch; the in-memory drop state is swapped under the same write lock, so reads
+//!   see a delta entirely or not at all.
+//! - A bootstrap ingests into a fresh `docs-<generation>` keyspace and only then points
+//!   `active` at it (with the applied sequences) in one batch. Any other `docs-*` keyspace found
+//!   at open is a leftover of an interrupted bootstrap or a replaced generation, and is deleted.
+//! - The state is "complete" only when `identity` matches and every mounted partition has an
+//!   applied sequence; anything else is wiped and rebuilt.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use ikv_core::{DeltaOp, Error, Result, StoreConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::drops::DropState;
+use crate::keys::{decode_value, doc_prefix, encode_value, epoch, field_key};
+
+const META: &str = "meta";
+
+fn local_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Local {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Identity {
+    config: StoreConfig,
+    partitions: Vec<u32>,
+}
+
+/// Per partition: where the local state stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionState {
+    pub applied: u64,
+    pub snapshot: u64,
+}
+
+/// Data and drop state that reads need, swapped together.
+pub struct ReadView {
+    pub docs: Keyspace,
+    /// Indexed by partition number (unmounted partitions stay empty).
+    pub drops: Vec<DropState>,
+}
+
+pub struct LocalStore {
+    path: PathBuf,
+    _lock: File,
+    db: Database,
+    meta: Keyspace,
+    view: RwLock<ReadView>,
+    primary_key: String,
+    generation: RwLock<u64>,
+}
+
+fn u64_of(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) the local store of `config` under `mount_dir`. Returns the
+    /// per-partition state when a complete state for exactly these partitions exists.
+    pub fn open(
+        mount_dir: &Path,
+        config: &StoreConfig,
+        partitions: &[u32],
+        cache_bytes: u64,
+    ) -> Result<(LocalStore, Option<BTreeMap<u32, PartitionState>>)> {
+        let dir = mount_dir.join(&config.store_name);
+        std::fs::create_dir_all(&dir).map_err(|e| local_err(&dir, e))?;
+        let lock_path = dir.join("ikv-reader.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| local_err(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::MountInUse {
+                    path: dir.display().to_string(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(local_err(&lock_path, e)),
+        }
+        let db_path = dir.join("db");
+        let db = Database::builder(&db_path)
+            .cache_size(cache_bytes)
+            .open()
+            .map_err(|e| local_err(&db_path, e))?;
+        let meta = db
+            .keyspace(META, KeyspaceCreateOptions::default)
+            .map_err(|e| local_err(&db_path, e))?;
+        let identity = Identity {
+            config: config.clone(),
+            partitions: partitions.to_vec(),
+        };
+        let get = |k: &str| meta.get(k).map_err(|e| local_err(&db_path, e));
+
+        let stored_identity: Option<Identity> =
+            get("identity")?.and_then(|v| serde_json::from_slice(&v).ok());
+        let active: Option<String> =
+            get("active")?.map(|v| String::from_utf8_lossy(&v).into_owned());
+        let generation = get("generation")?.and_then(|v| u64_of(&v)).unwrap_or(0);
+        let mut states = BTreeMap::new();
+        let mut drops = vec![DropState::default(); config.num_partitions as usize];
+        let mut complete = stored_identity.as_ref() == Some(&identity) && active.is_some();
+        if complete {
+            for &p in partitions {
+                let applied = get(&format!("applied/{p}"))?.and_then(|v| u64_of(&v));
+                let snapshot = get(&format!("snapshot/{p}"))?
+                    .and_then(|v| u64_of(&v))
+                    .unwrap_or(0);
+                let drop_state: DropState = get(&format!("drops/{p}"))?
+                    .and_then(|v| serde_json::from_slice(&v).ok())
+                    .unwrap_or_default();
+                match applied {
+                    Some(applied) => {
+                        states.insert(p, PartitionState { applied, snapshot });
+                        drops[p as usize] = drop_state;
+                    }
+                    None => complete = false,
+                }
+            }
+        }
+        // Delete docs keyspaces that are not the active one (interrupted bootstraps).
+        let keep = if complete { active.clone() } else { None };
+        for name in db.list_keyspace_names() {
+            let name: &str = name.as_ref();
+            if name.starts_with("docs-") && Some(name) != keep.as_deref() {
+                let ks = db
+                    .keyspace(name, KeyspaceCreateOptions::default)
+                    .map_err(|e| local_err(&db_path, e))?;
+                db.delete_keyspace(ks).map_err(|e| local_err(&db_path, e))?;
+                tracing::info!(keyspace = name, "deleted a stale local keyspace");
+            }
+        }
+        let docs_name = keep.unwrap_or_else(|| format!("docs-{}", generation + 1));
+        let docs = db
+            .keyspace(&docs_name, KeyspaceCreateOptions::default)
+            .map_err(|e| local_err(&db_path, e))?;
+        if !complete {
+            // Start over: identity first, no active keyspace until a bootstrap completes.
+            let mut batch = db.batch();
+            batch.insert(
+                &meta,
+                "identity",
+                serde_json::to_vec(&identity).unwrap_or_default(),
+            );
+            batch.remove(&meta, "active");
+            for p in 0..config.num_partitions {
+                batch.remove(&meta, format!("applied/{p}"));
+                batch.remove(&meta, format!("snapshot/{p}"));
+                batch.remove(&meta, format!("drops/{p}"));
+            }
+            batch.commit().map_err(|e| local_err(&db_path, e))?;
+            drops = vec![DropState::default(); config.num_partitions as usize];
+        }
+        let store = LocalStore {
+            path: dir,
+            _lock: lock,
+            db,
+            meta,
+            view: RwLock::new(ReadView { docs, drops }),
+            primary_key: config.primary_key_field.clone(),
+            generation: RwLock::new(generation),
+        };
+        Ok((store, complete.then_some(states)))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn primary_key(&self) -> &str {
+        &self.primary_key
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        local_err(&self.path, e)
+    }
+
+    /// The data and drop state reads use; hold it for the duration of one read or batch.
+    pub fn read(&self) -> RwLockReadGuard<'_, ReadView> {
+        self.view.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a bootstrap into a fresh keyspace.
+    pub fn new_generation(&self) -> Result<(u64, Keyspace)> {
+        let generation = *self.generation.read().unwrap_or_else(|p| p.into_inner()) + 1;
+        let name = format!("docs-{generation}");
+        // A leftover of the same name (an interrupted bootstrap of this process) starts over.
+        if self.db.keyspace_exists(&name) && self.read().docs.name().as_ref() != name.as_str() {
+            let ks = self
+                .db
+                .keyspace(&name, KeyspaceCreateOptions::default)
+                .map_err(|e| self.err(e))?;
+            self.db.delete_keyspace(ks).map_err(|e| self.err(e))?;
+        }
+        let ks = self
+            .db
+            .keyspace(&name, KeyspaceCreateOptions::default)
+            .map_err(|e| self.err(e))?;
+        Ok((generation, ks))
+    }
+
+    /// Makes a bootstrapped keyspace the active one, with the partitions' states, atomically;
+    /// then deletes the previous keyspace.
+    pub fn activate(
+        &self,
+        generation: u64,
+        docs: Keyspace,
+        states: &BTreeMap<u32, PartitionState>,
+    ) -> Result<()> {
+        let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+        let mut batch = self.db.batch();
+        batch.insert(
+            &self.meta,
+            "active",
+            docs.name().as_ref().as_bytes().to_vec(),
+        );
+        batch.insert(&self.meta, "generation", generation.to_le_bytes().to_vec());
+        for (p, s) in states {
+            batch.insert(
+                &self.meta,
+                format!("applied/{p}"),
+                s.applied.to_le_bytes().to_vec(),
+            );
+            batch.insert(
+                &self.meta,
+                format!("snapshot/{p}"),
+                s.snapshot.to_le_bytes().to_vec(),
+            );
+            batch.remove(&self.meta, format!("drops/{p}"));
+        }
+        batch.commit().map_err(|e| self.err(e))?;
+        let old = std::mem::replace(&mut view.docs, docs);
+        for d in view.drops.iter_mut() {
+            *d = DropState::default();
+        }
+        *self.generation.write().unwrap_or_else(|p| p.into_inner()) = generation;
+        drop(view);
+        if old.name() != self.read().docs.name() {
+            self.db.delete_keyspace(old).map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Applies one delta of `partition` as one atomic batch with its new applied sequence.
+    pub fn apply_delta(&self, partition: u32, seq: u64, ops: &[DeltaOp]) -> Result<()> {
+        // The write lock makes data and drop state change together for readers.
+        let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+        let mut drops = view.drops[partition as usize].clone();
+        let drops_before = drops.clone();
+        // Changes of this delta, so that a delete_document sees fields set earlier in it.
+        let mut staged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        for (row, op) in ops.iter().enumerate() {
+            let e = epoch(seq, row);
+            match op {
+                DeltaOp::SetField { key, field, value } => {
+                    staged.insert(
+                        field_key(key, field),
+                        Some(encode_value(value, partition, e)),
+                    );
+                }
+                DeltaOp::DeleteField { key, field } => {
+                    if *field != self.primary_key {
+                        staged.insert(field_key(key, field), None);
+                    }
+                }
+                DeltaOp::DeleteDocument { key } => {
+                    let prefix = doc_prefix(key);
+                    for kv in view.docs.prefix(&prefix) {
+                        let k = kv.key().map_err(|e| self.err(e))?;
+                        staged.insert(k.to_vec(), None);
+                    }
+                    let pending: Vec<Vec<u8>> = staged
+                        .range(prefix.clone()..)
+                        .take_while(|(k, _)| k.starts_with(&prefix))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for k in pending {
+                        staged.insert(k, None);
+                    }
+                }
+                DeltaOp::DropField { field } => {
+                    if *field != self.primary_key {
+                        drops.fields.insert(field.clone(), e);
+                    }
+                }
+                DeltaOp::DropFieldPrefix { prefix } => {
+                    drops.prefixes.insert(prefix.clone(), e);
+                }
+                DeltaOp::DropAll => {
+                    drops = DropState {
+                        all: e,
+                        ..DropState::default()
+                    };
+                }
+            }
+        }
+        let mut batch = self.db.batch();
+        for (k, v) in staged {
+            match v {
+                Some(v) => batch.insert(&view.docs, k, v),
+                None => batch.remove(&view.docs, k),
+            }
+        }
+        batch.insert(
+            &self.meta,
+            format!("applied/{partition}"),
+            seq.to_le_bytes().to_vec(),
+        );
+        if drops != drops_before {
+            batch.insert(
+                &self.meta,
+                format!("drops/{partition}"),
+                serde_json::to_vec(&drops).unwrap_or_default(),
+            );
+        }
+        batch.commit().map_err(|e| self.err(e))?;
+        view.drops[partition as usize] = drops;
+        Ok(())
+    }
+
+    /// Persists everything written so far to disk (fsync).
+    pub fn persist(&self) -> Result<()> {
+        self.db
+            .persist(fjall::PersistMode::SyncAll)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Reads one stored value, applying the drop state; `None` when absent or dropped.
+    pub fn get_raw(
+        view: &ReadView,
+        primary_key_field: &str,
+        key: &[u8],
+        field: &str,
+    ) -> Result<Option<fjall::UserValue>> {
+        let Some(bytes) = view
+            .docs
+            .get(field_key(key, field))
+            .map_err(|e| Error::Local {
+                path: String::new(),
+                message: e.to_string(),
+            })?
+        else {
+            return Ok(None);
+        };
+        let v = decode_value(&bytes)?;
+        let drops = view.drops.get(v.partition as usize);
+        let live = drops.is_none_or(|d| d.is_live(field, field == primary_key_field, v.epoch));
+        Ok(live.then_some(bytes))
+    }
+}

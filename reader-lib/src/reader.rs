@@ -1,0 +1,424 @@
+//! The public reader: open (blocks until caught up), typed reads, status, shutdown.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ikv_core::partition::partition_of;
+use ikv_core::store::load_config;
+use ikv_core::{
+    Error, FieldType, FieldValue, Result, Storage, StorageOptions, StoreConfig, StoreLayout,
+};
+use tokio::sync::watch;
+
+use crate::keys::{decode_value, doc_prefix, field_of};
+use crate::local::{LocalStore, PartitionState, ReadView};
+use crate::status::{PartitionStatus, StatusBoard};
+use crate::sync::{rebuild, sync_all};
+
+/// How to open a reader.
+#[derive(Debug, Clone)]
+pub struct ReaderOptions {
+    /// Storage root URL (`s3://bucket/prefix`, `file:///dir`).
+    pub storage_url: String,
+    pub storage_options: StorageOptions,
+    pub store_name: String,
+    /// Directory for the local copy (one subdirectory per store).
+    pub mount_directory: PathBuf,
+    /// Partitions to mount; all when empty.
+    pub partitions: Vec<u32>,
+    /// Time between polls for new deltas.
+    pub poll_interval: Duration,
+    /// fjall block cache size.
+    pub cache_bytes: u64,
+}
+
+impl ReaderOptions {
+    pub fn new(storage_url: &str, store_name: &str, mount_directory: impl Into<PathBuf>) -> Self {
+        ReaderOptions {
+            storage_url: storage_url.to_owned(),
+            storage_options: StorageOptions::default(),
+            store_name: store_name.to_owned(),
+            mount_directory: mount_directory.into(),
+            partitions: Vec::new(),
+            poll_interval: Duration::from_millis(500),
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Check for a retention gap at least this often, even when polls succeed.
+const GAP_CHECK_EVERY: Duration = Duration::from_secs(600);
+
+struct Shared {
+    storage: Storage,
+    layout: StoreLayout,
+    config: StoreConfig,
+    partitions: Vec<u32>,
+    mounted: Vec<bool>,
+    local: LocalStore,
+    status: StatusBoard,
+}
+
+/// An embedded reader of one store. `Send + Sync`: share it between threads; reads never wait
+/// for the network.
+pub struct Reader {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    poller: Option<tokio::task::JoinHandle<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("store", &self.shared.config.store_name)
+            .field("partitions", &self.shared.partitions)
+            .finish()
+    }
+}
+
+async fn start(options: &ReaderOptions) -> Result<(Shared, BTreeMap<u32, PartitionState>)> {
+    let storage = Storage::open(&options.storage_url, &options.storage_options)?;
+    let config = load_config(&storage, &options.store_name).await?;
+    let layout = StoreLayout::new(&storage.prefix, &config.store_name)?;
+    let mut partitions: Vec<u32> = if options.partitions.is_empty() {
+        (0..config.num_partitions).collect()
+    } else {
+        options.partitions.clone()
+    };
+    partitions.sort_unstable();
+    partitions.dedup();
+    if let Some(p) = partitions.iter().find(|p| **p >= config.num_partitions) {
+        return Err(Error::InvalidConfig(format!(
+            "store {:?} has {} partitions; cannot mount partition {p}",
+            config.store_name, config.num_partitions
+        )));
+    }
+    let (local, resumed) = LocalStore::open(
+        &options.mount_directory,
+        &config,
+        &partitions,
+        options.cache_bytes,
+    )?;
+    let status = StatusBoard::new(&partitions);
+    let mut mounted = vec![false; config.num_partitions as usize];
+    for p in &partitions {
+        mounted[*p as usize] = true;
+    }
+    let shared = Shared {
+        storage,
+        layout,
+        config,
+        partitions,
+        mounted,
+        local,
+        status,
+    };
+    let mut states = match resumed {
+        Some(states) => {
+            tracing::info!(store = %shared.config.store_name, "resuming from the local copy");
+            for (p, s) in &states {
+                shared.status.bootstrapped(*p, s.snapshot);
+                shared.status.applied(*p, s.applied);
+            }
+            states
+        }
+        None => {
+            rebuild(
+                &shared.storage,
+                &shared.layout,
+                &shared.local,
+                &shared.status,
+                &shared.partitions,
+            )
+            .await?
+        }
+    };
+    // A resumed copy may have fallen behind retention while the reader was down.
+    let resumed_copy = states.values().any(|s| s.applied > 0);
+    sync_all(
+        &shared.storage,
+        &shared.layout,
+        &shared.local,
+        &shared.status,
+        &mut states,
+        resumed_copy,
+    )
+    .await?;
+    Ok((shared, states))
+}
+
+async fn poll_loop(
+    shared: Arc<Shared>,
+    mut states: BTreeMap<u32, PartitionState>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut failures: u32 = 0;
+    let mut last_gap_check = Instant::now();
+    loop {
+        let wait = if *stop.borrow() {
+            return;
+        } else {
+            let check_gaps = failures > 0 || last_gap_check.elapsed() >= GAP_CHECK_EVERY;
+            match sync_all(
+                &shared.storage,
+                &shared.layout,
+                &shared.local,
+                &shared.status,
+                &mut states,
+                check_gaps,
+            )
+            .await
+            {
+                Ok(()) => {
+                    if check_gaps {
+                        last_gap_check = Instant::now();
+                    }
+                    failures = 0;
+                    interval
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "poll failed; serving local data and retrying");
+                    for p in &shared.partitions {
+                        shared.status.failed(*p, &e.to_string());
+                    }
+                    interval
+                        .max(Duration::from_millis(100))
+                        .saturating_mul(1 << failures.min(6))
+                        .min(Duration::from_secs(30))
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+impl Reader {
+    /// Opens the reader: builds or resumes the local copy and applies every delta up to the
+    /// tip seen now, then returns; a background task keeps polling. Blocking: call it from a
+    /// plain thread (or `spawn_blocking`), not from inside an async task.
+    pub fn open(options: ReaderOptions) -> Result<Reader> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ikv-reader")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Local {
+                path: options.mount_directory.display().to_string(),
+                message: format!("cannot start the reader runtime: {e}"),
+            })?;
+        let (shared, states) = runtime.block_on(start(&options))?;
+        let shared = Arc::new(shared);
+        let (stop, stopped) = watch::channel(false);
+        let poller = runtime.spawn(poll_loop(
+            shared.clone(),
+            states,
+            options.poll_interval,
+            stopped,
+        ));
+        Ok(Reader {
+            shared,
+            stop,
+            poller: Some(poller),
+            runtime: Some(runtime),
+        })
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.shared.config
+    }
+
+    /// Mounted partitions.
+    pub fn partitions(&self) -> &[u32] {
+        &self.shared.partitions
+    }
+
+    /// Freshness of every mounted partition.
+    pub fn status(&self) -> Vec<PartitionStatus> {
+        self.shared.status.snapshot()
+    }
+
+    fn check_mounted(&self, key: &[u8]) -> Result<()> {
+        // Only without a partitioning key does the primary key alone name the partition.
+        if self.shared.config.partitioning_key_field.is_none() {
+            let p = partition_of(key, self.shared.config.num_partitions);
+            if !self.shared.mounted[p as usize] {
+                return Err(Error::NotMounted {
+                    partition: p,
+                    mounted: self.shared.partitions.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn get_in(&self, view: &ReadView, key: &[u8], field: &str) -> Result<Option<FieldValue>> {
+        let Some(bytes) =
+            LocalStore::get_raw(view, &self.shared.config.primary_key_field, key, field)?
+        else {
+            return Ok(None);
+        };
+        let v = decode_value(&bytes)?;
+        Ok(Some(FieldValue::decode(v.field_type, v.payload)?))
+    }
+
+    /// The typed value of `field` of the document `key`, or `None`.
+    pub fn get(&self, key: &[u8], field: &str) -> Result<Option<FieldValue>> {
+        self.check_mounted(key)?;
+        let view = self.shared.local.read();
+        self.get_in(&view, key, field)
+    }
+
+    /// A string or bytes field as bytes (a string gives its UTF-8 bytes).
+    pub fn get_bytes(&self, key: &[u8], field: &str) -> Result<Option<Vec<u8>>> {
+        self.check_mounted(key)?;
+        let view = self.shared.local.read();
+        let Some(bytes) =
+            LocalStore::get_raw(&view, &self.shared.config.primary_key_field, key, field)?
+        else {
+            return Ok(None);
+        };
+        let v = decode_value(&bytes)?;
+        match v.field_type {
+            FieldType::String | FieldType::Bytes => Ok(Some(v.payload.to_vec())),
+            other => Err(Error::TypeMismatch {
+                field: field.to_owned(),
+                stored: other,
+                requested: "bytes",
+            }),
+        }
+    }
+
+    /// A string field, or a bytes field holding UTF-8.
+    pub fn get_string(&self, key: &[u8], field: &str) -> Result<Option<String>> {
+        match self.get_bytes(key, field)? {
+            None => Ok(None),
+            Some(b) => String::from_utf8(b).map(Some).map_err(|_| Error::NotUtf8 {
+                field: field.to_owned(),
+            }),
+        }
+    }
+
+    pub fn get_int64(&self, key: &[u8], field: &str) -> Result<Option<i64>> {
+        match self.get(key, field)? {
+            None => Ok(None),
+            Some(FieldValue::Int64(v)) => Ok(Some(v)),
+            Some(other) => Err(Error::TypeMismatch {
+                field: field.to_owned(),
+                stored: other.field_type(),
+                requested: "int64",
+            }),
+        }
+    }
+
+    pub fn get_float64(&self, key: &[u8], field: &str) -> Result<Option<f64>> {
+        match self.get(key, field)? {
+            None => Ok(None),
+            Some(FieldValue::Float64(v)) => Ok(Some(v)),
+            Some(other) => Err(Error::TypeMismatch {
+                field: field.to_owned(),
+                stored: other.field_type(),
+                requested: "float64",
+            }),
+        }
+    }
+
+    pub fn get_bool(&self, key: &[u8], field: &str) -> Result<Option<bool>> {
+        match self.get(key, field)? {
+            None => Ok(None),
+            Some(FieldValue::Bool(v)) => Ok(Some(v)),
+            Some(other) => Err(Error::TypeMismatch {
+                field: field.to_owned(),
+                stored: other.field_type(),
+                requested: "bool",
+            }),
+        }
+    }
+
+    /// Values of `fields` for each of `keys`, key-major (`keys[0]`'s fields first), `None`
+    /// where missing. One consistent view for the whole batch; keys are visited in sorted
+    /// order, and a document's fields are read in one range scan when several are asked for.
+    pub fn multiget<K: AsRef<[u8]>, F: AsRef<str>>(
+        &self,
+        keys: &[K],
+        fields: &[F],
+    ) -> Result<Vec<Option<FieldValue>>> {
+        let nf = fields.len();
+        let mut out: Vec<Option<FieldValue>> = vec![None; keys.len() * nf];
+        if nf == 0 {
+            return Ok(out);
+        }
+        for k in keys {
+            self.check_mounted(k.as_ref())?;
+        }
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_unstable_by(|a, b| keys[*a].as_ref().cmp(keys[*b].as_ref()));
+        let pk_field = self.shared.config.primary_key_field.as_str();
+        let view = self.shared.local.read();
+        let scan = nf >= 3;
+        for i in order {
+            let key = keys[i].as_ref();
+            let slots = &mut out[i * nf..(i + 1) * nf];
+            if scan {
+                let prefix = doc_prefix(key);
+                for kv in view.docs.prefix(&prefix) {
+                    let (k, bytes) = kv.into_inner().map_err(|e| Error::Local {
+                        path: String::new(),
+                        message: e.to_string(),
+                    })?;
+                    let Some(field) = field_of(&k, prefix.len()) else {
+                        continue;
+                    };
+                    let Some(j) = fields.iter().position(|f| f.as_ref() == field) else {
+                        continue;
+                    };
+                    let v = decode_value(&bytes)?;
+                    let live = view
+                        .drops
+                        .get(v.partition as usize)
+                        .is_none_or(|d| d.is_live(field, field == pk_field, v.epoch));
+                    if live {
+                        slots[j] = Some(FieldValue::decode(v.field_type, v.payload)?);
+                    }
+                }
+            } else {
+                for (j, f) in fields.iter().enumerate() {
+                    slots[j] = self.get_in(&view, key, f.as_ref())?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Flushes the local copy to disk and stops polling. Also done on drop (without fsync).
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop_poller();
+        self.shared.local.persist()
+    }
+
+    fn stop_poller(&mut self) {
+        let _ = self.stop.send(true);
+        if let (Some(rt), Some(poller)) = (self.runtime.as_ref(), self.poller.take()) {
+            // Outside an async context: wait for the poller to finish its current delta.
+            if tokio::runtime::Handle::try_current().is_err() {
+                let _ = rt.block_on(poller);
+            }
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.stop_poller();
+    }
+}

@@ -1,0 +1,95 @@
+//! What a reader can tell about its freshness, per partition.
+
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// Freshness of one mounted partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStatus {
+    pub partition: u32,
+    /// Last delta applied locally.
+    pub applied_sequence: u64,
+    /// Sequence of the snapshot the local copy was built from.
+    pub snapshot_sequence: u64,
+    /// When a poll last found no newer delta: the reader held everything committed up to then.
+    pub caught_up_at: Option<SystemTime>,
+    /// When a poll last succeeded.
+    pub last_successful_poll: Option<SystemTime>,
+    /// Deltas known to exist beyond `applied_sequence` (0 when caught up).
+    pub lag_deltas: u64,
+    /// The last error of the background poller, if its last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// Status of every mounted partition, updated by the poller.
+#[derive(Debug, Default)]
+pub struct StatusBoard {
+    partitions: Mutex<Vec<PartitionStatus>>,
+}
+
+impl StatusBoard {
+    pub fn new(partitions: &[u32]) -> StatusBoard {
+        StatusBoard {
+            partitions: Mutex::new(
+                partitions
+                    .iter()
+                    .map(|&p| PartitionStatus {
+                        partition: p,
+                        applied_sequence: 0,
+                        snapshot_sequence: 0,
+                        caught_up_at: None,
+                        last_successful_poll: None,
+                        lag_deltas: 0,
+                        last_error: None,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn with(&self, partition: u32, f: impl FnOnce(&mut PartitionStatus)) {
+        let mut all = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = all.iter_mut().find(|s| s.partition == partition) {
+            f(s);
+        }
+    }
+
+    pub fn applied(&self, partition: u32, seq: u64) {
+        self.with(partition, |s| {
+            s.applied_sequence = seq;
+            s.lag_deltas = s.lag_deltas.saturating_sub(1);
+        });
+    }
+
+    pub fn caught_up(&self, partition: u32, seq: u64, at: SystemTime) {
+        self.with(partition, |s| {
+            s.applied_sequence = seq;
+            s.caught_up_at = Some(at);
+            s.last_successful_poll = Some(at);
+            s.lag_deltas = 0;
+            s.last_error = None;
+        });
+    }
+
+    pub fn bootstrapped(&self, partition: u32, snapshot: u64) {
+        self.with(partition, |s| {
+            s.snapshot_sequence = snapshot;
+            s.applied_sequence = snapshot;
+        });
+    }
+
+    pub fn set_snapshot(&self, partition: u32, snapshot: u64) {
+        self.with(partition, |s| s.snapshot_sequence = snapshot);
+    }
+
+    pub fn failed(&self, partition: u32, error: &str) {
+        self.with(partition, |s| s.last_error = Some(error.to_owned()));
+    }
+
+    pub fn snapshot(&self) -> Vec<PartitionStatus> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
