@@ -79,15 +79,12 @@ pub async fn bootstrap(
     let mut last_key: Option<Vec<u8>> = None;
     let mut batch = Vec::with_capacity(INGEST_BATCH);
     let produced: Result<()> = async {
-        loop {
-            // The smallest primary key among the sources' heads.
-            let Some(min) = sources
-                .iter()
-                .filter_map(|s| s.head.as_ref().map(|h| h.0.clone()))
-                .min()
-            else {
-                break;
-            };
+        // The smallest primary key among the sources' heads, until all are drained.
+        while let Some(min) = sources
+            .iter()
+            .filter_map(|s| s.head.as_ref().map(|h| h.0.clone()))
+            .min()
+        {
             // Every source at that key (normally one; a key in two partitions merges, later
             // partition winning per field).
             let mut fields: BTreeMap<String, (u32, FieldValue)> = BTreeMap::new();
