@@ -68,6 +68,20 @@ pub struct LocalStore {
     generation: RwLock<u64>,
 }
 
+/// Options of the documents keyspace, tuned for point reads: no block compression, a hash
+/// index inside data blocks, and whole (unpartitioned) index and filter blocks pinned in the
+/// cache, so a get is one filter probe, one index probe and one in-block hash lookup.
+fn docs_options() -> KeyspaceCreateOptions {
+    use fjall::config::{CompressionPolicy, HashRatioPolicy, PartitioningPolicy, PinningPolicy};
+    KeyspaceCreateOptions::default()
+        .data_block_compression_policy(CompressionPolicy::all(fjall::CompressionType::None))
+        .data_block_hash_ratio_policy(HashRatioPolicy::all(0.75))
+        .index_block_pinning_policy(PinningPolicy::all(true))
+        .filter_block_pinning_policy(PinningPolicy::all(true))
+        .index_block_partitioning_policy(PartitioningPolicy::all(false))
+        .filter_block_partitioning_policy(PartitioningPolicy::all(false))
+}
+
 fn u64_of(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.try_into().ok()?))
 }
@@ -153,7 +167,7 @@ impl LocalStore {
         }
         let docs_name = keep.unwrap_or_else(|| format!("docs-{}", generation + 1));
         let docs = db
-            .keyspace(&docs_name, KeyspaceCreateOptions::default)
+            .keyspace(&docs_name, docs_options)
             .map_err(|e| local_err(&db_path, e))?;
         if !complete {
             // Start over: identity first, no active keyspace until a bootstrap completes.

@@ -12,7 +12,7 @@ use ikv_core::{
 };
 use tokio::sync::watch;
 
-use crate::keys::{decode_value, doc_prefix, field_of};
+use crate::keys::decode_value;
 use crate::local::{LocalStore, PartitionState, ReadView};
 use crate::status::{PartitionStatus, StatusBoard};
 use crate::sync::{rebuild, sync_all};
@@ -344,7 +344,7 @@ impl Reader {
 
     /// Values of `fields` for each of `keys`, key-major (`keys[0]`'s fields first), `None`
     /// where missing. One consistent view for the whole batch; keys are visited in sorted
-    /// order, and a document's fields are read in one range scan when several are asked for.
+    /// order (neighbouring keys share cached blocks).
     pub fn multiget<K: AsRef<[u8]>, F: AsRef<str>>(
         &self,
         keys: &[K],
@@ -360,38 +360,13 @@ impl Reader {
         }
         let mut order: Vec<usize> = (0..keys.len()).collect();
         order.sort_unstable_by(|a, b| keys[*a].as_ref().cmp(keys[*b].as_ref()));
-        let pk_field = self.shared.config.primary_key_field.as_str();
         let view = self.shared.local.read();
-        let scan = nf >= 3;
+        // Point lookups in key order: fjall iterators cost more than a few gets, so even
+        // several fields of one document are read one by one.
         for i in order {
             let key = keys[i].as_ref();
-            let slots = &mut out[i * nf..(i + 1) * nf];
-            if scan {
-                let prefix = doc_prefix(key);
-                for kv in view.docs.prefix(&prefix) {
-                    let (k, bytes) = kv.into_inner().map_err(|e| Error::Local {
-                        path: String::new(),
-                        message: e.to_string(),
-                    })?;
-                    let Some(field) = field_of(&k, prefix.len()) else {
-                        continue;
-                    };
-                    let Some(j) = fields.iter().position(|f| f.as_ref() == field) else {
-                        continue;
-                    };
-                    let v = decode_value(&bytes)?;
-                    let live = view
-                        .drops
-                        .get(v.partition as usize)
-                        .is_none_or(|d| d.is_live(field, field == pk_field, v.epoch));
-                    if live {
-                        slots[j] = Some(FieldValue::decode(v.field_type, v.payload)?);
-                    }
-                }
-            } else {
-                for (j, f) in fields.iter().enumerate() {
-                    slots[j] = self.get_in(&view, key, f.as_ref())?;
-                }
+            for (j, f) in fields.iter().enumerate() {
+                out[i * nf + j] = self.get_in(&view, key, f.as_ref())?;
             }
         }
         Ok(out)

@@ -1,0 +1,216 @@
+"""Readers and writers: :class:`IKVReader`, :class:`IKVWriter` (make them with
+:mod:`ikvpy.factory`)."""
+
+import os
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+from ikvpy import _internal
+from ikvpy._validate import str_list
+from ikvpy.clientoptions import ClientOptions
+from ikvpy.document import IKVDocument
+from ikvpy.errors import IKVRuntimeError, IKVTypeError, IKVValueError
+
+Key = Union[str, bytes]
+
+
+def _setup_logging(options: ClientOptions) -> None:
+    if options.logging is not None:
+        level, path = options.logging
+        _internal.init_logging(level, path)
+
+
+def _document(document: Any) -> IKVDocument:
+    if not isinstance(document, IKVDocument):
+        raise IKVTypeError(f"expected an IKVDocument (from IKVDocumentBuilder), not {type(document).__name__}")
+    return document
+
+
+def _key(key: Any) -> Key:
+    if not isinstance(key, (str, bytes)):
+        raise IKVTypeError(f"a primary key must be str or bytes, not {type(key).__name__}")
+    return key
+
+
+class IKVReader:
+    """An embedded reader: a local copy of the store under the mount directory, kept fresh by
+    polling. Thread-safe. Usable as a context manager (``with reader: ...``)."""
+
+    def __init__(self, options: ClientOptions) -> None:
+        if not isinstance(options, ClientOptions):
+            raise IKVTypeError(f"expected ClientOptions, not {type(options).__name__}")
+        if options.mount_directory is None:
+            raise IKVValueError("a reader needs a mount directory: call with_mount_directory()")
+        if options.storage_url is None:
+            raise IKVValueError("a reader needs a storage URL: call with_storage_url() or set IKV_STORAGE_URL")
+        self._options = options
+        self._native = _internal.NativeReader(
+            options.store_name,
+            options.storage_url,
+            os.fspath(options.mount_directory),
+            storage_options=options.storage_options or None,
+            partitions=options.partitions,
+            poll_interval_ms=max(1, int(options.poll_interval_seconds * 1000)),
+        )
+
+    def startup(self) -> None:
+        """Builds or resumes the local copy and catches up with every committed write."""
+        _setup_logging(self._options)
+        self._native.startup()
+
+    def shutdown(self) -> None:
+        """Stops polling, flushes the local copy and releases the mount directory."""
+        self._native.shutdown()
+
+    def __enter__(self) -> "IKVReader":
+        self.startup()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def get_bytes_value(self, primary_key: Key, field_name: str) -> Optional[bytes]:
+        """A string or bytes field as bytes, or None."""
+        return self._native.get_bytes(_key(primary_key), field_name)
+
+    def get_string_value(self, primary_key: Key, field_name: str) -> Optional[str]:
+        """A string field (or a bytes field holding UTF-8), or None."""
+        return self._native.get_string(_key(primary_key), field_name)
+
+    def get_int64_value(self, primary_key: Key, field_name: str) -> Optional[int]:
+        return self._native.get_int64(_key(primary_key), field_name)
+
+    def get_float64_value(self, primary_key: Key, field_name: str) -> Optional[float]:
+        return self._native.get_float64(_key(primary_key), field_name)
+
+    def get_bool_value(self, primary_key: Key, field_name: str) -> Optional[bool]:
+        return self._native.get_bool(_key(primary_key), field_name)
+
+    def get_value(self, primary_key: Key, field_name: str) -> Any:
+        """A field's value with the type it was written with (str, bytes, int, float, bool), or None."""
+        return self._native.get_value(_key(primary_key), field_name)
+
+    @staticmethod
+    def _keys(bytes_primary_keys: Sequence[bytes], str_primary_keys: Sequence[str]) -> List[Key]:
+        keys: List[Key] = []
+        for k in bytes_primary_keys:
+            if not isinstance(k, bytes):
+                raise IKVTypeError(f"bytes_primary_keys must hold bytes, not {type(k).__name__}")
+            keys.append(k)
+        for k in str_primary_keys:
+            if not isinstance(k, str):
+                raise IKVTypeError(f"str_primary_keys must hold str, not {type(k).__name__}")
+            keys.append(k)
+        return keys
+
+    def multiget_bytes_values(
+        self,
+        bytes_primary_keys: Sequence[bytes] = [],  # noqa: B006 (the original's signature)
+        str_primary_keys: Sequence[str] = [],  # noqa: B006
+        field_names: Sequence[str] = [],  # noqa: B006
+    ) -> Iterator[Optional[bytes]]:
+        """Values of ``field_names`` for every key, flat and key-major (bytes keys first, then
+        str keys), None where missing."""
+        keys = self._keys(bytes_primary_keys, str_primary_keys)
+        fields = str_list(field_names, "field_names")
+        return iter(self._native.multiget(keys, fields, False))
+
+    def multiget_string_values(
+        self,
+        bytes_primary_keys: Sequence[bytes] = [],  # noqa: B006
+        str_primary_keys: Sequence[str] = [],  # noqa: B006
+        field_names: Sequence[str] = [],  # noqa: B006
+    ) -> Iterator[Optional[str]]:
+        """As :meth:`multiget_bytes_values`, decoded as strings."""
+        keys = self._keys(bytes_primary_keys, str_primary_keys)
+        fields = str_list(field_names, "field_names")
+        return iter(self._native.multiget(keys, fields, True))
+
+    def multiget_table(self, primary_keys: Sequence[Key], field_names: Sequence[str]) -> Any:
+        """Keys × fields as a ``pyarrow.Table``: column ``_ikv_key`` (binary) and one typed
+        column per field, null where missing. Needs pyarrow (``pip install ikvpy[arrow]``)."""
+        try:
+            import pyarrow as pa
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise IKVRuntimeError("multiget_table needs pyarrow: pip install 'ikvpy[arrow]'") from e
+        keys = [_key(k) for k in primary_keys]
+        fields = str_list(field_names, "field_names")
+        batch = pa.record_batch(self._native.multiget_batch(keys, fields))
+        return pa.Table.from_batches([batch])
+
+    def status(self) -> List[Dict[str, Any]]:
+        """Per mounted partition: applied_sequence, snapshot_sequence, caught_up_at (Unix
+        seconds: every write committed before it is visible), last_successful_poll,
+        lag_deltas, last_error."""
+        return self._native.status()
+
+
+class IKVWriter:
+    """Writes to a store, through the writer service (``writer_url``) or directly to storage.
+    Thread-safe; concurrent calls coalesce into one commit per partition. Each call returns
+    once its operations are durable."""
+
+    def __init__(self, options: ClientOptions) -> None:
+        if not isinstance(options, ClientOptions):
+            raise IKVTypeError(f"expected ClientOptions, not {type(options).__name__}")
+        if options.writer_url is None and options.storage_url is None:
+            raise IKVValueError(
+                "a writer needs a writer URL (with_writer_url / IKV_WRITER_URL) or a storage URL "
+                "(with_storage_url / IKV_STORAGE_URL)"
+            )
+        if options.writer_url is not None and (options.account_id is None or options.account_passkey is None):
+            raise IKVValueError("the writer service needs with_account_id() and with_account_passkey()")
+        self._options = options
+        self._native: Optional[Any] = None
+
+    def startup(self) -> None:
+        """Connects (and, with a writer service, checks the credentials)."""
+        _setup_logging(self._options)
+        o = self._options
+        self._native = _internal.NativeWriter(
+            o.store_name,
+            storage_url=o.storage_url,
+            storage_options=o.storage_options or None,
+            writer_url=o.writer_url,
+            account_id=o.account_id,
+            account_passkey=o.account_passkey,
+        )
+
+    def shutdown(self) -> None:
+        self._native = None
+
+    def __enter__(self) -> "IKVWriter":
+        self.startup()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def _write(self, ops: list) -> None:
+        if self._native is None:
+            raise IKVRuntimeError("the writer is not started: call startup()")
+        self._native.write(ops)
+
+    def upsert_fields(self, document: IKVDocument) -> None:
+        """Unions the document's fields into the stored document (later values overwrite)."""
+        self._write([("upsert_fields", _document(document).as_fields())])
+
+    def delete_fields(self, document: IKVDocument, fields_to_delete: Sequence[str]) -> None:
+        """Deletes the named fields of the document the given one identifies."""
+        names = str_list(fields_to_delete, "fields_to_delete")
+        self._write([("delete_fields", _document(document).as_fields(), names)])
+
+    def delete_document(self, document: IKVDocument) -> None:
+        """Deletes the document the given one identifies."""
+        self._write([("delete_document", _document(document).as_fields())])
+
+    def drop_fields_by_name(self, field_names: Sequence[str]) -> None:
+        """Drops these fields from every document (the primary key is silently kept)."""
+        self._write([("drop_fields_by_name", str_list(field_names, "field_names"))])
+
+    def drop_fields_by_name_prefix(self, field_name_prefixes: Sequence[str]) -> None:
+        """Drops every field starting with one of the prefixes from every document."""
+        self._write([("drop_fields_by_name_prefix", str_list(field_name_prefixes, "field_name_prefixes"))])
+
+    def drop_all_fields(self) -> None:
+        """Deletes every document of the store."""
+        self._write([("drop_all_fields",)])

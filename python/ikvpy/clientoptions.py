@@ -1,0 +1,156 @@
+"""Client configuration, as in the original SDK, plus ikv's own options.
+
+Every option has an environment default read at :meth:`ClientOptionsBuilder.build`:
+``IKV_STORAGE_URL`` (storage root URL), ``IKV_WRITER_URL`` (writer service; unset means the
+writer commits directly to storage), and the standard AWS variables (``AWS_ENDPOINT_URL``,
+``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ...)
+for S3, which the native layer reads itself.
+"""
+
+import os
+from typing import Dict, List, Optional, Tuple
+
+from ikvpy._validate import non_blank_str
+from ikvpy.errors import IKVTypeError, IKVValueError
+
+_LEVELS = ("error", "warn", "info", "debug", "trace")
+
+
+def _level(level: object) -> str:
+    name = non_blank_str(level, "log level").lower()
+    if name not in _LEVELS:
+        raise IKVValueError(f"log level must be one of {', '.join(_LEVELS)} (any case), not {level!r}")
+    return name
+
+
+class ClientOptions:
+    """Immutable options of a reader or writer; make one with :class:`ClientOptionsBuilder`."""
+
+    def __init__(
+        self,
+        store_name: Optional[str],
+        account_id: Optional[str],
+        account_passkey: Optional[str],
+        mount_directory: Optional[str],
+        storage_url: Optional[str],
+        storage_options: Dict[str, str],
+        writer_url: Optional[str],
+        partitions: Optional[List[int]],
+        poll_interval_seconds: float,
+        logging: Optional[Tuple[str, Optional[str]]],
+    ) -> None:
+        self.store_name = store_name
+        self.account_id = account_id
+        self.account_passkey = account_passkey
+        self.mount_directory = mount_directory
+        self.storage_url = storage_url
+        self.storage_options = dict(storage_options)
+        self.writer_url = writer_url
+        self.partitions = None if partitions is None else list(partitions)
+        self.poll_interval_seconds = poll_interval_seconds
+        self.logging = logging
+
+    def __repr__(self) -> str:
+        # Never shows the passkey or credentials.
+        return (
+            f"ClientOptions(store_name={self.store_name!r}, account_id={self.account_id!r}, "
+            f"mount_directory={self.mount_directory!r}, storage_url={self.storage_url!r}, "
+            f"writer_url={self.writer_url!r}, partitions={self.partitions!r})"
+        )
+
+
+class ClientOptionsBuilder:
+    """Builds :class:`ClientOptions`. Each ``with_*`` returns the builder."""
+
+    def __init__(self) -> None:
+        self._store_name: Optional[str] = None
+        self._account_id: Optional[str] = None
+        self._account_passkey: Optional[str] = None
+        self._mount_directory: Optional[str] = None
+        self._storage_url: Optional[str] = None
+        self._storage_options: Dict[str, str] = {}
+        self._writer_url: Optional[str] = None
+        self._partitions: Optional[List[int]] = None
+        self._poll_interval_seconds = 0.5
+        self._logging: Optional[Tuple[str, Optional[str]]] = None
+
+    def with_account_id(self, account_id: str) -> "ClientOptionsBuilder":
+        self._account_id = non_blank_str(account_id, "account_id")
+        return self
+
+    def with_account_passkey(self, account_passkey: str) -> "ClientOptionsBuilder":
+        self._account_passkey = non_blank_str(account_passkey, "account_passkey")
+        return self
+
+    def with_store_name(self, store_name: str) -> "ClientOptionsBuilder":
+        self._store_name = non_blank_str(store_name, "store_name")
+        return self
+
+    def with_mount_directory(self, mount_directory: str) -> "ClientOptionsBuilder":
+        self._mount_directory = non_blank_str(mount_directory, "mount_directory")
+        return self
+
+    def with_console_logging(self, level: str) -> "ClientOptionsBuilder":
+        """Log to stderr at ``level`` (error, warn, info, debug, trace; any case)."""
+        self._logging = (_level(level), None)
+        return self
+
+    def with_file_logging(self, level: str, filepath: str) -> "ClientOptionsBuilder":
+        """Log to ``filepath`` (appended) at ``level``."""
+        self._logging = (_level(level), non_blank_str(filepath, "filepath"))
+        return self
+
+    def with_storage_url(self, storage_url: str) -> "ClientOptionsBuilder":
+        """Storage root: ``s3://bucket/prefix``, ``file:///abs/dir``. Default: ``IKV_STORAGE_URL``."""
+        self._storage_url = non_blank_str(storage_url, "storage_url")
+        return self
+
+    def with_storage_option(self, key: str, value: str) -> "ClientOptionsBuilder":
+        """One object-store option, e.g. ``aws_endpoint``, ``aws_region``, ``aws_access_key_id``."""
+        self._storage_options[non_blank_str(key, "storage option key")] = non_blank_str(value, f"storage option {key!r}")
+        return self
+
+    def with_writer_url(self, writer_url: str) -> "ClientOptionsBuilder":
+        """Writer service endpoint. Default: ``IKV_WRITER_URL``; unset means direct mode."""
+        self._writer_url = non_blank_str(writer_url, "writer_url")
+        return self
+
+    def with_partitions(self, partitions: List[int]) -> "ClientOptionsBuilder":
+        """Partitions a reader mounts (default: all)."""
+        if isinstance(partitions, (str, bytes)) or not hasattr(partitions, "__iter__"):
+            raise IKVTypeError(f"partitions must be a list of int, not {type(partitions).__name__}")
+        parts = list(partitions)
+        for p in parts:
+            if not isinstance(p, int) or isinstance(p, bool):
+                raise IKVTypeError(f"each partition must be an int, not {type(p).__name__}")
+            if p < 0:
+                raise IKVValueError(f"partition numbers are not negative, got {p}")
+        self._partitions = parts
+        return self
+
+    def with_poll_interval(self, seconds: float) -> "ClientOptionsBuilder":
+        """Time between a reader's polls for new writes (default 0.5 s)."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise IKVTypeError(f"poll interval must be a number of seconds, not {type(seconds).__name__}")
+        if not 0 < seconds <= 3600:
+            raise IKVValueError(f"poll interval must be in (0, 3600] seconds, got {seconds}")
+        self._poll_interval_seconds = float(seconds)
+        return self
+
+    def build(self) -> ClientOptions:
+        if self._store_name is None:
+            raise IKVValueError("store_name is required: call with_store_name()")
+        storage_url = self._storage_url or os.environ.get("IKV_STORAGE_URL") or None
+        writer_url = self._writer_url or os.environ.get("IKV_WRITER_URL") or None
+        return ClientOptions(
+            store_name=self._store_name,
+            account_id=self._account_id,
+            account_passkey=self._account_passkey,
+            mount_directory=self._mount_directory,
+            storage_url=storage_url,
+            storage_options=self._storage_options,
+            writer_url=writer_url,
+            partitions=self._partitions,
+            poll_interval_seconds=self._poll_interval_seconds,
+            logging=self._logging,
+        )

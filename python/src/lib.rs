@@ -1,0 +1,114 @@
+//! `ikvpy._internal`: the native half of the ikvpy package. The Python modules in `ikvpy/`
+//! give the IKV API; this module holds the reader, the writer and the admin calls.
+
+mod arrow;
+mod convert;
+mod errors;
+mod reader;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use ikv_core::{Storage, StoreConfig};
+use ikv_snapshot::{PartitionOutcome, SnapshotOptions, run_pass};
+use pyo3::prelude::*;
+
+
+use crate::errors::{raise, to_py};
+
+/// The runtime writers and admin calls run on (readers own theirs).
+pub(crate) fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("ikvpy")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| raise("IKVRuntimeError", format!("cannot start the async runtime: {e}")))
+}
+
+/// Creates a store; an existing store is an error and is never overwritten.
+#[pyfunction]
+#[pyo3(signature = (store_name, primary_key_field, partitioning_key_field, num_partitions, storage_url, storage_options=None))]
+fn create_store(
+    py: Python<'_>,
+    store_name: String,
+    primary_key_field: String,
+    partitioning_key_field: Option<String>,
+    num_partitions: u32,
+    storage_url: String,
+    storage_options: Option<BTreeMap<String, String>>,
+) -> PyResult<()> {
+    let config = StoreConfig::new(&store_name, &primary_key_field, partitioning_key_field.as_deref(), num_partitions).map_err(to_py)?;
+    let mut options = crate::convert::storage_options(storage_options);
+    options.disable_retries = true;
+    let storage = Storage::open(&storage_url, &options).map_err(to_py)?;
+    let rt = runtime()?;
+    py.detach(|| rt.block_on(ikv_core::store::create_store(&storage, &config))).map_err(to_py)
+}
+
+/// One compaction pass over a store; returns one line per partition.
+#[pyfunction]
+#[pyo3(signature = (store_name, storage_url, storage_options=None, force=true))]
+fn run_snapshot(
+    py: Python<'_>,
+    store_name: String,
+    storage_url: String,
+    storage_options: Option<BTreeMap<String, String>>,
+    force: bool,
+) -> PyResult<Vec<String>> {
+    let storage = Storage::open(&storage_url, &crate::convert::storage_options(storage_options)).map_err(to_py)?;
+    let options = SnapshotOptions { force, ..SnapshotOptions::default() };
+    let rt = runtime()?;
+    let reports = py
+        .detach(|| rt.block_on(run_pass(&storage, std::slice::from_ref(&store_name), &[], &options)))
+        .map_err(to_py)?;
+    Ok(reports
+        .into_iter()
+        .map(|r| match r.outcome {
+            PartitionOutcome::Snapshotted { sequence, rows, .. } => format!("p{}: snapshot at {sequence} ({rows} documents)", r.partition),
+            PartitionOutcome::UpToDate { sequence } => format!("p{}: up to date at {sequence}", r.partition),
+            PartitionOutcome::NotDue { deltas, .. } => format!("p{}: not due ({deltas} deltas)", r.partition),
+            PartitionOutcome::LostRace { sequence } => format!("p{}: another compactor committed {sequence}", r.partition),
+        })
+        .collect())
+}
+
+/// Sends the library's logs to stderr or to a file at `level`. The first call wins: logging
+/// is process-wide.
+#[pyfunction]
+#[pyo3(signature = (level, path=None))]
+fn init_logging(level: &str, path: Option<std::path::PathBuf>) -> PyResult<bool> {
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("warn,ikv_core={level},ikv_reader={level},ikv_writer={level},ikv_snapshot={level},_internal={level}"))
+        .map_err(|e| raise("IKVValueError", format!("bad log level {level:?}: {e}")))?;
+    let result = match path {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| raise("IKVValueError", format!("cannot open log file {}: {e}", path.display())))?;
+            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::sync::Mutex::new(file)).try_init()
+        }
+        None => tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init(),
+    };
+    Ok(result.is_ok())
+}
+
+#[pymodule]
+fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<writer::NativeWriter>()?;
+    m.add_class::<reader::NativeReader>()?;
+    m.add_class::<arrow::ArrowBatch>()?;
+    m.add_function(wrap_pyfunction!(create_store, m)?)?;
+    m.add_function(wrap_pyfunction!(run_snapshot, m)?)?;
+    m.add_function(wrap_pyfunction!(init_logging, m)?)?;
+
+    Ok(())
+}
