@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 documents=${IKV_DEMO_DOCUMENTS:-200000}
 
-cargo build --release --locked -p ikv-writer
-bin=${CARGO_TARGET_DIR:-target}/release/ikv-writer
+cargo build --release --locked -p ikv-cli
+bin=${CARGO_TARGET_DIR:-target}/release/ikv
 
 if [ "${IKV_DEMO_S3:-0}" = 1 ]; then
   localstack/localstack.sh start
@@ -19,4 +19,4 @@ else
   mkdir -p demo-bucket
   url="file://$PWD/demo-bucket"
 fi
-"$bin" demo --storage-url "$url" --documents "$documents"
+"$bin" --storage-url "$url" demo --documents "$documents"

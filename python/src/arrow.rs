@@ -1,10 +1,11 @@
 //! The columnar multiget result, handed to pyarrow through the Arrow PyCapsule interface
 //! (`__arrow_c_array__`, the C data interface): no copy, and pyarrow stays optional.
 
-
 use std::sync::{Arc, Mutex};
 
-use arrow_array::builder::{BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+};
 use arrow_array::ffi::{FFI_ArrowArray, FFI_ArrowSchema, to_ffi};
 use arrow_array::{Array, ArrayRef, RecordBatch, StructArray};
 use arrow_schema::{DataType, Field, Schema};
@@ -24,7 +25,11 @@ pub struct ArrowBatch {
 impl ArrowBatch {
     /// The Arrow PyCapsule interface: `(schema capsule, array capsule)`.
     #[pyo3(signature = (requested_schema=None))]
-    fn __arrow_c_array__<'py>(&self, py: Python<'py>, requested_schema: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyTuple>> {
+    fn __arrow_c_array__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
         let _ = requested_schema; // the batch's own schema is the only one offered
         let batch = self
             .batch
@@ -52,7 +57,11 @@ enum Column {
 
 /// `_ikv_key` (binary) plus one column per field, typed by the values found; a field whose
 /// values have different types is refused (say which), a field never found is all-null.
-pub fn table_of(keys: &[Vec<u8>], fields: &[String], values: Vec<Option<FieldValue>>) -> Result<ArrowBatch, String> {
+pub fn table_of(
+    keys: &[Vec<u8>],
+    fields: &[String],
+    values: Vec<Option<FieldValue>>,
+) -> Result<ArrowBatch, String> {
     let nf = fields.len();
     let mut types: Vec<Option<FieldType>> = vec![None; nf];
     for (i, v) in values.iter().enumerate() {
@@ -115,6 +124,9 @@ pub fn table_of(keys: &[Vec<u8>], fields: &[String], values: Vec<Option<FieldVal
         schema_fields.push(Field::new(name, array.data_type().clone(), true));
         arrays.push(array);
     }
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), arrays).map_err(|e| e.to_string())?;
-    Ok(ArrowBatch { batch: Mutex::new(Some(batch)) })
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), arrays)
+        .map_err(|e| e.to_string())?;
+    Ok(ArrowBatch {
+        batch: Mutex::new(Some(batch)),
+    })
 }

@@ -19,7 +19,10 @@ pub fn key_bytes<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
     }
     Err(raise(
         "IKVTypeError",
-        format!("a primary key must be str or bytes, not {}", key.get_type().name()?),
+        format!(
+            "a primary key must be str or bytes, not {}",
+            key.get_type().name()?
+        ),
     ))
 }
 
@@ -28,10 +31,18 @@ fn field_value(name: &str, code: u8, value: &Bound<'_, PyAny>) -> PyResult<Field
     let wrong = |want: &str| -> PyResult<FieldValue> {
         Err(raise(
             "IKVTypeError",
-            format!("field {name:?}: expected {want}, got {}", value.get_type().name()?),
+            format!(
+                "field {name:?}: expected {want}, got {}",
+                value.get_type().name()?
+            ),
         ))
     };
-    let ty = FieldType::from_code(code).ok_or_else(|| raise("IKVValueError", format!("field {name:?}: unknown type code {code}")))?;
+    let ty = FieldType::from_code(code).ok_or_else(|| {
+        raise(
+            "IKVValueError",
+            format!("field {name:?}: unknown type code {code}"),
+        )
+    })?;
     Ok(match ty {
         FieldType::String => match value.cast::<PyString>() {
             Ok(s) => FieldValue::String(s.to_cow()?.into_owned()),
@@ -45,10 +56,17 @@ fn field_value(name: &str, code: u8, value: &Bound<'_, PyAny>) -> PyResult<Field
             if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
                 return wrong("int");
             }
-            FieldValue::Int64(value.extract::<i64>().map_err(|_| raise("IKVValueError", format!("field {name:?}: {value} does not fit in 64 bits")))?)
+            FieldValue::Int64(value.extract::<i64>().map_err(|_| {
+                raise(
+                    "IKVValueError",
+                    format!("field {name:?}: {value} does not fit in 64 bits"),
+                )
+            })?)
         }
         FieldType::Float64 => {
-            if value.is_instance_of::<PyBool>() || !(value.is_instance_of::<PyFloat>() || value.is_instance_of::<PyInt>()) {
+            if value.is_instance_of::<PyBool>()
+                || !(value.is_instance_of::<PyFloat>() || value.is_instance_of::<PyInt>())
+            {
                 return wrong("float");
             }
             FieldValue::Float64(value.extract::<f64>()?)
@@ -77,17 +95,28 @@ pub fn operation(op: &Bound<'_, PyAny>) -> PyResult<Operation> {
     let names = |i: usize| -> PyResult<Vec<String>> { op.get_item(i)?.extract() };
     Ok(match name.as_str() {
         "upsert_fields" => Operation::UpsertFields(document(&op.get_item(1)?)?),
-        "delete_fields" => Operation::DeleteFields { document: document(&op.get_item(1)?)?, field_names: names(2)? },
+        "delete_fields" => Operation::DeleteFields {
+            document: document(&op.get_item(1)?)?,
+            field_names: names(2)?,
+        },
         "delete_document" => Operation::DeleteDocument(document(&op.get_item(1)?)?),
         "drop_fields_by_name" => Operation::DropFieldsByName(names(1)?),
         "drop_fields_by_name_prefix" => Operation::DropFieldsByNamePrefix(names(1)?),
         "drop_all_fields" => Operation::DropAllFields,
-        other => return Err(raise("IKVValueError", format!("unknown operation {other:?}"))),
+        other => {
+            return Err(raise(
+                "IKVValueError",
+                format!("unknown operation {other:?}"),
+            ));
+        }
     })
 }
 
 pub fn storage_options(options: Option<BTreeMap<String, String>>) -> StorageOptions {
-    StorageOptions { options: options.unwrap_or_default(), disable_retries: false }
+    StorageOptions {
+        options: options.unwrap_or_default(),
+        disable_retries: false,
+    }
 }
 
 /// A value as a Python object.

@@ -14,7 +14,6 @@ use ikv_core::{Storage, StoreConfig};
 use ikv_snapshot::{PartitionOutcome, SnapshotOptions, run_pass};
 use pyo3::prelude::*;
 
-
 use crate::errors::{raise, to_py};
 
 /// The runtime writers and admin calls run on (readers own theirs).
@@ -30,7 +29,12 @@ pub(crate) fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
                 .map_err(|e| e.to_string())
         })
         .as_ref()
-        .map_err(|e| raise("IKVRuntimeError", format!("cannot start the async runtime: {e}")))
+        .map_err(|e| {
+            raise(
+                "IKVRuntimeError",
+                format!("cannot start the async runtime: {e}"),
+            )
+        })
 }
 
 /// Creates a store; an existing store is an error and is never overwritten.
@@ -45,12 +49,19 @@ fn create_store(
     storage_url: String,
     storage_options: Option<BTreeMap<String, String>>,
 ) -> PyResult<()> {
-    let config = StoreConfig::new(&store_name, &primary_key_field, partitioning_key_field.as_deref(), num_partitions).map_err(to_py)?;
+    let config = StoreConfig::new(
+        &store_name,
+        &primary_key_field,
+        partitioning_key_field.as_deref(),
+        num_partitions,
+    )
+    .map_err(to_py)?;
     let mut options = crate::convert::storage_options(storage_options);
     options.disable_retries = true;
     let storage = Storage::open(&storage_url, &options).map_err(to_py)?;
     let rt = runtime()?;
-    py.detach(|| rt.block_on(ikv_core::store::create_store(&storage, &config))).map_err(to_py)
+    py.detach(|| rt.block_on(ikv_core::store::create_store(&storage, &config)))
+        .map_err(to_py)
 }
 
 /// One compaction pass over a store; returns one line per partition.
@@ -63,19 +74,42 @@ fn run_snapshot(
     storage_options: Option<BTreeMap<String, String>>,
     force: bool,
 ) -> PyResult<Vec<String>> {
-    let storage = Storage::open(&storage_url, &crate::convert::storage_options(storage_options)).map_err(to_py)?;
-    let options = SnapshotOptions { force, ..SnapshotOptions::default() };
+    let storage = Storage::open(
+        &storage_url,
+        &crate::convert::storage_options(storage_options),
+    )
+    .map_err(to_py)?;
+    let options = SnapshotOptions {
+        force,
+        ..SnapshotOptions::default()
+    };
     let rt = runtime()?;
     let reports = py
-        .detach(|| rt.block_on(run_pass(&storage, std::slice::from_ref(&store_name), &[], &options)))
+        .detach(|| {
+            rt.block_on(run_pass(
+                &storage,
+                std::slice::from_ref(&store_name),
+                &[],
+                &options,
+            ))
+        })
         .map_err(to_py)?;
     Ok(reports
         .into_iter()
         .map(|r| match r.outcome {
-            PartitionOutcome::Snapshotted { sequence, rows, .. } => format!("p{}: snapshot at {sequence} ({rows} documents)", r.partition),
-            PartitionOutcome::UpToDate { sequence } => format!("p{}: up to date at {sequence}", r.partition),
-            PartitionOutcome::NotDue { deltas, .. } => format!("p{}: not due ({deltas} deltas)", r.partition),
-            PartitionOutcome::LostRace { sequence } => format!("p{}: another compactor committed {sequence}", r.partition),
+            PartitionOutcome::Snapshotted { sequence, rows, .. } => format!(
+                "p{}: snapshot at {sequence} ({rows} documents)",
+                r.partition
+            ),
+            PartitionOutcome::UpToDate { sequence } => {
+                format!("p{}: up to date at {sequence}", r.partition)
+            }
+            PartitionOutcome::NotDue { deltas, .. } => {
+                format!("p{}: not due ({deltas} deltas)", r.partition)
+            }
+            PartitionOutcome::LostRace { sequence } => {
+                format!("p{}: another compactor committed {sequence}", r.partition)
+            }
         })
         .collect())
 }
@@ -93,10 +127,22 @@ fn init_logging(level: &str, path: Option<std::path::PathBuf>) -> PyResult<bool>
                 .create(true)
                 .append(true)
                 .open(&path)
-                .map_err(|e| raise("IKVValueError", format!("cannot open log file {}: {e}", path.display())))?;
-            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::sync::Mutex::new(file)).try_init()
+                .map_err(|e| {
+                    raise(
+                        "IKVValueError",
+                        format!("cannot open log file {}: {e}", path.display()),
+                    )
+                })?;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .try_init()
         }
-        None => tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init(),
     };
     Ok(result.is_ok())
 }

@@ -23,7 +23,10 @@ pub struct NativeReader {
 }
 
 fn closed() -> PyErr {
-    raise("IKVRuntimeError", "the reader is not started (call startup()) or was shut down".into())
+    raise(
+        "IKVRuntimeError",
+        "the reader is not started (call startup()) or was shut down".into(),
+    )
 }
 
 impl NativeReader {
@@ -36,7 +39,9 @@ impl NativeReader {
     }
 
     fn keys(keys: &Bound<'_, PyList>) -> PyResult<Vec<Vec<u8>>> {
-        keys.iter().map(|k| key_bytes(&k).map(|b| b.into_owned())).collect()
+        keys.iter()
+            .map(|k| key_bytes(&k).map(|b| b.into_owned()))
+            .collect()
     }
 }
 
@@ -56,7 +61,10 @@ impl NativeReader {
         options.storage_options = crate::convert::storage_options(storage_options);
         options.partitions = partitions.unwrap_or_default();
         options.poll_interval = Duration::from_millis(poll_interval_ms.max(1));
-        NativeReader { options, reader: RwLock::new(None) }
+        NativeReader {
+            options,
+            reader: RwLock::new(None),
+        }
     }
 
     /// Opens the local copy and catches up with the bucket (blocking, GIL released).
@@ -73,14 +81,23 @@ impl NativeReader {
 
     /// Stops polling, flushes the local copy and releases the mount directory.
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
-        let reader = self.reader.write().unwrap_or_else(|p| p.into_inner()).take();
+        let reader = self
+            .reader
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         match reader {
             Some(r) => py.detach(|| r.shutdown()).map_err(to_py),
             None => Ok(()),
         }
     }
 
-    fn get_value<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>, field: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn get_value<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        field: &str,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let key = key_bytes(key)?;
         self.with(|r| match r.get(&key, field).map_err(to_py)? {
             Some(v) => Ok(Some(to_python(py, &v)?)),
@@ -88,14 +105,32 @@ impl NativeReader {
         })
     }
 
-    fn get_bytes<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>, field: &str) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    fn get_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        field: &str,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let key = key_bytes(key)?;
-        self.with(|r| Ok(r.get_bytes(&key, field).map_err(to_py)?.map(|b| PyBytes::new(py, &b))))
+        self.with(|r| {
+            Ok(r.get_bytes(&key, field)
+                .map_err(to_py)?
+                .map(|b| PyBytes::new(py, &b)))
+        })
     }
 
-    fn get_string<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>, field: &str) -> PyResult<Option<Bound<'py, PyString>>> {
+    fn get_string<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        field: &str,
+    ) -> PyResult<Option<Bound<'py, PyString>>> {
         let key = key_bytes(key)?;
-        self.with(|r| Ok(r.get_string(&key, field).map_err(to_py)?.map(|s| PyString::new(py, &s))))
+        self.with(|r| {
+            Ok(r.get_string(&key, field)
+                .map_err(to_py)?
+                .map(|s| PyString::new(py, &s)))
+        })
     }
 
     fn get_int64(&self, key: &Bound<'_, PyAny>, field: &str) -> PyResult<Option<i64>> {
@@ -115,7 +150,13 @@ impl NativeReader {
 
     /// Key-major values of `fields` for `keys`; `as_string` decodes bytes as UTF-8, otherwise
     /// strings come back as their UTF-8 bytes. Other types are refused.
-    fn multiget<'py>(&self, py: Python<'py>, keys: &Bound<'py, PyList>, fields: Vec<String>, as_string: bool) -> PyResult<Bound<'py, PyList>> {
+    fn multiget<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyList>,
+        fields: Vec<String>,
+        as_string: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
         let keys = Self::keys(keys)?;
         let values = self.with(|r| py.detach(|| r.multiget(&keys, &fields)).map_err(to_py))?;
         let nf = fields.len().max(1);
@@ -128,12 +169,25 @@ impl NativeReader {
                 Some(FieldValue::String(s)) => out.append(PyBytes::new(py, s.as_bytes()))?,
                 Some(FieldValue::Bytes(b)) if as_string => match String::from_utf8(b) {
                     Ok(s) => out.append(PyString::new(py, &s))?,
-                    Err(_) => return Err(raise("IKVTypeError", format!("field {field:?} holds bytes that are not valid UTF-8; read it as bytes"))),
+                    Err(_) => {
+                        return Err(raise(
+                            "IKVTypeError",
+                            format!(
+                                "field {field:?} holds bytes that are not valid UTF-8; read it as bytes"
+                            ),
+                        ));
+                    }
                 },
                 Some(FieldValue::Bytes(b)) => out.append(PyBytes::new(py, &b))?,
                 Some(other) => {
                     let want = if as_string { "string" } else { "bytes" };
-                    return Err(raise("IKVTypeError", format!("field {field:?} holds a {} value, not {want}", other.field_type())));
+                    return Err(raise(
+                        "IKVTypeError",
+                        format!(
+                            "field {field:?} holds a {} value, not {want}",
+                            other.field_type()
+                        ),
+                    ));
                 }
             }
         }
@@ -141,17 +195,26 @@ impl NativeReader {
     }
 
     /// Keys × fields as an Arrow record batch (exported through the Arrow C data interface).
-    fn multiget_batch(&self, py: Python<'_>, keys: &Bound<'_, PyList>, fields: Vec<String>) -> PyResult<ArrowBatch> {
+    fn multiget_batch(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyList>,
+        fields: Vec<String>,
+    ) -> PyResult<ArrowBatch> {
         let keys = Self::keys(keys)?;
         let values = self.with(|r| py.detach(|| r.multiget(&keys, &fields)).map_err(to_py))?;
-        py.detach(|| table_of(&keys, &fields, values)).map_err(|m| raise("IKVTypeError", m))
+        py.detach(|| table_of(&keys, &fields, values))
+            .map_err(|m| raise("IKVTypeError", m))
     }
 
     /// Freshness of every mounted partition.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let status = self.with(|r| Ok(r.status()))?;
         let out = PyList::empty(py);
-        let secs = |t: Option<std::time::SystemTime>| t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs_f64());
+        let secs = |t: Option<std::time::SystemTime>| {
+            t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs_f64())
+        };
         for s in status {
             let d = PyDict::new(py);
             d.set_item("partition", s.partition)?;

@@ -15,7 +15,10 @@ use crate::runtime;
 
 enum Mode {
     Direct(Writer),
-    Http { client: HttpWriterClient, store: String },
+    Http {
+        client: HttpWriterClient,
+        store: String,
+    },
 }
 
 #[pyclass(frozen, module = "ikvpy._internal")]
@@ -41,32 +44,59 @@ impl NativeWriter {
         let rt = runtime()?;
         if let Some(url) = writer_url {
             let (Some(id), Some(passkey)) = (account_id, account_passkey) else {
-                return Err(raise("IKVValueError", "a writer URL needs an account id and passkey".into()));
+                return Err(raise(
+                    "IKVValueError",
+                    "a writer URL needs an account id and passkey".into(),
+                ));
             };
             let client = HttpWriterClient::new(&url, &id, &passkey);
             let store = store_name.clone();
             let checked = client.clone();
             py.detach(|| rt.block_on(async move { checked.describe(&store).await }))
                 .map_err(client_to_py)?;
-            return Ok(NativeWriter { mode: Mode::Http { client, store: store_name } });
+            return Ok(NativeWriter {
+                mode: Mode::Http {
+                    client,
+                    store: store_name,
+                },
+            });
         }
         let Some(url) = storage_url else {
-            return Err(raise("IKVValueError", "no storage URL: set it in the options or IKV_STORAGE_URL, or give a writer URL".into()));
+            return Err(raise(
+                "IKVValueError",
+                "no storage URL: set it in the options or IKV_STORAGE_URL, or give a writer URL"
+                    .into(),
+            ));
         };
         let options = crate::convert::storage_options(storage_options);
         let writer = py
-            .detach(|| rt.block_on(async move { Writer::open_url(&url, &options, &store_name, WriterOptions::default()).await }))
+            .detach(|| {
+                rt.block_on(async move {
+                    Writer::open_url(&url, &options, &store_name, WriterOptions::default()).await
+                })
+            })
             .map_err(to_py)?;
-        Ok(NativeWriter { mode: Mode::Direct(writer) })
+        Ok(NativeWriter {
+            mode: Mode::Direct(writer),
+        })
     }
 
     /// Validates and commits operations; returns once they are durable.
     fn write(&self, py: Python<'_>, ops: &Bound<'_, PyList>) -> PyResult<()> {
-        let ops: Vec<Operation> = ops.iter().map(|op| operation(&op)).collect::<PyResult<_>>()?;
+        let ops: Vec<Operation> = ops
+            .iter()
+            .map(|op| operation(&op))
+            .collect::<PyResult<_>>()?;
         let rt = runtime()?;
         match &self.mode {
-            Mode::Direct(writer) => py.detach(|| rt.block_on(writer.write(&ops))).map(|_| ()).map_err(to_py),
-            Mode::Http { client, store } => py.detach(|| rt.block_on(client.write(store, &ops))).map(|_| ()).map_err(client_to_py),
+            Mode::Direct(writer) => py
+                .detach(|| rt.block_on(writer.write(&ops)))
+                .map(|_| ())
+                .map_err(to_py),
+            Mode::Http { client, store } => py
+                .detach(|| rt.block_on(client.write(store, &ops)))
+                .map(|_| ())
+                .map_err(client_to_py),
         }
     }
 
@@ -77,7 +107,8 @@ impl NativeWriter {
             Mode::Direct(w) => w.config().clone(),
             Mode::Http { client, store } => {
                 let rt = runtime()?;
-                py.detach(|| rt.block_on(client.describe(store))).map_err(client_to_py)?
+                py.detach(|| rt.block_on(client.describe(store)))
+                    .map_err(client_to_py)?
             }
         };
         Ok((config.primary_key_field, config.partitioning_key_field))

@@ -34,14 +34,27 @@ fn us(d: Duration) -> String {
 }
 
 fn main() {
-    let docs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let docs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}/bucket", dir.path().display());
     let storage = Storage::open(&url, &StorageOptions::default()).unwrap();
     let config = StoreConfig::new("bench", "id", None, 1).unwrap();
     rt.block_on(create_store(&storage, &config)).unwrap();
-    let writer = rt.block_on(Writer::open(storage.clone(), "bench", WriterOptions::default())).unwrap();
+    let writer = rt
+        .block_on(Writer::open(
+            storage.clone(),
+            "bench",
+            WriterOptions::default(),
+        ))
+        .unwrap();
     let t = Instant::now();
     for start in (0..docs).step_by(20_000) {
         let ops: Vec<Operation> = (start..(start + 20_000).min(docs))
@@ -55,10 +68,23 @@ fn main() {
             .collect();
         rt.block_on(writer.write(&ops)).unwrap();
     }
-    eprintln!("wrote {docs} documents in {:.1} s", t.elapsed().as_secs_f64());
-    let forced = SnapshotOptions { force: true, ..SnapshotOptions::default() };
+    eprintln!(
+        "wrote {docs} documents in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let forced = SnapshotOptions {
+        force: true,
+        ..SnapshotOptions::default()
+    };
     let t = Instant::now();
-    rt.block_on(snapshot_partition(&storage, &config, 0, &forced, SystemTime::now())).unwrap();
+    rt.block_on(snapshot_partition(
+        &storage,
+        &config,
+        0,
+        &forced,
+        SystemTime::now(),
+    ))
+    .unwrap();
     eprintln!("snapshot in {:.1} s", t.elapsed().as_secs_f64());
 
     // Bootstrap from the local-directory snapshot.
@@ -90,9 +116,17 @@ fn main() {
     let samples = 1_000_000;
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let picks: Vec<(Vec<u8>, &str)> = (0..samples)
-        .map(|_| (key(rng.random_range(0..docs)).into_bytes(), FIELDS[rng.random_range(0..3)]))
+        .map(|_| {
+            (
+                key(rng.random_range(0..docs)).into_bytes(),
+                FIELDS[rng.random_range(0..3)],
+            )
+        })
         .collect();
-    let lmdb_keys: Vec<Vec<u8>> = picks.iter().map(|(k, f)| [k.as_slice(), b"\0", f.as_bytes()].concat()).collect();
+    let lmdb_keys: Vec<Vec<u8>> = picks
+        .iter()
+        .map(|(k, f)| [k.as_slice(), b"\0", f.as_bytes()].concat())
+        .collect();
     // Warm both.
     for (k, f) in picks.iter().take(200_000) {
         std::hint::black_box(reader.get_bytes(k, f).unwrap());
@@ -118,7 +152,11 @@ fn main() {
     // Multiget of 100 keys × 3 fields, one thread.
     let batches = 5_000;
     let key_batches: Vec<Vec<Vec<u8>>> = (0..batches)
-        .map(|_| (0..100).map(|_| key(rng.random_range(0..docs)).into_bytes()).collect())
+        .map(|_| {
+            (0..100)
+                .map(|_| key(rng.random_range(0..docs)).into_bytes())
+                .collect()
+        })
         .collect();
     let t = Instant::now();
     for ks in &key_batches {
@@ -150,7 +188,9 @@ fn main() {
     let mut fresh = Vec::new();
     for i in 0..50 {
         let k = format!("fresh{i:05}");
-        let d = Document::new().with("id", FieldValue::String(k.clone())).with("f1", FieldValue::String("x".into()));
+        let d = Document::new()
+            .with("id", FieldValue::String(k.clone()))
+            .with("f1", FieldValue::String("x".into()));
         rt.block_on(writer.upsert_fields(d)).unwrap();
         let acked = Instant::now();
         while reader.get_bytes(k.as_bytes(), "f1").unwrap().is_none() {
@@ -160,14 +200,44 @@ fn main() {
     }
     fresh.sort();
 
-    println!("| measure ({docs} documents, 10-byte keys, 3 × 50-byte fields) | ikv | LMDB (heed) |");
+    println!(
+        "| measure ({docs} documents, 10-byte keys, 3 × 50-byte fields) | ikv | LMDB (heed) |"
+    );
     println!("|---|---|---|");
-    println!("| get p50 | {} | {} |", us(pct(&ikv_lat, 0.5)), us(pct(&lmdb_lat, 0.5)));
-    println!("| get p99 | {} | {} |", us(pct(&ikv_lat, 0.99)), us(pct(&lmdb_lat, 0.99)));
-    println!("| get p99.9 | {} | {} |", us(pct(&ikv_lat, 0.999)), us(pct(&lmdb_lat, 0.999)));
-    println!("| multiget 100 keys × 3 fields, one thread | {:.2}M values/s | {:.2}M values/s (loop of gets in one txn) |", ikv_multi / 1e6, lmdb_multi / 1e6);
-    println!("| same keys as a loop of single gets | {:.2}M values/s | |", ikv_loop / 1e6);
-    println!("| bootstrap from a local-directory snapshot (end to end, open → ready) | {:.2} s, {:.2}M field values/s | load in one write txn: {:.2} s |", boot.as_secs_f64(), values as f64 / boot.as_secs_f64() / 1e6, lmdb_load.as_secs_f64());
-    println!("| freshness, write ack → visible (poll 10 ms), p50 / max of 50 | {} / {} | |", us(pct(&fresh, 0.5)), us(*fresh.last().unwrap()));
+    println!(
+        "| get p50 | {} | {} |",
+        us(pct(&ikv_lat, 0.5)),
+        us(pct(&lmdb_lat, 0.5))
+    );
+    println!(
+        "| get p99 | {} | {} |",
+        us(pct(&ikv_lat, 0.99)),
+        us(pct(&lmdb_lat, 0.99))
+    );
+    println!(
+        "| get p99.9 | {} | {} |",
+        us(pct(&ikv_lat, 0.999)),
+        us(pct(&lmdb_lat, 0.999))
+    );
+    println!(
+        "| multiget 100 keys × 3 fields, one thread | {:.2}M values/s | {:.2}M values/s (loop of gets in one txn) |",
+        ikv_multi / 1e6,
+        lmdb_multi / 1e6
+    );
+    println!(
+        "| same keys as a loop of single gets | {:.2}M values/s | |",
+        ikv_loop / 1e6
+    );
+    println!(
+        "| bootstrap from a local-directory snapshot (end to end, open → ready) | {:.2} s, {:.2}M field values/s | load in one write txn: {:.2} s |",
+        boot.as_secs_f64(),
+        values as f64 / boot.as_secs_f64() / 1e6,
+        lmdb_load.as_secs_f64()
+    );
+    println!(
+        "| freshness, write ack → visible (poll 10 ms), p50 / max of 50 | {} / {} | |",
+        us(pct(&fresh, 0.5)),
+        us(*fresh.last().unwrap())
+    );
     reader.shutdown().unwrap();
 }

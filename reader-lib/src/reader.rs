@@ -276,6 +276,36 @@ impl Reader {
         self.get_in(&view, key, field)
     }
 
+    /// Every live field of the document `key` (one range scan), or `None`.
+    pub fn get_document(&self, key: &[u8]) -> Result<Option<BTreeMap<String, FieldValue>>> {
+        self.check_mounted(key)?;
+        let view = self.shared.local.read();
+        let prefix = crate::keys::doc_prefix(key);
+        let pk_field = self.shared.config.primary_key_field.as_str();
+        let mut doc = BTreeMap::new();
+        for kv in view.docs.prefix(&prefix) {
+            let (k, bytes) = kv.into_inner().map_err(|e| Error::Local {
+                path: String::new(),
+                message: e.to_string(),
+            })?;
+            let Some(field) = crate::keys::field_of(&k, prefix.len()) else {
+                continue;
+            };
+            let v = decode_value(&bytes)?;
+            let live = view
+                .drops
+                .get(v.partition as usize)
+                .is_none_or(|d| d.is_live(field, field == pk_field, v.epoch));
+            if live {
+                doc.insert(
+                    field.to_owned(),
+                    FieldValue::decode(v.field_type, v.payload)?,
+                );
+            }
+        }
+        Ok((!doc.is_empty()).then_some(doc))
+    }
+
     /// A string or bytes field as bytes (a string gives its UTF-8 bytes).
     pub fn get_bytes(&self, key: &[u8], field: &str) -> Result<Option<Vec<u8>>> {
         self.check_mounted(key)?;

@@ -6,7 +6,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use ikv_core::store::{create_store, discover_tip};
-use ikv_core::{Document, FieldValue, Operation, Storage, StorageOptions, StoreConfig, StoreLayout};
+use ikv_core::{
+    Document, FieldValue, Operation, Storage, StorageOptions, StoreConfig, StoreLayout,
+};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_snapshot::{SnapshotOptions, snapshot_partition};
 use ikv_tests::model_check::expected_state;
@@ -32,7 +34,12 @@ fn spawn_reader(url: &str, mount: &std::path::Path) -> Child {
         .unwrap()
 }
 
-fn assert_reader_matches(url: &str, mount: &std::path::Path, storage: &Storage, rt: &tokio::runtime::Runtime) {
+fn assert_reader_matches(
+    url: &str,
+    mount: &std::path::Path,
+    storage: &Storage,
+    rt: &tokio::runtime::Runtime,
+) {
     let layout = StoreLayout::new(&storage.prefix, "crash").unwrap();
     let tip = rt.block_on(discover_tip(storage, &layout, 0)).unwrap();
     let model = rt.block_on(expected_state(storage, &layout, "id", 0, tip));
@@ -43,26 +50,51 @@ fn assert_reader_matches(url: &str, mount: &std::path::Path, storage: &Storage, 
     for (i, key) in keys.iter().enumerate() {
         let doc = model.get(key).unwrap();
         for (j, f) in ["id", "a", "b"].iter().enumerate() {
-            assert_eq!(got[i * 3 + j].as_ref(), doc.get(*f), "{} {f}", String::from_utf8_lossy(key));
+            assert_eq!(
+                got[i * 3 + j].as_ref(),
+                doc.get(*f),
+                "{} {f}",
+                String::from_utf8_lossy(key)
+            );
         }
     }
 }
 
 #[test]
 fn killed_during_bootstrap_and_during_delta_apply_then_restarted_equals_the_model() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}/bucket", dir.path().display());
     let storage = Storage::open(&url, &StorageOptions::default()).unwrap();
     let config = StoreConfig::new("crash", "id", None, 1).unwrap();
     rt.block_on(create_store(&storage, &config)).unwrap();
-    let writer = rt.block_on(Writer::open(storage.clone(), "crash", WriterOptions::default())).unwrap();
+    let writer = rt
+        .block_on(Writer::open(
+            storage.clone(),
+            "crash",
+            WriterOptions::default(),
+        ))
+        .unwrap();
     for chunk in (0..DOCS).collect::<Vec<_>>().chunks(5_000) {
         let ops: Vec<Operation> = chunk.iter().map(|i| doc(*i, 0)).collect();
         rt.block_on(writer.write(&ops)).unwrap();
     }
-    let forced = SnapshotOptions { force: true, ..SnapshotOptions::default() };
-    rt.block_on(snapshot_partition(&storage, &config, 0, &forced, SystemTime::now())).unwrap();
+    let forced = SnapshotOptions {
+        force: true,
+        ..SnapshotOptions::default()
+    };
+    rt.block_on(snapshot_partition(
+        &storage,
+        &config,
+        0,
+        &forced,
+        SystemTime::now(),
+    ))
+    .unwrap();
 
     // During bootstrap: kill at increasing delays, each on a mount left by the previous kill.
     let mount = dir.path().join("mount");
@@ -77,15 +109,23 @@ fn killed_during_bootstrap_and_during_delta_apply_then_restarted_equals_the_mode
     // During delta apply: a running reader process, writes streaming in, killed mid-stream.
     let mut child = spawn_reader(&url, &mount);
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert_eq!(line.trim(), "ready");
-    for round in 1..=40 {
-        let ops: Vec<Operation> = (0..1500).map(|i| doc((round * 1500 + i) % DOCS, round)).collect();
-        rt.block_on(writer.write(&ops)).unwrap();
-        if round == 25 {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
+    let batch = |round: usize| -> Vec<Operation> {
+        (0..1500)
+            .map(|i| doc((round * 1500 + i) % DOCS, round))
+            .collect()
+    };
+    for round in 1..=25 {
+        rt.block_on(writer.write(&batch(round))).unwrap();
+    }
+    // Mid-stream: the reader is applying the deltas just written.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for round in 26..=40 {
+        rt.block_on(writer.write(&batch(round))).unwrap();
     }
     assert_reader_matches(&url, &mount, &storage, &rt);
 }

@@ -1,7 +1,5 @@
-//! `ikv-writer`: run the writer service locally or under AWS Lambda, create stores, hash
-//! passkeys, and run the demo.
-
-mod demo;
+//! `ikv-writer`: the writer service binary deployed to AWS Lambda (and runnable locally), with
+//! the two tools its operators need beside it. The full operator CLI is `ikv` (`cli/`).
 
 use std::io::Read;
 use std::sync::Arc;
@@ -9,7 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use ikv_core::{Storage, StorageOptions, StoreConfig};
 use ikv_writer::WriterOptions;
-use ikv_writer::service::auth::{Accounts, generate_passkey, hash_passkey};
+use ikv_writer::service::auth::{generate_passkey, hash_passkey, load_accounts};
 use ikv_writer::service::{ServiceState, run_lambda, serve};
 
 #[derive(Parser)]
@@ -74,32 +72,6 @@ enum Command {
         #[arg(long)]
         generate: bool,
     },
-    /// End-to-end demo on a storage root: create a store, write through the HTTP service and
-    /// directly, and read the log back
-    Demo {
-        #[command(flatten)]
-        storage: StorageArgs,
-        /// Generated documents to write
-        #[arg(long, default_value_t = 100_000)]
-        documents: usize,
-    },
-}
-
-/// Accounts from `--accounts-file`, else the `IKV_ACCOUNTS` variable (inline JSON).
-fn load_accounts(args: &AccountArgs) -> Result<Accounts, String> {
-    let json = match (&args.accounts_file, std::env::var("IKV_ACCOUNTS")) {
-        (Some(path), _) => std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read accounts file {}: {e}", path.display()))?,
-        (None, Ok(json)) => json,
-        (None, Err(_)) => {
-            return Err("no accounts configured: set --accounts-file / IKV_ACCOUNTS_FILE or IKV_ACCOUNTS (see docs/API.md)".into());
-        }
-    };
-    let accounts = Accounts::from_json(&json)?;
-    if accounts.is_empty() {
-        return Err("the accounts configuration lists no accounts".into());
-    }
-    Ok(accounts)
 }
 
 fn writer_storage(args: &StorageArgs) -> Result<Storage, String> {
@@ -113,7 +85,7 @@ fn writer_storage(args: &StorageArgs) -> Result<Storage, String> {
 fn state(storage: &StorageArgs, accounts: &AccountArgs) -> Result<Arc<ServiceState>, String> {
     Ok(Arc::new(ServiceState::new(
         writer_storage(storage)?,
-        load_accounts(accounts)?,
+        load_accounts(accounts.accounts_file.as_deref())?,
         WriterOptions::default(),
     )))
 }
@@ -178,7 +150,6 @@ async fn run(command: Command) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Demo { storage, documents } => demo::run(&storage.storage_url, documents).await,
     }
 }
 

@@ -127,6 +127,23 @@ impl Accounts {
     }
 }
 
+/// Accounts from a JSON file if given, else from the `IKV_ACCOUNTS` variable (inline JSON).
+pub fn load_accounts(file: Option<&std::path::Path>) -> Result<Accounts, String> {
+    let json = match (file, std::env::var("IKV_ACCOUNTS")) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read accounts file {}: {e}", path.display()))?,
+        (None, Ok(json)) => json,
+        (None, Err(_)) => {
+            return Err("no accounts configured: set --accounts-file / IKV_ACCOUNTS_FILE or IKV_ACCOUNTS (see docs/API.md)".into());
+        }
+    };
+    let accounts = Accounts::from_json(&json)?;
+    if accounts.is_empty() {
+        return Err("the accounts configuration lists no accounts".into());
+    }
+    Ok(accounts)
+}
+
 /// The value to put in `passkey_hash` for `passkey`.
 pub fn hash_passkey(passkey: &str) -> Result<String, String> {
     if passkey.chars().count() < MIN_PASSKEY_CHARS {

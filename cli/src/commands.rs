@@ -1,0 +1,192 @@
+//! The operator commands: stores, status, debugging reads and writes.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use ikv_core::store::{create_store, discover_tip, load_config};
+use ikv_core::{
+    Document, FieldValue, Operation, Storage, StorageOptions, StoreConfig, StoreLayout,
+};
+use ikv_reader::{Reader, ReaderOptions};
+use ikv_snapshot::Manifest;
+use ikv_writer::{Writer, WriterOptions};
+use serde_json::{Value, json};
+
+use crate::fail::{Fail, NOT_FOUND};
+use crate::progress::Progress;
+
+pub fn open(url: &str, writer: bool) -> Result<Storage, Fail> {
+    let options = StorageOptions {
+        disable_retries: writer,
+        ..StorageOptions::default()
+    };
+    Ok(Storage::open(url, &options)?)
+}
+
+pub async fn create(
+    url: &str,
+    store: &str,
+    primary_key: &str,
+    partitioning_key: Option<&str>,
+    partitions: u32,
+) -> Result<String, Fail> {
+    let config = StoreConfig::new(store, primary_key, partitioning_key, partitions)?;
+    create_store(&open(url, true)?, &config).await?;
+    Ok(format!(
+        "created store {store:?}: primary key {primary_key:?}, {partitions} partition(s)"
+    ))
+}
+
+pub async fn describe(url: &str, store: &str) -> Result<String, Fail> {
+    let config = load_config(&open(url, false)?, store).await?;
+    Ok(serde_json::to_string_pretty(&config).unwrap_or_default())
+}
+
+/// Per partition: tip, newest snapshot and its age, deltas since.
+pub async fn status(url: &str, store: &str) -> Result<String, Fail> {
+    let storage = open(url, false)?;
+    let config = load_config(&storage, store).await?;
+    let layout = StoreLayout::new(&storage.prefix, store)?;
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut lines = vec![format!(
+        "{:<9} {:>12} {:>12} {:>14} {:>12}",
+        "partition", "tip", "snapshot", "snapshot age", "deltas since"
+    )];
+    for p in 0..config.num_partitions {
+        let tip = discover_tip(&storage, &layout, p).await?;
+        let snapshot = Manifest::load_newest(&storage, &layout, p).await?;
+        let (seq, age) = match &snapshot {
+            Some(m) => (
+                m.sequence.to_string(),
+                humantime::format_duration(Duration::from_secs(
+                    now_ms.saturating_sub(m.created_at_ms) / 1000,
+                ))
+                .to_string(),
+            ),
+            None => ("none".into(), "-".into()),
+        };
+        let since = tip - snapshot.map_or(0, |m| m.sequence);
+        lines.push(format!("{p:<9} {tip:>12} {seq:>12} {age:>14} {since:>12}"));
+    }
+    Ok(lines.join("\n"))
+}
+
+/// `name=value` (a string) or `name:type=value` with type string, bytes (base64), int64,
+/// float64 or bool.
+pub fn parse_field(spec: &str) -> Result<(String, FieldValue), Fail> {
+    let (lhs, value) = spec.split_once('=').ok_or_else(|| {
+        Fail::usage(format!(
+            "--field {spec:?}: expected name=value or name:type=value"
+        ))
+    })?;
+    let (name, ty) = lhs.split_once(':').unwrap_or((lhs, "string"));
+    let bad = |what: &str| Fail::usage(format!("--field {spec:?}: {what}"));
+    let v = match ty {
+        "string" => FieldValue::String(value.to_owned()),
+        "bytes" => FieldValue::Bytes(
+            base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .map_err(|_| bad("bytes must be base64"))?,
+        ),
+        "int64" => FieldValue::Int64(value.parse().map_err(|_| bad("not a 64-bit integer"))?),
+        "float64" => FieldValue::Float64(value.parse().map_err(|_| bad("not a number"))?),
+        "bool" => FieldValue::Bool(
+            value
+                .parse()
+                .map_err(|_| bad("bool must be true or false"))?,
+        ),
+        other => {
+            return Err(bad(&format!(
+                "unknown type {other:?} (string, bytes, int64, float64, bool)"
+            )));
+        }
+    };
+    Ok((name.to_owned(), v))
+}
+
+async fn key_document(
+    storage: &Storage,
+    store: &str,
+    key: &str,
+    extra: &[(String, FieldValue)],
+) -> Result<(Writer, Document), Fail> {
+    let writer = Writer::open(storage.clone(), store, WriterOptions::default()).await?;
+    let mut doc = Document::new().with(
+        writer.config().primary_key_field.clone(),
+        FieldValue::String(key.to_owned()),
+    );
+    for (k, v) in extra {
+        doc.put(k.clone(), v.clone());
+    }
+    Ok((writer, doc))
+}
+
+pub async fn put(url: &str, store: &str, key: &str, fields: &[String]) -> Result<String, Fail> {
+    if fields.is_empty() {
+        return Err(Fail::usage("put needs at least one --field"));
+    }
+    let parsed = fields
+        .iter()
+        .map(|f| parse_field(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let storage = open(url, true)?;
+    let (writer, doc) = key_document(&storage, store, key, &parsed).await?;
+    let receipt = writer.write(&[Operation::UpsertFields(doc)]).await?;
+    Ok(format!("committed: {}", json!(receipt.commits)))
+}
+
+pub async fn delete(url: &str, store: &str, key: &str, fields: &[String]) -> Result<String, Fail> {
+    let storage = open(url, true)?;
+    let (writer, doc) = key_document(&storage, store, key, &[]).await?;
+    let op = if fields.is_empty() {
+        Operation::DeleteDocument(doc)
+    } else {
+        Operation::DeleteFields {
+            document: doc,
+            field_names: fields.to_vec(),
+        }
+    };
+    let receipt = writer.write(&[op]).await?;
+    Ok(format!("committed: {}", json!(receipt.commits)))
+}
+
+fn json_value(v: &FieldValue) -> Value {
+    match v {
+        FieldValue::String(s) => json!(s),
+        FieldValue::Bytes(b) => {
+            json!({ "bytes": base64::engine::general_purpose::STANDARD.encode(b) })
+        }
+        FieldValue::Int64(i) => json!(i),
+        FieldValue::Float64(f) => json!(f),
+        FieldValue::Bool(b) => json!(b),
+    }
+}
+
+/// Reads a document through an embedded reader on `mount` (blocking: call from a thread).
+pub fn get(
+    url: &str,
+    store: &str,
+    key: &str,
+    fields: &[String],
+    mount: &std::path::Path,
+) -> Result<String, Fail> {
+    let progress = Progress::start("opening a reader (bootstrap or catch-up)");
+    let reader = Reader::open(ReaderOptions::new(url, store, mount))?;
+    progress.finish("caught up");
+    let doc = reader.get_document(key.as_bytes())?.ok_or_else(|| {
+        Fail::new(
+            NOT_FOUND,
+            format!("no document with key {key:?} in store {store:?}"),
+        )
+    })?;
+    let shown: serde_json::Map<String, Value> = doc
+        .iter()
+        .filter(|(f, _)| fields.is_empty() || fields.contains(f))
+        .map(|(f, v)| (f.clone(), json_value(v)))
+        .collect();
+    reader.shutdown()?;
+    Ok(serde_json::to_string_pretty(&Value::Object(shown)).unwrap_or_default())
+}

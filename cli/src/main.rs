@@ -1,0 +1,266 @@
+//! `ikv`: the operator command line. See `docs/CLI.md`.
+
+mod commands;
+mod demo;
+mod fail;
+mod progress;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use ikv_snapshot::{PartitionOutcome, SnapshotOptions, run_pass};
+use ikv_writer::WriterOptions;
+use ikv_writer::service::auth::{generate_passkey, hash_passkey, load_accounts};
+use ikv_writer::service::{ServiceState, serve};
+
+use crate::fail::{BAD_ARGUMENTS, Fail, OK};
+use crate::progress::Progress;
+
+#[derive(Parser)]
+#[command(
+    name = "ikv",
+    version,
+    about = "ikv: operate stores, debug reads and writes, run the writer service and snapshots"
+)]
+struct Cli {
+    /// Storage root: s3://bucket/prefix or file:///abs/dir (S3 settings from AWS_* variables)
+    #[arg(long, global = true, env = "IKV_STORAGE_URL")]
+    storage_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a store (never overwrites an existing one)
+    CreateStore {
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        primary_key: String,
+        #[arg(long)]
+        partitioning_key: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+    },
+    /// Print a store's configuration
+    Describe {
+        #[arg(long)]
+        store: String,
+    },
+    /// Per partition: tip sequence, newest snapshot and its age, deltas since
+    Status {
+        #[arg(long)]
+        store: String,
+    },
+    /// Upsert fields of one document: --field name=value or --field name:int64=5
+    Put {
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long = "field")]
+        fields: Vec<String>,
+    },
+    /// Delete a document, or only some of its fields (--field NAME)
+    Delete {
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long = "field")]
+        fields: Vec<String>,
+    },
+    /// Read a document through an embedded reader (all fields, or --field NAME...)
+    Get {
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long = "field")]
+        fields: Vec<String>,
+        /// Mount directory for the reader's local copy
+        #[arg(long, env = "IKV_MOUNT_DIRECTORY")]
+        mount: PathBuf,
+    },
+    /// Run the writer service's HTTP API on a local address
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// JSON file of the accounts allowed to write (else IKV_ACCOUNTS)
+        #[arg(long, env = "IKV_ACCOUNTS_FILE")]
+        accounts_file: Option<PathBuf>,
+    },
+    /// Run one snapshot pass (all stores, or --store) and retention
+    Snapshot {
+        #[arg(long = "store")]
+        stores: Vec<String>,
+        /// Snapshot every partition with new deltas, whether or not a trigger fired
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the passkey_hash of a passkey read from stdin, or --generate a passkey
+    HashPasskey {
+        #[arg(long)]
+        generate: bool,
+    },
+    /// The end-to-end demo (create, write, snapshot, read) on the storage root
+    Demo {
+        #[arg(long, default_value_t = 200_000)]
+        documents: usize,
+        /// Mount directory for the demo's reader (default: a temporary directory)
+        #[arg(long)]
+        mount: Option<PathBuf>,
+    },
+}
+
+fn url(cli_url: &Option<String>) -> Result<String, Fail> {
+    cli_url
+        .clone()
+        .ok_or_else(|| Fail::usage("no storage root: pass --storage-url or set IKV_STORAGE_URL"))
+}
+
+async fn run(cli: Cli) -> Result<String, Fail> {
+    match cli.command {
+        Command::CreateStore {
+            store,
+            primary_key,
+            partitioning_key,
+            partitions,
+        } => {
+            commands::create(
+                &url(&cli.storage_url)?,
+                &store,
+                &primary_key,
+                partitioning_key.as_deref(),
+                partitions,
+            )
+            .await
+        }
+        Command::Describe { store } => commands::describe(&url(&cli.storage_url)?, &store).await,
+        Command::Status { store } => commands::status(&url(&cli.storage_url)?, &store).await,
+        Command::Put { store, key, fields } => {
+            commands::put(&url(&cli.storage_url)?, &store, &key, &fields).await
+        }
+        Command::Delete { store, key, fields } => {
+            commands::delete(&url(&cli.storage_url)?, &store, &key, &fields).await
+        }
+        Command::Get {
+            store,
+            key,
+            fields,
+            mount,
+        } => {
+            let u = url(&cli.storage_url)?;
+            tokio::task::spawn_blocking(move || commands::get(&u, &store, &key, &fields, &mount))
+                .await
+                .map_err(|e| Fail::from(e.to_string()))?
+        }
+        Command::Serve {
+            listen,
+            accounts_file,
+        } => {
+            let storage = commands::open(&url(&cli.storage_url)?, true)?;
+            let accounts = load_accounts(accounts_file.as_deref()).map_err(Fail::usage)?;
+            let state = Arc::new(ServiceState::new(
+                storage,
+                accounts,
+                WriterOptions::default(),
+            ));
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .map_err(|e| Fail::usage(format!("cannot listen on {listen}: {e}")))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            eprintln!("ikv writer service listening on http://{addr}");
+            serve(listener, state, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok(String::new())
+        }
+        Command::Snapshot { stores, force } => {
+            let storage = commands::open(&url(&cli.storage_url)?, false)?;
+            let progress = Progress::start("snapshot pass");
+            let options = SnapshotOptions {
+                force,
+                ..SnapshotOptions::default()
+            };
+            let reports = run_pass(&storage, &stores, &[], &options).await?;
+            progress.finish(&format!("{} partitions", reports.len()));
+            Ok(reports
+                .iter()
+                .map(|r| {
+                    let what = match &r.outcome {
+                        PartitionOutcome::UpToDate { sequence } => {
+                            format!("up to date at {sequence}")
+                        }
+                        PartitionOutcome::NotDue { deltas, .. } => {
+                            format!("not due ({deltas} deltas; --force to snapshot anyway)")
+                        }
+                        PartitionOutcome::Snapshotted { sequence, rows, .. } => {
+                            format!("snapshot at {sequence}, {rows} documents")
+                        }
+                        PartitionOutcome::LostRace { sequence } => {
+                            format!("another compactor committed {sequence}")
+                        }
+                    };
+                    format!("{} p{}: {what}", r.store, r.partition)
+                })
+                .collect::<Vec<_>>()
+                .join("\n"))
+        }
+        Command::HashPasskey { generate } => {
+            if generate {
+                let passkey = generate_passkey();
+                Ok(format!(
+                    "passkey:      {passkey}\npasskey_hash: {}",
+                    hash_passkey(&passkey).map_err(Fail::usage)?
+                ))
+            } else {
+                let mut input = String::new();
+                std::io::stdin().read_to_string(&mut input).map_err(|e| {
+                    Fail::usage(format!("reading the passkey from standard input: {e}"))
+                })?;
+                hash_passkey(input.trim_end_matches(['\n', '\r'])).map_err(Fail::usage)
+            }
+        }
+        Command::Demo { documents, mount } => {
+            demo::run(&url(&cli.storage_url)?, documents, mount).await?;
+            Ok(String::new())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ikv: cannot start the async runtime: {e}");
+            return ExitCode::from(fail::FAILED);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(out) => {
+            if !out.is_empty() {
+                println!("{out}");
+            }
+            ExitCode::from(OK)
+        }
+        Err(f) => {
+            eprintln!("ikv: {}", f.message);
+            ExitCode::from(if f.code == 0 { BAD_ARGUMENTS } else { f.code })
+        }
+    }
+}

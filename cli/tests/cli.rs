@@ -1,0 +1,336 @@
+//! The `ikv` command line: each command's happy path and its error paths, with exit codes;
+//! and the demo, on a local directory and on the S3 emulator.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn ikv(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ikv"))
+        .arg("--storage-url")
+        .arg(url)
+        .args(args)
+        .env_remove("IKV_STORAGE_URL")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(out: &Output, code: i32, words: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert!(stderr.contains(words), "wanted {words:?} in {stderr:?}");
+}
+
+#[test]
+fn store_commands_happy_paths_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/bucket", dir.path().display());
+    let mount = dir.path().join("mount");
+    let mount = mount.to_str().unwrap();
+
+    assert!(
+        ok(&ikv(
+            &url,
+            &[
+                "create-store",
+                "--store",
+                "users",
+                "--primary-key",
+                "id",
+                "--partitions",
+                "2"
+            ]
+        ))
+        .contains("created store \"users\"")
+    );
+    fails(
+        &ikv(
+            &url,
+            &["create-store", "--store", "users", "--primary-key", "x"],
+        ),
+        5,
+        "already exists",
+    );
+    fails(
+        &ikv(
+            &url,
+            &["create-store", "--store", "../up", "--primary-key", "x"],
+        ),
+        2,
+        "invalid store name",
+    );
+    fails(
+        &ikv(
+            &url,
+            &[
+                "create-store",
+                "--store",
+                "z",
+                "--primary-key",
+                "x",
+                "--partitions",
+                "0",
+            ],
+        ),
+        2,
+        "num_partitions",
+    );
+
+    let described = ok(&ikv(&url, &["describe", "--store", "users"]));
+    let config: serde_json::Value = serde_json::from_str(&described).unwrap();
+    assert_eq!(config["primary_key_field"], "id");
+    fails(
+        &ikv(&url, &["describe", "--store", "nope"]),
+        3,
+        "does not exist",
+    );
+
+    assert!(
+        ok(&ikv(
+            &url,
+            &[
+                "put",
+                "--store",
+                "users",
+                "--key",
+                "Alice",
+                "--field",
+                "city=Paris",
+                "--field",
+                "age:int64=22",
+                "--field",
+                "vip:bool=true"
+            ]
+        ))
+        .contains("committed")
+    );
+    fails(
+        &ikv(
+            &url,
+            &[
+                "put",
+                "--store",
+                "users",
+                "--key",
+                "Alice",
+                "--field",
+                "age:int64=old",
+            ],
+        ),
+        2,
+        "not a 64-bit integer",
+    );
+    fails(
+        &ikv(
+            &url,
+            &[
+                "put", "--store", "users", "--key", "Alice", "--field", "nofield",
+            ],
+        ),
+        2,
+        "expected name=value",
+    );
+    fails(
+        &ikv(
+            &url,
+            &[
+                "put",
+                "--store",
+                "users",
+                "--key",
+                "Alice",
+                "--field",
+                "x:decimal=1",
+            ],
+        ),
+        2,
+        "unknown type",
+    );
+    fails(
+        &ikv(&url, &["put", "--store", "users", "--key", "Alice"]),
+        2,
+        "at least one --field",
+    );
+    fails(
+        &ikv(
+            &url,
+            &["put", "--store", "nope", "--key", "Alice", "--field", "a=b"],
+        ),
+        3,
+        "does not exist",
+    );
+
+    let status = ok(&ikv(&url, &["status", "--store", "users"]));
+    assert!(
+        status.lines().count() == 3 && status.contains("none"),
+        "{status}"
+    );
+    let got = ok(&ikv(
+        &url,
+        &[
+            "get", "--store", "users", "--key", "Alice", "--mount", mount,
+        ],
+    ));
+    let doc: serde_json::Value = serde_json::from_str(&got).unwrap();
+    assert_eq!(
+        doc,
+        serde_json::json!({"id": "Alice", "city": "Paris", "age": 22, "vip": true})
+    );
+    let got = ok(&ikv(
+        &url,
+        &[
+            "get", "--store", "users", "--key", "Alice", "--field", "age", "--mount", mount,
+        ],
+    ));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&got).unwrap(),
+        serde_json::json!({"age": 22})
+    );
+    fails(
+        &ikv(
+            &url,
+            &[
+                "get", "--store", "users", "--key", "Nobody", "--mount", mount,
+            ],
+        ),
+        3,
+        "no document with key \"Nobody\"",
+    );
+
+    ok(&ikv(
+        &url,
+        &[
+            "delete", "--store", "users", "--key", "Alice", "--field", "city",
+        ],
+    ));
+    let got = ok(&ikv(
+        &url,
+        &[
+            "get", "--store", "users", "--key", "Alice", "--mount", mount,
+        ],
+    ));
+    assert!(!got.contains("Paris"));
+    ok(&ikv(
+        &url,
+        &["delete", "--store", "users", "--key", "Alice"],
+    ));
+    fails(
+        &ikv(
+            &url,
+            &[
+                "get", "--store", "users", "--key", "Alice", "--mount", mount,
+            ],
+        ),
+        3,
+        "no document",
+    );
+
+    let snap = ok(&ikv(&url, &["snapshot", "--store", "users", "--force"]));
+    assert!(
+        snap.contains("users p0") && snap.contains("users p1"),
+        "{snap}"
+    );
+    let status = ok(&ikv(&url, &["status", "--store", "users"]));
+    assert!(snap.contains("snapshot at 3"), "{snap}");
+    let p1 = status.lines().find(|l| l.starts_with('1')).unwrap();
+    assert!(
+        !p1.contains("none") && p1.trim_end().ends_with(" 0"),
+        "partition 1 has a snapshot and nothing since: {status}"
+    );
+    fails(
+        &ikv(&url, &["snapshot", "--store", "nope"]),
+        3,
+        "does not exist",
+    );
+
+    // No storage root at all.
+    let out = Command::new(env!("CARGO_BIN_EXE_ikv"))
+        .args(["describe", "--store", "users"])
+        .env_remove("IKV_STORAGE_URL")
+        .output()
+        .unwrap();
+    fails(&out, 2, "no storage root");
+    fails(
+        &ikv("ftp://nowhere/x", &["describe", "--store", "users"]),
+        2,
+        "unsupported scheme",
+    );
+}
+
+#[test]
+fn hash_passkey_generates_and_hashes() {
+    let out = ok(&ikv("memory://", &["hash-passkey", "--generate"]));
+    assert!(
+        out.contains("passkey:") && out.contains("passkey_hash: sha256:"),
+        "{out}"
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ikv"))
+        .args(["hash-passkey"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"short\n").unwrap();
+    fails(
+        &child.wait_with_output().unwrap(),
+        2,
+        "at least 16 characters",
+    );
+}
+
+#[test]
+fn the_demo_runs_on_a_local_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/bucket", dir.path().display());
+    let mount = dir.path().join("mount");
+    let out = ok(&ikv(
+        &url,
+        &[
+            "demo",
+            "--documents",
+            "3000",
+            "--mount",
+            mount.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        out.contains("get(\"Alice\", \"age\") = Some(\"22\")"),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with("demo OK"), "{out}");
+}
+
+#[test]
+fn the_demo_runs_on_localstack() {
+    let endpoint =
+        std::env::var("IKV_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4566".into());
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ikv"))
+        .args([
+            "--storage-url",
+            &format!("s3://ikv-test/demo-{}", std::process::id()),
+            "demo",
+            "--documents",
+            "3000",
+        ])
+        .arg("--mount")
+        .arg(dir.path())
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    assert!(text.trim_end().ends_with("demo OK"), "{text}");
+}

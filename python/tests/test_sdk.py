@@ -1,0 +1,242 @@
+"""Every operation and type; the original's TypeError / ValueError cases; context manager;
+threads reading while deltas arrive; one mount per reader; a writer shared by threads; the
+columnar multiget; status; error classes."""
+
+import pathlib
+import threading
+import time
+import uuid
+
+import pytest
+
+import ikvpy
+from ikvpy import admin
+from ikvpy.client import IKVReader, IKVWriter
+from ikvpy.clientoptions import ClientOptionsBuilder
+from ikvpy.document import IKVDocumentBuilder
+from ikvpy.factory import create_new_reader, create_new_writer
+
+
+@pytest.fixture
+def store(local_storage, tmp_path: pathlib.Path):
+    name = f"s-{uuid.uuid4().hex[:8]}"
+    admin.create_store(name, "id", num_partitions=3, storage_url=local_storage.url)
+
+    def options(mount: str = "mount", poll: float = 0.01):
+        return (
+            ClientOptionsBuilder()
+            .with_store_name(name)
+            .with_storage_url(local_storage.url)
+            .with_mount_directory(str(tmp_path / mount))
+            .with_poll_interval(poll)
+            .build()
+        )
+
+    return name, local_storage, options
+
+
+def doc(key, **fields):
+    b = IKVDocumentBuilder().put_string_field("id", key)
+    for name, value in fields.items():
+        if isinstance(value, bool):
+            b.put_bool_field(name, value)
+        elif isinstance(value, int):
+            b.put_int64_field(name, value)
+        elif isinstance(value, float):
+            b.put_float64_field(name, value)
+        elif isinstance(value, bytes):
+            b.put_bytes_field(name, value)
+        else:
+            b.put_string_field(name, value)
+    return b.build()
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
+def test_every_operation_and_type(store):
+    name, _, options = store
+    with create_new_writer(options()) as writer:
+        writer.upsert_fields(doc("a", s="x", b=b"\x00\xff", i=-(2**63), f=1.5, t=True, tmp_1="p", tmp_2="q", city="SF"))
+        writer.upsert_fields(doc("b", s="y", city="LA"))
+        writer.upsert_fields(doc("c", s="z"))
+        writer.delete_fields(doc("a"), ["s"])
+        writer.delete_document(doc("c"))
+        writer.drop_fields_by_name(["city", "id"])  # dropping the primary key is ignored
+        writer.drop_fields_by_name_prefix(["tmp_"])
+        with create_new_reader(options()) as reader:
+            assert reader.get_string_value("a", "s") is None
+            assert reader.get_bytes_value("a", "b") == b"\x00\xff"
+            assert reader.get_int64_value("a", "i") == -(2**63)
+            assert reader.get_float64_value("a", "f") == 1.5
+            assert reader.get_bool_value("a", "t") is True
+            assert reader.get_value("a", "i") == -(2**63)
+            assert reader.get_string_value("a", "tmp_1") is None
+            assert reader.get_string_value("b", "city") is None
+            assert reader.get_string_value("b", "id") == "b"
+            assert reader.get_string_value(b"b", "s") == "y", "a str key equals its UTF-8 bytes"
+            assert reader.get_string_value("c", "s") is None
+            values = list(reader.multiget_bytes_values(bytes_primary_keys=[b"b"], str_primary_keys=["a", "c"], field_names=["id", "s"]))
+            assert values == [b"b", b"y", b"a", None, None, None], "flat, key-major, bytes keys first"
+        writer.drop_all_fields()
+        with create_new_reader(options("mount2")) as reader:
+            assert reader.get_string_value("b", "id") is None
+            assert reader.get_bytes_value("a", "b") is None
+
+
+def test_original_type_and_value_errors(store):
+    name, local_storage, options = store
+    with pytest.raises(TypeError):
+        ClientOptionsBuilder().with_store_name(42)
+    with pytest.raises(ValueError):
+        ClientOptionsBuilder().with_store_name("  ")
+    with pytest.raises(TypeError):
+        ClientOptionsBuilder().with_account_id(None)
+    with pytest.raises(ValueError):
+        ClientOptionsBuilder().with_account_passkey("")
+    with pytest.raises(ValueError):
+        ClientOptionsBuilder().with_console_logging("loud")
+    ClientOptionsBuilder().with_console_logging("WARN").with_file_logging("Info", "/tmp/ikvpy-test.log")
+    with pytest.raises(ValueError, match="store_name is required"):
+        ClientOptionsBuilder().build()
+    with pytest.raises(TypeError):
+        IKVDocumentBuilder().put_string_field("name", b"bytes")
+    with pytest.raises(TypeError):
+        IKVDocumentBuilder().put_bytes_field("name", "str")
+    with pytest.raises(TypeError):
+        IKVDocumentBuilder().put_int64_field("n", True)
+    with pytest.raises(ValueError):
+        IKVDocumentBuilder().put_int64_field("n", 2**63)
+    with pytest.raises(TypeError):
+        IKVDocumentBuilder().put_string_field(7, "x")
+    with pytest.raises(ValueError):
+        IKVDocumentBuilder().put_string_field("", "x")
+    with create_new_writer(options()) as writer:
+        with pytest.raises(ValueError, match='lacks its primary key field "id"'):
+            writer.upsert_fields(IKVDocumentBuilder().put_string_field("other", "x").build())
+        with pytest.raises(TypeError):
+            writer.upsert_fields({"id": "x"})
+        with pytest.raises(ValueError, match="at least one field name"):
+            writer.drop_fields_by_name([])
+        with pytest.raises(TypeError):
+            writer.drop_fields_by_name("city")
+    with create_new_reader(options()) as reader:
+        writer2 = create_new_writer(options())
+        writer2.startup()
+        writer2.upsert_fields(doc("k", n=5, raw=b"\xff"))
+        wait_for(lambda: reader.get_int64_value("k", "n") == 5)
+        with pytest.raises(TypeError, match="holds a int64 value"):
+            reader.get_string_value("k", "n")
+        with pytest.raises(TypeError, match="not valid UTF-8"):
+            reader.get_string_value("k", "raw")
+        with pytest.raises(TypeError):
+            reader.get_string_value(5, "n")
+    # Errors subclass both ikvpy's base and the built-in type.
+    with pytest.raises(ikvpy.StoreNotFoundError) as e:
+        r = IKVReader(ClientOptionsBuilder().with_store_name("missing").with_storage_url(local_storage.url).with_mount_directory("/tmp/ikv-missing").build())
+        r.startup()
+    assert isinstance(e.value, RuntimeError) and isinstance(e.value, ikvpy.IKVError)
+    with pytest.raises(ikvpy.StoreExistsError):
+        admin.create_store(name, "id", storage_url=local_storage.url)
+    with pytest.raises(ValueError):
+        admin.create_store("bad/name", "id", storage_url=local_storage.url)
+    with pytest.raises(ValueError, match="needs a mount directory"):
+        IKVReader(ClientOptionsBuilder().with_store_name(name).with_storage_url(local_storage.url).build())
+    with pytest.raises(RuntimeError, match="not started"):
+        IKVWriter(options()).upsert_fields(doc("x"))
+
+
+def test_reader_context_manager_and_status(store):
+    _, _, options = store
+    with create_new_writer(options()) as writer:
+        writer.upsert_fields(doc("a", n=1))
+    with create_new_reader(options()) as reader:
+        assert reader.get_int64_value("a", "n") == 1
+        status = reader.status()
+        assert [s["partition"] for s in status] == [0, 1, 2]
+        assert all(s["caught_up_at"] is not None and s["last_error"] is None for s in status)
+        assert sum(s["applied_sequence"] for s in status) == 1
+    with pytest.raises(RuntimeError, match="not started"):
+        reader.get_int64_value("a", "n")
+
+
+def test_threads_read_while_deltas_arrive(store):
+    _, _, options = store
+    writer = create_new_writer(options())
+    writer.startup()
+    writer.upsert_fields(doc("counter", n=0))
+    with create_new_reader(options()) as reader:
+        errors = []
+        stop = threading.Event()
+
+        def read():
+            last = 0
+            while not stop.is_set():
+                try:
+                    n = reader.get_int64_value("counter", "n")
+                    assert n is not None and n >= last, (n, last)
+                    last = n
+                except Exception as e:  # noqa: BLE001
+                    errors.append(e)
+                    return
+
+        threads = [threading.Thread(target=read) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for n in range(1, 101):
+            writer.upsert_fields(doc("counter", n=n))
+        wait_for(lambda: reader.get_int64_value("counter", "n") == 100)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert errors == []
+
+
+def test_a_second_reader_on_the_same_mount_fails_clearly(store):
+    _, _, options = store
+    with create_new_reader(options("shared")):
+        second = create_new_reader(options("shared"))
+        with pytest.raises(ikvpy.MountInUseError, match="in use by another process"):
+            second.startup()
+
+
+def test_a_writer_shared_by_threads(store):
+    _, _, options = store
+    writer = create_new_writer(options())
+    writer.startup()
+
+    def write(t: int) -> None:
+        for i in range(50):
+            writer.upsert_fields(doc(f"t{t}-{i}", n=i))
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with create_new_reader(options()) as reader:
+        keys = [f"t{t}-{i}" for t in range(8) for i in range(50)]
+        values = list(reader.multiget_string_values(str_primary_keys=keys, field_names=["id"]))
+        assert values == keys
+
+
+def test_columnar_multiget_returns_a_pyarrow_table(store):
+    pa = pytest.importorskip("pyarrow")
+    _, _, options = store
+    with create_new_writer(options()) as writer:
+        for i in range(10):
+            writer.upsert_fields(doc(f"k{i}", n=i, f=i / 2, s=f"v{i}"))
+    with create_new_reader(options()) as reader:
+        table = reader.multiget_table([f"k{i}" for i in range(12)], ["n", "f", "s", "nothing"])
+        assert isinstance(table, pa.Table)
+        assert table.num_rows == 12
+        assert table.column("n").type == pa.int64()
+        assert table.column("n").to_pylist() == list(range(10)) + [None, None]
+        assert table.column("f").to_pylist()[3] == 1.5
+        assert table.column("s").to_pylist()[9] == "v9"
+        assert table.column("_ikv_key").to_pylist()[0] == b"k0"
+        assert table.column("nothing").null_count == 12
