@@ -1,0 +1,39 @@
+"""The deployment template passes cfn-lint, and keeps the properties the design relies on."""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+TEMPLATE = pathlib.Path(__file__).resolve().parents[1] / "template.yaml"
+CFN_LINT = str(pathlib.Path(sys.executable).with_name("cfn-lint"))
+
+
+def test_cfn_lint_passes() -> None:
+    out = subprocess.run([CFN_LINT, str(TEMPLATE)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_cfn_lint_would_catch_a_broken_template(tmp_path: pathlib.Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(TEMPLATE.read_text().replace("      BucketEncryption:", "      NoSuchProperty: 1\n      BucketEncryption:", 1))
+    out = subprocess.run([CFN_LINT, str(broken)], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "NoSuchProperty" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.fixture
+def text() -> str:
+    return TEMPLATE.read_text()
+
+
+def test_lifecycle_never_expires_objects(text: str) -> None:
+    assert "AbortIncompleteMultipartUpload" in text
+    assert "ExpirationInDays" not in text and "Expiration:" not in text
+
+
+def test_writer_cannot_delete(text: str) -> None:
+    writer = text.split("WriterFunction:")[1].split("SnapshotFunction:")[0]
+    assert "s3:DeleteObject" not in writer
+    assert "s3:PutObject" in writer and "s3:GetObject" in writer
