@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy, the Rust tests (unit, in-memory, local
-# directory and against the LocalStack S3 emulator, which this script installs and starts),
-# with a Python venv (.venv) for the tests that read snapshots from pyarrow, pandas and DuckDB.
+# directory, and against the LocalStack S3 emulator, which this script installs and starts),
+# the Python SDK's tests (the native module built with maturin into .venv), and the
+# deployment template's cfn-lint check.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+target=${CARGO_TARGET_DIR:-$PWD/target}
 
 started_localstack=0
 if ! localstack/localstack.sh status >/dev/null 2>&1; then
@@ -17,6 +19,7 @@ localstack/localstack.sh bucket ikv-test
 echo "== python venv"
 IKV_TEST_PYTHON=$(scripts/python-env.sh)
 export IKV_TEST_PYTHON
+venv_bin=$(dirname "$IKV_TEST_PYTHON")
 
 echo "== cargo fmt"
 cargo fmt --all -- --check
@@ -28,4 +31,12 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+echo "== python SDK: build the native module, run pytest"
+# A separate target dir: the cdylib's feature set differs from the workspace build's.
+rm -rf "$target/wheels"
+"$venv_bin/maturin" build --locked -m python/Cargo.toml --target-dir "$target/maturin" -o "$target/wheels"
+"$venv_bin/pip" install --quiet --force-reinstall --no-deps "$target"/wheels/ikvpy-*.whl
+cargo build --locked -p ikv-writer --bin ikv-writer
+IKV_WRITER_BIN="$target/debug/ikv-writer" "$IKV_TEST_PYTHON" -m pytest -q python/tests deploy/tests
 echo "== all tests passed"
