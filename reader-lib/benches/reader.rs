@@ -241,12 +241,23 @@ fn main() {
     );
     reader.shutdown().unwrap();
     let manifest = rt
-        .block_on(ikv_snapshot::Manifest::load_newest(&storage, &ikv_core::StoreLayout::new(&storage.prefix, "bench").unwrap(), 0))
+        .block_on(ikv_snapshot::Manifest::load_newest(
+            &storage,
+            &ikv_core::StoreLayout::new(&storage.prefix, "bench").unwrap(),
+            0,
+        ))
         .unwrap()
         .unwrap();
     let snapshot_bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
-    println!("| snapshot size (Parquet, zstd) | {:.1} MB | |", snapshot_bytes as f64 / 1e6);
-    println!("| reader disk (mount directory) | {:.1} MB | LMDB file: {:.1} MB |", du(&dir.path().join("mount")) as f64 / 1e6, du(&lmdb_dir) as f64 / 1e6);
+    println!(
+        "| snapshot size (Parquet, zstd) | {:.1} MB | |",
+        snapshot_bytes as f64 / 1e6
+    );
+    println!(
+        "| reader disk (mount directory) | {:.1} MB | LMDB file: {:.1} MB |",
+        du(&dir.path().join("mount")) as f64 / 1e6,
+        du(&lmdb_dir) as f64 / 1e6
+    );
 }
 
 fn du(path: &std::path::Path) -> u64 {
@@ -254,7 +265,11 @@ fn du(path: &std::path::Path) -> u64 {
     if let Ok(entries) = std::fs::read_dir(path) {
         for e in entries.flatten() {
             let p = e.path();
-            total += if p.is_dir() { du(&p) } else { e.metadata().map(|m| m.len()).unwrap_or(0) };
+            total += if p.is_dir() {
+                du(&p)
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            };
         }
     }
     total
