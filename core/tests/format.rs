@@ -65,10 +65,11 @@ fn every_op() -> Vec<DeltaOp> {
 #[test]
 fn delta_round_trips_every_op_and_type() {
     let ops = every_op();
-    let bytes = encode_delta(&meta(), &ops).unwrap();
+    let meta = meta();
+    let bytes = encode_delta(&meta, &ops).unwrap();
     assert_eq!(&bytes[..6], b"ARROW1", "an Arrow IPC file");
     let delta = decode_delta(&bytes).unwrap();
-    assert_eq!(delta.meta, meta());
+    assert_eq!(delta.meta, meta);
     assert_eq!(delta.ops, ops);
     assert_eq!(decode_delta_meta(&bytes).unwrap().batch_id, "batch-1");
 }

@@ -7,8 +7,9 @@ use fjall::Keyspace;
 use ikv_core::{Error, FieldValue, Result, Storage, StoreLayout};
 use ikv_snapshot::{Manifest, SnapshotStream};
 
-use crate::keys::{encode_value, epoch, field_key};
-use crate::local::PartitionState;
+use crate::doc::OwnedDoc;
+use crate::keys::{doc_key, epoch};
+use crate::local::{MemoryIndex, PartitionState};
 
 fn local(e: fjall::Error) -> Error {
     Error::Local {
@@ -30,15 +31,24 @@ pub struct BootstrapStats {
     pub values: u64,
 }
 
+/// What a bootstrap produced: each partition's state (applied = snapshot sequence), counts,
+/// and the in-memory index when one was asked for.
+pub type Bootstrapped = (
+    BTreeMap<u32, PartitionState>,
+    BootstrapStats,
+    Option<MemoryIndex>,
+);
+
 /// Ingests the given snapshots (partition → manifest; partitions without one start empty) into
-/// `docs`, which must be empty. Returns each partition's state (applied = snapshot sequence).
+/// `docs`, which must be empty, and into a new memory index when `memory` is set.
 pub async fn bootstrap(
     storage: &Storage,
     layout: &StoreLayout,
     docs: &Keyspace,
     snapshots: BTreeMap<u32, Option<Manifest>>,
+    memory: bool,
     mut progress: impl FnMut(&BootstrapStats),
-) -> Result<(BTreeMap<u32, PartitionState>, BootstrapStats)> {
+) -> Result<Bootstrapped> {
     let mut states = BTreeMap::new();
     let mut sources = Vec::new();
     let mut epochs = BTreeMap::new();
@@ -76,6 +86,7 @@ pub async fn bootstrap(
         ingestion.finish().map_err(local)
     });
     let mut stats = BootstrapStats::default();
+    let mut index: Option<MemoryIndex> = memory.then(MemoryIndex::default);
     let mut last_key: Option<Vec<u8>> = None;
     let mut batch = Vec::with_capacity(INGEST_BATCH);
     let produced: Result<()> = async {
@@ -87,31 +98,38 @@ pub async fn bootstrap(
         {
             // Every source at that key (normally one; a key in two partitions merges, later
             // partition winning per field).
-            let mut fields: BTreeMap<String, (u32, FieldValue)> = BTreeMap::new();
-            for s in sources.iter_mut() {
-                if s.head.as_ref().is_some_and(|h| h.0 == min) {
-                    if let Some((_, doc)) = s.head.take() {
-                        for (f, v) in doc {
-                            fields.insert(f, (s.partition, v));
+            let mut doc: Option<OwnedDoc> = None;
+            for src in sources.iter_mut() {
+                if src.head.as_ref().is_some_and(|h| h.0 == min) {
+                    if let Some((_, fields)) = src.head.take() {
+                        let e = epochs.get(&src.partition).copied().unwrap_or(0);
+                        let d = doc.get_or_insert_with(|| OwnedDoc::new(src.partition));
+                        d.partition = src.partition;
+                        for (f, v) in &fields {
+                            d.set(f, v, e);
                         }
+                        stats.values += fields.len() as u64;
                     }
-                    s.head = s.stream.next_doc().await?;
+                    src.head = src.stream.next_doc().await?;
                 }
             }
-            for (field, (partition, value)) in &fields {
-                let key = field_key(&min, field);
-                // Ingestion needs strictly ascending keys; a snapshot out of order is corrupt.
-                if last_key.as_ref().is_some_and(|l| *l >= key) {
-                    return Err(Error::Corrupt {
-                        what: format!("snapshot of partition {partition}"),
-                        reason: "rows are not sorted by primary key".into(),
-                    });
-                }
-                let e = epochs.get(partition).copied().unwrap_or(0);
-                last_key = Some(key.clone());
-                batch.push((key, encode_value(value, *partition, e)));
-                stats.values += 1;
+            let key = doc_key(&min);
+            // Ingestion needs strictly ascending keys; a snapshot out of order is corrupt.
+            if last_key.as_ref().is_some_and(|l| *l >= key) {
+                return Err(Error::Corrupt {
+                    what: "snapshot".into(),
+                    reason: "rows are not sorted by primary key".into(),
+                });
             }
+            let value = doc.map(|d| d.encode()).unwrap_or_default();
+            if let Some(map) = index.as_mut() {
+                map.insert(
+                    min.clone().into_boxed_slice(),
+                    value.clone().into_boxed_slice(),
+                );
+            }
+            last_key = Some(key.clone());
+            batch.push((key, value));
             stats.documents += 1;
             if batch.len() >= INGEST_BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(INGEST_BATCH));
@@ -137,10 +155,10 @@ pub async fn bootstrap(
     produced?;
     ingested?;
     progress(&stats);
-    Ok((states, stats))
+    Ok((states, stats, index))
 }
 
-const INGEST_BATCH: usize = 16 * 1024;
+const INGEST_BATCH: usize = 4 * 1024;
 
 /// The newest snapshot of each partition.
 pub async fn newest_snapshots(

@@ -3,6 +3,7 @@
 //! Reads are local point lookups. Layout and guarantees: `docs/READER.md`.
 
 pub mod bootstrap;
+pub mod doc;
 pub mod drops;
 pub mod keys;
 pub mod local;

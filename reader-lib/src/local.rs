@@ -5,7 +5,9 @@
 //!   the docs keyspace in use), `generation`, and per partition `applied/<p>` (u64 LE: last
 //!   delta applied), `snapshot/<p>` (u64 LE: snapshot bootstrapped from), `drops/<p>` (JSON
 //!   [`DropState`]).
-//! - keyspace `docs-<generation>`: one entry per field of every document (see `keys.rs`).
+//! - keyspace `docs-<generation>`: one entry per document (key: `keys::doc_key`, value:
+//!   `doc.rs`), and, when the memory index is on, the same documents in a hash map that reads
+//!   use instead of the LSM tree (fjall stays the durable copy that restarts resume from).
 //!
 //! Invariants:
 //! - A delta's changes, the partition's new applied sequence and its drop state are written in
@@ -26,8 +28,12 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use ikv_core::{DeltaOp, Error, Result, StoreConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::doc::OwnedDoc;
 use crate::drops::DropState;
-use crate::keys::{decode_value, doc_prefix, encode_value, epoch, field_key};
+use crate::keys::{doc_key, epoch};
+
+/// Documents held in memory for reads: primary-key bytes → encoded document.
+pub type MemoryIndex = rustc_hash::FxHashMap<Box<[u8]>, Box<[u8]>>;
 
 const META: &str = "meta";
 
@@ -56,6 +62,42 @@ pub struct ReadView {
     pub docs: Keyspace,
     /// Indexed by partition number (unmounted partitions stay empty).
     pub drops: Vec<DropState>,
+    /// Present when reads are served from memory.
+    pub memory: Option<MemoryIndex>,
+}
+
+/// An encoded document, borrowed from memory or read from disk.
+pub enum DocBytes<'a> {
+    Memory(&'a [u8]),
+    Disk(fjall::UserValue),
+}
+
+impl std::ops::Deref for DocBytes<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            DocBytes::Memory(b) => b,
+            DocBytes::Disk(v) => v,
+        }
+    }
+}
+
+impl ReadView {
+    /// The stored document of `key` (live fields and dropped ones alike).
+    pub fn doc(&self, key: &[u8]) -> Result<Option<DocBytes<'_>>> {
+        match &self.memory {
+            Some(map) => Ok(map.get(key).map(|b| DocBytes::Memory(b))),
+            None => self
+                .docs
+                .get(doc_key(key))
+                .map(|v| v.map(DocBytes::Disk))
+                .map_err(|e| Error::Local {
+                    path: "local store".into(),
+                    message: e.to_string(),
+                }),
+        }
+    }
 }
 
 pub struct LocalStore {
@@ -94,6 +136,7 @@ impl LocalStore {
         config: &StoreConfig,
         partitions: &[u32],
         cache_bytes: u64,
+        memory_index: bool,
     ) -> Result<(LocalStore, Option<BTreeMap<u32, PartitionState>>)> {
         let dir = mount_dir.join(&config.store_name);
         std::fs::create_dir_all(&dir).map_err(|e| local_err(&dir, e))?;
@@ -186,12 +229,30 @@ impl LocalStore {
             batch.commit().map_err(|e| local_err(&db_path, e))?;
             drops = vec![DropState::default(); config.num_partitions as usize];
         }
+        let memory = if memory_index {
+            let mut map = MemoryIndex::default();
+            if complete {
+                for kv in docs.iter() {
+                    let (k, v) = kv.into_inner().map_err(|e| local_err(&db_path, e))?;
+                    let key = crate::keys::split_doc_key(&k)
+                        .ok_or_else(|| local_err(&db_path, "a document key is malformed"))?;
+                    map.insert(key.into_boxed_slice(), v.to_vec().into_boxed_slice());
+                }
+            }
+            Some(map)
+        } else {
+            None
+        };
         let store = LocalStore {
             path: dir,
             _lock: lock,
             db,
             meta,
-            view: RwLock::new(ReadView { docs, drops }),
+            view: RwLock::new(ReadView {
+                docs,
+                drops,
+                memory,
+            }),
             primary_key: config.primary_key_field.clone(),
             generation: RwLock::new(generation),
         };
@@ -234,12 +295,18 @@ impl LocalStore {
         Ok((generation, ks))
     }
 
-    /// Makes a bootstrapped keyspace the active one, with the partitions' states, atomically;
-    /// then deletes the previous keyspace.
+    /// Whether reads are served from memory (bootstraps then fill a new index).
+    pub fn has_memory_index(&self) -> bool {
+        self.read().memory.is_some()
+    }
+
+    /// Makes a bootstrapped keyspace (and its memory index) the active one, with the
+    /// partitions' states, atomically; then deletes the previous keyspace.
     pub fn activate(
         &self,
         generation: u64,
         docs: Keyspace,
+        memory: Option<MemoryIndex>,
         states: &BTreeMap<u32, PartitionState>,
     ) -> Result<()> {
         let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
@@ -265,6 +332,7 @@ impl LocalStore {
         }
         batch.commit().map_err(|e| self.err(e))?;
         let old = std::mem::replace(&mut view.docs, docs);
+        view.memory = memory;
         for d in view.drops.iter_mut() {
             *d = DropState::default();
         }
@@ -282,36 +350,44 @@ impl LocalStore {
         let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
         let mut drops = view.drops[partition as usize].clone();
         let drops_before = drops.clone();
-        // Changes of this delta, so that a delete_document sees fields set earlier in it.
-        let mut staged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        // Documents this delta changed (None: deleted), loaded once each. Loading keeps only
+        // live fields, so rewriting a document also reclaims its dropped fields.
+        let mut staged: BTreeMap<Vec<u8>, Option<OwnedDoc>> = BTreeMap::new();
+        let load = |view: &ReadView,
+                    staged: &mut BTreeMap<Vec<u8>, Option<OwnedDoc>>,
+                    key: &[u8]|
+         -> Result<Option<OwnedDoc>> {
+            if let Some(doc) = staged.get(key) {
+                return Ok(doc.clone());
+            }
+            match view.doc(key)? {
+                Some(bytes) => Ok(Some(OwnedDoc::decode_live(
+                    &bytes,
+                    &view.drops,
+                    &self.primary_key,
+                )?)),
+                None => Ok(None),
+            }
+        };
         for (row, op) in ops.iter().enumerate() {
             let e = epoch(seq, row);
             match op {
                 DeltaOp::SetField { key, field, value } => {
-                    staged.insert(
-                        field_key(key, field),
-                        Some(encode_value(value, partition, e)),
-                    );
+                    let mut doc =
+                        load(&view, &mut staged, key)?.unwrap_or_else(|| OwnedDoc::new(partition));
+                    doc.set(field, value, e);
+                    staged.insert(key.clone(), Some(doc));
                 }
                 DeltaOp::DeleteField { key, field } => {
-                    if *field != self.primary_key {
-                        staged.insert(field_key(key, field), None);
+                    if *field != self.primary_key
+                        && let Some(mut doc) = load(&view, &mut staged, key)?
+                    {
+                        doc.fields.remove(field);
+                        staged.insert(key.clone(), (!doc.fields.is_empty()).then_some(doc));
                     }
                 }
                 DeltaOp::DeleteDocument { key } => {
-                    let prefix = doc_prefix(key);
-                    for kv in view.docs.prefix(&prefix) {
-                        let k = kv.key().map_err(|e| self.err(e))?;
-                        staged.insert(k.to_vec(), None);
-                    }
-                    let pending: Vec<Vec<u8>> = staged
-                        .range(prefix.clone()..)
-                        .take_while(|(k, _)| k.starts_with(&prefix))
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    for k in pending {
-                        staged.insert(k, None);
-                    }
+                    staged.insert(key.clone(), None);
                 }
                 DeltaOp::DropField { field } => {
                     if *field != self.primary_key {
@@ -330,10 +406,14 @@ impl LocalStore {
             }
         }
         let mut batch = self.db.batch();
-        for (k, v) in staged {
+        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = staged
+            .into_iter()
+            .map(|(k, d)| (k, d.map(|d| d.encode())))
+            .collect();
+        for (k, v) in &encoded {
             match v {
-                Some(v) => batch.insert(&view.docs, k, v),
-                None => batch.remove(&view.docs, k),
+                Some(v) => batch.insert(&view.docs, doc_key(k), v.clone()),
+                None => batch.remove(&view.docs, doc_key(k)),
             }
         }
         batch.insert(
@@ -349,6 +429,18 @@ impl LocalStore {
             );
         }
         batch.commit().map_err(|e| self.err(e))?;
+        if let Some(map) = view.memory.as_mut() {
+            for (k, v) in encoded {
+                match v {
+                    Some(v) => {
+                        map.insert(k.into_boxed_slice(), v.into_boxed_slice());
+                    }
+                    None => {
+                        map.remove(k.as_slice());
+                    }
+                }
+            }
+        }
         view.drops[partition as usize] = drops;
         Ok(())
     }
@@ -358,28 +450,5 @@ impl LocalStore {
         self.db
             .persist(fjall::PersistMode::SyncAll)
             .map_err(|e| self.err(e))
-    }
-
-    /// Reads one stored value, applying the drop state; `None` when absent or dropped.
-    pub fn get_raw(
-        view: &ReadView,
-        primary_key_field: &str,
-        key: &[u8],
-        field: &str,
-    ) -> Result<Option<fjall::UserValue>> {
-        let Some(bytes) = view
-            .docs
-            .get(field_key(key, field))
-            .map_err(|e| Error::Local {
-                path: String::new(),
-                message: e.to_string(),
-            })?
-        else {
-            return Ok(None);
-        };
-        let v = decode_value(&bytes)?;
-        let drops = view.drops.get(v.partition as usize);
-        let live = drops.is_none_or(|d| d.is_live(field, field == primary_key_field, v.epoch));
-        Ok(live.then_some(bytes))
     }
 }

@@ -12,7 +12,7 @@ use ikv_core::{
 };
 use tokio::sync::watch;
 
-use crate::keys::decode_value;
+use crate::doc::{DocView, FieldRef, OwnedDoc};
 use crate::local::{LocalStore, PartitionState, ReadView};
 use crate::status::{PartitionStatus, StatusBoard};
 use crate::sync::{rebuild, sync_all};
@@ -32,6 +32,10 @@ pub struct ReaderOptions {
     pub poll_interval: Duration,
     /// fjall block cache size.
     pub cache_bytes: u64,
+    /// Serve reads from an in-memory copy of the documents (fjall remains the durable copy):
+    /// a get becomes a hash lookup instead of an LSM-tree read. Costs memory about the size
+    /// of the mounted data; turn it off for mounts larger than memory.
+    pub memory_index: bool,
 }
 
 impl ReaderOptions {
@@ -44,6 +48,7 @@ impl ReaderOptions {
             partitions: Vec::new(),
             poll_interval: Duration::from_millis(500),
             cache_bytes: 64 << 20,
+            memory_index: true,
         }
     }
 }
@@ -101,6 +106,7 @@ async fn start(options: &ReaderOptions) -> Result<(Shared, BTreeMap<u32, Partiti
         &config,
         &partitions,
         options.cache_bytes,
+        options.memory_index,
     )?;
     let status = StatusBoard::new(&partitions);
     let mut mounted = vec![false; config.num_partitions as usize];
@@ -259,14 +265,34 @@ impl Reader {
         Ok(())
     }
 
-    fn get_in(&self, view: &ReadView, key: &[u8], field: &str) -> Result<Option<FieldValue>> {
-        let Some(bytes) =
-            LocalStore::get_raw(view, &self.shared.config.primary_key_field, key, field)?
-        else {
+    /// The live stored field `field` of document `key`, decoded by `f`.
+    fn with_field<T>(
+        &self,
+        view: &ReadView,
+        key: &[u8],
+        field: &str,
+        f: impl FnOnce(FieldRef<'_>) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let Some(bytes) = view.doc(key)? else {
             return Ok(None);
         };
-        let v = decode_value(&bytes)?;
-        Ok(Some(FieldValue::decode(v.field_type, v.payload)?))
+        let doc = DocView::parse(&bytes)?;
+        let Some(stored) = doc.find(field)? else {
+            return Ok(None);
+        };
+        let pk = field == self.shared.config.primary_key_field;
+        let live = view
+            .drops
+            .get(doc.partition as usize)
+            .is_none_or(|d| d.is_live(field, pk, stored.epoch));
+        if !live {
+            return Ok(None);
+        }
+        f(stored).map(Some)
+    }
+
+    fn get_in(&self, view: &ReadView, key: &[u8], field: &str) -> Result<Option<FieldValue>> {
+        self.with_field(view, key, field, |f| f.value())
     }
 
     /// The typed value of `field` of the document `key`, or `None`.
@@ -276,33 +302,20 @@ impl Reader {
         self.get_in(&view, key, field)
     }
 
-    /// Every live field of the document `key` (one range scan), or `None`.
+    /// Every live field of the document `key` (one lookup), or `None`.
     pub fn get_document(&self, key: &[u8]) -> Result<Option<BTreeMap<String, FieldValue>>> {
         self.check_mounted(key)?;
         let view = self.shared.local.read();
-        let prefix = crate::keys::doc_prefix(key);
-        let pk_field = self.shared.config.primary_key_field.as_str();
-        let mut doc = BTreeMap::new();
-        for kv in view.docs.prefix(&prefix) {
-            let (k, bytes) = kv.into_inner().map_err(|e| Error::Local {
-                path: String::new(),
-                message: e.to_string(),
-            })?;
-            let Some(field) = crate::keys::field_of(&k, prefix.len()) else {
-                continue;
-            };
-            let v = decode_value(&bytes)?;
-            let live = view
-                .drops
-                .get(v.partition as usize)
-                .is_none_or(|d| d.is_live(field, field == pk_field, v.epoch));
-            if live {
-                doc.insert(
-                    field.to_owned(),
-                    FieldValue::decode(v.field_type, v.payload)?,
-                );
-            }
-        }
+        let Some(bytes) = view.doc(key)? else {
+            return Ok(None);
+        };
+        let live =
+            OwnedDoc::decode_live(&bytes, &view.drops, &self.shared.config.primary_key_field)?;
+        let doc: BTreeMap<String, FieldValue> = live
+            .fields
+            .into_iter()
+            .map(|(name, f)| FieldValue::decode(f.field_type, &f.payload).map(|v| (name, v)))
+            .collect::<Result<_>>()?;
         Ok((!doc.is_empty()).then_some(doc))
     }
 
@@ -310,20 +323,14 @@ impl Reader {
     pub fn get_bytes(&self, key: &[u8], field: &str) -> Result<Option<Vec<u8>>> {
         self.check_mounted(key)?;
         let view = self.shared.local.read();
-        let Some(bytes) =
-            LocalStore::get_raw(&view, &self.shared.config.primary_key_field, key, field)?
-        else {
-            return Ok(None);
-        };
-        let v = decode_value(&bytes)?;
-        match v.field_type {
-            FieldType::String | FieldType::Bytes => Ok(Some(v.payload.to_vec())),
+        self.with_field(&view, key, field, |f| match f.field_type {
+            FieldType::String | FieldType::Bytes => Ok(f.payload.to_vec()),
             other => Err(Error::TypeMismatch {
                 field: field.to_owned(),
                 stored: other,
                 requested: "bytes",
             }),
-        }
+        })
     }
 
     /// A string field, or a bytes field holding UTF-8.
@@ -373,8 +380,8 @@ impl Reader {
     }
 
     /// Values of `fields` for each of `keys`, key-major (`keys[0]`'s fields first), `None`
-    /// where missing. One consistent view for the whole batch; keys are visited in sorted
-    /// order (neighbouring keys share cached blocks).
+    /// where missing. One consistent view for the whole batch; one document lookup per key,
+    /// keys visited in sorted order (neighbouring keys share cached blocks).
     pub fn multiget<K: AsRef<[u8]>, F: AsRef<str>>(
         &self,
         keys: &[K],
@@ -391,12 +398,27 @@ impl Reader {
         let mut order: Vec<usize> = (0..keys.len()).collect();
         order.sort_unstable_by(|a, b| keys[*a].as_ref().cmp(keys[*b].as_ref()));
         let view = self.shared.local.read();
-        // Point lookups in key order: fjall iterators cost more than a few gets, so even
-        // several fields of one document are read one by one.
+        // One document lookup per key, in key order; all asked-for fields from it.
         for i in order {
-            let key = keys[i].as_ref();
-            for (j, f) in fields.iter().enumerate() {
-                out[i * nf + j] = self.get_in(&view, key, f.as_ref())?;
+            let Some(bytes) = view.doc(keys[i].as_ref())? else {
+                continue;
+            };
+            let doc = DocView::parse(&bytes)?;
+            let drops = view.drops.get(doc.partition as usize);
+            for stored in doc.fields() {
+                let stored = stored?;
+                if !fields.iter().any(|f| f.as_ref() == stored.name) {
+                    continue;
+                }
+                let pk = stored.name == self.shared.config.primary_key_field;
+                if drops.is_none_or(|d| d.is_live(stored.name, pk, stored.epoch)) {
+                    let value = stored.value()?;
+                    for (j, f) in fields.iter().enumerate() {
+                        if f.as_ref() == stored.name {
+                            out[i * nf + j] = Some(value.clone());
+                        }
+                    }
+                }
             }
         }
         Ok(out)

@@ -72,11 +72,18 @@ pub async fn rebuild(
     let snapshots = newest_snapshots(storage, layout, partitions).await?;
     let (generation, docs) = local.new_generation()?;
     let started = std::time::Instant::now();
-    let (states, stats) = bootstrap(storage, layout, &docs, snapshots, |s| {
-        tracing::info!(documents = s.documents, values = s.values, "bootstrapping");
-    })
+    let (states, stats, memory) = bootstrap(
+        storage,
+        layout,
+        &docs,
+        snapshots,
+        local.has_memory_index(),
+        |s| {
+            tracing::info!(documents = s.documents, values = s.values, "bootstrapping");
+        },
+    )
     .await?;
-    local.activate(generation, docs, &states)?;
+    local.activate(generation, docs, memory, &states)?;
     for (p, s) in &states {
         status.bootstrapped(*p, s.snapshot);
     }

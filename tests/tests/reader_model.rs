@@ -28,6 +28,8 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 struct Store {
+    /// Whether readers serve from the in-memory index or from fjall.
+    memory: bool,
     storage: Storage,
     url: String,
     options: StorageOptions,
@@ -70,6 +72,7 @@ fn make(
     rt.block_on(create_store(&storage, &config)).unwrap();
     let layout = StoreLayout::new(&storage.prefix, name).unwrap();
     Store {
+        memory: true,
         storage,
         url,
         options,
@@ -83,6 +86,7 @@ impl Store {
         let mut o = ReaderOptions::new(&self.url, &self.config.store_name, mount);
         o.storage_options = self.options.clone();
         o.poll_interval = Duration::from_millis(20);
+        o.memory_index = self.memory;
         o
     }
 
@@ -240,15 +244,39 @@ fn run(store: Store, seed: u64, rt: &tokio::runtime::Runtime) {
 fn local_directory_one_and_four_partitions_match_the_model() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
+    // Reads from the memory index, and from fjall.
     run(local_store(dir.path(), "one", 1, &rt), 21, &rt);
     run(local_store(dir.path(), "four", 4, &rt), 22, &rt);
+    run(
+        Store {
+            memory: false,
+            ..local_store(dir.path(), "one-disk", 1, &rt)
+        },
+        23,
+        &rt,
+    );
+    run(
+        Store {
+            memory: false,
+            ..local_store(dir.path(), "four-disk", 4, &rt)
+        },
+        24,
+        &rt,
+    );
 }
 
 #[test]
 fn localstack_one_and_four_partitions_match_the_model() {
     let rt = runtime();
     run(s3_store("one", 1, &rt), 31, &rt);
-    run(s3_store("four", 4, &rt), 32, &rt);
+    run(
+        Store {
+            memory: false,
+            ..s3_store("four", 4, &rt)
+        },
+        32,
+        &rt,
+    );
 }
 
 #[test]
