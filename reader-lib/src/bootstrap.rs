@@ -86,7 +86,10 @@ pub async fn bootstrap(
         ingestion.finish().map_err(local)
     });
     let mut stats = BootstrapStats::default();
-    let mut index: Option<MemoryIndex> = memory.then(MemoryIndex::default);
+    let mut index: Option<MemoryIndex> = memory.then(|| {
+        let rows = sources.iter().map(|s| s.stream.manifest().row_count as usize).sum();
+        MemoryIndex::with_capacity_and_hasher(rows, Default::default())
+    });
     let mut last_key: Option<Vec<u8>> = None;
     let mut batch = Vec::with_capacity(INGEST_BATCH);
     let produced: Result<()> = async {
@@ -98,9 +101,23 @@ pub async fn bootstrap(
         {
             // Every source at that key (normally one; a key in two partitions merges, later
             // partition winning per field).
-            let mut doc: Option<OwnedDoc> = None;
-            for src in sources.iter_mut() {
-                if src.head.as_ref().is_some_and(|h| h.0 == min) {
+            let at_min: Vec<usize> = (0..sources.len())
+                .filter(|i| sources[*i].head.as_ref().is_some_and(|h| h.0 == min))
+                .collect();
+            let value = if let [only] = at_min[..] {
+                // The usual case: the key lives in one partition; encode the row directly.
+                let src = &mut sources[only];
+                let e = epochs.get(&src.partition).copied().unwrap_or(0);
+                let encoded = src.head.as_ref().map(|(_, fields)| {
+                    stats.values += fields.len() as u64;
+                    OwnedDoc::encode_row(src.partition, e, fields.iter())
+                });
+                src.head = src.stream.next_doc().await?;
+                encoded.unwrap_or_default()
+            } else {
+                let mut doc: Option<OwnedDoc> = None;
+                for i in at_min {
+                    let src = &mut sources[i];
                     if let Some((_, fields)) = src.head.take() {
                         let e = epochs.get(&src.partition).copied().unwrap_or(0);
                         let d = doc.get_or_insert_with(|| OwnedDoc::new(src.partition));
@@ -112,7 +129,8 @@ pub async fn bootstrap(
                     }
                     src.head = src.stream.next_doc().await?;
                 }
-            }
+                doc.map(|d| d.encode()).unwrap_or_default()
+            };
             let key = doc_key(&min);
             // Ingestion needs strictly ascending keys; a snapshot out of order is corrupt.
             if last_key.as_ref().is_some_and(|l| *l >= key) {
@@ -121,7 +139,6 @@ pub async fn bootstrap(
                     reason: "rows are not sorted by primary key".into(),
                 });
             }
-            let value = doc.map(|d| d.encode()).unwrap_or_default();
             if let Some(map) = index.as_mut() {
                 map.insert(
                     min.clone().into_boxed_slice(),
