@@ -1,15 +1,16 @@
 //! Bootstrap: stream the newest snapshot of every mounted partition, merged by primary key,
 //! into fjall's sorted bulk ingestion. Memory holds one read batch per partition.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use fjall::Keyspace;
-use ikv_core::{Error, FieldValue, Result, Storage, StoreLayout};
+use ikv_core::{Error, Result, Storage, StoreLayout};
 use ikv_snapshot::{Manifest, SnapshotStream};
 
 use crate::doc::OwnedDoc;
 use crate::keys::{doc_key, epoch};
 use crate::local::{MemoryIndex, PartitionState};
+use crate::snapshot_rows::encode_rows;
 
 fn local(e: fjall::Error) -> Error {
     Error::Local {
@@ -20,8 +21,32 @@ fn local(e: fjall::Error) -> Error {
 
 struct Source {
     partition: u32,
+    epoch: u64,
     stream: SnapshotStream,
-    head: Option<(Vec<u8>, BTreeMap<String, FieldValue>)>,
+    rows: VecDeque<(Vec<u8>, Vec<u8>)>,
+    done: bool,
+}
+
+impl Source {
+    /// Makes sure the next row (if any) is buffered.
+    async fn fill(&mut self) -> Result<()> {
+        while self.rows.is_empty() && !self.done {
+            match self.stream.next_record_batch().await? {
+                Some(batch) => {
+                    let m = self.stream.manifest();
+                    self.rows.extend(encode_rows(
+                        &batch,
+                        &m.key_column,
+                        &m.columns,
+                        self.partition,
+                        self.epoch,
+                    )?);
+                }
+                None => self.done = true,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a bootstrap ingested.
@@ -51,7 +76,6 @@ pub async fn bootstrap(
 ) -> Result<Bootstrapped> {
     let mut states = BTreeMap::new();
     let mut sources = Vec::new();
-    let mut epochs = BTreeMap::new();
     for (partition, manifest) in snapshots {
         let seq = manifest.as_ref().map_or(0, |m| m.sequence);
         states.insert(
@@ -61,15 +85,16 @@ pub async fn bootstrap(
                 snapshot: seq,
             },
         );
-        epochs.insert(partition, epoch(seq, 0));
         if let Some(m) = manifest {
-            let mut stream = SnapshotStream::new(storage.clone(), layout.clone(), m);
-            let head = stream.next_doc().await?;
-            sources.push(Source {
+            let mut source = Source {
                 partition,
-                stream,
-                head,
-            });
+                epoch: epoch(seq, 0),
+                stream: SnapshotStream::new(storage.clone(), layout.clone(), m),
+                rows: VecDeque::new(),
+                done: false,
+            };
+            source.fill().await?;
+            sources.push(source);
         }
     }
     // fjall's ingestion is not Send: it runs on a blocking thread, fed sorted entries in
@@ -87,7 +112,10 @@ pub async fn bootstrap(
     });
     let mut stats = BootstrapStats::default();
     let mut index: Option<MemoryIndex> = memory.then(|| {
-        let rows = sources.iter().map(|s| s.stream.manifest().row_count as usize).sum();
+        let rows = sources
+            .iter()
+            .map(|s| s.stream.manifest().row_count as usize)
+            .sum();
         MemoryIndex::with_capacity_and_hasher(rows, Default::default())
     });
     let mut last_key: Option<Vec<u8>> = None;
@@ -96,41 +124,35 @@ pub async fn bootstrap(
         // The smallest primary key among the sources' heads, until all are drained.
         while let Some(min) = sources
             .iter()
-            .filter_map(|s| s.head.as_ref().map(|h| h.0.clone()))
+            .filter_map(|s| s.rows.front().map(|r| r.0.clone()))
             .min()
         {
-            // Every source at that key (normally one; a key in two partitions merges, later
-            // partition winning per field).
             let at_min: Vec<usize> = (0..sources.len())
-                .filter(|i| sources[*i].head.as_ref().is_some_and(|h| h.0 == min))
+                .filter(|i| sources[*i].rows.front().is_some_and(|r| r.0 == min))
                 .collect();
-            let value = if let [only] = at_min[..] {
-                // The usual case: the key lives in one partition; encode the row directly.
-                let src = &mut sources[only];
-                let e = epochs.get(&src.partition).copied().unwrap_or(0);
-                let encoded = src.head.as_ref().map(|(_, fields)| {
-                    stats.values += fields.len() as u64;
-                    OwnedDoc::encode_row(src.partition, e, fields.iter())
-                });
-                src.head = src.stream.next_doc().await?;
-                encoded.unwrap_or_default()
-            } else {
-                let mut doc: Option<OwnedDoc> = None;
-                for i in at_min {
-                    let src = &mut sources[i];
-                    if let Some((_, fields)) = src.head.take() {
-                        let e = epochs.get(&src.partition).copied().unwrap_or(0);
-                        let d = doc.get_or_insert_with(|| OwnedDoc::new(src.partition));
-                        d.partition = src.partition;
-                        for (f, v) in &fields {
-                            d.set(f, v, e);
-                        }
-                        stats.values += fields.len() as u64;
-                    }
-                    src.head = src.stream.next_doc().await?;
+            let mut encoded = Vec::with_capacity(at_min.len());
+            for i in at_min {
+                if let Some((_, doc)) = sources[i].rows.pop_front() {
+                    encoded.push(doc);
                 }
-                doc.map(|d| d.encode()).unwrap_or_default()
+                sources[i].fill().await?;
+            }
+            let value = if encoded.len() == 1 {
+                // The usual case: the key lives in one partition.
+                encoded.pop().unwrap_or_default()
+            } else {
+                // A key in several partitions: merge, the later partition winning per field.
+                let mut merged = OwnedDoc::default();
+                for bytes in &encoded {
+                    let doc = OwnedDoc::decode_live(bytes, &[], "")?;
+                    merged.partition = doc.partition;
+                    merged.fields.extend(doc.fields);
+                }
+                merged.encode()
             };
+            stats.values += crate::doc::DocView::parse(&value)
+                .map(|d| d.field_count() as u64)
+                .unwrap_or(0);
             let key = doc_key(&min);
             // Ingestion needs strictly ascending keys; a snapshot out of order is corrupt.
             if last_key.as_ref().is_some_and(|l| *l >= key) {

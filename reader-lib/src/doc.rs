@@ -55,33 +55,6 @@ impl OwnedDoc {
         );
     }
 
-    /// Encodes fields given in name order, all with one epoch (a snapshot row), without
-    /// building an `OwnedDoc` first.
-    pub fn encode_row<'a>(partition: u32, epoch: u64, fields: impl ExactSizeIterator<Item = (&'a String, &'a FieldValue)>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        out.push(VERSION);
-        out.extend_from_slice(&(partition as u16).to_le_bytes());
-        out.extend_from_slice(&(fields.len() as u16).to_le_bytes());
-        for (name, value) in fields {
-            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            out.extend_from_slice(name.as_bytes());
-            out.push(value.field_type().code());
-            out.extend_from_slice(&epoch.to_le_bytes());
-            let len_at = out.len();
-            out.extend_from_slice(&[0; 4]);
-            match value {
-                FieldValue::String(s) => out.extend_from_slice(s.as_bytes()),
-                FieldValue::Bytes(b) => out.extend_from_slice(b),
-                FieldValue::Int64(v) => out.extend_from_slice(&v.to_le_bytes()),
-                FieldValue::Float64(v) => out.extend_from_slice(&v.to_bits().to_le_bytes()),
-                FieldValue::Bool(v) => out.push(u8::from(*v)),
-            }
-            let len = (out.len() - len_at - 4) as u32;
-            out[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
-        }
-        out
-    }
-
     pub fn encode(&self) -> Vec<u8> {
         let size: usize = self
             .fields
@@ -156,6 +129,10 @@ impl<'a> DocView<'a> {
             count: u16::from_le_bytes([bytes[3], bytes[4]]),
             body: &bytes[5..],
         })
+    }
+
+    pub fn field_count(&self) -> u16 {
+        self.count
     }
 
     pub fn fields(&self) -> FieldIter<'a> {
@@ -255,15 +232,6 @@ mod tests {
         let live = OwnedDoc::decode_live(&bytes, &drops, "id").unwrap();
         assert_eq!(live.fields.keys().collect::<Vec<_>>(), vec!["id", "n"]);
         assert!(DocView::parse(&bytes[..3]).is_err());
-        let row: BTreeMap<String, FieldValue> = [
-            ("id".to_owned(), FieldValue::String("a".into())),
-            ("n".to_owned(), FieldValue::Int64(-7)),
-        ]
-        .into();
-        let mut same = OwnedDoc::new(3);
-        same.set("id", &FieldValue::String("a".into()), 9);
-        same.set("n", &FieldValue::Int64(-7), 9);
-        assert_eq!(OwnedDoc::encode_row(3, 9, row.iter()), same.encode());
         let truncated = &bytes[..bytes.len() - 1];
         assert!(
             DocView::parse(truncated)

@@ -8,6 +8,7 @@ pub mod drops;
 pub mod keys;
 pub mod local;
 mod reader;
+pub mod snapshot_rows;
 pub mod status;
 pub mod sync;
 

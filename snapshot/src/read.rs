@@ -52,6 +52,19 @@ impl SnapshotStream {
         if !self.buffer.is_empty() {
             return Ok(Some(self.buffer.drain(..).collect()));
         }
+        while let Some(batch) = self.next_record_batch().await? {
+            let mut docs = Vec::with_capacity(batch.num_rows());
+            from_batch(&batch, &self.manifest.columns, &mut docs)?;
+            if !docs.is_empty() {
+                return Ok(Some(docs));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The next Arrow record batch as stored (columns as the manifest describes them), for
+    /// readers that convert rows themselves. Do not mix with `next_doc` on one stream.
+    pub async fn next_record_batch(&mut self) -> Result<Option<arrow_array::RecordBatch>> {
         loop {
             if self.current.is_none() {
                 let Some(file) = self.manifest.files.get(self.next_file) else {
@@ -73,13 +86,7 @@ impl SnapshotStream {
                 continue;
             };
             match stream.next().await {
-                Some(Ok(batch)) => {
-                    let mut docs = Vec::with_capacity(batch.num_rows());
-                    from_batch(&batch, &self.manifest.columns, &mut docs)?;
-                    if !docs.is_empty() {
-                        return Ok(Some(docs));
-                    }
-                }
+                Some(Ok(batch)) => return Ok(Some(batch)),
                 Some(Err(e)) => return Err(parquet_error("snapshot file", e)),
                 None => self.current = None,
             }
