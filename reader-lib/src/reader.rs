@@ -380,8 +380,7 @@ impl Reader {
     }
 
     /// Values of `fields` for each of `keys`, key-major (`keys[0]`'s fields first), `None`
-    /// where missing. One consistent view for the whole batch; one document lookup per key,
-    /// keys visited in sorted order (neighbouring keys share cached blocks).
+    /// where missing. One consistent view for the whole batch; one document lookup per key.
     pub fn multiget<K: AsRef<[u8]>, F: AsRef<str>>(
         &self,
         keys: &[K],
@@ -395,10 +394,13 @@ impl Reader {
         for k in keys {
             self.check_mounted(k.as_ref())?;
         }
-        let mut order: Vec<usize> = (0..keys.len()).collect();
-        order.sort_unstable_by(|a, b| keys[*a].as_ref().cmp(keys[*b].as_ref()));
         let view = self.shared.local.read();
-        // One document lookup per key, in key order; all asked-for fields from it.
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        if view.memory.is_none() {
+            // On disk, neighbouring keys share cached blocks; a hash index gains nothing.
+            order.sort_unstable_by(|a, b| keys[*a].as_ref().cmp(keys[*b].as_ref()));
+        }
+        // One document lookup per key; all asked-for fields from it.
         for i in order {
             let Some(bytes) = view.doc(keys[i].as_ref())? else {
                 continue;
