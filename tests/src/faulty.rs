@@ -21,6 +21,9 @@ pub enum PutFault {
     LandThenTimeout,
     /// Report a failure without performing the PUT.
     FailBeforeLanding,
+    /// Answer as S3 does when another conditional write to the key is in flight (409
+    /// ConditionalRequestConflict), without writing; the other write then never lands.
+    ConflictWithoutWinner,
 }
 
 /// Faults queued for PUTs whose path contains a substring, consumed in order.
@@ -91,6 +94,10 @@ impl ObjectStore for FaultyStore {
                 Err(timeout())
             }
             Some(PutFault::FailBeforeLanding) => Err(timeout()),
+            Some(PutFault::ConflictWithoutWinner) => Err(object_store::Error::AlreadyExists {
+                path: location.to_string(),
+                source: "injected: 409 ConditionalRequestConflict".into(),
+            }),
         }
     }
 

@@ -137,6 +137,28 @@ async fn giving_up_after_a_landed_attempt_reports_success() {
 }
 
 #[tokio::test]
+async fn a_409_conflict_whose_winner_never_lands_leaves_no_hole() {
+    let (faulty, storage) = faulty();
+    let layout = store_on(&storage, 1).await;
+    faulty.inject(
+        "deltas/00000000000000000001",
+        PutFault::ConflictWithoutWinner,
+    );
+    let writer = Writer::open(storage.clone(), "s", fast_policy())
+        .await
+        .unwrap();
+    let receipt = writer.upsert_fields(doc("a")).await.unwrap();
+    assert_eq!(
+        receipt.commits[0].sequence, 1,
+        "retried the same number instead of skipping it"
+    );
+    assert_eq!(
+        list_delta_seqs(&storage, &layout, 0).await.unwrap(),
+        vec![1]
+    );
+}
+
+#[tokio::test]
 async fn a_lost_race_moves_to_the_next_number() {
     let storage = Storage::memory();
     let layout = store_on(&storage, 1).await;

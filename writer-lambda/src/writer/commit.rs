@@ -17,7 +17,7 @@ use bytes::Bytes;
 use ikv_core::delta::decode_delta_meta;
 use ikv_core::store::{discover_tip, read_delta};
 use ikv_core::{Error, Result, Storage, StoreLayout};
-use object_store::{PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use rand::Rng;
 
 /// How hard a committer tries before giving up.
@@ -66,6 +66,24 @@ pub(crate) struct PartitionCommitter {
     policy: CommitPolicy,
     /// Highest sequence number known to be taken; `None` until first learned.
     tip: Option<u64>,
+}
+
+/// Whether a failed conditional create was a plain "precondition failed" (412: the object
+/// exists), as opposed to a conflict (409) whose winner is not known yet.
+fn is_precondition_failed(e: &object_store::Error) -> bool {
+    match e {
+        object_store::Error::Precondition { .. } => true,
+        object_store::Error::AlreadyExists { source, .. } => source
+            .downcast_ref::<object_store::Error>()
+            .is_some_and(|inner| {
+                matches!(
+                    inner,
+                    object_store::Error::Precondition { .. }
+                        | object_store::Error::NotModified { .. }
+                )
+            }),
+        _ => false,
+    }
 }
 
 /// Whether an object_store error can be retried, and whether the PUT may have landed.
@@ -139,9 +157,31 @@ impl PartitionCommitter {
                     return Ok(seq);
                 }
                 Err(
-                    object_store::Error::AlreadyExists { .. }
-                    | object_store::Error::Precondition { .. },
+                    e @ (object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. }),
                 ) => {
+                    // S3 answers 409 ConditionalRequestConflict when another conditional write
+                    // to the key is in flight, without saying it will succeed. Moving on then
+                    // could leave a hole, so unless the answer was a plain 412, look first.
+                    if !is_precondition_failed(&e) {
+                        let checked = self.exists(seq).await;
+                        if !matches!(checked, Ok(true)) {
+                            failures += 1;
+                            if failures > self.policy.max_transient_failures {
+                                return Err(checked.err().unwrap_or(Error::Storage {
+                                    context: format!("writing {path}"),
+                                    source: e,
+                                }));
+                            }
+                            tracing::debug!(
+                                partition = self.partition,
+                                seq,
+                                "conflicting write in flight; retrying the same number"
+                            );
+                            self.sleep_after_failure(failures).await;
+                            continue;
+                        }
+                    }
                     if ambiguous.contains(&seq) {
                         match self.landed_as_ours(seq, batch_id).await {
                             Ok(true) => {
@@ -217,6 +257,18 @@ impl PartitionCommitter {
             failures,
         );
         tokio::time::sleep(wait).await;
+    }
+
+    async fn exists(&self, seq: u64) -> Result<bool> {
+        let path = self.layout.delta(self.partition, seq);
+        match self.storage.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(Error::Storage {
+                context: format!("checking {path}"),
+                source: e,
+            }),
+        }
     }
 
     /// Whether delta `seq` exists and carries `batch_id`.
