@@ -30,6 +30,18 @@ fn doc(i: usize, round: usize) -> Operation {
     )
 }
 
+/// Reads and decodes deltas as the compactor does (32 in flight).
+async fn fold_deltas(storage: &Storage, layout: &StoreLayout, seqs: std::ops::RangeInclusive<u64>) -> Vec<ikv_core::Delta> {
+    use futures::StreamExt;
+    futures::stream::iter(seqs.map(|seq| async move {
+        let bytes = read_delta(storage, layout, 0, seq).await.unwrap().unwrap();
+        tokio::task::spawn_blocking(move || decode_delta(&bytes).unwrap()).await.unwrap()
+    }))
+    .buffered(32)
+    .collect()
+    .await
+}
+
 /// Peak resident memory of a process, sampled from /proc until it exits (kB).
 fn run_measured(mut cmd: Command) -> (Duration, u64, String) {
     let started = Instant::now();
@@ -125,12 +137,9 @@ fn main() {
             .sequence;
         let t = Instant::now();
         let mut overlay = Overlay::new("id");
-        for seq in base_seq + 1..=base_seq + DELTAS as u64 {
-            let bytes = rt
-                .block_on(read_delta(&storage, &layout, 0, seq))
-                .unwrap()
-                .unwrap();
-            for op in &decode_delta(&bytes).unwrap().ops {
+        let deltas = rt.block_on(fold_deltas(&storage, &layout, base_seq + 1..=base_seq + DELTAS as u64));
+        for delta in &deltas {
+            for op in &delta.ops {
                 overlay.apply(op);
             }
         }

@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use ikv_core::delta::decode_delta;
 use ikv_core::layout::parse_delta_seq;
 use ikv_core::store::read_delta;
@@ -26,6 +26,9 @@ use crate::overlay::Overlay;
 use crate::read::SnapshotStream;
 use crate::rows::SnapshotDoc;
 use crate::write::SnapshotWriter;
+
+/// Deltas fetched and decoded ahead of the one being folded.
+const FETCH_AHEAD: usize = 32;
 
 /// What a pass did to one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,14 +132,25 @@ pub async fn snapshot_partition(
         let (round, rest) = remaining.split_at(take);
         remaining = rest;
         let mut overlay = Overlay::new(&config.primary_key_field);
-        for (seq, _) in round {
-            let bytes = read_delta(storage, &layout, partition, *seq)
-                .await?
-                .ok_or_else(|| Error::Corrupt {
-                    what: format!("log of partition {partition}"),
-                    reason: format!("delta {seq} disappeared while compacting"),
-                })?;
-            for op in &decode_delta(&bytes)?.ops {
+        // Fetch and decode ahead (GETs in flight, decoding on the blocking pool), apply in
+        // log order: object-store latency, not the fold, would otherwise bound the rate.
+        let mut deltas = futures::stream::iter(round.iter().map(|(seq, _)| {
+            let (storage, layout, seq) = (storage.clone(), layout.clone(), *seq);
+            async move {
+                let bytes = read_delta(&storage, &layout, partition, seq)
+                    .await?
+                    .ok_or_else(|| Error::Corrupt {
+                        what: format!("log of partition {partition}"),
+                        reason: format!("delta {seq} disappeared while compacting"),
+                    })?;
+                tokio::task::spawn_blocking(move || decode_delta(&bytes))
+                    .await
+                    .map_err(|e| Error::StorageMessage { context: "decoding a delta".into(), message: e.to_string() })?
+            }
+        }))
+        .buffered(FETCH_AHEAD);
+        while let Some(delta) = deltas.next().await {
+            for op in &delta?.ops {
                 overlay.apply(op);
             }
         }
