@@ -65,13 +65,13 @@ def main() -> None:
     writer.startup()
     batch = 20_000
     for start in range(0, DOCS, batch):
-        native_ops = []
+        documents = []
         for i in range(start, min(start + batch, DOCS)):
             b = IKVDocumentBuilder().put_string_field("id", key(i))
             for n, f in enumerate(FIELDS):
                 b.put_bytes_field(f, value(i, n))
-            native_ops.append(("upsert_fields", b.build().as_fields()))
-        writer._native.write(native_ops)  # one call per batch of documents
+            documents.append(b.build())
+        writer.upsert_fields_batch(documents)
     write_s = time.time() - t
     admin.run_snapshot("bench", storage_url=url)
     reader = create_new_reader(options)

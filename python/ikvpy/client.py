@@ -194,6 +194,11 @@ class IKVWriter:
         """Unions the document's fields into the stored document (later values overwrite)."""
         self._write([("upsert_fields", _document(document).as_fields())])
 
+    def upsert_fields_batch(self, documents: Sequence[IKVDocument]) -> None:
+        """Upserts many documents in one call: one commit per partition for the whole batch
+        (an ikv addition for bulk loads; validated in full before anything is written)."""
+        self._write([("upsert_fields", _document(d).as_fields()) for d in documents])
+
     def delete_fields(self, document: IKVDocument, fields_to_delete: Sequence[str]) -> None:
         """Deletes the named fields of the document the given one identifies."""
         names = str_list(fields_to_delete, "fields_to_delete")

@@ -204,6 +204,17 @@ def test_a_second_reader_on_the_same_mount_fails_clearly(store):
             second.startup()
 
 
+def test_batch_upserts_are_validated_whole(store):
+    _, _, options = store
+    with create_new_writer(options()) as writer:
+        with pytest.raises(ValueError, match="operation 1"):
+            writer.upsert_fields_batch([doc("ok1"), IKVDocumentBuilder().put_string_field("x", "y").build()])
+        writer.upsert_fields_batch([doc(f"b{i}", n=i) for i in range(100)])
+    with create_new_reader(options()) as reader:
+        assert reader.get_string_value("ok1", "id") is None, "nothing of a refused batch landed"
+        assert [reader.get_int64_value(f"b{i}", "n") for i in range(100)] == list(range(100))
+
+
 def test_a_writer_shared_by_threads(store):
     _, _, options = store
     writer = create_new_writer(options())
