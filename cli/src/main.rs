@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use ikv_snapshot::{PartitionOutcome, SnapshotOptions, run_pass};
+use ikv_snapshot::{SnapshotOptions, run_pass};
 use ikv_writer::WriterOptions;
 use ikv_writer::service::auth::{generate_passkey, hash_passkey, load_accounts};
 use ikv_writer::service::{ServiceState, serve};
@@ -193,23 +193,7 @@ async fn run(cli: Cli) -> Result<String, Fail> {
             progress.finish(&format!("{} partitions", reports.len()));
             Ok(reports
                 .iter()
-                .map(|r| {
-                    let what = match &r.outcome {
-                        PartitionOutcome::UpToDate { sequence } => {
-                            format!("up to date at {sequence}")
-                        }
-                        PartitionOutcome::NotDue { deltas, .. } => {
-                            format!("not due ({deltas} deltas; --force to snapshot anyway)")
-                        }
-                        PartitionOutcome::Snapshotted { sequence, rows, .. } => {
-                            format!("snapshot at {sequence}, {rows} documents")
-                        }
-                        PartitionOutcome::LostRace { sequence } => {
-                            format!("another compactor committed {sequence}")
-                        }
-                    };
-                    format!("{} p{}: {what}", r.store, r.partition)
-                })
+                .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join("\n"))
         }

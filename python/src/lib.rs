@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use ikv_core::{Storage, StoreConfig};
-use ikv_snapshot::{PartitionOutcome, SnapshotOptions, run_pass};
+use ikv_snapshot::{SnapshotOptions, run_pass};
 use pyo3::prelude::*;
 
 use crate::errors::{raise, to_py};
@@ -94,24 +94,7 @@ fn run_snapshot(
             ))
         })
         .map_err(to_py)?;
-    Ok(reports
-        .into_iter()
-        .map(|r| match r.outcome {
-            PartitionOutcome::Snapshotted { sequence, rows, .. } => format!(
-                "p{}: snapshot at {sequence} ({rows} documents)",
-                r.partition
-            ),
-            PartitionOutcome::UpToDate { sequence } => {
-                format!("p{}: up to date at {sequence}", r.partition)
-            }
-            PartitionOutcome::NotDue { deltas, .. } => {
-                format!("p{}: not due ({deltas} deltas)", r.partition)
-            }
-            PartitionOutcome::LostRace { sequence } => {
-                format!("p{}: another compactor committed {sequence}", r.partition)
-            }
-        })
-        .collect())
+    Ok(reports.iter().map(ToString::to_string).collect())
 }
 
 /// Sends the library's logs to stderr or to a file at `level`. The first call wins: logging

@@ -31,11 +31,17 @@ fn doc(i: usize, round: usize) -> Operation {
 }
 
 /// Reads and decodes deltas as the compactor does (32 in flight).
-async fn fold_deltas(storage: &Storage, layout: &StoreLayout, seqs: std::ops::RangeInclusive<u64>) -> Vec<ikv_core::Delta> {
+async fn fold_deltas(
+    storage: &Storage,
+    layout: &StoreLayout,
+    seqs: std::ops::RangeInclusive<u64>,
+) -> Vec<ikv_core::Delta> {
     use futures::StreamExt;
     futures::stream::iter(seqs.map(|seq| async move {
         let bytes = read_delta(storage, layout, 0, seq).await.unwrap().unwrap();
-        tokio::task::spawn_blocking(move || decode_delta(&bytes).unwrap()).await.unwrap()
+        tokio::task::spawn_blocking(move || decode_delta(&bytes).unwrap())
+            .await
+            .unwrap()
     }))
     .buffered(32)
     .collect()
@@ -137,7 +143,11 @@ fn main() {
             .sequence;
         let t = Instant::now();
         let mut overlay = Overlay::new("id");
-        let deltas = rt.block_on(fold_deltas(&storage, &layout, base_seq + 1..=base_seq + DELTAS as u64));
+        let deltas = rt.block_on(fold_deltas(
+            &storage,
+            &layout,
+            base_seq + 1..=base_seq + DELTAS as u64,
+        ));
         for delta in &deltas {
             for op in &delta.ops {
                 overlay.apply(op);

@@ -49,6 +49,33 @@ pub enum PartitionOutcome {
     LostRace { sequence: u64 },
 }
 
+impl std::fmt::Display for PartitionOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PartitionOutcome::UpToDate { sequence } => write!(f, "up to date at {sequence}"),
+            PartitionOutcome::NotDue { deltas, bytes } => {
+                write!(
+                    f,
+                    "not due ({deltas} deltas, {bytes} bytes since the last snapshot)"
+                )
+            }
+            PartitionOutcome::Snapshotted {
+                sequence,
+                rows,
+                deltas_merged,
+                rounds,
+                ..
+            } => write!(
+                f,
+                "snapshot at {sequence}: {rows} documents, {deltas_merged} deltas merged in {rounds} round(s)"
+            ),
+            PartitionOutcome::LostRace { sequence } => {
+                write!(f, "another compactor committed {sequence} first")
+            }
+        }
+    }
+}
+
 /// The deltas after `after`, ascending, checked to be dense.
 pub(crate) async fn deltas_after(
     storage: &Storage,
@@ -145,7 +172,10 @@ pub async fn snapshot_partition(
                     })?;
                 tokio::task::spawn_blocking(move || decode_delta(&bytes))
                     .await
-                    .map_err(|e| Error::StorageMessage { context: "decoding a delta".into(), message: e.to_string() })?
+                    .map_err(|e| Error::StorageMessage {
+                        context: "decoding a delta".into(),
+                        message: e.to_string(),
+                    })?
             }
         }))
         .buffered(FETCH_AHEAD);

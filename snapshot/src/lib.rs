@@ -32,6 +32,39 @@ pub struct PartitionReport {
     pub retention: RetentionReport,
 }
 
+impl std::fmt::Display for PartitionReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} p{}: {}; deleted {} deltas, {} snapshots, {} orphan files",
+            self.store,
+            self.partition,
+            self.outcome,
+            self.retention.deltas_deleted,
+            self.retention.snapshots_deleted,
+            self.retention.orphan_files_deleted
+        )
+    }
+}
+
+/// The Lambda face: one pass per scheduled (EventBridge) event. Returns
+/// `{"summary": [one line per partition]}`; the event's id and time are logged.
+pub async fn handle_scheduled_event(
+    storage: &Storage,
+    stores: &[String],
+    options: &SnapshotOptions,
+    event: &serde_json::Value,
+) -> Result<serde_json::Value> {
+    tracing::info!(
+        id = event.get("id").and_then(|v| v.as_str()).unwrap_or("-"),
+        time = event.get("time").and_then(|v| v.as_str()).unwrap_or("-"),
+        "scheduled snapshot pass"
+    );
+    let reports = run_pass(storage, stores, &[], options).await?;
+    let summary: Vec<String> = reports.iter().map(ToString::to_string).collect();
+    Ok(serde_json::json!({ "summary": summary }))
+}
+
 /// Names of the stores under a storage root (directories holding a `store.json`).
 pub async fn list_stores(storage: &Storage) -> Result<Vec<String>> {
     let listing = storage

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ikv_core::{Storage, StorageOptions};
-use ikv_snapshot::{PartitionOutcome, SnapshotOptions, run_pass};
+use ikv_snapshot::{SnapshotOptions, handle_scheduled_event, run_pass};
 
 #[derive(Parser)]
 #[command(name = "snapshot", version, about = "ikv snapshot compactor")]
@@ -85,37 +85,7 @@ async fn pass(args: &PassArgs) -> Result<String, String> {
     let reports = run_pass(&storage, &args.stores, &args.partitions, &options(args)?)
         .await
         .map_err(|e| e.to_string())?;
-    let mut lines = Vec::new();
-    for r in &reports {
-        let what = match &r.outcome {
-            PartitionOutcome::UpToDate { sequence } => format!("up to date at {sequence}"),
-            PartitionOutcome::NotDue { deltas, bytes } => {
-                format!("not due ({deltas} deltas, {bytes} bytes)")
-            }
-            PartitionOutcome::Snapshotted {
-                sequence,
-                rows,
-                deltas_merged,
-                rounds,
-                ..
-            } => {
-                format!(
-                    "snapshot at {sequence}: {rows} rows, {deltas_merged} deltas merged in {rounds} round(s)"
-                )
-            }
-            PartitionOutcome::LostRace { sequence } => {
-                format!("another compactor committed {sequence} first")
-            }
-        };
-        lines.push(format!(
-            "{} p{}: {what}; deleted {} deltas, {} snapshots, {} orphan files",
-            r.store,
-            r.partition,
-            r.retention.deltas_deleted,
-            r.retention.snapshots_deleted,
-            r.retention.orphan_files_deleted
-        ));
-    }
+    let lines: Vec<String> = reports.iter().map(ToString::to_string).collect();
     Ok(lines.join("\n"))
 }
 
@@ -136,12 +106,17 @@ async fn run(command: Command) -> Result<(), String> {
             }
         },
         Command::Lambda(args) => {
+            let storage = Storage::open(&args.storage_url, &StorageOptions::default())
+                .map_err(|e| e.to_string())?;
+            let options = options(&args)?;
             let handler = lambda_runtime::service_fn(
-                move |_event: lambda_runtime::LambdaEvent<serde_json::Value>| {
-                    let args = args.clone();
+                move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
+                    let (storage, stores, options) =
+                        (storage.clone(), args.stores.clone(), options.clone());
                     async move {
-                        let summary = pass(&args).await.map_err(lambda_runtime::Error::from)?;
-                        Ok::<_, lambda_runtime::Error>(serde_json::json!({ "summary": summary }))
+                        handle_scheduled_event(&storage, &stores, &options, &event.payload)
+                            .await
+                            .map_err(|e| lambda_runtime::Error::from(e.to_string()))
                     }
                 },
             );
