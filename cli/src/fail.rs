@@ -30,16 +30,33 @@ impl Fail {
     }
 }
 
+/// Whether the storage refused access, anywhere in the error's chain: S3's 401/403, or a
+/// local directory's permission error (which object_store reports as a generic error).
+fn access_denied(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(os) = err.downcast_ref::<object_store::Error>()
+            && matches!(
+                os,
+                object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+            )
+        {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
 impl From<ikv_core::Error> for Fail {
     fn from(e: ikv_core::Error) -> Fail {
-        let denied = matches!(
-            &e,
-            ikv_core::Error::Storage {
-                source: object_store::Error::PermissionDenied { .. }
-                    | object_store::Error::Unauthenticated { .. },
-                ..
-            }
-        );
+        let denied = access_denied(&e);
         let code = match e.kind() {
             _ if denied => NO_ACCESS,
             ErrorKind::InvalidInput | ErrorKind::TypeMismatch | ErrorKind::NotMounted => {
@@ -56,5 +73,35 @@ impl From<ikv_core::Error> for Fail {
 impl From<String> for Fail {
     fn from(message: String) -> Fail {
         Fail::new(FAILED, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_errors_anywhere_in_the_chain_mean_no_access() {
+        let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let e = ikv_core::Error::Storage {
+            context: "reading".into(),
+            source: object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(io),
+            },
+        };
+        assert_eq!(Fail::from(e).code, NO_ACCESS);
+        let e = ikv_core::Error::Storage {
+            context: "reading".into(),
+            source: object_store::Error::PermissionDenied {
+                path: "p".into(),
+                source: "403".into(),
+            },
+        };
+        assert_eq!(Fail::from(e).code, NO_ACCESS);
+        assert_eq!(
+            Fail::from(ikv_core::Error::StoreNotFound("s".into())).code,
+            NOT_FOUND
+        );
     }
 }

@@ -267,6 +267,45 @@ fn store_commands_happy_paths_and_errors() {
 }
 
 #[test]
+fn no_access_to_the_storage_is_exit_code_4() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let url = format!("file://{}/bucket", dir.path().display());
+    ok(&ikv(
+        &url,
+        &["create-store", "--store", "users", "--primary-key", "id"],
+    ));
+    let store_dir = dir.path().join("bucket/users");
+    std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Root ignores permission bits: run the command as an unprivileged user then.
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    let mut cmd = if root {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_ikv"),
+        ]);
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_ikv"))
+    };
+    let out = cmd
+        .args(["--storage-url", &url, "describe", "--store", "users"])
+        .env_remove("IKV_STORAGE_URL")
+        .output()
+        .unwrap();
+    std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    fails(&out, 4, "Permission denied");
+}
+
+#[test]
 fn hash_passkey_generates_and_hashes() {
     let out = ok(&ikv("memory://", &["hash-passkey", "--generate"]));
     assert!(
