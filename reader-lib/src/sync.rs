@@ -12,8 +12,14 @@ use crate::bootstrap::{bootstrap, newest_snapshots};
 use crate::local::{LocalStore, PartitionState};
 use crate::status::StatusBoard;
 
+/// Most deltas fetched at once while catching up.
+const MAX_FETCH_WINDOW: u64 = 32;
+
 /// Applies every delta after `applied` that exists, in order; returns the new applied
-/// sequence. One GET per delta, plus the GET that finds nothing new.
+/// sequence. Idle, that is one GET (the one that finds nothing new); while deltas keep
+/// coming, the GETs of the next ones go out together, in a window that grows to 32, so a
+/// reader far behind is bounded by bandwidth rather than by one round trip per delta. A
+/// missing delta ends the run: a delta exists only after every earlier one does.
 pub async fn catch_up(
     storage: &Storage,
     layout: &StoreLayout,
@@ -22,20 +28,36 @@ pub async fn catch_up(
     partition: u32,
     mut applied: u64,
 ) -> Result<u64> {
+    let mut window = 1;
+    let mut found = 0;
     loop {
-        let next = applied + 1;
-        match read_delta(storage, layout, partition, next).await? {
-            Some(bytes) => {
-                let delta = decode_delta(&bytes)?;
-                local.apply_delta(partition, next, &delta.ops)?;
-                applied = next;
-                status.applied(partition, applied);
-            }
-            None => {
-                status.caught_up(partition, applied, SystemTime::now());
-                return Ok(applied);
+        let fetches =
+            (applied + 1..=applied + window).map(|seq| read_delta(storage, layout, partition, seq));
+        let fetched = futures::future::join_all(fetches).await;
+        let mut complete = true;
+        for bytes in fetched {
+            match bytes? {
+                Some(bytes) => {
+                    let next = applied + 1;
+                    let delta = decode_delta(&bytes)?;
+                    local.apply_delta(partition, next, &delta.ops)?;
+                    applied = next;
+                    status.applied(partition, applied);
+                }
+                None => {
+                    complete = false;
+                    break;
+                }
             }
         }
+        if !complete {
+            status.caught_up(partition, applied, SystemTime::now());
+            return Ok(applied);
+        }
+        // Grow with what this run has found so far: a trickle of single deltas keeps costing
+        // one extra GET each, a backlog doubles the window.
+        found += window;
+        window = found.clamp(1, MAX_FETCH_WINDOW);
     }
 }
 
