@@ -148,9 +148,9 @@ fn main() {
             &layout,
             base_seq + 1..=base_seq + DELTAS as u64,
         ));
-        for delta in &deltas {
-            for op in &delta.ops {
-                overlay.apply(op);
+        for delta in deltas {
+            for op in delta.ops {
+                overlay.apply_owned(op);
             }
         }
         let fold = t.elapsed();

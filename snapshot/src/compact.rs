@@ -180,8 +180,8 @@ pub async fn snapshot_partition(
         }))
         .buffered(FETCH_AHEAD);
         while let Some(delta) = deltas.next().await {
-            for op in &delta?.ops {
-                overlay.apply(op);
+            for op in delta?.ops {
+                overlay.apply_owned(op);
             }
         }
         delta_rows += overlay.rows_applied;

@@ -58,10 +58,10 @@ impl Overlay {
         }
     }
 
-    fn entry(&mut self, key: &[u8]) -> &mut KeyChange {
+    fn entry(&mut self, key: Vec<u8>) -> &mut KeyChange {
         let globals = self.globals.len();
         let base_visible = !self.base_dropped;
-        self.keys.entry(key.to_vec()).or_insert_with(|| KeyChange {
+        self.keys.entry(key).or_insert_with(|| KeyChange {
             base_visible,
             globals_before: globals,
             base_masks: Vec::new(),
@@ -69,18 +69,21 @@ impl Overlay {
         })
     }
 
+    /// Applies one delta row, borrowing it (clones what it keeps).
     pub fn apply(&mut self, op: &DeltaOp) {
+        self.apply_owned(op.clone());
+    }
+
+    /// Applies one delta row, taking it (the compactor's path: no copies).
+    pub fn apply_owned(&mut self, op: DeltaOp) {
         self.rows_applied += 1;
-        let pk = self.primary_key_field.clone();
         match op {
             DeltaOp::SetField { key, field, value } => {
-                self.entry(key)
-                    .fields
-                    .insert(field.clone(), Some(value.clone()));
+                self.entry(key).fields.insert(field, Some(value));
             }
             DeltaOp::DeleteField { key, field } => {
-                if *field != pk {
-                    self.entry(key).fields.insert(field.clone(), None);
+                if field != self.primary_key_field {
+                    self.entry(key).fields.insert(field, None);
                 }
             }
             DeltaOp::DeleteDocument { key } => {
@@ -90,19 +93,20 @@ impl Overlay {
                 e.fields.clear();
             }
             DeltaOp::DropField { field } => {
-                if *field == pk {
+                if field == self.primary_key_field {
                     return;
                 }
                 for change in self.keys.values_mut() {
                     // Deleting covers both an overridden value and the base's value.
                     change.fields.insert(field.clone(), None);
                 }
-                self.globals.push(GlobalDrop::Field(field.clone()));
+                self.globals.push(GlobalDrop::Field(field));
             }
             DeltaOp::DropFieldPrefix { prefix } => {
+                let pk = &self.primary_key_field;
                 for change in self.keys.values_mut() {
                     for (name, value) in change.fields.iter_mut() {
-                        if matches_prefix(name, prefix, &pk) {
+                        if matches_prefix(name, &prefix, pk) {
                             *value = None;
                         }
                     }
@@ -110,7 +114,7 @@ impl Overlay {
                         change.base_masks.push(prefix.clone());
                     }
                 }
-                self.globals.push(GlobalDrop::Prefix(prefix.clone()));
+                self.globals.push(GlobalDrop::Prefix(prefix));
             }
             DeltaOp::DropAll => {
                 self.keys.clear();
