@@ -518,3 +518,88 @@ fn a_reader_that_fell_behind_retention_rebuilds_and_skips_nothing() {
         "rebuilt from the new snapshots: {status:?}"
     );
 }
+
+#[test]
+fn a_failing_poll_backs_off_keeps_serving_and_recovers() {
+    use ikv_core::delta::{DeltaMeta, encode_delta};
+    use object_store::ObjectStoreExt;
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path(), "flaky", 1, &rt);
+    let writer = rt
+        .block_on(Writer::open(
+            store.storage.clone(),
+            "flaky",
+            WriterOptions::default(),
+        ))
+        .unwrap();
+    let doc = |v: i64| {
+        ikv_core::Document::new()
+            .with("id", FieldValue::String("k".into()))
+            .with("n", FieldValue::Int64(v))
+    };
+    rt.block_on(writer.upsert_fields(doc(1))).unwrap();
+    let reader = Reader::open(store.reader_options(&dir.path().join("mount"))).unwrap();
+    assert_eq!(reader.get_int64(b"k", "n").unwrap(), Some(1));
+
+    // Delta 2 arrives unreadable: the poller fails, backs off, and reads keep their data.
+    let path = store.layout.delta(0, 2);
+    rt.block_on(
+        store
+            .storage
+            .store
+            .put(&path, b"not an arrow file".to_vec().into()),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reader.status()[0].last_error.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the poller never reported the failure"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        reader.status()[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("corrupt"),
+        "{:?}",
+        reader.status()
+    );
+    assert_eq!(
+        reader.get_int64(b"k", "n").unwrap(),
+        Some(1),
+        "reads are served from local data"
+    );
+    assert_eq!(reader.status()[0].applied_sequence, 1);
+
+    // Repaired: the next retry applies it and the error clears.
+    let ops = vec![ikv_core::DeltaOp::SetField {
+        key: b"k".to_vec(),
+        field: "n".into(),
+        value: FieldValue::Int64(2),
+    }];
+    let good = encode_delta(
+        &DeltaMeta::new("repair".into(), "test".into(), "flaky".into(), 0),
+        &ops,
+    )
+    .unwrap();
+    rt.block_on(store.storage.store.put(&path, good.into()))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reader.get_int64(b"k", "n").unwrap() != Some(2) {
+        assert!(
+            Instant::now() < deadline,
+            "the reader never recovered: {:?}",
+            reader.status()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reader.status()[0].last_error.is_some() {
+        assert!(Instant::now() < deadline, "the error never cleared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
