@@ -223,3 +223,68 @@ async fn kept_snapshots_survive_any_age() {
         vec![2, 3]
     );
 }
+
+/// A store with five small deltas and no snapshot.
+async fn five_deltas() -> (Storage, StoreConfig) {
+    let storage = Storage::memory();
+    let config = StoreConfig::new("trig", "id", None, 1).unwrap();
+    create_store(&storage, &config).await.unwrap();
+    let writer = Writer::open(storage.clone(), "trig", WriterOptions::default())
+        .await
+        .unwrap();
+    let mut work = Workload::new(8, "id", 20);
+    for _ in 0..5 {
+        writer.write(&work.batch(3)).await.unwrap();
+    }
+    (storage, config)
+}
+
+#[tokio::test]
+async fn triggers_decide_when_a_partition_is_due() {
+    use ikv_snapshot::Triggers;
+    let now = SystemTime::now();
+    let later = now + Duration::from_secs(11 * 60);
+    let defaults = SnapshotOptions::default();
+    // None fires: 5 deltas of a few hundred bytes, just written.
+    let (storage, config) = five_deltas().await;
+    let outcome = snapshot_partition(&storage, &config, 0, &defaults, now)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, PartitionOutcome::NotDue { deltas: 5, .. }),
+        "{outcome:?}"
+    );
+    // Each trigger alone makes it due.
+    let by_count = SnapshotOptions {
+        triggers: Triggers {
+            min_deltas: 5,
+            ..Triggers::default()
+        },
+        ..SnapshotOptions::default()
+    };
+    let by_bytes = SnapshotOptions {
+        triggers: Triggers {
+            min_bytes: 1,
+            ..Triggers::default()
+        },
+        ..SnapshotOptions::default()
+    };
+    for (what, options, at) in [
+        ("count", &by_count, now),
+        ("bytes", &by_bytes, now),
+        ("age", &defaults, later),
+    ] {
+        let (storage, config) = five_deltas().await;
+        let outcome = snapshot_partition(&storage, &config, 0, options, at)
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, PartitionOutcome::Snapshotted { sequence: 5, .. }),
+            "{what}: {outcome:?}"
+        );
+        let again = snapshot_partition(&storage, &config, 0, options, at)
+            .await
+            .unwrap();
+        assert_eq!(again, PartitionOutcome::UpToDate { sequence: 5 }, "{what}");
+    }
+}
