@@ -124,6 +124,26 @@ fn docs_options() -> KeyspaceCreateOptions {
         .filter_block_partitioning_policy(PartitioningPolicy::all(false))
 }
 
+/// A document's slot among the changes of one delta, loaded from the current view (live
+/// fields only) on first use; `None` means absent or deleted.
+fn staged_slot<'s>(
+    view: &ReadView,
+    staged: &'s mut BTreeMap<Vec<u8>, Option<OwnedDoc>>,
+    key: &[u8],
+    primary_key: &str,
+) -> Result<&'s mut Option<OwnedDoc>> {
+    Ok(match staged.entry(key.to_vec()) {
+        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::btree_map::Entry::Vacant(e) => {
+            let doc = match view.doc(key)? {
+                Some(bytes) => Some(OwnedDoc::decode_live(&bytes, &view.drops, primary_key)?),
+                None => None,
+            };
+            e.insert(doc)
+        }
+    })
+}
+
 fn u64_of(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.try_into().ok()?))
 }
@@ -353,37 +373,23 @@ impl LocalStore {
         // Documents this delta changed (None: deleted), loaded once each. Loading keeps only
         // live fields, so rewriting a document also reclaims its dropped fields.
         let mut staged: BTreeMap<Vec<u8>, Option<OwnedDoc>> = BTreeMap::new();
-        let load = |view: &ReadView,
-                    staged: &mut BTreeMap<Vec<u8>, Option<OwnedDoc>>,
-                    key: &[u8]|
-         -> Result<Option<OwnedDoc>> {
-            if let Some(doc) = staged.get(key) {
-                return Ok(doc.clone());
-            }
-            match view.doc(key)? {
-                Some(bytes) => Ok(Some(OwnedDoc::decode_live(
-                    &bytes,
-                    &view.drops,
-                    &self.primary_key,
-                )?)),
-                None => Ok(None),
-            }
-        };
         for (row, op) in ops.iter().enumerate() {
             let e = epoch(seq, row);
             match op {
                 DeltaOp::SetField { key, field, value } => {
-                    let mut doc =
-                        load(&view, &mut staged, key)?.unwrap_or_else(|| OwnedDoc::new(partition));
-                    doc.set(field, value, e);
-                    staged.insert(key.clone(), Some(doc));
+                    staged_slot(&view, &mut staged, key, &self.primary_key)?
+                        .get_or_insert_with(|| OwnedDoc::new(partition))
+                        .set(field, value, e);
                 }
                 DeltaOp::DeleteField { key, field } => {
-                    if *field != self.primary_key
-                        && let Some(mut doc) = load(&view, &mut staged, key)?
-                    {
-                        doc.fields.remove(field);
-                        staged.insert(key.clone(), (!doc.fields.is_empty()).then_some(doc));
+                    if *field != self.primary_key {
+                        let doc = staged_slot(&view, &mut staged, key, &self.primary_key)?;
+                        if let Some(d) = doc {
+                            d.fields.remove(field);
+                            if d.fields.is_empty() {
+                                *doc = None;
+                            }
+                        }
                     }
                 }
                 DeltaOp::DeleteDocument { key } => {

@@ -166,7 +166,7 @@ fn assert_equals_model(
     assert_eq!(
         reader.multiget(&keys, &fields).unwrap(),
         expected_all,
-        "multiget, 8 fields (range scans)"
+        "multiget, 8 fields"
     );
     let two: Vec<&str> = vec!["a", "id"];
     let got = reader.multiget(&keys, &two).unwrap();
