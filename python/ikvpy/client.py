@@ -50,6 +50,7 @@ class IKVReader:
             storage_options=options.storage_options or None,
             partitions=options.partitions,
             poll_interval_ms=max(1, int(options.poll_interval_seconds * 1000)),
+            memory_index=options.memory_index,
         )
 
     def startup(self) -> None:

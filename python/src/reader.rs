@@ -48,7 +48,7 @@ impl NativeReader {
 #[pymethods]
 impl NativeReader {
     #[new]
-    #[pyo3(signature = (store_name, storage_url, mount_directory, storage_options=None, partitions=None, poll_interval_ms=500))]
+    #[pyo3(signature = (store_name, storage_url, mount_directory, storage_options=None, partitions=None, poll_interval_ms=500, memory_index=true))]
     fn new(
         store_name: String,
         storage_url: String,
@@ -56,11 +56,13 @@ impl NativeReader {
         storage_options: Option<BTreeMap<String, String>>,
         partitions: Option<Vec<u32>>,
         poll_interval_ms: u64,
+        memory_index: bool,
     ) -> Self {
         let mut options = ReaderOptions::new(&storage_url, &store_name, mount_directory);
         options.storage_options = crate::convert::storage_options(storage_options);
         options.partitions = partitions.unwrap_or_default();
         options.poll_interval = Duration::from_millis(poll_interval_ms.max(1));
+        options.memory_index = memory_index;
         NativeReader {
             options,
             reader: RwLock::new(None),

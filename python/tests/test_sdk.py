@@ -150,6 +150,22 @@ def test_original_type_and_value_errors(store):
         IKVWriter(options()).upsert_fields(doc("x"))
 
 
+def test_reads_without_the_memory_index(store):
+    name, local_storage, options = store
+    with create_new_writer(options()) as writer:
+        writer.upsert_fields(doc("a", n=7, s="x"))
+    disk = (
+        ClientOptionsBuilder().with_store_name(name).with_storage_url(local_storage.url)
+        .with_mount_directory(str(pathlib.Path(options().mount_directory).parent / "disk"))
+        .with_memory_index(False).build()
+    )
+    with create_new_reader(disk) as reader:
+        assert reader.get_int64_value("a", "n") == 7
+        assert list(reader.multiget_string_values(str_primary_keys=["a", "b"], field_names=["s"])) == ["x", None]
+    with pytest.raises(TypeError):
+        ClientOptionsBuilder().with_memory_index("no")
+
+
 def test_reader_context_manager_and_status(store):
     _, _, options = store
     with create_new_writer(options()) as writer:
