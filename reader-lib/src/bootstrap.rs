@@ -7,7 +7,7 @@ use fjall::Keyspace;
 use ikv_core::{Error, Result, Storage, StoreLayout};
 use ikv_snapshot::{Manifest, SnapshotStream};
 
-use crate::doc::OwnedDoc;
+use crate::doc::{DocView, join_sections};
 use crate::keys::{doc_key, epoch};
 use crate::local::{MemoryIndex, PartitionState};
 use crate::snapshot_rows::encode_rows;
@@ -137,22 +137,9 @@ pub async fn bootstrap(
                 }
                 sources[i].fill().await?;
             }
-            let value = if encoded.len() == 1 {
-                // The usual case: the key lives in one partition.
-                encoded.pop().unwrap_or_default()
-            } else {
-                // A key in several partitions: merge, the later partition winning per field.
-                let mut merged = OwnedDoc::default();
-                for bytes in &encoded {
-                    let doc = OwnedDoc::decode_live(bytes, &[], "")?;
-                    merged.partition = doc.partition;
-                    merged.fields.extend(doc.fields);
-                }
-                merged.encode()
-            };
-            stats.values += crate::doc::DocView::parse(&value)
-                .map(|d| d.field_count() as u64)
-                .unwrap_or(0);
+            // Sources are in ascending partition order, as entries keep their sections.
+            let value = join_sections(encoded);
+            stats.values += live_field_count(&value);
             let key = doc_key(&min);
             // Ingestion needs strictly ascending keys; a snapshot out of order is corrupt.
             if last_key.as_ref().is_some_and(|l| *l >= key) {
@@ -198,6 +185,16 @@ pub async fn bootstrap(
 }
 
 const INGEST_BATCH: usize = 4 * 1024;
+
+/// Field values an entry holds, over all its sections (for progress counts).
+fn live_field_count(entry: &[u8]) -> u64 {
+    match DocView::parse(entry) {
+        Ok(single) => single.field_count() as u64,
+        _ => crate::doc::decode_entry_live(entry, &[], "")
+            .map(|s| s.values().map(|d| d.fields.len() as u64).sum())
+            .unwrap_or(0),
+    }
+}
 
 /// The newest snapshot of each partition.
 pub async fn newest_snapshots(

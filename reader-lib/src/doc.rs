@@ -1,10 +1,17 @@
-//! A document as stored locally: one entry per document, all its fields in one value.
+//! A document as stored locally: one entry per primary key, all its fields in one value.
 //!
-//! Value: `[version 1: u8][partition: u16 LE][field count: u16 LE]`, then per field, sorted
-//! by name: `[name length: u16 LE][name][type: u8][epoch: u64 LE][length: u32 LE][value]`.
-//! The epoch of each field orders it against store-wide drops of its partition (`drops.rs`).
-//! One entry per document makes a multi-field read one lookup and a document delete one
-//! delete.
+//! A section is one partition's document: `[version 1: u8][partition: u16 LE][field count:
+//! u16 LE]`, then per field, sorted by name: `[name length: u16 LE][name][type: u8][epoch: u64
+//! LE][length: u32 LE][value]`. The epoch of each field orders it against store-wide drops of
+//! that section's partition (`drops.rs`): epochs of different partitions' logs are never
+//! compared.
+//!
+//! An entry is one section (the usual case), or, when a store with a partitioning key holds
+//! documents of one primary key in several partitions, `[version 2: u8][section count: u16
+//! LE]` then per section, in ascending partition order, `[length: u32 LE][section]`. Reads
+//! answer from the lowest-numbered partition whose document exists (its primary-key field is
+//! live); see "Partitioning keys" in `docs/FORMAT.md`. One entry per primary key keeps a
+//! multi-field read one lookup and a document delete one delete.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +20,7 @@ use ikv_core::{Error, FieldType, FieldValue, Result};
 use crate::drops::DropState;
 
 const VERSION: u8 = 1;
+const VERSION_SECTIONS: u8 = 2;
 
 fn corrupt(reason: &str) -> Error {
     Error::Corrupt {
@@ -76,9 +84,13 @@ impl OwnedDoc {
         out
     }
 
-    /// Decodes a stored document, keeping only the fields still live under `drops`.
+    /// Decodes a stored section, keeping only the fields still live under `drops`.
     pub fn decode_live(bytes: &[u8], drops: &[DropState], primary_key: &str) -> Result<OwnedDoc> {
-        let view = DocView::parse(bytes)?;
+        Self::live_of(&DocView::parse(bytes)?, drops, primary_key)
+    }
+
+    /// The fields of `view` still live under `drops`.
+    pub fn live_of(view: &DocView<'_>, drops: &[DropState], primary_key: &str) -> Result<OwnedDoc> {
         let drop = drops.get(view.partition as usize);
         let mut doc = OwnedDoc::new(view.partition);
         for f in view.fields() {
@@ -96,6 +108,111 @@ impl OwnedDoc {
         }
         Ok(doc)
     }
+}
+
+/// Every partition's document of one primary key, by partition.
+pub type Sections = BTreeMap<u32, OwnedDoc>;
+
+/// The sections of a stored entry, each keeping only its fields still live under `drops`;
+/// sections left without fields (deleted by a drop) are left out.
+pub fn decode_entry_live(bytes: &[u8], drops: &[DropState], primary_key: &str) -> Result<Sections> {
+    let mut out = Sections::new();
+    for section in split_sections(bytes)? {
+        let doc = OwnedDoc::decode_live(section?, drops, primary_key)?;
+        if !doc.fields.is_empty() {
+            out.insert(doc.partition, doc);
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes the sections of one primary key; `None` when there are none (delete the entry).
+pub fn encode_entry(sections: &Sections) -> Option<Vec<u8>> {
+    let encoded: Vec<Vec<u8>> = sections
+        .values()
+        .filter(|d| !d.fields.is_empty())
+        .map(OwnedDoc::encode)
+        .collect();
+    (!encoded.is_empty()).then(|| join_sections(encoded))
+}
+
+/// Joins encoded single-partition sections, given in ascending partition order.
+pub fn join_sections(mut sections: Vec<Vec<u8>>) -> Vec<u8> {
+    if sections.len() == 1 {
+        return sections.pop().unwrap_or_default();
+    }
+    let size: usize = sections.iter().map(|s| 4 + s.len()).sum();
+    let mut out = Vec::with_capacity(3 + size);
+    out.push(VERSION_SECTIONS);
+    out.extend_from_slice(&(sections.len() as u16).to_le_bytes());
+    for s in &sections {
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s);
+    }
+    out
+}
+
+/// The single-partition sections of an entry, in stored (ascending partition) order.
+fn split_sections(bytes: &[u8]) -> Result<impl Iterator<Item = Result<&[u8]>>> {
+    let (mut rest, mut left) = match bytes.first() {
+        Some(&VERSION) => (bytes, 1usize),
+        Some(&VERSION_SECTIONS) if bytes.len() >= 3 => (
+            &bytes[3..],
+            u16::from_le_bytes([bytes[1], bytes[2]]) as usize,
+        ),
+        _ => return Err(corrupt("bad header")),
+    };
+    let single = bytes[0] == VERSION;
+    Ok(std::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        left -= 1;
+        if single {
+            return Some(Ok(rest));
+        }
+        let section = rest
+            .get(..4)
+            .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
+            .and_then(|len| rest.get(4..4 + len))
+            .ok_or_else(|| corrupt("truncated section"));
+        match section {
+            Ok(s) => {
+                rest = &rest[4 + s.len()..];
+                Some(Ok(s))
+            }
+            Err(e) => {
+                left = 0;
+                Some(Err(e))
+            }
+        }
+    }))
+}
+
+/// The section reads answer from: the lowest-numbered partition whose document exists (its
+/// primary-key field is live). A single-section entry is returned as is: when its primary key
+/// is dead, so is every other field.
+pub fn select<'a>(
+    bytes: &'a [u8],
+    drops: &[DropState],
+    primary_key: &str,
+) -> Result<Option<DocView<'a>>> {
+    if bytes.first() == Some(&VERSION) {
+        return DocView::parse(bytes).map(Some);
+    }
+    for section in split_sections(bytes)? {
+        let view = DocView::parse(section?)?;
+        let Some(pk) = view.find(primary_key)? else {
+            continue;
+        };
+        let live = drops
+            .get(view.partition as usize)
+            .is_none_or(|d| d.is_live(primary_key, true, pk.epoch));
+        if live {
+            return Ok(Some(view));
+        }
+    }
+    Ok(None)
 }
 
 /// A borrowed view of a stored document.
@@ -239,5 +356,47 @@ mod tests {
                 .fields()
                 .any(|f| f.is_err())
         );
+    }
+
+    #[test]
+    fn entries_of_several_partitions_answer_from_the_lowest_live_one() {
+        let mut in_3 = OwnedDoc::new(3);
+        in_3.set("id", &FieldValue::String("k".into()), epoch_of(50));
+        in_3.set("u", &FieldValue::Int64(3), epoch_of(50));
+        let mut in_1 = OwnedDoc::new(1);
+        in_1.set("id", &FieldValue::String("k".into()), epoch_of(2));
+        in_1.set("e", &FieldValue::Int64(1), epoch_of(2));
+        let sections: Sections = [(3, in_3.clone()), (1, in_1.clone())].into();
+        let bytes = encode_entry(&sections).unwrap();
+        assert_eq!(bytes[0], VERSION_SECTIONS);
+        assert_eq!(decode_entry_live(&bytes, &[], "id").unwrap(), sections);
+        let view = select(&bytes, &[], "id").unwrap().unwrap();
+        assert_eq!(view.partition, 1, "the lowest partition answers");
+        // Partition 1 dropped everything after its document was written: partition 3 answers.
+        let mut drops = vec![DropState::default(); 4];
+        drops[1].all = epoch_of(3);
+        assert_eq!(select(&bytes, &drops, "id").unwrap().unwrap().partition, 3);
+        let live = decode_entry_live(&bytes, &drops, "id").unwrap();
+        assert_eq!(live.keys().collect::<Vec<_>>(), vec![&3]);
+        // Partition 3's drops never judge partition 1's fields, whatever the epochs.
+        let mut drops = vec![DropState::default(); 4];
+        drops[3].fields.insert("e".into(), epoch_of(60));
+        let view = select(&bytes, &drops, "id").unwrap().unwrap();
+        assert!(view.find("e").unwrap().is_some());
+        // One section encodes as a plain document; none deletes the entry.
+        let single = encode_entry(&[(1, in_1.clone())].into()).unwrap();
+        assert_eq!(single, in_1.encode());
+        assert!(encode_entry(&Sections::new()).is_none());
+        // Truncated or malformed entries are errors, not panics.
+        for cut in 0..bytes.len() {
+            let _ = decode_entry_live(&bytes[..cut], &[], "id");
+            let _ = select(&bytes[..cut], &[], "id");
+        }
+        assert!(decode_entry_live(&bytes[..bytes.len() - 1], &[], "id").is_err());
+        assert!(select(&[9, 0, 0], &[], "id").is_err());
+    }
+
+    fn epoch_of(seq: u64) -> u64 {
+        crate::keys::epoch(seq, 0)
     }
 }

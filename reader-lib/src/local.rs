@@ -28,7 +28,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use ikv_core::{DeltaOp, Error, Result, StoreConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::doc::OwnedDoc;
+use crate::doc::{OwnedDoc, Sections, decode_entry_live, encode_entry};
 use crate::drops::DropState;
 use crate::keys::{doc_key, epoch};
 
@@ -48,7 +48,14 @@ fn local_err(path: &Path, e: impl std::fmt::Display) -> Error {
 struct Identity {
     config: StoreConfig,
     partitions: Vec<u32>,
+    /// [`LOCAL_LAYOUT`] of the process that built the state; any other is rebuilt.
+    #[serde(default)]
+    layout: u32,
 }
+
+/// Version of the local layout: 2 added multi-partition entries (`doc.rs`). Mounts built by
+/// an older version are rebuilt from the bucket at open.
+const LOCAL_LAYOUT: u32 = 2;
 
 /// Per partition: where the local state stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +114,9 @@ pub struct LocalStore {
     meta: Keyspace,
     view: RwLock<ReadView>,
     primary_key: String,
+    /// Whether a primary key names its partition (no partitioning key): then an entry only
+    /// ever holds one section.
+    single_partition_keys: bool,
     generation: RwLock<u64>,
 }
 
@@ -124,22 +134,22 @@ fn docs_options() -> KeyspaceCreateOptions {
         .filter_block_partitioning_policy(PartitioningPolicy::all(false))
 }
 
-/// A document's slot among the changes of one delta, loaded from the current view (live
-/// fields only) on first use; `None` means absent or deleted.
-fn staged_slot<'s>(
+/// A primary key's sections among the changes of one delta, loaded from the current view
+/// (live fields only) on first use; empty means absent or deleted in every partition.
+fn staged_entry<'s>(
     view: &ReadView,
-    staged: &'s mut BTreeMap<Vec<u8>, Option<OwnedDoc>>,
+    staged: &'s mut BTreeMap<Vec<u8>, Sections>,
     key: &[u8],
     primary_key: &str,
-) -> Result<&'s mut Option<OwnedDoc>> {
+) -> Result<&'s mut Sections> {
     Ok(match staged.entry(key.to_vec()) {
         std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
         std::collections::btree_map::Entry::Vacant(e) => {
-            let doc = match view.doc(key)? {
-                Some(bytes) => Some(OwnedDoc::decode_live(&bytes, &view.drops, primary_key)?),
-                None => None,
+            let sections = match view.doc(key)? {
+                Some(bytes) => decode_entry_live(&bytes, &view.drops, primary_key)?,
+                None => Sections::new(),
             };
-            e.insert(doc)
+            e.insert(sections)
         }
     })
 }
@@ -187,6 +197,7 @@ impl LocalStore {
         let identity = Identity {
             config: config.clone(),
             partitions: partitions.to_vec(),
+            layout: LOCAL_LAYOUT,
         };
         let get = |k: &str| meta.get(k).map_err(|e| local_err(&db_path, e));
 
@@ -274,6 +285,7 @@ impl LocalStore {
                 memory,
             }),
             primary_key: config.primary_key_field.clone(),
+            single_partition_keys: config.partitioning_key_field.is_none(),
             generation: RwLock::new(generation),
         };
         Ok((store, complete.then_some(states)))
@@ -370,30 +382,39 @@ impl LocalStore {
         let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
         let mut drops = view.drops[partition as usize].clone();
         let drops_before = drops.clone();
-        // Documents this delta changed (None: deleted), loaded once each. Loading keeps only
-        // live fields, so rewriting a document also reclaims its dropped fields.
-        let mut staged: BTreeMap<Vec<u8>, Option<OwnedDoc>> = BTreeMap::new();
+        // Entries this delta changed, loaded once each. Loading keeps only live fields, so
+        // rewriting a document also reclaims its dropped fields. Only the section of this
+        // partition changes: a store with a partitioning key may hold the same primary key
+        // in other partitions too.
+        let mut staged: BTreeMap<Vec<u8>, Sections> = BTreeMap::new();
+        let pk = self.primary_key.as_str();
         for (row, op) in ops.iter().enumerate() {
             let e = epoch(seq, row);
             match op {
                 DeltaOp::SetField { key, field, value } => {
-                    staged_slot(&view, &mut staged, key, &self.primary_key)?
-                        .get_or_insert_with(|| OwnedDoc::new(partition))
+                    staged_entry(&view, &mut staged, key, pk)?
+                        .entry(partition)
+                        .or_insert_with(|| OwnedDoc::new(partition))
                         .set(field, value, e);
                 }
                 DeltaOp::DeleteField { key, field } => {
-                    if *field != self.primary_key {
-                        let doc = staged_slot(&view, &mut staged, key, &self.primary_key)?;
-                        if let Some(d) = doc {
+                    if field != pk {
+                        let sections = staged_entry(&view, &mut staged, key, pk)?;
+                        if let Some(d) = sections.get_mut(&partition) {
                             d.fields.remove(field);
                             if d.fields.is_empty() {
-                                *doc = None;
+                                sections.remove(&partition);
                             }
                         }
                     }
                 }
                 DeltaOp::DeleteDocument { key } => {
-                    staged.insert(key.clone(), None);
+                    if self.single_partition_keys {
+                        // Nothing of another partition to keep: no need to load the entry.
+                        staged.insert(key.clone(), Sections::new());
+                    } else {
+                        staged_entry(&view, &mut staged, key, pk)?.remove(&partition);
+                    }
                 }
                 DeltaOp::DropField { field } => {
                     if *field != self.primary_key {
@@ -414,7 +435,10 @@ impl LocalStore {
         let mut batch = self.db.batch();
         let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = staged
             .into_iter()
-            .map(|(k, d)| (k, d.map(|d| d.encode())))
+            .map(|(k, sections)| {
+                let entry = encode_entry(&sections);
+                (k, entry)
+            })
             .collect();
         for (k, v) in &encoded {
             match v {

@@ -12,7 +12,7 @@ use ikv_core::{
 };
 use tokio::sync::watch;
 
-use crate::doc::{DocView, FieldRef, OwnedDoc};
+use crate::doc::{FieldRef, OwnedDoc, select};
 use crate::local::{LocalStore, PartitionState, ReadView};
 use crate::status::{PartitionStatus, StatusBoard};
 use crate::sync::{rebuild, sync_all};
@@ -276,11 +276,14 @@ impl Reader {
         let Some(bytes) = view.doc(key)? else {
             return Ok(None);
         };
-        let doc = DocView::parse(&bytes)?;
+        let pk_name = &self.shared.config.primary_key_field;
+        let Some(doc) = select(&bytes, &view.drops, pk_name)? else {
+            return Ok(None);
+        };
         let Some(stored) = doc.find(field)? else {
             return Ok(None);
         };
-        let pk = field == self.shared.config.primary_key_field;
+        let pk = field == pk_name;
         let live = view
             .drops
             .get(doc.partition as usize)
@@ -309,8 +312,11 @@ impl Reader {
         let Some(bytes) = view.doc(key)? else {
             return Ok(None);
         };
-        let live =
-            OwnedDoc::decode_live(&bytes, &view.drops, &self.shared.config.primary_key_field)?;
+        let pk = &self.shared.config.primary_key_field;
+        let Some(doc) = select(&bytes, &view.drops, pk)? else {
+            return Ok(None);
+        };
+        let live = OwnedDoc::live_of(&doc, &view.drops, pk)?;
         let doc: BTreeMap<String, FieldValue> = live
             .fields
             .into_iter()
@@ -405,15 +411,18 @@ impl Reader {
             let Some(bytes) = view.doc(keys[i].as_ref())? else {
                 continue;
             };
-            let doc = DocView::parse(&bytes)?;
+            let pk = &self.shared.config.primary_key_field;
+            let Some(doc) = select(&bytes, &view.drops, pk)? else {
+                continue;
+            };
             let drops = view.drops.get(doc.partition as usize);
             for stored in doc.fields() {
                 let stored = stored?;
                 if !fields.iter().any(|f| f.as_ref() == stored.name) {
                     continue;
                 }
-                let pk = stored.name == self.shared.config.primary_key_field;
-                if drops.is_none_or(|d| d.is_live(stored.name, pk, stored.epoch)) {
+                let is_pk = stored.name == pk.as_str();
+                if drops.is_none_or(|d| d.is_live(stored.name, is_pk, stored.epoch)) {
                     let value = stored.value()?;
                     for (j, f) in fields.iter().enumerate() {
                         if f.as_ref() == stored.name {

@@ -2,6 +2,7 @@
 //! object store, and bucket snapshots for "nothing was written" checks.
 
 pub mod faulty;
+pub mod model;
 pub mod model_check;
 pub mod random_ops;
 

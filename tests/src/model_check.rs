@@ -1,30 +1,25 @@
-//! The expected state of a partition at a sequence number, by replaying its log into the
-//! reference model.
+//! Glue between the code under test and the reference model: writes that record their
+//! receipts in the model, and comparisons of what readers and snapshots show with it.
 
-use std::collections::BTreeMap;
+use ikv_core::Operation;
+use ikv_writer::{WriteReceipt, Writer};
 
-use ikv_core::delta::decode_delta;
-use ikv_core::model::StoreModel;
-use ikv_core::store::read_delta;
-use ikv_core::{FieldValue, Storage, StoreLayout};
+use crate::model::{Committed, Model};
 
-/// Documents of `partition` after deltas 1..=upto, sorted by key.
-pub async fn expected_state(
-    storage: &Storage,
-    layout: &StoreLayout,
-    primary_key: &str,
-    partition: u32,
-    upto: u64,
-) -> BTreeMap<Vec<u8>, BTreeMap<String, FieldValue>> {
-    let mut model = StoreModel::new(primary_key);
-    for seq in 1..=upto {
-        let bytes = read_delta(storage, layout, partition, seq)
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("delta {seq} of partition {partition} is missing"));
-        for op in &decode_delta(&bytes).unwrap().ops {
-            model.apply(op);
-        }
-    }
-    model.documents.into_iter().collect()
+/// The receipt's commits in the model's terms.
+pub fn commits(receipt: &WriteReceipt) -> Vec<Committed> {
+    receipt
+        .commits
+        .iter()
+        .map(|c| Committed {
+            partition: c.partition,
+            sequence: c.sequence,
+        })
+        .collect()
+}
+
+/// Writes `ops` through `writer` and records the call in `model` with what it committed.
+pub async fn write_and_record(writer: &Writer, model: &mut Model, ops: &[Operation]) {
+    let receipt = writer.write(ops).await.expect("write");
+    model.record(ops, &commits(&receipt));
 }

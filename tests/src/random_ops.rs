@@ -1,24 +1,83 @@
 //! Seeded random workloads of all six operations, for model-equivalence tests.
+//!
+//! Keys mix ASCII strings, strings with zero bytes (which the reader's local key escaping
+//! exists for), non-ASCII strings and bytes keys holding 0x00 and 0xFF. Field names share
+//! prefixes so prefix drops bite, and include the primary key (`id`) and the partitioning key
+//! (`region`) so that deletes and drops naming them are exercised. With a partitioning key,
+//! each document mostly stays in its home region but sometimes is written under another, so
+//! documents of one primary key live in several partitions.
 
 use ikv_core::{Document, FieldValue, Operation};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// Field names, with shared prefixes so prefix drops have something to bite.
-pub const FIELDS: [&str; 7] = ["a", "b", "city", "tmp_x", "tmp_y", "n", "t"];
+/// Field names a workload writes, deletes and drops.
+pub const FIELDS: [&str; 8] = ["a", "b", "city", "tmp_x", "tmp_y", "n", "t", "region"];
+
+/// Partitioning-key values.
+pub const REGIONS: [&str; 6] = ["eu", "us", "ap", "sa", "af", "me"];
+
+/// The primary-key field of every workload.
+pub const PRIMARY_KEY: &str = "id";
+/// The partitioning-key field of workloads on partitioned stores.
+pub const PARTITIONING_KEY: &str = "region";
+
+/// The `i`-th key of a workload's key universe.
+pub fn key_value(i: usize) -> FieldValue {
+    match i % 4 {
+        0 => FieldValue::String(format!("k{i:04}")),
+        1 => FieldValue::String(format!("k\0{i}\0")),
+        2 => FieldValue::String(format!("ключ-{i}-é")),
+        _ => FieldValue::Bytes(vec![0, 0xFF, (i >> 8) as u8, i as u8, 0, 0xFE]),
+    }
+}
+
+fn key_bytes(v: &FieldValue) -> Vec<u8> {
+    match v {
+        FieldValue::String(s) => s.as_bytes().to_vec(),
+        FieldValue::Bytes(b) => b.clone(),
+        _ => unreachable!("keys are strings or bytes"),
+    }
+}
 
 pub struct Workload {
     rng: StdRng,
-    pub primary_key: String,
     pub keys: usize,
+    /// Whether documents carry a partitioning key (`region`).
+    pub partitioned: bool,
+    /// Only ASCII string keys (for checks in tools that want text keys).
+    pub ascii_keys: bool,
 }
 
 impl Workload {
-    pub fn new(seed: u64, primary_key: &str, keys: usize) -> Workload {
+    pub fn new(seed: u64, keys: usize) -> Workload {
         Workload {
             rng: StdRng::seed_from_u64(seed),
-            primary_key: primary_key.to_owned(),
             keys,
+            partitioned: false,
+            ascii_keys: false,
+        }
+    }
+
+    /// The same workload with ASCII string keys only.
+    pub fn with_ascii_keys(mut self) -> Workload {
+        self.ascii_keys = true;
+        self
+    }
+
+    fn key_of(&self, i: usize) -> FieldValue {
+        if self.ascii_keys {
+            FieldValue::String(format!("k{i:04}"))
+        } else {
+            key_value(i)
+        }
+    }
+
+    /// A workload for a store whose partitioning key is [`PARTITIONING_KEY`].
+    pub fn partitioned(seed: u64, keys: usize) -> Workload {
+        Workload {
+            partitioned: true,
+            ..Workload::new(seed, keys)
         }
     }
 
@@ -26,8 +85,9 @@ impl Workload {
         &mut self.rng
     }
 
-    fn key(&mut self) -> String {
-        format!("k{:04}", self.rng.random_range(0..self.keys))
+    /// Every primary key the workload may write, as bytes.
+    pub fn all_keys(&self) -> Vec<Vec<u8>> {
+        (0..self.keys).map(|i| key_bytes(&self.key_of(i))).collect()
     }
 
     /// A value of a random type: fields change type between writes.
@@ -49,9 +109,19 @@ impl Workload {
         FIELDS[self.rng.random_range(0..FIELDS.len())].to_owned()
     }
 
+    /// A document naming a key (and, on partitioned stores, a region: its home one mostly).
     fn doc_with_key(&mut self) -> Document {
-        let key = self.key();
-        Document::new().with(self.primary_key.clone(), FieldValue::String(key))
+        let i = self.rng.random_range(0..self.keys);
+        let mut doc = Document::new().with(PRIMARY_KEY, self.key_of(i));
+        if self.partitioned {
+            let region = if self.rng.random_bool(0.8) {
+                REGIONS[i % REGIONS.len()]
+            } else {
+                REGIONS[self.rng.random_range(0..REGIONS.len())]
+            };
+            doc.put(PARTITIONING_KEY, FieldValue::String(region.into()));
+        }
+        doc
     }
 
     /// One operation; upserts dominate, store-wide drops are rare, drop_all rarer.
@@ -61,15 +131,22 @@ impl Workload {
             0..=649 => {
                 let mut doc = self.doc_with_key();
                 for _ in 0..self.rng.random_range(1..4) {
-                    let (f, v) = (self.field(), self.value());
+                    let f = self.field();
+                    if f == PARTITIONING_KEY && self.partitioned {
+                        continue; // the routing value stays the one chosen above
+                    }
+                    let v = self.value();
                     doc.put(f, v);
                 }
                 Operation::UpsertFields(doc)
             }
             650..=799 => {
-                let names = (0..self.rng.random_range(1..3))
+                let mut names: Vec<String> = (0..self.rng.random_range(1..3))
                     .map(|_| self.field())
                     .collect();
+                if self.rng.random_bool(0.1) {
+                    names.push(PRIMARY_KEY.into()); // silently kept
+                }
                 Operation::DeleteFields {
                     document: self.doc_with_key(),
                     field_names: names,
@@ -79,12 +156,13 @@ impl Workload {
             930..=964 => {
                 let mut names = vec![self.field()];
                 if self.rng.random_bool(0.2) {
-                    names.push(self.primary_key.clone()); // silently ignored
+                    names.push(PRIMARY_KEY.into()); // silently kept
                 }
                 Operation::DropFieldsByName(names)
             }
             965..=994 => {
-                let prefix = ["tmp_", "c", "a", "k"][self.rng.random_range(0..4)].to_owned();
+                // "i" matches the primary key `id`, which the drop keeps.
+                let prefix = ["tmp_", "c", "a", "i", "re"][self.rng.random_range(0..5)].to_owned();
                 Operation::DropFieldsByNamePrefix(vec![prefix])
             }
             _ => Operation::DropAllFields,

@@ -11,7 +11,8 @@ use ikv_core::{
 };
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_snapshot::{SnapshotOptions, snapshot_partition};
-use ikv_tests::model_check::expected_state;
+use ikv_tests::model::Model;
+use ikv_tests::model_check::write_and_record;
 use ikv_writer::{Writer, WriterOptions};
 
 const DOCS: usize = 60_000;
@@ -38,11 +39,13 @@ fn assert_reader_matches(
     url: &str,
     mount: &std::path::Path,
     storage: &Storage,
+    expected: &Model,
     rt: &tokio::runtime::Runtime,
 ) {
     let layout = StoreLayout::new(&storage.prefix, "crash").unwrap();
     let tip = rt.block_on(discover_tip(storage, &layout, 0)).unwrap();
-    let model = rt.block_on(expected_state(storage, &layout, "id", 0, tip));
+    assert_eq!(tip, expected.tip(0));
+    let model = expected.partition(0);
     let reader = Reader::open(ReaderOptions::new(url, "crash", mount)).unwrap();
     assert_eq!(reader.status()[0].applied_sequence, tip);
     let keys: Vec<Vec<u8>> = (0..DOCS).map(|i| format!("k{i:07}").into_bytes()).collect();
@@ -79,9 +82,10 @@ fn killed_during_bootstrap_and_during_delta_apply_then_restarted_equals_the_mode
             WriterOptions::default(),
         ))
         .unwrap();
+    let mut model = Model::new("id", None, 1);
     for chunk in (0..DOCS).collect::<Vec<_>>().chunks(5_000) {
         let ops: Vec<Operation> = chunk.iter().map(|i| doc(*i, 0)).collect();
-        rt.block_on(writer.write(&ops)).unwrap();
+        rt.block_on(write_and_record(&writer, &mut model, &ops));
     }
     let forced = SnapshotOptions {
         force: true,
@@ -104,7 +108,7 @@ fn killed_during_bootstrap_and_during_delta_apply_then_restarted_equals_the_mode
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
     }
-    assert_reader_matches(&url, &mount, &storage, &rt);
+    assert_reader_matches(&url, &mount, &storage, &model, &rt);
 
     // During delta apply: a running reader process, writes streaming in, killed mid-stream.
     let mut child = spawn_reader(&url, &mount);
@@ -119,13 +123,13 @@ fn killed_during_bootstrap_and_during_delta_apply_then_restarted_equals_the_mode
             .collect()
     };
     for round in 1..=25 {
-        rt.block_on(writer.write(&batch(round))).unwrap();
+        rt.block_on(write_and_record(&writer, &mut model, &batch(round)));
     }
     // Mid-stream: the reader is applying the deltas just written.
     child.kill().unwrap();
     child.wait().unwrap();
     for round in 26..=40 {
-        rt.block_on(writer.write(&batch(round))).unwrap();
+        rt.block_on(write_and_record(&writer, &mut model, &batch(round)));
     }
-    assert_reader_matches(&url, &mount, &storage, &rt);
+    assert_reader_matches(&url, &mount, &storage, &model, &rt);
 }

@@ -1,9 +1,9 @@
 //! The embedded reader against the reference model: seeded random workloads, snapshots at
 //! random points, readers opened and restarted at random points; on a local directory and on
-//! the S3 emulator, with 1 and 4 partitions. Also: live visibility, sharding, locking, and
-//! falling behind retention.
+//! the S3 emulator, with 1 and 4 partitions, with and without a partitioning key (documents
+//! moving between partitions). Also: live visibility, sharding, locking, and falling behind
+//! retention.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use ikv_core::partition::partition_of;
@@ -11,8 +11,9 @@ use ikv_core::store::{create_store, discover_tip};
 use ikv_core::{ErrorKind, FieldValue, Storage, StorageOptions, StoreConfig, StoreLayout};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_snapshot::{Retention, SnapshotOptions, apply_retention, snapshot_partition};
-use ikv_tests::model_check::expected_state;
-use ikv_tests::random_ops::{FIELDS, Workload};
+use ikv_tests::model::{Model, PartitionDocs};
+use ikv_tests::model_check::write_and_record;
+use ikv_tests::random_ops::{FIELDS, PARTITIONING_KEY, PRIMARY_KEY, Workload};
 use ikv_tests::{localstack_storage, s3_endpoint};
 use ikv_writer::{Writer, WriterOptions};
 use rand::Rng;
@@ -43,10 +44,21 @@ fn local_store(
     partitions: u32,
     rt: &tokio::runtime::Runtime,
 ) -> Store {
+    local_store_keyed(dir, name, partitions, None, rt)
+}
+
+/// A store on a local directory, with a partitioning key when `partitioning` says so.
+fn local_store_keyed(
+    dir: &std::path::Path,
+    name: &str,
+    partitions: u32,
+    partitioning: Option<&str>,
+    rt: &tokio::runtime::Runtime,
+) -> Store {
     let url = format!("file://{}/bucket", dir.display());
     let options = StorageOptions::default();
     let storage = Storage::open(&url, &options).unwrap();
-    make(storage, url, options, name, partitions, rt)
+    make(storage, url, options, name, partitions, partitioning, rt)
 }
 
 fn s3_store(name: &str, partitions: u32, rt: &tokio::runtime::Runtime) -> Store {
@@ -57,7 +69,15 @@ fn s3_store(name: &str, partitions: u32, rt: &tokio::runtime::Runtime) -> Store 
         .with("aws_access_key_id", "test")
         .with("aws_secret_access_key", "test");
     let url = storage.url.clone();
-    make(storage, url, options, name, partitions, rt)
+    make(
+        storage,
+        url,
+        options,
+        name,
+        partitions,
+        Some(PARTITIONING_KEY),
+        rt,
+    )
 }
 
 fn make(
@@ -66,9 +86,10 @@ fn make(
     options: StorageOptions,
     name: &str,
     partitions: u32,
+    partitioning: Option<&str>,
     rt: &tokio::runtime::Runtime,
 ) -> Store {
-    let config = StoreConfig::new(name, "id", None, partitions).unwrap();
+    let config = StoreConfig::new(name, PRIMARY_KEY, partitioning, partitions).unwrap();
     rt.block_on(create_store(&storage, &config)).unwrap();
     let layout = StoreLayout::new(&storage.prefix, name).unwrap();
     Store {
@@ -99,24 +120,20 @@ impl Store {
             .collect()
     }
 
-    /// The model of every partition at its tip.
-    fn model(
-        &self,
-        rt: &tokio::runtime::Runtime,
-    ) -> Vec<BTreeMap<Vec<u8>, BTreeMap<String, FieldValue>>> {
-        self.tips(rt)
-            .iter()
-            .enumerate()
-            .map(|(p, tip)| {
-                rt.block_on(expected_state(
-                    &self.storage,
-                    &self.layout,
-                    "id",
-                    p as u32,
-                    *tip,
-                ))
-            })
-            .collect()
+    fn workload(&self, seed: u64) -> Workload {
+        if self.config.partitioning_key_field.is_some() {
+            Workload::partitioned(seed, KEYS)
+        } else {
+            Workload::new(seed, KEYS)
+        }
+    }
+
+    fn new_model(&self) -> Model {
+        Model::new(
+            PRIMARY_KEY,
+            self.config.partitioning_key_field.as_deref(),
+            self.config.num_partitions,
+        )
     }
 }
 
@@ -138,40 +155,37 @@ fn wait_caught_up(reader: &Reader, tips: &[u64]) {
     }
 }
 
-/// Every key × field of the workload reads as the model says, by get and by multiget.
-fn assert_equals_model(
-    reader: &Reader,
-    store: &Store,
-    model: &[BTreeMap<Vec<u8>, BTreeMap<String, FieldValue>>],
-) {
-    let n = store.config.num_partitions;
-    let keys: Vec<Vec<u8>> = (0..KEYS).map(|i| format!("k{i:04}").into_bytes()).collect();
-    let fields: Vec<&str> = FIELDS.iter().copied().chain(["id"]).collect();
+/// Every key × field of the workload reads as the model says, by get, get_document and
+/// multiget: for each key, the document of the lowest-numbered mounted partition holding one.
+fn assert_equals_model(reader: &Reader, keys: &[Vec<u8>], model: &[PartitionDocs]) {
+    let mounted = reader.partitions().to_vec();
+    let fields: Vec<&str> = FIELDS.iter().copied().chain([PRIMARY_KEY]).collect();
     let live_docs: usize = model.iter().map(|m| m.len()).sum();
     assert!(live_docs > 0, "a model with no documents checks nothing");
     let mut expected_all = Vec::new();
-    for key in &keys {
-        let doc = model[partition_of(key, n) as usize].get(key);
+    for key in keys {
+        let doc = Model::answer(model, &mounted, key);
+        assert_eq!(
+            reader.get_document(key).unwrap().as_ref(),
+            doc,
+            "get_document({key:?})"
+        );
         for f in &fields {
             let expected = doc.and_then(|d| d.get(*f)).cloned();
-            assert_eq!(
-                reader.get(key, f).unwrap(),
-                expected,
-                "get({}, {f})",
-                String::from_utf8_lossy(key)
-            );
+            assert_eq!(reader.get(key, f).unwrap(), expected, "get({key:?}, {f})");
             expected_all.push(expected);
         }
     }
     assert_eq!(
-        reader.multiget(&keys, &fields).unwrap(),
+        reader.multiget(keys, &fields).unwrap(),
         expected_all,
-        "multiget, 8 fields"
+        "multiget, {} fields",
+        fields.len()
     );
-    let two: Vec<&str> = vec!["a", "id"];
-    let got = reader.multiget(&keys, &two).unwrap();
+    let two: Vec<&str> = vec!["a", PRIMARY_KEY];
+    let got = reader.multiget(keys, &two).unwrap();
     for (i, key) in keys.iter().enumerate() {
-        let doc = model[partition_of(key, n) as usize].get(key);
+        let doc = Model::answer(model, &mounted, key);
         for (j, f) in two.iter().enumerate() {
             assert_eq!(got[i * 2 + j], doc.and_then(|d| d.get(*f)).cloned());
         }
@@ -187,11 +201,14 @@ fn run(store: Store, seed: u64, rt: &tokio::runtime::Runtime) {
             WriterOptions::default(),
         ))
         .unwrap();
-    let mut work = Workload::new(seed, "id", KEYS);
+    let mut work = store.workload(seed);
+    let keys = work.all_keys();
+    let mut model = store.new_model();
     let mut live: Vec<(usize, Reader)> = Vec::new();
     let mut opened = 0;
     for step in 0..240 {
-        rt.block_on(writer.write(&work.batch(10))).unwrap();
+        let ops = work.batch(10);
+        rt.block_on(write_and_record(&writer, &mut model, &ops));
         let roll = work.rng().random_range(0..100);
         if roll < 5 {
             let p = work.rng().random_range(0..store.config.num_partitions);
@@ -207,27 +224,34 @@ fn run(store: Store, seed: u64, rt: &tokio::runtime::Runtime) {
                 SystemTime::now(),
             ))
             .unwrap();
-        } else if roll < 8 {
-            // Open a reader on a new mount, or restart one on its old mount (resume).
+        } else if roll < 8 || step % 80 == 40 {
+            // Open a reader on a new mount, or restart one on its old mount (resume); at
+            // least every 80 steps whatever the seed.
             let mount = work.rng().random_range(0..3);
             live.retain(|(m, _)| *m != mount); // closing it first: one process per mount
             let reader =
                 Reader::open(store.reader_options(&mounts.path().join(mount.to_string()))).unwrap();
             opened += 1;
-            assert_equals_model(&reader, &store, &store.model(rt));
+            assert_equals_model(&reader, &keys, &model.state());
             live.push((mount, reader));
         } else if roll < 9 && !live.is_empty() {
             let (_, reader) = live.remove(0);
             reader.shutdown().unwrap();
         }
-        let _ = step;
     }
     assert!(opened >= 3, "seed {seed}: only {opened} readers opened");
     let tips = store.tips(rt);
-    let model = store.model(rt);
+    let expected_tips: Vec<u64> = (0..store.config.num_partitions)
+        .map(|p| model.tip(p))
+        .collect();
+    assert_eq!(
+        tips, expected_tips,
+        "every call committed where its receipt says"
+    );
+    let state = model.state();
     for (_, reader) in &live {
         wait_caught_up(reader, &tips);
-        assert_equals_model(reader, &store, &model);
+        assert_equals_model(reader, &keys, &state);
     }
     // And every mount resumes to the same state.
     drop(live);
@@ -235,8 +259,16 @@ fn run(store: Store, seed: u64, rt: &tokio::runtime::Runtime) {
         let path = mounts.path().join(mount.to_string());
         if path.exists() {
             let reader = Reader::open(store.reader_options(&path)).unwrap();
-            assert_equals_model(&reader, &store, &model);
+            assert_equals_model(&reader, &keys, &state);
         }
+    }
+    // With a partitioning key, a reader of some partitions answers from those only.
+    if store.config.partitioning_key_field.is_some() && store.config.num_partitions > 2 {
+        let mut options = store.reader_options(&mounts.path().join("some"));
+        options.partitions = vec![1, store.config.num_partitions - 1];
+        let reader = Reader::open(options).unwrap();
+        assert_equals_model(&reader, &keys, &state);
+        reader.shutdown().unwrap();
     }
 }
 
@@ -261,6 +293,24 @@ fn local_directory_one_and_four_partitions_match_the_model() {
             ..local_store(dir.path(), "four-disk", 4, &rt)
         },
         24,
+        &rt,
+    );
+}
+
+#[test]
+fn local_directory_partitioning_key_matches_the_model() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let keyed = |name, partitions| {
+        local_store_keyed(dir.path(), name, partitions, Some(PARTITIONING_KEY), &rt)
+    };
+    run(keyed("region4", 4), 25, &rt);
+    run(
+        Store {
+            memory: false,
+            ..keyed("region3-disk", 3)
+        },
+        26,
         &rt,
     );
 }
@@ -426,9 +476,11 @@ fn a_reader_that_fell_behind_retention_rebuilds_and_skips_nothing() {
             WriterOptions::default(),
         ))
         .unwrap();
-    let mut work = Workload::new(5, "id", KEYS);
+    let mut work = Workload::new(5, KEYS);
+    let mut model = store.new_model();
     for _ in 0..30 {
-        rt.block_on(writer.write(&work.batch(8))).unwrap();
+        let ops = work.batch(8);
+        rt.block_on(write_and_record(&writer, &mut model, &ops));
     }
     let mount = dir.path().join("mount");
     Reader::open(store.reader_options(&mount))
@@ -437,7 +489,8 @@ fn a_reader_that_fell_behind_retention_rebuilds_and_skips_nothing() {
         .unwrap();
     // While the reader is away: more writes, snapshots, and retention far in the future.
     for _ in 0..30 {
-        rt.block_on(writer.write(&work.batch(8))).unwrap();
+        let ops = work.batch(8);
+        rt.block_on(write_and_record(&writer, &mut model, &ops));
     }
     let options = SnapshotOptions {
         force: true,
@@ -465,53 +518,11 @@ fn a_reader_that_fell_behind_retention_rebuilds_and_skips_nothing() {
         assert!(report.deltas_deleted > 0);
     }
     for _ in 0..10 {
-        rt.block_on(writer.write(&work.batch(8))).unwrap();
-    }
-    // The model from the snapshots' content plus the deltas after them.
-    let tips = store.tips(&rt);
-    let mut model = Vec::new();
-    for p in 0..2u32 {
-        let manifest = rt
-            .block_on(ikv_snapshot::Manifest::load_newest(
-                &store.storage,
-                &store.layout,
-                p,
-            ))
-            .unwrap()
-            .unwrap();
-        let snap_seq = manifest.sequence;
-        let docs = rt
-            .block_on(
-                ikv_snapshot::SnapshotStream::new(
-                    store.storage.clone(),
-                    store.layout.clone(),
-                    manifest,
-                )
-                .collect_all(),
-            )
-            .unwrap();
-        let mut m = ikv_core::model::StoreModel::new("id");
-        m.documents = docs.into_iter().collect();
-        for seq in snap_seq + 1..=tips[p as usize] {
-            let bytes = rt
-                .block_on(ikv_core::store::read_delta(
-                    &store.storage,
-                    &store.layout,
-                    p,
-                    seq,
-                ))
-                .unwrap()
-                .unwrap();
-            ikv_core::delta::decode_delta(&bytes)
-                .unwrap()
-                .ops
-                .iter()
-                .for_each(|op| m.apply(op));
-        }
-        model.push(m.documents.into_iter().collect());
+        let ops = work.batch(8);
+        rt.block_on(write_and_record(&writer, &mut model, &ops));
     }
     let reader = Reader::open(store.reader_options(&mount)).unwrap();
-    assert_equals_model(&reader, &store, &model);
+    assert_equals_model(&reader, &work.all_keys(), &model.state());
     let status = reader.status();
     assert!(
         status.iter().all(|s| s.snapshot_sequence > 0),
@@ -601,5 +612,102 @@ fn a_failing_poll_backs_off_keeps_serving_and_recovers() {
     while reader.status()[0].last_error.is_some() {
         assert!(Instant::now() < deadline, "the error never cleared");
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A document written under partitioning-key values of two partitions, a drop, and the
+/// document rewritten under the first: the rewritten field is live for a running reader and a
+/// fresh one, whichever partition's log is longer (the epochs of the two logs are never
+/// compared), and reads answer from the lower partition's document.
+#[test]
+fn a_document_in_two_partitions_is_judged_by_each_partitions_own_drops() {
+    use ikv_core::{Document, Operation};
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let region_of = |p: u32| {
+        (0..)
+            .map(|i| format!("r{i}"))
+            .find(|r| partition_of(r.as_bytes(), 4) == p)
+            .unwrap()
+    };
+    let mut case = 0;
+    for (p, q) in [(0u32, 3u32), (3, 0)] {
+        for dropped in ["e", "u"] {
+            case += 1;
+            let name = format!("moves{case}");
+            let store = local_store_keyed(dir.path(), &name, 4, Some(PARTITIONING_KEY), &rt);
+            let writer = rt
+                .block_on(Writer::open(
+                    store.storage.clone(),
+                    &name,
+                    WriterOptions::default(),
+                ))
+                .unwrap();
+            let mut model = store.new_model();
+            let mut write = |ops: Vec<Operation>| {
+                rt.block_on(write_and_record(&writer, &mut model, &ops));
+            };
+            let a = |region: &str, field: &str, value: &str| {
+                Operation::UpsertFields(
+                    Document::new()
+                        .with(PRIMARY_KEY, FieldValue::String("A".into()))
+                        .with(PARTITIONING_KEY, FieldValue::String(region.into()))
+                        .with(field, FieldValue::String(value.into())),
+                )
+            };
+            let (rp, rq) = (region_of(p), region_of(q));
+            write(vec![a(&rp, "e", "old-e")]);
+            for i in 0..80 {
+                write(vec![a(&rq, "n", &format!("filler{i}"))]);
+            }
+            write(vec![a(&rq, "u", "old-u")]);
+            for part in 0..4 {
+                let options = SnapshotOptions {
+                    force: true,
+                    ..SnapshotOptions::default()
+                };
+                rt.block_on(snapshot_partition(
+                    &store.storage,
+                    &store.config,
+                    part,
+                    &options,
+                    SystemTime::now(),
+                ))
+                .unwrap();
+            }
+            let running = Reader::open(store.reader_options(&dir.path().join(&name))).unwrap();
+            write(vec![Operation::DropFieldsByName(vec![dropped.into()])]);
+            write(vec![a(&rp, dropped, "NEW")]);
+            let state = model.state();
+            let tips = store.tips(&rt);
+            wait_caught_up(&running, &tips);
+            let fresh =
+                Reader::open(store.reader_options(&dir.path().join(format!("{name}-fresh"))))
+                    .unwrap();
+            for (which, reader) in [("running", &running), ("fresh", &fresh)] {
+                // The lower partition's document answers.
+                let expected = Model::answer(&state, &[0, 1, 2, 3], b"A").unwrap();
+                assert_eq!(
+                    reader.get_document(b"A").unwrap().as_ref(),
+                    Some(expected),
+                    "{which} reader, P={p} Q={q}, dropped {dropped}"
+                );
+                let want = (p < q).then(|| FieldValue::String("NEW".into()));
+                assert_eq!(
+                    reader.get(b"A", dropped).unwrap(),
+                    want,
+                    "{which} reader, P={p} Q={q}, dropped {dropped}"
+                );
+                assert_equals_model(reader, &[b"A".to_vec()], &state);
+            }
+            // A reader of P alone sees the rewrite whichever partition is lower.
+            let mut only_p = store.reader_options(&dir.path().join(format!("{name}-p")));
+            only_p.partitions = vec![p];
+            let reader = Reader::open(only_p).unwrap();
+            assert_eq!(
+                reader.get(b"A", dropped).unwrap(),
+                Some(FieldValue::String("NEW".into()))
+            );
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Model equivalence: seeded random sequences of all six operations through the writer;
 //! snapshots taken at random points (with tiny files, row groups and round budgets so that
 //! splitting and multi-round compaction are exercised); each snapshot's content equals the
-//! reference model replayed up to the sequence it covers.
+//! reference model of the generated operations up to the sequence it covers. With and
+//! without a partitioning key.
 
 use std::time::SystemTime;
 
@@ -11,12 +12,18 @@ use ikv_snapshot::write::FileLayout;
 use ikv_snapshot::{
     Manifest, PartitionOutcome, SnapshotOptions, SnapshotStream, snapshot_partition,
 };
-use ikv_tests::model_check::expected_state;
-use ikv_tests::random_ops::Workload;
+use ikv_tests::model::Model;
+use ikv_tests::model_check::write_and_record;
+use ikv_tests::random_ops::{PARTITIONING_KEY, PRIMARY_KEY, Workload};
 use ikv_writer::{Writer, WriterOptions};
 use rand::Rng;
 
-async fn check_newest_snapshot(storage: &Storage, config: &StoreConfig, partition: u32) -> u64 {
+async fn check_newest_snapshot(
+    storage: &Storage,
+    config: &StoreConfig,
+    model: &Model,
+    partition: u32,
+) -> u64 {
     let layout = StoreLayout::new(&storage.prefix, &config.store_name).unwrap();
     let Some(manifest) = Manifest::load_newest(storage, &layout, partition)
         .await
@@ -35,26 +42,31 @@ async fn check_newest_snapshot(storage: &Storage, config: &StoreConfig, partitio
         docs.windows(2).all(|w| w[0].0 < w[1].0),
         "sorted by key, no duplicates"
     );
-    let expected =
-        expected_state(storage, &layout, &config.primary_key_field, partition, seq).await;
+    let expected = model.partition_at(partition, seq);
     let got: std::collections::BTreeMap<_, _> = docs.into_iter().collect();
     assert_eq!(got, expected, "partition {partition} at sequence {seq}");
     seq
 }
 
-async fn run(seed: u64, partitions: u32, batches: usize) {
+async fn run(seed: u64, partitions: u32, batches: usize, partitioned: bool) {
     let storage = Storage::memory();
-    let config = StoreConfig::new("model", "id", None, partitions).unwrap();
+    let partitioning = partitioned.then_some(PARTITIONING_KEY);
+    let config = StoreConfig::new("model", PRIMARY_KEY, partitioning, partitions).unwrap();
     create_store(&storage, &config).await.unwrap();
     let writer = Writer::open(storage.clone(), "model", WriterOptions::default())
         .await
         .unwrap();
-    let mut work = Workload::new(seed, "id", 120);
+    let mut work = if partitioned {
+        Workload::partitioned(seed, 120)
+    } else {
+        Workload::new(seed, 120)
+    };
+    let mut model = Model::new(PRIMARY_KEY, partitioning, partitions);
     let mut snapshots = 0;
     let mut multi_round = 0;
     for _ in 0..batches {
         let ops = work.batch(12);
-        writer.write(&ops).await.unwrap();
+        write_and_record(&writer, &mut model, &ops).await;
         if work.rng().random_bool(0.06) {
             let partition = work.rng().random_range(0..partitions);
             let options = SnapshotOptions {
@@ -80,7 +92,7 @@ async fn run(seed: u64, partitions: u32, batches: usize) {
                     multi_round += 1;
                 }
             }
-            check_newest_snapshot(&storage, &config, partition).await;
+            check_newest_snapshot(&storage, &config, &model, partition).await;
         }
     }
     // A final snapshot of every partition covers the whole log.
@@ -92,7 +104,10 @@ async fn run(seed: u64, partitions: u32, batches: usize) {
         snapshot_partition(&storage, &config, p, &options, SystemTime::now())
             .await
             .unwrap();
-        assert!(check_newest_snapshot(&storage, &config, p).await > 0);
+        assert_eq!(
+            check_newest_snapshot(&storage, &config, &model, p).await,
+            model.tip(p)
+        );
     }
     assert!(
         snapshots > 3,
@@ -107,14 +122,20 @@ async fn run(seed: u64, partitions: u32, batches: usize) {
 #[tokio::test]
 async fn one_partition_matches_the_model() {
     for seed in [1, 2, 3] {
-        run(seed, 1, 400).await;
+        run(seed, 1, 400, false).await;
     }
 }
 
 #[tokio::test]
 async fn several_partitions_match_the_model() {
     for seed in [10, 11] {
-        run(seed, 4, 500).await;
+        run(seed, 4, 500, false).await;
     }
-    run(12, 7, 300).await;
+    run(12, 7, 300, false).await;
+}
+
+#[tokio::test]
+async fn a_partitioning_key_matches_the_model() {
+    run(13, 4, 500, true).await;
+    run(14, 3, 300, true).await;
 }

@@ -10,7 +10,8 @@ use ikv_snapshot::{
     apply_retention, snapshot_partition,
 };
 use ikv_tests::localstack_storage;
-use ikv_tests::model_check::expected_state;
+use ikv_tests::model::Model;
+use ikv_tests::model_check::write_and_record;
 use ikv_tests::random_ops::Workload;
 use ikv_writer::{Writer, WriterOptions};
 use object_store::ObjectStoreExt;
@@ -22,13 +23,13 @@ fn forced() -> SnapshotOptions {
     }
 }
 
-async fn assert_valid(storage: &Storage, layout: &StoreLayout, manifest: Manifest) {
+async fn assert_valid(storage: &Storage, layout: &StoreLayout, model: &Model, manifest: Manifest) {
     let seq = manifest.sequence;
     let docs = SnapshotStream::new(storage.clone(), layout.clone(), manifest)
         .collect_all()
         .await
         .unwrap();
-    let expected = expected_state(storage, layout, "id", 0, seq).await;
+    let expected = model.partition_at(0, seq);
     assert_eq!(
         docs.into_iter()
             .collect::<std::collections::BTreeMap<_, _>>(),
@@ -45,11 +46,12 @@ async fn racing_compactors_leave_exactly_one_valid_snapshot() {
     let writer = Writer::open(storage.clone(), "race", WriterOptions::default())
         .await
         .unwrap();
-    let mut work = Workload::new(7, "id", 300);
+    let mut work = Workload::new(7, 300);
+    let mut model = Model::new("id", None, 1);
     let mut lost = 0;
     for round in 0..5 {
         for _ in 0..30 {
-            writer.write(&work.batch(20)).await.unwrap();
+            write_and_record(&writer, &mut model, &work.batch(20)).await;
         }
         let options = forced();
         let (a, b) = tokio::join!(
@@ -76,7 +78,7 @@ async fn racing_compactors_leave_exactly_one_valid_snapshot() {
             .unwrap()
             .unwrap();
         assert_eq!(newest.sequence, 30 * (round as u64 + 1));
-        assert_valid(&storage, &layout, newest).await;
+        assert_valid(&storage, &layout, &model, newest).await;
     }
     assert!(lost > 0, "the compactors never actually raced");
 }
@@ -90,21 +92,22 @@ async fn retention_keeps_the_window_and_reclaims_the_rest() {
     let writer = Writer::open(storage.clone(), "ret", WriterOptions::default())
         .await
         .unwrap();
-    let mut work = Workload::new(3, "id", 50);
+    let mut work = Workload::new(3, 50);
+    let mut model = Model::new("id", None, 1);
     for _ in 0..10 {
-        writer.write(&work.batch(5)).await.unwrap();
+        write_and_record(&writer, &mut model, &work.batch(5)).await;
     }
     snapshot_partition(&storage, &config, 0, &forced(), SystemTime::now())
         .await
         .unwrap();
     for _ in 0..10 {
-        writer.write(&work.batch(5)).await.unwrap();
+        write_and_record(&writer, &mut model, &work.batch(5)).await;
     }
     snapshot_partition(&storage, &config, 0, &forced(), SystemTime::now())
         .await
         .unwrap();
     for _ in 0..5 {
-        writer.write(&work.batch(5)).await.unwrap();
+        write_and_record(&writer, &mut model, &work.batch(5)).await;
     }
     // A dead run's file (a crashed or losing compactor).
     let orphan = layout
@@ -116,7 +119,7 @@ async fn retention_keeps_the_window_and_reclaims_the_rest() {
         .put(&orphan, b"partial".to_vec().into())
         .await
         .unwrap();
-    let expected_at_20 = expected_state(&storage, &layout, "id", 0, 20).await;
+    let expected_at_20 = model.partition_at(0, 20);
 
     let retention = Retention {
         window: Duration::from_secs(3600),
@@ -202,7 +205,7 @@ async fn kept_snapshots_survive_any_age() {
     let writer = Writer::open(storage.clone(), "keep", WriterOptions::default())
         .await
         .unwrap();
-    let mut work = Workload::new(4, "id", 20);
+    let mut work = Workload::new(4, 20);
     for _ in 0..3 {
         writer.write(&work.batch(3)).await.unwrap();
         snapshot_partition(&storage, &config, 0, &forced(), SystemTime::now())
@@ -232,7 +235,7 @@ async fn five_deltas() -> (Storage, StoreConfig) {
     let writer = Writer::open(storage.clone(), "trig", WriterOptions::default())
         .await
         .unwrap();
-    let mut work = Workload::new(8, "id", 20);
+    let mut work = Workload::new(8, 20);
     for _ in 0..5 {
         writer.write(&work.batch(3)).await.unwrap();
     }

@@ -8,7 +8,8 @@ use ikv_core::store::create_store;
 use ikv_core::{FieldValue, Storage, StorageOptions, StoreConfig, StoreLayout};
 use ikv_snapshot::write::FileLayout;
 use ikv_snapshot::{Manifest, SnapshotOptions, snapshot_partition};
-use ikv_tests::model_check::expected_state;
+use ikv_tests::model::Model;
+use ikv_tests::model_check::write_and_record;
 use ikv_tests::random_ops::Workload;
 use ikv_writer::{Writer, WriterOptions};
 use serde_json::{Value, json};
@@ -53,9 +54,10 @@ async fn pyarrow_pandas_and_duckdb_read_a_snapshot() {
     let writer = Writer::open(storage.clone(), "tables", WriterOptions::default())
         .await
         .unwrap();
-    let mut work = Workload::new(99, "id", 400);
+    let mut work = Workload::new(99, 400).with_ascii_keys();
+    let mut model = Model::new("id", None, 1);
     for _ in 0..300 {
-        writer.write(&work.batch(10)).await.unwrap();
+        write_and_record(&writer, &mut model, &work.batch(10)).await;
     }
     // Random drop_all calls may have emptied the store; end with every key present.
     let refill: Vec<ikv_core::Operation> = (0..400)
@@ -74,7 +76,7 @@ async fn pyarrow_pandas_and_duckdb_read_a_snapshot() {
             )
         })
         .collect();
-    writer.write(&refill).await.unwrap();
+    write_and_record(&writer, &mut model, &refill).await;
     let options = SnapshotOptions {
         force: true,
         files: FileLayout {
@@ -92,7 +94,7 @@ async fn pyarrow_pandas_and_duckdb_read_a_snapshot() {
         .unwrap()
         .unwrap();
     assert!(manifest.files.len() > 1, "split into several files");
-    let expected = expected_state(&storage, &layout, "id", 0, manifest.sequence).await;
+    let expected = model.partition_at(0, manifest.sequence);
     assert!(!expected.is_empty());
     let expected: BTreeMap<String, BTreeMap<String, Value>> = expected
         .into_iter()
