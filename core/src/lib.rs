@@ -13,9 +13,10 @@ pub mod config;
 pub mod delta;
 pub mod document;
 pub mod error;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
 pub mod layout;
 pub mod limits;
-pub mod model;
 pub mod operation;
 pub mod partition;
 pub mod storage;

@@ -158,6 +158,7 @@ pub async fn bootstrap(
             batch.push((key, value));
             stats.documents += 1;
             if batch.len() >= INGEST_BATCH {
+                ikv_core::failpoint!("reader.bootstrap.batch");
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(INGEST_BATCH));
                 if tx.send(full).await.is_err() {
                     break; // the ingester failed; its error is reported below

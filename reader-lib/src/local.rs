@@ -458,7 +458,9 @@ impl LocalStore {
                 serde_json::to_vec(&drops).unwrap_or_default(),
             );
         }
+        ikv_core::failpoint!("reader.apply.before_commit");
         batch.commit().map_err(|e| self.err(e))?;
+        ikv_core::failpoint!("reader.apply.after_commit");
         if let Some(map) = view.memory.as_mut() {
             for (k, v) in encoded {
                 match v {

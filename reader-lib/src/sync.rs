@@ -105,6 +105,7 @@ pub async fn rebuild(
         },
     )
     .await?;
+    ikv_core::failpoint!("reader.bootstrap.before_activate");
     local.activate(generation, docs, memory, &states)?;
     for (p, s) in &states {
         status.bootstrapped(*p, s.snapshot);

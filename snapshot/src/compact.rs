@@ -199,12 +199,13 @@ pub async fn snapshot_partition(
         .await?;
         rounds += 1;
         rows = manifest.row_count;
-        pause_before_manifest_for_tests().await;
+        ikv_core::failpoint!("snapshot.before_manifest");
         if !manifest.commit(storage, &layout).await? {
             tracing::info!(store = %config.store_name, partition, sequence, "another compactor committed this snapshot first");
             return Ok(PartitionOutcome::LostRace { sequence });
         }
         tracing::info!(store = %config.store_name, partition, sequence, rows, files = manifest.files.len(), "snapshot committed");
+        ikv_core::failpoint!("snapshot.round_committed");
         base = Some(manifest);
     }
     Ok(PartitionOutcome::Snapshotted {
@@ -317,20 +318,4 @@ async fn write_snapshot(
         key_column: KEY_COLUMN.to_owned(),
         columns,
     })
-}
-
-/// Crash tests kill a compactor between writing its files and committing its manifest; this
-/// pause (off unless `IKV_TEST_PAUSE_BEFORE_MANIFEST_MS` is set) makes that moment reachable.
-async fn pause_before_manifest_for_tests() {
-    if let Some(ms) = std::env::var("IKV_TEST_PAUSE_BEFORE_MANIFEST_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        tracing::warn!(
-            ms,
-            "pausing before the manifest commit (IKV_TEST_PAUSE_BEFORE_MANIFEST_MS)"
-        );
-        println!("paused before manifest");
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
 }

@@ -52,6 +52,7 @@ async fn list(storage: &Storage, dir: &Path) -> Result<Vec<ObjectMeta>> {
 }
 
 async fn delete(storage: &Storage, path: &Path) -> Result<()> {
+    ikv_core::failpoint!("retention.delete");
     match storage.store.delete(path).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(Error::Storage {
@@ -144,15 +145,19 @@ pub async fn apply_retention(
         }
     }
 
-    // Deltas covered by the newest snapshot and older than the window.
-    for meta in list(storage, &layout.deltas_dir(partition)).await? {
-        if let Some(seq) = parse_delta_seq(&meta.location)
-            && seq <= newest
-            && older_than(&meta, now, retention)
-        {
-            delete(storage, &meta.location).await?;
-            report.deltas_deleted += 1;
-        }
+    // Deltas covered by the newest snapshot and older than the window, oldest first: an
+    // interrupted pass leaves a log that starts later, never one with a hole.
+    let mut covered: Vec<(u64, object_store::ObjectMeta)> =
+        list(storage, &layout.deltas_dir(partition))
+            .await?
+            .into_iter()
+            .filter_map(|m| parse_delta_seq(&m.location).map(|seq| (seq, m)))
+            .filter(|(seq, m)| *seq <= newest && older_than(m, now, retention))
+            .collect();
+    covered.sort_by_key(|(seq, _)| *seq);
+    for (_, meta) in covered {
+        delete(storage, &meta.location).await?;
+        report.deltas_deleted += 1;
     }
     if report != RetentionReport::default() {
         tracing::info!(partition, ?report, "retention applied");

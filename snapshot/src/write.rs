@@ -132,6 +132,7 @@ impl SnapshotWriter {
             writer.finish().await.map_err(|e| parquet_error(&name, e))?;
             // finish() also completes the upload (single PUT or multipart completion).
             let bytes = writer.bytes_written() as u64;
+            ikv_core::failpoint!("snapshot.file_written");
             self.files.push(SnapshotFile {
                 path: format!("{}/{name}", self.run_name),
                 rows,

@@ -11,9 +11,9 @@ use ikv_core::store::{create_store, discover_tip};
 use ikv_core::{ErrorKind, FieldValue, Storage, StorageOptions, StoreConfig, StoreLayout};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_snapshot::{Retention, SnapshotOptions, apply_retention, snapshot_partition};
-use ikv_tests::model::{Model, PartitionDocs};
-use ikv_tests::model_check::write_and_record;
-use ikv_tests::random_ops::{FIELDS, PARTITIONING_KEY, PRIMARY_KEY, Workload};
+use ikv_tests::model::Model;
+use ikv_tests::model_check::{assert_equals_model, write_and_record};
+use ikv_tests::random_ops::{PARTITIONING_KEY, PRIMARY_KEY, Workload};
 use ikv_tests::{localstack_storage, s3_endpoint};
 use ikv_writer::{Writer, WriterOptions};
 use rand::Rng;
@@ -152,43 +152,6 @@ fn wait_caught_up(reader: &Reader, tips: &[u64]) {
             "reader did not catch up: {status:?} vs {tips:?}"
         );
         std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Every key × field of the workload reads as the model says, by get, get_document and
-/// multiget: for each key, the document of the lowest-numbered mounted partition holding one.
-fn assert_equals_model(reader: &Reader, keys: &[Vec<u8>], model: &[PartitionDocs]) {
-    let mounted = reader.partitions().to_vec();
-    let fields: Vec<&str> = FIELDS.iter().copied().chain([PRIMARY_KEY]).collect();
-    let live_docs: usize = model.iter().map(|m| m.len()).sum();
-    assert!(live_docs > 0, "a model with no documents checks nothing");
-    let mut expected_all = Vec::new();
-    for key in keys {
-        let doc = Model::answer(model, &mounted, key);
-        assert_eq!(
-            reader.get_document(key).unwrap().as_ref(),
-            doc,
-            "get_document({key:?})"
-        );
-        for f in &fields {
-            let expected = doc.and_then(|d| d.get(*f)).cloned();
-            assert_eq!(reader.get(key, f).unwrap(), expected, "get({key:?}, {f})");
-            expected_all.push(expected);
-        }
-    }
-    assert_eq!(
-        reader.multiget(keys, &fields).unwrap(),
-        expected_all,
-        "multiget, {} fields",
-        fields.len()
-    );
-    let two: Vec<&str> = vec!["a", PRIMARY_KEY];
-    let got = reader.multiget(keys, &two).unwrap();
-    for (i, key) in keys.iter().enumerate() {
-        let doc = Model::answer(model, &mounted, key);
-        for (j, f) in two.iter().enumerate() {
-            assert_eq!(got[i * 2 + j], doc.and_then(|d| d.get(*f)).cloned());
-        }
     }
 }
 

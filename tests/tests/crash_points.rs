@@ -1,0 +1,404 @@
+//! kill -9 at proven points. Each child process runs with one failpoint armed
+//! (`IKV_FAILPOINTS`, compiled only into test builds): at the chosen hit it prints where it is
+//! and blocks, and only then is it killed with SIGKILL, so every kill provably lands inside
+//! the step named, at a hit chosen at random (the seed is in every message). After each kill
+//! the state is compared in full with the reference model of the generated operations.
+//!
+//! Steps: reader bootstrap (between ingestion batches, before activation), reader delta apply
+//! with drops (before and after the local commit), snapshot upload (after each file, before
+//! the manifest), multi-round compaction (after each round's commit), retention deletes.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ikv_core::store::{create_store, discover_tip, list_delta_seqs};
+use ikv_core::{Document, FieldValue, Operation, Storage, StorageOptions, StoreConfig};
+use ikv_core::{StoreLayout, store::list_snapshot_seqs};
+use ikv_reader::{Reader, ReaderOptions};
+use ikv_snapshot::{Manifest, SnapshotOptions, SnapshotStream, snapshot_partition};
+use ikv_tests::model::Model;
+use ikv_tests::model_check::{assert_equals_model, write_and_record};
+use ikv_tests::random_ops::Workload;
+use ikv_writer::{Writer, WriterOptions};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const STORE: &str = "crash";
+
+fn seed() -> u64 {
+    std::env::var("IKV_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        })
+}
+
+/// Runs `cmd` with `point` armed at hit `n`. Returns true when the child reported stopping
+/// there and was then killed by SIGKILL; false when it finished its work (`done`/`ready`)
+/// without reaching that hit. Anything else (a crash, an error exit) fails the test.
+fn kill_at(mut cmd: Command, point: &str, n: u64, seed: u64) -> bool {
+    let mut child = cmd
+        .env("IKV_FAILPOINTS", format!("{point}={n}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let want = format!("failpoint {point} {n}");
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        if line == want {
+            child.kill().unwrap();
+            let status = child.wait().unwrap();
+            assert_eq!(
+                status.signal(),
+                Some(9),
+                "seed {seed}: the child at {want} ended by SIGKILL, not {status:?}"
+            );
+            return true;
+        }
+        if line == "done" || line == "ready" {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return false;
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    panic!(
+        "seed {seed}: the child exited ({:?}) before {want}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Kills at a random hit of `point` in `1..=max`; the callers pick `max` no larger than the
+/// hits the run is known to make, since a run that completes changes the bucket.
+fn kill_somewhere(
+    rng: &mut StdRng,
+    max: u64,
+    seed: u64,
+    point: &str,
+    cmd: impl Fn() -> Command,
+) -> u64 {
+    let n = rng.random_range(1..=max);
+    assert!(
+        kill_at(cmd(), point, n, seed),
+        "seed {seed}: the run completed before hit {n} of {point}"
+    );
+    n
+}
+
+struct Bucket {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    url: String,
+    storage: Storage,
+    config: StoreConfig,
+    layout: StoreLayout,
+    rt: tokio::runtime::Runtime,
+    writer: Writer,
+    model: Model,
+    work: Workload,
+    keys: Vec<Vec<u8>>,
+}
+
+impl Bucket {
+    fn new(partitions: u32, seed: u64) -> Bucket {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let url = format!("file://{}/bucket", root.display());
+        let storage = Storage::open(&url, &StorageOptions::default()).unwrap();
+        let config = StoreConfig::new(STORE, "id", None, partitions).unwrap();
+        rt.block_on(create_store(&storage, &config)).unwrap();
+        let layout = StoreLayout::new(&storage.prefix, STORE).unwrap();
+        let writer = rt
+            .block_on(Writer::open(
+                storage.clone(),
+                STORE,
+                WriterOptions::default(),
+            ))
+            .unwrap();
+        let work = Workload::new(seed, 200);
+        let keys = work.all_keys();
+        Bucket {
+            _dir: dir,
+            root,
+            url,
+            storage,
+            model: Model::new("id", None, partitions),
+            config,
+            layout,
+            rt,
+            writer,
+            work,
+            keys,
+        }
+    }
+
+    /// Random batches of all six operations (drops included).
+    fn write_random(&mut self, batches: usize) {
+        for _ in 0..batches {
+            let ops = self.work.batch(12);
+            self.rt
+                .block_on(write_and_record(&self.writer, &mut self.model, &ops));
+        }
+    }
+
+    /// `docs` documents with long values, in calls of 2,000, under keys `bulk{i}`.
+    fn write_bulk(&mut self, docs: usize, round: usize) {
+        let all: Vec<usize> = (0..docs).collect();
+        for chunk in all.chunks(2_000) {
+            let ops: Vec<Operation> = chunk
+                .iter()
+                .map(|i| {
+                    Operation::UpsertFields(
+                        Document::new()
+                            .with("id", FieldValue::String(format!("bulk{i:06}")))
+                            .with("a", FieldValue::String(format!("a-{round}-{i:0>40}")))
+                            .with("b", FieldValue::Int64((i * 7 + round) as i64)),
+                    )
+                })
+                .collect();
+            self.rt
+                .block_on(write_and_record(&self.writer, &mut self.model, &ops));
+        }
+        self.keys.extend(
+            (0..docs)
+                .step_by(97)
+                .map(|i| format!("bulk{i:06}").into_bytes()),
+        );
+    }
+
+    fn snapshot_all(&self) {
+        for p in 0..self.config.num_partitions {
+            let options = SnapshotOptions {
+                force: true,
+                ..SnapshotOptions::default()
+            };
+            self.rt
+                .block_on(snapshot_partition(
+                    &self.storage,
+                    &self.config,
+                    p,
+                    &options,
+                    std::time::SystemTime::now(),
+                ))
+                .unwrap();
+        }
+    }
+
+    fn reader_cmd(&self, mount: &std::path::Path) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ikv-test-reader"));
+        cmd.args([&self.url, STORE, mount.to_str().unwrap()]);
+        cmd
+    }
+
+    fn compactor_cmd(&self, partition: u32, mode: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ikv-test-compactor"));
+        cmd.args([&self.url, STORE, &partition.to_string()])
+            .args(mode);
+        cmd
+    }
+
+    fn tips(&self) -> Vec<u64> {
+        (0..self.config.num_partitions)
+            .map(|p| {
+                self.rt
+                    .block_on(discover_tip(&self.storage, &self.layout, p))
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    /// A reader on `mount` (resuming whatever a killed process left) equals the model.
+    fn assert_mount_matches(&self, mount: &std::path::Path, seed: u64) {
+        let mut options = ReaderOptions::new(&self.url, STORE, mount);
+        options.poll_interval = Duration::from_millis(10);
+        let reader = Reader::open(options).unwrap();
+        let tips = self.tips();
+        let expected: Vec<u64> = (0..self.config.num_partitions)
+            .map(|p| self.model.tip(p))
+            .collect();
+        assert_eq!(tips, expected, "seed {seed}");
+        for s in reader.status() {
+            assert_eq!(
+                s.applied_sequence, tips[s.partition as usize],
+                "seed {seed}"
+            );
+        }
+        assert_equals_model(&reader, &self.keys, &self.model.state());
+        reader.shutdown().unwrap();
+    }
+
+    /// The newest committed snapshot of `partition` equals the model at its sequence.
+    fn assert_newest_snapshot_valid(&self, partition: u32, seed: u64) -> u64 {
+        let Some(manifest) = self
+            .rt
+            .block_on(Manifest::load_newest(
+                &self.storage,
+                &self.layout,
+                partition,
+            ))
+            .unwrap()
+        else {
+            return 0;
+        };
+        let seq = manifest.sequence;
+        let docs = self
+            .rt
+            .block_on(
+                SnapshotStream::new(self.storage.clone(), self.layout.clone(), manifest)
+                    .collect_all(),
+            )
+            .unwrap();
+        let got: std::collections::BTreeMap<_, _> = docs.into_iter().collect();
+        assert_eq!(
+            got,
+            self.model.partition_at(partition, seq),
+            "seed {seed}: snapshot {seq} of partition {partition}"
+        );
+        seq
+    }
+}
+
+#[test]
+fn a_reader_killed_in_bootstrap_or_in_delta_apply_resumes_to_the_model() {
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut b = Bucket::new(2, seed);
+    // Bulk last: a random drop_all would otherwise leave little to bootstrap.
+    b.write_random(60);
+    b.write_bulk(24_000, 0);
+    b.snapshot_all();
+    let mount = b.root.join("mount");
+
+    // Bootstrap: ~24k documents ingest in batches of 4,096; kill between batches, on the
+    // mount the previous kill left, then just before the new copy is activated.
+    for _ in 0..3 {
+        kill_somewhere(&mut rng, 5, seed, "reader.bootstrap.batch", || {
+            b.reader_cmd(&mount)
+        });
+    }
+    assert!(kill_at(
+        b.reader_cmd(&mount),
+        "reader.bootstrap.before_activate",
+        1,
+        seed
+    ));
+    b.assert_mount_matches(&mount, seed);
+
+    // Delta apply, drops included: the reopened reader catches up delta by delta and is
+    // killed before or after a delta's local commit.
+    for round in 0..4 {
+        b.write_random(25);
+        if round == 2 {
+            b.write_bulk(6_000, round);
+        }
+        let point = if round % 2 == 0 {
+            "reader.apply.before_commit"
+        } else {
+            "reader.apply.after_commit"
+        };
+        kill_somewhere(&mut rng, 25, seed, point, || b.reader_cmd(&mount));
+        b.assert_mount_matches(&mount, seed);
+    }
+}
+
+#[test]
+fn a_compactor_killed_while_uploading_or_between_rounds_leaves_valid_snapshots() {
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut b = Bucket::new(1, seed);
+    b.write_random(40);
+    b.write_bulk(4_000, 0);
+
+    // Upload: tiny files, killed after a random file, then just before the manifest. Nothing
+    // is committed, so no snapshot is visible; the next run commits a correct one.
+    let upload = |b: &Bucket| b.compactor_cmd(0, &["snapshot", "1000000000", "20000"]);
+    kill_somewhere(&mut rng, 6, seed, "snapshot.file_written", || upload(&b));
+    assert!(kill_at(upload(&b), "snapshot.before_manifest", 1, seed));
+    assert!(
+        b.rt.block_on(list_snapshot_seqs(&b.storage, &b.layout, 0))
+            .unwrap()
+            .is_empty(),
+        "seed {seed}: a killed upload committed nothing"
+    );
+    assert_eq!(b.assert_newest_snapshot_valid(0, seed), 0);
+    assert!(!kill_at(upload(&b), "snapshot.before_manifest", 2, seed));
+    assert_eq!(b.assert_newest_snapshot_valid(0, seed), b.model.tip(0));
+
+    // Multi-round: a budget of one byte makes every delta a round that commits a snapshot;
+    // killed after a random round, the newest snapshot is valid and the next run continues.
+    b.write_random(30);
+    let rounds = |b: &Bucket| b.compactor_cmd(0, &["snapshot", "1", "20000"]);
+    let mut last = b.model.tip(0) - 30;
+    for _ in 0..2 {
+        kill_somewhere(&mut rng, 12, seed, "snapshot.round_committed", || {
+            rounds(&b)
+        });
+        let seq = b.assert_newest_snapshot_valid(0, seed);
+        assert!(
+            seq > last,
+            "seed {seed}: a round committed ({seq} after {last})"
+        );
+        last = seq;
+    }
+    assert!(!kill_at(rounds(&b), "snapshot.round_committed", 1000, seed));
+    assert_eq!(b.assert_newest_snapshot_valid(0, seed), b.model.tip(0));
+    b.assert_mount_matches(&b.root.join("after-rounds"), seed);
+}
+
+#[test]
+fn retention_killed_between_deletes_leaves_a_readable_log_without_holes() {
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut b = Bucket::new(1, seed);
+    for _ in 0..3 {
+        b.write_random(20);
+        b.snapshot_all();
+    }
+    b.write_random(10);
+    let deltas_before =
+        b.rt.block_on(list_delta_seqs(&b.storage, &b.layout, 0))
+            .unwrap()
+            .len();
+    // Three hours ahead: one superseded snapshot and 60 covered deltas are due, so three
+    // kills within 15 deletes each never see the pass complete.
+    let retention = |b: &Bucket| b.compactor_cmd(0, &["retention", "3"]);
+    for _ in 0..3 {
+        kill_somewhere(&mut rng, 15, seed, "retention.delete", || retention(&b));
+        let seqs =
+            b.rt.block_on(list_delta_seqs(&b.storage, &b.layout, 0))
+                .unwrap();
+        let tip = b.model.tip(0);
+        assert_eq!(seqs.last().copied(), Some(tip), "seed {seed}");
+        let first = seqs[0];
+        assert_eq!(
+            seqs,
+            (first..=tip).collect::<Vec<_>>(),
+            "seed {seed}: the deltas left are one run up to the tip"
+        );
+        b.assert_newest_snapshot_valid(0, seed);
+        b.assert_mount_matches(&b.root.join(format!("r{first}")), seed);
+    }
+    assert!(!kill_at(retention(&b), "retention.delete", 1000, seed));
+    let left =
+        b.rt.block_on(list_delta_seqs(&b.storage, &b.layout, 0))
+            .unwrap();
+    assert!(
+        left.len() < deltas_before,
+        "seed {seed}: retention deleted deltas"
+    );
+    b.assert_mount_matches(&b.root.join("final"), seed);
+}
