@@ -373,3 +373,21 @@ fn the_demo_runs_on_localstack() {
     let text = ok(&out);
     assert!(text.trim_end().ends_with("demo OK"), "{text}");
 }
+
+#[test]
+fn an_unreadable_store_configuration_is_exit_code_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/bucket", dir.path().display());
+    ok(&ikv(
+        &url,
+        &["create-store", "--store", "users", "--primary-key", "id"],
+    ));
+    // Bytes in the bucket that no ikv wrote: not bad arguments, not missing, not denied.
+    std::fs::write(dir.path().join("bucket/users/store.json"), b"{not json").unwrap();
+    for args in [
+        &["describe", "--store", "users"][..],
+        &["put", "--store", "users", "--key", "a", "--field", "x=1"][..],
+    ] {
+        fails(&ikv(&url, args), 1, "store.json");
+    }
+}

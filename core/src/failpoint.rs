@@ -7,16 +7,20 @@
 //! for the test to kill the process. Without the variable, or without the feature, a point
 //! does nothing; without the feature, it is not even compiled.
 
+#[cfg(feature = "failpoints")]
 use std::collections::HashMap;
+#[cfg(feature = "failpoints")]
 use std::io::Write;
-use std::sync::Mutex;
-use std::sync::OnceLock;
+#[cfg(feature = "failpoints")]
+use std::sync::{Mutex, OnceLock};
 
+#[cfg(feature = "failpoints")]
 struct Armed {
     /// Point name → (hit number to stop at, hits so far).
     points: Mutex<HashMap<String, (u64, u64)>>,
 }
 
+#[cfg(feature = "failpoints")]
 fn armed() -> &'static Armed {
     static ARMED: OnceLock<Armed> = OnceLock::new();
     ARMED.get_or_init(|| {
@@ -35,6 +39,7 @@ fn armed() -> &'static Armed {
 }
 
 /// Counts a hit of `name`; on the armed hit, reports it and blocks forever.
+#[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
     let stop = {
         let mut points = armed().points.lock().unwrap_or_else(|p| p.into_inner());

@@ -13,7 +13,6 @@ pub mod config;
 pub mod delta;
 pub mod document;
 pub mod error;
-#[cfg(feature = "failpoints")]
 pub mod failpoint;
 pub mod layout;
 pub mod limits;

@@ -141,7 +141,7 @@ class IKVReader:
     def status(self) -> List[Dict[str, Any]]:
         """Per mounted partition: applied_sequence, snapshot_sequence, caught_up_at (Unix
         seconds: every write committed before it is visible), last_successful_poll,
-        lag_deltas, last_error."""
+        lag_deltas, last_error, gap (a missing delta below a later one, or None)."""
         return self._native.status()
 
 

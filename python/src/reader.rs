@@ -226,6 +226,7 @@ impl NativeReader {
             d.set_item("last_successful_poll", secs(s.last_successful_poll))?;
             d.set_item("lag_deltas", s.lag_deltas)?;
             d.set_item("last_error", s.last_error)?;
+            d.set_item("gap", s.gap)?;
             out.append(d)?;
         }
         Ok(out)

@@ -1,6 +1,9 @@
 //! Reader benchmark: 1M documents, 10-byte keys, 3 fields × 50 bytes, beside LMDB (heed) on
-//! the same data in the same run. Measures get p50/p99, multiget of 100 keys, bootstrap from a
-//! local-directory snapshot, and freshness from write acknowledgement to visibility.
+//! the same data in the same run. Measures get p50/p99 and multiget of 100 keys with the
+//! memory index on and off and for LMDB (each side warmed by the same pass, timed in
+//! alternating order, keys built outside timed regions, median of 3 runs with the range),
+//! bootstrap from a local-directory snapshot (3 runs, field values without the key), the
+//! resident memory each reader adds, and freshness from write acknowledgement to visibility.
 //!
 //! `cargo bench -p ikv-reader --bench reader [-- DOCS]`
 
@@ -87,14 +90,31 @@ fn main() {
     .unwrap();
     eprintln!("snapshot in {:.1} s", t.elapsed().as_secs_f64());
 
-    // Bootstrap from the local-directory snapshot.
-    let mut options = ReaderOptions::new(&url, "bench", dir.path().join("mount"));
-    options.poll_interval = Duration::from_millis(10);
-    options.cache_bytes = 256 << 20;
-    let t = Instant::now();
-    let reader = Reader::open(options).unwrap();
-    let boot = t.elapsed();
-    let values = docs * 4; // id + 3 fields
+    // The two readers the read measurements use, each with the resident memory it added
+    // measured around its open (before anything else allocates); then bootstraps from the
+    // local-directory snapshot, three times into fresh mounts (memory index on), field
+    // values counted without the primary key.
+    let settings = |mount: &str, memory: bool| {
+        let mut o = ReaderOptions::new(&url, "bench", dir.path().join(mount));
+        o.poll_interval = Duration::from_millis(10);
+        o.memory_index = memory;
+        o // cache_bytes: the default 64 MiB block cache
+    };
+    let values = docs * FIELDS.len();
+    let before = rss_bytes();
+    let disk_reader = Reader::open(settings("disk", false)).unwrap();
+    let disk_rss = rss_bytes().saturating_sub(before);
+    let before = rss_bytes();
+    let reader = Reader::open(settings("mount", true)).unwrap();
+    let memory_rss = rss_bytes().saturating_sub(before);
+    let mut boots = Vec::new();
+    for run in 0..3 {
+        let t = Instant::now();
+        let r = Reader::open(settings(&format!("boot{run}"), true)).unwrap();
+        boots.push(values as f64 / t.elapsed().as_secs_f64());
+        r.shutdown().unwrap();
+        std::fs::remove_dir_all(dir.path().join(format!("boot{run}"))).unwrap();
+    }
 
     // LMDB with the same entries: key = primary key ++ 0 ++ field, value = the 50 bytes.
     let lmdb_dir = dir.path().join("lmdb");
@@ -111,9 +131,10 @@ fn main() {
     }
     wtxn.commit().unwrap();
     let lmdb_load = t.elapsed();
+    let rtxn = env.read_txn().unwrap();
 
-    // Single gets, random keys, one thread.
-    let samples = 1_000_000;
+    // Every key either side reads is built here, outside the timed regions.
+    let samples = 500_000;
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let picks: Vec<(Vec<u8>, &str)> = (0..samples)
         .map(|_| {
@@ -127,29 +148,6 @@ fn main() {
         .iter()
         .map(|(k, f)| [k.as_slice(), b"\0", f.as_bytes()].concat())
         .collect();
-    // Warm both.
-    for (k, f) in picks.iter().take(200_000) {
-        std::hint::black_box(reader.get_bytes(k, f).unwrap());
-    }
-    let mut ikv_lat = Vec::with_capacity(samples);
-    for (k, f) in &picks {
-        let t = Instant::now();
-        let v = reader.get_bytes(k, f).unwrap();
-        ikv_lat.push(t.elapsed());
-        assert!(v.is_some());
-    }
-    let rtxn = env.read_txn().unwrap();
-    let mut lmdb_lat = Vec::with_capacity(samples);
-    for k in &lmdb_keys {
-        let t = Instant::now();
-        let v = db.get(&rtxn, k).unwrap().map(|v| v.to_vec());
-        lmdb_lat.push(t.elapsed());
-        assert!(v.is_some());
-    }
-    ikv_lat.sort();
-    lmdb_lat.sort();
-
-    // Multiget of 100 keys × 3 fields, one thread.
     let batches = 5_000;
     let key_batches: Vec<Vec<Vec<u8>>> = (0..batches)
         .map(|_| {
@@ -158,30 +156,66 @@ fn main() {
                 .collect()
         })
         .collect();
-    let t = Instant::now();
-    for ks in &key_batches {
-        std::hint::black_box(reader.multiget(ks, &FIELDS).unwrap());
-    }
-    let ikv_multi = (batches * 300) as f64 / t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    for ks in &key_batches {
-        for k in ks {
-            for f in FIELDS {
-                let lk = [k.as_slice(), b"\0", f.as_bytes()].concat();
-                std::hint::black_box(db.get(&rtxn, &lk).unwrap());
+    let lmdb_batches: Vec<Vec<Vec<u8>>> = key_batches
+        .iter()
+        .map(|ks| {
+            ks.iter()
+                .flat_map(|k| {
+                    FIELDS
+                        .iter()
+                        .map(move |f| [k.as_slice(), b"\0", f.as_bytes()].concat())
+                })
+                .collect()
+        })
+        .collect();
+
+    // Three runs; in each, every side is warmed by the same pass over the picks and then
+    // timed, in an order that alternates between runs.
+    let ikv_get = |r: &Reader, k: &[u8], f: &str| r.get_bytes(k, f).unwrap().is_some();
+    let lmdb_get = |k: &[u8]| db.get(&rtxn, k).unwrap().map(|v| v.len()).is_some();
+    let mut results: Vec<[Vec<f64>; 3]> = (0..3).map(|_| Default::default()).collect(); // side → [p50, p99, multiget]
+    for run in 0..3 {
+        let mut order = vec![0usize, 1, 2];
+        if run % 2 == 1 {
+            order.reverse();
+        }
+        for side in order {
+            let get = |i: usize| match side {
+                0 => ikv_get(&reader, &picks[i].0, picks[i].1),
+                1 => ikv_get(&disk_reader, &picks[i].0, picks[i].1),
+                _ => lmdb_get(&lmdb_keys[i]),
+            };
+            for i in 0..samples {
+                assert!(std::hint::black_box(get(i)));
             }
+            let mut lat = Vec::with_capacity(samples);
+            for i in 0..samples {
+                let t = Instant::now();
+                let found = get(i);
+                lat.push(t.elapsed());
+                assert!(found);
+            }
+            lat.sort();
+            let t = Instant::now();
+            for (b, ks) in key_batches.iter().enumerate() {
+                match side {
+                    0 => drop(std::hint::black_box(reader.multiget(ks, &FIELDS).unwrap())),
+                    1 => drop(std::hint::black_box(
+                        disk_reader.multiget(ks, &FIELDS).unwrap(),
+                    )),
+                    _ => {
+                        for k in &lmdb_batches[b] {
+                            std::hint::black_box(db.get(&rtxn, k).unwrap());
+                        }
+                    }
+                }
+            }
+            let multi = (batches * 300) as f64 / t.elapsed().as_secs_f64();
+            results[side][0].push(pct(&lat, 0.5).as_secs_f64() * 1e6);
+            results[side][1].push(pct(&lat, 0.99).as_secs_f64() * 1e6);
+            results[side][2].push(multi / 1e6);
         }
     }
-    let lmdb_multi = (batches * 300) as f64 / t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    for ks in key_batches.iter().take(1000) {
-        for k in ks {
-            for f in FIELDS {
-                std::hint::black_box(reader.get_bytes(k, f).unwrap());
-            }
-        }
-    }
-    let ikv_loop = (1000 * 300) as f64 / t.elapsed().as_secs_f64();
     drop(rtxn);
 
     // Freshness: write acknowledged → visible to the running reader (poll interval 10 ms).
@@ -201,44 +235,43 @@ fn main() {
     fresh.sort();
 
     println!(
-        "| measure ({docs} documents, 10-byte keys, 3 × 50-byte fields) | ikv | LMDB (heed) |"
+        "| measure ({docs} documents, 10-byte keys, 3 × 50-byte fields; median of 3 runs [min–max]) | ikv, memory index | ikv, memory index off | LMDB (heed) |"
     );
-    println!("|---|---|---|");
+    println!("|---|---|---|---|");
+    for (row, (name, unit)) in [
+        ("get p50", "µs"),
+        ("get p99", "µs"),
+        ("multiget 100 keys × 3 fields, one thread", "M values/s"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        println!(
+            "| {name} | {} | {} | {} |",
+            median_range(&results[0][row], unit),
+            median_range(&results[1][row], unit),
+            median_range(&results[2][row], unit),
+        );
+    }
     println!(
-        "| get p50 | {} | {} |",
-        us(pct(&ikv_lat, 0.5)),
-        us(pct(&lmdb_lat, 0.5))
-    );
-    println!(
-        "| get p99 | {} | {} |",
-        us(pct(&ikv_lat, 0.99)),
-        us(pct(&lmdb_lat, 0.99))
-    );
-    println!(
-        "| get p99.9 | {} | {} |",
-        us(pct(&ikv_lat, 0.999)),
-        us(pct(&lmdb_lat, 0.999))
-    );
-    println!(
-        "| multiget 100 keys × 3 fields, one thread | {:.2}M values/s | {:.2}M values/s (loop of gets in one txn) |",
-        ikv_multi / 1e6,
-        lmdb_multi / 1e6
-    );
-    println!(
-        "| same keys as a loop of single gets | {:.2}M values/s | |",
-        ikv_loop / 1e6
-    );
-    println!(
-        "| bootstrap from a local-directory snapshot (end to end, open → ready) | {:.2} s, {:.2}M field values/s | load in one write txn: {:.2} s |",
-        boot.as_secs_f64(),
-        values as f64 / boot.as_secs_f64() / 1e6,
-        lmdb_load.as_secs_f64()
+        "| bootstrap from a local-directory snapshot, open → ready (3 fields per document) | {} | | load in one write txn: {:.2}M values/s |",
+        median_range(
+            &boots.iter().map(|v| v / 1e6).collect::<Vec<_>>(),
+            "M values/s"
+        ),
+        values as f64 / lmdb_load.as_secs_f64() / 1e6
     );
     println!(
-        "| freshness, write ack → visible (poll 10 ms), p50 / max of 50 | {} / {} | |",
+        "| resident memory the reader added at open | {:.0} MB | {:.0} MB | |",
+        memory_rss as f64 / 1e6,
+        disk_rss as f64 / 1e6
+    );
+    println!(
+        "| freshness, write ack → visible (poll 10 ms), p50 / max of 50 | {} / {} | | |",
         us(pct(&fresh, 0.5)),
         us(*fresh.last().unwrap())
     );
+    disk_reader.shutdown().unwrap();
     reader.shutdown().unwrap();
     let manifest = rt
         .block_on(ikv_snapshot::Manifest::load_newest(
@@ -258,6 +291,26 @@ fn main() {
         du(&dir.path().join("mount")) as f64 / 1e6,
         du(&lmdb_dir) as f64 / 1e6
     );
+}
+
+/// The median of three or more runs, with their range.
+fn median_range(runs: &[f64], unit: &str) -> String {
+    let mut sorted = runs.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    format!(
+        "{:.2} {unit} [{:.2}–{:.2}]",
+        sorted[sorted.len() / 2],
+        sorted[0],
+        sorted[sorted.len() - 1]
+    )
+}
+
+/// This process's resident set size.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
 }
 
 fn du(path: &std::path::Path) -> u64 {

@@ -36,6 +36,10 @@ pub struct ReaderOptions {
     /// a get becomes a hash lookup instead of an LSM-tree read. Costs memory about the size
     /// of the mounted data; turn it off for mounts larger than memory.
     pub memory_index: bool,
+    /// How often a running reader checks (with a LIST) that no delta it has not applied was
+    /// removed by retention or is missing below a later one. Also checked at open and after
+    /// a failed poll.
+    pub gap_check_interval: Duration,
 }
 
 impl ReaderOptions {
@@ -49,12 +53,10 @@ impl ReaderOptions {
             poll_interval: Duration::from_millis(500),
             cache_bytes: 64 << 20,
             memory_index: true,
+            gap_check_interval: Duration::from_secs(600),
         }
     }
 }
-
-/// Check for a retention gap at least this often, even when polls succeed.
-const GAP_CHECK_EVERY: Duration = Duration::from_secs(600);
 
 struct Shared {
     storage: Storage,
@@ -142,15 +144,15 @@ async fn start(options: &ReaderOptions) -> Result<(Shared, BTreeMap<u32, Partiti
             .await?
         }
     };
-    // A resumed copy may have fallen behind retention while the reader was down.
-    let resumed_copy = states.values().any(|s| s.applied > 0);
+    // A resumed copy may have fallen behind retention while the reader was down, and any
+    // copy may sit below a hole: check once at open (a LIST or two per partition).
     sync_all(
         &shared.storage,
         &shared.layout,
         &shared.local,
         &shared.status,
         &mut states,
-        resumed_copy,
+        true,
     )
     .await?;
     Ok((shared, states))
@@ -160,6 +162,7 @@ async fn poll_loop(
     shared: Arc<Shared>,
     mut states: BTreeMap<u32, PartitionState>,
     interval: Duration,
+    gap_check_interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut failures: u32 = 0;
@@ -168,7 +171,7 @@ async fn poll_loop(
         let wait = if *stop.borrow() {
             return;
         } else {
-            let check_gaps = failures > 0 || last_gap_check.elapsed() >= GAP_CHECK_EVERY;
+            let check_gaps = failures > 0 || last_gap_check.elapsed() >= gap_check_interval;
             match sync_all(
                 &shared.storage,
                 &shared.layout,
@@ -227,6 +230,7 @@ impl Reader {
             shared.clone(),
             states,
             options.poll_interval,
+            options.gap_check_interval,
             stopped,
         ));
         Ok(Reader {

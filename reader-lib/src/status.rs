@@ -11,7 +11,8 @@ pub struct PartitionStatus {
     pub applied_sequence: u64,
     /// Sequence of the snapshot the local copy was built from.
     pub snapshot_sequence: u64,
-    /// When a poll last found no newer delta: the reader held everything committed up to then.
+    /// When a poll last found no newer delta while no hole was known below a later delta: the
+    /// reader held everything committed up to then. Does not advance while `gap` is set.
     pub caught_up_at: Option<SystemTime>,
     /// When a poll last succeeded.
     pub last_successful_poll: Option<SystemTime>,
@@ -19,6 +20,9 @@ pub struct PartitionStatus {
     pub lag_deltas: u64,
     /// The last error of the background poller, if its last attempt failed.
     pub last_error: Option<String>,
+    /// A delta found missing while later deltas exist and no snapshot covers it (a hole in
+    /// the log): reads keep serving the state before it. Cleared once the reader is past it.
+    pub gap: Option<u64>,
 }
 
 /// Status of every mounted partition, updated by the poller.
@@ -41,6 +45,7 @@ impl StatusBoard {
                         last_successful_poll: None,
                         lag_deltas: 0,
                         last_error: None,
+                        gap: None,
                     })
                     .collect(),
             ),
@@ -57,17 +62,34 @@ impl StatusBoard {
     pub fn applied(&self, partition: u32, seq: u64) {
         self.with(partition, |s| {
             s.applied_sequence = seq;
+            if s.gap.is_some_and(|g| g <= seq) {
+                s.gap = None;
+            }
             s.lag_deltas = s.lag_deltas.saturating_sub(1);
         });
     }
 
+    /// A poll found no delta after `seq`. Freshness is claimed only while no hole is known.
     pub fn caught_up(&self, partition: u32, seq: u64, at: SystemTime) {
         self.with(partition, |s| {
             s.applied_sequence = seq;
-            s.caught_up_at = Some(at);
             s.last_successful_poll = Some(at);
-            s.lag_deltas = 0;
-            s.last_error = None;
+            if s.gap.is_none() {
+                s.caught_up_at = Some(at);
+                s.lag_deltas = 0;
+                s.last_error = None;
+            }
+        });
+    }
+
+    /// A hole: delta `missing` is gone while `later` (a later delta) exists.
+    pub fn hole(&self, partition: u32, missing: u64, later: u64) {
+        self.with(partition, |s| {
+            s.gap = Some(missing);
+            s.lag_deltas = later.saturating_sub(missing.saturating_sub(1));
+            s.last_error = Some(format!(
+                "delta {missing} of partition {partition} is missing while delta {later} exists; serving the state before it"
+            ));
         });
     }
 

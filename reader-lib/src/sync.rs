@@ -16,7 +16,7 @@ use crate::status::StatusBoard;
 const MAX_FETCH_WINDOW: u64 = 32;
 
 /// Applies every delta after `applied` that exists, in order; returns the new applied
-/// sequence. Idle, that is one GET (the one that finds nothing new); while deltas keep
+/// sequence (the caller decides whether that is "caught up"). Idle, that is one GET (the one that finds nothing new); while deltas keep
 /// coming, the GETs of the next ones go out together, in a window that grows to 32, so a
 /// reader far behind is bounded by bandwidth rather than by one round trip per delta. A
 /// missing delta ends the run: a delta exists only after every earlier one does.
@@ -51,7 +51,6 @@ pub async fn catch_up(
             }
         }
         if !complete {
-            status.caught_up(partition, applied, SystemTime::now());
             return Ok(applied);
         }
         // Grow with what this run has found so far: a trickle of single deltas keeps costing
@@ -61,26 +60,42 @@ pub async fn catch_up(
     }
 }
 
-/// Whether the partition's next delta was removed by retention while newer data exists (a
-/// committed snapshot beyond `applied`, or a later delta). One LIST; not on the steady path.
-pub async fn has_gap(
+/// What lies after a partition's applied delta when the next one is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gap {
+    /// Nothing newer exists, or the next delta is there: no gap.
+    None,
+    /// Retention removed the next delta and a committed snapshot beyond `applied` covers it:
+    /// rebuilding from the newest snapshots repairs it.
+    Retention,
+    /// The next delta is missing while delta `later` exists and no snapshot covers the
+    /// missing one: a hole that no rebuild can close.
+    Hole { later: u64 },
+}
+
+/// Whether the partition's next delta is gone while newer data exists (a committed snapshot
+/// beyond `applied`, or a later delta). Up to two LISTs; not on the steady path.
+pub async fn find_gap(
     storage: &Storage,
     layout: &StoreLayout,
     partition: u32,
     applied: u64,
-) -> Result<bool> {
+) -> Result<Gap> {
     if read_delta(storage, layout, partition, applied + 1)
         .await?
         .is_some()
     {
-        return Ok(false);
+        return Ok(Gap::None);
     }
     let snapshots = list_snapshot_seqs(storage, layout, partition).await?;
     if snapshots.last().is_some_and(|s| *s > applied) {
-        return Ok(true);
+        return Ok(Gap::Retention);
     }
     let deltas = ikv_core::store::list_delta_seqs(storage, layout, partition).await?;
-    Ok(deltas.last().is_some_and(|s| *s > applied + 1))
+    Ok(match deltas.last() {
+        Some(&later) if later > applied + 1 => Gap::Hole { later },
+        _ => Gap::None,
+    })
 }
 
 /// Builds a fresh local copy from the newest snapshots, activates it, and returns the states.
@@ -119,8 +134,10 @@ pub async fn rebuild(
     Ok(states)
 }
 
-/// Catches every partition up; on a retention gap, rebuilds from snapshots (once) and catches
-/// up again, so no data is ever skipped.
+/// Catches every partition up. With `check_gaps`, then tells "nothing newer" from a gap: on
+/// a retention gap, rebuilds from snapshots (once) and catches up again, so no data is ever
+/// skipped; a hole is reported in the status. Freshness (`caught_up_at`, the time this pass
+/// started) is claimed only after that, and never for a partition with a known hole.
 pub async fn sync_all(
     storage: &Storage,
     layout: &StoreLayout,
@@ -130,23 +147,52 @@ pub async fn sync_all(
     check_gaps: bool,
 ) -> Result<()> {
     let partitions: Vec<u32> = states.keys().copied().collect();
-    if check_gaps {
-        for (p, s) in states.iter() {
-            if has_gap(storage, layout, *p, s.applied).await? {
-                tracing::warn!(
-                    partition = p,
-                    applied = s.applied,
-                    "fell behind retention; rebuilding from the newest snapshots"
-                );
-                *states = rebuild(storage, layout, local, status, &partitions).await?;
-                break;
+    let mut rebuilt = false;
+    loop {
+        let started = SystemTime::now();
+        for (p, s) in states.iter_mut() {
+            s.applied = catch_up(storage, layout, local, status, *p, s.applied).await?;
+        }
+        let mut retention_gap = None;
+        if check_gaps {
+            for (p, s) in states.iter() {
+                match find_gap(storage, layout, *p, s.applied).await? {
+                    Gap::None => {}
+                    Gap::Retention => {
+                        tracing::warn!(
+                            partition = p,
+                            applied = s.applied,
+                            "fell behind retention; rebuilding from the newest snapshots"
+                        );
+                        retention_gap.get_or_insert((*p, s.applied));
+                    }
+                    Gap::Hole { later } => {
+                        tracing::error!(
+                            partition = p,
+                            missing = s.applied + 1,
+                            later,
+                            "a delta is missing below a later one; serving the state before it"
+                        );
+                        status.hole(*p, s.applied + 1, later);
+                    }
+                }
             }
         }
+        match retention_gap {
+            // Retention ran again during the rebuild: report it; the next poll retries.
+            Some((p, applied)) if rebuilt => return Err(fell_behind(p, applied)),
+            Some(_) => {
+                *states = rebuild(storage, layout, local, status, &partitions).await?;
+                rebuilt = true;
+                continue;
+            }
+            None => {}
+        }
+        for (p, s) in states.iter() {
+            status.caught_up(*p, s.applied, started);
+        }
+        return Ok(());
     }
-    for (p, s) in states.iter_mut() {
-        s.applied = catch_up(storage, layout, local, status, *p, s.applied).await?;
-    }
-    Ok(())
 }
 
 /// An error for a partition whose next delta is gone (used when rebuilding is not allowed).
