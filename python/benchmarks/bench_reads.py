@@ -1,8 +1,11 @@
 """Python read benchmark: ikvpy beside py-lmdb, SQLite and Redis, same data, one run.
 
 1M documents (10-byte keys, 3 fields x 50 bytes), written through ikvpy's writer (direct
-mode, local directory), snapshotted, then read by an ikvpy reader after bootstrap. The peers
-hold the same field values. Prints a Markdown table for BENCHMARKS.md.
+mode, local directory), snapshotted, then read by ikvpy readers (memory index on and off)
+after bootstrap. The peers hold the same field values. Fair by construction: every side's
+keys are built before timing, every side gets the same warm-up pass and the same number of
+gets and multiget batches, sides run in alternating order, and each figure is the median of
+three runs with the range. Prints a Markdown table for BENCHMARKS.md.
 
 Run with scripts/bench-python.sh (installs the peers, starts redis-server on 127.0.0.1).
 """
@@ -25,7 +28,10 @@ from ikvpy.factory import create_new_reader, create_new_writer
 
 DOCS = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
 FIELDS = ["f1", "f2", "f3"]
-SAMPLES = 200_000
+SAMPLES = 100_000
+WARM = 50_000
+BATCHES = 2_000
+RUNS = 3
 REDIS_PORT = int(os.environ.get("IKV_BENCH_REDIS_PORT", "6390"))
 
 
@@ -74,10 +80,22 @@ def main() -> None:
         writer.upsert_fields_batch(documents)
     write_s = time.time() - t
     admin.run_snapshot("bench", storage_url=url)
-    reader = create_new_reader(options)
-    t = time.time()
-    reader.startup()
-    boot_s = time.time() - t
+    readers = {}
+    rss = {}
+    boot_s = {}
+    for memory in (False, True):
+        opts = (
+            ClientOptionsBuilder().with_store_name("bench").with_storage_url(url)
+            .with_mount_directory(f"{root}/mount-{memory}").with_poll_interval(1.0)
+            .with_memory_index(memory).build()
+        )
+        reader = create_new_reader(opts)
+        before = rss_bytes()
+        t = time.time()
+        reader.startup()
+        boot_s[memory] = time.time() - t
+        rss[memory] = rss_bytes() - before
+        readers[memory] = reader
 
     env = lmdb.open(f"{root}/lmdb", map_size=8 << 30, writemap=True)
     with env.begin(write=True) as txn:
@@ -98,55 +116,87 @@ def main() -> None:
             pipe.execute()
     pipe.execute()
 
+    # Every side's keys are built here, outside the timed regions, in the form it takes.
     rnd = random.Random(1)
     picks = [(key(rnd.randrange(DOCS)), FIELDS[rnd.randrange(3)]) for _ in range(SAMPLES)]
-    get = reader.get_bytes_value
-    for k, f in picks[:50_000]:
-        get(k, f)
-    ikv_lat = timed(get, picks)
+    joined = [f"{k}\0{f}" for k, f in picks]
+    lmdb_picks = [(j.encode(), None) for j in joined]
+    sqlite_picks = [((j,), None) for j in joined]
+    batches = [[key(rnd.randrange(DOCS)) for _ in range(100)] for _ in range(BATCHES)]
+    lmdb_batches = [[f"{k}\0{f}".encode() for k in ks for f in FIELDS] for ks in batches]
     txn = env.begin()
-    lmdb_lat = timed(lambda k, f: txn.get(f"{k}\0{f}".encode()), picks)
     cur = db.cursor()
     sql = "SELECT v FROM kv WHERE k = ?"
-    sqlite_lat = timed(lambda k, f: cur.execute(sql, (f"{k}\0{f}",)).fetchone(), picks)
-    redis_lat = timed(lambda k, f: r.hget(k, f), picks[:50_000])
 
-    batches = [[key(rnd.randrange(DOCS)) for _ in range(100)] for _ in range(2000)]
-    t = time.perf_counter()
-    n = 0
-    for ks in batches:
-        n += sum(1 for v in reader.multiget_bytes_values(str_primary_keys=ks, field_names=FIELDS) if v is not None)
-    ikv_multi = n / (time.perf_counter() - t)
-    assert n == 2000 * 300
-    t = time.perf_counter()
-    for ks in batches:
-        for k in ks:
-            for f in FIELDS:
-                txn.get(f"{k}\0{f}".encode())
-    lmdb_multi = 2000 * 300 / (time.perf_counter() - t)
-    t = time.perf_counter()
-    for ks in batches[:200]:
-        pipe = r.pipeline(transaction=False)
-        for k in ks:
-            pipe.hmget(k, FIELDS)
-        pipe.execute()
-    redis_multi = 200 * 300 / (time.perf_counter() - t)
+    def ikv_multi(reader):
+        def run():
+            n = 0
+            for ks in batches:
+                n += sum(1 for v in reader.multiget_bytes_values(str_primary_keys=ks, field_names=FIELDS) if v is not None)
+            assert n == BATCHES * 300
+        return run
+
+    def lmdb_multi():
+        for ks in lmdb_batches:
+            for k in ks:
+                txn.get(k)
+
+    def redis_multi():
+        for ks in batches:
+            pipe = r.pipeline(transaction=False)
+            for k in ks:
+                pipe.hmget(k, FIELDS)
+            pipe.execute()
+
+    sides = {
+        "ikvpy": (readers[True].get_bytes_value, picks, ikv_multi(readers[True])),
+        "ikvpy, memory index off": (readers[False].get_bytes_value, picks, ikv_multi(readers[False])),
+        "py-lmdb": (lambda k, _: txn.get(k), lmdb_picks, lmdb_multi),
+        "SQLite": (lambda k, _: cur.execute(sql, k).fetchone(), sqlite_picks, None),
+        "Redis (127.0.0.1, redis-py)": (r.hget, picks, redis_multi),
+    }
+    results = {name: {"p50": [], "p99": [], "multi": []} for name in sides}
+    for run in range(RUNS):
+        order = list(sides) if run % 2 == 0 else list(reversed(sides))
+        for name in order:
+            get, side_picks, multi = sides[name]
+            for k, f in side_picks[:WARM]:  # the same warm-up pass for every side
+                get(k, f)
+            lat = timed(get, side_picks)
+            results[name]["p50"].append(pct(lat, .5))
+            results[name]["p99"].append(pct(lat, .99))
+            if multi is not None:
+                t = time.perf_counter()
+                multi()
+                results[name]["multi"].append(BATCHES * 300 / (time.perf_counter() - t) / 1e6)
     t = time.perf_counter()
     rows = 0
-    for ks in batches[:500]:
-        rows += reader.multiget_table(ks, FIELDS).num_rows
+    for ks in batches:
+        rows += readers[True].multiget_table(ks, FIELDS).num_rows
     table_rate = rows * 3 / (time.perf_counter() - t)
 
-    print(f"| measure ({DOCS:,} documents, 10-byte keys, 3 x 50-byte fields), Python {sys.version.split()[0]} | ikvpy | py-lmdb | SQLite | Redis (127.0.0.1, redis-py) |")
-    print("|---|---|---|---|---|")
-    print(f"| get p50 | {pct(ikv_lat, .5):.2f} µs | {pct(lmdb_lat, .5):.2f} µs | {pct(sqlite_lat, .5):.2f} µs | {pct(redis_lat, .5):.2f} µs |")
-    print(f"| get p99 | {pct(ikv_lat, .99):.2f} µs | {pct(lmdb_lat, .99):.2f} µs | {pct(sqlite_lat, .99):.2f} µs | {pct(redis_lat, .99):.2f} µs |")
-    print(f"| get mean | {statistics.fmean(ikv_lat)/1000:.2f} µs | {statistics.fmean(lmdb_lat)/1000:.2f} µs | {statistics.fmean(sqlite_lat)/1000:.2f} µs | {statistics.fmean(redis_lat)/1000:.2f} µs |")
-    print(f"| multiget 100 keys x 3 fields | {ikv_multi/1e6:.2f}M values/s | {lmdb_multi/1e6:.2f}M values/s (loop) | | {redis_multi/1e6:.2f}M values/s (pipelined HMGET) |")
-    print(f"| columnar multiget_table 100 keys x 3 fields | {table_rate/1e6:.2f}M values/s | | | |")
-    print(f"| load | write {write_s:.1f} s + bootstrap {boot_s:.1f} s | | | |")
-    reader.shutdown()
+    names = list(sides)
+    print(f"| measure ({DOCS:,} documents, 10-byte keys, 3 x 50-byte fields), Python {sys.version.split()[0]}; median of {RUNS} runs [min-max] | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    for measure, label, unit in (("p50", "get p50", "µs"), ("p99", "get p99", "µs"), ("multi", f"multiget 100 keys x 3 fields ({BATCHES} batches each)", "M values/s")):
+        print(f"| {label} | " + " | ".join(median_range(results[n][measure], unit) for n in names) + " |")
+    print(f"| columnar multiget_table 100 keys x 3 fields | {table_rate/1e6:.2f}M values/s | | | | |")
+    print(f"| resident memory added by the reader's startup | {rss[True]/1e6:.0f} MB | {rss[False]/1e6:.0f} MB | | | |")
+    print(f"| load | write {write_s:.1f} s; bootstrap {boot_s[True]:.1f} s ({DOCS*3/boot_s[True]/1e6:.2f}M field values/s) | bootstrap {boot_s[False]:.1f} s | | | |")
+    for reader in readers.values():
+        reader.shutdown()
 
+
+def median_range(runs, unit: str) -> str:
+    if not runs:
+        return ""
+    runs = sorted(runs)
+    return f"{runs[len(runs)//2]:.2f} {unit} [{runs[0]:.2f}-{runs[-1]:.2f}]"
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 if __name__ == "__main__":
     main()
