@@ -13,6 +13,15 @@ use futures::TryStreamExt;
 use ikv_core::{Storage, StorageOptions};
 use object_store::ObjectStoreExt;
 
+/// A two-worker tokio runtime, as the tests' blocking code drives async calls with.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// Bucket the tests use on the emulator (created by the test script).
 pub const TEST_BUCKET: &str = "ikv-test";
 

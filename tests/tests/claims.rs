@@ -23,6 +23,7 @@ use ikv_snapshot::{Retention, SnapshotOptions, apply_retention, snapshot_partiti
 use ikv_tests::faulty::{FaultyStore, PutFault};
 use ikv_tests::model::Model;
 use ikv_tests::model_check::write_and_record;
+use ikv_tests::runtime;
 use ikv_writer::service::auth::{Accounts, hash_passkey};
 use ikv_writer::service::{ServiceState, router};
 use ikv_writer::{CommitPolicy, Writer, WriterOptions};
@@ -30,14 +31,6 @@ use object_store::ObjectStoreExt;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use tower::ServiceExt;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn fast_policy() -> WriterOptions {
     WriterOptions {

@@ -110,11 +110,7 @@ struct Bucket {
 
 impl Bucket {
     fn new(partitions: u32, seed: u64) -> Bucket {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = ikv_tests::runtime();
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let url = format!("file://{}/bucket", root.display());

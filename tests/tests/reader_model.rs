@@ -14,19 +14,12 @@ use ikv_snapshot::{Retention, SnapshotOptions, apply_retention, snapshot_partiti
 use ikv_tests::model::Model;
 use ikv_tests::model_check::{assert_equals_model, write_and_record};
 use ikv_tests::random_ops::{PARTITIONING_KEY, PRIMARY_KEY, Workload};
+use ikv_tests::runtime;
 use ikv_tests::{localstack_storage, s3_endpoint};
 use ikv_writer::{Writer, WriterOptions};
 use rand::Rng;
 
 const KEYS: usize = 150;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 struct Store {
     /// Whether readers serve from the in-memory index or from fjall.
