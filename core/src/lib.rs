@@ -20,6 +20,7 @@ pub mod operation;
 pub mod partition;
 pub mod storage;
 pub mod store;
+pub mod tip;
 pub mod value;
 
 pub use config::StoreConfig;

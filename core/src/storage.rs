@@ -52,6 +52,12 @@ impl Storage {
         }
     }
 
+    /// Whether listings come back in key order (S3 and in-memory stores; a local directory
+    /// lists in directory order), so that the first page of a listing is its lowest keys.
+    pub fn lists_in_key_order(&self) -> bool {
+        !self.url.starts_with("file:")
+    }
+
     /// A fresh in-memory root (each call is a new, empty one).
     pub fn memory() -> Storage {
         Storage::new(Arc::new(InMemory::new()), Path::default(), "memory://")

@@ -1,6 +1,7 @@
 //! Shared helpers of the end-to-end tests: the LocalStack storage root, a fault-injecting
 //! object store, and bucket snapshots for "nothing was written" checks.
 
+pub mod counting;
 pub mod faulty;
 pub mod model;
 pub mod model_check;

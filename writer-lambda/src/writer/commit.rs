@@ -7,15 +7,20 @@
 //! - object_store's own retries are off for writers (see `StorageOptions::disable_retries`),
 //!   so "already exists" means someone else's delta, unless an earlier attempt of ours at the
 //!   same `s` failed without a clear answer. Only then is the object read to compare batch ids.
-//! - The tip only moves forward; a writer learns it once by listing, then from its own commits
-//!   and lost races.
+//! - The tip only moves forward; a writer learns it by a bounded search (`ikv_core::tip`),
+//!   then from its own commits; after a lost race it searches again (usually one LIST), so a
+//!   writer far behind (an idle Lambda instance) catches up in a few round trips, not one race
+//!   per missing number. A tip not confirmed for
+//!   `TIP_TTL` is searched again before use: retention may have removed the numbers after it.
+//! - The search refuses a log with a hole: nothing is written past a missing delta.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ikv_core::delta::decode_delta_meta;
-use ikv_core::store::{discover_tip, read_delta};
+use ikv_core::store::read_delta;
+use ikv_core::tip::find_tip;
 use ikv_core::{Error, Result, Storage, StoreLayout};
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use rand::Rng;
@@ -64,9 +69,15 @@ pub(crate) struct PartitionCommitter {
     layout: StoreLayout,
     partition: u32,
     policy: CommitPolicy,
-    /// Highest sequence number known to be taken; `None` until first learned.
-    tip: Option<u64>,
+    /// Highest sequence number known to be taken, and when that was last confirmed; `None`
+    /// until first learned.
+    tip: Option<(u64, Instant)>,
 }
+
+/// How long a learned tip is trusted without a search. Far below the retention window (an
+/// hour by default), so a writer idle longer than that never writes into numbers retention
+/// has removed.
+const TIP_TTL: Duration = Duration::from_secs(300);
 
 /// Whether a failed conditional create was a plain "precondition failed" (412: the object
 /// exists), as opposed to a conflict (409) whose winner is not known yet.
@@ -125,9 +136,20 @@ impl PartitionCommitter {
         let mut ambiguous: HashSet<u64> = HashSet::new();
         loop {
             let tip = match self.tip {
-                Some(t) => t,
-                None => match discover_tip(&self.storage, &self.layout, self.partition).await {
-                    Ok(t) => *self.tip.insert(t),
+                Some((t, at)) if at.elapsed() < TIP_TTL && lost_races == 0 => t,
+                stale => match find_tip(
+                    &self.storage,
+                    &self.layout,
+                    self.partition,
+                    stale.map_or(0, |(t, _)| t),
+                )
+                .await
+                {
+                    Ok(t) => {
+                        self.tip = Some((t, Instant::now()));
+                        t
+                    }
+                    Err(e) if e.kind() == ikv_core::ErrorKind::Corrupt => return Err(e),
                     Err(e) => {
                         failures += 1;
                         if failures > self.policy.max_transient_failures {
@@ -152,7 +174,7 @@ impl PartitionCommitter {
                 .await
             {
                 Ok(_) => {
-                    self.tip = Some(seq);
+                    self.tip = Some((seq, Instant::now()));
                     tracing::debug!(partition = self.partition, seq, "committed delta");
                     return Ok(seq);
                 }
@@ -185,7 +207,7 @@ impl PartitionCommitter {
                     if ambiguous.contains(&seq) {
                         match self.landed_as_ours(seq, batch_id).await {
                             Ok(true) => {
-                                self.tip = Some(seq);
+                                self.tip = Some((seq, Instant::now()));
                                 tracing::info!(
                                     partition = self.partition,
                                     seq,
@@ -204,7 +226,7 @@ impl PartitionCommitter {
                             }
                         }
                     }
-                    self.tip = Some(seq);
+                    self.tip = Some((seq, Instant::now()));
                     lost_races += 1;
                     if lost_races > self.policy.max_lost_races {
                         return Err(Error::StorageMessage {
@@ -236,7 +258,7 @@ impl PartitionCommitter {
                         // Before giving up, settle whether it landed: a caller told "failed"
                         // must be able to trust that nothing was committed.
                         if let Ok(true) = self.landed_as_ours(seq, batch_id).await {
-                            self.tip = Some(seq);
+                            self.tip = Some((seq, Instant::now()));
                             return Ok(seq);
                         }
                         return Err(ikv_core::Error::Storage {

@@ -1,0 +1,261 @@
+//! Finding where a partition's log ends, in a bounded number of storage round trips however
+//! far behind the caller's knowledge is, and refusing to extend a log that has a hole.
+//!
+//! The log is dense above its newest snapshot: delta `n` exists for every `n` from the
+//! snapshot's sequence (or 1) up to the tip, and retention only deletes deltas a committed
+//! snapshot covers. So the search is:
+//!
+//! 1. At once: LIST the snapshots (the base is at least the newest one), and LIST the first
+//!    page (1,000 keys) after the base. A page that is not full holds the whole rest of the
+//!    log: its dense run ends at the tip. That is the usual case, one round trip.
+//! 2. A full page means the caller is far behind: gallop with HEADs at `page end + 2^i`
+//!    (`i` in 0..=20, sent at once), then bisect the bracket with 31 HEADs at once per round
+//!    until it fits a page, then LIST that page.
+//!
+//! Any delta past a missing one in a LIST is a hole: nothing may be written after it. A LIST
+//! is one consistent view, but a store may acknowledge a competitor's write while another is
+//! still in flight, so an apparent hole is looked at again a few times before it is called
+//! corruption. A writer 10,000 deltas behind needs four round trips before its PUT. A stray
+//! object that lands exactly on a probe point can hide a hole below it from the search;
+//! readers report such a hole (`status().gap`) in any case.
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
+
+use crate::error::{Error, Result};
+use crate::layout::{StoreLayout, parse_delta_seq};
+use crate::storage::Storage;
+use crate::store::list_snapshot_seqs;
+
+/// Keys in one S3 LIST page.
+const LIST_PAGE: u64 = 1000;
+/// Galloping probes per round: `base + 2^0 ..= base + 2^20`.
+const GALLOP: u32 = 21;
+/// Bisection probes per round.
+const SPLIT: u64 = 31;
+
+fn hole(partition: u32, missing: u64, present: u64) -> Error {
+    tracing::error!(
+        partition,
+        missing,
+        found = present,
+        "a delta exists past a missing one; refusing to extend the log"
+    );
+    Error::Corrupt {
+        what: format!("log of partition {partition}"),
+        reason: format!(
+            "delta {missing} is missing while delta {present} exists: the log has a hole, and nothing is written after it"
+        ),
+    }
+}
+
+async fn exists(storage: &Storage, layout: &StoreLayout, partition: u32, seq: u64) -> Result<bool> {
+    let path = layout.delta(partition, seq);
+    match storage.store.head(&path).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(Error::storage(format!("checking {path}"), e)),
+    }
+}
+
+/// Whether each of `seqs` exists, probed concurrently.
+async fn probe(
+    storage: &Storage,
+    layout: &StoreLayout,
+    partition: u32,
+    seqs: &[u64],
+) -> Result<Vec<bool>> {
+    futures::future::try_join_all(seqs.iter().map(|s| exists(storage, layout, partition, *s))).await
+}
+
+/// The last committed sequence number of `partition` (0 for an empty log), given `known`, a
+/// number the caller knows to be committed (or 0). Errors with `Corrupt` when a delta exists
+/// past a missing one.
+pub async fn find_tip(
+    storage: &Storage,
+    layout: &StoreLayout,
+    partition: u32,
+    known: u64,
+) -> Result<u64> {
+    let (snapshots, near) = futures::try_join!(
+        list_snapshot_seqs(storage, layout, partition),
+        list_after(storage, layout, partition, known),
+    )?;
+    let base = known.max(snapshots.last().copied().unwrap_or(0));
+    let near = if base > known {
+        // Deltas at or below the snapshot may be gone: look after it instead.
+        list_after(storage, layout, partition, base).await?
+    } else {
+        near
+    };
+    let page_end = match dense_run(base, &near) {
+        Run::End(tip) => return Ok(tip),
+        Run::Hole(..) => return settle(storage, layout, partition, base).await,
+        Run::FullPage(end) => end,
+    };
+    // Far behind: gallop from the end of the full page, then bisect down to one page.
+    let mut from = page_end;
+    let (mut lo, mut hi) = loop {
+        let points: Vec<u64> = (0..GALLOP).map(|i| from + (1u64 << i)).collect();
+        let found = probe(storage, layout, partition, &points).await?;
+        match found.iter().position(|e| !e) {
+            Some(0) => break (from, from + 1),
+            Some(k) => break (points[k - 1], points[k]),
+            None => from = points[points.len() - 1],
+        }
+    };
+    while hi - lo > LIST_PAGE {
+        let step = (hi - lo).div_ceil(SPLIT + 1);
+        let points: Vec<u64> = (1..=SPLIT)
+            .map(|i| lo + i * step)
+            .filter(|p| *p < hi)
+            .collect();
+        let found = probe(storage, layout, partition, &points).await?;
+        match found.iter().position(|e| !e) {
+            Some(i) => {
+                hi = points[i];
+                if i > 0 {
+                    lo = points[i - 1];
+                }
+            }
+            None => lo = *points.last().unwrap_or(&lo),
+        }
+    }
+    settle(storage, layout, partition, lo).await
+}
+
+/// What one LIST after `from` says about the log.
+enum Run {
+    /// The dense run ends at this tip and nothing follows it.
+    End(u64),
+    /// A full page of dense deltas ending here: there may be more.
+    FullPage(u64),
+    /// Delta `.0` is missing while `.1` exists.
+    Hole(u64, u64),
+}
+
+fn dense_run(from: u64, after: &[u64]) -> Run {
+    let mut tip = from;
+    for seq in after {
+        if *seq != tip + 1 {
+            return Run::Hole(tip + 1, *seq);
+        }
+        tip = *seq;
+    }
+    if after.len() as u64 >= LIST_PAGE {
+        Run::FullPage(tip)
+    } else {
+        Run::End(tip)
+    }
+}
+
+/// Sequence numbers after `from`, ascending: the first page's worth where the store lists
+/// in key order (one request), everything where it does not (a local directory).
+async fn list_after(
+    storage: &Storage,
+    layout: &StoreLayout,
+    partition: u32,
+    from: u64,
+) -> Result<Vec<u64>> {
+    let dir = layout.deltas_dir(partition);
+    let offset = layout.delta(partition, from);
+    let listing = storage.store.list_with_offset(Some(&dir), &offset);
+    let metas: Vec<_> = if storage.lists_in_key_order() {
+        listing
+            .take(LIST_PAGE as usize)
+            .try_collect()
+            .await
+            .map_err(|e| Error::storage(format!("listing {dir}"), e))?
+    } else {
+        listing
+            .try_collect()
+            .await
+            .map_err(|e| Error::storage(format!("listing {dir}"), e))?
+    };
+    let mut seqs: Vec<u64> = metas
+        .iter()
+        .filter_map(|m| parse_delta_seq(&m.location))
+        .filter(|s| *s > from)
+        .collect();
+    seqs.sort_unstable();
+    if !storage.lists_in_key_order() {
+        seqs.truncate(LIST_PAGE as usize);
+    }
+    Ok(seqs)
+}
+
+/// The tip from one page after `lo`, looking again at an apparent hole before calling it one.
+async fn settle(storage: &Storage, layout: &StoreLayout, partition: u32, lo: u64) -> Result<u64> {
+    let mut waits = HOLE_RECHECKS.iter();
+    let mut from = lo;
+    loop {
+        let after = list_after(storage, layout, partition, from).await?;
+        match dense_run(from, &after) {
+            Run::End(tip) => return Ok(tip),
+            // The log grew by a page meanwhile: go on from there.
+            Run::FullPage(end) => from = end,
+            Run::Hole(missing, present) => match waits.next() {
+                Some(wait) => tokio::time::sleep(*wait).await,
+                None => return Err(hole(partition, missing, present)),
+            },
+        }
+    }
+}
+
+/// Pauses before looking at an apparent hole again.
+const HOLE_RECHECKS: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(200),
+    Duration::from_millis(1000),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::PutPayload;
+
+    async fn log_with(seqs: impl IntoIterator<Item = u64>) -> (Storage, StoreLayout) {
+        let storage = Storage::memory();
+        let layout = StoreLayout::new(&storage.prefix, "s").unwrap();
+        for s in seqs {
+            storage
+                .store
+                .put(&layout.delta(0, s), PutPayload::from_static(b"x"))
+                .await
+                .unwrap();
+        }
+        (storage, layout)
+    }
+
+    #[tokio::test]
+    async fn finds_the_tip_from_anywhere_below_it() {
+        for tip in [0u64, 1, 2, 3, 31, 32, 999, 1000, 1001, 4097, 10_000] {
+            let (storage, layout) = log_with(1..=tip).await;
+            for known in [0, tip / 3, tip.saturating_sub(1), tip] {
+                assert_eq!(
+                    find_tip(&storage, &layout, 0, known).await.unwrap(),
+                    tip,
+                    "tip {tip}, known {known}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delta_past_a_missing_one_is_refused() {
+        let (storage, layout) = log_with((1..=40).chain([1000])).await;
+        let err = find_tip(&storage, &layout, 0, 0).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
+        assert!(
+            err.to_string()
+                .contains("delta 41 is missing while delta 1000 exists"),
+            "{err}"
+        );
+        // Also when the hole is right after what the caller knows.
+        let (storage, layout) = log_with([1, 2, 3, 5]).await;
+        let err = find_tip(&storage, &layout, 0, 3).await.unwrap_err();
+        assert!(err.to_string().contains("delta 4 is missing"), "{err}");
+    }
+}
