@@ -118,7 +118,14 @@ async fn key_document(
         writer.config().primary_key_field.clone(),
         FieldValue::String(key.to_owned()),
     );
+    let primary_key = &writer.config().primary_key_field;
     for (k, v) in extra {
+        // --key names the document; a --field of the primary key would silently rename it.
+        if k == primary_key && v != &FieldValue::String(key.to_owned()) {
+            return Err(Fail::usage(format!(
+                "--field {k}=… sets the primary key, which --key already gives; leave it out"
+            )));
+        }
         doc.put(k.clone(), v.clone());
     }
     Ok((writer, doc))

@@ -391,3 +391,50 @@ fn an_unreadable_store_configuration_is_exit_code_1() {
         fails(&ikv(&url, args), 1, "store.json");
     }
 }
+
+#[test]
+fn put_refuses_reserved_names_and_a_second_primary_key_writing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/bucket", dir.path().display());
+    ok(&ikv(
+        &url,
+        &["create-store", "--store", "users", "--primary-key", "id"],
+    ));
+    let deltas = dir.path().join("bucket/users/p0000/deltas");
+    let count = || std::fs::read_dir(&deltas).map(|d| d.count()).unwrap_or(0);
+    fails(
+        &ikv(
+            &url,
+            &[
+                "put", "--store", "users", "--key", "k", "--field", "id=other",
+            ],
+        ),
+        2,
+        "sets the primary key",
+    );
+    fails(
+        &ikv(
+            &url,
+            &[
+                "put",
+                "--store",
+                "users",
+                "--key",
+                "k",
+                "--field",
+                "_ikv_key=x",
+            ],
+        ),
+        2,
+        "reserved",
+    );
+    assert_eq!(count(), 0, "nothing was written");
+    // The same value as --key is harmless.
+    ok(&ikv(
+        &url,
+        &[
+            "put", "--store", "users", "--key", "k", "--field", "id=k", "--field", "a=1",
+        ],
+    ));
+    assert_eq!(count(), 1);
+}

@@ -132,8 +132,17 @@ pub fn validate_field_name(name: &str) -> std::result::Result<(), String> {
     if name.chars().any(char::is_control) {
         return Err(format!("{name:?} contains a control character"));
     }
+    if name.starts_with(RESERVED_PREFIX) {
+        return Err(format!(
+            "{name:?} begins with {RESERVED_PREFIX:?}, which is reserved for ikv's own columns"
+        ));
+    }
     Ok(())
 }
+
+/// Field names beginning with this are ikv's (the snapshot's `_ikv_key` column and any later
+/// internal column): no document, drop or store configuration may use them.
+pub const RESERVED_PREFIX: &str = "_ikv";
 
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()

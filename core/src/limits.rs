@@ -20,5 +20,11 @@ pub const MAX_FIELDS_PER_OPERATION: usize = 10_000;
 /// Group commit stops adding callers' operations to a delta past this many payload bytes;
 /// one call larger than this is refused.
 pub const MAX_DELTA_PAYLOAD_BYTES: usize = 32 << 20;
+/// Most delta rows one call's store-wide operations may make: a drop is written into every
+/// partition, so its cost is names × partitions. Bounds what one request makes a writer
+/// write and hold (a 1 MB request of drops on 512 partitions would otherwise be ~500 MB).
+pub const MAX_STORE_WIDE_ROWS_PER_BATCH: usize = 100_000;
+/// Most payload bytes one call may make across all its partitions.
+pub const MAX_BATCH_PAYLOAD_BYTES: usize = 64 << 20;
 /// Most partitions a store may have.
 pub const MAX_PARTITIONS: u32 = 4096;

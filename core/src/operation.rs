@@ -6,7 +6,7 @@ use crate::document::Document;
 use crate::error::{Error, Result};
 use crate::limits::{
     MAX_DOCUMENT_BYTES, MAX_FIELDS_PER_OPERATION, MAX_KEY_BYTES, MAX_OPERATIONS_PER_BATCH,
-    MAX_VALUE_BYTES,
+    MAX_STORE_WIDE_ROWS_PER_BATCH, MAX_VALUE_BYTES,
 };
 use crate::partition::partition_of;
 
@@ -82,6 +82,22 @@ pub fn partition_operations(config: &StoreConfig, ops: &[Operation]) -> Result<P
         )));
     }
     let n = config.num_partitions as usize;
+    // Store-wide operations are copied into every partition: bound what they multiply to.
+    let store_wide: usize = ops
+        .iter()
+        .map(|op| match op {
+            Operation::DropFieldsByName(names) => names.len(),
+            Operation::DropFieldsByNamePrefix(prefixes) => prefixes.len(),
+            Operation::DropAllFields => 1,
+            _ => 0,
+        })
+        .sum();
+    if store_wide.saturating_mul(n) > MAX_STORE_WIDE_ROWS_PER_BATCH {
+        return Err(Error::InvalidOperation(format!(
+            "the batch's store-wide operations name {store_wide} fields or prefixes, written into each of {n} partitions: {} rows, more than the {MAX_STORE_WIDE_ROWS_PER_BATCH} one batch may make; split it",
+            store_wide.saturating_mul(n)
+        )));
+    }
     let mut out = PartitionedOps {
         partitions: vec![Vec::new(); n],
     };

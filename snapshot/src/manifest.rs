@@ -82,16 +82,19 @@ pub fn plan_columns(pairs: &BTreeSet<(String, FieldType)>) -> Vec<SnapshotColumn
         types.entry(field).or_default().push(*t);
     }
     let mut used: BTreeSet<String> = BTreeSet::from([KEY_COLUMN.to_owned()]);
+    let mut plain: BTreeSet<&str> = BTreeSet::new();
     let mut columns = Vec::new();
-    // Plain names first, so a field literally named "a::int64" keeps its name.
+    // Plain names first, so a field literally named "a::int64" keeps its name. A field whose
+    // plain name is taken (the key column's) is named as a multi-typed one would be: no two
+    // columns ever share a name.
     for (field, ts) in &types {
-        if ts.len() == 1 {
-            used.insert((*field).to_owned());
+        if ts.len() == 1 && used.insert((*field).to_owned()) {
+            plain.insert(field);
         }
     }
     for (field, ts) in &types {
         for t in ts {
-            let name = if ts.len() == 1 {
+            let name = if plain.contains(field) {
                 (*field).to_owned()
             } else {
                 let base = format!("{field}::{}", t.name());
@@ -241,5 +244,20 @@ mod tests {
         assert_eq!(names.len(), 3);
         assert!(names.contains("a::int64"), "the real field keeps its name");
         assert!(names.contains("a::int64#2"));
+    }
+
+    #[test]
+    fn a_field_named_like_the_key_column_gets_another_column_name() {
+        let cols = plan_columns(&set(&[
+            (KEY_COLUMN, FieldType::String),
+            ("_ikv_key::string", FieldType::Int64),
+        ]));
+        let names: BTreeSet<_> = cols.iter().map(|c| c.name.clone()).collect();
+        assert_eq!(names.len(), 2);
+        assert!(!names.contains(KEY_COLUMN), "{names:?}");
+        assert!(
+            cols.iter().any(|c| c.field == KEY_COLUMN),
+            "the field is still there, under another column name"
+        );
     }
 }

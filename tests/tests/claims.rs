@@ -243,6 +243,11 @@ fn a_call_failing_in_one_partition_keeps_the_others_and_is_a_503_over_http() {
         .to_bytes();
     let reply: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(reply["error"]["code"], "storage_unavailable", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        !message.contains("root/") && !message.contains("deltas"),
+        "no server paths in replies: {message}"
+    );
     assert!(seqs(1).is_empty());
 }
 

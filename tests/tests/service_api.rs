@@ -96,6 +96,33 @@ async fn bad_requests_get_4xx_naming_the_problem_and_write_nothing() {
     let big = vec![b' '; MAX_BODY_BYTES + 1];
     let cases: Vec<Case> = vec![
         (
+            "a reserved field name",
+            w,
+            ACME,
+            ops(json!([{"op": "upsert_fields", "document": {"userid": {"string": "A"}, "_ikv_key": {"string": "x"}}}])),
+            StatusCode::BAD_REQUEST,
+            "invalid_document",
+            "reserved for ikv's own columns",
+        ),
+        (
+            "a field named twice in one document",
+            w,
+            ACME,
+            br#"{"operations":[{"op":"upsert_fields","document":{"userid":{"string":"A"},"userid":{"string":"B"}}}]}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "duplicate field \"userid\" in a document",
+        ),
+        (
+            "a reserved prefix dropped",
+            w,
+            ACME,
+            ops(json!([{"op": "drop_fields_by_name_prefix", "field_name_prefixes": ["_ikv"]}])),
+            StatusCode::BAD_REQUEST,
+            "invalid_operation",
+            "reserved",
+        ),
+        (
             "missing headers",
             w,
             None,

@@ -279,6 +279,22 @@ async fn invalid_batches_write_nothing_and_missing_stores_are_named() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    // Names ikv keeps for itself, in a document, a delete, a drop or a store's keys.
+    let reserved = [
+        Operation::UpsertFields(doc("ok").with("_ikv_key", FieldValue::String("x".into()))),
+        Operation::DeleteFields {
+            document: doc("ok"),
+            field_names: vec!["_ikv_anything".into()],
+        },
+        Operation::DropFieldsByName(vec!["_ikv_key".into()]),
+        Operation::DropFieldsByNamePrefix(vec!["_ikv".into()]),
+    ];
+    for op in reserved {
+        let err = writer.write(&[op]).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("reserved"), "{err}");
+    }
+    assert!(StoreConfig::new("t", "_ikv_id", None, 1).is_err());
     for p in 0..2 {
         assert!(all_ops(&storage, &layout, p).await.is_empty());
     }
@@ -305,4 +321,33 @@ async fn creating_an_existing_store_never_overwrites_it() {
         (kept.primary_key_field.as_str(), kept.num_partitions),
         ("id", 2)
     );
+}
+
+#[tokio::test]
+async fn store_wide_operations_are_bounded_by_the_rows_they_make() {
+    let storage = Storage::memory();
+    let layout = store_on(&storage, 512).await;
+    let writer = Writer::open(storage.clone(), "s", WriterOptions::default())
+        .await
+        .unwrap();
+    // 196 names × 512 partitions = 100,352 rows: one over the limit.
+    let names: Vec<String> = (0..196).map(|i| format!("f{i}")).collect();
+    let err = writer
+        .write(&[Operation::DropFieldsByName(names.clone())])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(
+        err.to_string().contains("196 fields or prefixes") && err.to_string().contains("split it"),
+        "{err}"
+    );
+    for p in [0, 255, 511] {
+        assert!(all_ops(&storage, &layout, p).await.is_empty());
+    }
+    // 195 names fit.
+    let receipt = writer
+        .write(&[Operation::DropFieldsByName(names[..195].to_vec())])
+        .await
+        .unwrap();
+    assert_eq!(receipt.commits.len(), 512);
 }

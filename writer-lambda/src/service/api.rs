@@ -34,8 +34,55 @@ pub enum OperationJson {
     DropAllFields,
 }
 
-/// A document: field name → typed value.
-pub type DocumentJson = std::collections::BTreeMap<String, ValueJson>;
+/// A document: field name → typed value. A name given twice is refused (a JSON object's
+/// last duplicate would otherwise silently win).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(transparent)]
+pub struct DocumentJson(pub std::collections::BTreeMap<String, ValueJson>);
+
+impl std::ops::Deref for DocumentJson {
+    type Target = std::collections::BTreeMap<String, ValueJson>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl FromIterator<(String, ValueJson)> for DocumentJson {
+    fn from_iter<I: IntoIterator<Item = (String, ValueJson)>>(iter: I) -> Self {
+        DocumentJson(iter.into_iter().collect())
+    }
+}
+
+impl<'de> Deserialize<'de> for DocumentJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = DocumentJson;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a document: an object of field name to typed value")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<DocumentJson, A::Error> {
+                let mut out = std::collections::BTreeMap::new();
+                while let Some((name, value)) = map.next_entry::<String, ValueJson>()? {
+                    if out.contains_key(&name) {
+                        return Err(serde::de::Error::custom(format!(
+                            "duplicate field {name:?} in a document"
+                        )));
+                    }
+                    out.insert(name, value);
+                }
+                Ok(DocumentJson(out))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
 
 /// A typed value: an object with exactly one key naming the type. Bytes are standard
 /// base64; int64 may be a JSON number or a decimal string (JSON numbers lose precision past

@@ -66,8 +66,24 @@ impl From<ikv_core::Error> for ApiError {
             (ErrorKind::StoreNotFound, _) => (StatusCode::NOT_FOUND, "store_not_found"),
             (ErrorKind::StoreExists, _) => (StatusCode::CONFLICT, "store_exists"),
             (ErrorKind::Closed, _) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            (ErrorKind::Storage, _) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
-            (_, _) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            (ErrorKind::Storage, _) => {
+                // The detail names server-side paths and endpoints: log it, do not send it.
+                tracing::warn!(error = %e, "storage failed");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the bucket failed or could not be reached; retry later",
+                );
+            }
+            (ErrorKind::Corrupt, _) => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt"),
+            (_, _) => {
+                tracing::error!(error = %e, "internal error");
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the server log",
+                );
+            }
         };
         ApiError::new(status, code, e.to_string())
     }

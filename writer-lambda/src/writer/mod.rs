@@ -5,7 +5,7 @@ mod group;
 
 use std::sync::Arc;
 
-use ikv_core::limits::MAX_DELTA_PAYLOAD_BYTES;
+use ikv_core::limits::{MAX_BATCH_PAYLOAD_BYTES, MAX_DELTA_PAYLOAD_BYTES};
 use ikv_core::store::load_config;
 use ikv_core::{
     Document, Error, Operation, Result, Storage, StorageOptions, StoreConfig, StoreLayout,
@@ -130,7 +130,17 @@ impl Writer {
     pub async fn write(&self, ops: &[Operation]) -> Result<WriteReceipt> {
         let partitioned = partition_operations(&self.inner.config, ops)?;
         let mut waits = Vec::new();
-        // Check every partition's size before enqueuing any, so nothing lands on error.
+        // Check every partition's size, and the whole call's, before enqueuing any, so
+        // nothing lands on error.
+        let total: usize = partitioned
+            .non_empty()
+            .map(|(_, rows)| rows.iter().map(|r| r.payload_bytes()).sum::<usize>())
+            .sum();
+        if total > MAX_BATCH_PAYLOAD_BYTES {
+            return Err(Error::InvalidOperation(format!(
+                "the batch makes {total} payload bytes across its partitions, more than the {MAX_BATCH_PAYLOAD_BYTES} one call may; split it"
+            )));
+        }
         for (partition, rows) in partitioned.non_empty() {
             let bytes: usize = rows.iter().map(|r| r.payload_bytes()).sum();
             if bytes > MAX_DELTA_PAYLOAD_BYTES {
