@@ -9,6 +9,7 @@
 //!
 //! The format is specified in `docs/FORMAT.md`.
 
+pub mod bucket;
 pub mod config;
 pub mod delta;
 pub mod document;

@@ -2,7 +2,9 @@
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::ObjectStoreExt;
+
+use crate::bucket::{Created, create_if_absent};
 
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
@@ -17,26 +19,13 @@ pub const SNAPSHOT_MANIFEST: &str = "manifest.json";
 pub async fn create_store(storage: &Storage, config: &StoreConfig) -> Result<()> {
     config.validate()?;
     let layout = StoreLayout::new(&storage.prefix, &config.store_name)?;
-    let opts = PutOptions {
-        mode: PutMode::Create,
-        ..PutOptions::default()
-    };
-    match storage
-        .store
-        .put_opts(&layout.config(), PutPayload::from(config.to_json()), opts)
-        .await
-    {
-        Ok(_) => {
+    match create_if_absent(storage, &layout.config(), Bytes::from(config.to_json())).await {
+        Ok(Created::Created) => {
             tracing::info!(store = %config.store_name, partitions = config.num_partitions, "created store");
             Ok(())
         }
-        Err(
-            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
-        ) => Err(Error::StoreExists(config.store_name.clone())),
-        Err(e) => Err(Error::storage(
-            format!("creating store {:?}", config.store_name),
-            e,
-        )),
+        Ok(Created::Exists) => Err(Error::StoreExists(config.store_name.clone())),
+        Err(e) => Err(e),
     }
 }
 

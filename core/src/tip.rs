@@ -5,17 +5,18 @@
 //! snapshot's sequence (or 1) up to the tip, and retention only deletes deltas a committed
 //! snapshot covers. So the search is:
 //!
-//! 1. At once: LIST the snapshots (the base is at least the newest one), and LIST the first
-//!    page (1,000 keys) after the base. A page that is not full holds the whole rest of the
-//!    log: its dense run ends at the tip. That is the usual case, one round trip.
-//! 2. A full page means the caller is far behind: gallop with HEADs at `page end + 2^i`
-//!    (`i` in 0..=20, sent at once), then bisect the bracket with 31 HEADs at once per round
-//!    until it fits a page, then LIST that page.
+//! 1. At once: LIST the snapshots (the base is at least the newest one), LIST the first page
+//!    (1,000 keys) after the base, and HEAD `base + 1000 × 2^i` for `i` in 0..=10. A page
+//!    that is not full holds the whole rest of the log: its dense run ends at the tip. That
+//!    is the usual case, one round trip.
+//! 2. A full page means the caller is far behind: the first missing probe brackets the tip;
+//!    31 HEADs inside the bracket, sent at once, divide it by 32 per round until it fits a
+//!    page, and a LIST of that page gives the tip.
 //!
 //! Any delta past a missing one in a LIST is a hole: nothing may be written after it. A LIST
 //! is one consistent view, but a store may acknowledge a competitor's write while another is
 //! still in flight, so an apparent hole is looked at again a few times before it is called
-//! corruption. A writer 10,000 deltas behind needs four round trips before its PUT. A stray
+//! corruption. A writer 10,000 deltas behind needs three round trips before its PUT. A stray
 //! object that lands exactly on a probe point can hide a hole below it from the search;
 //! readers report such a hole (`status().gap`) in any case.
 
@@ -31,8 +32,8 @@ use crate::store::list_snapshot_seqs;
 
 /// Keys in one S3 LIST page.
 const LIST_PAGE: u64 = 1000;
-/// Galloping probes per round: `base + 2^0 ..= base + 2^20`.
-const GALLOP: u32 = 21;
+/// Probes ahead per round: `base + 1000 × 2^0 ..= base + 1000 × 2^10`.
+const GALLOP: u32 = 11;
 /// Bisection probes per round.
 const SPLIT: u64 = 31;
 
@@ -70,40 +71,83 @@ async fn probe(
     futures::future::try_join_all(seqs.iter().map(|s| exists(storage, layout, partition, *s))).await
 }
 
+/// How recently the caller confirmed the number it knows, which decides what the search
+/// sends in its first round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Knowledge {
+    /// Just now (it lost a race for the next number): the tip is near; one page LIST.
+    Fresh,
+    /// A while ago (an idle writer): the tip may be far; probes ahead go with the page LIST.
+    Recent,
+    /// Long ago or never: retention may have removed what follows, so the snapshots are
+    /// listed too.
+    Old,
+}
+
 /// The last committed sequence number of `partition` (0 for an empty log), given `known`, a
-/// number the caller knows to be committed (or 0). Errors with `Corrupt` when a delta exists
-/// past a missing one.
+/// number the caller knows to be committed (or 0), confirmed as `knowledge` says. Errors
+/// with `Corrupt` when a delta exists past a missing one.
 pub async fn find_tip(
     storage: &Storage,
     layout: &StoreLayout,
     partition: u32,
     known: u64,
+    knowledge: Knowledge,
 ) -> Result<u64> {
-    let (snapshots, near) = futures::try_join!(
-        list_snapshot_seqs(storage, layout, partition),
+    let snapshots = async {
+        if knowledge == Knowledge::Old {
+            list_snapshot_seqs(storage, layout, partition).await
+        } else {
+            Ok(Vec::new())
+        }
+    };
+    // Beside the first page, probes a page and more ahead (known + 1000 × 2^i), in case the
+    // page is full: they bracket a far tip in the same round trip.
+    let ahead = |from: u64| -> Vec<u64> { (0..GALLOP).map(|i| from + (LIST_PAGE << i)).collect() };
+    let first_probes = ahead(known);
+    let probes = async {
+        if knowledge == Knowledge::Fresh {
+            Ok(Vec::new())
+        } else {
+            probe(storage, layout, partition, &first_probes).await
+        }
+    };
+    let (snapshots, near, mut found) = futures::try_join!(
+        snapshots,
         list_after(storage, layout, partition, known),
+        probes,
     )?;
     let base = known.max(snapshots.last().copied().unwrap_or(0));
-    let near = if base > known {
+    let (near, mut points) = if base > known {
         // Deltas at or below the snapshot may be gone: look after it instead.
-        list_after(storage, layout, partition, base).await?
+        let points = ahead(base);
+        let (near, again) = futures::try_join!(
+            list_after(storage, layout, partition, base),
+            probe(storage, layout, partition, &points),
+        )?;
+        found = again;
+        (near, points)
     } else {
-        near
+        (near, first_probes)
     };
     let page_end = match dense_run(base, &near) {
         Run::End(tip) => return Ok(tip),
         Run::Hole(..) => return settle(storage, layout, partition, base).await,
         Run::FullPage(end) => end,
     };
-    // Far behind: gallop from the end of the full page, then bisect down to one page.
-    let mut from = page_end;
+    if found.is_empty() {
+        found = probe(storage, layout, partition, &points).await?;
+    }
+    // Far behind: the probes bracket the tip (lo exists, hi does not); bisect to one page.
     let (mut lo, mut hi) = loop {
-        let points: Vec<u64> = (0..GALLOP).map(|i| from + (1u64 << i)).collect();
-        let found = probe(storage, layout, partition, &points).await?;
         match found.iter().position(|e| !e) {
-            Some(0) => break (from, from + 1),
-            Some(k) => break (points[k - 1], points[k]),
-            None => from = points[points.len() - 1],
+            Some(0) => break (page_end, points[0].max(page_end + 1)),
+            Some(k) => break (points[k - 1].max(page_end), points[k]),
+            None => {
+                // More than a billion behind: keep probing from the last probe.
+                points = ahead(points[points.len() - 1]);
+                found = probe(storage, layout, partition, &points).await?;
+            }
         }
     };
     while hi - lo > LIST_PAGE {
@@ -233,11 +277,19 @@ mod tests {
     async fn finds_the_tip_from_anywhere_below_it() {
         for tip in [0u64, 1, 2, 3, 31, 32, 999, 1000, 1001, 4097, 10_000] {
             let (storage, layout) = log_with(1..=tip).await;
-            for known in [0, tip / 3, tip.saturating_sub(1), tip] {
+            for (known, knowledge) in [
+                (0, Knowledge::Old),
+                (tip / 3, Knowledge::Recent),
+                (tip.saturating_sub(1), Knowledge::Fresh),
+                (tip / 2, Knowledge::Fresh),
+                (tip, Knowledge::Old),
+            ] {
                 assert_eq!(
-                    find_tip(&storage, &layout, 0, known).await.unwrap(),
+                    find_tip(&storage, &layout, 0, known, knowledge)
+                        .await
+                        .unwrap(),
                     tip,
-                    "tip {tip}, known {known}"
+                    "tip {tip}, known {known} ({knowledge:?})"
                 );
             }
         }
@@ -246,7 +298,9 @@ mod tests {
     #[tokio::test]
     async fn a_delta_past_a_missing_one_is_refused() {
         let (storage, layout) = log_with((1..=40).chain([1000])).await;
-        let err = find_tip(&storage, &layout, 0, 0).await.unwrap_err();
+        let err = find_tip(&storage, &layout, 0, 0, Knowledge::Old)
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
         assert!(
             err.to_string()
@@ -255,7 +309,9 @@ mod tests {
         );
         // Also when the hole is right after what the caller knows.
         let (storage, layout) = log_with([1, 2, 3, 5]).await;
-        let err = find_tip(&storage, &layout, 0, 3).await.unwrap_err();
+        let err = find_tip(&storage, &layout, 0, 3, Knowledge::Fresh)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("delta 4 is missing"), "{err}");
     }
 }

@@ -6,11 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use ikv_core::bucket::{Created, create_if_absent};
 use ikv_core::config::FORMAT_VERSION;
 use ikv_core::store::SNAPSHOT_MANIFEST;
 use ikv_core::{Error, FieldType, Result, Storage, StoreLayout};
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
 /// Name of the column holding each row's primary-key bytes (the sort key).
@@ -192,24 +193,9 @@ impl Manifest {
     pub async fn commit(&self, storage: &Storage, layout: &StoreLayout) -> Result<bool> {
         let path = Manifest::path(layout, self.partition, self.sequence);
         let body = serde_json::to_vec_pretty(self).unwrap_or_default();
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        match storage
-            .store
-            .put_opts(&path, PutPayload::from(body), opts)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. },
-            ) => Ok(false),
-            Err(e) => Err(Error::Storage {
-                context: format!("writing {path}"),
-                source: e,
-            }),
+        match create_if_absent(storage, &path, bytes::Bytes::from(body)).await? {
+            Created::Created => Ok(true),
+            Created::Exists => Ok(false),
         }
     }
 }

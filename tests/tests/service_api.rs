@@ -132,6 +132,15 @@ async fn bad_requests_get_4xx_naming_the_problem_and_write_nothing() {
             "missing header x-ikv-account-id",
         ),
         (
+            "a non-ASCII passkey",
+            w,
+            Some(("acme", "pässkey-0123456789abcdef")),
+            ops(json!([alice()])),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown account or wrong passkey",
+        ),
+        (
             "missing passkey",
             w,
             Some(("acme", "")),

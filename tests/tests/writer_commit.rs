@@ -351,3 +351,45 @@ async fn store_wide_operations_are_bounded_by_the_rows_they_make() {
         .unwrap();
     assert_eq!(receipt.commits.len(), 512);
 }
+
+/// Store creation and manifest commits share the writer's care with conditional creates: a
+/// 409 whose winner never lands is not "exists", and an attempt that landed but lost its
+/// answer is recognised as ours.
+#[tokio::test]
+async fn conditional_creates_settle_409s_and_lost_answers() {
+    let config = StoreConfig::new("s", "id", None, 1).unwrap();
+    let (conflicted, storage) = faulty();
+    conflicted.inject("store.json", PutFault::ConflictWithoutWinner);
+    create_store(&storage, &config).await.unwrap();
+    let (faults, storage) = faulty();
+    faults.inject("store.json", PutFault::LandThenTimeout);
+    create_store(&storage, &config).await.unwrap();
+    assert_eq!(
+        create_store(&storage, &config).await.unwrap_err().kind(),
+        ErrorKind::StoreExists,
+        "a second creation still finds it"
+    );
+    // A snapshot manifest the same way.
+    let writer = Writer::open(storage.clone(), "s", fast_policy())
+        .await
+        .unwrap();
+    writer.upsert_fields(doc("a")).await.unwrap();
+    faults.inject("manifest.json", PutFault::LandThenTimeout);
+    let options = ikv_snapshot::SnapshotOptions {
+        force: true,
+        ..ikv_snapshot::SnapshotOptions::default()
+    };
+    let outcome = ikv_snapshot::snapshot_partition(
+        &storage,
+        &config,
+        0,
+        &options,
+        std::time::SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(outcome, ikv_snapshot::PartitionOutcome::Snapshotted { .. }),
+        "{outcome:?}"
+    );
+}

@@ -57,17 +57,19 @@ async fn a_writer_ten_thousand_deltas_behind_commits_in_bounded_requests() {
     for i in 0..10_000 {
         busy.upsert_fields(doc("b", &i.to_string())).await.unwrap();
     }
+    // The idle writer's knowledge is over a second old, as an idle Lambda instance's is.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let before = counts.counts();
     let receipt = idle.upsert_fields(doc("a", "late")).await.unwrap();
     let used = counts.counts().since(&before);
     assert_eq!(receipt.commits[0].sequence, 10_002);
-    // One lost race, then one search: a snapshot LIST and a LIST of the next page (full), 21
-    // galloping HEADs, one round of 31 bisection HEADs, a final LIST; then the PUT. Round trips
-    // beyond the PUT: the lost PUT and four. (An in-memory store answers a lost race without
-    // S3's 412, so the lost race also costs one HEAD to look.)
+    // One lost race, then one search: a LIST of the next page (full) beside 11 HEADs a page
+    // and more ahead, one round of 31 bisection HEADs, a final LIST; then the PUT. Round
+    // trips beyond that PUT: the lost PUT and three. (An in-memory store answers a lost race
+    // without S3's 412, so the lost race also costs one HEAD to look.)
     assert!(used.puts <= 2, "{used:?}");
-    assert!(used.lists <= 3, "{used:?}");
-    assert!(used.total() <= 60, "{used:?}");
+    assert!(used.lists <= 2, "{used:?}");
+    assert!(used.total() <= 50, "{used:?}");
     let layout = StoreLayout::new(&busy_view.prefix, "s").unwrap();
     assert_eq!(
         list_delta_seqs(&busy_view, &layout, 0).await.unwrap().len(),
@@ -139,7 +141,7 @@ async fn sixteen_bursty_writers_leave_a_dense_log_of_every_call_once() {
                 .unwrap();
             let mut rng = rand::rngs::StdRng::seed_from_u64(w);
             let mut acked = Vec::new();
-            let mut worst = 0;
+            let mut worst = (0, ikv_tests::counting::Counts::default());
             for burst in 0..6 {
                 tokio::time::sleep(Duration::from_millis(rng.random_range(0..150))).await;
                 for call in 0..rng.random_range(1..4) {
@@ -150,10 +152,13 @@ async fn sixteen_bursty_writers_leave_a_dense_log_of_every_call_once() {
                         .await
                         .unwrap();
                     // Each PUT is one attempt at a number; what an attempt may cost beyond its
-                    // PUT is bounded (a HEAD after a 409, a snapshot LIST and a page LIST to
-                    // find the tip), plus one far-behind search per call.
+                    // PUT is bounded (a HEAD after a 409, a page LIST to find the tip), plus
+                    // one search from an idle writer's old tip per call.
                     let used = counts.counts().since(&before);
-                    worst = worst.max(used.total().saturating_sub(4 * used.puts));
+                    let extra = used.total().saturating_sub(3 * used.puts);
+                    if extra > worst.0 {
+                        worst = (extra, used);
+                    }
                     acked.push(marker);
                 }
             }
@@ -161,7 +166,7 @@ async fn sixteen_bursty_writers_leave_a_dense_log_of_every_call_once() {
         }
     });
     let results = futures::future::join_all(tasks).await;
-    let worst = results.iter().map(|(_, w)| *w).max().unwrap();
+    let (worst, worst_counts) = results.iter().map(|(_, w)| *w).max_by_key(|w| w.0).unwrap();
     let acked: Vec<String> = results.into_iter().flat_map(|(a, _)| a).collect();
     let seqs = list_delta_seqs(&storage, &layout, 0).await.unwrap();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "dense");
@@ -187,10 +192,11 @@ async fn sixteen_bursty_writers_leave_a_dense_log_of_every_call_once() {
     for marker in &acked {
         assert_eq!(landed.get(marker), Some(&1), "{marker} landed exactly once");
     }
-    // However far the tip moved while a writer slept: at most one far-behind search (a page
-    // LIST, 21 + 31 HEADs, a LIST) on top of four requests per attempt.
+    // However far the tip moved while a writer slept: at most one search from an old tip (a
+    // page LIST, 11 HEADs ahead, and when far 31 more and a LIST) on top of three requests
+    // per attempt.
     assert!(
-        worst <= 60,
-        "a call needed {worst} requests beyond four per attempt"
+        worst <= 50,
+        "a call needed {worst} requests beyond three per attempt: {worst_counts:?}"
     );
 }

@@ -86,6 +86,14 @@ impl Accounts {
                         entry.account_id
                     )
                 })?;
+            for store in &entry.stores {
+                if store != "*" && ikv_core::config::validate_store_name(store).is_err() {
+                    return Err(format!(
+                        "accounts[{i}] ({}): stores may hold \"*\" or exact store names, not {store:?}",
+                        entry.account_id
+                    ));
+                }
+            }
             let id = entry.account_id.clone();
             let account = Account {
                 account_id: entry.account_id,
@@ -232,6 +240,15 @@ mod tests {
         ] {
             let err = Accounts::from_json(json).unwrap_err();
             assert!(err.contains(want), "{err}");
+        }
+        // A pattern other than "*" would silently match nothing.
+        let hash = format!("sha256:{}", "0".repeat(64));
+        for pattern in ["users*", "us?rs", "../x", ""] {
+            let json = format!(
+                r#"{{"accounts":[{{"account_id":"a","passkey_hash":"{hash}","stores":["ok","{pattern}"]}}]}}"#
+            );
+            let err = Accounts::from_json(&json).unwrap_err();
+            assert!(err.contains("exact store names"), "{pattern}: {err}");
         }
         assert!(hash_passkey("short").is_err());
         assert_eq!(generate_passkey().len(), 43);

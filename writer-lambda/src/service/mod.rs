@@ -62,10 +62,19 @@ impl ServiceState {
 
     /// Authenticates the request and checks the account may write `store`.
     fn authorize(&self, headers: &HeaderMap, store: &str) -> Result<(), ApiError> {
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        // A value that is not ASCII is present, just wrong: it fails authentication rather
+        // than reading as a missing header.
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
         let account = self
             .accounts
-            .authenticate(header(ACCOUNT_ID_HEADER), header(PASSKEY_HEADER))
+            .authenticate(
+                header(ACCOUNT_ID_HEADER).as_deref(),
+                header(PASSKEY_HEADER).as_deref(),
+            )
             .map_err(|e| match e {
                 AuthError::MissingHeader(_) | AuthError::BadCredentials => {
                     ApiError::unauthorized(e.to_string())

@@ -8,9 +8,10 @@
 //!   so "already exists" means someone else's delta, unless an earlier attempt of ours at the
 //!   same `s` failed without a clear answer. Only then is the object read to compare batch ids.
 //! - The tip only moves forward; a writer learns it by a bounded search (`ikv_core::tip`),
-//!   then from its own commits; after a lost race it searches again (usually one LIST), so a
-//!   writer far behind (an idle Lambda instance) catches up in a few round trips, not one race
-//!   per missing number. A tip not confirmed for
+//!   then from its own commits and lost races. A busy writer that loses a race tries the next
+//!   number (it lost by one), searching only after 8 losses in a row; a writer idle for a
+//!   second or more (an idle Lambda instance) searches at its first loss, so however far
+//!   behind it is, it catches up in a few round trips, not one race per missing number. A tip not confirmed for
 //!   `TIP_TTL` is searched again before use: retention may have removed the numbers after it.
 //! - The search refuses a log with a hole: nothing is written past a missing delta.
 
@@ -18,9 +19,10 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ikv_core::bucket::{is_permanent, is_precondition_failed};
 use ikv_core::delta::decode_delta_meta;
 use ikv_core::store::read_delta;
-use ikv_core::tip::find_tip;
+use ikv_core::tip::{Knowledge, find_tip};
 use ikv_core::{Error, Result, Storage, StoreLayout};
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use rand::Rng;
@@ -79,37 +81,11 @@ pub(crate) struct PartitionCommitter {
 /// has removed.
 const TIP_TTL: Duration = Duration::from_secs(300);
 
-/// Whether a failed conditional create was a plain "precondition failed" (412: the object
-/// exists), as opposed to a conflict (409) whose winner is not known yet.
-fn is_precondition_failed(e: &object_store::Error) -> bool {
-    match e {
-        object_store::Error::Precondition { .. } => true,
-        object_store::Error::AlreadyExists { source, .. } => source
-            .downcast_ref::<object_store::Error>()
-            .is_some_and(|inner| {
-                matches!(
-                    inner,
-                    object_store::Error::Precondition { .. }
-                        | object_store::Error::NotModified { .. }
-                )
-            }),
-        _ => false,
-    }
-}
+/// A tip older than this at the start of a commit marks the writer as idle.
+const IDLE_AFTER: Duration = Duration::from_secs(1);
 
-/// Whether an object_store error can be retried, and whether the PUT may have landed.
-fn is_permanent(e: &object_store::Error) -> bool {
-    matches!(
-        e,
-        object_store::Error::PermissionDenied { .. }
-            | object_store::Error::Unauthenticated { .. }
-            | object_store::Error::NotSupported { .. }
-            | object_store::Error::NotImplemented { .. }
-            | object_store::Error::InvalidPath { .. }
-            | object_store::Error::UnknownConfigurationKey { .. }
-            | object_store::Error::NotFound { .. }
-    )
-}
+/// Lost races in a row after which a busy writer searches instead of trying the next number.
+const SEARCH_AFTER_LOSSES: u32 = 8;
 
 impl PartitionCommitter {
     pub(crate) fn new(
@@ -134,14 +110,28 @@ impl PartitionCommitter {
         let mut lost_races = 0u32;
         // Sequence numbers where an attempt of ours may have landed without us knowing.
         let mut ambiguous: HashSet<u64> = HashSet::new();
+        // A writer whose tip is more than a second old was idle: others may have gone far
+        // ahead, so a lost race sends it searching at once. A busy writer loses races by one
+        // and tries the next number, searching only after many losses in a row.
+        let idle = self.tip.is_none_or(|(_, at)| at.elapsed() >= IDLE_AFTER);
         loop {
-            let tip = match self.tip {
-                Some((t, at)) if at.elapsed() < TIP_TTL && lost_races == 0 => t,
-                stale => match find_tip(
+            let search = match self.tip {
+                None => Some(Knowledge::Old),
+                Some((_, at)) if at.elapsed() >= TIP_TTL => Some(Knowledge::Old),
+                Some(_) if lost_races == 0 => None,
+                // One search brings an idle writer up to date; after it, it is a busy one.
+                Some(_) if idle && lost_races == 1 => Some(Knowledge::Recent),
+                Some(_) if lost_races < SEARCH_AFTER_LOSSES => None,
+                Some(_) => Some(Knowledge::Fresh),
+            };
+            let tip = match (self.tip, search) {
+                (Some((t, _)), None) => t,
+                (known, _) => match find_tip(
                     &self.storage,
                     &self.layout,
                     self.partition,
-                    stale.map_or(0, |(t, _)| t),
+                    known.map_or(0, |(t, _)| t),
+                    search.unwrap_or(Knowledge::Old),
                 )
                 .await
                 {

@@ -1,0 +1,124 @@
+//! Conditional creation of objects, the one primitive every ikv writer of the bucket relies
+//! on (store configurations, snapshot manifests; deltas add batch ids on top, in the writer).
+//!
+//! S3 answers a conditional create (`If-None-Match: *`) of an existing key with 412, and with
+//! 409 ConditionalRequestConflict when another conditional write of the key is still in
+//! flight, which may yet fail: a 409 is not "exists" until a look shows the object. A request
+//! that fails without an answer (timeout, reset, 5xx) may have landed: the retry compares the
+//! object found with the bytes it meant to write.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+
+/// What a conditional create did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// Our bytes are there now (written by this call, possibly by an attempt whose answer
+    /// was lost).
+    Created,
+    /// Another writer's object was there.
+    Exists,
+}
+
+/// Attempts before giving up on answers that settle nothing (409s, timeouts).
+const ATTEMPTS: u32 = 6;
+
+/// Whether a failed conditional create was a plain "precondition failed" (412: the object
+/// exists), as opposed to a conflict (409) whose winner is not known yet.
+pub fn is_precondition_failed(e: &object_store::Error) -> bool {
+    match e {
+        object_store::Error::Precondition { .. } => true,
+        object_store::Error::AlreadyExists { source, .. } => source
+            .downcast_ref::<object_store::Error>()
+            .is_some_and(|inner| {
+                matches!(
+                    inner,
+                    object_store::Error::Precondition { .. }
+                        | object_store::Error::NotModified { .. }
+                )
+            }),
+        _ => false,
+    }
+}
+
+/// Whether an error is final: retrying cannot help and the request did not land.
+pub fn is_permanent(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::UnknownConfigurationKey { .. }
+            | object_store::Error::NotFound { .. }
+    )
+}
+
+/// The object at `path`, or `None`.
+async fn read(storage: &Storage, path: &Path) -> Result<Option<Bytes>> {
+    match storage.store.get(path).await {
+        Ok(got) => {
+            Ok(Some(got.bytes().await.map_err(|e| {
+                Error::storage(format!("reading {path}"), e)
+            })?))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(Error::storage(format!("reading {path}"), e)),
+    }
+}
+
+/// Creates `path` holding `body` unless an object is there.
+pub async fn create_if_absent(storage: &Storage, path: &Path, body: Bytes) -> Result<Created> {
+    let mut ambiguous = false;
+    let mut last_error = None;
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(20 << attempt.min(5))).await;
+        }
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match storage
+            .store
+            .put_opts(path, PutPayload::from_bytes(body.clone()), opts)
+            .await
+        {
+            Ok(_) => return Ok(Created::Created),
+            Err(
+                e @ (object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. }),
+            ) => {
+                // A plain 412 after a clean first attempt needs no look.
+                if is_precondition_failed(&e) && !ambiguous {
+                    return Ok(Created::Exists);
+                }
+                match read(storage, path).await? {
+                    Some(found) if ambiguous && found == body => return Ok(Created::Created),
+                    Some(_) => return Ok(Created::Exists),
+                    // 409 with the other write not (yet) landed: try again.
+                    None => last_error = Some(Error::storage(format!("creating {path}"), e)),
+                }
+            }
+            Err(e) if is_permanent(&e) => {
+                return Err(Error::storage(format!("creating {path}"), e));
+            }
+            Err(e) => {
+                ambiguous = true;
+                tracing::warn!(%path, error = %e, "conditional create failed; retrying");
+                last_error = Some(Error::storage(format!("creating {path}"), e));
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| Error::StorageMessage {
+        context: format!("creating {path}"),
+        message: "no attempt settled".into(),
+    }))
+}
