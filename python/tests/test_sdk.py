@@ -267,3 +267,14 @@ def test_columnar_multiget_returns_a_pyarrow_table(store):
         assert table.column("s").to_pylist()[9] == "v9"
         assert table.column("_ikv_key").to_pylist()[0] == b"k0"
         assert table.column("nothing").null_count == 12
+
+
+def test_reserved_field_names_are_refused_and_nothing_is_written(store):
+    _, _, options = store
+    with create_new_writer(options()) as writer:
+        with pytest.raises(ikvpy.IKVError, match="reserved"):
+            writer.upsert_fields(doc("k", _ikv_key="x"))
+        with pytest.raises(ValueError, match="reserved"):
+            writer.drop_fields_by_name(["_ikv_key"])
+    with create_new_reader(options()) as reader:
+        assert reader.get_string_value("k", "id") is None

@@ -1,5 +1,6 @@
 //! Writer benchmark against the LocalStack S3 emulator: commit latency beside a raw PUT of the
-//! same bytes to the same bucket, and batched throughput from one client.
+//! same bytes to the same bucket, batched throughput from one client, and the commit latency
+//! of writers 1,000 and 10,000 deltas behind (idle instances of a fleet).
 //!
 //! `cargo bench -p ikv-tests --bench writer_commit` (LocalStack running, bucket ikv-test).
 
@@ -91,6 +92,46 @@ async fn main() {
     let secs = t.elapsed().as_secs_f64();
     let field_ops = batches * docs_per_batch * 4;
 
+    // Writers behind: 20 writers each learn the tip with one commit, then another writer's
+    // N deltas land (raw PUTs of valid deltas, 64 at once, so that setting up is quick),
+    // then, after a second of idleness (as an idle Lambda instance has), each commits once,
+    // timed; the i-th is N + i behind.
+    let mut behind = Vec::new();
+    for n in [1_000u64, 10_000] {
+        let layout = ikv_core::StoreLayout::new(&storage.prefix, "bench").unwrap();
+        let idle: Vec<Writer> = futures::future::join_all(
+            (0..20).map(|_| Writer::open(storage.clone(), "bench", WriterOptions::default())),
+        )
+        .await
+        .into_iter()
+        .map(|w| w.unwrap())
+        .collect();
+        for (i, w) in idle.iter().enumerate() {
+            w.upsert_fields(doc(5_000_000 + i)).await.unwrap();
+        }
+        let tip = ikv_core::tip::find_tip(&storage, &layout, 0, 0, ikv_core::tip::Knowledge::Old)
+            .await
+            .unwrap();
+        use futures::StreamExt;
+        futures::stream::iter(tip + 1..=tip + n)
+            .map(|seq| {
+                let (storage, path, body) = (storage.clone(), layout.delta(0, seq), body.clone());
+                async move { storage.store.put(&path, body.into()).await.unwrap() }
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<_>>()
+            .await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let mut lat = Vec::new();
+        for (i, w) in idle.iter().enumerate() {
+            let t = Instant::now();
+            w.upsert_fields(doc(6_000_000 + i)).await.unwrap();
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        behind.push((n, lat));
+    }
+
     println!("| measure | raw PUT | ikv commit | ratio |");
     println!("|---|---|---|---|");
     for (name, p) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
@@ -107,4 +148,15 @@ async fn main() {
         "| throughput, one client, {docs_per_batch}-document batches, {in_flight} in flight | | {:.0} field ops/s ({field_ops} in {secs:.2} s) | |",
         field_ops as f64 / secs
     );
+    let fresh_p50 = percentile(&commit, 0.5);
+    for (n, lat) in &behind {
+        println!(
+            "| commit of a writer {n} deltas behind, p50 / p99 of {} | {} (raw PUT p50) | {} / {} | {:.2}× the up-to-date writer's p50 |",
+            lat.len(),
+            ms(percentile(&raw, 0.5)),
+            ms(percentile(lat, 0.5)),
+            ms(percentile(lat, 0.99)),
+            percentile(lat, 0.5).as_secs_f64() / fresh_p50.as_secs_f64()
+        );
+    }
 }

@@ -36,17 +36,21 @@ impl ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    pub(crate) fn body_too_large() -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "request body is larger than {} bytes; split the batch",
+                super::MAX_BODY_BYTES
+            ),
+        )
+    }
+
     pub(crate) fn from_body_rejection(rejection: BytesRejection) -> Self {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                status,
-                "body_too_large",
-                format!(
-                    "request body is larger than {} bytes; split the batch",
-                    super::MAX_BODY_BYTES
-                ),
-            )
+            ApiError::body_too_large()
         } else {
             ApiError::new(status, "bad_body", rejection.body_text())
         }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 mod error;
+pub mod guard;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,8 +13,8 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use ikv_core::{ErrorKind, Storage};
@@ -129,11 +130,34 @@ async fn write_operations(
     State(state): State<Arc<ServiceState>>,
     Path(store): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: axum::extract::Request,
 ) -> Result<Json<OperationsResponse>, ApiError> {
     ikv_core::config::validate_store_name(&store)?;
     state.authorize(&headers, &store)?;
-    let body = body.map_err(ApiError::from_body_rejection)?;
+    // A declared length over the limit is refused before a byte of the body is read.
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::body_too_large());
+    }
+    // Reading the body has its own deadline: a client that sends part of it and waits is
+    // answered, not waited for.
+    let body =
+        match tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(request, &())).await {
+            Ok(body) => body.map_err(ApiError::from_body_rejection)?,
+            Err(_) => {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request body did not arrive within {} s",
+                        BODY_READ_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+        };
     let request: OperationsRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))?;
     let ops = request
@@ -163,12 +187,36 @@ async fn write_operations(
     }))
 }
 
-/// Serves the router on `listener` until `shutdown` resolves.
+/// How long a request body may take to arrive.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Serves the router on `listener` until `shutdown` resolves, with at most
+/// [`guard::MAX_CONNECTIONS`] connections and idle reads cut after
+/// [`guard::IDLE_READ_TIMEOUT`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ServiceState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(
+        listener,
+        state,
+        shutdown,
+        guard::MAX_CONNECTIONS,
+        guard::IDLE_READ_TIMEOUT,
+    )
+    .await
+}
+
+/// [`serve`] with its limits given (tests use small ones).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: Arc<ServiceState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    max_connections: usize,
+    idle_read_timeout: std::time::Duration,
+) -> std::io::Result<()> {
+    let listener = guard::GuardedListener::new(listener, max_connections, idle_read_timeout);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
