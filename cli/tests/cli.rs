@@ -438,3 +438,38 @@ fn put_refuses_reserved_names_and_a_second_primary_key_writing_nothing() {
     ));
     assert_eq!(count(), 1);
 }
+
+#[test]
+fn a_get_shuts_down_without_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/bucket", dir.path().display());
+    ok(&ikv(
+        &url,
+        &["create-store", "--store", "users", "--primary-key", "id"],
+    ));
+    ok(&ikv(
+        &url,
+        &["put", "--store", "users", "--key", "a", "--field", "x=1"],
+    ));
+    for i in 0..3 {
+        let mount = dir.path().join(format!("m{i}"));
+        let out = ikv(
+            &url,
+            &[
+                "get",
+                "--store",
+                "users",
+                "--key",
+                "a",
+                "--mount",
+                mount.to_str().unwrap(),
+            ],
+        );
+        assert!(ok(&out).contains("\"x\""));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("WARN"),
+            "shutdown is not a failure: {stderr}"
+        );
+    }
+}

@@ -52,6 +52,14 @@ impl Storage {
         }
     }
 
+    /// The directory behind a `file://` root (`None` for other stores).
+    pub fn local_dir(&self) -> Option<std::path::PathBuf> {
+        let url = Url::parse(&self.url).ok()?;
+        (url.scheme() == "file")
+            .then(|| url.to_file_path().ok())
+            .flatten()
+    }
+
     /// Whether listings come back in key order (S3 and in-memory stores; a local directory
     /// lists in directory order), so that the first page of a listing is its lowest keys.
     pub fn lists_in_key_order(&self) -> bool {

@@ -189,6 +189,7 @@ async fn poll_loop(
                     failures = 0;
                     interval
                 }
+                Err(_) if *stop.borrow() => return, // cut short by shutdown: not a failure
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(error = %e, failures, "poll failed; serving local data and retrying");

@@ -31,6 +31,8 @@ pub struct RetentionReport {
     pub deltas_deleted: usize,
     pub snapshots_deleted: usize,
     pub orphan_files_deleted: usize,
+    /// Staging files of uploads a killed process left in a local directory.
+    pub staging_files_deleted: usize,
 }
 
 fn older_than(meta: &ObjectMeta, now: SystemTime, retention: &Retention) -> bool {
@@ -62,6 +64,56 @@ async fn delete(storage: &Storage, path: &Path) -> Result<()> {
     }
 }
 
+/// On a local directory, an upload is written to `<name>#<number>` and renamed when done; a
+/// process killed mid-upload leaves that file, which object_store's listings never show.
+/// Removes the partition's staging files older than the retention window (younger ones may
+/// belong to a live upload). Failures are logged, not fatal: they are only disk space.
+fn remove_stale_staging(
+    storage: &Storage,
+    layout: &StoreLayout,
+    partition: u32,
+    retention: &Retention,
+    now: SystemTime,
+) -> usize {
+    let Some(root) = storage.local_dir() else {
+        return 0;
+    };
+    let mut pending = vec![root.join(layout.partition_dir(partition).as_ref())];
+    let mut removed = 0;
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let name = entry.file_name();
+            let staging = name
+                .to_str()
+                .and_then(|n| n.rsplit_once('#'))
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age > retention.window);
+            if staging && old {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "could not remove a staging file")
+                    }
+                }
+            }
+        }
+    }
+    removed
+}
+
 /// Applies the retention rules to one partition.
 pub async fn apply_retention(
     storage: &Storage,
@@ -70,7 +122,10 @@ pub async fn apply_retention(
     retention: &Retention,
     now: SystemTime,
 ) -> Result<RetentionReport> {
-    let mut report = RetentionReport::default();
+    let mut report = RetentionReport {
+        staging_files_deleted: remove_stale_staging(storage, layout, partition, retention, now),
+        ..RetentionReport::default()
+    };
     let snapshots_dir = layout.snapshots_dir(partition);
     let objects = list(storage, &snapshots_dir).await?;
     // Objects grouped by snapshot sequence directory.

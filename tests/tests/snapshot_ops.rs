@@ -291,3 +291,64 @@ async fn triggers_decide_when_a_partition_is_due() {
         assert_eq!(again, PartitionOutcome::UpToDate { sequence: 5 }, "{what}");
     }
 }
+
+/// Uploads to a local directory go through `<name>#<n>` staging files; a process killed
+/// mid-upload leaves them, invisible to listings. Retention removes those older than its
+/// window and leaves younger ones (they may be live uploads).
+#[tokio::test]
+async fn retention_removes_staging_files_a_killed_upload_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(
+        &format!("file://{}", dir.path().display()),
+        &ikv_core::StorageOptions::default(),
+    )
+    .unwrap();
+    let config = StoreConfig::new("st", "id", None, 1).unwrap();
+    create_store(&storage, &config).await.unwrap();
+    let layout = StoreLayout::new(&storage.prefix, "st").unwrap();
+    let writer = Writer::open(storage.clone(), "st", WriterOptions::default())
+        .await
+        .unwrap();
+    let mut work = Workload::new(9, 20);
+    for _ in 0..3 {
+        writer.write(&work.batch(3)).await.unwrap();
+    }
+    snapshot_partition(&storage, &config, 0, &forced(), SystemTime::now())
+        .await
+        .unwrap();
+    let root = dir.path().join("st/p0000");
+    let old = SystemTime::now() - Duration::from_secs(2 * 3600);
+    let stale = [
+        root.join("deltas/00000000000000000004.arrow#17"),
+        root.join("snapshots/00000000000000000003/run/part-00000.parquet#2"),
+    ];
+    for path in &stale {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"partial").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let live = root.join("deltas/00000000000000000005.arrow#3");
+    std::fs::write(&live, b"in progress").unwrap();
+    let report = apply_retention(
+        &storage,
+        &layout,
+        0,
+        &Retention::default(),
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.staging_files_deleted, 2, "{report:?}");
+    assert!(stale.iter().all(|p| !p.exists()));
+    assert!(live.exists(), "a young staging file may be a live upload");
+    assert_eq!(
+        list_delta_seqs(&storage, &layout, 0).await.unwrap(),
+        vec![1, 2, 3],
+        "committed deltas are untouched"
+    );
+}
