@@ -37,3 +37,25 @@ def test_writer_cannot_delete(text: str) -> None:
     writer = text.split("WriterFunction:")[1].split("SnapshotFunction:")[0]
     assert "s3:DeleteObject" not in writer
     assert "s3:PutObject" in writer and "s3:GetObject" in writer
+
+
+def test_each_function_writes_only_its_own_keys(text: str) -> None:
+    writer = text.split("WriterFunction:")[1].split("SnapshotFunction:")[0]
+    snapshot = text.split("SnapshotFunction:")[1].split("ReaderPolicy:")[0]
+    # The writer puts deltas only: never a store's configuration or a snapshot.
+    assert 'Action: s3:PutObject\n              Resource: !Sub "${StoreBucket.Arn}/ikv/*/deltas/*"' in writer
+    assert "snapshots" not in writer
+    # The compactor puts snapshots and deletes covered deltas and old snapshots, nothing else.
+    put = snapshot.split("Sid: WriteSnapshots")[1].split("Sid:")[0]
+    assert "/ikv/*/snapshots/*" in put and "deltas" not in put
+    delete = snapshot.split("Sid: RetainDeltasAndSnapshots")[1]
+    assert "s3:DeleteObject" in delete and "store.json" not in delete
+
+
+def test_the_bucket_refuses_unconditional_writes_of_write_once_keys(text: str) -> None:
+    policy = text.split("StoreBucketPolicy:")[1].split("WriterFunction:")[0]
+    assert "Effect: Deny" in policy and "Action: s3:PutObject" in policy
+    for key in ("/ikv/*/deltas/*", "/ikv/*/manifest.json", "/ikv/*/store.json"):
+        assert key in policy
+    assert "s3:if-none-match" in policy and '"Null"' in policy
+
