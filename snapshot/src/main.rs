@@ -26,7 +26,7 @@ struct PassArgs {
     #[arg(long = "partition")]
     partitions: Vec<u32>,
     /// Snapshot every partition that has new deltas, whether or not a trigger fired
-    #[arg(long)]
+    #[arg(long, env = "IKV_SNAPSHOT_FORCE")]
     force: bool,
     /// Trigger: deltas since the last snapshot
     #[arg(long, default_value_t = 1000)]
