@@ -187,10 +187,17 @@ impl LocalStore {
             Err(std::fs::TryLockError::Error(e)) => return Err(local_err(&lock_path, e)),
         }
         let db_path = dir.join("db");
-        let db = Database::builder(&db_path)
-            .cache_size(cache_bytes)
-            .open()
-            .map_err(|e| local_err(&db_path, e))?;
+        // The mount is a cache of the bucket: a database that no longer opens (a deleted or
+        // damaged file) is discarded and rebuilt from the bucket, never a dead end.
+        let open = || Database::builder(&db_path).cache_size(cache_bytes).open();
+        let db = match open() {
+            Ok(db) => db,
+            Err(e) => {
+                tracing::warn!(path = %db_path.display(), error = %e, "the local copy does not open; discarding it and rebuilding");
+                std::fs::remove_dir_all(&db_path).map_err(|e| local_err(&db_path, e))?;
+                open().map_err(|e| local_err(&db_path, e))?
+            }
+        };
         let meta = db
             .keyspace(META, KeyspaceCreateOptions::default)
             .map_err(|e| local_err(&db_path, e))?;
@@ -215,9 +222,20 @@ impl LocalStore {
                 let snapshot = get(&format!("snapshot/{p}"))?
                     .and_then(|v| u64_of(&v))
                     .unwrap_or(0);
-                let drop_state: DropState = get(&format!("drops/{p}"))?
-                    .and_then(|v| serde_json::from_slice(&v).ok())
-                    .unwrap_or_default();
+                // Absent means no drops; present but unreadable is damage, never "no drops"
+                // (that would bring dropped fields back): the copy is rebuilt.
+                let drop_state: Option<DropState> = match get(&format!("drops/{p}"))? {
+                    None => Some(DropState::default()),
+                    Some(v) => serde_json::from_slice(&v).ok(),
+                };
+                let Some(drop_state) = drop_state else {
+                    tracing::warn!(
+                        partition = p,
+                        "the local drop state is unreadable; rebuilding the local copy"
+                    );
+                    complete = false;
+                    continue;
+                };
                 match applied {
                     Some(applied) => {
                         states.insert(p, PartitionState { applied, snapshot });
@@ -482,5 +500,59 @@ impl LocalStore {
         self.db
             .persist(fjall::PersistMode::SyncAll)
             .map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> (LocalStore, Option<BTreeMap<u32, PartitionState>>) {
+        // One configuration for the whole test, as a store's is (it carries its creation time).
+        static CONFIG: std::sync::OnceLock<StoreConfig> = std::sync::OnceLock::new();
+        let config = CONFIG.get_or_init(|| StoreConfig::new("s", "id", None, 1).unwrap());
+        LocalStore::open(dir, config, &[0], 1 << 20, false).unwrap()
+    }
+
+    #[test]
+    fn a_damaged_local_copy_is_rebuilt_not_served_or_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, state) = open(dir.path());
+        assert!(state.is_none(), "a new mount needs a bootstrap");
+        let (generation, docs) = store.new_generation().unwrap();
+        let states = BTreeMap::from([(
+            0,
+            PartitionState {
+                applied: 5,
+                snapshot: 5,
+            },
+        )]);
+        store.activate(generation, docs, None, &states).unwrap();
+        store
+            .apply_delta(0, 6, &[DeltaOp::DropField { field: "x".into() }])
+            .unwrap();
+        store.persist().unwrap();
+        drop(store);
+        let (store, state) = open(dir.path());
+        assert_eq!(state.unwrap()[&0].applied, 6, "an intact copy resumes");
+        assert!(store.read().drops[0].fields.contains_key("x"));
+
+        // Unreadable drop state: damage, rebuilt (never read as "no drops").
+        store.meta.insert("drops/0", b"{not json".to_vec()).unwrap();
+        store.persist().unwrap();
+        drop(store);
+        let (store, state) = open(dir.path());
+        assert!(state.is_none(), "rebuilt, not resumed without its drops");
+        drop(store);
+
+        // Files of the database deleted under it: discarded and opened afresh.
+        let db = dir.path().join("s/db");
+        for entry in std::fs::read_dir(&db).unwrap().flatten() {
+            if entry.file_type().unwrap().is_file() {
+                std::fs::remove_file(entry.path()).unwrap();
+            }
+        }
+        let (_store, state) = open(dir.path());
+        assert!(state.is_none());
     }
 }
