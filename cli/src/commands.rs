@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use ikv_core::store::{create_store, discover_tip, load_config};
+use ikv_core::store::{create_store, discover_tip, list_delta_seqs, load_config};
 use ikv_core::{
     Document, FieldValue, Operation, Storage, StorageOptions, StoreConfig, StoreLayout,
 };
@@ -52,12 +52,24 @@ pub async fn status(url: &str, store: &str) -> Result<String, Fail> {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let mut lines = vec![format!(
-        "{:<9} {:>12} {:>12} {:>14} {:>12}",
-        "partition", "tip", "snapshot", "snapshot age", "deltas since"
+        "{:<9} {:>12} {:>12} {:>14} {:>12}  {}",
+        "partition", "tip", "snapshot", "snapshot age", "deltas since", "log"
     )];
     for p in 0..config.num_partitions {
         let tip = discover_tip(&storage, &layout, p).await?;
         let snapshot = Manifest::load_newest(&storage, &layout, p).await?;
+        // Above the newest snapshot the log must be dense: name the first missing delta.
+        let base = snapshot.as_ref().map_or(0, |m| m.sequence);
+        let deltas = list_delta_seqs(&storage, &layout, p).await?;
+        let mut expect = base + 1;
+        let mut log = "dense".to_owned();
+        for seq in deltas.into_iter().filter(|s| *s > base) {
+            if seq != expect {
+                log = format!("HOLE: delta {expect} is missing while delta {seq} exists");
+                break;
+            }
+            expect += 1;
+        }
         let (seq, age) = match &snapshot {
             Some(m) => (
                 m.sequence.to_string(),
@@ -69,7 +81,9 @@ pub async fn status(url: &str, store: &str) -> Result<String, Fail> {
             None => ("none".into(), "-".into()),
         };
         let since = tip - snapshot.map_or(0, |m| m.sequence);
-        lines.push(format!("{p:<9} {tip:>12} {seq:>12} {age:>14} {since:>12}"));
+        lines.push(format!(
+            "{p:<9} {tip:>12} {seq:>12} {age:>14} {since:>12}  {log}"
+        ));
     }
     Ok(lines.join("\n"))
 }

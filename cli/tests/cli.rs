@@ -243,7 +243,7 @@ fn store_commands_happy_paths_and_errors() {
     assert!(snap.contains("snapshot at 3"), "{snap}");
     let p1 = status.lines().find(|l| l.starts_with('1')).unwrap();
     assert!(
-        !p1.contains("none") && p1.trim_end().ends_with(" 0"),
+        !p1.contains("none") && p1.trim_end().ends_with(" 0  dense"),
         "partition 1 has a snapshot and nothing since: {status}"
     );
     fails(
@@ -472,4 +472,40 @@ fn a_get_shuts_down_without_warnings() {
             "shutdown is not a failure: {stderr}"
         );
     }
+}
+
+#[test]
+fn status_names_a_hole_in_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/bucket", dir.path().display());
+    ok(&ikv(
+        &url,
+        &["create-store", "--store", "users", "--primary-key", "id"],
+    ));
+    for v in 0..3 {
+        ok(&ikv(
+            &url,
+            &[
+                "put",
+                "--store",
+                "users",
+                "--key",
+                "a",
+                "--field",
+                &format!("x={v}"),
+            ],
+        ));
+    }
+    let status = ok(&ikv(&url, &["status", "--store", "users"]));
+    assert!(status.contains("dense"), "{status}");
+    std::fs::remove_file(
+        dir.path()
+            .join("bucket/users/p0000/deltas/00000000000000000002.arrow"),
+    )
+    .unwrap();
+    let status = ok(&ikv(&url, &["status", "--store", "users"]));
+    assert!(
+        status.contains("HOLE: delta 2 is missing while delta 3 exists"),
+        "{status}"
+    );
 }
