@@ -61,15 +61,13 @@ pub async fn status(url: &str, store: &str) -> Result<String, Fail> {
         // Above the newest snapshot the log must be dense: name the first missing delta.
         let base = snapshot.as_ref().map_or(0, |m| m.sequence);
         let deltas = list_delta_seqs(&storage, &layout, p).await?;
-        let mut expect = base + 1;
-        let mut log = "dense".to_owned();
-        for seq in deltas.into_iter().filter(|s| *s > base) {
-            if seq != expect {
-                log = format!("HOLE: delta {expect} is missing while delta {seq} exists");
-                break;
-            }
-            expect += 1;
-        }
+        let log = (base + 1..)
+            .zip(deltas.into_iter().filter(|s| *s > base))
+            .find(|(expect, seq)| expect != seq)
+            .map_or_else(
+                || "dense".to_owned(),
+                |(expect, seq)| format!("HOLE: delta {expect} is missing while delta {seq} exists"),
+            );
         let (seq, age) = match &snapshot {
             Some(m) => (
                 m.sequence.to_string(),
