@@ -144,13 +144,13 @@ pub async fn find_tip(
             Some(0) => break (page_end, points[0].max(page_end + 1)),
             Some(k) => break (points[k - 1].max(page_end), points[k]),
             None => {
-                // More than a billion behind: keep probing from the last probe.
+                // More than a million behind: keep probing from the last probe.
                 points = ahead(points[points.len() - 1]);
                 found = probe(storage, layout, partition, &points).await?;
             }
         }
     };
-    while hi - lo > LIST_PAGE {
+    while hi.saturating_sub(lo) > LIST_PAGE {
         let step = (hi - lo).div_ceil(SPLIT + 1);
         let points: Vec<u64> = (1..=SPLIT)
             .map(|i| lo + i * step)

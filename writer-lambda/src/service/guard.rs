@@ -1,7 +1,9 @@
 //! The local server's defences against clients that hold connections: a bound on open
-//! connections, and a connection that receives nothing for a while is closed (a client that
-//! sends half its headers or half a body and waits). The Lambda face needs neither: API
-//! Gateway and Function URLs buffer requests before invoking.
+//! connections, and a connection that stops sending in the middle of a request is closed (a
+//! client that sends half its headers or half a body and waits). A keep-alive connection idle
+//! between requests is left open (bounded by the connection limit): closing it would race
+//! clients that reuse pooled connections, which then see their request cut off. The Lambda
+//! face needs neither: API Gateway and Function URLs buffer requests before invoking.
 
 use std::future::Future;
 use std::io;
@@ -17,8 +19,10 @@ use tokio::time::Sleep;
 
 /// Most connections open at once; more wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 256;
-/// A connection that receives nothing for this long, while the server waits to read, is closed.
-pub const IDLE_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection that sends nothing for this long in the middle of a request is closed. Well
+/// above any commit's time: while a request is being handled the server may also be waiting
+/// to read, and a slow commit must not look like a slow client.
+pub const IDLE_READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A listener that holds a permit per open connection.
 pub struct GuardedListener {
@@ -54,6 +58,7 @@ impl axum::serve::Listener for GuardedListener {
                 io,
                 idle: self.idle,
                 deadline: None,
+                mid_request: false,
                 _permit: permit,
             },
             addr,
@@ -65,12 +70,14 @@ impl axum::serve::Listener for GuardedListener {
     }
 }
 
-/// A connection that fails a read left waiting longer than `idle`, and frees its permit when
-/// dropped.
+/// A connection that fails a read left waiting longer than `idle` in the middle of a request,
+/// and frees its permit when dropped.
 pub struct GuardedStream {
     io: TcpStream,
     idle: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Bytes of a request arrived and no response has been written since.
+    mid_request: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -81,10 +88,18 @@ impl AsyncRead for GuardedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 this.deadline = None;
+                if buf.filled().len() > before {
+                    this.mid_request = true;
+                }
                 Poll::Ready(result)
+            }
+            Poll::Pending if !this.mid_request => {
+                this.deadline = None;
+                Poll::Pending
             }
             Poll::Pending => {
                 let idle = this.idle;
@@ -109,7 +124,13 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let written = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            // A response is going out: the request was read whole.
+            self.mid_request = false;
+            self.deadline = None;
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
