@@ -61,8 +61,17 @@ pub fn is_permanent(e: &object_store::Error) -> bool {
     )
 }
 
+/// Whether an object is at `path` (one HEAD).
+pub async fn exists(storage: &Storage, path: &Path) -> Result<bool> {
+    match storage.store.head(path).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(Error::storage(format!("checking {path}"), e)),
+    }
+}
+
 /// The object at `path`, or `None`.
-async fn read(storage: &Storage, path: &Path) -> Result<Option<Bytes>> {
+pub async fn read(storage: &Storage, path: &Path) -> Result<Option<Bytes>> {
     match storage.store.get(path).await {
         Ok(got) => {
             Ok(Some(got.bytes().await.map_err(|e| {

@@ -59,16 +59,7 @@ pub async fn read_delta(
     partition: u32,
     seq: u64,
 ) -> Result<Option<Bytes>> {
-    let path = layout.delta(partition, seq);
-    match storage.store.get(&path).await {
-        Ok(got) => {
-            Ok(Some(got.bytes().await.map_err(|e| {
-                Error::storage(format!("reading {path}"), e)
-            })?))
-        }
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(Error::storage(format!("reading {path}"), e)),
-    }
+    crate::bucket::read(storage, &layout.delta(partition, seq)).await
 }
 
 /// Sequence numbers of the deltas present in a partition's log, ascending.

@@ -23,8 +23,8 @@
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStoreExt;
 
+use crate::bucket::exists;
 use crate::error::{Error, Result};
 use crate::layout::{StoreLayout, parse_delta_seq};
 use crate::storage::Storage;
@@ -52,15 +52,6 @@ fn hole(partition: u32, missing: u64, present: u64) -> Error {
     }
 }
 
-async fn exists(storage: &Storage, layout: &StoreLayout, partition: u32, seq: u64) -> Result<bool> {
-    let path = layout.delta(partition, seq);
-    match storage.store.head(&path).await {
-        Ok(_) => Ok(true),
-        Err(object_store::Error::NotFound { .. }) => Ok(false),
-        Err(e) => Err(Error::storage(format!("checking {path}"), e)),
-    }
-}
-
 /// Whether each of `seqs` exists, probed concurrently.
 async fn probe(
     storage: &Storage,
@@ -68,7 +59,11 @@ async fn probe(
     partition: u32,
     seqs: &[u64],
 ) -> Result<Vec<bool>> {
-    futures::future::try_join_all(seqs.iter().map(|s| exists(storage, layout, partition, *s))).await
+    futures::future::try_join_all(
+        seqs.iter()
+            .map(|s| async move { exists(storage, &layout.delta(partition, *s)).await }),
+    )
+    .await
 }
 
 /// How recently the caller confirmed the number it knows, which decides what the search
@@ -258,7 +253,7 @@ const HOLE_RECHECKS: [Duration; 3] = [
 #[cfg(test)]
 mod tests {
     use super::*;
-    use object_store::PutPayload;
+    use object_store::{ObjectStoreExt, PutPayload};
 
     async fn log_with(seqs: impl IntoIterator<Item = u64>) -> (Storage, StoreLayout) {
         let storage = Storage::memory();

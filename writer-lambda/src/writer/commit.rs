@@ -24,7 +24,7 @@ use ikv_core::delta::decode_delta_meta;
 use ikv_core::store::read_delta;
 use ikv_core::tip::{Knowledge, find_tip};
 use ikv_core::{Error, Result, Storage, StoreLayout};
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{PutMode, PutOptions, PutPayload};
 use rand::Rng;
 
 /// How hard a committer tries before giving up.
@@ -272,15 +272,7 @@ impl PartitionCommitter {
     }
 
     async fn exists(&self, seq: u64) -> Result<bool> {
-        let path = self.layout.delta(self.partition, seq);
-        match self.storage.store.head(&path).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(Error::Storage {
-                context: format!("checking {path}"),
-                source: e,
-            }),
-        }
+        ikv_core::bucket::exists(&self.storage, &self.layout.delta(self.partition, seq)).await
     }
 
     /// Whether delta `seq` exists and carries `batch_id`.
