@@ -20,3 +20,12 @@ def str_list(values: Any, what: str) -> "list[str]":
     for v in out:
         non_blank_str(v, f"each of {what}")
     return out
+
+
+def sequence_of(values: Any, what: str) -> "list[Any]":
+    """A list from any iterable except a str or bytes, which would otherwise be taken one
+    character (or byte) at a time."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise IKVTypeError(f"{what} must be a list, not {type(values).__name__}")
+    return list(values)
+

@@ -5,7 +5,7 @@ import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 from ikvpy import _internal
-from ikvpy._validate import str_list
+from ikvpy._validate import non_blank_str, sequence_of, str_list
 from ikvpy.clientoptions import ClientOptions
 from ikvpy.document import IKVDocument
 from ikvpy.errors import IKVRuntimeError, IKVTypeError, IKVValueError
@@ -71,33 +71,33 @@ class IKVReader:
 
     def get_bytes_value(self, primary_key: Key, field_name: str) -> Optional[bytes]:
         """A string or bytes field as bytes, or None."""
-        return self._native.get_bytes(_key(primary_key), field_name)
+        return self._native.get_bytes(_key(primary_key), non_blank_str(field_name, 'field_name'))
 
     def get_string_value(self, primary_key: Key, field_name: str) -> Optional[str]:
         """A string field (or a bytes field holding UTF-8), or None."""
-        return self._native.get_string(_key(primary_key), field_name)
+        return self._native.get_string(_key(primary_key), non_blank_str(field_name, 'field_name'))
 
     def get_int64_value(self, primary_key: Key, field_name: str) -> Optional[int]:
-        return self._native.get_int64(_key(primary_key), field_name)
+        return self._native.get_int64(_key(primary_key), non_blank_str(field_name, 'field_name'))
 
     def get_float64_value(self, primary_key: Key, field_name: str) -> Optional[float]:
-        return self._native.get_float64(_key(primary_key), field_name)
+        return self._native.get_float64(_key(primary_key), non_blank_str(field_name, 'field_name'))
 
     def get_bool_value(self, primary_key: Key, field_name: str) -> Optional[bool]:
-        return self._native.get_bool(_key(primary_key), field_name)
+        return self._native.get_bool(_key(primary_key), non_blank_str(field_name, 'field_name'))
 
     def get_value(self, primary_key: Key, field_name: str) -> Any:
         """A field's value with the type it was written with (str, bytes, int, float, bool), or None."""
-        return self._native.get_value(_key(primary_key), field_name)
+        return self._native.get_value(_key(primary_key), non_blank_str(field_name, 'field_name'))
 
     @staticmethod
     def _keys(bytes_primary_keys: Sequence[bytes], str_primary_keys: Sequence[str]) -> List[Key]:
         keys: List[Key] = []
-        for k in bytes_primary_keys:
+        for k in sequence_of(bytes_primary_keys, "bytes_primary_keys"):
             if not isinstance(k, bytes):
                 raise IKVTypeError(f"bytes_primary_keys must hold bytes, not {type(k).__name__}")
             keys.append(k)
-        for k in str_primary_keys:
+        for k in sequence_of(str_primary_keys, "str_primary_keys"):
             if not isinstance(k, str):
                 raise IKVTypeError(f"str_primary_keys must hold str, not {type(k).__name__}")
             keys.append(k)
@@ -133,7 +133,7 @@ class IKVReader:
             import pyarrow as pa
         except ImportError as e:  # pragma: no cover - depends on the environment
             raise IKVRuntimeError("multiget_table needs pyarrow: pip install 'ikvpy[arrow]'") from e
-        keys = [_key(k) for k in primary_keys]
+        keys = [_key(k) for k in sequence_of(primary_keys, "primary_keys")]
         fields = str_list(field_names, "field_names")
         batch = pa.record_batch(self._native.multiget_batch(keys, fields))
         return pa.Table.from_batches([batch])
@@ -198,7 +198,7 @@ class IKVWriter:
     def upsert_fields_batch(self, documents: Sequence[IKVDocument]) -> None:
         """Upserts many documents in one call: one commit per partition for the whole batch
         (an ikv addition for bulk loads; validated in full before anything is written)."""
-        self._write([("upsert_fields", _document(d).as_fields()) for d in documents])
+        self._write([("upsert_fields", _document(d).as_fields()) for d in sequence_of(documents, "documents")])
 
     def delete_fields(self, document: IKVDocument, fields_to_delete: Sequence[str]) -> None:
         """Deletes the named fields of the document the given one identifies."""

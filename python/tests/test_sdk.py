@@ -278,3 +278,27 @@ def test_reserved_field_names_are_refused_and_nothing_is_written(store):
             writer.drop_fields_by_name(["_ikv_key"])
     with create_new_reader(options()) as reader:
         assert reader.get_string_value("k", "id") is None
+
+
+def test_a_str_is_not_a_list_of_keys_and_bad_arguments_raise_ikvpy_classes(store):
+    _, _, options = store
+    with create_new_writer(options()) as writer:
+        writer.upsert_fields(doc("a", city="Paris"))
+        writer.upsert_fields(doc("b", city="Rome"))
+        with pytest.raises(ikvpy.IKVTypeError, match="documents must be a list"):
+            writer.upsert_fields_batch(None)
+    with create_new_reader(options()) as reader:
+        # "ab" would otherwise be read as the keys "a" and "b".
+        with pytest.raises(ikvpy.IKVTypeError, match="str_primary_keys must be a list"):
+            reader.multiget_string_values(str_primary_keys="ab", field_names=["city"])
+        with pytest.raises(ikvpy.IKVTypeError, match="bytes_primary_keys must be a list"):
+            reader.multiget_bytes_values(bytes_primary_keys=b"ab", field_names=["city"])
+        with pytest.raises(ikvpy.IKVTypeError, match="must be a list"):
+            reader.multiget_string_values(str_primary_keys=None, field_names=["city"])
+        with pytest.raises(ikvpy.IKVTypeError, match="primary_keys must be a list"):
+            reader.multiget_table("ab", ["city"])
+        with pytest.raises(ikvpy.IKVTypeError, match="field_name must be a str"):
+            reader.get_value("a", None)
+        with pytest.raises(TypeError):  # and still the built-in class the original raised
+            reader.get_string_value("a", 5)
+        assert list(reader.multiget_string_values(str_primary_keys=["a", "b"], field_names=["city"])) == ["Paris", "Rome"]
