@@ -152,6 +152,29 @@ pub struct Delta {
     pub ops: Vec<DeltaOp>,
 }
 
+impl DeltaMeta {
+    /// A delta read from `path` must say it belongs there: a delta of another store or
+    /// partition copied into this log (by mistake or on purpose) is corruption, never applied.
+    /// (Its sequence number is not recorded inside: a writer learns it only when its PUT lands.)
+    pub fn check_origin(
+        &self,
+        store: &str,
+        partition: u32,
+        path: &impl std::fmt::Display,
+    ) -> Result<()> {
+        if self.store_name != store || self.partition != partition {
+            return Err(Error::Corrupt {
+                what: path.to_string(),
+                reason: format!(
+                    "the delta says it belongs to store {:?}, partition {}, not store {store:?}, partition {partition}",
+                    self.store_name, self.partition
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 fn schema(meta: &DeltaMeta) -> Schema {
     Schema::new_with_metadata(
         vec![

@@ -31,6 +31,11 @@ impl StoreLayout {
         &self.store_dir
     }
 
+    /// The store's name (the last segment of its directory).
+    pub fn store_name(&self) -> &str {
+        self.store_dir.filename().unwrap_or_default()
+    }
+
     pub fn config(&self) -> Path {
         self.store_dir.clone().join("store.json")
     }

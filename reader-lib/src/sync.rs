@@ -40,6 +40,11 @@ pub async fn catch_up(
                 Some(bytes) => {
                     let next = applied + 1;
                     let delta = decode_delta(&bytes)?;
+                    delta.meta.check_origin(
+                        layout.store_name(),
+                        partition,
+                        &layout.delta(partition, next),
+                    )?;
                     local.apply_delta(partition, next, &delta.ops)?;
                     applied = next;
                     status.applied(partition, applied);

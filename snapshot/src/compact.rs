@@ -170,12 +170,18 @@ pub async fn snapshot_partition(
                         what: format!("log of partition {partition}"),
                         reason: format!("delta {seq} disappeared while compacting"),
                     })?;
-                tokio::task::spawn_blocking(move || decode_delta(&bytes))
+                let delta = tokio::task::spawn_blocking(move || decode_delta(&bytes))
                     .await
                     .map_err(|e| Error::StorageMessage {
                         context: "decoding a delta".into(),
                         message: e.to_string(),
-                    })?
+                    })??;
+                delta.meta.check_origin(
+                    layout.store_name(),
+                    partition,
+                    &layout.delta(partition, seq),
+                )?;
+                Ok::<_, Error>(delta)
             }
         }))
         .buffered(FETCH_AHEAD);

@@ -163,12 +163,16 @@ impl Manifest {
         if manifest.format_version != FORMAT_VERSION
             || manifest.sequence != seq
             || manifest.partition != partition
+            || manifest.store_name != layout.store_name()
         {
             return Err(Error::Corrupt {
                 what: path.to_string(),
                 reason: format!(
-                    "manifest says version {}, partition {}, sequence {}",
-                    manifest.format_version, manifest.partition, manifest.sequence
+                    "manifest says version {}, store {:?}, partition {}, sequence {}",
+                    manifest.format_version,
+                    manifest.store_name,
+                    manifest.partition,
+                    manifest.sequence
                 ),
             });
         }

@@ -437,3 +437,65 @@ fn caught_up_at_is_never_claimed_across_a_hole() {
         assert_eq!(r.status()[0].gap, None);
     }
 }
+
+/// A delta of partition 1 copied into partition 0's log says where it belongs: the reader
+/// refuses to apply it (the error names the object) and keeps serving, and the compactor
+/// refuses to fold it.
+#[test]
+fn a_delta_copied_into_another_partitions_log_is_never_applied_or_compacted() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let (url, storage) = local(dir.path());
+    let config = StoreConfig::new("moved", "id", None, 2).unwrap();
+    rt.block_on(create_store(&storage, &config)).unwrap();
+    let layout = StoreLayout::new(&storage.prefix, "moved").unwrap();
+    let writer = rt
+        .block_on(Writer::open(
+            storage.clone(),
+            "moved",
+            WriterOptions::default(),
+        ))
+        .unwrap();
+    let (k0, k1) = (key_in(0, 2, "a"), key_in(1, 2, "b"));
+    for k in [&k0, &k1] {
+        rt.block_on(writer.upsert_fields(Document::new().with("id", s(k)).with("v", s("1"))))
+            .unwrap();
+    }
+    let mut options = ReaderOptions::new(&url, "moved", dir.path().join("mount"));
+    options.poll_interval = Duration::from_millis(10);
+    let reader = Reader::open(options).unwrap();
+    // Partition 1's delta 1, copied as partition 0's delta 2.
+    let stolen = std::fs::read(
+        dir.path()
+            .join("bucket/moved/p0001/deltas/00000000000000000001.arrow"),
+    )
+    .unwrap();
+    rt.block_on(storage.store.put(&layout.delta(0, 2), stolen.into()))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reader.status()[0].last_error.is_none() {
+        assert!(Instant::now() < deadline, "{:?}", reader.status());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let error = reader.status()[0].last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("partition 1, not store \"moved\", partition 0")
+            && error.contains("p0000/deltas"),
+        "{error}"
+    );
+    assert_eq!(reader.status()[0].applied_sequence, 1);
+    assert_eq!(reader.get(k1.as_bytes(), "v").unwrap(), Some(s("1")));
+    let err = rt
+        .block_on(snapshot_partition(
+            &storage,
+            &config,
+            0,
+            &SnapshotOptions {
+                force: true,
+                ..SnapshotOptions::default()
+            },
+            SystemTime::now(),
+        ))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+}
