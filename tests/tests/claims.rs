@@ -61,6 +61,39 @@ fn local(dir: &std::path::Path) -> (String, Storage) {
     (url, storage)
 }
 
+/// A store on a local directory with a writer: what the tests below start from.
+struct LocalStore {
+    dir: tempfile::TempDir,
+    url: String,
+    storage: Storage,
+    config: StoreConfig,
+    layout: StoreLayout,
+    writer: Writer,
+}
+
+fn local_store(rt: &tokio::runtime::Runtime, name: &str, partitions: u32) -> LocalStore {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, storage) = local(dir.path());
+    let config = StoreConfig::new(name, "id", None, partitions).unwrap();
+    rt.block_on(create_store(&storage, &config)).unwrap();
+    let layout = StoreLayout::new(&storage.prefix, name).unwrap();
+    let writer = rt
+        .block_on(Writer::open(
+            storage.clone(),
+            name,
+            WriterOptions::default(),
+        ))
+        .unwrap();
+    LocalStore {
+        dir,
+        url,
+        storage,
+        config,
+        layout,
+        writer,
+    }
+}
+
 /// Two writer tasks, one per partition, each call rewriting 8 documents of its group with the
 /// call's number; reader threads multiget all 16 keys meanwhile. Within a group the 8 values
 /// are always equal (a call is seen whole or not at all, and a multiget sees one view), and
@@ -257,18 +290,14 @@ fn a_call_failing_in_one_partition_keeps_the_others_and_is_a_503_over_http() {
 #[test]
 fn a_running_reader_notices_retention_at_its_check_interval() {
     let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let (url, storage) = local(dir.path());
-    let config = StoreConfig::new("ret", "id", None, 1).unwrap();
-    rt.block_on(create_store(&storage, &config)).unwrap();
-    let layout = StoreLayout::new(&storage.prefix, "ret").unwrap();
-    let writer = rt
-        .block_on(Writer::open(
-            storage.clone(),
-            "ret",
-            WriterOptions::default(),
-        ))
-        .unwrap();
+    let LocalStore {
+        dir,
+        url,
+        storage,
+        config,
+        layout,
+        writer,
+    } = local_store(&rt, "ret", 1);
     let mut model = Model::new("id", None, 1);
     let put = |model: &mut Model, k: &str, v: i64| {
         let ops = vec![Operation::UpsertFields(
@@ -334,18 +363,14 @@ fn a_running_reader_notices_retention_at_its_check_interval() {
 #[test]
 fn caught_up_at_is_never_claimed_across_a_hole() {
     let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let (url, storage) = local(dir.path());
-    let config = StoreConfig::new("hole", "id", None, 1).unwrap();
-    rt.block_on(create_store(&storage, &config)).unwrap();
-    let layout = StoreLayout::new(&storage.prefix, "hole").unwrap();
-    let writer = rt
-        .block_on(Writer::open(
-            storage.clone(),
-            "hole",
-            WriterOptions::default(),
-        ))
-        .unwrap();
+    let LocalStore {
+        dir,
+        url,
+        storage,
+        layout,
+        writer,
+        ..
+    } = local_store(&rt, "hole", 1);
     for v in 1..=5 {
         rt.block_on(
             writer.upsert_fields(
@@ -444,18 +469,14 @@ fn caught_up_at_is_never_claimed_across_a_hole() {
 #[test]
 fn a_delta_copied_into_another_partitions_log_is_never_applied_or_compacted() {
     let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let (url, storage) = local(dir.path());
-    let config = StoreConfig::new("moved", "id", None, 2).unwrap();
-    rt.block_on(create_store(&storage, &config)).unwrap();
-    let layout = StoreLayout::new(&storage.prefix, "moved").unwrap();
-    let writer = rt
-        .block_on(Writer::open(
-            storage.clone(),
-            "moved",
-            WriterOptions::default(),
-        ))
-        .unwrap();
+    let LocalStore {
+        dir,
+        url,
+        storage,
+        config,
+        layout,
+        writer,
+    } = local_store(&rt, "moved", 2);
     let (k0, k1) = (key_in(0, 2, "a"), key_in(1, 2, "b"));
     for k in [&k0, &k1] {
         rt.block_on(writer.upsert_fields(Document::new().with("id", s(k)).with("v", s("1"))))
