@@ -1,16 +1,52 @@
 """Argument checks shared by the public modules (TypeError / ValueError as the original)."""
 
-from typing import Any
+from typing import Any, Dict, Optional
 
 from ikvpy.errors import IKVTypeError, IKVValueError
 
 
-def non_blank_str(value: Any, what: str) -> str:
+def utf8_str(value: Any, what: str) -> str:
+    """A str that UTF-8 can encode: lone surrogates (from ``surrogateescape`` decoding or a
+    bad ``\\ud800`` literal) are refused here rather than failing inside the native module."""
     if not isinstance(value, str):
         raise IKVTypeError(f"{what} must be a str, not {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise IKVValueError(
+            f"{what} is not valid Unicode text: character {e.start} is a lone surrogate "
+            f"({value[e.start]!r}); pass bytes for binary data"
+        ) from None
+    return value
+
+
+def non_blank_str(value: Any, what: str) -> str:
+    utf8_str(value, what)
     if not value.strip():
         raise IKVValueError(f"{what} must not be blank")
     return value
+
+
+def int_in(value: Any, what: str, low: int, high: int) -> int:
+    """An int (not a bool) in ``[low, high]``: Python ints have no size limit, the native
+    side's do."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise IKVTypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise IKVValueError(f"{what} must be between {low} and {high}, got {value}")
+    return value
+
+
+def storage_options(value: Any) -> "Optional[Dict[str, str]]":
+    """None or a dict of str to str (object-store option names and values)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise IKVTypeError(f"storage_options must be a dict of str to str, not {type(value).__name__}")
+    for k, v in value.items():
+        non_blank_str(k, "a storage option name")
+        utf8_str(v, f"storage option {k!r}")
+    return dict(value)
 
 
 def str_list(values: Any, what: str) -> "list[str]":

@@ -4,8 +4,12 @@ import os
 from typing import Dict, List, Optional
 
 from ikvpy import _internal
-from ikvpy._validate import non_blank_str
+from ikvpy._validate import int_in, non_blank_str, storage_options as _storage_options
 from ikvpy.errors import IKVTypeError, IKVValueError
+
+
+# The most partitions a store may have (`MAX_PARTITIONS` in docs/FORMAT.md).
+MAX_PARTITIONS = 4096
 
 
 def _url(storage_url: Optional[str]) -> str:
@@ -29,12 +33,10 @@ def create_store(
     non_blank_str(primary_key_field, "primary_key_field")
     if partitioning_key_field is not None:
         non_blank_str(partitioning_key_field, "partitioning_key_field")
-    if isinstance(num_partitions, bool) or not isinstance(num_partitions, int):
-        raise IKVTypeError(f"num_partitions must be an int, not {type(num_partitions).__name__}")
-    if num_partitions < 1:
-        raise IKVValueError(f"num_partitions must be at least 1, got {num_partitions}")
+    int_in(num_partitions, "num_partitions", 1, MAX_PARTITIONS)
+    options = _storage_options(storage_options)
     _internal.create_store(
-        store_name, primary_key_field, partitioning_key_field, num_partitions, _url(storage_url), storage_options
+        store_name, primary_key_field, partitioning_key_field, num_partitions, _url(storage_url), options
     )
 
 
@@ -47,4 +49,7 @@ def run_snapshot(
     """Runs one compaction pass over the store (all partitions) and retention; returns one
     line per partition saying what it did."""
     non_blank_str(store_name, "store_name")
-    return list(_internal.run_snapshot(store_name, _url(storage_url), storage_options, force))
+    if not isinstance(force, bool):
+        raise IKVTypeError(f"force must be a bool, not {type(force).__name__}")
+    options = _storage_options(storage_options)
+    return list(_internal.run_snapshot(store_name, _url(storage_url), options, force))

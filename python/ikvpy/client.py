@@ -2,21 +2,50 @@
 :mod:`ikvpy.factory`)."""
 
 import os
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+import warnings
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ikvpy import _internal
 from ikvpy._validate import non_blank_str, sequence_of, str_list
 from ikvpy.clientoptions import ClientOptions
 from ikvpy.document import IKVDocument
-from ikvpy.errors import IKVRuntimeError, IKVTypeError, IKVValueError
+from ikvpy.errors import IKVRuntimeError, IKVTypeError, IKVValueError, IKVWarning
 
 Key = Union[str, bytes]
 
 
+# The logging configuration this process runs with: logging is process-wide (one
+# subscriber for the native library), so the first client that asks for it sets it.
+_logging_config: Optional[Tuple[str, Optional[str]]] = None
+
+
+def _describe_logging(config: Tuple[str, Optional[str]]) -> str:
+    level, path = config
+    return f"level {level!r} to {'file ' + repr(path) if path else 'the console'}"
+
+
 def _setup_logging(options: ClientOptions) -> None:
-    if options.logging is not None:
+    """Configures logging once per process; a different configuration later warns
+    (IKVWarning) and is ignored, rather than silently creating an empty log file."""
+    global _logging_config
+    if options.logging is None:
+        return
+    if _logging_config is None:
+        _logging_config = options.logging
         level, path = options.logging
-        _internal.init_logging(level, path)
+        if not _internal.init_logging(level, path):
+            warnings.warn(
+                "another logging subscriber is installed in this process; ikvpy's logging options are ignored",
+                IKVWarning,
+                stacklevel=3,
+            )
+    elif options.logging != _logging_config:
+        warnings.warn(
+            f"ikvpy logging is configured once per process and is already "
+            f"{_describe_logging(_logging_config)}; this client's {_describe_logging(options.logging)} is ignored",
+            IKVWarning,
+            stacklevel=3,
+        )
 
 
 def _document(document: Any) -> IKVDocument:
@@ -141,7 +170,9 @@ class IKVReader:
     def status(self) -> List[Dict[str, Any]]:
         """Per mounted partition: applied_sequence, snapshot_sequence, caught_up_at (Unix
         seconds: every write committed before it is visible), last_successful_poll,
-        lag_deltas, last_error, gap (a missing delta below a later one, or None)."""
+        lag_deltas, last_error, gap (a missing delta below a later one, or None), and
+        inherited_from_pid (in a forked child whose reader was started before the fork: the
+        parent's pid; the child serves the view of the fork and does not poll; else None)."""
         return self._native.status()
 
 

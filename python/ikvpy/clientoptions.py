@@ -10,7 +10,7 @@ for S3, which the native layer reads itself.
 import os
 from typing import Dict, List, Optional, Tuple
 
-from ikvpy._validate import non_blank_str
+from ikvpy._validate import int_in, non_blank_str, utf8_str
 from ikvpy.errors import IKVTypeError, IKVValueError
 
 _LEVELS = ("error", "warn", "info", "debug", "trace")
@@ -110,7 +110,7 @@ class ClientOptionsBuilder:
 
     def with_storage_option(self, key: str, value: str) -> "ClientOptionsBuilder":
         """One object-store option, e.g. ``aws_endpoint``, ``aws_region``, ``aws_access_key_id``."""
-        self._storage_options[non_blank_str(key, "storage option key")] = non_blank_str(value, f"storage option {key!r}")
+        self._storage_options[non_blank_str(key, "storage option key")] = utf8_str(value, f"storage option {key!r}")
         return self
 
     def with_writer_url(self, writer_url: str) -> "ClientOptionsBuilder":
@@ -124,10 +124,7 @@ class ClientOptionsBuilder:
             raise IKVTypeError(f"partitions must be a list of int, not {type(partitions).__name__}")
         parts = list(partitions)
         for p in parts:
-            if not isinstance(p, int) or isinstance(p, bool):
-                raise IKVTypeError(f"each partition must be an int, not {type(p).__name__}")
-            if p < 0:
-                raise IKVValueError(f"partition numbers are not negative, got {p}")
+            int_in(p, "each partition number", 0, 2**32 - 1)
         self._partitions = parts
         return self
 

@@ -2,7 +2,7 @@
 
 from typing import Any, List, Tuple
 
-from ikvpy._validate import non_blank_str
+from ikvpy._validate import non_blank_str, utf8_str
 from ikvpy.errors import IKVTypeError, IKVValueError
 
 # Type codes shared with the native module (and the on-bucket format).
@@ -40,7 +40,7 @@ class IKVDocumentBuilder:
     def put_string_field(self, name: str, value: str) -> "IKVDocumentBuilder":
         if not isinstance(value, str):
             raise IKVTypeError(f"field {name!r}: value must be a str, not {type(value).__name__}")
-        return self._put(name, STRING, value)
+        return self._put(name, STRING, utf8_str(value, f"field {name!r}"))
 
     def put_bytes_field(self, name: str, value: bytes) -> "IKVDocumentBuilder":
         if isinstance(value, (bytearray, memoryview)):
@@ -59,7 +59,11 @@ class IKVDocumentBuilder:
     def put_float64_field(self, name: str, value: float) -> "IKVDocumentBuilder":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise IKVTypeError(f"field {name!r}: value must be a float, not {type(value).__name__}")
-        return self._put(name, FLOAT64, float(value))
+        try:
+            as_float = float(value)
+        except OverflowError:
+            raise IKVValueError(f"field {name!r}: {value} is too large for a 64-bit float") from None
+        return self._put(name, FLOAT64, as_float)
 
     def put_bool_field(self, name: str, value: bool) -> "IKVDocumentBuilder":
         if not isinstance(value, bool):

@@ -43,3 +43,8 @@ class NotMountedError(IKVValueError):
 
 class MountInUseError(IKVRuntimeError):
     """Another process uses the mount directory; each reader needs its own."""
+
+
+class IKVWarning(UserWarning):
+    """Something ikvpy ignored or changed on the caller's behalf (for example a second,
+    different logging configuration in one process)."""

@@ -15,7 +15,10 @@ pub fn key_bytes<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
         return Ok(Cow::Borrowed(b.as_bytes()));
     }
     if let Ok(s) = key.cast::<PyString>() {
-        return Ok(Cow::Owned(s.to_cow()?.into_owned().into_bytes()));
+        return match s.to_cow() {
+            Ok(s) => Ok(Cow::Owned(s.into_owned().into_bytes())),
+            Err(_) => Err(not_unicode("a primary key")),
+        };
     }
     Err(raise(
         "IKVTypeError",
@@ -24,6 +27,16 @@ pub fn key_bytes<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
             key.get_type().name()?
         ),
     ))
+}
+
+/// A str that UTF-8 cannot encode (a lone surrogate) is bad input, not an encoding crash.
+fn not_unicode(what: &str) -> PyErr {
+    raise(
+        "IKVValueError",
+        format!(
+            "{what} is not valid Unicode text (it holds a lone surrogate); pass bytes for binary data"
+        ),
+    )
 }
 
 /// A field value from the document builder: `(type code, value)`.
@@ -45,7 +58,11 @@ fn field_value(name: &str, code: u8, value: &Bound<'_, PyAny>) -> PyResult<Field
     })?;
     Ok(match ty {
         FieldType::String => match value.cast::<PyString>() {
-            Ok(s) => FieldValue::String(s.to_cow()?.into_owned()),
+            Ok(s) => FieldValue::String(
+                s.to_cow()
+                    .map_err(|_| not_unicode(&format!("field {name:?}")))?
+                    .into_owned(),
+            ),
             Err(_) => return wrong("str"),
         },
         FieldType::Bytes => match value.cast::<PyBytes>() {

@@ -4,11 +4,14 @@
 mod arrow;
 mod convert;
 mod errors;
+mod fork;
 mod reader;
 mod writer;
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 
 use ikv_core::{Storage, StoreConfig};
 use ikv_snapshot::{SnapshotOptions, run_pass};
@@ -16,25 +19,52 @@ use pyo3::prelude::*;
 
 use crate::errors::{raise, to_py};
 
-/// The runtime writers and admin calls run on (readers own theirs).
-pub(crate) fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
-    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("ikvpy")
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
+/// A tokio runtime and the fork generation it was built in.
+pub(crate) struct ForkRuntime {
+    generation: u64,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl std::ops::Deref for ForkRuntime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+}
+
+/// The runtime writers and admin calls run on (readers own theirs). A forked child builds its
+/// own on first use: the parent's worker threads do not exist there.
+pub(crate) fn runtime() -> PyResult<Arc<ForkRuntime>> {
+    static RUNTIME: ArcSwapOption<ForkRuntime> = ArcSwapOption::const_empty();
+    let generation = fork::generation();
+    if let Some(rt) = RUNTIME.load_full()
+        && rt.generation == generation
+    {
+        return Ok(rt);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ikvpy")
+        .enable_all()
+        .build()
         .map_err(|e| {
             raise(
                 "IKVRuntimeError",
                 format!("cannot start the async runtime: {e}"),
             )
-        })
+        })?;
+    let fresh = Arc::new(ForkRuntime {
+        generation,
+        runtime,
+    });
+    if let Some(old) = RUNTIME.swap(Some(fresh.clone()))
+        && old.generation != generation
+    {
+        // The parent's runtime: dropping it would join threads this process lacks.
+        std::mem::forget(old);
+    }
+    Ok(fresh)
 }
 
 /// Creates a store; an existing store is an error and is never overwritten.
@@ -132,6 +162,7 @@ fn init_logging(level: &str, path: Option<std::path::PathBuf>) -> PyResult<bool>
 
 #[pymodule]
 fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    fork::install();
     m.add_class::<writer::NativeWriter>()?;
     m.add_class::<reader::NativeReader>()?;
     m.add_class::<arrow::ArrowBatch>()?;

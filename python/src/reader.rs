@@ -1,12 +1,19 @@
 //! `NativeReader`: the embedded reader. Startup, shutdown and batch reads release the GIL;
 //! single gets keep it (a local lookup takes about a microsecond, less than releasing and
 //! re-taking the GIL would cost).
+//!
+//! Lock design (no call ever waits on a lock, a channel or the runtime while holding the
+//! GIL): the reader's state is an atomically swapped pointer. Reads load it without locking
+//! and fail at once with `IKVRuntimeError` when it is not running; `startup()` and
+//! `shutdown()` swap it (a racing second call fails at once) and do their slow work with the
+//! GIL released. A shut-down reader is freed once the reads still using it return.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::RwLock;
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use ikv_core::FieldValue;
 use ikv_reader::{Reader, ReaderOptions};
 use pyo3::prelude::*;
@@ -15,26 +22,81 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use crate::arrow::{ArrowBatch, table_of};
 use crate::convert::{key_bytes, to_python};
 use crate::errors::{raise, to_py};
+use crate::fork;
+
+enum Lifecycle {
+    NotStarted,
+    Starting,
+    Running {
+        reader: Arc<Reader>,
+        /// Fork generation the reader was opened in; in a later one its poller is gone.
+        generation: u64,
+    },
+    ShuttingDown,
+    ShutDown,
+}
 
 #[pyclass(frozen, module = "ikvpy._internal")]
 pub struct NativeReader {
     options: ReaderOptions,
-    reader: RwLock<Option<Reader>>,
+    state: ArcSwap<Lifecycle>,
 }
 
-fn closed() -> PyErr {
-    raise(
-        "IKVRuntimeError",
-        "the reader is not started (call startup()) or was shut down".into(),
-    )
+fn not_running(state: &Lifecycle) -> PyErr {
+    let message = match state {
+        Lifecycle::NotStarted => "the reader is not started: call startup()",
+        Lifecycle::Starting => {
+            "the reader is starting in another thread: wait for its startup() to return"
+        }
+        Lifecycle::ShuttingDown | Lifecycle::ShutDown => {
+            "the reader was shut down: call startup() to open it again"
+        }
+        Lifecycle::Running { .. } => "the reader is running",
+    };
+    raise("IKVRuntimeError", message.into())
+}
+
+/// How long `shutdown()` waits (GIL released) for reads still using the reader before it
+/// leaves them to free it.
+const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Waits for the other users of `reader` to finish, then drops it (closing the local copy and
+/// releasing the mount directory). Call with the GIL released.
+fn release(reader: Arc<Reader>) {
+    let deadline = Instant::now() + SHUTDOWN_PATIENCE;
+    let mut reader = reader;
+    loop {
+        match Arc::try_unwrap(reader) {
+            Ok(owned) => {
+                drop(owned);
+                return;
+            }
+            Err(shared) if Instant::now() < deadline => {
+                reader = shared;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => {
+                tracing::warn!("reads still use a shut-down reader; it closes when they finish");
+                return;
+            }
+        }
+    }
 }
 
 impl NativeReader {
+    /// The running reader, or `IKVRuntimeError` at once. Never blocks.
+    fn running(&self) -> PyResult<Arc<Reader>> {
+        match &**self.state.load() {
+            Lifecycle::Running { reader, .. } => Ok(reader.clone()),
+            other => Err(not_running(other)),
+        }
+    }
+
     fn with<T>(&self, f: impl FnOnce(&Reader) -> PyResult<T>) -> PyResult<T> {
-        let guard = self.reader.read().unwrap_or_else(|p| p.into_inner());
-        match guard.as_ref() {
-            Some(r) => f(r),
-            None => Err(closed()),
+        let state = self.state.load();
+        match &**state {
+            Lifecycle::Running { reader, .. } => f(reader),
+            other => Err(not_running(other)),
         }
     }
 
@@ -42,6 +104,33 @@ impl NativeReader {
         keys.iter()
             .map(|k| key_bytes(&k).map(|b| b.into_owned()))
             .collect()
+    }
+
+    /// Replaces the state if it is still `expected` (by identity); false when another thread
+    /// changed it first.
+    fn transition(&self, expected: &Arc<Lifecycle>, next: Lifecycle) -> bool {
+        let previous = self.state.compare_and_swap(expected, Arc::new(next));
+        Arc::ptr_eq(&*previous, expected)
+    }
+}
+
+impl Drop for NativeReader {
+    fn drop(&mut self) {
+        let state = self.state.swap(Arc::new(Lifecycle::ShutDown));
+        match &*state {
+            Lifecycle::Running { generation, .. } if *generation != fork::generation() => {
+                // Inherited from the parent: its poller thread is not in this process, and
+                // dropping the reader would wait for it forever.
+                std::mem::forget(state);
+            }
+            Lifecycle::Running { reader, .. } => {
+                let reader = reader.clone();
+                drop(state);
+                // Stopping waits for the poller's current delta: never with the GIL held.
+                Python::attach(|py| py.detach(|| release(reader)));
+            }
+            _ => {}
+        }
     }
 }
 
@@ -65,33 +154,78 @@ impl NativeReader {
         options.memory_index = memory_index;
         NativeReader {
             options,
-            reader: RwLock::new(None),
+            state: ArcSwap::from_pointee(Lifecycle::NotStarted),
         }
     }
 
-    /// Opens the local copy and catches up with the bucket (blocking, GIL released).
+    /// Opens the local copy and catches up with the bucket (blocking, GIL released). Does
+    /// nothing when already running; fails at once while another thread starts or shuts down
+    /// this reader.
     fn startup(&self, py: Python<'_>) -> PyResult<()> {
-        let mut guard = self.reader.write().unwrap_or_else(|p| p.into_inner());
-        if guard.is_some() {
-            return Ok(());
+        let current = self.state.load_full();
+        match &*current {
+            Lifecycle::Running { generation, .. } if *generation == fork::generation() => {
+                return Ok(());
+            }
+            Lifecycle::Running { .. } => {
+                return Err(raise(
+                    "IKVRuntimeError",
+                    "this reader was started before this process was forked: it serves the view \
+                     inherited at the fork; open a new reader in this process (with its own mount \
+                     directory) to see new writes"
+                        .into(),
+                ));
+            }
+            Lifecycle::Starting | Lifecycle::ShuttingDown => return Err(not_running(&current)),
+            Lifecycle::NotStarted | Lifecycle::ShutDown => {}
+        }
+        if !self.transition(&current, Lifecycle::Starting) {
+            return Err(not_running(&self.state.load()));
         }
         let options = self.options.clone();
-        let reader = py.detach(|| Reader::open(options)).map_err(to_py)?;
-        *guard = Some(reader);
-        Ok(())
+        match py.detach(|| Reader::open(options)) {
+            Ok(reader) => {
+                self.state.store(Arc::new(Lifecycle::Running {
+                    reader: Arc::new(reader),
+                    generation: fork::generation(),
+                }));
+                Ok(())
+            }
+            Err(e) => {
+                self.state.store(Arc::new(Lifecycle::NotStarted));
+                Err(to_py(e))
+            }
+        }
     }
 
-    /// Stops polling, flushes the local copy and releases the mount directory.
+    /// Stops polling, flushes the local copy and releases the mount directory once the reads
+    /// in progress return. Reads after it fail at once. In a forked child, only forgets the
+    /// inherited reader (its poller is not in this process).
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
-        let reader = self
-            .reader
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        match reader {
-            Some(r) => py.detach(|| r.shutdown()).map_err(to_py),
-            None => Ok(()),
+        let current = self.state.load_full();
+        let Lifecycle::Running { reader, generation } = &*current else {
+            return match &*current {
+                Lifecycle::Starting | Lifecycle::ShuttingDown => Err(not_running(&current)),
+                _ => Ok(()),
+            };
+        };
+        if *generation != fork::generation() {
+            self.state.store(Arc::new(Lifecycle::ShutDown));
+            std::mem::forget(current);
+            return Ok(());
         }
+        let reader = reader.clone();
+        if !self.transition(&current, Lifecycle::ShuttingDown) {
+            return Err(not_running(&self.state.load()));
+        }
+        drop(current);
+        let result = py.detach(|| {
+            let stopped = reader.stop();
+            release(reader);
+            stopped
+        });
+        self.state.store(Arc::new(Lifecycle::ShutDown));
+        result.map_err(to_py)
     }
 
     fn get_value<'py>(
@@ -160,7 +294,11 @@ impl NativeReader {
         as_string: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         let keys = Self::keys(keys)?;
-        let values = self.with(|r| py.detach(|| r.multiget(&keys, &fields)).map_err(to_py))?;
+        let reader = self.running()?;
+        let values = py
+            .detach(|| reader.multiget(&keys, &fields))
+            .map_err(to_py)?;
+        drop(reader);
         let nf = fields.len().max(1);
         let out = PyList::empty(py);
         for (i, v) in values.into_iter().enumerate() {
@@ -204,14 +342,27 @@ impl NativeReader {
         fields: Vec<String>,
     ) -> PyResult<ArrowBatch> {
         let keys = Self::keys(keys)?;
-        let values = self.with(|r| py.detach(|| r.multiget(&keys, &fields)).map_err(to_py))?;
+        let reader = self.running()?;
+        let values = py
+            .detach(|| reader.multiget(&keys, &fields))
+            .map_err(to_py)?;
+        drop(reader);
         py.detach(|| table_of(&keys, &fields, values))
             .map_err(|m| raise("IKVTypeError", m))
     }
 
-    /// Freshness of every mounted partition.
+    /// Freshness of every mounted partition. In a forked child whose reader was started
+    /// before the fork, each partition says so (`inherited_from_pid`, `last_error`): it
+    /// serves the view of the fork and sees no new writes.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let status = self.with(|r| Ok(r.status()))?;
+        let state = self.state.load_full();
+        let Lifecycle::Running { reader, generation } = &*state else {
+            return Err(not_running(&state));
+        };
+        let inherited = (*generation != fork::generation())
+            .then(fork::parent_pid)
+            .flatten();
+        let status = reader.status();
         let out = PyList::empty(py);
         let secs = |t: Option<std::time::SystemTime>| {
             t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -225,8 +376,16 @@ impl NativeReader {
             d.set_item("caught_up_at", secs(s.caught_up_at))?;
             d.set_item("last_successful_poll", secs(s.last_successful_poll))?;
             d.set_item("lag_deltas", s.lag_deltas)?;
-            d.set_item("last_error", s.last_error)?;
+            let last_error = match inherited {
+                Some(pid) => Some(format!(
+                    "inherited from process {pid} at fork: serving the view of the fork, not \
+                     polling; open a new reader in this process to see new writes"
+                )),
+                None => s.last_error,
+            };
+            d.set_item("last_error", last_error)?;
             d.set_item("gap", s.gap)?;
+            d.set_item("inherited_from_pid", inherited)?;
             out.append(d)?;
         }
         Ok(out)

@@ -2,6 +2,9 @@
 //! service). Every call releases the GIL while it waits.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use ikv_core::Operation;
 use ikv_writer::client::HttpWriterClient;
@@ -11,7 +14,7 @@ use pyo3::types::PyList;
 
 use crate::convert::operation;
 use crate::errors::{client_to_py, raise, to_py};
-use crate::runtime;
+use crate::{fork, runtime};
 
 enum Mode {
     Direct(Writer),
@@ -21,9 +24,102 @@ enum Mode {
     },
 }
 
+/// How the writer was opened, to open it again in a forked child.
+struct Settings {
+    store_name: String,
+    storage_url: Option<String>,
+    storage_options: Option<BTreeMap<String, String>>,
+    writer_url: Option<String>,
+    account_id: Option<String>,
+    account_passkey: Option<String>,
+}
+
+/// A connection made in one fork generation: its pooled connections and background tasks
+/// belong to that generation's runtime.
+struct Connected {
+    generation: u64,
+    mode: Mode,
+}
+
 #[pyclass(frozen, module = "ikvpy._internal")]
 pub struct NativeWriter {
-    mode: Mode,
+    settings: Settings,
+    connected: ArcSwap<Connected>,
+}
+
+impl Settings {
+    /// Opens the writer (checking credentials in HTTP mode). GIL released while waiting.
+    fn connect(&self, py: Python<'_>) -> PyResult<Connected> {
+        let rt = runtime()?;
+        let store_name = self.store_name.clone();
+        let mode = if let Some(url) = &self.writer_url {
+            let (Some(id), Some(passkey)) = (&self.account_id, &self.account_passkey) else {
+                return Err(raise(
+                    "IKVValueError",
+                    "a writer URL needs an account id and passkey".into(),
+                ));
+            };
+            let client = HttpWriterClient::new(url, id, passkey);
+            let checked = client.clone();
+            let store = store_name.clone();
+            py.detach(|| rt.block_on(async move { checked.describe(&store).await }))
+                .map_err(client_to_py)?;
+            Mode::Http {
+                client,
+                store: store_name,
+            }
+        } else {
+            let Some(url) = self.storage_url.clone() else {
+                return Err(raise(
+                    "IKVValueError",
+                    "no storage URL: set it in the options or IKV_STORAGE_URL, or give a writer URL"
+                        .into(),
+                ));
+            };
+            let options = crate::convert::storage_options(self.storage_options.clone());
+            let writer = py
+                .detach(|| {
+                    rt.block_on(async move {
+                        Writer::open_url(&url, &options, &store_name, WriterOptions::default())
+                            .await
+                    })
+                })
+                .map_err(to_py)?;
+            Mode::Direct(writer)
+        };
+        Ok(Connected {
+            generation: fork::generation(),
+            mode,
+        })
+    }
+}
+
+impl NativeWriter {
+    /// The connection of this process; a forked child opens its own on first use.
+    fn connected(&self, py: Python<'_>) -> PyResult<Arc<Connected>> {
+        let current = self.connected.load_full();
+        if current.generation == fork::generation() {
+            return Ok(current);
+        }
+        let fresh = Arc::new(self.settings.connect(py)?);
+        let replaced = self.connected.swap(fresh.clone());
+        if replaced.generation != fork::generation() {
+            // The parent's connection: dropping it could wait on threads this process lacks.
+            std::mem::forget(replaced);
+        }
+        Ok(fresh)
+    }
+}
+
+impl Drop for NativeWriter {
+    fn drop(&mut self) {
+        let current = self.connected.load_full();
+        if current.generation != fork::generation() {
+            // Inherited from the parent: one reference that is never released keeps it from
+            // being dropped (which could wait on threads this process lacks).
+            std::mem::forget(current);
+        }
+    }
 }
 
 #[pymethods]
@@ -41,43 +137,18 @@ impl NativeWriter {
         account_id: Option<String>,
         account_passkey: Option<String>,
     ) -> PyResult<Self> {
-        let rt = runtime()?;
-        if let Some(url) = writer_url {
-            let (Some(id), Some(passkey)) = (account_id, account_passkey) else {
-                return Err(raise(
-                    "IKVValueError",
-                    "a writer URL needs an account id and passkey".into(),
-                ));
-            };
-            let client = HttpWriterClient::new(&url, &id, &passkey);
-            let store = store_name.clone();
-            let checked = client.clone();
-            py.detach(|| rt.block_on(async move { checked.describe(&store).await }))
-                .map_err(client_to_py)?;
-            return Ok(NativeWriter {
-                mode: Mode::Http {
-                    client,
-                    store: store_name,
-                },
-            });
-        }
-        let Some(url) = storage_url else {
-            return Err(raise(
-                "IKVValueError",
-                "no storage URL: set it in the options or IKV_STORAGE_URL, or give a writer URL"
-                    .into(),
-            ));
+        let settings = Settings {
+            store_name,
+            storage_url,
+            storage_options,
+            writer_url,
+            account_id,
+            account_passkey,
         };
-        let options = crate::convert::storage_options(storage_options);
-        let writer = py
-            .detach(|| {
-                rt.block_on(async move {
-                    Writer::open_url(&url, &options, &store_name, WriterOptions::default()).await
-                })
-            })
-            .map_err(to_py)?;
+        let connected = settings.connect(py)?;
         Ok(NativeWriter {
-            mode: Mode::Direct(writer),
+            settings,
+            connected: ArcSwap::from_pointee(connected),
         })
     }
 
@@ -87,8 +158,9 @@ impl NativeWriter {
             .iter()
             .map(|op| operation(&op))
             .collect::<PyResult<_>>()?;
+        let connected = self.connected(py)?;
         let rt = runtime()?;
-        match &self.mode {
+        match &connected.mode {
             Mode::Direct(writer) => py
                 .detach(|| rt.block_on(writer.write(&ops)))
                 .map(|_| ())
@@ -103,7 +175,8 @@ impl NativeWriter {
     /// The store's primary-key field and partitioning-key field (direct mode only knows them
     /// without a request).
     fn key_fields(&self, py: Python<'_>) -> PyResult<(String, Option<String>)> {
-        let config = match &self.mode {
+        let connected = self.connected(py)?;
+        let config = match &connected.mode {
             Mode::Direct(w) => w.config().clone(),
             Mode::Http { client, store } => {
                 let rt = runtime()?;

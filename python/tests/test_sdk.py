@@ -176,7 +176,7 @@ def test_reader_context_manager_and_status(store):
         assert [s["partition"] for s in status] == [0, 1, 2]
         assert all(s["caught_up_at"] is not None and s["last_error"] is None for s in status)
         assert sum(s["applied_sequence"] for s in status) == 1
-    with pytest.raises(RuntimeError, match="not started"):
+    with pytest.raises(RuntimeError, match="shut down"):
         reader.get_int64_value("a", "n")
 
 
@@ -302,3 +302,75 @@ def test_a_str_is_not_a_list_of_keys_and_bad_arguments_raise_ikvpy_classes(store
         with pytest.raises(TypeError):  # and still the built-in class the original raised
             reader.get_string_value("a", 5)
         assert list(reader.multiget_string_values(str_primary_keys=["a", "b"], field_names=["city"])) == ["Paris", "Rome"]
+
+
+def test_surrogates_big_ints_and_bad_storage_options_raise_ikvpy_classes_and_write_nothing(store, tmp_path):
+    name, storage, options = store
+    lone = "\udc80"
+    with create_new_writer(options()) as writer:
+        writer.upsert_fields(doc("a", city="Paris"))
+        refusals = [
+            (ikvpy.IKVValueError, UnicodeError, lambda: IKVDocumentBuilder().put_string_field("id", "k" + lone)),
+            (ikvpy.IKVValueError, UnicodeError, lambda: IKVDocumentBuilder().put_string_field("f" + lone, "v")),
+            (ikvpy.IKVValueError, OverflowError, lambda: IKVDocumentBuilder().put_float64_field("f", 10**400)),
+            (ikvpy.IKVValueError, OverflowError, lambda: IKVDocumentBuilder().put_int64_field("f", 2**70)),
+            (ikvpy.IKVValueError, OverflowError, lambda: ClientOptionsBuilder().with_partitions([2**40])),
+            (ikvpy.IKVValueError, None, lambda: ClientOptionsBuilder().with_storage_option("k", lone)),
+            (ikvpy.IKVValueError, OverflowError,
+             lambda: admin.create_store("big", "id", num_partitions=2**40, storage_url=storage.url)),
+            (ikvpy.IKVValueError, None,
+             lambda: admin.create_store("big", "id", num_partitions=4097, storage_url=storage.url)),
+            (ikvpy.IKVTypeError, None,
+             lambda: admin.create_store("big", "id", storage_url=storage.url, storage_options={"k": 5})),
+            (ikvpy.IKVTypeError, None,
+             lambda: admin.create_store("big", "id", storage_url=storage.url, storage_options=["k"])),
+            (ikvpy.IKVTypeError, None, lambda: admin.run_snapshot(name, storage_url=storage.url, storage_options={5: "v"})),
+            (ikvpy.IKVValueError, None,
+             lambda: writer.delete_fields(doc("a"), ["city" + lone])),
+            (ikvpy.IKVValueError, None, lambda: writer.drop_fields_by_name(["x" + lone])),
+        ]
+        for ikv_class, builtin, call in refusals:
+            with pytest.raises(ikv_class) as caught:
+                call()
+            # ikvpy's class, which is also the matching built-in (ValueError / TypeError), and
+            # never the built-in that escaped before (UnicodeEncodeError, OverflowError).
+            assert isinstance(caught.value, ikvpy.IKVError)
+            if builtin is not None:
+                assert not isinstance(caught.value, builtin), caught.value
+    assert not (pathlib.Path(storage.url[len("file://"):]) / "big").exists(), "a refused create_store wrote"
+    with create_new_reader(options()) as reader:
+        with pytest.raises(ikvpy.IKVValueError, match="lone surrogate"):
+            reader.get_string_value("a" + lone, "city")
+        with pytest.raises(ikvpy.IKVValueError, match="lone surrogate"):
+            list(reader.multiget_string_values(str_primary_keys=["a", lone], field_names=["city"]))
+        with pytest.raises(ikvpy.IKVValueError, match="lone surrogate"):
+            reader.get_string_value("a", "city" + lone)
+        assert reader.get_string_value("a", "city") == "Paris"
+        assert sum(s["applied_sequence"] for s in reader.status()) == 1, "only the one good write was committed"
+
+
+def test_logging_is_set_once_per_process_and_a_different_request_warns(tmp_path):
+    import subprocess
+    import sys
+
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    script = f"""
+import warnings
+from ikvpy import IKVWarning
+from ikvpy.client import _setup_logging
+from ikvpy.clientoptions import ClientOptionsBuilder
+a = ClientOptionsBuilder().with_store_name("s").with_file_logging("info", {str(first)!r}).build()
+b = ClientOptionsBuilder().with_store_name("s").with_file_logging("debug", {str(second)!r}).build()
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    _setup_logging(a)
+    _setup_logging(a)
+    assert not seen, [str(w.message) for w in seen]
+    _setup_logging(b)
+    assert len(seen) == 1 and issubclass(seen[0].category, IKVWarning), seen
+    assert "first.log" in str(seen[0].message) and "ignored" in str(seen[0].message)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr
+    assert first.exists() and not second.exists(), "the ignored configuration created its log file"

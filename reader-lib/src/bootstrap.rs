@@ -9,8 +9,9 @@ use ikv_snapshot::{Manifest, SnapshotStream};
 
 use crate::doc::{DocView, join_sections};
 use crate::keys::{doc_key, epoch};
-use crate::local::{MemoryIndex, PartitionState};
+use crate::local::PartitionState;
 use crate::snapshot_rows::encode_rows;
+use crate::view::BaseIndex;
 
 fn local(e: fjall::Error) -> Error {
     Error::Local {
@@ -61,7 +62,7 @@ pub struct BootstrapStats {
 pub type Bootstrapped = (
     BTreeMap<u32, PartitionState>,
     BootstrapStats,
-    Option<MemoryIndex>,
+    Option<BaseIndex>,
 );
 
 /// Ingests the given snapshots (partition → manifest; partitions without one start empty) into
@@ -111,12 +112,12 @@ pub async fn bootstrap(
         ingestion.finish().map_err(local)
     });
     let mut stats = BootstrapStats::default();
-    let mut index: Option<MemoryIndex> = memory.then(|| {
+    let mut index: Option<BaseIndex> = memory.then(|| {
         let rows = sources
             .iter()
             .map(|s| s.stream.manifest().row_count as usize)
             .sum();
-        MemoryIndex::with_capacity_and_hasher(rows, Default::default())
+        BaseIndex::with_capacity_and_hasher(rows, Default::default())
     });
     let mut last_key: Option<Vec<u8>> = None;
     let mut batch = Vec::with_capacity(INGEST_BATCH);

@@ -11,6 +11,7 @@ mod reader;
 pub mod snapshot_rows;
 pub mod status;
 pub mod sync;
+pub mod view;
 
 pub use reader::{Reader, ReaderOptions};
 pub use status::PartitionStatus;

@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::RwLock;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use ikv_core::{DeltaOp, Error, Result, StoreConfig};
@@ -31,9 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::doc::{OwnedDoc, Sections, decode_entry_live, encode_entry};
 use crate::drops::DropState;
 use crate::keys::{doc_key, epoch};
-
-/// Documents held in memory for reads: primary-key bytes → encoded document.
-pub type MemoryIndex = rustc_hash::FxHashMap<Box<[u8]>, Box<[u8]>>;
+use crate::view::{BaseIndex, MemoryIndex, PublishedView, ReadView};
 
 const META: &str = "meta";
 
@@ -64,55 +62,12 @@ pub struct PartitionState {
     pub snapshot: u64,
 }
 
-/// Data and drop state that reads need, swapped together.
-pub struct ReadView {
-    pub docs: Keyspace,
-    /// Indexed by partition number (unmounted partitions stay empty).
-    pub drops: Vec<DropState>,
-    /// Present when reads are served from memory.
-    pub memory: Option<MemoryIndex>,
-}
-
-/// An encoded document, borrowed from memory or read from disk.
-pub enum DocBytes<'a> {
-    Memory(&'a [u8]),
-    Disk(fjall::UserValue),
-}
-
-impl std::ops::Deref for DocBytes<'_> {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            DocBytes::Memory(b) => b,
-            DocBytes::Disk(v) => v,
-        }
-    }
-}
-
-impl ReadView {
-    /// The stored document of `key` (live fields and dropped ones alike).
-    pub fn doc(&self, key: &[u8]) -> Result<Option<DocBytes<'_>>> {
-        match &self.memory {
-            Some(map) => Ok(map.get(key).map(|b| DocBytes::Memory(b))),
-            None => self
-                .docs
-                .get(doc_key(key))
-                .map(|v| v.map(DocBytes::Disk))
-                .map_err(|e| Error::Local {
-                    path: "local store".into(),
-                    message: e.to_string(),
-                }),
-        }
-    }
-}
-
 pub struct LocalStore {
     path: PathBuf,
     _lock: File,
     db: Database,
     meta: Keyspace,
-    view: RwLock<ReadView>,
+    view: PublishedView,
     primary_key: String,
     /// Whether a primary key names its partition (no partitioning key): then an entry only
     /// ever holds one section.
@@ -279,7 +234,7 @@ impl LocalStore {
             drops = vec![DropState::default(); config.num_partitions as usize];
         }
         let memory = if memory_index {
-            let mut map = MemoryIndex::default();
+            let mut map = BaseIndex::default();
             if complete {
                 for kv in docs.iter() {
                     let (k, v) = kv.into_inner().map_err(|e| local_err(&db_path, e))?;
@@ -288,16 +243,18 @@ impl LocalStore {
                     map.insert(key.into_boxed_slice(), v.to_vec().into_boxed_slice());
                 }
             }
-            Some(map)
+            Some(MemoryIndex::new(map))
         } else {
             None
         };
+        let snapshot = db.snapshot();
         let store = LocalStore {
             path: dir,
             _lock: lock,
             db,
             meta,
-            view: RwLock::new(ReadView {
+            view: PublishedView::new(ReadView {
+                snapshot,
                 docs,
                 drops,
                 memory,
@@ -322,8 +279,9 @@ impl LocalStore {
     }
 
     /// The data and drop state reads use; hold it for the duration of one read or batch.
-    pub fn read(&self) -> RwLockReadGuard<'_, ReadView> {
-        self.view.read().unwrap_or_else(|p| p.into_inner())
+    /// Never blocks: the poller replaces the view, it never changes one.
+    pub fn read(&self) -> arc_swap::Guard<std::sync::Arc<ReadView>> {
+        self.view.load()
     }
 
     /// Starts a bootstrap into a fresh keyspace.
@@ -356,10 +314,10 @@ impl LocalStore {
         &self,
         generation: u64,
         docs: Keyspace,
-        memory: Option<MemoryIndex>,
+        memory: Option<BaseIndex>,
         states: &BTreeMap<u32, PartitionState>,
     ) -> Result<()> {
-        let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+        let current = self.view.load_full();
         let mut batch = self.db.batch();
         batch.insert(
             &self.meta,
@@ -381,13 +339,16 @@ impl LocalStore {
             batch.remove(&self.meta, format!("drops/{p}"));
         }
         batch.commit().map_err(|e| self.err(e))?;
-        let old = std::mem::replace(&mut view.docs, docs);
-        view.memory = memory;
-        for d in view.drops.iter_mut() {
-            *d = DropState::default();
-        }
+        let old = current.docs.clone();
+        let drops = vec![DropState::default(); current.drops.len()];
+        drop(current);
+        self.view.publish(ReadView {
+            snapshot: self.db.snapshot(),
+            docs,
+            drops,
+            memory: memory.map(MemoryIndex::new),
+        });
         *self.generation.write().unwrap_or_else(|p| p.into_inner()) = generation;
-        drop(view);
         if old.name() != self.read().docs.name() {
             self.db.delete_keyspace(old).map_err(|e| self.err(e))?;
         }
@@ -396,8 +357,9 @@ impl LocalStore {
 
     /// Applies one delta of `partition` as one atomic batch with its new applied sequence.
     pub fn apply_delta(&self, partition: u32, seq: u64, ops: &[DeltaOp]) -> Result<()> {
-        // The write lock makes data and drop state change together for readers.
-        let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+        // Built beside the published view (the poller is its only writer), then published
+        // whole: reads never wait for an apply and see all of a delta or none of it.
+        let view = self.view.load_full();
         let mut drops = view.drops[partition as usize].clone();
         let drops_before = drops.clone();
         // Entries this delta changed, loaded once each. Loading keeps only live fields, so
@@ -479,19 +441,20 @@ impl LocalStore {
         ikv_core::failpoint!("reader.apply.before_commit");
         batch.commit().map_err(|e| self.err(e))?;
         ikv_core::failpoint!("reader.apply.after_commit");
-        if let Some(map) = view.memory.as_mut() {
-            for (k, v) in encoded {
-                match v {
-                    Some(v) => {
-                        map.insert(k.into_boxed_slice(), v.into_boxed_slice());
-                    }
-                    None => {
-                        map.remove(k.as_slice());
-                    }
-                }
-            }
-        }
-        view.drops[partition as usize] = drops;
+        let snapshot = self.db.snapshot();
+        let memory = view.memory.as_ref().map(|index| {
+            index.with_changes(encoded.iter().map(|(k, v)| (k.as_slice(), v.as_deref())))
+        });
+        let mut all_drops = view.drops.clone();
+        all_drops[partition as usize] = drops;
+        let docs = view.docs.clone();
+        drop(view);
+        self.view.publish(ReadView {
+            docs,
+            snapshot,
+            drops: all_drops,
+            memory,
+        });
         Ok(())
     }
 
@@ -508,10 +471,62 @@ mod tests {
     use super::*;
 
     fn open(dir: &Path) -> (LocalStore, Option<BTreeMap<u32, PartitionState>>) {
+        open_with(dir, false)
+    }
+
+    fn open_with(
+        dir: &Path,
+        memory_index: bool,
+    ) -> (LocalStore, Option<BTreeMap<u32, PartitionState>>) {
         // One configuration for the whole test, as a store's is (it carries its creation time).
         static CONFIG: std::sync::OnceLock<StoreConfig> = std::sync::OnceLock::new();
         let config = CONFIG.get_or_init(|| StoreConfig::new("s", "id", None, 1).unwrap());
-        LocalStore::open(dir, config, &[0], 1 << 20, false).unwrap()
+        LocalStore::open(dir, config, &[0], 1 << 20, memory_index).unwrap()
+    }
+
+    #[test]
+    fn a_view_held_by_a_read_never_changes_while_deltas_are_applied() {
+        for memory_index in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, _) = open_with(dir.path(), memory_index);
+            let (generation, docs) = store.new_generation().unwrap();
+            let states = BTreeMap::from([(
+                0,
+                PartitionState {
+                    applied: 0,
+                    snapshot: 0,
+                },
+            )]);
+            let memory = memory_index.then(crate::view::BaseIndex::default);
+            store.activate(generation, docs, memory, &states).unwrap();
+            let set = |key: &str, seq: u64| {
+                store
+                    .apply_delta(
+                        0,
+                        seq,
+                        &[DeltaOp::SetField {
+                            key: key.as_bytes().to_vec(),
+                            field: "f".into(),
+                            value: ikv_core::FieldValue::Int64(seq as i64),
+                        }],
+                    )
+                    .unwrap()
+            };
+            set("a", 1);
+            let held = store.read();
+            // Two deltas applied while a read holds its view: neither shows through it (on
+            // disk that is the fjall snapshot; in memory, the immutable index).
+            set("b", 2);
+            store
+                .apply_delta(0, 3, &[DeltaOp::DropField { field: "f".into() }])
+                .unwrap();
+            assert!(held.doc(b"a").unwrap().is_some(), "{memory_index}");
+            assert!(held.doc(b"b").unwrap().is_none(), "{memory_index}");
+            assert!(held.drops[0].fields.is_empty(), "{memory_index}");
+            let now = store.read();
+            assert!(now.doc(b"b").unwrap().is_some(), "{memory_index}");
+            assert!(now.drops[0].fields.contains_key("f"), "{memory_index}");
+        }
     }
 
     #[test]

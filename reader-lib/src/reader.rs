@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ikv_core::partition::partition_of;
@@ -13,9 +13,10 @@ use ikv_core::{
 use tokio::sync::watch;
 
 use crate::doc::{FieldRef, OwnedDoc, select};
-use crate::local::{LocalStore, PartitionState, ReadView};
+use crate::local::{LocalStore, PartitionState};
 use crate::status::{PartitionStatus, StatusBoard};
 use crate::sync::{rebuild, sync_all};
+use crate::view::ReadView;
 
 /// How to open a reader.
 #[derive(Debug, Clone)]
@@ -73,8 +74,13 @@ struct Shared {
 pub struct Reader {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
-    poller: Option<tokio::task::JoinHandle<()>>,
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Taken by the first stop; a stop never runs while reads go on, it only ends polling.
+    background: Mutex<Option<Background>>,
+}
+
+struct Background {
+    poller: tokio::task::JoinHandle<()>,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl std::fmt::Debug for Reader {
@@ -237,8 +243,7 @@ impl Reader {
         Ok(Reader {
             shared,
             stop,
-            poller: Some(poller),
-            runtime: Some(runtime),
+            background: Mutex::new(Some(Background { poller, runtime })),
         })
     }
 
@@ -441,21 +446,31 @@ impl Reader {
     }
 
     /// Flushes the local copy to disk and stops polling. Also done on drop (without fsync).
-    pub fn shutdown(mut self) -> Result<()> {
+    pub fn shutdown(self) -> Result<()> {
+        self.stop()
+    }
+
+    /// Stops polling (waiting for the delta being applied, if any) and flushes the local copy
+    /// to disk. Reads keep answering from the local copy as it stands; later stops do nothing
+    /// but flush. Blocking: not from inside an async task.
+    pub fn stop(&self) -> Result<()> {
         self.stop_poller();
         self.shared.local.persist()
     }
 
-    fn stop_poller(&mut self) {
+    fn stop_poller(&self) {
         let _ = self.stop.send(true);
-        if let (Some(rt), Some(poller)) = (self.runtime.as_ref(), self.poller.take()) {
+        let background = self
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(Background { poller, runtime }) = background {
             // Outside an async context: wait for the poller to finish its current delta.
             if tokio::runtime::Handle::try_current().is_err() {
-                let _ = rt.block_on(poller);
+                let _ = runtime.block_on(poller);
             }
-        }
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
+            runtime.shutdown_background();
         }
     }
 }

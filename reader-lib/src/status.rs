@@ -1,6 +1,8 @@
 //! What a reader can tell about its freshness, per partition.
 
-use std::sync::Mutex;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::SystemTime;
 
 /// Freshness of one mounted partition.
@@ -25,16 +27,17 @@ pub struct PartitionStatus {
     pub gap: Option<u64>,
 }
 
-/// Status of every mounted partition, updated by the poller.
+/// Status of every mounted partition, updated by the poller. Reading it never waits (a
+/// health check during a long apply, or a forked child, must not block on the poller).
 #[derive(Debug, Default)]
 pub struct StatusBoard {
-    partitions: Mutex<Vec<PartitionStatus>>,
+    partitions: ArcSwap<Vec<PartitionStatus>>,
 }
 
 impl StatusBoard {
     pub fn new(partitions: &[u32]) -> StatusBoard {
         StatusBoard {
-            partitions: Mutex::new(
+            partitions: ArcSwap::from_pointee(
                 partitions
                     .iter()
                     .map(|&p| PartitionStatus {
@@ -52,11 +55,14 @@ impl StatusBoard {
         }
     }
 
-    fn with(&self, partition: u32, f: impl FnOnce(&mut PartitionStatus)) {
-        let mut all = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = all.iter_mut().find(|s| s.partition == partition) {
-            f(s);
-        }
+    fn with(&self, partition: u32, f: impl Fn(&mut PartitionStatus)) {
+        self.partitions.rcu(|all| {
+            let mut all = Vec::clone(all);
+            if let Some(s) = all.iter_mut().find(|s| s.partition == partition) {
+                f(s);
+            }
+            Arc::new(all)
+        });
     }
 
     pub fn applied(&self, partition: u32, seq: u64) {
@@ -109,9 +115,6 @@ impl StatusBoard {
     }
 
     pub fn snapshot(&self) -> Vec<PartitionStatus> {
-        self.partitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        Vec::clone(&self.partitions.load())
     }
 }
