@@ -74,14 +74,17 @@ impl StoreConfig {
             .unwrap_or(&self.primary_key_field)
     }
 
+    /// The configuration as stored: JSON with its checksum member (`checksum.rs`).
     pub fn to_json(&self) -> Vec<u8> {
         // A struct of strings and integers always serializes.
-        serde_json::to_vec_pretty(self).unwrap_or_default()
+        crate::checksum::seal_json(serde_json::to_vec_pretty(self).unwrap_or_default())
     }
 
-    pub fn from_json(bytes: &[u8]) -> Result<StoreConfig> {
+    /// Verifies and parses a stored configuration; `what` names the object in errors.
+    pub fn from_json(bytes: &[u8], what: &str) -> Result<StoreConfig> {
+        let json = crate::checksum::open_json(bytes, what)?;
         let config: StoreConfig =
-            serde_json::from_slice(bytes).map_err(|e| Error::corrupt("store.json", e))?;
+            serde_json::from_slice(&json).map_err(|e| Error::corrupt(what, e))?;
         config.validate()?;
         Ok(config)
     }
@@ -184,7 +187,7 @@ mod tests {
     #[test]
     fn config_round_trips_and_rejects_bad_values() {
         let c = StoreConfig::new("users", "userid", Some("country"), 4).unwrap();
-        assert_eq!(StoreConfig::from_json(&c.to_json()).unwrap(), c);
+        assert_eq!(StoreConfig::from_json(&c.to_json(), "t").unwrap(), c);
         assert_eq!(c.partition_field(), "country");
         assert!(StoreConfig::new("users", "", None, 1).is_err());
         assert!(StoreConfig::new("users", "id", Some(""), 1).is_err());
@@ -192,9 +195,21 @@ mod tests {
         assert!(StoreConfig::new("users", "id", None, MAX_PARTITIONS + 1).is_err());
         let mut future = c.clone();
         future.format_version = 99;
-        let err = StoreConfig::from_json(&future.to_json()).unwrap_err();
+        let err = StoreConfig::from_json(&future.to_json(), "t").unwrap_err();
         assert!(err.to_string().contains("format_version 99"), "{err}");
-        let err = StoreConfig::from_json(b"{not json").unwrap_err();
+        let err = StoreConfig::from_json(b"{not json", "t").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Corrupt);
+        // A configuration written before checksums reads as before.
+        let legacy = serde_json::to_vec_pretty(&c).unwrap();
+        assert_eq!(StoreConfig::from_json(&legacy, "t").unwrap(), c);
+        let mut flipped = c.to_json();
+        let at = flipped.iter().position(|b| *b == b'u').unwrap();
+        flipped[at] = b'v'; // "users" -> "vsers": still valid JSON, caught by the checksum
+        let err = StoreConfig::from_json(&flipped, "p/store.json").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        assert!(
+            err.to_string().contains("p/store.json") && err.to_string().contains("checksum"),
+            "{err}"
+        );
     }
 }

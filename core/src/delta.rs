@@ -79,6 +79,9 @@ impl DeltaOp {
     }
 }
 
+/// `ikv.checksum` of deltas followed by a CRC32C trailer (`checksum.rs`).
+const CHECKSUM_TRAILER: &str = "crc32c-trailer";
+
 /// Who wrote a delta and which batch it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeltaMeta {
@@ -111,6 +114,9 @@ impl DeltaMeta {
             ("ikv.store".into(), self.store_name.clone()),
             ("ikv.partition".into(), self.partition.to_string()),
             ("ikv.created_at_ms".into(), self.created_at_ms.to_string()),
+            // Says the file is followed by a checksum trailer: a delta cut exactly at its
+            // trailer would otherwise pass for one written before trailers existed.
+            ("ikv.checksum".into(), CHECKSUM_TRAILER.into()),
         ])
     }
 
@@ -254,26 +260,67 @@ pub fn encode_delta<'a>(
     let buf = writer
         .into_inner()
         .map_err(|e| Error::corrupt("delta being encoded", e))?;
-    Ok(Bytes::from(buf))
+    Ok(Bytes::from(crate::checksum::seal_trailer(buf)))
 }
 
-/// Reads only the metadata of a delta file.
-pub fn decode_delta_meta(bytes: &Bytes) -> Result<DeltaMeta> {
-    let reader = FileReader::try_new(Cursor::new(bytes.clone()), None)
-        .map_err(|e| Error::corrupt("delta", e))?;
-    DeltaMeta::from_metadata(reader.schema().metadata())
-}
-
-/// Decodes a whole delta file.
-pub fn decode_delta(bytes: &Bytes) -> Result<Delta> {
-    let reader = FileReader::try_new(Cursor::new(bytes.clone()), None)
-        .map_err(|e| Error::corrupt("delta", e))?;
-    let meta = DeltaMeta::from_metadata(reader.schema().metadata())?;
-    let mut ops = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| Error::corrupt("delta", e))?;
-        decode_batch(&batch, &mut ops)?;
+/// The IPC reader of a delta's bytes, verified against its trailer first: corrupt bytes are
+/// refused before Arrow decodes anything. `what` names the object in errors.
+fn open_delta(bytes: &Bytes, what: &str) -> Result<(FileReader<Cursor<Bytes>>, DeltaMeta)> {
+    let (ipc, sealed) = crate::checksum::open_trailer(bytes, what)?;
+    // Bytes that fail the checksum never reach Arrow; a legacy delta (no trailer) is decoded
+    // unverified, and a decoder panic on it (arrow trusts some offsets) becomes an error.
+    let opened = std::panic::catch_unwind(|| -> Result<_> {
+        let reader =
+            FileReader::try_new(Cursor::new(ipc), None).map_err(|e| Error::corrupt(what, e))?;
+        let meta =
+            DeltaMeta::from_metadata(reader.schema().metadata()).map_err(|e| rename(e, what))?;
+        Ok((reader, meta))
+    })
+    .unwrap_or_else(|_| {
+        crate::checksum::note_contained_panic();
+        Err(Error::corrupt(what, "the Arrow data does not decode"))
+    })?;
+    if !sealed && opened.0.schema().metadata().contains_key("ikv.checksum") {
+        return Err(Error::corrupt(
+            what,
+            "its checksum trailer is missing (the object is truncated)",
+        ));
     }
+    Ok(opened)
+}
+
+/// A metadata error of a delta, naming the object.
+fn rename(e: Error, what: &str) -> Error {
+    match e {
+        Error::Corrupt { reason, .. } => Error::Corrupt {
+            what: what.to_owned(),
+            reason,
+        },
+        other => other,
+    }
+}
+
+/// Reads only the metadata of a delta file; `what` (its path) names it in errors.
+pub fn decode_delta_meta(bytes: &Bytes, what: &str) -> Result<DeltaMeta> {
+    Ok(open_delta(bytes, what)?.1)
+}
+
+/// Decodes a whole delta file; `what` (its path) names it in errors.
+pub fn decode_delta(bytes: &Bytes, what: &str) -> Result<Delta> {
+    let (reader, meta) = open_delta(bytes, what)?;
+    let decoded =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Vec<DeltaOp>> {
+            let mut ops = Vec::new();
+            for batch in reader {
+                let batch = batch.map_err(|e| Error::corrupt(what, e))?;
+                decode_batch(&batch, &mut ops).map_err(|e| rename(e, what))?;
+            }
+            Ok(ops)
+        }));
+    let ops = decoded.unwrap_or_else(|_| {
+        crate::checksum::note_contained_panic();
+        Err(Error::corrupt(what, "the Arrow data does not decode"))
+    })?;
     Ok(Delta { meta, ops })
 }
 

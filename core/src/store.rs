@@ -42,7 +42,7 @@ pub async fn load_config(storage: &Storage, store_name: &str) -> Result<StoreCon
         }
         Err(e) => return Err(Error::storage(format!("reading {}", layout.config()), e)),
     };
-    let config = StoreConfig::from_json(&bytes)?;
+    let config = StoreConfig::from_json(&bytes, layout.config().as_ref())?;
     if config.store_name != store_name {
         return Err(Error::corrupt(
             layout.config().to_string(),

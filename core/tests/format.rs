@@ -68,25 +68,25 @@ fn delta_round_trips_every_op_and_type() {
     let meta = meta();
     let bytes = encode_delta(&meta, &ops).unwrap();
     assert_eq!(&bytes[..6], b"ARROW1", "an Arrow IPC file");
-    let delta = decode_delta(&bytes).unwrap();
+    let delta = decode_delta(&bytes, "d").unwrap();
     assert_eq!(delta.meta, meta);
     assert_eq!(delta.ops, ops);
-    assert_eq!(decode_delta_meta(&bytes).unwrap().batch_id, "batch-1");
+    assert_eq!(decode_delta_meta(&bytes, "d").unwrap().batch_id, "batch-1");
 }
 
 #[test]
 fn empty_delta_round_trips() {
     let bytes = encode_delta(&meta(), &[]).unwrap();
-    assert!(decode_delta(&bytes).unwrap().ops.is_empty());
+    assert!(decode_delta(&bytes, "d").unwrap().ops.is_empty());
 }
 
 #[test]
 fn garbage_is_corrupt_not_a_panic() {
-    let err = decode_delta(&bytes::Bytes::from_static(b"not arrow at all")).unwrap_err();
+    let err = decode_delta(&bytes::Bytes::from_static(b"not arrow at all"), "d").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt);
     let mut bytes = encode_delta(&meta(), &every_op()).unwrap().to_vec();
     bytes.truncate(bytes.len() / 2);
-    assert!(decode_delta(&bytes.into()).is_err());
+    assert!(decode_delta(&bytes.into(), "d").is_err());
 }
 
 fn users(partitions: u32) -> StoreConfig {

@@ -1,6 +1,6 @@
-//! `NativeReader`: the embedded reader. Startup, shutdown and batch reads release the GIL;
-//! single gets keep it (a local lookup takes about a microsecond, less than releasing and
-//! re-taking the GIL would cost).
+//! `NativeReader`: the embedded reader. Startup, shutdown, batch reads and reads from disk
+//! release the GIL; single gets from memory keep it (a lookup takes about a microsecond,
+//! less than releasing and re-taking the GIL would cost).
 //!
 //! Lock design (no call ever waits on a lock, a channel or the runtime while holding the
 //! GIL): the reader's state is an atomically swapped pointer. Reads load it without locking
@@ -92,10 +92,23 @@ impl NativeReader {
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Reader) -> PyResult<T>) -> PyResult<T> {
+    /// One single-key read. From memory it keeps the GIL (a lookup costs less than handing
+    /// the GIL over); from disk it releases it, since a read that misses the page cache can
+    /// wait on the disk for milliseconds and must not stall every Python thread meanwhile.
+    fn lookup<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&Reader) -> ikv_core::Result<T> + Send,
+    ) -> PyResult<T> {
         let state = self.state.load();
         match &**state {
-            Lifecycle::Running { reader, .. } => f(reader),
+            Lifecycle::Running { reader, .. } if reader.reads_from_memory() => {
+                f(reader).map_err(to_py)
+            }
+            Lifecycle::Running { reader, .. } => {
+                let reader: &Reader = reader;
+                py.detach(|| f(reader)).map_err(to_py)
+            }
             other => Err(not_running(other)),
         }
     }
@@ -235,10 +248,10 @@ impl NativeReader {
         field: &str,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let key = key_bytes(key)?;
-        self.with(|r| match r.get(&key, field).map_err(to_py)? {
+        match self.lookup(py, |r| r.get(&key, field))? {
             Some(v) => Ok(Some(to_python(py, &v)?)),
             None => Ok(None),
-        })
+        }
     }
 
     fn get_bytes<'py>(
@@ -248,11 +261,9 @@ impl NativeReader {
         field: &str,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let key = key_bytes(key)?;
-        self.with(|r| {
-            Ok(r.get_bytes(&key, field)
-                .map_err(to_py)?
-                .map(|b| PyBytes::new(py, &b)))
-        })
+        Ok(self
+            .lookup(py, |r| r.get_bytes(&key, field))?
+            .map(|b| PyBytes::new(py, &b)))
     }
 
     fn get_string<'py>(
@@ -262,26 +273,39 @@ impl NativeReader {
         field: &str,
     ) -> PyResult<Option<Bound<'py, PyString>>> {
         let key = key_bytes(key)?;
-        self.with(|r| {
-            Ok(r.get_string(&key, field)
-                .map_err(to_py)?
-                .map(|s| PyString::new(py, &s)))
-        })
+        Ok(self
+            .lookup(py, |r| r.get_string(&key, field))?
+            .map(|s| PyString::new(py, &s)))
     }
 
-    fn get_int64(&self, key: &Bound<'_, PyAny>, field: &str) -> PyResult<Option<i64>> {
+    fn get_int64(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        field: &str,
+    ) -> PyResult<Option<i64>> {
         let key = key_bytes(key)?;
-        self.with(|r| r.get_int64(&key, field).map_err(to_py))
+        self.lookup(py, |r| r.get_int64(&key, field))
     }
 
-    fn get_float64(&self, key: &Bound<'_, PyAny>, field: &str) -> PyResult<Option<f64>> {
+    fn get_float64(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        field: &str,
+    ) -> PyResult<Option<f64>> {
         let key = key_bytes(key)?;
-        self.with(|r| r.get_float64(&key, field).map_err(to_py))
+        self.lookup(py, |r| r.get_float64(&key, field))
     }
 
-    fn get_bool(&self, key: &Bound<'_, PyAny>, field: &str) -> PyResult<Option<bool>> {
+    fn get_bool(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        field: &str,
+    ) -> PyResult<Option<bool>> {
         let key = key_bytes(key)?;
-        self.with(|r| r.get_bool(&key, field).map_err(to_py))
+        self.lookup(py, |r| r.get_bool(&key, field))
     }
 
     /// Key-major values of `fields` for `keys`; `as_string` decodes bytes as UTF-8, otherwise

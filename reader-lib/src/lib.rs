@@ -7,6 +7,7 @@ pub mod doc;
 pub mod drops;
 pub mod keys;
 pub mod local;
+mod priority;
 mod reader;
 pub mod snapshot_rows;
 pub mod status;

@@ -41,6 +41,16 @@ pub struct ReaderOptions {
     /// removed by retention or is missing below a later one. Also checked at open and after
     /// a failed poll.
     pub gap_check_interval: Duration,
+    /// An already opened storage root to read from instead of opening `storage_url` (a
+    /// custom object store, or one that injects faults in tests); `storage_url` then only
+    /// names it in messages.
+    pub storage: Option<Storage>,
+    /// How much lower than the application's the CPU priority of the reader's background
+    /// threads (polling, applying deltas, bootstrap ingestion) is, as a `nice` increment
+    /// (Linux; 0 keeps the same priority). Applying a large delta is CPU work: on a busy host
+    /// it should wait for the application's threads rather than preempt them, as database
+    /// engines run compaction below foreground work.
+    pub background_nice: i32,
 }
 
 impl ReaderOptions {
@@ -55,6 +65,8 @@ impl ReaderOptions {
             cache_bytes: 64 << 20,
             memory_index: true,
             gap_check_interval: Duration::from_secs(600),
+            storage: None,
+            background_nice: 10,
         }
     }
 }
@@ -93,7 +105,10 @@ impl std::fmt::Debug for Reader {
 }
 
 async fn start(options: &ReaderOptions) -> Result<(Shared, BTreeMap<u32, PartitionState>)> {
-    let storage = Storage::open(&options.storage_url, &options.storage_options)?;
+    let storage = match &options.storage {
+        Some(storage) => storage.clone(),
+        None => Storage::open(&options.storage_url, &options.storage_options)?,
+    };
     let config = load_config(&storage, &options.store_name).await?;
     let layout = StoreLayout::new(&storage.prefix, &config.store_name)?;
     let mut partitions: Vec<u32> = if options.partitions.is_empty() {
@@ -221,9 +236,11 @@ impl Reader {
     /// tip seen now, then returns; a background task keeps polling. Blocking: call it from a
     /// plain thread (or `spawn_blocking`), not from inside an async task.
     pub fn open(options: ReaderOptions) -> Result<Reader> {
+        let lower = options.background_nice;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("ikv-reader")
+            .on_thread_start(move || crate::priority::lower_this_thread(lower))
             .enable_all()
             .build()
             .map_err(|e| Error::Local {
@@ -249,6 +266,11 @@ impl Reader {
 
     pub fn config(&self) -> &StoreConfig {
         &self.shared.config
+    }
+
+    /// Whether reads are answered from memory (never waiting on the disk).
+    pub fn reads_from_memory(&self) -> bool {
+        self.shared.local.has_memory_index()
     }
 
     /// Mounted partitions.

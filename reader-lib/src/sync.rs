@@ -39,7 +39,7 @@ pub async fn catch_up(
             match bytes? {
                 Some(bytes) => {
                     let next = applied + 1;
-                    let delta = decode_delta(&bytes)?;
+                    let delta = decode_delta(&bytes, layout.delta(partition, next).as_ref())?;
                     delta.meta.check_origin(
                         layout.store_name(),
                         partition,

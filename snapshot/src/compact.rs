@@ -170,7 +170,8 @@ pub async fn snapshot_partition(
                         what: format!("log of partition {partition}"),
                         reason: format!("delta {seq} disappeared while compacting"),
                     })?;
-                let delta = tokio::task::spawn_blocking(move || decode_delta(&bytes))
+                let what = layout.delta(partition, seq).to_string();
+                let delta = tokio::task::spawn_blocking(move || decode_delta(&bytes, &what))
                     .await
                     .map_err(|e| Error::StorageMessage {
                         context: "decoding a delta".into(),

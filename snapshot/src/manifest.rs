@@ -43,6 +43,9 @@ pub struct SnapshotFile {
     pub path: String,
     pub rows: u64,
     pub bytes: u64,
+    /// CRC32C of each block of the file (absent in snapshots written before checksums).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksums: Option<ikv_core::checksum::BlockChecksums>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -156,10 +159,7 @@ impl Manifest {
                 });
             }
         };
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-            what: path.to_string(),
-            reason: e.to_string(),
-        })?;
+        let manifest = Manifest::decode(&bytes, path.as_ref())?;
         if manifest.format_version != FORMAT_VERSION
             || manifest.sequence != seq
             || manifest.partition != partition
@@ -179,6 +179,22 @@ impl Manifest {
         Ok(Some(manifest))
     }
 
+    /// Verifies and parses a stored manifest (`what` names it in errors); its identity is
+    /// checked by [`Manifest::load`].
+    pub fn decode(bytes: &[u8], what: &str) -> Result<Manifest> {
+        let json = ikv_core::checksum::open_json(bytes, what)?;
+        let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| Error::Corrupt {
+            what: what.to_owned(),
+            reason: e.to_string(),
+        })?;
+        for file in &manifest.files {
+            if let Some(sums) = &file.checksums {
+                sums.validate(what)?;
+            }
+        }
+        Ok(manifest)
+    }
+
     /// The newest committed snapshot of a partition, if any.
     pub async fn load_newest(
         storage: &Storage,
@@ -196,7 +212,8 @@ impl Manifest {
     /// number first (its snapshot stands; ours is garbage for retention to collect).
     pub async fn commit(&self, storage: &Storage, layout: &StoreLayout) -> Result<bool> {
         let path = Manifest::path(layout, self.partition, self.sequence);
-        let body = serde_json::to_vec_pretty(self).unwrap_or_default();
+        let body =
+            ikv_core::checksum::seal_json(serde_json::to_vec_pretty(self).unwrap_or_default());
         match create_if_absent(storage, &path, bytes::Bytes::from(body)).await? {
             Created::Created => Ok(true),
             Created::Exists => Ok(false),

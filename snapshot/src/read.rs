@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use ikv_core::{Error, Result, Storage, StoreLayout};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
@@ -21,10 +21,30 @@ pub struct SnapshotStream {
     manifest: Manifest,
     next_file: usize,
     current: Option<ParquetRecordBatchStream<ObjectReader>>,
+    /// The file `current` reads, for errors.
+    current_path: String,
     buffer: VecDeque<SnapshotDoc>,
 }
 
-fn parquet_error(path: &str, e: impl ToString) -> Error {
+/// What a failed read of a snapshot file means: the bucket failed (retry later), a checksum
+/// did not match, or the bytes do not decode as the manifest says (both corruption).
+fn parquet_error(path: &str, e: parquet::errors::ParquetError) -> Error {
+    if let parquet::errors::ParquetError::External(source) = e {
+        let source = match source.downcast::<Error>() {
+            Ok(ikv) => return *ikv,
+            Err(other) => other,
+        };
+        return match source.downcast::<object_store::Error>() {
+            Ok(storage) => Error::Storage {
+                context: format!("reading {path}"),
+                source: *storage,
+            },
+            Err(other) => Error::Corrupt {
+                what: path.to_owned(),
+                reason: other.to_string(),
+            },
+        };
+    }
     Error::Corrupt {
         what: path.to_owned(),
         reason: e.to_string(),
@@ -39,6 +59,7 @@ impl SnapshotStream {
             manifest,
             next_file: 0,
             current: None,
+            current_path: String::new(),
             buffer: VecDeque::new(),
         }
     }
@@ -72,10 +93,25 @@ impl SnapshotStream {
                 };
                 self.next_file += 1;
                 let path = self.manifest.file_path(&self.layout, file);
-                let reader =
-                    ObjectReader::new(self.storage.store.clone(), path.clone(), file.bytes);
-                let stream = ParquetRecordBatchStreamBuilder::new(reader)
-                    .await
+                let reader = ObjectReader::new(
+                    self.storage.store.clone(),
+                    path.clone(),
+                    file.bytes,
+                    file.checksums.clone(),
+                )?;
+                self.current_path = path.to_string();
+                let builder =
+                    std::panic::AssertUnwindSafe(ParquetRecordBatchStreamBuilder::new(reader))
+                        .catch_unwind()
+                        .await
+                        .map_err(|_| {
+                            ikv_core::checksum::note_contained_panic();
+                            Error::Corrupt {
+                                what: path.to_string(),
+                                reason: "the Parquet footer does not decode".into(),
+                            }
+                        })?;
+                let stream = builder
                     .map_err(|e| parquet_error(path.as_ref(), e))?
                     .with_batch_size(READ_BATCH_ROWS)
                     .build()
@@ -85,9 +121,20 @@ impl SnapshotStream {
             let Some(stream) = self.current.as_mut() else {
                 continue;
             };
-            match stream.next().await {
+            // A snapshot file without checksums (written before them) reaches the decoder
+            // unverified; a decoder panic on such bytes becomes a corruption error.
+            let next = std::panic::AssertUnwindSafe(stream.next())
+                .catch_unwind()
+                .await;
+            let next = next.unwrap_or_else(|_| {
+                ikv_core::checksum::note_contained_panic();
+                Some(Err(parquet::errors::ParquetError::General(
+                    "the Parquet data does not decode".into(),
+                )))
+            });
+            match next {
                 Some(Ok(batch)) => return Ok(Some(batch)),
-                Some(Err(e)) => return Err(parquet_error("snapshot file", e)),
+                Some(Err(e)) => return Err(parquet_error(&self.current_path, e)),
                 None => self.current = None,
             }
         }

@@ -3,10 +3,13 @@
 use std::sync::Arc;
 
 use arrow_schema::SchemaRef;
+use futures::future::BoxFuture;
+use ikv_core::checksum::{BlockHasher, DEFAULT_BLOCK_SIZE};
 use ikv_core::{Error, Result, Storage};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::AsyncArrowWriter;
+use parquet::arrow::async_writer::AsyncFileWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
@@ -38,6 +41,33 @@ fn parquet_error(what: &str, e: impl ToString) -> Error {
     }
 }
 
+/// The upload of one Parquet file, computing its block checksums from the bytes as they go.
+struct HashingSink {
+    inner: BufWriter,
+    hasher: Arc<std::sync::Mutex<BlockHasher>>,
+}
+
+impl AsyncFileWriter for HashingSink {
+    fn write(&mut self, bs: bytes::Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        self.hasher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(&bs);
+        AsyncFileWriter::write(&mut self.inner, bs)
+    }
+
+    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        AsyncFileWriter::complete(&mut self.inner)
+    }
+}
+
+type OpenFile = (
+    AsyncArrowWriter<HashingSink>,
+    String,
+    u64,
+    Arc<std::sync::Mutex<BlockHasher>>,
+);
+
 /// Writes documents, in key order, into `<run dir>/part-NNNNN.parquet` files.
 pub struct SnapshotWriter {
     storage: Storage,
@@ -47,7 +77,7 @@ pub struct SnapshotWriter {
     schema: SchemaRef,
     layout: FileLayout,
     properties: WriterProperties,
-    current: Option<(AsyncArrowWriter<BufWriter>, String, u64)>,
+    current: Option<OpenFile>,
     pending: Vec<SnapshotDoc>,
     files: Vec<SnapshotFile>,
     rows: u64,
@@ -102,17 +132,21 @@ impl SnapshotWriter {
         if self.current.is_none() {
             let name = format!("part-{:05}.parquet", self.files.len());
             let path = self.run_dir.clone().join(name.as_str());
-            let sink = BufWriter::new(self.storage.store.clone(), path);
+            let hasher = Arc::new(std::sync::Mutex::new(BlockHasher::new(DEFAULT_BLOCK_SIZE)));
+            let sink = HashingSink {
+                inner: BufWriter::new(self.storage.store.clone(), path),
+                hasher: hasher.clone(),
+            };
             let writer =
                 AsyncArrowWriter::try_new(sink, self.schema.clone(), Some(self.properties.clone()))
                     .map_err(|e| parquet_error(&name, e))?;
-            self.current = Some((writer, name, 0));
+            self.current = Some((writer, name, 0, hasher));
         }
         let batch = to_batch(&self.schema, &self.columns, &self.pending)?;
         let n = self.pending.len() as u64;
         self.pending.clear();
         self.rows += n;
-        let Some((writer, name, rows)) = self.current.as_mut() else {
+        let Some((writer, name, rows, _)) = self.current.as_mut() else {
             return Ok(());
         };
         writer
@@ -127,16 +161,31 @@ impl SnapshotWriter {
     }
 
     async fn close_file(&mut self) -> Result<()> {
-        if let Some((writer, name, rows)) = self.current.take() {
+        if let Some((writer, name, rows, hasher)) = self.current.take() {
             let mut writer = writer;
             writer.finish().await.map_err(|e| parquet_error(&name, e))?;
             // finish() also completes the upload (single PUT or multipart completion).
             let bytes = writer.bytes_written() as u64;
+            drop(writer);
+            let checksums = match Arc::try_unwrap(hasher) {
+                Ok(hasher) => hasher
+                    .into_inner()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .finish(),
+                Err(_) => return Err(parquet_error(&name, "the upload still holds its checksums")),
+            };
+            if checksums.size != bytes {
+                return Err(parquet_error(
+                    &name,
+                    format!("{} bytes checksummed but {bytes} written", checksums.size),
+                ));
+            }
             ikv_core::failpoint!("snapshot.file_written");
             self.files.push(SnapshotFile {
                 path: format!("{}/{name}", self.run_name),
                 rows,
                 bytes,
+                checksums: Some(checksums),
             });
         }
         Ok(())

@@ -231,7 +231,7 @@ fn a_call_failing_in_one_partition_keeps_the_others_and_is_a_503_over_http() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        ikv_core::delta::decode_delta(&delta).unwrap().ops,
+        ikv_core::delta::decode_delta(&delta, "delta").unwrap().ops,
         vec![
             DeltaOp::SetField {
                 key: k0.clone().into_bytes(),

@@ -37,7 +37,7 @@ async fn read_log(storage: &Storage, layout: &StoreLayout) -> Vec<(u64, Vec<Stri
     let mut log = Vec::new();
     for seq in seqs {
         let bytes = read_delta(storage, layout, 0, seq).await.unwrap().unwrap();
-        let keys = decode_delta(&bytes)
+        let keys = decode_delta(&bytes, "delta")
             .unwrap()
             .ops
             .into_iter()

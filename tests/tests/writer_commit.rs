@@ -51,7 +51,7 @@ async fn all_ops(
             .await
             .unwrap()
             .unwrap();
-        out.push((seq, decode_delta(&bytes).unwrap().ops));
+        out.push((seq, decode_delta(&bytes, "delta").unwrap().ops));
     }
     out
 }

@@ -176,7 +176,7 @@ async fn sixteen_bursty_writers_leave_a_dense_log_of_every_call_once() {
             .await
             .unwrap()
             .unwrap();
-        for op in decode_delta(&bytes).unwrap().ops {
+        for op in decode_delta(&bytes, "delta").unwrap().ops {
             if let DeltaOp::SetField {
                 field,
                 value: FieldValue::String(m),

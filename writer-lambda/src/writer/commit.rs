@@ -279,7 +279,12 @@ impl PartitionCommitter {
     async fn landed_as_ours(&self, seq: u64, batch_id: &str) -> Result<bool> {
         match read_delta(&self.storage, &self.layout, self.partition, seq).await? {
             None => Ok(false),
-            Some(bytes) => Ok(decode_delta_meta(&bytes)?.batch_id == batch_id),
+            Some(bytes) => Ok(decode_delta_meta(
+                &bytes,
+                self.layout.delta(self.partition, seq).as_ref(),
+            )?
+            .batch_id
+                == batch_id),
         }
     }
 }

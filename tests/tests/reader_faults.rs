@@ -1,0 +1,192 @@
+//! The reader under injected storage faults (503 SlowDown, timeouts, bodies cut short, on
+//! every Nth read): reads keep serving the last good state, nothing is lost or served
+//! corrupt, status shows the error while it lasts, and recovery needs no help.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ikv_core::store::create_store;
+use ikv_core::{Storage, StoreConfig};
+use ikv_reader::{Reader, ReaderOptions};
+use ikv_snapshot::{SnapshotOptions, snapshot_partition};
+use ikv_tests::faulty::{FaultyStore, ReadFault};
+use ikv_tests::model::Model;
+use ikv_tests::model_check::{assert_equals_model, write_and_record};
+use ikv_tests::random_ops::Workload;
+use ikv_tests::runtime;
+use ikv_writer::{Writer, WriterOptions};
+use object_store::memory::InMemory;
+use object_store::path::Path;
+
+const PARTITIONS: u32 = 2;
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_reader_under_read_faults_keeps_serving_and_recovers_by_itself() {
+    let rt = runtime();
+    let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
+    let storage = Storage::new(faulty.clone(), Path::default(), "memory://faulty");
+    let config = StoreConfig::new("faults", "id", None, PARTITIONS).unwrap();
+    rt.block_on(create_store(&storage, &config)).unwrap();
+    let writer = rt
+        .block_on(Writer::open(
+            storage.clone(),
+            "faults",
+            WriterOptions::default(),
+        ))
+        .unwrap();
+    let mut model = Model::new("id", None, PARTITIONS);
+    let mut workload = Workload::new(7, 60);
+    for _ in 0..20 {
+        let ops = workload.batch(8);
+        rt.block_on(write_and_record(&writer, &mut model, &ops));
+    }
+    // A snapshot, so that the reader's bootstrap streams Parquet through the faulty store.
+    for p in 0..PARTITIONS {
+        rt.block_on(snapshot_partition(
+            &storage,
+            &config,
+            p,
+            &SnapshotOptions {
+                force: true,
+                ..SnapshotOptions::default()
+            },
+            std::time::SystemTime::now(),
+        ))
+        .unwrap();
+    }
+    for _ in 0..10 {
+        let ops = workload.batch(8);
+        rt.block_on(write_and_record(&writer, &mut model, &ops));
+    }
+
+    let mount = tempfile::tempdir().unwrap();
+    let mut options = ReaderOptions::new("memory://faulty", "faults", mount.path());
+    options.storage = Some(storage.clone());
+    options.poll_interval = Duration::from_millis(10);
+    let reader = Reader::open(options).unwrap();
+    let keys = workload.all_keys();
+    assert_equals_model(&reader, &keys, &model.state());
+
+    // Every third read fails, one way or another, while writes go on.
+    faulty.fault_every_nth_read(
+        4,
+        &[
+            ReadFault::SlowDown,
+            ReadFault::Timeout,
+            ReadFault::Truncated,
+        ],
+    );
+    let mut saw_error = false;
+    let faulted = || {
+        faulty
+            .faulted_reads
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut round = 0;
+    // Until several reads of each kind failed (the poller backs off after a failure, so
+    // this takes a few seconds of writing).
+    while round < 15 || faulted() < 6 || !saw_error {
+        assert!(Instant::now() < deadline, "faults did not reach the reader");
+        round += 1;
+        let ops = workload.batch(8);
+        rt.block_on(write_and_record(&writer, &mut model, &ops));
+        // Reads never fail and never show anything but a state the model went through:
+        // here, at least as new as before the faults and never newer than now.
+        let applied: u64 = reader.status().iter().map(|s| s.applied_sequence).sum();
+        let tips: u64 = (0..PARTITIONS).map(|p| model.tip(p)).sum();
+        assert!(applied <= tips, "round {round}: applied beyond the log");
+        for k in &keys {
+            reader
+                .get_document(k)
+                .expect("reads keep serving during faults");
+        }
+        saw_error |= reader.status().iter().any(|s| s.last_error.is_some());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Faults end: the reader catches up by itself, equal to the model, errors cleared.
+    faulty.stop_read_faults();
+    wait_until("the reader caught up after the faults", || {
+        reader
+            .status()
+            .iter()
+            .all(|s| s.applied_sequence == model.tip(s.partition) && s.last_error.is_none())
+    });
+    assert_equals_model(&reader, &keys, &model.state());
+    assert!(reader.status().iter().all(|s| s.gap.is_none()));
+    reader.shutdown().unwrap();
+}
+
+#[test]
+fn a_bootstrap_under_read_faults_fails_clearly_or_succeeds_whole() {
+    let rt = runtime();
+    let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
+    let storage = Storage::new(faulty.clone(), Path::default(), "memory://faulty");
+    let config = StoreConfig::new("boot", "id", None, 1).unwrap();
+    rt.block_on(create_store(&storage, &config)).unwrap();
+    let writer = rt
+        .block_on(Writer::open(
+            storage.clone(),
+            "boot",
+            WriterOptions::default(),
+        ))
+        .unwrap();
+    let mut model = Model::new("id", None, 1);
+    let mut workload = Workload::new(11, 40);
+    for _ in 0..12 {
+        let ops = workload.batch(6);
+        rt.block_on(write_and_record(&writer, &mut model, &ops));
+    }
+    rt.block_on(snapshot_partition(
+        &storage,
+        &config,
+        0,
+        &SnapshotOptions {
+            force: true,
+            ..SnapshotOptions::default()
+        },
+        std::time::SystemTime::now(),
+    ))
+    .unwrap();
+    let keys = workload.all_keys();
+    // Each fault kind in turn, on every 2nd read: an open either fails with an error naming
+    // storage, or opens equal to the model; a later open without faults always succeeds.
+    for kind in [
+        ReadFault::SlowDown,
+        ReadFault::Timeout,
+        ReadFault::Truncated,
+    ] {
+        let mount = tempfile::tempdir().unwrap();
+        let mut options = ReaderOptions::new("memory://faulty", "boot", mount.path());
+        options.storage = Some(storage.clone());
+        faulty.fault_every_nth_read(2, &[kind]);
+        match Reader::open(options.clone()) {
+            Ok(reader) => {
+                assert_equals_model(&reader, &keys, &model.state());
+                reader.shutdown().unwrap();
+            }
+            Err(e) => {
+                let message = e.to_string();
+                assert!(
+                    message.contains("injected")
+                        || message.contains("orrupt")
+                        || message.contains("storage"),
+                    "{kind:?}: unclear error: {message}"
+                );
+            }
+        }
+        faulty.stop_read_faults();
+        let reader = Reader::open(options).expect("opens once the faults stop");
+        assert_equals_model(&reader, &keys, &model.state());
+        reader.shutdown().unwrap();
+    }
+}
