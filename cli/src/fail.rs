@@ -64,6 +64,7 @@ impl From<ikv_core::Error> for Fail {
             }
             ErrorKind::StoreNotFound => NOT_FOUND,
             ErrorKind::StoreExists => EXISTS,
+            ErrorKind::NoAccess => NO_ACCESS,
             _ => FAILED,
         };
         Fail::new(code, e.to_string())

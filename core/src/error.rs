@@ -13,9 +13,13 @@ pub enum ErrorKind {
     StoreNotFound,
     /// A store with that name already exists; it was not touched.
     StoreExists,
-    /// The object store failed or could not be reached. May be transient.
+    /// The object store failed or could not be reached. May be transient: retry later.
     Storage,
-    /// Data in the bucket does not parse as the format says it should.
+    /// The object store refused the credentials (S3's 401/403, a local directory's
+    /// permissions). Not transient: fix the role, policy or permissions.
+    NoAccess,
+    /// Data in the bucket does not parse as the format says it should, or fails its
+    /// checksum. Never served; retrying reads the same bytes.
     Corrupt,
     /// The component was shut down.
     Closed,
@@ -99,6 +103,7 @@ impl Error {
             | Error::InvalidStorageOption { .. } => ErrorKind::InvalidInput,
             Error::StoreNotFound(_) => ErrorKind::StoreNotFound,
             Error::StoreExists(_) => ErrorKind::StoreExists,
+            Error::Storage { source, .. } if access_denied(source) => ErrorKind::NoAccess,
             Error::Storage { .. } | Error::StorageMessage { .. } => ErrorKind::Storage,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Closed(_) => ErrorKind::Closed,
@@ -125,4 +130,63 @@ impl Error {
     }
 }
 
+/// Whether the storage refused access, anywhere in the error's chain: S3's 401/403, or a
+/// local directory's permission error (which object_store reports as a generic error).
+fn access_denied(e: &object_store::Error) -> bool {
+    if matches!(
+        e,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    ) {
+        return true;
+    }
+    let mut current: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = current {
+        if let Some(os) = err.downcast_ref::<object_store::Error>()
+            && access_denied(os)
+        {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_credentials_are_no_access_and_other_storage_failures_retry_later() {
+        let denied = Error::Storage {
+            context: "reading".into(),
+            source: object_store::Error::PermissionDenied {
+                path: "p".into(),
+                source: "403".into(),
+            },
+        };
+        assert_eq!(denied.kind(), ErrorKind::NoAccess);
+        let local = Error::Storage {
+            context: "reading".into(),
+            source: object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
+            },
+        };
+        assert_eq!(local.kind(), ErrorKind::NoAccess);
+        let slow = Error::Storage {
+            context: "reading".into(),
+            source: object_store::Error::Generic {
+                store: "S3",
+                source: "503 SlowDown".into(),
+            },
+        };
+        assert_eq!(slow.kind(), ErrorKind::Storage);
+    }
+}

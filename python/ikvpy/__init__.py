@@ -6,6 +6,7 @@ Modules, as in the original SDK: :mod:`ikvpy.clientoptions`, :mod:`ikvpy.documen
 
 from ikvpy.errors import (
     AuthenticationError,
+    CorruptDataError,
     IKVError,
     IKVRuntimeError,
     IKVTypeError,
@@ -13,6 +14,7 @@ from ikvpy.errors import (
     IKVWarning,
     MountInUseError,
     NotMountedError,
+    StorageAccessError,
     StorageError,
     StoreExistsError,
     StoreNotFoundError,
@@ -20,6 +22,7 @@ from ikvpy.errors import (
 
 __all__ = [
     "AuthenticationError",
+    "CorruptDataError",
     "IKVError",
     "IKVRuntimeError",
     "IKVTypeError",
@@ -27,6 +30,7 @@ __all__ = [
     "IKVWarning",
     "MountInUseError",
     "NotMountedError",
+    "StorageAccessError",
     "StorageError",
     "StoreExistsError",
     "StoreNotFoundError",

@@ -33,6 +33,16 @@ class StorageError(IKVRuntimeError):
     """The bucket or the writer service failed or could not be reached (may be transient)."""
 
 
+class StorageAccessError(StorageError):
+    """The bucket refused the credentials (S3's 401/403, a directory's permissions): fix the
+    role, policy or permissions; retrying will not help."""
+
+
+class CorruptDataError(IKVRuntimeError):
+    """An object in the bucket fails its checksum or does not decode as the format says; it
+    was not served. The message names the object."""
+
+
 class AuthenticationError(IKVRuntimeError):
     """The writer service refused the account id / passkey, or the account may not write the store."""
 

@@ -28,6 +28,8 @@ pub fn class_for(e: &Error) -> &'static str {
         ErrorKind::TypeMismatch => "IKVTypeError",
         ErrorKind::NotMounted => "NotMountedError",
         ErrorKind::Storage => "StorageError",
+        ErrorKind::NoAccess => "StorageAccessError",
+        ErrorKind::Corrupt => "CorruptDataError",
         ErrorKind::Local => match e {
             Error::MountInUse { .. } => "MountInUseError",
             _ => "IKVRuntimeError",

@@ -374,3 +374,21 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr
     assert first.exists() and not second.exists(), "the ignored configuration created its log file"
+
+
+def test_a_damaged_snapshot_file_raises_corrupt_data_error_naming_it(store):
+    name, storage, options = store
+    with create_new_writer(options()) as writer:
+        writer.upsert_fields_batch([doc(f"k{i}", city="Paris" * 10) for i in range(300)])
+    admin.run_snapshot(name, storage_url=storage.url)
+    root = pathlib.Path(storage.url[len("file://"):]) / name
+    parquet = sorted(root.rglob("*.parquet"))
+    assert parquet, "the snapshot wrote Parquet files"
+    data = bytearray(parquet[0].read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 16] = bytes(b ^ 0x5A for b in data[middle:middle + 16])
+    parquet[0].write_bytes(bytes(data))
+    with pytest.raises(ikvpy.CorruptDataError, match=parquet[0].name) as caught:
+        create_new_reader(options("fresh-mount")).startup()
+    assert "checksum" in str(caught.value)
+    assert isinstance(caught.value, RuntimeError)

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use fjall::Keyspace;
 use ikv_core::{Error, Result, Storage, StoreLayout};
-use ikv_snapshot::{Manifest, SnapshotStream};
+use ikv_snapshot_format::{Manifest, SnapshotStream};
 
 use crate::doc::{DocView, join_sections};
 use crate::keys::{doc_key, epoch};

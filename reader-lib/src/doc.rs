@@ -29,6 +29,49 @@ fn corrupt(reason: &str) -> Error {
     }
 }
 
+/// Writes one section in the layout above: the only encoder of it (deltas, bootstraps and
+/// snapshot rows all go through here). Fields must come in name order.
+pub struct SectionEncoder {
+    out: Vec<u8>,
+    count: u16,
+}
+
+impl SectionEncoder {
+    pub fn new(partition: u32, capacity: usize) -> SectionEncoder {
+        let mut out = Vec::with_capacity(5 + capacity);
+        out.push(VERSION);
+        out.extend_from_slice(&(partition as u16).to_le_bytes());
+        out.extend_from_slice(&[0, 0]); // field count, set by finish()
+        SectionEncoder { out, count: 0 }
+    }
+
+    /// One field; `payload` appends the encoded value (its length is filled in after).
+    pub fn field(
+        &mut self,
+        name: &str,
+        field_type: FieldType,
+        epoch: u64,
+        payload: impl FnOnce(&mut Vec<u8>),
+    ) {
+        self.count += 1;
+        self.out
+            .extend_from_slice(&(name.len() as u16).to_le_bytes());
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(field_type.code());
+        self.out.extend_from_slice(&epoch.to_le_bytes());
+        let len_at = self.out.len();
+        self.out.extend_from_slice(&[0; 4]);
+        payload(&mut self.out);
+        let len = (self.out.len() - len_at - 4) as u32;
+        self.out[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        self.out[3..5].copy_from_slice(&self.count.to_le_bytes());
+        self.out
+    }
+}
+
 /// One field as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredField {
@@ -69,19 +112,13 @@ impl OwnedDoc {
             .iter()
             .map(|(n, f)| 2 + n.len() + 1 + 8 + 4 + f.payload.len())
             .sum();
-        let mut out = Vec::with_capacity(5 + size);
-        out.push(VERSION);
-        out.extend_from_slice(&(self.partition as u16).to_le_bytes());
-        out.extend_from_slice(&(self.fields.len() as u16).to_le_bytes());
+        let mut section = SectionEncoder::new(self.partition, size);
         for (name, f) in &self.fields {
-            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            out.extend_from_slice(name.as_bytes());
-            out.push(f.field_type.code());
-            out.extend_from_slice(&f.epoch.to_le_bytes());
-            out.extend_from_slice(&(f.payload.len() as u32).to_le_bytes());
-            out.extend_from_slice(&f.payload);
+            section.field(name, f.field_type, f.epoch, |out| {
+                out.extend_from_slice(&f.payload)
+            });
         }
-        out
+        section.finish()
     }
 
     /// Decodes a stored section, keeping only the fields still live under `drops`.

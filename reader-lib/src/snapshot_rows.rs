@@ -5,7 +5,9 @@ use arrow_array::{
     Array, BinaryArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
 };
 use ikv_core::{Error, FieldType, Result};
-use ikv_snapshot::manifest::SnapshotColumn;
+
+use crate::doc::SectionEncoder;
+use ikv_snapshot_format::manifest::SnapshotColumn;
 
 fn corrupt(reason: String) -> Error {
     Error::Corrupt {
@@ -74,27 +76,13 @@ pub fn encode_rows(
     }
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
-        let mut doc = Vec::with_capacity(128);
-        doc.push(1); // doc.rs VERSION
-        doc.extend_from_slice(&(partition as u16).to_le_bytes());
-        doc.extend_from_slice(&[0, 0]); // field count, patched below
-        let mut count: u16 = 0;
+        let mut doc = SectionEncoder::new(partition, 128);
         for (c, col) in &cols {
-            if !col.is_valid(i) {
-                continue;
+            if col.is_valid(i) {
+                doc.field(&c.field, c.field_type, epoch, |out| col.write(i, out));
             }
-            count += 1;
-            doc.extend_from_slice(&(c.field.len() as u16).to_le_bytes());
-            doc.extend_from_slice(c.field.as_bytes());
-            doc.push(c.field_type.code());
-            doc.extend_from_slice(&epoch.to_le_bytes());
-            let len_at = doc.len();
-            doc.extend_from_slice(&[0; 4]);
-            col.write(i, &mut doc);
-            let len = (doc.len() - len_at - 4) as u32;
-            doc[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
         }
-        doc[3..5].copy_from_slice(&count.to_le_bytes());
+        let doc = doc.finish();
         out.push((keys.value(i).to_vec(), doc));
     }
     Ok(out)
@@ -105,8 +93,8 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use ikv_core::FieldValue;
-    use ikv_snapshot::manifest::{KEY_COLUMN, plan_columns};
-    use ikv_snapshot::rows::{schema, to_batch};
+    use ikv_snapshot_format::manifest::{KEY_COLUMN, plan_columns};
+    use ikv_snapshot_format::rows::{schema, to_batch};
 
     use super::*;
     use crate::doc::OwnedDoc;

@@ -18,7 +18,9 @@ pub struct PartitionStatus {
     pub caught_up_at: Option<SystemTime>,
     /// When a poll last succeeded.
     pub last_successful_poll: Option<SystemTime>,
-    /// Deltas known to exist beyond `applied_sequence` (0 when caught up).
+    /// Deltas known to exist beyond `applied_sequence`: found by the poller's last fetch (or
+    /// beyond a hole) and not applied yet. 0 when caught up; a lower bound otherwise (the
+    /// poller fetches at most 32 ahead).
     pub lag_deltas: u64,
     /// The last error of the background poller, if its last attempt failed.
     pub last_error: Option<String>,
@@ -75,6 +77,17 @@ impl StatusBoard {
         });
     }
 
+    /// A fetch found `present` deltas after the applied one: that many remain to apply.
+    pub fn known_beyond(&self, partition: u32, present: u64) {
+        self.with(partition, |s| {
+            s.lag_deltas = if s.gap.is_some() {
+                s.lag_deltas.max(present)
+            } else {
+                present
+            };
+        });
+    }
+
     /// A poll found no delta after `seq`. Freshness is claimed only while no hole is known.
     pub fn caught_up(&self, partition: u32, seq: u64, at: SystemTime) {
         self.with(partition, |s| {
@@ -116,5 +129,26 @@ impl StatusBoard {
 
     pub fn snapshot(&self) -> Vec<PartitionStatus> {
         Vec::clone(&self.partitions.load())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_counts_deltas_known_and_not_yet_applied() {
+        let board = StatusBoard::new(&[0]);
+        board.known_beyond(0, 5);
+        assert_eq!(board.snapshot()[0].lag_deltas, 5);
+        board.applied(0, 1);
+        board.applied(0, 2);
+        assert_eq!(board.snapshot()[0].lag_deltas, 3);
+        board.caught_up(0, 5, SystemTime::now());
+        assert_eq!(board.snapshot()[0].lag_deltas, 0);
+        // Beyond a hole the lag stays what the hole showed, however little a fetch finds.
+        board.hole(0, 6, 9);
+        board.known_beyond(0, 0);
+        assert_eq!(board.snapshot()[0].lag_deltas, 4);
     }
 }

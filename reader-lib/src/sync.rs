@@ -34,6 +34,13 @@ pub async fn catch_up(
         let fetches =
             (applied + 1..=applied + window).map(|seq| read_delta(storage, layout, partition, seq));
         let fetched = futures::future::join_all(fetches).await;
+        // Deltas now known to exist beyond `applied` (those found before the first missing
+        // one), for `lag_deltas`: each apply below counts one down.
+        let present = fetched
+            .iter()
+            .take_while(|f| matches!(f, Ok(Some(_))))
+            .count() as u64;
+        status.known_beyond(partition, present);
         let mut complete = true;
         for bytes in fetched {
             match bytes? {

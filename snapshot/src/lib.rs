@@ -3,14 +3,13 @@
 //! deletes what the retention rules allow. Design and guarantees: `docs/SNAPSHOTS.md`.
 
 pub mod compact;
-pub mod manifest;
-pub mod object_reader;
 pub mod options;
 pub mod overlay;
-pub mod read;
 pub mod retention;
-pub mod rows;
 pub mod write;
+
+// The format it writes, shared with the reader, under the paths it always had here.
+pub use ikv_snapshot_format::{manifest, object_reader, read, rows};
 
 use std::time::SystemTime;
 

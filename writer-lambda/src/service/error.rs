@@ -79,6 +79,16 @@ impl From<ikv_core::Error> for ApiError {
                     "the bucket failed or could not be reached; retry later",
                 );
             }
+            (ErrorKind::NoAccess, _) => {
+                // The writer's own credentials were refused: an operator must fix its role
+                // or the bucket policy; the client cannot, and retrying will not help.
+                tracing::error!(error = %e, "the bucket refused the writer's credentials");
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage_access_denied",
+                    "the bucket refused the writer's credentials; its role or the bucket policy must be fixed",
+                );
+            }
             (ErrorKind::Corrupt, _) => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt"),
             (_, _) => {
                 tracing::error!(error = %e, "internal error");
