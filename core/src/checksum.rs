@@ -3,8 +3,9 @@
 //!
 //! - JSON objects (store configuration, manifests) end with a `"checksum"` member, the
 //!   CRC32C of the document as it reads without that member.
-//! - Deltas (Arrow IPC files) are followed by a 12-byte trailer: the CRC32C of the IPC bytes
-//!   (u32 LE) and the magic `IKVCRC01`.
+//! - Deltas (Arrow IPC files) are followed by a 20-byte trailer: the sequence number the
+//!   delta was committed at (u64 LE), the CRC32C of the IPC bytes and that number (u32 LE),
+//!   and the magic `IKVDLT01`.
 //! - Snapshot Parquet files are checked in blocks: the manifest that lists a file records its
 //!   size and the CRC32C of each `block_size` bytes, so that ranged reads verify exactly the
 //!   blocks they fetch.
@@ -106,30 +107,45 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Magic that ends a delta carrying a checksum trailer.
-pub const TRAILER_MAGIC: &[u8; 8] = b"IKVCRC01";
-const TRAILER_LEN: usize = 12;
+/// Magic that ends a delta carrying a trailer.
+pub const TRAILER_MAGIC: &[u8; 8] = b"IKVDLT01";
+/// `[sequence: u64 LE][crc32c: u32 LE][magic]`.
+pub const TRAILER_LEN: usize = 20;
 
-/// `ipc` followed by its trailer.
-pub fn seal_trailer(mut ipc: Vec<u8>) -> Vec<u8> {
+/// `ipc` followed by its trailer, placed at `sequence` (0 until a writer places it).
+pub fn seal_trailer(mut ipc: Vec<u8>, sequence: u64) -> Vec<u8> {
+    ipc.extend_from_slice(&sequence.to_le_bytes());
     let crc = crc32c(&ipc);
     ipc.extend_from_slice(&crc.to_le_bytes());
     ipc.extend_from_slice(TRAILER_MAGIC);
     ipc
 }
 
-/// The bytes before the trailer, verified, and whether there was one (`false`: a legacy
-/// object, returned whole and unverified).
-pub fn open_trailer(bytes: &Bytes, what: &str) -> Result<(Bytes, bool)> {
+/// A sealed delta placed at `sequence`: the same IPC bytes with a new trailer. The writer
+/// learns the number only when its conditional PUT lands, so it places the same encoded
+/// delta again for each number it tries (a checksum pass, no re-encoding).
+pub fn reseal_trailer(sealed: &Bytes, sequence: u64) -> Option<Bytes> {
+    let n = sealed.len();
+    if n < TRAILER_LEN || &sealed[n - 8..] != TRAILER_MAGIC {
+        return None;
+    }
+    Some(Bytes::from(seal_trailer(
+        sealed[..n - TRAILER_LEN].to_vec(),
+        sequence,
+    )))
+}
+
+/// The IPC bytes before the trailer, verified, and the sequence the trailer places the delta
+/// at (`None`: a legacy object without a trailer, returned whole and unverified).
+pub fn open_trailer(bytes: &Bytes, what: &str) -> Result<(Bytes, Option<u64>)> {
     let n = bytes.len();
     if n < TRAILER_LEN || &bytes[n - 8..] != TRAILER_MAGIC {
-        return Ok((bytes.clone(), false));
+        return Ok((bytes.clone(), None));
     }
     let mut crc = [0u8; 4];
-    crc.copy_from_slice(&bytes[n - TRAILER_LEN..n - 8]);
+    crc.copy_from_slice(&bytes[n - 12..n - 8]);
     let expected = u32::from_le_bytes(crc);
-    let body = bytes.slice(..n - TRAILER_LEN);
-    let actual = crc32c(&body);
+    let actual = crc32c(&bytes[..n - 12]);
     if actual != expected {
         return Err(Error::Corrupt {
             what: what.to_owned(),
@@ -138,7 +154,12 @@ pub fn open_trailer(bytes: &Bytes, what: &str) -> Result<(Bytes, bool)> {
             ),
         });
     }
-    Ok((body, true))
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&bytes[n - TRAILER_LEN..n - 12]);
+    Ok((
+        bytes.slice(..n - TRAILER_LEN),
+        Some(u64::from_le_bytes(seq)),
+    ))
 }
 
 /// Block checksums of one file: CRC32C of each `block_size` bytes (the last block may be
@@ -305,17 +326,22 @@ mod tests {
 
     #[test]
     fn trailers_verify_and_legacy_bytes_pass_through() {
-        let sealed = Bytes::from(seal_trailer(b"ipc bytes ARROW1".to_vec()));
-        let (body, had) = open_trailer(&sealed, "d").unwrap();
-        assert!(had);
+        let sealed = Bytes::from(seal_trailer(b"ipc bytes ARROW1".to_vec(), 0));
+        let (body, seq) = open_trailer(&sealed, "d").unwrap();
+        assert_eq!(seq, Some(0));
         assert_eq!(&body[..], b"ipc bytes ARROW1");
+        let placed = reseal_trailer(&sealed, 42).unwrap();
+        assert_eq!(
+            open_trailer(&placed, "d").unwrap(),
+            (body.clone(), Some(42))
+        );
         for i in 0..sealed.len() - 8 {
             let mut bad = sealed.to_vec();
             bad[i] ^= 0x10;
             assert!(open_trailer(&Bytes::from(bad), "d").is_err(), "flip at {i}");
         }
         let legacy = Bytes::from_static(b"ipc bytes ARROW1");
-        assert_eq!(open_trailer(&legacy, "d").unwrap(), (legacy.clone(), false));
+        assert_eq!(open_trailer(&legacy, "d").unwrap(), (legacy.clone(), None));
     }
 
     #[test]

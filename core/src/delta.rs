@@ -156,12 +156,36 @@ impl DeltaMeta {
 pub struct Delta {
     pub meta: DeltaMeta,
     pub ops: Vec<DeltaOp>,
+    /// The sequence its trailer places it at (`None` for a delta written before trailers).
+    pub sequence: Option<u64>,
+}
+
+impl Delta {
+    /// A delta read from `path`, delta `seq` of `partition` of `store`, must say so: one of
+    /// another store or partition, or another place in the log, copied there (by mistake or
+    /// on purpose) is corruption, never applied.
+    pub fn check_origin(
+        &self,
+        store: &str,
+        partition: u32,
+        seq: u64,
+        path: &impl std::fmt::Display,
+    ) -> Result<()> {
+        self.meta.check_origin(store, partition, path)?;
+        match self.sequence {
+            Some(placed) if placed != seq => Err(Error::Corrupt {
+                what: path.to_string(),
+                reason: format!("the delta says it is delta {placed}, not delta {seq}"),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl DeltaMeta {
     /// A delta read from `path` must say it belongs there: a delta of another store or
     /// partition copied into this log (by mistake or on purpose) is corruption, never applied.
-    /// (Its sequence number is not recorded inside: a writer learns it only when its PUT lands.)
+    /// (Its sequence number is in the trailer: [`Delta::check_origin`] checks all three.)
     pub fn check_origin(
         &self,
         store: &str,
@@ -260,13 +284,24 @@ pub fn encode_delta<'a>(
     let buf = writer
         .into_inner()
         .map_err(|e| Error::corrupt("delta being encoded", e))?;
-    Ok(Bytes::from(crate::checksum::seal_trailer(buf)))
+    Ok(Bytes::from(crate::checksum::seal_trailer(buf, 0)))
+}
+
+/// An encoded delta placed at sequence `seq` (its trailer names it): what a writer PUTs at
+/// `seq`. Bytes that are not an encoded delta are refused.
+pub fn place_delta(encoded: &Bytes, seq: u64) -> Result<Bytes> {
+    crate::checksum::reseal_trailer(encoded, seq)
+        .ok_or_else(|| Error::corrupt("delta being committed", "it has no trailer to place"))
 }
 
 /// The IPC reader of a delta's bytes, verified against its trailer first: corrupt bytes are
 /// refused before Arrow decodes anything. `what` names the object in errors.
-fn open_delta(bytes: &Bytes, what: &str) -> Result<(FileReader<Cursor<Bytes>>, DeltaMeta)> {
-    let (ipc, sealed) = crate::checksum::open_trailer(bytes, what)?;
+fn open_delta(
+    bytes: &Bytes,
+    what: &str,
+) -> Result<(FileReader<Cursor<Bytes>>, DeltaMeta, Option<u64>)> {
+    let (ipc, sequence) = crate::checksum::open_trailer(bytes, what)?;
+    let sealed = sequence.is_some();
     // Bytes that fail the checksum never reach Arrow; a legacy delta (no trailer) is decoded
     // unverified, and a decoder panic on it (arrow trusts some offsets) becomes an error.
     let opened = std::panic::catch_unwind(|| -> Result<_> {
@@ -286,7 +321,7 @@ fn open_delta(bytes: &Bytes, what: &str) -> Result<(FileReader<Cursor<Bytes>>, D
             "its checksum trailer is missing (the object is truncated)",
         ));
     }
-    Ok(opened)
+    Ok((opened.0, opened.1, sequence))
 }
 
 /// A metadata error of a delta, naming the object.
@@ -307,7 +342,7 @@ pub fn decode_delta_meta(bytes: &Bytes, what: &str) -> Result<DeltaMeta> {
 
 /// Decodes a whole delta file; `what` (its path) names it in errors.
 pub fn decode_delta(bytes: &Bytes, what: &str) -> Result<Delta> {
-    let (reader, meta) = open_delta(bytes, what)?;
+    let (reader, meta, sequence) = open_delta(bytes, what)?;
     let decoded =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Vec<DeltaOp>> {
             let mut ops = Vec::new();
@@ -321,7 +356,11 @@ pub fn decode_delta(bytes: &Bytes, what: &str) -> Result<Delta> {
         crate::checksum::note_contained_panic();
         Err(Error::corrupt(what, "the Arrow data does not decode"))
     })?;
-    Ok(Delta { meta, ops })
+    Ok(Delta {
+        meta,
+        ops,
+        sequence,
+    })
 }
 
 fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {

@@ -47,9 +47,10 @@ pub async fn catch_up(
                 Some(bytes) => {
                     let next = applied + 1;
                     let delta = decode_delta(&bytes, layout.delta(partition, next).as_ref())?;
-                    delta.meta.check_origin(
+                    delta.check_origin(
                         layout.store_name(),
                         partition,
+                        next,
                         &layout.delta(partition, next),
                     )?;
                     local.apply_delta(partition, next, &delta.ops)?;

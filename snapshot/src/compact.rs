@@ -177,9 +177,10 @@ pub async fn snapshot_partition(
                         context: "decoding a delta".into(),
                         message: e.to_string(),
                     })??;
-                delta.meta.check_origin(
+                delta.check_origin(
                     layout.store_name(),
                     partition,
+                    seq,
                     &layout.delta(partition, seq),
                 )?;
                 Ok::<_, Error>(delta)

@@ -389,8 +389,9 @@ fn caught_up_at_is_never_claimed_across_a_hole() {
     };
     let reader = Reader::open(options("a")).unwrap();
     assert_eq!(reader.status()[0].gap, None);
+    // Delta `v`, placed at sequence `v`.
     let delta = |v: i64| {
-        encode_delta(
+        let encoded = encode_delta(
             &DeltaMeta::new(format!("b{v}"), "test".into(), "hole".into(), 0),
             &[DeltaOp::SetField {
                 key: b"k".to_vec(),
@@ -398,7 +399,8 @@ fn caught_up_at_is_never_claimed_across_a_hole() {
                 value: FieldValue::Int64(v),
             }],
         )
-        .unwrap()
+        .unwrap();
+        ikv_core::delta::place_delta(&encoded, v as u64).unwrap()
     };
     // Delta 8 lands while 6 and 7 never did.
     rt.block_on(storage.store.put(&layout.delta(0, 8), delta(8).into()))
@@ -506,6 +508,20 @@ fn a_delta_copied_into_another_partitions_log_is_never_applied_or_compacted() {
     );
     assert_eq!(reader.status()[0].applied_sequence, 1);
     assert_eq!(reader.get(k1.as_bytes(), "v").unwrap(), Some(s("1")));
+    // A delta of the right store and partition moved to another place in its log (its own
+    // delta 1, copied as delta 2): the trailer's sequence gives it away.
+    let own = rt
+        .block_on(ikv_core::store::read_delta(&storage, &layout, 0, 1))
+        .unwrap()
+        .unwrap();
+    let moved = ikv_core::delta::decode_delta(&own, "p0/1").unwrap();
+    let err = moved
+        .check_origin("moved", 0, 2, &layout.delta(0, 2))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("says it is delta 1, not delta 2"),
+        "{err}"
+    );
     let err = rt
         .block_on(snapshot_partition(
             &storage,

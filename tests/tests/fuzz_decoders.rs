@@ -109,7 +109,7 @@ fn mutated_bucket_objects_are_refused_or_unchanged_and_never_panic() {
     let delta_a = encode_delta(&meta, &ops(20, "a")).unwrap();
     let delta_b = encode_delta(&meta, &ops(5, "b")).unwrap();
     let original = decode_delta(&delta_a, "d").unwrap();
-    let bare_a = delta_a.slice(..delta_a.len() - 12);
+    let bare_a = delta_a.slice(..delta_a.len() - ikv_core::checksum::TRAILER_LEN);
 
     // Store configuration and a manifest, as stored.
     let config = StoreConfig::new("s", "id", Some("country"), 4).unwrap();

@@ -103,6 +103,7 @@ async fn a_stray_delta_past_the_tip_is_refused_and_nothing_is_written() {
         }],
     )
     .unwrap();
+    let stray = ikv_core::delta::place_delta(&stray, 1000).unwrap();
     storage
         .store
         .put(&layout.delta(0, 1000), stray.into())

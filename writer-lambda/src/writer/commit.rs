@@ -153,6 +153,8 @@ impl PartitionCommitter {
             };
             let seq = tip + 1;
             let path = self.layout.delta(self.partition, seq);
+            // The trailer names the number it is committed at (readers check it).
+            let placed = ikv_core::delta::place_delta(&body, seq)?;
             let opts = PutOptions {
                 mode: PutMode::Create,
                 ..PutOptions::default()
@@ -160,7 +162,7 @@ impl PartitionCommitter {
             match self
                 .storage
                 .store
-                .put_opts(&path, PutPayload::from_bytes(body.clone()), opts)
+                .put_opts(&path, PutPayload::from_bytes(placed), opts)
                 .await
             {
                 Ok(_) => {
