@@ -121,18 +121,22 @@ pub fn seal_trailer(mut ipc: Vec<u8>, sequence: u64) -> Vec<u8> {
     ipc
 }
 
-/// A sealed delta placed at `sequence`: the same IPC bytes with a new trailer. The writer
-/// learns the number only when its conditional PUT lands, so it places the same encoded
-/// delta again for each number it tries (a checksum pass, no re-encoding).
-pub fn reseal_trailer(sealed: &Bytes, sequence: u64) -> Option<Bytes> {
+/// A sealed delta placed at `sequence`: its IPC bytes (shared, not copied) and a new
+/// trailer. The writer learns the number only when its conditional PUT lands, so it places
+/// the same encoded delta again for each number it tries (one checksum pass, no re-encoding).
+pub fn reseal_trailer(sealed: &Bytes, sequence: u64) -> Option<(Bytes, Bytes)> {
     let n = sealed.len();
     if n < TRAILER_LEN || &sealed[n - 8..] != TRAILER_MAGIC {
         return None;
     }
-    Some(Bytes::from(seal_trailer(
-        sealed[..n - TRAILER_LEN].to_vec(),
-        sequence,
-    )))
+    let ipc = sealed.slice(..n - TRAILER_LEN);
+    let seq = sequence.to_le_bytes();
+    let crc = crc32c::crc32c_append(crc32c(&ipc), &seq);
+    let mut trailer = Vec::with_capacity(TRAILER_LEN);
+    trailer.extend_from_slice(&seq);
+    trailer.extend_from_slice(&crc.to_le_bytes());
+    trailer.extend_from_slice(TRAILER_MAGIC);
+    Some((ipc, Bytes::from(trailer)))
 }
 
 /// The IPC bytes before the trailer, verified, and the sequence the trailer places the delta
@@ -330,7 +334,8 @@ mod tests {
         let (body, seq) = open_trailer(&sealed, "d").unwrap();
         assert_eq!(seq, Some(0));
         assert_eq!(&body[..], b"ipc bytes ARROW1");
-        let placed = reseal_trailer(&sealed, 42).unwrap();
+        let (ipc, trailer) = reseal_trailer(&sealed, 42).unwrap();
+        let placed = Bytes::from([&ipc[..], &trailer[..]].concat());
         assert_eq!(
             open_trailer(&placed, "d").unwrap(),
             (body.clone(), Some(42))

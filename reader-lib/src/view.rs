@@ -53,10 +53,13 @@ impl MemoryIndex {
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        match self.overlay.get(key) {
-            Some(changed) => changed.as_deref(),
-            None => self.base.get(key).map(|v| &**v),
+        // Right after a bootstrap or a fold the overlay is empty: skip its hash and probe.
+        if !self.overlay.is_empty()
+            && let Some(changed) = self.overlay.get(key)
+        {
+            return changed.as_deref();
         }
+        self.base.get(key).map(|v| &**v)
     }
 
     /// Entries in the overlay (changed since the base was built).

@@ -403,7 +403,7 @@ fn caught_up_at_is_never_claimed_across_a_hole() {
         ikv_core::delta::place_delta(&encoded, v as u64).unwrap()
     };
     // Delta 8 lands while 6 and 7 never did.
-    rt.block_on(storage.store.put(&layout.delta(0, 8), delta(8).into()))
+    rt.block_on(storage.store.put(&layout.delta(0, 8), delta(8)))
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while reader.status()[0].gap.is_none() {
@@ -442,12 +442,8 @@ fn caught_up_at_is_never_claimed_across_a_hole() {
     assert_eq!(fresh.get_int64(b"k", "v").unwrap(), Some(5));
     // Filled: both apply 6, 7, 8, and freshness is claimed again.
     for v in [6, 7] {
-        rt.block_on(
-            storage
-                .store
-                .put(&layout.delta(0, v as u64), delta(v).into()),
-        )
-        .unwrap();
+        rt.block_on(storage.store.put(&layout.delta(0, v as u64), delta(v)))
+            .unwrap();
     }
     assert_eq!(rt.block_on(discover_tip(&storage, &layout, 0)).unwrap(), 8);
     for r in [&reader, &fresh] {

@@ -554,8 +554,7 @@ fn a_failing_poll_backs_off_keeps_serving_and_recovers() {
     )
     .unwrap();
     let good = ikv_core::delta::place_delta(&good, 2).unwrap();
-    rt.block_on(store.storage.store.put(&path, good.into()))
-        .unwrap();
+    rt.block_on(store.storage.store.put(&path, good)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while reader.get_int64(b"k", "n").unwrap() != Some(2) {
         assert!(

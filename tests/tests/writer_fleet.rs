@@ -106,7 +106,7 @@ async fn a_stray_delta_past_the_tip_is_refused_and_nothing_is_written() {
     let stray = ikv_core::delta::place_delta(&stray, 1000).unwrap();
     storage
         .store
-        .put(&layout.delta(0, 1000), stray.into())
+        .put(&layout.delta(0, 1000), stray)
         .await
         .unwrap();
     let before = list_delta_seqs(&storage, &layout, 0).await.unwrap();

@@ -2,8 +2,9 @@
 
 use ikv_core::{Operation, StoreConfig};
 
-use crate::service::api::{ErrorResponse, OperationJson, OperationsResponse};
-use crate::service::{ACCOUNT_ID_HEADER, PASSKEY_HEADER};
+use crate::wire::{
+    ACCOUNT_ID_HEADER, ErrorResponse, OperationJson, OperationsResponse, PASSKEY_HEADER,
+};
 
 /// Errors of [`HttpWriterClient`].
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,6 @@
 //! (Function URL / API Gateway v2 events, see [`run_lambda`]) and as a local server
 //! ([`serve`]). Routes and bodies are specified in `docs/API.md`.
 
-pub mod api;
 pub mod auth;
 mod error;
 pub mod guard;
@@ -25,10 +24,9 @@ use api::{CommitJson, OperationsRequest, OperationsResponse};
 use auth::{Accounts, AuthError};
 pub use error::ApiError;
 
-/// Header carrying the account id.
-pub const ACCOUNT_ID_HEADER: &str = "x-ikv-account-id";
-/// Header carrying the account passkey.
-pub const PASSKEY_HEADER: &str = "x-ikv-account-passkey";
+// The wire format lives outside the service (the client shares it), under its old path too.
+pub use crate::wire as api;
+pub use crate::wire::{ACCOUNT_ID_HEADER, PASSKEY_HEADER};
 /// Largest request body accepted: an AWS Lambda request is at most 6 MB.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 

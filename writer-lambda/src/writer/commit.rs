@@ -24,7 +24,7 @@ use ikv_core::delta::decode_delta_meta;
 use ikv_core::store::read_delta;
 use ikv_core::tip::{Knowledge, find_tip};
 use ikv_core::{Error, Result, Storage, StoreLayout};
-use object_store::{PutMode, PutOptions, PutPayload};
+use object_store::{PutMode, PutOptions};
 use rand::Rng;
 
 /// How hard a committer tries before giving up.
@@ -159,12 +159,7 @@ impl PartitionCommitter {
                 mode: PutMode::Create,
                 ..PutOptions::default()
             };
-            match self
-                .storage
-                .store
-                .put_opts(&path, PutPayload::from_bytes(placed), opts)
-                .await
-            {
+            match self.storage.store.put_opts(&path, placed, opts).await {
                 Ok(_) => {
                     self.tip = Some((seq, Instant::now()));
                     tracing::debug!(partition = self.partition, seq, "committed delta");

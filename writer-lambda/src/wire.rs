@@ -1,8 +1,14 @@
-//! JSON bodies of the HTTP API (specified in `docs/API.md`).
+//! The HTTP API's wire format (specified in `docs/API.md`): JSON bodies and headers, shared
+//! by the service and the client (which does not need the service's server dependencies).
 
 use base64::Engine;
 use ikv_core::{Document, FieldValue, Operation};
 use serde::{Deserialize, Serialize};
+
+/// Header carrying the account id.
+pub const ACCOUNT_ID_HEADER: &str = "x-ikv-account-id";
+/// Header carrying the account passkey.
+pub const PASSKEY_HEADER: &str = "x-ikv-account-passkey";
 
 /// `POST /v1/stores/{store}/operations` body.
 #[derive(Debug, Deserialize)]
