@@ -22,7 +22,8 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use ikv_core::{DeltaOp, Error, Result, StoreConfig};
@@ -69,6 +70,8 @@ pub struct LocalStore {
     meta: Keyspace,
     view: PublishedView,
     primary_key: String,
+    /// Set by a read that found the local copy damaged (shared with every view).
+    damaged: Arc<AtomicBool>,
     /// Whether a primary key names its partition (no partitioning key): then an entry only
     /// ever holds one section.
     single_partition_keys: bool,
@@ -248,6 +251,7 @@ impl LocalStore {
             None
         };
         let snapshot = db.snapshot();
+        let damaged = Arc::new(AtomicBool::new(false));
         let store = LocalStore {
             path: dir,
             _lock: lock,
@@ -258,7 +262,9 @@ impl LocalStore {
                 docs,
                 drops,
                 memory,
+                damaged: damaged.clone(),
             }),
+            damaged,
             primary_key: config.primary_key_field.clone(),
             single_partition_keys: config.partitioning_key_field.is_none(),
             generation: RwLock::new(generation),
@@ -347,6 +353,7 @@ impl LocalStore {
             docs,
             drops,
             memory: memory.map(MemoryIndex::new),
+            damaged: self.damaged.clone(),
         });
         *self.generation.write().unwrap_or_else(|p| p.into_inner()) = generation;
         if old.name() != self.read().docs.name() {
@@ -454,8 +461,19 @@ impl LocalStore {
             snapshot,
             drops: all_drops,
             memory,
+            damaged: self.damaged.clone(),
         });
         Ok(())
+    }
+
+    /// Whether a read found the local copy damaged since the last call (clears the mark).
+    pub fn take_damage(&self) -> bool {
+        self.damaged.swap(false, Ordering::SeqCst)
+    }
+
+    /// Marks the local copy damaged (a failed repair is tried again at the next poll).
+    pub fn mark_damaged(&self) {
+        self.damaged.store(true, Ordering::SeqCst);
     }
 
     /// Persists everything written so far to disk (fsync).

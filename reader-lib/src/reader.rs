@@ -189,6 +189,30 @@ async fn poll_loop(
     let mut failures: u32 = 0;
     let mut last_gap_check = Instant::now();
     loop {
+        if shared.local.take_damage() {
+            tracing::warn!("a read found the local copy damaged; rebuilding it from the bucket");
+            match rebuild(
+                &shared.storage,
+                &shared.layout,
+                &shared.local,
+                &shared.status,
+                &shared.partitions,
+            )
+            .await
+            {
+                Ok(rebuilt) => states = rebuilt,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rebuilding the damaged local copy failed; retrying");
+                    for p in &shared.partitions {
+                        shared.status.failed(
+                            *p,
+                            &format!("the local copy is damaged and rebuilding it failed: {e}"),
+                        );
+                    }
+                    shared.local.mark_damaged();
+                }
+            }
+        }
         let wait = if *stop.borrow() {
             return;
         } else {

@@ -14,6 +14,7 @@
 //!   probe and memory stays near one copy of the documents.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -113,6 +114,8 @@ pub struct ReadView {
     pub drops: Vec<DropState>,
     /// Present when reads are served from memory.
     pub memory: Option<MemoryIndex>,
+    /// Set when a read finds the local copy damaged; the poller then rebuilds it.
+    pub damaged: Arc<AtomicBool>,
 }
 
 /// An encoded document, borrowed from memory or read from disk.
@@ -141,9 +144,16 @@ impl ReadView {
                 .snapshot
                 .get(&self.docs, doc_key(key))
                 .map(|v| v.map(DocBytes::Disk))
-                .map_err(|e| Error::Local {
-                    path: "local store".into(),
-                    message: e.to_string(),
+                .map_err(|e| {
+                    // The mount is a cache of the bucket: a block that fails its checksum or a
+                    // missing table file is repaired by rebuilding, never served.
+                    self.damaged.store(true, Ordering::SeqCst);
+                    Error::Local {
+                        path: "local store".into(),
+                        message: format!(
+                            "the local copy is damaged ({e}); the reader is rebuilding it from the bucket"
+                        ),
+                    }
                 }),
         }
     }
