@@ -11,6 +11,7 @@
 
 pub mod bucket;
 pub mod checksum;
+pub mod clock;
 pub mod config;
 pub mod delta;
 pub mod document;

@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use ikv_core::clock::{Clock, SystemClock};
 use ikv_core::partition::partition_of;
 use ikv_core::store::load_config;
 use ikv_core::{
@@ -51,6 +52,9 @@ pub struct ReaderOptions {
     /// it should wait for the application's threads rather than preempt them, as database
     /// engines run compaction below foreground work.
     pub background_nice: i32,
+    /// The reader's time: poll and backoff sleeps, gap-check intervals, freshness stamps. The
+    /// real clock unless a test drives it (`ikv_core::clock::ManualClock`).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl ReaderOptions {
@@ -67,6 +71,7 @@ impl ReaderOptions {
             gap_check_interval: Duration::from_secs(600),
             storage: None,
             background_nice: 10,
+            clock: SystemClock::shared(),
         }
     }
 }
@@ -79,6 +84,7 @@ struct Shared {
     mounted: Vec<bool>,
     local: LocalStore,
     status: StatusBoard,
+    clock: Arc<dyn Clock>,
 }
 
 /// An embedded reader of one store. `Send + Sync`: share it between threads; reads never wait
@@ -144,6 +150,7 @@ async fn start(options: &ReaderOptions) -> Result<(Shared, BTreeMap<u32, Partiti
         mounted,
         local,
         status,
+        clock: options.clock.clone(),
     };
     let mut states = match resumed {
         Some(states) => {
@@ -174,6 +181,7 @@ async fn start(options: &ReaderOptions) -> Result<(Shared, BTreeMap<u32, Partiti
         &shared.status,
         &mut states,
         true,
+        shared.clock.as_ref(),
     )
     .await?;
     Ok((shared, states))
@@ -187,7 +195,8 @@ async fn poll_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut failures: u32 = 0;
-    let mut last_gap_check = Instant::now();
+    let clock = shared.clock.clone();
+    let mut last_gap_check = clock.elapsed();
     loop {
         if shared.local.take_damage() {
             tracing::warn!("a read found the local copy damaged; rebuilding it from the bucket");
@@ -216,7 +225,8 @@ async fn poll_loop(
         let wait = if *stop.borrow() {
             return;
         } else {
-            let check_gaps = failures > 0 || last_gap_check.elapsed() >= gap_check_interval;
+            let check_gaps = failures > 0
+                || clock.elapsed().saturating_sub(last_gap_check) >= gap_check_interval;
             match sync_all(
                 &shared.storage,
                 &shared.layout,
@@ -224,12 +234,13 @@ async fn poll_loop(
                 &shared.status,
                 &mut states,
                 check_gaps,
+                shared.clock.as_ref(),
             )
             .await
             {
                 Ok(()) => {
                     if check_gaps {
-                        last_gap_check = Instant::now();
+                        last_gap_check = clock.elapsed();
                     }
                     failures = 0;
                     interval
@@ -249,7 +260,7 @@ async fn poll_loop(
             }
         };
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = clock.sleep(wait) => {}
             _ = stop.changed() => return,
         }
     }

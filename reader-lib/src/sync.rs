@@ -2,7 +2,6 @@
 //! left by retention, and (re)bootstrapping.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 
 use ikv_core::delta::decode_delta;
 use ikv_core::store::{list_snapshot_seqs, read_delta};
@@ -158,11 +157,12 @@ pub async fn sync_all(
     status: &StatusBoard,
     states: &mut BTreeMap<u32, PartitionState>,
     check_gaps: bool,
+    clock: &dyn ikv_core::clock::Clock,
 ) -> Result<()> {
     let partitions: Vec<u32> = states.keys().copied().collect();
     let mut rebuilt = false;
     loop {
-        let started = SystemTime::now();
+        let started = clock.now();
         for (p, s) in states.iter_mut() {
             s.applied = catch_up(storage, layout, local, status, *p, s.applied).await?;
         }

@@ -309,11 +309,21 @@ fn a_running_reader_notices_retention_at_its_check_interval() {
     };
     put(&mut model, "a", 1);
     let mut options = ReaderOptions::new(&url, "ret", dir.path().join("mount"));
-    // Polls far apart (the setup below happens between two), gap checks at every poll.
+    // Polls 4 s apart on a clock the test moves (the setup below happens between two polls,
+    // however slow the machine), gap checks at every poll.
+    let clock = ikv_core::clock::ManualClock::new(SystemTime::now());
+    options.clock = clock.clone();
     options.poll_interval = Duration::from_secs(4);
     options.gap_check_interval = Duration::from_millis(1);
     let reader = Reader::open(options).unwrap();
-    let opened = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while clock.sleeps().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the poller never finished its first poll"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     for i in 0..10 {
         put(&mut model, &format!("k{i}"), i);
     }
@@ -340,10 +350,12 @@ fn a_running_reader_notices_retention_at_its_check_interval() {
         .unwrap();
     assert_eq!(report.deltas_deleted, 11);
     put(&mut model, "after", 99);
-    assert!(
-        opened.elapsed() < Duration::from_secs(4) && reader.status()[0].applied_sequence == 1,
-        "the setup must finish before the reader's next poll"
+    assert_eq!(
+        reader.status()[0].applied_sequence,
+        1,
+        "no poll ran during the setup"
     );
+    clock.advance(Duration::from_secs(4));
     let deadline = Instant::now() + Duration::from_secs(30);
     while reader.status()[0].applied_sequence < 12 {
         assert!(Instant::now() < deadline, "{:?}", reader.status());

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ikv_core::clock::ManualClock;
 use ikv_core::store::create_store;
 use ikv_core::{Storage, StoreConfig};
 use ikv_reader::{Reader, ReaderOptions};
@@ -189,4 +190,57 @@ fn a_bootstrap_under_read_faults_fails_clearly_or_succeeds_whole() {
         assert_equals_model(&reader, &keys, &model.state());
         reader.shutdown().unwrap();
     }
+}
+
+/// With an injected clock the poller's schedule is exact: one poll per interval, a backoff
+/// that doubles per failed poll up to its cap, back to the interval after a success, and
+/// freshness stamped with the clock's time. Counted, not timed.
+#[test]
+fn the_poll_backoff_and_freshness_follow_the_injected_clock() {
+    let rt = runtime();
+    let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
+    let storage = Storage::new(faulty.clone(), Path::default(), "memory://clock");
+    let config = StoreConfig::new("clock", "id", None, 1).unwrap();
+    rt.block_on(create_store(&storage, &config)).unwrap();
+    let start = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let clock = ManualClock::new(start);
+    let mount = tempfile::tempdir().unwrap();
+    let mut options = ReaderOptions::new("memory://clock", "clock", mount.path());
+    options.storage = Some(storage.clone());
+    options.clock = clock.clone();
+    options.poll_interval = Duration::from_secs(1);
+    options.gap_check_interval = Duration::from_secs(3600);
+    let reader = Reader::open(options).unwrap();
+    assert_eq!(reader.status()[0].caught_up_at, Some(start));
+    let secs = Duration::from_secs;
+    wait_until("the first poll's sleep", || clock.sleeps().len() == 1);
+    assert_eq!(clock.sleeps(), vec![secs(1)]);
+
+    faulty.fault_every_nth_read(1, &[ReadFault::SlowDown]);
+    let mut elapsed = Duration::ZERO;
+    for (n, backoff) in [2, 4, 8, 16, 30, 30].into_iter().enumerate() {
+        let last = *clock.sleeps().last().unwrap();
+        clock.advance(last);
+        elapsed += last;
+        wait_until("the failed poll's backoff", || {
+            clock.sleeps().len() == n + 2
+        });
+        assert_eq!(
+            clock.sleeps()[n + 1],
+            secs(backoff),
+            "after {} failed polls",
+            n + 1
+        );
+        assert!(reader.status()[0].last_error.is_some());
+    }
+
+    faulty.stop_read_faults();
+    clock.advance(secs(30));
+    elapsed += secs(30);
+    wait_until("the recovered poll's sleep", || clock.sleeps().len() == 8);
+    assert_eq!(clock.sleeps()[7], secs(1), "back to the poll interval");
+    let status = &reader.status()[0];
+    assert_eq!(status.last_error, None);
+    assert_eq!(status.caught_up_at, Some(start + elapsed));
+    reader.shutdown().unwrap();
 }

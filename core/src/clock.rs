@@ -1,0 +1,134 @@
+//! Time as a dependency: the reader's polling, backoff, gap checks and freshness stamps go
+//! through a [`Clock`], so that tests can drive them step by step ([`ManualClock`]) instead of
+//! waiting on wall time. (The compactor takes `now` as an argument for the same reason.)
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::future::BoxFuture;
+
+/// A source of time.
+pub trait Clock: Send + Sync + Debug + 'static {
+    /// Wall-clock time, for what is shown to people (`caught_up_at`).
+    fn now(&self) -> SystemTime;
+    /// Monotonic time since the clock was made, for intervals.
+    fn elapsed(&self) -> Duration;
+    /// Completes after `duration` of this clock's time.
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
+}
+
+/// The real clock (tokio's timer for sleeps).
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock {
+    started: Instant,
+}
+
+impl SystemClock {
+    pub fn new() -> SystemClock {
+        SystemClock {
+            started: Instant::now(),
+        }
+    }
+
+    /// The real clock, shared.
+    pub fn shared() -> Arc<dyn Clock> {
+        Arc::new(SystemClock::new())
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        SystemClock::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(duration))
+    }
+}
+
+/// A clock that moves only when told to ([`ManualClock::advance`]); it records every sleep
+/// asked of it, so a test can assert a schedule (a backoff) by counting, not by timing.
+#[derive(Debug)]
+pub struct ManualClock {
+    start: SystemTime,
+    elapsed: tokio::sync::watch::Sender<Duration>,
+    sleeps: Mutex<Vec<Duration>>,
+}
+
+impl ManualClock {
+    pub fn new(start: SystemTime) -> Arc<ManualClock> {
+        Arc::new(ManualClock {
+            start,
+            elapsed: tokio::sync::watch::Sender::new(Duration::ZERO),
+            sleeps: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Moves time forward, waking the sleeps that are due.
+    pub fn advance(&self, by: Duration) {
+        self.elapsed.send_modify(|e| *e += by);
+    }
+
+    /// Every sleep asked so far, in order.
+    pub fn sleeps(&self) -> Vec<Duration> {
+        self.sleeps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        self.start + *self.elapsed.borrow()
+    }
+
+    fn elapsed(&self) -> Duration {
+        *self.elapsed.borrow()
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        self.sleeps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(duration);
+        let deadline = *self.elapsed.borrow() + duration;
+        let mut time = self.elapsed.subscribe();
+        Box::pin(async move {
+            while *time.borrow_and_update() < deadline {
+                if time.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_manual_sleep_ends_only_when_time_is_advanced_past_it() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH);
+        let mut sleep = clock.sleep(Duration::from_secs(2));
+        assert!(futures::poll!(&mut sleep).is_pending());
+        clock.advance(Duration::from_secs(1));
+        assert!(futures::poll!(&mut sleep).is_pending());
+        clock.advance(Duration::from_secs(1));
+        assert!(futures::poll!(&mut sleep).is_ready());
+        assert_eq!(clock.sleeps(), vec![Duration::from_secs(2)]);
+        assert_eq!(clock.now(), SystemTime::UNIX_EPOCH + Duration::from_secs(2));
+    }
+}
