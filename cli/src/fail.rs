@@ -30,35 +30,11 @@ impl Fail {
     }
 }
 
-/// Whether the storage refused access, anywhere in the error's chain: S3's 401/403, or a
-/// local directory's permission error (which object_store reports as a generic error).
-fn access_denied(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = current {
-        if let Some(os) = err.downcast_ref::<object_store::Error>()
-            && matches!(
-                os,
-                object_store::Error::PermissionDenied { .. }
-                    | object_store::Error::Unauthenticated { .. }
-            )
-        {
-            return true;
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::PermissionDenied
-        {
-            return true;
-        }
-        current = err.source();
-    }
-    false
-}
-
 impl From<ikv_core::Error> for Fail {
     fn from(e: ikv_core::Error) -> Fail {
-        let denied = access_denied(&e);
+        // `NoAccess` covers S3's 401/403 and a local directory's permission errors anywhere in
+        // the error's chain (core's `ErrorKind`), as HTTP and Python map it too.
         let code = match e.kind() {
-            _ if denied => NO_ACCESS,
             ErrorKind::InvalidInput | ErrorKind::TypeMismatch | ErrorKind::NotMounted => {
                 BAD_ARGUMENTS
             }

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use ikv_core::FieldValue;
@@ -63,23 +63,8 @@ const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(30);
 /// Waits for the other users of `reader` to finish, then drops it (closing the local copy and
 /// releasing the mount directory). Call with the GIL released.
 fn release(reader: Arc<Reader>) {
-    let deadline = Instant::now() + SHUTDOWN_PATIENCE;
-    let mut reader = reader;
-    loop {
-        match Arc::try_unwrap(reader) {
-            Ok(owned) => {
-                drop(owned);
-                return;
-            }
-            Err(shared) if Instant::now() < deadline => {
-                reader = shared;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(_) => {
-                tracing::warn!("reads still use a shut-down reader; it closes when they finish");
-                return;
-            }
-        }
+    if !ikv_reader::view::drop_when_unshared(reader, SHUTDOWN_PATIENCE, Duration::from_millis(1)) {
+        tracing::warn!("reads still use a shut-down reader; it closes when they finish");
     }
 }
 

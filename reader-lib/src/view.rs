@@ -186,20 +186,29 @@ impl PublishedView {
     /// Makes `view` current. The replaced view is freed here when the reads still using it
     /// finish in time, so that a read does not pay for freeing what a delta replaced.
     pub fn publish(&self, view: ReadView) {
-        let mut old = self.current.swap(Arc::new(view));
-        let deadline = Instant::now() + RETIRE_PATIENCE;
-        loop {
-            match Arc::try_unwrap(old) {
-                Ok(view) => {
-                    drop(view);
-                    return;
-                }
-                Err(still_read) if Instant::now() < deadline => {
-                    old = still_read;
-                    std::thread::sleep(Duration::from_micros(50));
-                }
-                Err(_) => return,
+        let old = self.current.swap(Arc::new(view));
+        drop_when_unshared(old, RETIRE_PATIENCE, Duration::from_micros(50));
+    }
+}
+
+/// Drops `shared` on this thread once no one else holds it, waiting up to `patience` (checking
+/// every `every`); past that, leaves it to whoever drops the last reference. Returns whether it
+/// was dropped here. For handing the cost of freeing (or closing) something large to the
+/// thread that replaced it rather than to a reader.
+pub fn drop_when_unshared<T>(shared: Arc<T>, patience: Duration, every: Duration) -> bool {
+    let deadline = Instant::now() + patience;
+    let mut shared = shared;
+    loop {
+        match Arc::try_unwrap(shared) {
+            Ok(owned) => {
+                drop(owned);
+                return true;
             }
+            Err(still_held) if Instant::now() < deadline => {
+                shared = still_held;
+                std::thread::sleep(every);
+            }
+            Err(_) => return false,
         }
     }
 }

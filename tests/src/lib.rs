@@ -23,6 +23,26 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// One forced compaction pass over `partition`, now: how the tests make a snapshot.
+pub async fn force_snapshot(
+    storage: &Storage,
+    config: &ikv_core::StoreConfig,
+    partition: u32,
+) -> ikv_core::Result<ikv_snapshot::PartitionOutcome> {
+    let options = ikv_snapshot::SnapshotOptions {
+        force: true,
+        ..ikv_snapshot::SnapshotOptions::default()
+    };
+    ikv_snapshot::snapshot_partition(
+        storage,
+        config,
+        partition,
+        &options,
+        std::time::SystemTime::now(),
+    )
+    .await
+}
+
 /// Bucket the tests use on the emulator (created by the test script).
 pub const TEST_BUCKET: &str = "ikv-test";
 

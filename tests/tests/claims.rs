@@ -19,7 +19,7 @@ use ikv_core::{
     StoreLayout,
 };
 use ikv_reader::{Reader, ReaderOptions};
-use ikv_snapshot::{Retention, SnapshotOptions, apply_retention, snapshot_partition};
+use ikv_snapshot::{Retention, apply_retention};
 use ikv_tests::faulty::{FaultyStore, PutFault};
 use ikv_tests::model::Model;
 use ikv_tests::model_check::write_and_record;
@@ -327,17 +327,8 @@ fn a_running_reader_notices_retention_at_its_check_interval() {
     for i in 0..10 {
         put(&mut model, &format!("k{i}"), i);
     }
-    rt.block_on(snapshot_partition(
-        &storage,
-        &config,
-        0,
-        &SnapshotOptions {
-            force: true,
-            ..SnapshotOptions::default()
-        },
-        SystemTime::now(),
-    ))
-    .unwrap();
+    rt.block_on(ikv_tests::force_snapshot(&storage, &config, 0))
+        .unwrap();
     let later = SystemTime::now() + Duration::from_secs(3 * 3600);
     let report = rt
         .block_on(apply_retention(
@@ -531,16 +522,7 @@ fn a_delta_copied_into_another_partitions_log_is_never_applied_or_compacted() {
         "{err}"
     );
     let err = rt
-        .block_on(snapshot_partition(
-            &storage,
-            &config,
-            0,
-            &SnapshotOptions {
-                force: true,
-                ..SnapshotOptions::default()
-            },
-            SystemTime::now(),
-        ))
+        .block_on(ikv_tests::force_snapshot(&storage, &config, 0))
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
 }

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use ikv_core::delta::{DeltaMeta, decode_delta, encode_delta};
 use ikv_core::store::create_store;
 use ikv_core::{DeltaOp, ErrorKind, FieldValue, Storage, StoreConfig, StoreLayout};
+use ikv_snapshot::SnapshotStream;
 use ikv_snapshot::manifest::Manifest;
-use ikv_snapshot::{SnapshotOptions, SnapshotStream, snapshot_partition};
 use ikv_tests::runtime;
 use ikv_writer::{Writer, WriterOptions};
 use object_store::ObjectStoreExt;
@@ -248,18 +248,9 @@ async fn snapshot_fixture() -> (Storage, StoreLayout, Bytes) {
         })
         .collect();
     writer.write(&docs).await.unwrap();
-    snapshot_partition(
-        &storage,
-        &config,
-        0,
-        &SnapshotOptions {
-            force: true,
-            ..SnapshotOptions::default()
-        },
-        std::time::SystemTime::now(),
-    )
-    .await
-    .unwrap();
+    ikv_tests::force_snapshot(&storage, &config, 0)
+        .await
+        .unwrap();
     let layout = StoreLayout::new(&storage.prefix, "fz").unwrap();
     let seqs = ikv_core::store::list_snapshot_seqs(&storage, &layout, 0)
         .await

@@ -4,12 +4,11 @@
 //! it into a snapshot.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use ikv_core::store::create_store;
 use ikv_core::{Document, ErrorKind, FieldValue, Storage, StorageOptions, StoreConfig};
 use ikv_reader::{Reader, ReaderOptions};
-use ikv_snapshot::{SnapshotOptions, snapshot_partition};
 use ikv_tests::runtime;
 use ikv_writer::{Writer, WriterOptions};
 use object_store::ObjectStoreExt;
@@ -27,14 +26,10 @@ fn s(v: &str) -> FieldValue {
     FieldValue::String(v.into())
 }
 
-/// A one-partition store with 200 documents and a snapshot of them.
-fn fixture() -> Fixture {
-    let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}/bucket", dir.path().display());
-    let storage = Storage::open(&url, &StorageOptions::default()).unwrap();
+/// Store "rot" (one partition) on `storage` with 200 documents written, and its writer.
+fn seeded_store(rt: &tokio::runtime::Runtime, storage: &Storage) -> (StoreConfig, Writer) {
     let config = StoreConfig::new("rot", "id", None, 1).unwrap();
-    rt.block_on(create_store(&storage, &config)).unwrap();
+    rt.block_on(create_store(storage, &config)).unwrap();
     let writer = rt
         .block_on(Writer::open(
             storage.clone(),
@@ -52,6 +47,16 @@ fn fixture() -> Fixture {
         })
         .collect();
     rt.block_on(writer.write(&ops)).unwrap();
+    (config, writer)
+}
+
+/// A one-partition store on a local directory with 200 documents and a snapshot of them.
+fn fixture() -> Fixture {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/bucket", dir.path().display());
+    let storage = Storage::open(&url, &StorageOptions::default()).unwrap();
+    let (config, writer) = seeded_store(&rt, &storage);
     let f = Fixture {
         dir,
         url,
@@ -71,16 +76,7 @@ impl Fixture {
 
     fn snapshot(&self) -> ikv_core::Result<()> {
         self.rt
-            .block_on(snapshot_partition(
-                &self.storage,
-                &self.config,
-                0,
-                &SnapshotOptions {
-                    force: true,
-                    ..SnapshotOptions::default()
-                },
-                SystemTime::now(),
-            ))
+            .block_on(ikv_tests::force_snapshot(&self.storage, &self.config, 0))
             .map(|_| ())
     }
 
@@ -237,37 +233,8 @@ fn a_damaged_manifest_or_store_configuration_is_refused_naming_it() {
 fn localstack_damaged_objects_are_refused_naming_them() {
     let rt = runtime();
     let storage = rt.block_on(ikv_tests::localstack_storage(false));
-    let config = StoreConfig::new("rot", "id", None, 1).unwrap();
-    rt.block_on(create_store(&storage, &config)).unwrap();
-    let writer = rt
-        .block_on(Writer::open(
-            storage.clone(),
-            "rot",
-            WriterOptions::default(),
-        ))
-        .unwrap();
-    let ops: Vec<ikv_core::Operation> = (0..100)
-        .map(|i| {
-            ikv_core::Operation::UpsertFields(
-                Document::new()
-                    .with("id", s(&format!("k{i:03}")))
-                    .with("v", s(&"y".repeat(60))),
-            )
-        })
-        .collect();
-    rt.block_on(writer.write(&ops)).unwrap();
-    let snapshot = || {
-        rt.block_on(snapshot_partition(
-            &storage,
-            &config,
-            0,
-            &SnapshotOptions {
-                force: true,
-                ..SnapshotOptions::default()
-            },
-            SystemTime::now(),
-        ))
-    };
+    let (config, writer) = seeded_store(&rt, &storage);
+    let snapshot = || rt.block_on(ikv_tests::force_snapshot(&storage, &config, 0));
     snapshot().unwrap();
     rt.block_on(writer.upsert_fields(Document::new().with("id", s("k001")).with("v", s("new"))))
         .unwrap();

@@ -9,7 +9,6 @@ use ikv_core::clock::ManualClock;
 use ikv_core::store::create_store;
 use ikv_core::{Storage, StoreConfig};
 use ikv_reader::{Reader, ReaderOptions};
-use ikv_snapshot::{SnapshotOptions, snapshot_partition};
 use ikv_tests::faulty::{FaultyStore, ReadFault};
 use ikv_tests::model::Model;
 use ikv_tests::model_check::{assert_equals_model, write_and_record};
@@ -51,17 +50,8 @@ fn a_reader_under_read_faults_keeps_serving_and_recovers_by_itself() {
     }
     // A snapshot, so that the reader's bootstrap streams Parquet through the faulty store.
     for p in 0..PARTITIONS {
-        rt.block_on(snapshot_partition(
-            &storage,
-            &config,
-            p,
-            &SnapshotOptions {
-                force: true,
-                ..SnapshotOptions::default()
-            },
-            std::time::SystemTime::now(),
-        ))
-        .unwrap();
+        rt.block_on(ikv_tests::force_snapshot(&storage, &config, p))
+            .unwrap();
     }
     for _ in 0..10 {
         let ops = workload.batch(8);
@@ -147,17 +137,8 @@ fn a_bootstrap_under_read_faults_fails_clearly_or_succeeds_whole() {
         let ops = workload.batch(6);
         rt.block_on(write_and_record(&writer, &mut model, &ops));
     }
-    rt.block_on(snapshot_partition(
-        &storage,
-        &config,
-        0,
-        &SnapshotOptions {
-            force: true,
-            ..SnapshotOptions::default()
-        },
-        std::time::SystemTime::now(),
-    ))
-    .unwrap();
+    rt.block_on(ikv_tests::force_snapshot(&storage, &config, 0))
+        .unwrap();
     let keys = workload.all_keys();
     // Each fault kind in turn, on every 2nd read: an open either fails with an error naming
     // storage, or opens equal to the model; a later open without faults always succeeds.
