@@ -94,12 +94,17 @@ class ClientOptionsBuilder:
         return self
 
     def with_console_logging(self, level: str) -> "ClientOptionsBuilder":
-        """Log to stderr at ``level`` (error, warn, info, debug, trace; any case)."""
+        """Log to stderr at ``level`` (error, warn, info, debug, trace; any case).
+
+        Logging is process-wide: the first client started with a logging option sets it for
+        the whole process; a later client asking for another level or destination gets an
+        ``ikvpy.IKVWarning`` naming the configuration in force, and its request is ignored."""
         self._logging = (_level(level), None)
         return self
 
     def with_file_logging(self, level: str, filepath: str) -> "ClientOptionsBuilder":
-        """Log to ``filepath`` (appended) at ``level``."""
+        """Log to ``filepath`` (appended) at ``level``. Process-wide, set once: see
+        :meth:`with_console_logging`."""
         self._logging = (_level(level), non_blank_str(filepath, "filepath"))
         return self
 
