@@ -332,3 +332,50 @@ fn a_damaged_local_copy_is_rebuilt_from_the_bucket_while_running() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A snapshot's manifest and the deltas below it deleted: what is left (later deltas) cannot
+/// be read without what is gone. A new reader reports the gap at the first missing delta and
+/// never claims to be caught up (it used to read the partition as empty, silently).
+#[test]
+fn a_deleted_snapshot_and_the_deltas_below_it_show_as_a_gap_not_an_empty_store() {
+    let f = fixture(); // delta 1 (200 documents) and a snapshot at 1
+    for i in 0..3 {
+        f.rt.block_on(
+            f.writer.upsert_fields(
+                Document::new()
+                    .with("id", s(&format!("later{i}")))
+                    .with("v", s("x")),
+            ),
+        )
+        .unwrap();
+    }
+    for manifest in files(&f.bucket(), "manifest.json") {
+        std::fs::remove_file(manifest).unwrap();
+    }
+    let first = files(&f.bucket(), ".arrow")
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("00000000000000000001"))
+        })
+        .expect("delta 1");
+    std::fs::remove_file(first).unwrap();
+
+    let mut options = f.options("m");
+    options.gap_check_interval = Duration::from_millis(10);
+    let reader = Reader::open(options).unwrap();
+    let status = &reader.status()[0];
+    assert_eq!(status.gap, Some(1), "{status:?}");
+    assert_eq!(status.caught_up_at, None, "never caught up across the hole");
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("delta 1")),
+        "{status:?}"
+    );
+    assert_eq!(
+        status.applied_sequence, 0,
+        "nothing past the hole is applied"
+    );
+}
