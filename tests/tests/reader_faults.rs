@@ -28,20 +28,31 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn a_reader_under_read_faults_keeps_serving_and_recovers_by_itself() {
-    let rt = runtime();
+/// Store `name` of `partitions` on an in-memory bucket behind a fault-injecting store, and a
+/// writer of it.
+fn faulty_store(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    partitions: u32,
+) -> (Arc<FaultyStore>, Storage, StoreConfig, Writer) {
     let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
     let storage = Storage::new(faulty.clone(), Path::default(), "memory://faulty");
-    let config = StoreConfig::new("faults", "id", None, PARTITIONS).unwrap();
+    let config = StoreConfig::new(name, "id", None, partitions).unwrap();
     rt.block_on(create_store(&storage, &config)).unwrap();
     let writer = rt
         .block_on(Writer::open(
             storage.clone(),
-            "faults",
+            name,
             WriterOptions::default(),
         ))
         .unwrap();
+    (faulty, storage, config, writer)
+}
+
+#[test]
+fn a_reader_under_read_faults_keeps_serving_and_recovers_by_itself() {
+    let rt = runtime();
+    let (faulty, storage, config, writer) = faulty_store(&rt, "faults", PARTITIONS);
     let mut model = Model::new("id", None, PARTITIONS);
     let mut workload = Workload::new(7, 60);
     for _ in 0..20 {
@@ -120,17 +131,7 @@ fn a_reader_under_read_faults_keeps_serving_and_recovers_by_itself() {
 #[test]
 fn a_bootstrap_under_read_faults_fails_clearly_or_succeeds_whole() {
     let rt = runtime();
-    let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
-    let storage = Storage::new(faulty.clone(), Path::default(), "memory://faulty");
-    let config = StoreConfig::new("boot", "id", None, 1).unwrap();
-    rt.block_on(create_store(&storage, &config)).unwrap();
-    let writer = rt
-        .block_on(Writer::open(
-            storage.clone(),
-            "boot",
-            WriterOptions::default(),
-        ))
-        .unwrap();
+    let (faulty, storage, config, writer) = faulty_store(&rt, "boot", 1);
     let mut model = Model::new("id", None, 1);
     let mut workload = Workload::new(11, 40);
     for _ in 0..12 {
@@ -179,14 +180,11 @@ fn a_bootstrap_under_read_faults_fails_clearly_or_succeeds_whole() {
 #[test]
 fn the_poll_backoff_and_freshness_follow_the_injected_clock() {
     let rt = runtime();
-    let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
-    let storage = Storage::new(faulty.clone(), Path::default(), "memory://clock");
-    let config = StoreConfig::new("clock", "id", None, 1).unwrap();
-    rt.block_on(create_store(&storage, &config)).unwrap();
+    let (faulty, storage, _config, _writer) = faulty_store(&rt, "clock", 1);
     let start = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let clock = ManualClock::new(start);
     let mount = tempfile::tempdir().unwrap();
-    let mut options = ReaderOptions::new("memory://clock", "clock", mount.path());
+    let mut options = ReaderOptions::new("memory://faulty", "clock", mount.path());
     options.storage = Some(storage.clone());
     options.clock = clock.clone();
     options.poll_interval = Duration::from_secs(1);
