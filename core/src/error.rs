@@ -78,9 +78,13 @@ pub enum Error {
     )]
     NotMounted { partition: u32, mounted: Vec<u32> },
     #[error(
-        "mount directory {path} is in use by another process; each reader needs its own mount directory"
+        "mount directory {path} is in use by a reader that serves {serves}, not {asked}; open this store with another mount directory, or ask for what it serves"
     )]
-    MountInUse { path: String },
+    MountInUse {
+        path: String,
+        serves: String,
+        asked: String,
+    },
     #[error("local store at {path}: {message}")]
     Local { path: String, message: String },
     #[error(

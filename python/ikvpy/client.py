@@ -60,11 +60,23 @@ def _key(key: Any) -> Key:
     return key
 
 
+def _reopen_reader(options: ClientOptions, started: bool) -> "IKVReader":
+    """Unpickles a reader: a started one starts on first use in the receiving process."""
+    return IKVReader(options, _lazy=started)
+
+
 class IKVReader:
     """An embedded reader: a local copy of the store under the mount directory, kept fresh by
-    polling. Thread-safe. Usable as a context manager (``with reader: ...``)."""
+    polling. Thread-safe. Usable as a context manager (``with reader: ...``).
 
-    def __init__(self, options: ClientOptions) -> None:
+    Every reader process of a host that opens the same store on the same mount directory
+    shares one local copy: the first polls the bucket, the others attach to it and see each
+    write within a poll interval. A reader started before ``fork()`` reopens in the child on
+    first use (attached to the same copy). A reader pickles to its options: unpickled in
+    another process (Ray actors, Spark UDFs, DataLoader workers), a started reader starts on
+    first use there."""
+
+    def __init__(self, options: ClientOptions, *, _lazy: bool = False) -> None:
         if not isinstance(options, ClientOptions):
             raise IKVTypeError(f"expected ClientOptions, not {type(options).__name__}")
         if options.mount_directory is None:
@@ -79,17 +91,27 @@ class IKVReader:
             storage_options=options.storage_options or None,
             partitions=options.partitions,
             poll_interval_ms=max(1, int(options.poll_interval_seconds * 1000)),
-            memory_index=options.memory_index,
+            lazy=_lazy,
         )
+        self._started = _lazy
+        if _lazy:
+            _setup_logging(options)
+
+    def __reduce__(self) -> Tuple[Any, Tuple[ClientOptions, bool]]:
+        return (_reopen_reader, (self._options, self._started))
 
     def startup(self) -> None:
-        """Builds or resumes the local copy and catches up with every committed write."""
+        """Builds, resumes or attaches to the local copy; an owner catches up with every
+        committed write first, an attached reader serves what the owner has applied."""
         _setup_logging(self._options)
         self._native.startup()
+        self._started = True
 
     def shutdown(self) -> None:
-        """Stops polling, flushes the local copy and releases the mount directory."""
+        """Stops polling; an owner flushes the local copy and hands the mount to another
+        reader process."""
         self._native.shutdown()
+        self._started = False
 
     def __enter__(self) -> "IKVReader":
         self.startup()
@@ -119,19 +141,6 @@ class IKVReader:
         """A field's value with the type it was written with (str, bytes, int, float, bool), or None."""
         return self._native.get_value(_key(primary_key), non_blank_str(field_name, 'field_name'))
 
-    @staticmethod
-    def _keys(bytes_primary_keys: Sequence[bytes], str_primary_keys: Sequence[str]) -> List[Key]:
-        keys: List[Key] = []
-        for k in sequence_of(bytes_primary_keys, "bytes_primary_keys"):
-            if not isinstance(k, bytes):
-                raise IKVTypeError(f"bytes_primary_keys must hold bytes, not {type(k).__name__}")
-            keys.append(k)
-        for k in sequence_of(str_primary_keys, "str_primary_keys"):
-            if not isinstance(k, str):
-                raise IKVTypeError(f"str_primary_keys must hold str, not {type(k).__name__}")
-            keys.append(k)
-        return keys
-
     def multiget_bytes_values(
         self,
         bytes_primary_keys: Sequence[bytes] = [],  # noqa: B006 (the original's signature)
@@ -140,9 +149,9 @@ class IKVReader:
     ) -> Iterator[Optional[bytes]]:
         """Values of ``field_names`` for every key, flat and key-major (bytes keys first, then
         str keys), None where missing."""
-        keys = self._keys(bytes_primary_keys, str_primary_keys)
+        # The keys are checked natively (a Python loop over them costs more than the reads).
         fields = str_list(field_names, "field_names")
-        return iter(self._native.multiget(keys, fields, False))
+        return iter(self._native.multiget_split(bytes_primary_keys, str_primary_keys, fields, False))
 
     def multiget_string_values(
         self,
@@ -151,9 +160,8 @@ class IKVReader:
         field_names: Sequence[str] = [],  # noqa: B006
     ) -> Iterator[Optional[str]]:
         """As :meth:`multiget_bytes_values`, decoded as strings."""
-        keys = self._keys(bytes_primary_keys, str_primary_keys)
         fields = str_list(field_names, "field_names")
-        return iter(self._native.multiget(keys, fields, True))
+        return iter(self._native.multiget_split(bytes_primary_keys, str_primary_keys, fields, True))
 
     def multiget_table(self, primary_keys: Sequence[Key], field_names: Sequence[str]) -> Any:
         """Keys × fields as a ``pyarrow.Table``: column ``_ikv_key`` (binary) and one typed
@@ -171,8 +179,8 @@ class IKVReader:
         """Per mounted partition: applied_sequence, snapshot_sequence, caught_up_at (Unix
         seconds: every write committed before it is visible), last_successful_poll,
         lag_deltas, last_error, gap (a missing delta below a later one, or None), and
-        inherited_from_pid (in a forked child whose reader was started before the fork: the
-        parent's pid; the child serves the view of the fork and does not poll; else None)."""
+        owns_mount (whether this process polls the bucket for the host's readers of the mount,
+        rather than following the process that does)."""
         return self._native.status()
 
 

@@ -24,7 +24,9 @@ def _level(level: object) -> str:
 
 
 class ClientOptions:
-    """Immutable options of a reader or writer; make one with :class:`ClientOptionsBuilder`."""
+    """Immutable options of a reader or writer; make one with :class:`ClientOptionsBuilder`.
+    Picklable: a pickle carries the whole configuration (credentials included), for handing
+    options to worker processes."""
 
     def __init__(
         self,
@@ -38,7 +40,6 @@ class ClientOptions:
         partitions: Optional[List[int]],
         poll_interval_seconds: float,
         logging: Optional[Tuple[str, Optional[str]]],
-        memory_index: bool = True,
     ) -> None:
         self.store_name = store_name
         self.account_id = account_id
@@ -50,7 +51,6 @@ class ClientOptions:
         self.partitions = None if partitions is None else list(partitions)
         self.poll_interval_seconds = poll_interval_seconds
         self.logging = logging
-        self.memory_index = memory_index
 
     def __repr__(self) -> str:
         # Never shows the passkey or credentials.
@@ -75,7 +75,6 @@ class ClientOptionsBuilder:
         self._partitions: Optional[List[int]] = None
         self._poll_interval_seconds = 0.5
         self._logging: Optional[Tuple[str, Optional[str]]] = None
-        self._memory_index = True
 
     def with_account_id(self, account_id: str) -> "ClientOptionsBuilder":
         self._account_id = non_blank_str(account_id, "account_id")
@@ -142,15 +141,6 @@ class ClientOptionsBuilder:
         self._poll_interval_seconds = float(seconds)
         return self
 
-    def with_memory_index(self, enabled: bool) -> "ClientOptionsBuilder":
-        """Serve reads from an in-memory copy of the mounted documents (default True, about a
-        microsecond per get); False reads from the local disk store, for mounts larger than
-        memory (a few microseconds per get)."""
-        if not isinstance(enabled, bool):
-            raise IKVTypeError(f"memory index must be a bool, not {type(enabled).__name__}")
-        self._memory_index = enabled
-        return self
-
     def build(self) -> ClientOptions:
         if self._store_name is None:
             raise IKVValueError("store_name is required: call with_store_name()")
@@ -167,5 +157,4 @@ class ClientOptionsBuilder:
             partitions=self._partitions,
             poll_interval_seconds=self._poll_interval_seconds,
             logging=self._logging,
-            memory_index=self._memory_index,
         )

@@ -15,24 +15,18 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static GENERATION: AtomicU64 = AtomicU64::new(0);
-static PARENT_PID: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn after_fork_in_child() {
     // Only async-signal-safe work here: atomics.
     GENERATION.fetch_add(1, Ordering::SeqCst);
 }
 
-extern "C" fn before_fork() {
-    PARENT_PID.store(u64::from(std::process::id()), Ordering::SeqCst);
-}
-
 /// Installs the fork handlers (once per process; children inherit them).
 pub fn install() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
-        // SAFETY: the handlers only touch atomics (and getpid in the parent, before fork).
-        let rc =
-            unsafe { libc::pthread_atfork(Some(before_fork), None, Some(after_fork_in_child)) };
+        // SAFETY: the handler only touches an atomic.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
         if rc != 0 {
             tracing::warn!(
                 rc,
@@ -46,9 +40,4 @@ pub fn install() {
 /// in each forked child (and grandchild).
 pub fn generation() -> u64 {
     GENERATION.load(Ordering::Acquire)
-}
-
-/// The process this one was last forked from, if it is a fork.
-pub fn parent_pid() -> Option<u64> {
-    (generation() > 0).then(|| PARENT_PID.load(Ordering::Acquire))
 }

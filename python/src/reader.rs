@@ -1,6 +1,11 @@
-//! `NativeReader`: the embedded reader. Startup, shutdown, batch reads and reads from disk
-//! release the GIL; single gets from memory keep it (a lookup takes about a microsecond,
-//! less than releasing and re-taking the GIL would cost).
+//! `NativeReader`: the embedded reader. Startup, shutdown and batch reads release the GIL;
+//! single gets keep it (a lookup in the mapped shared copy takes about a microsecond, less
+//! than releasing and re-taking the GIL would cost).
+//!
+//! Processes: every reader of a host on one mount directory shares one local copy (the first
+//! owns it, the others attach). A reader started before `fork()` reopens in the child on
+//! first use, attached to the same copy, and so keeps seeing new writes; a reader made from a
+//! pickle (`lazy`) starts on first use.
 //!
 //! Lock design (no call ever waits on a lock, a channel or the runtime while holding the
 //! GIL): the reader's state is an atomically swapped pointer. Reads load it without locking
@@ -40,6 +45,8 @@ enum Lifecycle {
 pub struct NativeReader {
     options: ReaderOptions,
     state: ArcSwap<Lifecycle>,
+    /// Start on first use (a reader rebuilt from a pickle in another process).
+    lazy: bool,
 }
 
 fn not_running(state: &Lifecycle) -> PyErr {
@@ -69,17 +76,26 @@ fn release(reader: Arc<Reader>) {
 }
 
 impl NativeReader {
-    /// The running reader, or `IKVRuntimeError` at once. Never blocks.
-    fn running(&self) -> PyResult<Arc<Reader>> {
+    /// The running reader, or `IKVRuntimeError` at once. Never blocks, except the first call
+    /// in a forked child or in a lazy reader, which opens the reader (GIL released).
+    fn running(&self, py: Python<'_>) -> PyResult<Arc<Reader>> {
+        match &**self.state.load() {
+            Lifecycle::Running { reader, generation } if *generation == fork::generation() => {
+                return Ok(reader.clone());
+            }
+            Lifecycle::Running { .. } => {}
+            Lifecycle::NotStarted if self.lazy => {}
+            other => return Err(not_running(other)),
+        }
+        self.startup(py)?;
         match &**self.state.load() {
             Lifecycle::Running { reader, .. } => Ok(reader.clone()),
             other => Err(not_running(other)),
         }
     }
 
-    /// One single-key read. From memory it keeps the GIL (a lookup costs less than handing
-    /// the GIL over); from disk it releases it, since a read that misses the page cache can
-    /// wait on the disk for milliseconds and must not stall every Python thread meanwhile.
+    /// One single-key read, with the GIL held: a lookup in the mapped copy costs less than
+    /// handing the GIL over (a page not yet in memory is read from the local disk).
     fn lookup<T: Send>(
         &self,
         py: Python<'_>,
@@ -87,15 +103,64 @@ impl NativeReader {
     ) -> PyResult<T> {
         let state = self.state.load();
         match &**state {
-            Lifecycle::Running { reader, .. } if reader.reads_from_memory() => {
+            Lifecycle::Running { reader, generation } if *generation == fork::generation() => {
                 f(reader).map_err(to_py)
             }
-            Lifecycle::Running { reader, .. } => {
-                let reader: &Reader = reader;
-                py.detach(|| f(reader)).map_err(to_py)
+            _ => {
+                drop(state);
+                let reader = self.running(py)?;
+                f(&reader).map_err(to_py)
             }
-            other => Err(not_running(other)),
         }
+    }
+
+    /// Key-major values of `fields` for `keys`; `as_string` decodes bytes as UTF-8, otherwise
+    /// strings come back as their UTF-8 bytes. Other types are refused.
+    fn multiget_keys<'py>(
+        &self,
+        py: Python<'py>,
+        keys: Vec<Vec<u8>>,
+        fields: Vec<String>,
+        as_string: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let reader = self.running(py)?;
+        let values = py
+            .detach(|| reader.multiget(&keys, &fields))
+            .map_err(to_py)?;
+        drop(reader);
+        let nf = fields.len().max(1);
+        let out = PyList::empty(py);
+        for (i, v) in values.into_iter().enumerate() {
+            let field = &fields[i % nf];
+            match v {
+                None => out.append(py.None())?,
+                Some(FieldValue::String(s)) if as_string => out.append(PyString::new(py, &s))?,
+                Some(FieldValue::String(s)) => out.append(PyBytes::new(py, s.as_bytes()))?,
+                Some(FieldValue::Bytes(b)) if as_string => match String::from_utf8(b) {
+                    Ok(s) => out.append(PyString::new(py, &s))?,
+                    Err(_) => {
+                        return Err(raise(
+                            "IKVTypeError",
+                            format!(
+                                "field {field:?} holds bytes that are not valid UTF-8; read it as bytes"
+                            ),
+                        ));
+                    }
+                },
+                Some(FieldValue::Bytes(b)) => out.append(PyBytes::new(py, &b))?,
+                Some(other) => {
+                    let want = if as_string { "string" } else { "bytes" };
+                    return Err(raise(
+                        "IKVTypeError",
+                        format!(
+                            "field {field:?} holds a {} value, not {want}",
+                            other.field_type()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn keys(keys: &Bound<'_, PyList>) -> PyResult<Vec<Vec<u8>>> {
@@ -110,6 +175,42 @@ impl NativeReader {
         let previous = self.state.compare_and_swap(expected, Arc::new(next));
         Arc::ptr_eq(&*previous, expected)
     }
+}
+
+/// The keys of one of the split multiget lists: all bytes, or all str.
+fn typed_keys(values: &Bound<'_, PyAny>, what: &str, bytes: bool) -> PyResult<Vec<Vec<u8>>> {
+    let type_name =
+        |v: &Bound<'_, PyAny>| -> PyResult<String> { Ok(v.get_type().name()?.to_string()) };
+    if values.is_instance_of::<PyBytes>() || values.is_instance_of::<PyString>() {
+        return Err(raise(
+            "IKVTypeError",
+            format!("{what} must be a list, not {}", type_name(values)?),
+        ));
+    }
+    let Ok(items) = values.try_iter() else {
+        return Err(raise(
+            "IKVTypeError",
+            format!("{what} must be a list, not {}", type_name(values)?),
+        ));
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let item = item?;
+        let ok = if bytes {
+            item.is_instance_of::<PyBytes>()
+        } else {
+            item.is_instance_of::<PyString>()
+        };
+        if !ok {
+            let want = if bytes { "bytes" } else { "str" };
+            return Err(raise(
+                "IKVTypeError",
+                format!("{what} must hold {want}, not {}", type_name(&item)?),
+            ));
+        }
+        out.push(key_bytes(&item)?.into_owned());
+    }
+    Ok(out)
 }
 
 impl Drop for NativeReader {
@@ -135,7 +236,7 @@ impl Drop for NativeReader {
 #[pymethods]
 impl NativeReader {
     #[new]
-    #[pyo3(signature = (store_name, storage_url, mount_directory, storage_options=None, partitions=None, poll_interval_ms=500, memory_index=true))]
+    #[pyo3(signature = (store_name, storage_url, mount_directory, storage_options=None, partitions=None, poll_interval_ms=500, lazy=false))]
     fn new(
         store_name: String,
         storage_url: String,
@@ -143,22 +244,23 @@ impl NativeReader {
         storage_options: Option<BTreeMap<String, String>>,
         partitions: Option<Vec<u32>>,
         poll_interval_ms: u64,
-        memory_index: bool,
+        lazy: bool,
     ) -> Self {
         let mut options = ReaderOptions::new(&storage_url, &store_name, mount_directory);
         options.storage_options = crate::convert::storage_options(storage_options);
         options.partitions = partitions.unwrap_or_default();
         options.poll_interval = Duration::from_millis(poll_interval_ms.max(1));
-        options.memory_index = memory_index;
         NativeReader {
             options,
             state: ArcSwap::from_pointee(Lifecycle::NotStarted),
+            lazy,
         }
     }
 
-    /// Opens the local copy and catches up with the bucket (blocking, GIL released). Does
-    /// nothing when already running; fails at once while another thread starts or shuts down
-    /// this reader.
+    /// Opens the local copy (attaching to the one another process of the host serves) and
+    /// catches up with the bucket (blocking, GIL released). Does nothing when already
+    /// running; fails at once while another thread starts or shuts down this reader. In a
+    /// forked child, reopens a reader started before the fork.
     fn startup(&self, py: Python<'_>) -> PyResult<()> {
         let current = self.state.load_full();
         match &*current {
@@ -166,13 +268,9 @@ impl NativeReader {
                 return Ok(());
             }
             Lifecycle::Running { .. } => {
-                return Err(raise(
-                    "IKVRuntimeError",
-                    "this reader was started before this process was forked: it serves the view \
-                     inherited at the fork; open a new reader in this process (with its own mount \
-                     directory) to see new writes"
-                        .into(),
-                ));
+                // Inherited at a fork: its poller is not in this process, and dropping it
+                // would wait for that thread forever. Never freed here.
+                std::mem::forget(current.clone());
             }
             Lifecycle::Starting | Lifecycle::ShuttingDown => return Err(not_running(&current)),
             Lifecycle::NotStarted | Lifecycle::ShutDown => {}
@@ -303,44 +401,22 @@ impl NativeReader {
         as_string: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         let keys = Self::keys(keys)?;
-        let reader = self.running()?;
-        let values = py
-            .detach(|| reader.multiget(&keys, &fields))
-            .map_err(to_py)?;
-        drop(reader);
-        let nf = fields.len().max(1);
-        let out = PyList::empty(py);
-        for (i, v) in values.into_iter().enumerate() {
-            let field = &fields[i % nf];
-            match v {
-                None => out.append(py.None())?,
-                Some(FieldValue::String(s)) if as_string => out.append(PyString::new(py, &s))?,
-                Some(FieldValue::String(s)) => out.append(PyBytes::new(py, s.as_bytes()))?,
-                Some(FieldValue::Bytes(b)) if as_string => match String::from_utf8(b) {
-                    Ok(s) => out.append(PyString::new(py, &s))?,
-                    Err(_) => {
-                        return Err(raise(
-                            "IKVTypeError",
-                            format!(
-                                "field {field:?} holds bytes that are not valid UTF-8; read it as bytes"
-                            ),
-                        ));
-                    }
-                },
-                Some(FieldValue::Bytes(b)) => out.append(PyBytes::new(py, &b))?,
-                Some(other) => {
-                    let want = if as_string { "string" } else { "bytes" };
-                    return Err(raise(
-                        "IKVTypeError",
-                        format!(
-                            "field {field:?} holds a {} value, not {want}",
-                            other.field_type()
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(out)
+        self.multiget_keys(py, keys, fields, as_string)
+    }
+
+    /// As `multiget`, for bytes keys then str keys, each list checked here (one type check
+    /// per key costs less in Rust than the read itself; in Python it cost more).
+    fn multiget_split<'py>(
+        &self,
+        py: Python<'py>,
+        bytes_keys: &Bound<'py, PyAny>,
+        str_keys: &Bound<'py, PyAny>,
+        fields: Vec<String>,
+        as_string: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let mut keys = typed_keys(bytes_keys, "bytes_primary_keys", true)?;
+        keys.extend(typed_keys(str_keys, "str_primary_keys", false)?);
+        self.multiget_keys(py, keys, fields, as_string)
     }
 
     /// Keys × fields as an Arrow record batch (exported through the Arrow C data interface).
@@ -351,7 +427,7 @@ impl NativeReader {
         fields: Vec<String>,
     ) -> PyResult<ArrowBatch> {
         let keys = Self::keys(keys)?;
-        let reader = self.running()?;
+        let reader = self.running(py)?;
         let values = py
             .detach(|| reader.multiget(&keys, &fields))
             .map_err(to_py)?;
@@ -360,17 +436,10 @@ impl NativeReader {
             .map_err(|m| raise("IKVTypeError", m))
     }
 
-    /// Freshness of every mounted partition. In a forked child whose reader was started
-    /// before the fork, each partition says so (`inherited_from_pid`, `last_error`): it
-    /// serves the view of the fork and sees no new writes.
+    /// Freshness of every mounted partition, and whether this process owns the mount.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let state = self.state.load_full();
-        let Lifecycle::Running { reader, generation } = &*state else {
-            return Err(not_running(&state));
-        };
-        let inherited = (*generation != fork::generation())
-            .then(fork::parent_pid)
-            .flatten();
+        let reader = self.running(py)?;
+        let owns = reader.owns_mount();
         let status = reader.status();
         let out = PyList::empty(py);
         let secs = |t: Option<std::time::SystemTime>| {
@@ -385,16 +454,9 @@ impl NativeReader {
             d.set_item("caught_up_at", secs(s.caught_up_at))?;
             d.set_item("last_successful_poll", secs(s.last_successful_poll))?;
             d.set_item("lag_deltas", s.lag_deltas)?;
-            let last_error = match inherited {
-                Some(pid) => Some(format!(
-                    "inherited from process {pid} at fork: serving the view of the fork, not \
-                     polling; open a new reader in this process to see new writes"
-                )),
-                None => s.last_error,
-            };
-            d.set_item("last_error", last_error)?;
+            d.set_item("last_error", s.last_error)?;
             d.set_item("gap", s.gap)?;
-            d.set_item("inherited_from_pid", inherited)?;
+            d.set_item("owns_mount", owns)?;
             out.append(d)?;
         }
         Ok(out)

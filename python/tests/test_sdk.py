@@ -150,20 +150,25 @@ def test_original_type_and_value_errors(store):
         IKVWriter(options()).upsert_fields(doc("x"))
 
 
-def test_reads_without_the_memory_index(store):
+def test_two_readers_of_one_mount_share_it_and_hand_it_over(store):
     name, local_storage, options = store
     with create_new_writer(options()) as writer:
         writer.upsert_fields(doc("a", n=7, s="x"))
-    disk = (
-        ClientOptionsBuilder().with_store_name(name).with_storage_url(local_storage.url)
-        .with_mount_directory(str(pathlib.Path(options().mount_directory).parent / "disk"))
-        .with_memory_index(False).build()
-    )
-    with create_new_reader(disk) as reader:
-        assert reader.get_int64_value("a", "n") == 7
-        assert list(reader.multiget_string_values(str_primary_keys=["a", "b"], field_names=["s"])) == ["x", None]
-    with pytest.raises(TypeError):
-        ClientOptionsBuilder().with_memory_index("no")
+        first = create_new_reader(options())
+        first.startup()
+        second = create_new_reader(options())
+        second.startup()
+        assert [s["owns_mount"] for s in first.status()] == [True] * 3
+        assert [s["owns_mount"] for s in second.status()] == [False] * 3
+        assert second.get_int64_value("a", "n") == 7
+        assert list(second.multiget_string_values(str_primary_keys=["a", "b"], field_names=["s"])) == ["x", None]
+        writer.upsert_fields(doc("b", s="y"))
+        wait_for(lambda: second.get_string_value("b", "s") == "y")
+        first.shutdown()
+        wait_for(lambda: second.status()[0]["owns_mount"])
+        writer.upsert_fields(doc("c", s="z"))
+        wait_for(lambda: second.get_string_value("c", "s") == "z")
+        second.shutdown()
 
 
 def test_reader_context_manager_and_status(store):
@@ -212,11 +217,15 @@ def test_threads_read_while_deltas_arrive(store):
         assert errors == []
 
 
-def test_a_second_reader_on_the_same_mount_fails_clearly(store):
-    _, _, options = store
+def test_a_reader_asking_a_mount_for_other_partitions_fails_clearly(store):
+    name, local_storage, options = store
     with create_new_reader(options("shared")):
-        second = create_new_reader(options("shared"))
-        with pytest.raises(ikvpy.MountInUseError, match="in use by another process"):
+        other = (
+            ClientOptionsBuilder().with_store_name(name).with_storage_url(local_storage.url)
+            .with_mount_directory(options("shared").mount_directory).with_partitions([1]).build()
+        )
+        second = create_new_reader(other)
+        with pytest.raises(ikvpy.MountInUseError, match=r"serves partitions \[0, 1, 2\], not partitions \[1\]"):
             second.startup()
 
 

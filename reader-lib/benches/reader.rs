@@ -1,6 +1,6 @@
 //! Reader benchmark: 1M documents, 10-byte keys, 3 fields × 50 bytes, beside LMDB (heed) on
-//! the same data in the same run. Measures get p50/p99 and multiget of 100 keys with the
-//! memory index on and off and for LMDB (each side warmed by the same pass, timed in
+//! the same data in the same run. Measures get p50/p99 and multiget of 100 keys for the
+//! mount's owner, for a second reader attached to the same mount, and for LMDB (each side warmed by the same pass, timed in
 //! alternating order, keys built outside timed regions, median of 3 runs with the range),
 //! bootstrap from a local-directory snapshot (3 runs, field values without the key), the
 //! resident memory each reader adds, and freshness from write acknowledgement to visibility.
@@ -32,12 +32,11 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// `reader rss-child URL MOUNT memory|disk`: opens a reader (bootstrapping MOUNT) and prints
-/// the resident memory the open added to this fresh process.
+/// `reader rss-child URL MOUNT`: opens a reader (bootstrapping MOUNT, or attaching to it) and
+/// prints the resident memory the open added to this fresh process.
 fn rss_child(args: &[String]) {
     let before = rss_bytes();
-    let mut options = ReaderOptions::new(&args[2], "bench", &args[3]);
-    options.memory_index = args[4] == "memory";
+    let options = ReaderOptions::new(&args[2], "bench", &args[3]);
     let reader = Reader::open(options).unwrap();
     println!("{}", rss_bytes().saturating_sub(before));
     drop(reader);
@@ -101,30 +100,29 @@ fn main() {
     .unwrap();
     eprintln!("snapshot in {:.1} s", t.elapsed().as_secs_f64());
 
-    // The two readers the read measurements use, each with the resident memory it added
-    // measured around its open (before anything else allocates); then bootstraps from the
-    // local-directory snapshot, three times into fresh mounts (memory index on), field
-    // values counted without the primary key.
-    let settings = |mount: &str, memory: bool| {
+    // The two readers the read measurements use: the mount's owner and a second reader that
+    // attaches to the same mount (as another process would); then bootstraps from the
+    // local-directory snapshot, three times into fresh mounts, field values counted without
+    // the primary key.
+    let settings = |mount: &str| {
         let mut o = ReaderOptions::new(&url, "bench", dir.path().join(mount));
         o.poll_interval = Duration::from_millis(10);
-        o.memory_index = memory;
         o // cache_bytes: the default 64 MiB block cache
     };
     let values = docs * FIELDS.len();
-    let disk_reader = Reader::open(settings("disk", false)).unwrap();
-    let reader = Reader::open(settings("mount", true)).unwrap();
-    // Memory: a fresh process per mode opens a reader on a new mount (bootstrap included) and
-    // reports the resident memory the open added; in this process, memory the writer and the
-    // snapshot freed would be reused and hide it.
-    let child_rss = |mount: &str, memory: bool| -> u64 {
+    let reader = Reader::open(settings("mount")).unwrap();
+    let disk_reader = Reader::open(settings("mount")).unwrap();
+    assert!(reader.owns_mount() && !disk_reader.owns_mount());
+    // Memory: a fresh process opens a reader on a new mount (bootstrap included), then
+    // another attaches to it, each reporting the resident memory the open added; in this
+    // process, memory the writer and the snapshot freed would be reused and hide it.
+    let child_rss = |mount: &str| -> u64 {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "rss-child",
                 &url,
                 &dir.path().join(mount).display().to_string(),
             ])
-            .arg(if memory { "memory" } else { "disk" })
             .output()
             .unwrap();
         assert!(
@@ -134,12 +132,15 @@ fn main() {
         );
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     };
-    let memory_rss = child_rss("rss-memory", true);
-    let disk_rss = child_rss("rss-disk", false);
+    let memory_rss = child_rss("rss");
+    // Attaching while no owner runs would make this one the owner: keep one open.
+    let holder = Reader::open(settings("rss")).unwrap();
+    let disk_rss = child_rss("rss");
+    drop(holder);
     let mut boots = Vec::new();
     for run in 0..3 {
         let t = Instant::now();
-        let r = Reader::open(settings(&format!("boot{run}"), true)).unwrap();
+        let r = Reader::open(settings(&format!("boot{run}"))).unwrap();
         boots.push(values as f64 / t.elapsed().as_secs_f64());
         r.shutdown().unwrap();
         std::fs::remove_dir_all(dir.path().join(format!("boot{run}"))).unwrap();
@@ -264,7 +265,7 @@ fn main() {
     fresh.sort();
 
     println!(
-        "| measure ({docs} documents, 10-byte keys, 3 × 50-byte fields; median of 3 runs [min–max]) | ikv, memory index | ikv, memory index off | LMDB (heed) |"
+        "| measure ({docs} documents, 10-byte keys, 3 × 50-byte fields; median of 3 runs [min–max]) | ikv, mount owner | ikv, attached reader | LMDB (heed) |"
     );
     println!("|---|---|---|---|");
     for (row, (name, unit)) in [
@@ -291,7 +292,7 @@ fn main() {
         values as f64 / lmdb_load.as_secs_f64() / 1e6
     );
     println!(
-        "| resident memory a reader adds to a fresh process (bootstrap included, 64 MiB block cache) | {:.0} MB | {:.0} MB | |",
+        "| resident memory a reader adds to a fresh process (owner: bootstrap included, 64 MiB block cache; attached: open) | {:.0} MB | {:.0} MB | |",
         memory_rss as f64 / 1e6,
         disk_rss as f64 / 1e6
     );

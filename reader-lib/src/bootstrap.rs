@@ -8,10 +8,10 @@ use ikv_core::{Error, Result, Storage, StoreLayout};
 use ikv_snapshot_format::{Manifest, SnapshotStream};
 
 use crate::doc::{DocView, join_sections};
+use crate::image::ImageWriter;
 use crate::keys::{doc_key, epoch};
 use crate::local::PartitionState;
 use crate::snapshot_rows::encode_rows;
-use crate::view::BaseIndex;
 
 fn local(e: fjall::Error) -> Error {
     Error::Local {
@@ -58,21 +58,17 @@ pub struct BootstrapStats {
 }
 
 /// What a bootstrap produced: each partition's state (applied = snapshot sequence), counts,
-/// and the in-memory index when one was asked for.
-pub type Bootstrapped = (
-    BTreeMap<u32, PartitionState>,
-    BootstrapStats,
-    Option<BaseIndex>,
-);
+/// and the read image with every document added (to be finished with the state).
+pub type Bootstrapped = (BTreeMap<u32, PartitionState>, BootstrapStats, ImageWriter);
 
 /// Ingests the given snapshots (partition → manifest; partitions without one start empty) into
-/// `docs`, which must be empty, and into a new memory index when `memory` is set.
+/// `docs`, which must be empty, and into `image`, from the same sorted stream.
 pub async fn bootstrap(
     storage: &Storage,
     layout: &StoreLayout,
     docs: &Keyspace,
+    image: ImageWriter,
     snapshots: BTreeMap<u32, Option<Manifest>>,
-    memory: bool,
     mut progress: impl FnMut(&BootstrapStats),
 ) -> Result<Bootstrapped> {
     let mut states = BTreeMap::new();
@@ -99,26 +95,25 @@ pub async fn bootstrap(
         }
     }
     // fjall's ingestion is not Send: it runs on a blocking thread, fed sorted entries in
-    // batches through a small bounded channel (decode and ingest overlap on two cores).
+    // batches through a small bounded channel (decode and ingest overlap on two cores). The
+    // same thread writes the read image.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(Vec<u8>, Vec<u8>)>>(4);
     let ingest_into = docs.clone();
-    let ingester = tokio::task::spawn_blocking(move || -> Result<()> {
-        let mut ingestion = ingest_into.start_ingestion().map_err(local)?;
-        while let Some(batch) = rx.blocking_recv() {
-            for (k, v) in batch {
-                ingestion.write(k, v).map_err(local)?;
+    let mut image = image;
+    let ingester = tokio::task::spawn_blocking(move || -> (Result<()>, ImageWriter) {
+        let ingested = (|| {
+            let mut ingestion = ingest_into.start_ingestion().map_err(local)?;
+            while let Some(batch) = rx.blocking_recv() {
+                for (pk, v) in batch {
+                    image.add(&pk, &v)?;
+                    ingestion.write(doc_key(&pk), v).map_err(local)?;
+                }
             }
-        }
-        ingestion.finish().map_err(local)
+            ingestion.finish().map_err(local)
+        })();
+        (ingested, image)
     });
     let mut stats = BootstrapStats::default();
-    let mut index: Option<BaseIndex> = memory.then(|| {
-        let rows = sources
-            .iter()
-            .map(|s| s.stream.manifest().row_count as usize)
-            .sum();
-        BaseIndex::with_capacity_and_hasher(rows, Default::default())
-    });
     let mut last_key: Option<Vec<u8>> = None;
     let mut batch = Vec::with_capacity(INGEST_BATCH);
     let produced: Result<()> = async {
@@ -141,22 +136,16 @@ pub async fn bootstrap(
             // Sources are in ascending partition order, as entries keep their sections.
             let value = join_sections(encoded);
             stats.values += live_field_count(&value);
-            let key = doc_key(&min);
-            // Ingestion needs strictly ascending keys; a snapshot out of order is corrupt.
-            if last_key.as_ref().is_some_and(|l| *l >= key) {
+            // Ingestion needs strictly ascending keys (local keys keep the primary keys'
+            // order); a snapshot out of order is corrupt.
+            if last_key.as_ref().is_some_and(|l| *l >= min) {
                 return Err(Error::Corrupt {
                     what: "snapshot".into(),
                     reason: "rows are not sorted by primary key".into(),
                 });
             }
-            if let Some(map) = index.as_mut() {
-                map.insert(
-                    min.clone().into_boxed_slice(),
-                    value.clone().into_boxed_slice(),
-                );
-            }
-            last_key = Some(key.clone());
-            batch.push((key, value));
+            last_key = Some(min.clone());
+            batch.push((min, value));
             stats.documents += 1;
             if batch.len() >= INGEST_BATCH {
                 ikv_core::failpoint!("reader.bootstrap.batch");
@@ -176,14 +165,16 @@ pub async fn bootstrap(
     }
     .await;
     drop(tx);
-    let ingested = ingester.await.map_err(|e| Error::Local {
+    let (ingested, image) = ingester.await.map_err(|e| Error::Local {
         path: docs.path().display().to_string(),
         message: format!("ingestion thread failed: {e}"),
     })?;
-    produced?;
-    ingested?;
+    if let Err(e) = produced.and(ingested) {
+        image.abandon();
+        return Err(e);
+    }
     progress(&stats);
-    Ok((states, stats, index))
+    Ok((states, stats, image))
 }
 
 const INGEST_BATCH: usize = 4 * 1024;

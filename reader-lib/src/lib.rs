@@ -1,12 +1,18 @@
-//! ikv embedded reader: a local copy of a store (fjall under a mount directory), bootstrapped
-//! from the newest Parquet snapshots and kept fresh by polling the partition delta logs.
-//! Reads are local point lookups. Layout and guarantees: `docs/READER.md`.
+//! ikv embedded reader: one local copy of a store per host (a memory-mapped read image and
+//! overlay, with a fjall durable copy under a mount directory), bootstrapped from the newest
+//! Parquet snapshots and kept fresh by polling the partition delta logs; any number of
+//! processes read it. Reads are local point lookups. Layout and guarantees: `docs/READER.md`.
 
+mod apply;
 pub mod bootstrap;
 pub mod doc;
 pub mod drops;
+pub mod image;
 pub mod keys;
 pub mod local;
+pub mod mount;
+pub mod overlay;
+mod owner;
 mod priority;
 mod reader;
 pub mod snapshot_rows;

@@ -1,9 +1,15 @@
 //! The public reader: open (blocks until caught up), typed reads, status, shutdown.
+//!
+//! Every process opening a mount directory plays one of two roles (`docs/READER.md`, "One
+//! local copy per host"): the owner (the first to take the mount's lock) polls the bucket and
+//! writes the shared read image and overlay; the others attach to them and only follow the
+//! overlay. An attached process takes the lock over when the owner goes away.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use ikv_core::clock::{Clock, SystemClock};
 use ikv_core::partition::partition_of;
@@ -14,10 +20,14 @@ use ikv_core::{
 use tokio::sync::watch;
 
 use crate::doc::{FieldRef, OwnedDoc, select};
-use crate::local::{LocalStore, PartitionState};
+use crate::image::Image;
+use crate::local::PartitionState;
+use crate::mount::{Current, Identity, LOCAL_LAYOUT, MountDir, check_identity, normalized_url};
+use crate::overlay::Overlay;
+use crate::owner::Owner;
 use crate::status::{PartitionStatus, StatusBoard};
 use crate::sync::{rebuild, sync_all};
-use crate::view::ReadView;
+use crate::view::{PublishedView, ReadView};
 
 /// How to open a reader.
 #[derive(Debug, Clone)]
@@ -26,25 +36,23 @@ pub struct ReaderOptions {
     pub storage_url: String,
     pub storage_options: StorageOptions,
     pub store_name: String,
-    /// Directory for the local copy (one subdirectory per store).
+    /// Directory for the local copy (one subdirectory per store), shared by every reader
+    /// process of the host that opens the same store there.
     pub mount_directory: PathBuf,
     /// Partitions to mount; all when empty.
     pub partitions: Vec<u32>,
-    /// Time between polls for new deltas.
+    /// Time between polls for new deltas (owner), and the longest time an attached process
+    /// takes to see what its owner applied.
     pub poll_interval: Duration,
-    /// fjall block cache size.
+    /// fjall block cache size (the owner's durable copy).
     pub cache_bytes: u64,
-    /// Serve reads from an in-memory copy of the documents (fjall remains the durable copy):
-    /// a get becomes a hash lookup instead of an LSM-tree read. Costs memory about the size
-    /// of the mounted data; turn it off for mounts larger than memory.
-    pub memory_index: bool,
     /// How often a running reader checks (with a LIST) that no delta it has not applied was
     /// removed by retention or is missing below a later one. Also checked at open and after
     /// a failed poll.
     pub gap_check_interval: Duration,
     /// An already opened storage root to read from instead of opening `storage_url` (a
     /// custom object store, or one that injects faults in tests); `storage_url` then only
-    /// names it in messages.
+    /// names it in messages and in what the mount serves.
     pub storage: Option<Storage>,
     /// How much lower than the application's the CPU priority of the reader's background
     /// threads (polling, applying deltas, bootstrap ingestion) is, as a `nice` increment
@@ -67,7 +75,6 @@ impl ReaderOptions {
             partitions: Vec::new(),
             poll_interval: Duration::from_millis(500),
             cache_bytes: 64 << 20,
-            memory_index: true,
             gap_check_interval: Duration::from_secs(600),
             storage: None,
             background_nice: 10,
@@ -77,18 +84,28 @@ impl ReaderOptions {
 }
 
 struct Shared {
-    storage: Storage,
-    layout: StoreLayout,
+    options: ReaderOptions,
     config: StoreConfig,
     partitions: Vec<u32>,
     mounted: Vec<bool>,
-    local: LocalStore,
+    mount: Arc<MountDir>,
+    view: Arc<PublishedView>,
     status: StatusBoard,
-    clock: Arc<dyn Clock>,
+    /// Whether this process owns the mount now.
+    owns: AtomicBool,
+    damaged: Arc<AtomicBool>,
+}
+
+/// What the owner's poller works with.
+struct Owned {
+    owner: Owner,
+    storage: Storage,
+    layout: StoreLayout,
+    states: BTreeMap<u32, PartitionState>,
 }
 
 /// An embedded reader of one store. `Send + Sync`: share it between threads; reads never wait
-/// for the network.
+/// for the network or for another process.
 pub struct Reader {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
@@ -106,17 +123,23 @@ impl std::fmt::Debug for Reader {
         f.debug_struct("Reader")
             .field("store", &self.shared.config.store_name)
             .field("partitions", &self.shared.partitions)
+            .field("owner", &self.shared.owns.load(Ordering::Relaxed))
             .finish()
     }
 }
 
-async fn start(options: &ReaderOptions) -> Result<(Shared, BTreeMap<u32, PartitionState>)> {
-    let storage = match &options.storage {
-        Some(storage) => storage.clone(),
-        None => Storage::open(&options.storage_url, &options.storage_options)?,
-    };
-    let config = load_config(&storage, &options.store_name).await?;
-    let layout = StoreLayout::new(&storage.prefix, &config.store_name)?;
+/// How often an attached process waits for a bootstrap in progress or checks for news.
+const ATTACH_TICK: Duration = Duration::from_millis(20);
+
+async fn open_storage(options: &ReaderOptions) -> Result<Storage> {
+    match &options.storage {
+        Some(storage) => Ok(storage.clone()),
+        None => Storage::open(&options.storage_url, &options.storage_options),
+    }
+}
+
+/// The partitions `options` asks for, checked against the store's configuration.
+fn resolve_partitions(options: &ReaderOptions, config: &StoreConfig) -> Result<Vec<u32>> {
     let mut partitions: Vec<u32> = if options.partitions.is_empty() {
         (0..config.num_partitions).collect()
     } else {
@@ -130,140 +153,398 @@ async fn start(options: &ReaderOptions) -> Result<(Shared, BTreeMap<u32, Partiti
             config.store_name, config.num_partitions
         )));
     }
-    let (local, resumed) = LocalStore::open(
-        &options.mount_directory,
-        &config,
-        &partitions,
+    Ok(partitions)
+}
+
+fn identity_of(options: &ReaderOptions, config: StoreConfig, partitions: Vec<u32>) -> Identity {
+    Identity {
+        storage_url: normalized_url(&options.storage_url).to_owned(),
+        partitions,
+        config,
+        layout: LOCAL_LAYOUT,
+    }
+}
+
+/// Becomes the owner: opens the durable copy (resuming it, or bootstrapping from the bucket
+/// when there is none) and catches up. `view` is the view this process already serves, if
+/// it was attached.
+async fn own(
+    options: &ReaderOptions,
+    mount: &Arc<MountDir>,
+    view: Option<Arc<PublishedView>>,
+    status: &StatusBoard,
+    damaged: &Arc<AtomicBool>,
+) -> Result<(Owned, StoreConfig)> {
+    let storage = open_storage(options).await?;
+    let config = load_config(&storage, &options.store_name).await?;
+    let layout = StoreLayout::new(&storage.prefix, &config.store_name)?;
+    let partitions = resolve_partitions(options, &config)?;
+    status.set_partitions(&partitions);
+    let identity = identity_of(options, config.clone(), partitions.clone());
+    let (mut owner, resumed) = Owner::open(
+        mount.clone(),
+        identity,
         options.cache_bytes,
-        options.memory_index,
+        view,
+        damaged.clone(),
     )?;
-    let status = StatusBoard::new(&partitions);
+    let mut states = match resumed {
+        Some(states) => {
+            tracing::info!(store = %config.store_name, "resuming from the local copy");
+            for (p, s) in &states {
+                status.bootstrapped(*p, s.snapshot);
+                status.applied(*p, s.applied);
+            }
+            states
+        }
+        None => rebuild(&storage, &layout, &mut owner, status, &partitions).await?,
+    };
+    // A resumed copy may have fallen behind retention while no reader ran, and any copy may
+    // sit below a hole: check once (a LIST or two per partition).
+    sync_all(
+        &storage,
+        &layout,
+        &mut owner,
+        status,
+        &mut states,
+        true,
+        options.clock.as_ref(),
+    )
+    .await?;
+    Ok((
+        Owned {
+            owner,
+            storage,
+            layout,
+            states,
+        },
+        config,
+    ))
+}
+
+/// The view of the generation `current` names, or `None` when its files were replaced
+/// meanwhile (read `current` again).
+fn attach_view(
+    mount: &MountDir,
+    current: &Current,
+    damaged: &Arc<AtomicBool>,
+) -> Result<Option<ReadView>> {
+    let g = current.generation;
+    let opened = Image::open(&mount.image_path(g)).and_then(|image| {
+        let overlay = Overlay::open(&mount.overlay_path(g), false)?;
+        Ok((image, overlay))
+    });
+    let (image, overlay) = match opened {
+        Ok(files) => files,
+        Err(_) if mount.read_current()?.is_none_or(|now| now.generation != g) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    ReadView::open(
+        g,
+        Arc::new(image),
+        Arc::new(overlay),
+        current.identity.config.num_partitions,
+        damaged.clone(),
+    )
+    .map(Some)
+}
+
+enum Role {
+    Owner(Box<Owned>),
+    Attached,
+}
+
+async fn start(options: &ReaderOptions) -> Result<(Shared, Role)> {
+    let mount = Arc::new(MountDir::open(
+        &options.mount_directory,
+        &options.store_name,
+    )?);
+    let damaged = Arc::new(AtomicBool::new(false));
+    let clock = options.clock.clone();
+    let mut waited_for_bootstrap = false;
+    loop {
+        if mount.try_own()? {
+            let status = StatusBoard::new(&[]);
+            let owned = own(options, &mount, None, &status, &damaged).await;
+            let (owned, config) = match owned {
+                Ok(o) => o,
+                Err(e) => {
+                    mount.disown();
+                    return Err(e);
+                }
+            };
+            let view = owned.owner.published().ok_or_else(|| Error::Local {
+                path: mount.path().display().to_string(),
+                message: "the owner published no read image".into(),
+            })?;
+            let partitions = owned.owner.identity().partitions.clone();
+            let shared = shared(
+                options, config, partitions, mount, view, status, true, damaged,
+            );
+            return Ok((shared, Role::Owner(Box::new(owned))));
+        }
+        if let Some(current) = mount.read_current()? {
+            check_identity(
+                mount.path(),
+                &current.identity,
+                &options.storage_url,
+                &options.partitions,
+            )?;
+            if let Some(view) = attach_view(&mount, &current, &damaged)? {
+                let partitions = current.identity.partitions.clone();
+                let status = StatusBoard::new(&partitions);
+                let view = Arc::new(PublishedView::new(view));
+                let shared = shared(
+                    options,
+                    current.identity.config.clone(),
+                    partitions,
+                    mount,
+                    view,
+                    status,
+                    false,
+                    damaged,
+                );
+                refresh_status(&shared);
+                tracing::info!(
+                    owner = current.owner_pid,
+                    generation = current.generation,
+                    "attached to the mount's shared copy"
+                );
+                return Ok((shared, Role::Attached));
+            }
+        } else if !waited_for_bootstrap {
+            waited_for_bootstrap = true;
+            tracing::info!(mount = %mount.path().display(), "waiting for another process's bootstrap of this mount");
+        }
+        clock.sleep(ATTACH_TICK).await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn shared(
+    options: &ReaderOptions,
+    config: StoreConfig,
+    partitions: Vec<u32>,
+    mount: Arc<MountDir>,
+    view: Arc<PublishedView>,
+    status: StatusBoard,
+    owns: bool,
+    damaged: Arc<AtomicBool>,
+) -> Shared {
     let mut mounted = vec![false; config.num_partitions as usize];
     for p in &partitions {
         mounted[*p as usize] = true;
     }
-    let shared = Shared {
-        storage,
-        layout,
+    Shared {
+        options: options.clone(),
         config,
         partitions,
         mounted,
-        local,
+        mount,
+        view,
         status,
-        clock: options.clock.clone(),
-    };
-    let mut states = match resumed {
-        Some(states) => {
-            tracing::info!(store = %shared.config.store_name, "resuming from the local copy");
-            for (p, s) in &states {
-                shared.status.bootstrapped(*p, s.snapshot);
-                shared.status.applied(*p, s.applied);
-            }
-            states
-        }
-        None => {
-            rebuild(
-                &shared.storage,
-                &shared.layout,
-                &shared.local,
-                &shared.status,
-                &shared.partitions,
-            )
-            .await?
-        }
-    };
-    // A resumed copy may have fallen behind retention while the reader was down, and any
-    // copy may sit below a hole: check once at open (a LIST or two per partition).
-    sync_all(
-        &shared.storage,
-        &shared.layout,
-        &shared.local,
-        &shared.status,
-        &mut states,
-        true,
-        shared.clock.as_ref(),
-    )
-    .await?;
-    Ok((shared, states))
+        owns: AtomicBool::new(owns),
+        damaged,
+    }
 }
 
-async fn poll_loop(
-    shared: Arc<Shared>,
-    mut states: BTreeMap<u32, PartitionState>,
-    interval: Duration,
-    gap_check_interval: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut failures: u32 = 0;
-    let clock = shared.clock.clone();
-    let mut last_gap_check = clock.elapsed();
-    loop {
-        if shared.local.take_damage() {
-            tracing::warn!("a read found the local copy damaged; rebuilding it from the bucket");
-            match rebuild(
-                &shared.storage,
-                &shared.layout,
-                &shared.local,
-                &shared.status,
-                &shared.partitions,
-            )
-            .await
-            {
-                Ok(rebuilt) => states = rebuilt,
-                Err(e) => {
-                    tracing::warn!(error = %e, "rebuilding the damaged local copy failed; retrying");
-                    for p in &shared.partitions {
-                        shared.status.failed(
-                            *p,
-                            &format!("the local copy is damaged and rebuilding it failed: {e}"),
-                        );
-                    }
-                    shared.local.mark_damaged();
-                }
-            }
+/// An attached process's status: the shared copy's state and its owner's freshness.
+fn refresh_status(shared: &Shared) {
+    let view = shared.view.load();
+    for &p in &shared.partitions {
+        let ms = view.overlay.caught_up_ms(p);
+        let at = (ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(ms));
+        shared
+            .status
+            .attached(p, view.applied[p as usize], view.snapshot[p as usize], at);
+    }
+}
+
+/// One step of an attached process: index what the owner committed since, or switch to the
+/// generation that replaced ours.
+fn follow(shared: &Shared, check_current: bool) -> Result<()> {
+    if shared.damaged.swap(false, Ordering::SeqCst) {
+        shared.mount.report_damage();
+    }
+    let view = shared.view.load_full();
+    if (check_current || view.overlay.superseded_by().is_some())
+        && let Some(current) = shared.mount.read_current()?
+        && current.generation != view.generation
+    {
+        if current.identity.config != shared.config
+            || current.identity.partitions != shared.partitions
+        {
+            return Err(Error::Local {
+                path: shared.mount.path().display().to_string(),
+                message: "the mount's owner now serves another store configuration or other partitions; serving the data as it was".into(),
+            });
         }
-        let wait = if *stop.borrow() {
-            return;
-        } else {
-            let check_gaps = failures > 0
-                || clock.elapsed().saturating_sub(last_gap_check) >= gap_check_interval;
-            match sync_all(
-                &shared.storage,
-                &shared.layout,
-                &shared.local,
-                &shared.status,
-                &mut states,
-                check_gaps,
-                shared.clock.as_ref(),
-            )
-            .await
-            {
-                Ok(()) => {
-                    if check_gaps {
-                        last_gap_check = clock.elapsed();
-                    }
-                    failures = 0;
-                    interval
-                }
-                Err(_) if *stop.borrow() => return, // cut short by shutdown: not a failure
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(error = %e, failures, "poll failed; serving local data and retrying");
+        if let Some(next) = attach_view(&shared.mount, &current, &shared.damaged)? {
+            drop(view);
+            shared.view.publish(next);
+            refresh_status(shared);
+        }
+        return Ok(());
+    }
+    if let Some(next) = view.advanced()? {
+        drop(view);
+        shared.view.publish(next);
+    }
+    refresh_status(shared);
+    Ok(())
+}
+
+/// One poll of the owner; returns how long to wait before the next.
+async fn poll_once(
+    shared: &Shared,
+    owned: &mut Owned,
+    failures: &mut u32,
+    last_gap_check: &mut Duration,
+    stop: &watch::Receiver<bool>,
+) -> Duration {
+    let options = &shared.options;
+    let clock = options.clock.clone();
+    let Owned {
+        owner,
+        storage,
+        layout,
+        states,
+    } = owned;
+    if owner.take_damage() {
+        tracing::warn!("a read found the shared copy damaged; rebuilding it");
+        // The durable copy has its own checksums: a new image from it first, the bucket if
+        // that fails too.
+        let repaired = match owner.fold() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "the durable copy cannot rebuild the image; bootstrapping from the bucket");
+                rebuild(storage, layout, owner, &shared.status, &shared.partitions)
+                    .await
+                    .map(|rebuilt| *states = rebuilt)
+            }
+        };
+        if let Err(e) = repaired {
+            tracing::warn!(error = %e, "rebuilding the damaged local copy failed; retrying");
+            for p in &shared.partitions {
+                shared.status.failed(
+                    *p,
+                    &format!("the local copy is damaged and rebuilding it failed: {e}"),
+                );
+            }
+            shared.damaged.store(true, Ordering::SeqCst);
+        }
+    }
+    let check_gaps = *failures > 0
+        || clock.elapsed().saturating_sub(*last_gap_check) >= options.gap_check_interval;
+    match sync_all(
+        storage,
+        layout,
+        owner,
+        &shared.status,
+        states,
+        check_gaps,
+        clock.as_ref(),
+    )
+    .await
+    {
+        Ok(()) => {
+            if check_gaps {
+                *last_gap_check = clock.elapsed();
+            }
+            *failures = 0;
+            options.poll_interval
+        }
+        // Cut short by shutdown: not a failure.
+        Err(_) if *stop.borrow() => Duration::ZERO,
+        Err(e) => {
+            *failures += 1;
+            tracing::warn!(error = %e, failures, "poll failed; serving local data and retrying");
+            for p in &shared.partitions {
+                shared.status.failed(*p, &e.to_string());
+            }
+            options
+                .poll_interval
+                .max(Duration::from_millis(100))
+                .saturating_mul(1 << (*failures).min(6))
+                .min(Duration::from_secs(30))
+        }
+    }
+}
+
+async fn run(shared: Arc<Shared>, mut role: Role, mut stop: watch::Receiver<bool>) {
+    let clock = shared.options.clock.clone();
+    let mut failures: u32 = 0;
+    let mut last_gap_check = clock.elapsed();
+    let mut ticks: u64 = 0;
+    let follow_tick = shared
+        .options
+        .poll_interval
+        .clamp(Duration::from_millis(1), ATTACH_TICK);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let wait = match &mut role {
+            Role::Owner(owned) => {
+                poll_once(&shared, owned, &mut failures, &mut last_gap_check, &stop).await
+            }
+            Role::Attached => {
+                ticks += 1;
+                // `current` is read about once a second; an overlay's superseded mark tells
+                // of a new generation at once.
+                if let Err(e) = follow(&shared, ticks.is_multiple_of(50)) {
                     for p in &shared.partitions {
                         shared.status.failed(*p, &e.to_string());
                     }
-                    interval
-                        .max(Duration::from_millis(100))
-                        .saturating_mul(1 << failures.min(6))
-                        .min(Duration::from_secs(30))
                 }
+                match shared.mount.try_own() {
+                    Ok(true) => match take_over(&shared).await {
+                        Ok(owned) => {
+                            tracing::info!("the mount's owner went away; this process owns it now");
+                            shared.owns.store(true, Ordering::SeqCst);
+                            last_gap_check = clock.elapsed();
+                            role = Role::Owner(Box::new(owned));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "taking the mount over failed; serving the shared copy as it is");
+                            for p in &shared.partitions {
+                                shared.status.failed(*p, &e.to_string());
+                            }
+                            shared.mount.disown();
+                        }
+                    },
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot check the mount's owner lock"),
+                }
+                follow_tick
             }
         };
         tokio::select! {
             _ = clock.sleep(wait) => {}
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         }
     }
+    if let Role::Owner(owned) = role {
+        shared.owns.store(false, Ordering::SeqCst);
+        if let Err(e) = owned.owner.release() {
+            tracing::warn!(error = %e, "persisting the local copy at shutdown failed");
+        }
+    }
+}
+
+async fn take_over(shared: &Shared) -> Result<Owned> {
+    let (owned, config) = own(
+        &shared.options,
+        &shared.mount,
+        Some(shared.view.clone()),
+        &shared.status,
+        &shared.damaged,
+    )
+    .await?;
+    if config != shared.config {
+        tracing::warn!("the store was recreated since this process attached; serving the new one");
+    }
+    Ok(owned)
 }
 
 impl Reader {
@@ -282,16 +563,10 @@ impl Reader {
                 path: options.mount_directory.display().to_string(),
                 message: format!("cannot start the reader runtime: {e}"),
             })?;
-        let (shared, states) = runtime.block_on(start(&options))?;
+        let (shared, role) = runtime.block_on(start(&options))?;
         let shared = Arc::new(shared);
         let (stop, stopped) = watch::channel(false);
-        let poller = runtime.spawn(poll_loop(
-            shared.clone(),
-            states,
-            options.poll_interval,
-            options.gap_check_interval,
-            stopped,
-        ));
+        let poller = runtime.spawn(run(shared.clone(), role, stopped));
         Ok(Reader {
             shared,
             stop,
@@ -303,9 +578,10 @@ impl Reader {
         &self.shared.config
     }
 
-    /// Whether reads are answered from memory (never waiting on the disk).
-    pub fn reads_from_memory(&self) -> bool {
-        self.shared.local.has_memory_index()
+    /// Whether this process owns the mount (polls the bucket for every process of the host)
+    /// rather than following its owner.
+    pub fn owns_mount(&self) -> bool {
+        self.shared.owns.load(Ordering::SeqCst)
     }
 
     /// Mounted partitions.
@@ -344,7 +620,7 @@ impl Reader {
             return Ok(None);
         };
         let pk_name = &self.shared.config.primary_key_field;
-        let Some(doc) = select(&bytes, &view.drops, pk_name)? else {
+        let Some(doc) = select(bytes, &view.drops, pk_name)? else {
             return Ok(None);
         };
         let Some(stored) = doc.find(field)? else {
@@ -368,19 +644,19 @@ impl Reader {
     /// The typed value of `field` of the document `key`, or `None`.
     pub fn get(&self, key: &[u8], field: &str) -> Result<Option<FieldValue>> {
         self.check_mounted(key)?;
-        let view = self.shared.local.read();
+        let view = self.shared.view.load();
         self.get_in(&view, key, field)
     }
 
     /// Every live field of the document `key` (one lookup), or `None`.
     pub fn get_document(&self, key: &[u8]) -> Result<Option<BTreeMap<String, FieldValue>>> {
         self.check_mounted(key)?;
-        let view = self.shared.local.read();
+        let view = self.shared.view.load();
         let Some(bytes) = view.doc(key)? else {
             return Ok(None);
         };
         let pk = &self.shared.config.primary_key_field;
-        let Some(doc) = select(&bytes, &view.drops, pk)? else {
+        let Some(doc) = select(bytes, &view.drops, pk)? else {
             return Ok(None);
         };
         let live = OwnedDoc::live_of(&doc, &view.drops, pk)?;
@@ -395,7 +671,7 @@ impl Reader {
     /// A string or bytes field as bytes (a string gives its UTF-8 bytes).
     pub fn get_bytes(&self, key: &[u8], field: &str) -> Result<Option<Vec<u8>>> {
         self.check_mounted(key)?;
-        let view = self.shared.local.read();
+        let view = self.shared.view.load();
         self.with_field(&view, key, field, |f| match f.field_type {
             FieldType::String | FieldType::Bytes => Ok(f.payload.to_vec()),
             other => Err(Error::TypeMismatch {
@@ -467,19 +743,14 @@ impl Reader {
         for k in keys {
             self.check_mounted(k.as_ref())?;
         }
-        let view = self.shared.local.read();
-        let mut order: Vec<usize> = (0..keys.len()).collect();
-        if view.memory.is_none() {
-            // On disk, neighbouring keys share cached blocks; a hash index gains nothing.
-            order.sort_unstable_by(|a, b| keys[*a].as_ref().cmp(keys[*b].as_ref()));
-        }
+        let view = self.shared.view.load();
         // One document lookup per key; all asked-for fields from it.
-        for i in order {
+        for i in 0..keys.len() {
             let Some(bytes) = view.doc(keys[i].as_ref())? else {
                 continue;
             };
             let pk = &self.shared.config.primary_key_field;
-            let Some(doc) = select(&bytes, &view.drops, pk)? else {
+            let Some(doc) = select(bytes, &view.drops, pk)? else {
                 continue;
             };
             let drops = view.drops.get(doc.partition as usize);
@@ -502,17 +773,19 @@ impl Reader {
         Ok(out)
     }
 
-    /// Flushes the local copy to disk and stops polling. Also done on drop (without fsync).
+    /// Stops polling, flushes the local copy to disk and hands the mount to another process.
+    /// Also done on drop.
     pub fn shutdown(self) -> Result<()> {
         self.stop()
     }
 
-    /// Stops polling (waiting for the delta being applied, if any) and flushes the local copy
-    /// to disk. Reads keep answering from the local copy as it stands; later stops do nothing
-    /// but flush. Blocking: not from inside an async task.
+    /// Stops polling (waiting for the delta being applied, if any); an owner flushes its
+    /// durable copy to disk and gives the mount up to another process. Reads keep answering
+    /// from the shared copy as it stands; later stops do nothing. Blocking: not from inside
+    /// an async task.
     pub fn stop(&self) -> Result<()> {
         self.stop_poller();
-        self.shared.local.persist()
+        Ok(())
     }
 
     fn stop_poller(&self) {

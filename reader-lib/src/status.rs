@@ -57,6 +57,30 @@ impl StatusBoard {
         }
     }
 
+    /// Adds entries for `partitions` not listed yet (the partitions become known when the
+    /// store's configuration is read).
+    pub fn set_partitions(&self, partitions: &[u32]) {
+        self.partitions.rcu(|all| {
+            let mut all = Vec::clone(all);
+            for &p in partitions {
+                if !all.iter().any(|s| s.partition == p) {
+                    all.push(PartitionStatus {
+                        partition: p,
+                        applied_sequence: 0,
+                        snapshot_sequence: 0,
+                        caught_up_at: None,
+                        last_successful_poll: None,
+                        lag_deltas: 0,
+                        last_error: None,
+                        gap: None,
+                    });
+                }
+            }
+            all.sort_by_key(|s| s.partition);
+            Arc::new(all)
+        });
+    }
+
     fn with(&self, partition: u32, f: impl Fn(&mut PartitionStatus)) {
         self.partitions.rcu(|all| {
             let mut all = Vec::clone(all);
@@ -89,7 +113,8 @@ impl StatusBoard {
     }
 
     /// A poll found no delta after `seq`. Freshness is claimed only while no hole is known.
-    pub fn caught_up(&self, partition: u32, seq: u64, at: SystemTime) {
+    /// Returns whether the partition is now caught up (no known hole).
+    pub fn caught_up(&self, partition: u32, seq: u64, at: SystemTime) -> bool {
         self.with(partition, |s| {
             s.applied_sequence = seq;
             s.last_successful_poll = Some(at);
@@ -99,6 +124,9 @@ impl StatusBoard {
                 s.last_error = None;
             }
         });
+        self.snapshot()
+            .iter()
+            .any(|s| s.partition == partition && s.gap.is_none())
     }
 
     /// A hole: delta `missing` is gone while `later` (a later delta) exists.
@@ -116,6 +144,27 @@ impl StatusBoard {
         self.with(partition, |s| {
             s.snapshot_sequence = snapshot;
             s.applied_sequence = snapshot;
+        });
+    }
+
+    /// What an attached process knows of a partition: the shared copy's state, and when its
+    /// owner last found it caught up.
+    pub fn attached(
+        &self,
+        partition: u32,
+        applied: u64,
+        snapshot: u64,
+        caught_up_at: Option<SystemTime>,
+    ) {
+        self.with(partition, |s| {
+            s.applied_sequence = applied;
+            s.snapshot_sequence = snapshot;
+            s.lag_deltas = 0;
+            s.gap = None;
+            if caught_up_at.is_some() {
+                s.caught_up_at = caught_up_at;
+                s.last_successful_poll = caught_up_at;
+            }
         });
     }
 

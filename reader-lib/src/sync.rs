@@ -8,7 +8,8 @@ use ikv_core::store::{list_snapshot_seqs, read_delta};
 use ikv_core::{Error, Result, Storage, StoreLayout};
 
 use crate::bootstrap::{bootstrap, newest_snapshots};
-use crate::local::{LocalStore, PartitionState};
+use crate::local::PartitionState;
+use crate::owner::Owner;
 use crate::status::StatusBoard;
 
 /// Most deltas fetched at once while catching up.
@@ -22,7 +23,7 @@ const MAX_FETCH_WINDOW: u64 = 32;
 pub async fn catch_up(
     storage: &Storage,
     layout: &StoreLayout,
-    local: &LocalStore,
+    owner: &mut Owner,
     status: &StatusBoard,
     partition: u32,
     mut applied: u64,
@@ -52,7 +53,7 @@ pub async fn catch_up(
                         next,
                         &layout.delta(partition, next),
                     )?;
-                    local.apply_delta(partition, next, &delta.ops)?;
+                    owner.apply_delta(partition, next, &delta.ops)?;
                     applied = next;
                     status.applied(partition, applied);
                 }
@@ -114,26 +115,19 @@ pub async fn find_gap(
 pub async fn rebuild(
     storage: &Storage,
     layout: &StoreLayout,
-    local: &LocalStore,
+    owner: &mut Owner,
     status: &StatusBoard,
     partitions: &[u32],
 ) -> Result<BTreeMap<u32, PartitionState>> {
     let snapshots = newest_snapshots(storage, layout, partitions).await?;
-    let (generation, docs) = local.new_generation()?;
+    let (docs_generation, docs, generation, image) = owner.start_bootstrap()?;
     let started = std::time::Instant::now();
-    let (states, stats, memory) = bootstrap(
-        storage,
-        layout,
-        &docs,
-        snapshots,
-        local.has_memory_index(),
-        |s| {
-            tracing::info!(documents = s.documents, values = s.values, "bootstrapping");
-        },
-    )
+    let (states, stats, image) = bootstrap(storage, layout, &docs, image, snapshots, |s| {
+        tracing::info!(documents = s.documents, values = s.values, "bootstrapping");
+    })
     .await?;
     ikv_core::failpoint!("reader.bootstrap.before_activate");
-    local.activate(generation, docs, memory, &states)?;
+    owner.finish_bootstrap(docs_generation, docs, generation, image, &states)?;
     for (p, s) in &states {
         status.bootstrapped(*p, s.snapshot);
     }
@@ -153,7 +147,7 @@ pub async fn rebuild(
 pub async fn sync_all(
     storage: &Storage,
     layout: &StoreLayout,
-    local: &LocalStore,
+    owner: &mut Owner,
     status: &StatusBoard,
     states: &mut BTreeMap<u32, PartitionState>,
     check_gaps: bool,
@@ -164,7 +158,7 @@ pub async fn sync_all(
     loop {
         let started = clock.now();
         for (p, s) in states.iter_mut() {
-            s.applied = catch_up(storage, layout, local, status, *p, s.applied).await?;
+            s.applied = catch_up(storage, layout, owner, status, *p, s.applied).await?;
         }
         let mut retention_gap = None;
         if check_gaps {
@@ -195,14 +189,19 @@ pub async fn sync_all(
             // Retention ran again during the rebuild: report it; the next poll retries.
             Some((p, applied)) if rebuilt => return Err(fell_behind(p, applied)),
             Some(_) => {
-                *states = rebuild(storage, layout, local, status, &partitions).await?;
+                *states = rebuild(storage, layout, owner, status, &partitions).await?;
                 rebuilt = true;
                 continue;
             }
             None => {}
         }
         for (p, s) in states.iter() {
-            status.caught_up(*p, s.applied, started);
+            if status.caught_up(*p, s.applied, started) {
+                let ms = started
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                owner.set_caught_up(*p, ms);
+            }
         }
         return Ok(());
     }

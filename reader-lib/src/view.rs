@@ -1,170 +1,201 @@
-//! What reads see: an immutable [`ReadView`] that the poller replaces whole.
+//! What reads see: an immutable [`ReadView`] (a mapped read image, the mapped overlay and this
+//! process's index of the overlay's committed records), replaced whole by pointer swap.
 //!
-//! Invariants (see `docs/READER.md`, "Reads never wait"):
-//! - A view never changes after it is published. The poller builds the next view beside the
-//!   current one (staging a delta reads the current view; the poller is its only writer) and
-//!   publishes it with one pointer swap, so reads never wait for an apply and see a delta
-//!   entirely or not at all.
-//! - On disk, a view reads fjall at the snapshot taken after its delta's batch committed:
-//!   a later commit is invisible to it until its own view is published with its drop state.
-//! - In memory, a view is an immutable base map (built at bootstrap or by a fold) plus a
-//!   persistent overlay of the entries changed since (a tombstone for a deleted entry). A
-//!   new view shares both with the previous one; the overlay is folded into a new base when
-//!   it grows past a quarter of the base, so lookups stay one small-trie probe plus one hash
-//!   probe and memory stays near one copy of the documents.
+//! Invariants (see `docs/READER.md`, "Reads never wait" and "One local copy per host"):
+//! - A view never changes after it is published. The next one is built beside it (indexing
+//!   the overlay records committed since) and published with one pointer swap, so reads never
+//!   wait and see a delta entirely or not at all.
+//! - The image and the overlay are shared by every process of the host through the page
+//!   cache; what a process holds privately is only the overlay index (keys and offsets).
+//! - Documents are read from the mappings and checked (image entries by their CRC at each
+//!   read, overlay records when indexed); damage is an error that marks the view damaged,
+//!   never a wrong answer.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use fjall::{Keyspace, Readable, Snapshot};
 use ikv_core::{Error, Result};
+use serde::{Deserialize, Serialize};
 
 use crate::drops::DropState;
-use crate::keys::doc_key;
+use crate::image::Image;
+use crate::overlay::{Overlay, Record};
 
-/// Documents of a bootstrap, for reads from memory: primary-key bytes → encoded entry.
-pub type BaseIndex = rustc_hash::FxHashMap<Box<[u8]>, Box<[u8]>>;
-
-/// Entries changed since the base was built; `None` is a deleted entry.
-type Overlay = imbl::GenericHashMap<
+/// Overlay entries indexed by this process: key → document location (`None`: deleted).
+type OverlayIndex = imbl::GenericHashMap<
     Arc<[u8]>,
-    Option<Arc<[u8]>>,
+    Option<(usize, usize)>,
     rustc_hash::FxBuildHasher,
     imbl::shared_ptr::DefaultSharedPtr,
 >;
 
-/// Below this many overlay entries a fold is never worth its copy of the base.
-const FOLD_MIN_ENTRIES: usize = 65_536;
-
-/// The in-memory documents of a view: a shared base and the changes since.
-#[derive(Clone)]
-pub struct MemoryIndex {
-    base: Arc<BaseIndex>,
-    overlay: Overlay,
+/// One partition's state as an image records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePartition {
+    pub applied: u64,
+    pub snapshot: u64,
+    #[serde(default)]
+    pub drops: DropState,
 }
 
-impl MemoryIndex {
-    pub fn new(base: BaseIndex) -> MemoryIndex {
-        MemoryIndex {
-            base: Arc::new(base),
-            overlay: Overlay::default(),
-        }
+/// The state written into an image: every mounted partition's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageState {
+    pub partitions: BTreeMap<u32, ImagePartition>,
+}
+
+impl ImageState {
+    pub fn encode(&self) -> Vec<u8> {
+        ikv_core::checksum::seal_json(serde_json::to_vec(self).unwrap_or_default())
     }
 
-    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        // Right after a bootstrap or a fold the overlay is empty: skip its hash and probe.
-        if !self.overlay.is_empty()
-            && let Some(changed) = self.overlay.get(key)
-        {
-            return changed.as_deref();
-        }
-        self.base.get(key).map(|v| &**v)
-    }
-
-    /// Entries in the overlay (changed since the base was built).
-    pub fn overlay_len(&self) -> usize {
-        self.overlay.len()
-    }
-
-    /// This index with `changes` applied (`None` deletes); `self` is left as it was. Folds
-    /// the overlay into a new base when it has grown past a quarter of the base.
-    pub fn with_changes<'a>(
-        &self,
-        changes: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
-    ) -> MemoryIndex {
-        let mut next = self.clone();
-        for (k, v) in changes {
-            next.overlay.insert(Arc::from(k), v.map(Arc::from));
-        }
-        if next.overlay.len() > FOLD_MIN_ENTRIES.max(next.base.len() / 4) {
-            next.fold()
-        } else {
-            next
-        }
-    }
-
-    /// A new base holding base and overlay; costs one copy of the base, amortised over the
-    /// quarter-of-the-base changes that made the overlay this large.
-    fn fold(self) -> MemoryIndex {
-        let started = Instant::now();
-        let mut base = (*self.base).clone();
-        for (k, v) in self.overlay.iter() {
-            match v {
-                Some(v) => {
-                    base.insert(Box::from(&**k), Box::from(&**v));
-                }
-                None => {
-                    base.remove(&**k);
-                }
-            }
-        }
-        tracing::debug!(entries = base.len(), folded = self.overlay.len(), elapsed = ?started.elapsed(), "folded the memory index overlay");
-        MemoryIndex::new(base)
+    pub fn decode(image: &Image) -> Result<ImageState> {
+        let json = ikv_core::checksum::open_json(image.state(), "read image state")?;
+        serde_json::from_slice(&json).map_err(|e| Error::Corrupt {
+            what: format!("read image {}", image.path().display()),
+            reason: format!("state: {e}"),
+        })
     }
 }
 
 /// Data and drop state that reads need, published together.
 pub struct ReadView {
-    pub docs: Keyspace,
-    /// The fjall state this view reads (on-disk mode): taken after the view's last commit.
-    pub snapshot: Snapshot,
+    pub generation: u64,
+    pub image: Arc<Image>,
+    pub overlay: Arc<Overlay>,
+    index: OverlayIndex,
+    /// Overlay record bytes indexed so far.
+    pub indexed: u64,
     /// Indexed by partition number (unmounted partitions stay empty).
     pub drops: Vec<DropState>,
-    /// Present when reads are served from memory.
-    pub memory: Option<MemoryIndex>,
-    /// Set when a read finds the local copy damaged; the poller then rebuilds it.
+    /// Last delta in this view, by partition number.
+    pub applied: Vec<u64>,
+    /// Snapshot the image's data started from, by partition number.
+    pub snapshot: Vec<u64>,
+    /// Set when a read finds the local copy damaged; the owner then rebuilds it.
     pub damaged: Arc<AtomicBool>,
 }
 
-/// An encoded document, borrowed from memory or read from disk.
-pub enum DocBytes<'a> {
-    Memory(&'a [u8]),
-    Disk(fjall::UserValue),
-}
-
-impl std::ops::Deref for DocBytes<'_> {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            DocBytes::Memory(b) => b,
-            DocBytes::Disk(v) => v,
-        }
-    }
-}
-
 impl ReadView {
-    /// The stored document of `key` (live fields and dropped ones alike).
-    pub fn doc(&self, key: &[u8]) -> Result<Option<DocBytes<'_>>> {
-        match &self.memory {
-            Some(index) => Ok(index.get(key).map(DocBytes::Memory)),
-            None => self
-                .snapshot
-                .get(&self.docs, doc_key(key))
-                .map(|v| v.map(DocBytes::Disk))
-                .map_err(|e| {
-                    // The mount is a cache of the bucket: a block that fails its checksum or a
-                    // missing table file is repaired by rebuilding, never served.
-                    self.damaged.store(true, Ordering::SeqCst);
-                    Error::Local {
-                        path: "local store".into(),
-                        message: format!(
-                            "the local copy is damaged ({e}); the reader is rebuilding it from the bucket"
-                        ),
-                    }
-                }),
+    /// The view of a generation's image and overlay, with every committed record indexed.
+    pub fn open(
+        generation: u64,
+        image: Arc<Image>,
+        overlay: Arc<Overlay>,
+        num_partitions: u32,
+        damaged: Arc<AtomicBool>,
+    ) -> Result<ReadView> {
+        let state = ImageState::decode(&image)?;
+        let n = num_partitions as usize;
+        let mut view = ReadView {
+            generation,
+            image,
+            overlay,
+            index: OverlayIndex::default(),
+            indexed: 0,
+            drops: vec![DropState::default(); n],
+            applied: vec![0; n],
+            snapshot: vec![0; n],
+            damaged,
+        };
+        for (p, s) in state.partitions {
+            let Some(slot) = view.applied.get_mut(p as usize) else {
+                return Err(Error::Corrupt {
+                    what: format!("read image {}", view.image.path().display()),
+                    reason: format!("state names partition {p} of a store with {n}"),
+                });
+            };
+            *slot = s.applied;
+            view.snapshot[p as usize] = s.snapshot;
+            view.drops[p as usize] = s.drops;
         }
+        view.index_to(view.overlay.committed())?;
+        Ok(view)
+    }
+
+    /// This view with the overlay records committed since indexed, or `None` when nothing
+    /// new is committed.
+    pub fn advanced(&self) -> Result<Option<ReadView>> {
+        let committed = self.overlay.committed();
+        if committed <= self.indexed {
+            return Ok(None);
+        }
+        let mut next = ReadView {
+            generation: self.generation,
+            image: self.image.clone(),
+            overlay: self.overlay.clone(),
+            index: self.index.clone(),
+            indexed: self.indexed,
+            drops: self.drops.clone(),
+            applied: self.applied.clone(),
+            snapshot: self.snapshot.clone(),
+            damaged: self.damaged.clone(),
+        };
+        next.index_to(committed)?;
+        Ok(Some(next))
+    }
+
+    fn index_to(&mut self, committed: u64) -> Result<()> {
+        for record in self.overlay.records(self.indexed, committed)? {
+            match record {
+                Record::Entry { key, doc, at } => {
+                    self.index.insert(Arc::from(key), doc.map(|_| at));
+                }
+                Record::Commit {
+                    partition,
+                    sequence,
+                    drops,
+                } => {
+                    let p = partition as usize;
+                    if p >= self.applied.len() {
+                        return Err(Error::Corrupt {
+                            what: format!("overlay {}", self.overlay.path().display()),
+                            reason: format!("a commit names partition {partition}"),
+                        });
+                    }
+                    self.applied[p] = sequence;
+                    self.drops[p] = drops;
+                }
+            }
+        }
+        self.indexed = committed;
+        Ok(())
+    }
+
+    /// Entries changed since the image (this process's private index).
+    pub fn overlay_len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The stored document of `key` (live fields and dropped ones alike).
+    pub fn doc(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        // Right after a fold the overlay is empty: skip its hash and probe.
+        if !self.index.is_empty()
+            && let Some(changed) = self.index.get(key)
+        {
+            return Ok(changed.map(|at| self.overlay.doc_at(at)));
+        }
+        self.image.get(key).map_err(|e| {
+            // The mount is a cache of the bucket: damage is repaired by rebuilding, never
+            // served.
+            self.damaged.store(true, Ordering::SeqCst);
+            Error::Local {
+                path: self.image.path().display().to_string(),
+                message: format!("the local copy is damaged ({e}); the reader is rebuilding it"),
+            }
+        })
     }
 }
 
-/// The current view, replaced by the poller with one pointer swap; loads never block.
+/// The current view, replaced with one pointer swap; loads never block.
 pub struct PublishedView {
     current: ArcSwap<ReadView>,
 }
 
-/// How long the poller waits for reads still holding a replaced view before it leaves the
+/// How long a publisher waits for reads still holding a replaced view before it leaves the
 /// last one to free it. Reads hold a view for one lookup or one batch.
 const RETIRE_PATIENCE: Duration = Duration::from_millis(200);
 
@@ -184,7 +215,7 @@ impl PublishedView {
     }
 
     /// Makes `view` current. The replaced view is freed here when the reads still using it
-    /// finish in time, so that a read does not pay for freeing what a delta replaced.
+    /// finish in time, so that a read does not pay for unmapping what a fold replaced.
     pub fn publish(&self, view: ReadView) {
         let old = self.current.swap(Arc::new(view));
         drop_when_unshared(old, RETIRE_PATIENCE, Duration::from_micros(50));
@@ -216,52 +247,68 @@ pub fn drop_when_unshared<T>(shared: Arc<T>, patience: Duration, every: Duration
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn base(n: u32) -> BaseIndex {
-        (0..n)
-            .map(|i| {
-                (
-                    i.to_be_bytes().to_vec().into_boxed_slice(),
-                    vec![1u8].into_boxed_slice(),
-                )
-            })
-            .collect()
-    }
+    use crate::image::ImageWriter;
 
     #[test]
-    fn overlay_changes_shadow_the_base_and_leave_the_old_index_untouched() {
-        let old = MemoryIndex::new(base(10));
-        let k3 = 3u32.to_be_bytes();
-        let k4 = 4u32.to_be_bytes();
-        let k99 = 99u32.to_be_bytes();
-        let next = old.with_changes([
-            (&k3[..], Some(&b"new"[..])),
-            (&k4[..], None),
-            (&k99[..], Some(&b"added"[..])),
-        ]);
-        assert_eq!(next.get(&k3), Some(&b"new"[..]));
-        assert_eq!(next.get(&k4), None, "a tombstone hides the base entry");
-        assert_eq!(next.get(&k99), Some(&b"added"[..]));
+    fn overlay_records_shadow_the_image_and_leave_older_views_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ImageWriter::create(&dir.path().join("image")).unwrap();
+        for k in ["a", "b", "c"] {
+            w.add(k.as_bytes(), b"base").unwrap();
+        }
+        let state = ImageState {
+            partitions: BTreeMap::from([(
+                0,
+                ImagePartition {
+                    applied: 4,
+                    snapshot: 4,
+                    drops: DropState::default(),
+                },
+            )]),
+        };
+        w.finish(&state.encode()).unwrap();
+        let image = Arc::new(Image::open(&dir.path().join("image")).unwrap());
+        let path = dir.path().join("overlay");
+        let writer = Overlay::create(&path, 1, 1 << 16).unwrap();
+        let overlay = Arc::new(Overlay::open(&path, false).unwrap());
+        let damaged = Arc::new(AtomicBool::new(false));
+        let old = ReadView::open(1, image, overlay, 1, damaged).unwrap();
+        assert_eq!(old.applied, vec![4]);
+        assert!(old.advanced().unwrap().is_none(), "nothing committed");
+        let dropped = DropState {
+            all: 0,
+            fields: BTreeMap::from([("f".to_owned(), 9)]),
+            prefixes: BTreeMap::new(),
+        };
+        writer
+            .append(
+                &[
+                    (b"b".to_vec(), Some(b"new".to_vec())),
+                    (b"c".to_vec(), None),
+                    (b"d".to_vec(), Some(b"added".to_vec())),
+                ],
+                0,
+                5,
+                &dropped,
+            )
+            .unwrap();
+        let next = old.advanced().unwrap().unwrap();
+        assert_eq!(next.doc(b"a").unwrap(), Some(&b"base"[..]));
+        assert_eq!(next.doc(b"b").unwrap(), Some(&b"new"[..]));
         assert_eq!(
-            old.get(&k3),
-            Some(&[1u8][..]),
-            "the published index never changes"
+            next.doc(b"c").unwrap(),
+            None,
+            "a tombstone hides the image entry"
         );
-        assert_eq!(old.get(&k4), Some(&[1u8][..]));
-        assert_eq!(old.get(&k99), None);
-    }
-
-    #[test]
-    fn a_large_overlay_folds_into_an_equal_base() {
-        let n = FOLD_MIN_ENTRIES as u32 + 10;
-        let mut index = MemoryIndex::new(base(4));
-        let keys: Vec<[u8; 4]> = (0..n).map(|i| (i + 100).to_be_bytes()).collect();
-        index = index.with_changes(keys.iter().map(|k| (&k[..], Some(&b"v"[..]))));
-        assert_eq!(index.overlay_len(), 0, "folded");
-        let two = 2u32.to_be_bytes();
-        index = index.with_changes([(&two[..], None)]);
-        assert_eq!(index.get(&two), None);
-        assert_eq!(index.get(&1u32.to_be_bytes()), Some(&[1u8][..]));
-        assert!(keys.iter().all(|k| index.get(k) == Some(&b"v"[..])));
+        assert_eq!(next.doc(b"d").unwrap(), Some(&b"added"[..]));
+        assert_eq!(next.applied, vec![5]);
+        assert_eq!(next.drops[0], dropped);
+        assert_eq!(
+            old.doc(b"b").unwrap(),
+            Some(&b"base"[..]),
+            "a published view never changes"
+        );
+        assert_eq!(old.doc(b"d").unwrap(), None);
+        assert_eq!(old.applied, vec![4]);
     }
 }

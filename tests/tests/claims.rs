@@ -100,7 +100,7 @@ fn local_store(rt: &tokio::runtime::Runtime, name: &str, partitions: u32) -> Loc
 /// they never go backwards.
 #[test]
 fn readers_never_see_part_of_a_call_or_a_mixed_multiget() {
-    for memory_index in [true, false] {
+    for attached in [false, true] {
         let rt = runtime();
         let dir = tempfile::tempdir().unwrap();
         let (url, storage) = local(dir.path());
@@ -113,8 +113,13 @@ fn readers_never_see_part_of_a_call_or_a_mixed_multiget() {
             .collect();
         let mut options = ReaderOptions::new(&url, "atomic", dir.path().join("mount"));
         options.poll_interval = Duration::from_millis(1);
-        options.memory_index = memory_index;
-        let reader = Arc::new(Reader::open(options).unwrap());
+        // Read through the mount's owner, or through a second reader attached to it.
+        let owner = Reader::open(options.clone()).unwrap();
+        let reader = Arc::new(if attached {
+            Reader::open(options).unwrap()
+        } else {
+            owner
+        });
         let writing = Arc::new(AtomicBool::new(true));
         let watchers: Vec<_> = (0..2)
             .map(|_| {

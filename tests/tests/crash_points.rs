@@ -63,7 +63,7 @@ fn kill_at(mut cmd: Command, point: &str, n: u64, seed: u64) -> bool {
             );
             return true;
         }
-        if line == "done" || line == "ready" {
+        if line == "done" || line.starts_with("ready") {
             child.kill().unwrap();
             child.wait().unwrap();
             return false;

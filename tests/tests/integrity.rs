@@ -275,46 +275,33 @@ fn localstack_damaged_objects_are_refused_naming_them() {
     assert_eq!(reader.get(b"k001", "v").unwrap(), Some(s("new")));
 }
 
-/// Table files of the local copy damaged under a running reader that reads from disk: the
-/// reads that hit a bad block fail (never serve it), say the copy is being rebuilt, and the
-/// reader rebuilds it from the bucket by itself; then every read answers as before.
-#[test]
-fn a_damaged_local_copy_is_rebuilt_from_the_bucket_while_running() {
-    let f = fixture();
-    let mut options = f.options("m");
-    options.memory_index = false;
-    options.cache_bytes = 1 << 20;
-    let reader = Reader::open(options).unwrap();
-    let expected = |i: usize| Some(s(&format!("value-{i:03}-{}", "x".repeat(40))));
-    // (No read before the damage: the blocks must not be in the block cache yet.)
-    // Damage every table file of the local copy (fjall's SSTs hold the bootstrapped data).
-    let db = f.dir.path().join("m/rot/db");
-    let tables: Vec<PathBuf> = files(&db, "")
-        .into_iter()
-        .filter(|p| p.components().any(|c| c.as_os_str() == "tables"))
-        .collect();
-    assert!(
-        !tables.is_empty(),
-        "fjall wrote table files under {}",
-        db.display()
-    );
-    for t in &tables {
-        let mut bytes = std::fs::read(t).unwrap();
-        let end = (bytes.len() / 2).min(64 << 10);
-        for b in bytes.iter_mut().take(end).skip(64) {
-            *b ^= 0xff;
-        }
-        std::fs::write(t, bytes).unwrap();
+/// Flips bytes in place (a mapped file must not be truncated under its readers).
+fn flip_in_place(path: &Path, range: std::ops::Range<u64>) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut bytes = vec![0u8; (range.end - range.start) as usize];
+    file.read_exact_at(&mut bytes, range.start).unwrap();
+    for b in &mut bytes {
+        *b ^= 0xff;
     }
-    // Reads go to disk again (the block cache is small and cold for most blocks): some fail
-    // with the rebuild message, none returns a wrong value, and all recover.
+    file.write_all_at(&bytes, range.start).unwrap();
+}
+
+/// Reads all 200 documents until every read answers right after at least one failed; a
+/// failed read must say the copy is being rebuilt, and no read may return a wrong value.
+fn assert_recovers(reader: &Reader) {
+    let expected = |i: usize| Some(s(&format!("value-{i:03}-{}", "x".repeat(40))));
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut failures = 0;
     loop {
         let mut all_ok = true;
         for i in 0..200 {
             match reader.get(format!("k{i:03}").as_bytes(), "v") {
-                Ok(v) => assert_eq!(v, expected(i), "a damaged block was served"),
+                Ok(v) => assert_eq!(v, expected(i), "a damaged entry was served"),
                 Err(e) => {
                     assert!(e.to_string().contains("rebuilding"), "{e}");
                     failures += 1;
@@ -323,7 +310,7 @@ fn a_damaged_local_copy_is_rebuilt_from_the_bucket_while_running() {
             }
         }
         if all_ok && failures > 0 {
-            break;
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -331,6 +318,47 @@ fn a_damaged_local_copy_is_rebuilt_from_the_bucket_while_running() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The mapped read image damaged under a running reader: reads of a damaged entry fail
+/// (never serve it) and say the copy is being rebuilt; the owner folds a new image from its
+/// durable copy. Then the image and the durable copy's table files both damaged: the owner
+/// rebuilds from the bucket. Every read then answers as before.
+#[test]
+fn a_damaged_local_copy_is_rebuilt_while_running() {
+    let f = fixture();
+    let reader = Reader::open(f.options("m")).unwrap();
+    let store_dir = f.dir.path().join("m/rot");
+    let image = || -> PathBuf {
+        files(&store_dir, "")
+            .into_iter()
+            .find(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                name.starts_with("image-") && !name.ends_with(".tmp")
+            })
+            .expect("a read image")
+    };
+    // Entries start after the 64-byte header; damage the first half of them.
+    let damage_image = |path: &Path| {
+        let len = std::fs::metadata(path).unwrap().len();
+        flip_in_place(path, 64..len / 3);
+    };
+    let first = image();
+    damage_image(&first);
+    assert_recovers(&reader);
+    assert_ne!(image(), first, "a new image replaced the damaged one");
+
+    let tables: Vec<PathBuf> = files(&store_dir.join("db"), "")
+        .into_iter()
+        .filter(|p| p.components().any(|c| c.as_os_str() == "tables"))
+        .collect();
+    assert!(!tables.is_empty(), "fjall wrote table files");
+    for t in &tables {
+        let len = std::fs::metadata(t).unwrap().len();
+        flip_in_place(t, 64.min(len)..(len / 2).min(64 << 10).max(64.min(len)));
+    }
+    damage_image(&image());
+    assert_recovers(&reader);
 }
 
 /// A snapshot's manifest and the deltas below it deleted: what is left (later deltas) cannot

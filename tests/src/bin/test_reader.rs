@@ -1,6 +1,7 @@
-//! A process that opens a reader and keeps it polling, for crash and locking tests:
-//! `ikv-test-reader STORAGE_URL STORE MOUNT_DIR`. Prints `ready` once caught up; exits 3 with
-//! the error on stderr if the reader cannot open.
+//! A process that opens a reader and keeps it polling, for crash and mount-sharing tests:
+//! `ikv-test-reader STORAGE_URL STORE MOUNT_DIR [PARTITIONS]` (partitions as `0,2`). Prints
+//! `ready owner` or `ready attached` once open; exits 3 with the error on stderr if the reader
+//! cannot open.
 
 use std::time::Duration;
 
@@ -8,15 +9,23 @@ use ikv_reader::{Reader, ReaderOptions};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 4 {
-        eprintln!("usage: ikv-test-reader STORAGE_URL STORE MOUNT_DIR");
+    if !(4..=5).contains(&args.len()) {
+        eprintln!("usage: ikv-test-reader STORAGE_URL STORE MOUNT_DIR [PARTITIONS]");
         std::process::exit(2);
     }
     let mut options = ReaderOptions::new(&args[1], &args[2], &args[3]);
     options.poll_interval = Duration::from_millis(5);
+    if let Some(list) = args.get(4) {
+        options.partitions = list.split(',').filter_map(|p| p.parse().ok()).collect();
+    }
     match Reader::open(options) {
-        Ok(_reader) => {
-            println!("ready");
+        Ok(reader) => {
+            let role = if reader.owns_mount() {
+                "owner"
+            } else {
+                "attached"
+            };
+            println!("ready {role}");
             loop {
                 std::thread::sleep(Duration::from_secs(60));
             }

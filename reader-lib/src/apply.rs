@@ -1,0 +1,117 @@
+//! What one delta changes, computed from the view it applies to: the new entries of the keys
+//! it touches and the partition's new drop state. Both the durable copy and the overlay are
+//! written from this one result.
+
+use std::collections::BTreeMap;
+
+use ikv_core::{DeltaOp, Result};
+
+use crate::doc::{OwnedDoc, Sections, decode_entry_live, encode_entry};
+use crate::drops::DropState;
+use crate::keys::epoch;
+use crate::view::ReadView;
+
+/// A delta's effect on one partition.
+pub struct Staged {
+    /// Changed entries by primary key, in key order; `None` deletes.
+    pub entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// The partition's drop state after the delta.
+    pub drops: DropState,
+    /// Whether the delta changed the drop state.
+    pub drops_changed: bool,
+}
+
+/// A primary key's sections among the changes of one delta, loaded from the view (live
+/// fields only) on first use; empty means absent or deleted in every partition.
+fn staged_entry<'s>(
+    view: &ReadView,
+    staged: &'s mut BTreeMap<Vec<u8>, Sections>,
+    key: &[u8],
+    primary_key: &str,
+) -> Result<&'s mut Sections> {
+    Ok(match staged.entry(key.to_vec()) {
+        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::btree_map::Entry::Vacant(e) => {
+            let sections = match view.doc(key)? {
+                Some(bytes) => decode_entry_live(bytes, &view.drops, primary_key)?,
+                None => Sections::new(),
+            };
+            e.insert(sections)
+        }
+    })
+}
+
+/// The effect of delta `seq` (`ops`) of `partition` on `view`. Loading an entry keeps only its
+/// live fields, so rewriting a document also reclaims its dropped fields. Only the section of
+/// this partition changes: a store with a partitioning key may hold the same primary key in
+/// other partitions too.
+pub fn stage(
+    view: &ReadView,
+    partition: u32,
+    seq: u64,
+    ops: &[DeltaOp],
+    primary_key: &str,
+    single_partition_keys: bool,
+) -> Result<Staged> {
+    let before = view
+        .drops
+        .get(partition as usize)
+        .cloned()
+        .unwrap_or_default();
+    let mut drops = before.clone();
+    let mut staged: BTreeMap<Vec<u8>, Sections> = BTreeMap::new();
+    for (row, op) in ops.iter().enumerate() {
+        let e = epoch(seq, row);
+        match op {
+            DeltaOp::SetField { key, field, value } => {
+                staged_entry(view, &mut staged, key, primary_key)?
+                    .entry(partition)
+                    .or_insert_with(|| OwnedDoc::new(partition))
+                    .set(field, value, e);
+            }
+            DeltaOp::DeleteField { key, field } => {
+                if field != primary_key {
+                    let sections = staged_entry(view, &mut staged, key, primary_key)?;
+                    if let Some(d) = sections.get_mut(&partition) {
+                        d.fields.remove(field);
+                        if d.fields.is_empty() {
+                            sections.remove(&partition);
+                        }
+                    }
+                }
+            }
+            DeltaOp::DeleteDocument { key } => {
+                if single_partition_keys {
+                    // Nothing of another partition to keep: no need to load the entry.
+                    staged.insert(key.clone(), Sections::new());
+                } else {
+                    staged_entry(view, &mut staged, key, primary_key)?.remove(&partition);
+                }
+            }
+            DeltaOp::DropField { field } => {
+                if field != primary_key {
+                    drops.fields.insert(field.clone(), e);
+                }
+            }
+            DeltaOp::DropFieldPrefix { prefix } => {
+                drops.prefixes.insert(prefix.clone(), e);
+            }
+            DeltaOp::DropAll => {
+                drops = DropState {
+                    all: e,
+                    ..DropState::default()
+                };
+            }
+        }
+    }
+    let entries = staged
+        .into_iter()
+        .map(|(k, sections)| (k, encode_entry(&sections)))
+        .collect();
+    let drops_changed = drops != before;
+    Ok(Staged {
+        entries,
+        drops,
+        drops_changed,
+    })
+}

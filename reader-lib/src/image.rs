@@ -1,0 +1,423 @@
+//! The read image: an immutable, memory-mapped file of every document of a mount at one
+//! point, shared by all reader processes of a host through the page cache.
+//!
+//! Layout (little endian; `docs/READER.md`, "The read image"):
+//! - header, 64 bytes: magic `IKVIMG01`, entry count, offsets of the state, the slots and the
+//!   directory, the directory's bit width, and a CRC32C of the header.
+//! - entries from byte 64: `[crc32c u32][key length u32][document length u32][key][document]`
+//!   (the document in the `doc.rs` format; the CRC covers everything after itself).
+//! - the state: JSON of each partition's applied delta, snapshot and drop state (sealed with
+//!   a checksum member).
+//! - slots, 8-aligned: `(xxh3 hash of the key u64, entry offset u64)` sorted by hash.
+//! - the directory: `2^bits + 1` slot indexes (u64); the slots of the hashes whose top `bits`
+//!   bits are `b` are `directory[b]..directory[b + 1]`, about four per bucket.
+//! - CRC32Cs of the slots and directory, one per MiB.
+//!
+//! Invariants: an image is written beside its final name and renamed into place after an
+//! fsync, so a published image is complete; every byte a lookup trusts is checked (header,
+//! slots and directory at open, an entry's CRC at each read), so damage is reported, never
+//! served.
+
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use ikv_core::checksum::crc32c;
+use ikv_core::{Error, Result};
+use memmap2::Mmap;
+
+const MAGIC: &[u8; 8] = b"IKVIMG01";
+const HEADER_LEN: u64 = 64;
+const ENTRY_HEADER_LEN: usize = 12;
+const CRC_BLOCK: usize = 1 << 20;
+
+/// The hash that places a key among the slots: xxh3, the same in every process and version.
+pub fn key_hash(key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key)
+}
+
+fn damaged(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Corrupt {
+        what: format!("read image {}", path.display()),
+        reason: reason.to_string(),
+    }
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Local {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes an image: entries in any order, then [`ImageWriter::finish`].
+pub struct ImageWriter {
+    path: PathBuf,
+    temp: PathBuf,
+    out: BufWriter<File>,
+    offset: u64,
+    slots: Vec<(u64, u64)>,
+}
+
+impl ImageWriter {
+    /// Starts `path` (written as `path.tmp` until finished).
+    pub fn create(path: &Path) -> Result<ImageWriter> {
+        let temp = path.with_extension("tmp");
+        let mut file = File::create(&temp).map_err(|e| io_err(&temp, e))?;
+        file.write_all(&[0; HEADER_LEN as usize])
+            .map_err(|e| io_err(&temp, e))?;
+        Ok(ImageWriter {
+            path: path.to_owned(),
+            temp,
+            out: BufWriter::with_capacity(1 << 20, file),
+            offset: HEADER_LEN,
+            slots: Vec::new(),
+        })
+    }
+
+    /// Adds one document; every key at most once.
+    pub fn add(&mut self, key: &[u8], doc: &[u8]) -> Result<()> {
+        let (Ok(key_len), Ok(doc_len)) = (u32::try_from(key.len()), u32::try_from(doc.len()))
+        else {
+            return Err(io_err(&self.temp, "a document is larger than 4 GiB"));
+        };
+        let mut crc = crc32c::crc32c(&key_len.to_le_bytes());
+        crc = crc32c::crc32c_append(crc, &doc_len.to_le_bytes());
+        crc = crc32c::crc32c_append(crc, key);
+        crc = crc32c::crc32c_append(crc, doc);
+        let write = |out: &mut BufWriter<File>| -> std::io::Result<()> {
+            out.write_all(&crc.to_le_bytes())?;
+            out.write_all(&key_len.to_le_bytes())?;
+            out.write_all(&doc_len.to_le_bytes())?;
+            out.write_all(key)?;
+            out.write_all(doc)
+        };
+        write(&mut self.out).map_err(|e| io_err(&self.temp, e))?;
+        self.slots.push((key_hash(key), self.offset));
+        self.offset += (ENTRY_HEADER_LEN + key.len() + doc.len()) as u64;
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Writes the state, slots and directory, syncs, and renames the image into place.
+    pub fn finish(mut self, state: &[u8]) -> Result<()> {
+        let temp = self.temp.clone();
+        let err = |e: std::io::Error| io_err(&temp, e);
+        let state_offset = self.offset;
+        self.out.write_all(state).map_err(err)?;
+        let mut at = state_offset + state.len() as u64;
+        let pad = (8 - at % 8) % 8;
+        self.out.write_all(&[0; 8][..pad as usize]).map_err(err)?;
+        at += pad;
+        let slots_offset = at;
+        self.slots.sort_unstable();
+        let count = self.slots.len() as u64;
+        // About four slots per bucket: a lookup reads one directory word and one or two
+        // cache lines of slots.
+        let bits = (count / 4).max(1).ilog2().min(40);
+        let mut directory = Vec::with_capacity((1usize << bits) + 1);
+        let mut next = 0usize;
+        for bucket in 0..(1u64 << bits) {
+            while next < self.slots.len() && bucket_of(self.slots[next].0, bits) < bucket {
+                next += 1;
+            }
+            directory.push(next as u64);
+        }
+        directory.push(count);
+        let mut tail = Vec::with_capacity((self.slots.len() * 2 + directory.len()) * 8);
+        for (hash, offset) in &self.slots {
+            tail.extend_from_slice(&hash.to_le_bytes());
+            tail.extend_from_slice(&offset.to_le_bytes());
+        }
+        for index in &directory {
+            tail.extend_from_slice(&index.to_le_bytes());
+        }
+        let directory_offset = slots_offset + count * 16;
+        let crcs_offset = slots_offset + tail.len() as u64;
+        let crcs: Vec<u32> = tail.chunks(CRC_BLOCK).map(crc32c).collect();
+        for crc in crcs {
+            tail.extend_from_slice(&crc.to_le_bytes());
+        }
+        self.out.write_all(&tail).map_err(err)?;
+        let mut header = Vec::with_capacity(HEADER_LEN as usize);
+        header.extend_from_slice(MAGIC);
+        for word in [
+            count,
+            state_offset,
+            state.len() as u64,
+            slots_offset,
+            directory_offset,
+            crcs_offset,
+        ] {
+            header.extend_from_slice(&word.to_le_bytes());
+        }
+        header.extend_from_slice(&bits.to_le_bytes());
+        let crc = crc32c(&header);
+        header.extend_from_slice(&crc.to_le_bytes());
+        let mut file = self
+            .out
+            .into_inner()
+            .map_err(|e| io_err(&temp, e.error()))?;
+        file.seek(SeekFrom::Start(0)).map_err(err)?;
+        file.write_all(&header).map_err(err)?;
+        file.sync_all().map_err(err)?;
+        drop(file);
+        std::fs::rename(&temp, &self.path).map_err(|e| io_err(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Removes the unfinished file.
+    pub fn abandon(self) {
+        let temp = self.temp.clone();
+        drop(self);
+        let _ = std::fs::remove_file(temp);
+    }
+}
+
+fn bucket_of(hash: u64, bits: u32) -> u64 {
+    if bits == 0 { 0 } else { hash >> (64 - bits) }
+}
+
+fn word(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+fn half(bytes: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+/// A mapped, checked image.
+pub struct Image {
+    path: PathBuf,
+    map: Mmap,
+    count: u64,
+    state: (usize, usize),
+    slots: usize,
+    directory: usize,
+    bits: u32,
+    entries_end: usize,
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image")
+            .field("path", &self.path)
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+impl Image {
+    /// Maps `path` read-only and checks its header, slots and directory.
+    pub fn open(path: &Path) -> Result<Image> {
+        let file = File::open(path).map_err(|e| io_err(path, e))?;
+        // SAFETY: an image is never written after it is renamed into place (writers make a
+        // new file), so the mapping does not change under the slices made from it.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| io_err(path, e))?;
+        let len = map.len();
+        if len < HEADER_LEN as usize || &map[..8] != MAGIC {
+            return Err(damaged(path, "not an ikv read image"));
+        }
+        let header = &map[..HEADER_LEN as usize];
+        if crc32c(&header[..60]) != half(header, 60) {
+            return Err(damaged(path, "header checksum mismatch"));
+        }
+        let count = word(header, 8);
+        let (state_offset, state_len) = (word(header, 16), word(header, 24));
+        let (slots, directory, crcs) = (word(header, 32), word(header, 40), word(header, 48));
+        let bits = half(header, 56);
+        let directory_len = (1u64 << bits.min(40)) + 1;
+        let consistent = bits <= 40
+            && state_offset >= HEADER_LEN
+            && state_offset
+                .checked_add(state_len)
+                .is_some_and(|e| e <= slots)
+            && count.checked_mul(16).and_then(|s| s.checked_add(slots)) == Some(directory)
+            && directory.checked_add(directory_len * 8) == Some(crcs)
+            && crcs <= len as u64;
+        if !consistent {
+            return Err(damaged(path, "header offsets are inconsistent"));
+        }
+        let tail = &map[slots as usize..crcs as usize];
+        let blocks = tail.len().div_ceil(CRC_BLOCK);
+        if (crcs as usize) + blocks * 4 != len {
+            return Err(damaged(path, "truncated or extended"));
+        }
+        for (i, block) in tail.chunks(CRC_BLOCK).enumerate() {
+            if crc32c(block) != half(&map, crcs as usize + i * 4) {
+                return Err(damaged(path, "slot checksum mismatch"));
+            }
+        }
+        let image = Image {
+            path: path.to_owned(),
+            count,
+            state: (state_offset as usize, state_len as usize),
+            slots: slots as usize,
+            directory: directory as usize,
+            bits,
+            entries_end: state_offset as usize,
+            map,
+        };
+        // The directory must be ascending and end at the count, or a lookup could read
+        // past the slots.
+        if image.dir(directory_len as usize - 1) != count
+            || (1..directory_len as usize).any(|i| image.dir(i - 1) > image.dir(i))
+        {
+            return Err(damaged(path, "the slot directory is inconsistent"));
+        }
+        Ok(image)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Documents in the image.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes of the file.
+    pub fn bytes(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// The state JSON written with the image.
+    pub fn state(&self) -> &[u8] {
+        &self.map[self.state.0..self.state.0 + self.state.1]
+    }
+
+    fn dir(&self, bucket: usize) -> u64 {
+        word(&self.map, self.directory + bucket * 8)
+    }
+
+    /// The document of `key`, checked against its CRC.
+    pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        let hash = key_hash(key);
+        let bucket = bucket_of(hash, self.bits) as usize;
+        let (from, to) = (self.dir(bucket) as usize, self.dir(bucket + 1) as usize);
+        for slot in from..to {
+            let at = self.slots + slot * 16;
+            let slot_hash = word(&self.map, at);
+            if slot_hash < hash {
+                continue;
+            }
+            if slot_hash > hash {
+                break;
+            }
+            let (entry_key, doc) = self.entry(word(&self.map, at + 8))?;
+            if entry_key == key {
+                return Ok(Some(doc));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The checked key and document of the entry at `offset`.
+    fn entry(&self, offset: u64) -> Result<(&[u8], &[u8])> {
+        let start = offset as usize;
+        if offset < HEADER_LEN || start + ENTRY_HEADER_LEN > self.entries_end {
+            return Err(damaged(&self.path, "a slot points outside the entries"));
+        }
+        let crc = half(&self.map, start);
+        let key_len = half(&self.map, start + 4) as usize;
+        let doc_len = half(&self.map, start + 8) as usize;
+        let body = start + ENTRY_HEADER_LEN;
+        let end = body
+            .checked_add(key_len)
+            .and_then(|e| e.checked_add(doc_len))
+            .filter(|e| *e <= self.entries_end)
+            .ok_or_else(|| damaged(&self.path, "an entry runs past the entries"))?;
+        if crc32c(&self.map[start + 4..end]) != crc {
+            return Err(damaged(&self.path, "entry checksum mismatch"));
+        }
+        Ok((
+            &self.map[body..body + key_len],
+            &self.map[body + key_len..end],
+        ))
+    }
+
+    /// Every entry in file order (checked), for tests and rebuilding.
+    pub fn entries(&self) -> impl Iterator<Item = Result<(&[u8], &[u8])>> + '_ {
+        (0..self.count as usize)
+            .map(move |slot| self.entry(word(&self.map, self.slots + slot * 16 + 8)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(dir: &Path, n: u32) -> PathBuf {
+        let path = dir.join("image-1");
+        let mut w = ImageWriter::create(&path).unwrap();
+        for i in 0..n {
+            w.add(format!("key{i}").as_bytes(), format!("doc{i}").as_bytes())
+                .unwrap();
+        }
+        w.finish(b"{\"state\":1}").unwrap();
+        path
+    }
+
+    #[test]
+    fn every_key_is_found_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [0u32, 1, 7, 5000] {
+            let image = Image::open(&build(dir.path(), n)).unwrap();
+            assert_eq!(image.len(), n as u64);
+            assert_eq!(image.state(), b"{\"state\":1}");
+            for i in 0..n {
+                let doc = image.get(format!("key{i}").as_bytes()).unwrap();
+                assert_eq!(doc, Some(format!("doc{i}").as_bytes()));
+            }
+            assert_eq!(image.get(b"key-absent").unwrap(), None);
+            assert_eq!(image.entries().count(), n as usize);
+        }
+    }
+
+    #[test]
+    fn any_flipped_byte_is_an_error_never_a_wrong_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = build(dir.path(), 300);
+        let good = std::fs::read(&path).unwrap();
+        for at in (0..good.len()).step_by(7) {
+            let mut bad = good.clone();
+            bad[at] ^= 0x5a;
+            let broken = dir.path().join("broken");
+            std::fs::write(&broken, &bad).unwrap();
+            let Ok(image) = Image::open(&broken) else {
+                continue; // refused at open: fine
+            };
+            for i in 0..300 {
+                let key = format!("key{i}");
+                match image.get(key.as_bytes()) {
+                    Ok(Some(doc)) => assert_eq!(doc, format!("doc{i}").as_bytes(), "byte {at}"),
+                    // A flipped state byte is not the slots' business.
+                    Ok(None) => panic!("byte {at}: key{i} vanished without an error"),
+                    Err(_) => {}
+                }
+            }
+        }
+        // Truncated: refused.
+        for cut in [0, 10, 63, 64, good.len() / 2, good.len() - 1] {
+            let broken = dir.path().join("cut");
+            std::fs::write(&broken, &good[..cut]).unwrap();
+            assert!(Image::open(&broken).is_err(), "cut at {cut}");
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! One local copy per host: readers of one mount directory in several processes (and several
+//! readers in one process) share it. The first owns it (polls the bucket, writes the shared
+//! image and overlay); the others attach, make no storage requests, see every write, refuse
+//! a mount that serves something else, and take it over when the owner goes.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ikv_core::store::{create_store, discover_tip};
+use ikv_core::{ErrorKind, Storage, StoreConfig, StoreLayout};
+use ikv_reader::{Reader, ReaderOptions};
+use ikv_tests::counting::CountingStore;
+use ikv_tests::model::Model;
+use ikv_tests::model_check::{assert_equals_model, write_and_record};
+use ikv_tests::random_ops::{PRIMARY_KEY, Workload};
+use ikv_tests::runtime;
+use ikv_writer::{Writer, WriterOptions};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+
+const KEYS: usize = 60;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    url: String,
+    storage: Storage,
+    config: StoreConfig,
+    rt: tokio::runtime::Runtime,
+}
+
+fn fixture(partitions: u32) -> Fixture {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    let url = format!("file://{}", bucket.display());
+    let storage = Storage::open(&url, &Default::default()).unwrap();
+    let config = StoreConfig::new("shared", PRIMARY_KEY, None, partitions).unwrap();
+    rt.block_on(create_store(&storage, &config)).unwrap();
+    Fixture {
+        dir,
+        url,
+        storage,
+        config,
+        rt,
+    }
+}
+
+impl Fixture {
+    fn options(&self, mount: &str) -> ReaderOptions {
+        let mut o = ReaderOptions::new(&self.url, "shared", self.dir.path().join(mount));
+        o.poll_interval = Duration::from_millis(10);
+        o
+    }
+
+    /// Options whose storage requests are counted by `counting`.
+    fn counted_options(&self, mount: &str, counting: &Arc<CountingStore>) -> ReaderOptions {
+        let mut o = self.options(mount);
+        o.storage = Some(Storage::new(
+            counting.clone(),
+            ObjectPath::from(""),
+            self.url.clone(),
+        ));
+        o
+    }
+
+    fn writer(&self) -> Writer {
+        self.rt
+            .block_on(Writer::open(
+                self.storage.clone(),
+                "shared",
+                WriterOptions::default(),
+            ))
+            .unwrap()
+    }
+
+    fn tips(&self) -> Vec<u64> {
+        let layout = StoreLayout::new(&self.storage.prefix, "shared").unwrap();
+        (0..self.config.num_partitions)
+            .map(|p| {
+                self.rt
+                    .block_on(discover_tip(&self.storage, &layout, p))
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    fn reader_process(&self, mount: &str, partitions: Option<&str>, url: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ikv-test-reader"));
+        cmd.args([url, "shared", self.dir.path().join(mount).to_str().unwrap()]);
+        if let Some(p) = partitions {
+            cmd.arg(p);
+        }
+        cmd
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn caught_up(reader: &Reader, tips: &[u64]) -> bool {
+    reader
+        .status()
+        .iter()
+        .all(|s| s.applied_sequence >= tips[s.partition as usize])
+}
+
+/// Names, sizes and modification times of everything under `dir`.
+fn listing(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+            out.push((
+                e.path().display().to_string(),
+                meta.len(),
+                meta.modified().unwrap(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_second_process_attaches_and_one_asking_for_something_else_is_refused() {
+    let f = fixture(2);
+    let owner = Reader::open(f.options("mount")).unwrap();
+    assert!(owner.owns_mount());
+    let mut attached = f
+        .reader_process("mount", None, &f.url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(attached.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready attached");
+    attached.kill().unwrap();
+    attached.wait().unwrap();
+
+    let before = listing(&f.dir.path().join("mount"));
+    let elsewhere = format!("file://{}/elsewhere", f.dir.path().display());
+    for (partitions, url, names) in [
+        (Some("1"), f.url.as_str(), "partitions [1]"),
+        (None, elsewhere.as_str(), "storage root"),
+    ] {
+        let out = f.reader_process("mount", partitions, url).output().unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("in use by a reader that serves") && stderr.contains(names),
+            "{stderr}"
+        );
+    }
+    // In-process, too.
+    let mut other = f.options("mount");
+    other.partitions = vec![0];
+    let err = Reader::open(other).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Local);
+    assert!(err.to_string().contains("partitions [0, 1]"), "{err}");
+    assert_eq!(
+        listing(&f.dir.path().join("mount")),
+        before,
+        "a refused reader changed nothing of the mount"
+    );
+}
+
+/// Four attached readers make no storage request at all while they follow every write; the
+/// owner's requests are what one reader's would be.
+#[test]
+fn attached_readers_make_no_storage_requests_and_see_every_write() {
+    let f = fixture(2);
+    let inner: Arc<dyn object_store::ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(f.dir.path().join("bucket")).unwrap());
+    let owner_counts = Arc::new(CountingStore::new(inner.clone()));
+    let attached_counts = Arc::new(CountingStore::new(inner));
+    let writer = f.writer();
+    let mut model = Model::new(PRIMARY_KEY, None, f.config.num_partitions);
+    let mut work = Workload::new(3, KEYS);
+    let keys = work.all_keys();
+    for _ in 0..10 {
+        let ops = work.batch(10);
+        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
+    }
+    let owner = Reader::open(f.counted_options("mount", &owner_counts)).unwrap();
+    let attached: Vec<Reader> = (0..4)
+        .map(|_| Reader::open(f.counted_options("mount", &attached_counts)).unwrap())
+        .collect();
+    assert!(attached.iter().all(|r| !r.owns_mount()));
+    for _ in 0..30 {
+        let ops = work.batch(10);
+        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
+    }
+    let tips = f.tips();
+    for r in attached.iter().chain([&owner]) {
+        wait_until("every reader caught up", || caught_up(r, &tips));
+        assert_equals_model(r, &keys, &model.state());
+    }
+    assert_eq!(
+        attached_counts.counts().total(),
+        0,
+        "attached readers never touch the bucket"
+    );
+    assert!(owner_counts.counts().total() > 0);
+}
+
+/// The owner shuts down: an attached reader takes the mount over from the durable copy (no
+/// bootstrap: no snapshot is read) and keeps following writes. Then the owner process is
+/// killed with SIGKILL mid-stream: the in-process reader takes over again.
+#[test]
+fn the_owner_leaving_or_killed_hands_the_mount_over_without_a_bootstrap() {
+    let f = fixture(2);
+    let writer = f.writer();
+    let mut model = Model::new(PRIMARY_KEY, None, f.config.num_partitions);
+    let mut work = Workload::new(4, KEYS);
+    let keys = work.all_keys();
+    for _ in 0..10 {
+        let ops = work.batch(10);
+        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
+    }
+    for p in 0..f.config.num_partitions {
+        f.rt.block_on(ikv_tests::force_snapshot(&f.storage, &f.config, p))
+            .unwrap();
+    }
+    let inner: Arc<dyn object_store::ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(f.dir.path().join("bucket")).unwrap());
+    let follower_counts = Arc::new(CountingStore::new(inner));
+    let owner = Reader::open(f.options("mount")).unwrap();
+    let follower = Reader::open(f.counted_options("mount", &follower_counts)).unwrap();
+    assert!(!follower.owns_mount());
+    let images = || {
+        listing(&f.dir.path().join("mount"))
+            .into_iter()
+            .filter(|(name, _, _)| name.contains("/image-"))
+            .collect::<Vec<_>>()
+    };
+    let published = images();
+    assert_eq!(published.len(), 1, "{published:?}");
+    owner.shutdown().unwrap();
+    wait_until("the follower owns the mount", || follower.owns_mount());
+    // Adopted, not rebuilt: the same image file (a bootstrap or a fold writes a new one).
+    assert_eq!(images(), published);
+    for _ in 0..10 {
+        let ops = work.batch(10);
+        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
+    }
+    let tips = f.tips();
+    wait_until("the new owner caught up", || caught_up(&follower, &tips));
+    assert_equals_model(&follower, &keys, &model.state());
+    assert!(follower_counts.counts().gets > 0, "the new owner polls");
+    assert_eq!(images(), published, "still no new image");
+    follower.shutdown().unwrap();
+
+    // A separate owner process, killed mid-stream; this process follows and takes over.
+    let mut process = f
+        .reader_process("mount", None, &f.url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(process.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready owner");
+    let reader = Reader::open(f.options("mount")).unwrap();
+    assert!(!reader.owns_mount());
+    for _ in 0..10 {
+        let ops = work.batch(10);
+        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
+    }
+    process.kill().unwrap();
+    process.wait().unwrap();
+    for _ in 0..10 {
+        let ops = work.batch(10);
+        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
+    }
+    wait_until("this reader owns the mount", || reader.owns_mount());
+    let tips = f.tips();
+    wait_until("caught up after the takeover", || caught_up(&reader, &tips));
+    assert_equals_model(&reader, &keys, &model.state());
+}
