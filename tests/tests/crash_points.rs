@@ -301,19 +301,28 @@ fn a_reader_killed_in_bootstrap_or_in_delta_apply_resumes_to_the_model() {
         1,
         seed
     ));
+    // And once the durable copy is activated, before the shared read image is published.
+    assert!(kill_at(
+        b.reader_cmd(&mount),
+        "reader.generation.before_current",
+        1,
+        seed
+    ));
     b.assert_mount_matches(&mount, seed);
 
     // Delta apply, drops included: the reopened reader catches up delta by delta and is
     // killed before or after a delta's local commit.
-    for round in 0..4 {
+    for round in 0..6 {
         b.write_random(25);
         // Documents always remain after the round (a random drop_all may have just emptied
         // the store), so the comparison below has something to compare.
         b.write_bulk(if round == 2 { 6_000 } else { 100 }, round);
-        let point = if round % 2 == 0 {
-            "reader.apply.before_commit"
-        } else {
-            "reader.apply.after_commit"
+        // Before the durable commit, after it, and between it and the shared overlay (the
+        // next owner then folds a new image from the durable copy).
+        let point = match round % 3 {
+            0 => "reader.apply.before_commit",
+            1 => "reader.apply.after_commit",
+            _ => "reader.apply.before_overlay",
         };
         kill_somewhere(&mut rng, 25, seed, point, || b.reader_cmd(&mount));
         b.assert_mount_matches(&mount, seed);
