@@ -123,7 +123,6 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=50_000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--memory-index", choices=["on", "off"], default="on")
     args = ap.parse_args()
     root = pathlib.Path(tempfile.mkdtemp(prefix="ikv-stalls-"))
     url = f"file://{root}/bucket"
@@ -132,8 +131,7 @@ def main() -> None:
     seed(store, url, args.docs)
     opts = (
         ClientOptionsBuilder().with_store_name(store).with_storage_url(url)
-        .with_mount_directory(str(root / "mount")).with_poll_interval(0.05)
-        .with_memory_index(args.memory_index == "on").build()
+        .with_mount_directory(str(root / "mount")).with_poll_interval(0.05).build()
     )
     results = {"quiet": [], "writes": []}
     with create_new_reader(opts) as reader:
@@ -156,7 +154,7 @@ def main() -> None:
                     results[phase][-1] += (int(batches or 0),)
         applied = sum(s["applied_sequence"] for s in reader.status())
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"{args.docs} docs, batches of {args.batch}/s from another process, memory index {args.memory_index}, "
+          f"{args.docs} docs, batches of {args.batch}/s from another process, "
           f"{args.rounds} rounds of {args.seconds:.0f} s, deltas applied in all: {applied}")
     print("| phase | worst get (µs) | p99 get (µs) | gets/round | longest pure-Python stall (ms) | get loop: voluntary / involuntary context switches | batches/round |")
     print("|---|---|---|---|---|---|---|")
