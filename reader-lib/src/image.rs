@@ -225,6 +225,11 @@ impl Image {
         // SAFETY: an image is never written after it is renamed into place (writers make a
         // new file), so the mapping does not change under the slices made from it.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| io_err(path, e))?;
+        // Lookups touch one entry at random: read-ahead around a fault would only push other
+        // pages out when the image is larger than the memory it is given.
+        if let Err(e) = map.advise(memmap2::Advice::Random) {
+            tracing::debug!(error = %e, "madvise(RANDOM) on the read image failed");
+        }
         let len = map.len();
         if len < HEADER_LEN as usize || &map[..8] != MAGIC {
             return Err(damaged(path, "not an ikv read image"));
