@@ -304,6 +304,16 @@ def test_a_str_is_not_a_list_of_keys_and_bad_arguments_raise_ikvpy_classes(store
             reader.multiget_bytes_values(bytes_primary_keys=b"ab", field_names=["city"])
         with pytest.raises(ikvpy.IKVTypeError, match="must be a list"):
             reader.multiget_string_values(str_primary_keys=None, field_names=["city"])
+        with pytest.raises(ikvpy.IKVTypeError, match="bytes_primary_keys must hold bytes, not str"):
+            reader.multiget_bytes_values(bytes_primary_keys=[b"a", "b"], field_names=["city"])
+        with pytest.raises(ikvpy.IKVTypeError, match="str_primary_keys must hold str, not bytes"):
+            reader.multiget_string_values(str_primary_keys=("a", b"b"), field_names=["city"])
+        with pytest.raises(ikvpy.IKVValueError, match="lone surrogate|not valid Unicode"):
+            reader.multiget_string_values(str_primary_keys=["\ud800"], field_names=["city"])
+        # Large batches (read with the GIL released) and small ones (held) answer alike.
+        big = ["a", "b", "zz"] * 700
+        assert list(reader.multiget_string_values(str_primary_keys=big, field_names=["city"])) == ["Paris", "Rome", None] * 700
+        assert list(reader.multiget_string_values(str_primary_keys=big[:3], field_names=["city"])) == ["Paris", "Rome", None]
         with pytest.raises(ikvpy.IKVTypeError, match="primary_keys must be a list"):
             reader.multiget_table("ab", ["city"])
         with pytest.raises(ikvpy.IKVTypeError, match="field_name must be a str"):

@@ -260,6 +260,7 @@ pub struct DocView<'a> {
 }
 
 /// One field of a [`DocView`].
+#[derive(Clone, Copy)]
 pub struct FieldRef<'a> {
     pub name: &'a str,
     pub field_type: FieldType,

@@ -737,19 +737,35 @@ impl Reader {
     ) -> Result<Vec<Option<FieldValue>>> {
         let nf = fields.len();
         let mut out: Vec<Option<FieldValue>> = vec![None; keys.len() * nf];
-        if nf == 0 {
-            return Ok(out);
+        self.multiget_visit(keys, fields, |i, j, stored| {
+            out[i * nf + j] = Some(stored.value()?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `visit(i, j, field)` for every live stored field `fields[j]` of document
+    /// `keys[i]`, all from one consistent view, with the field's bytes borrowed from the
+    /// shared copy: a caller can convert them without an intermediate copy (the Python
+    /// binding builds its objects straight from them). One document lookup per key.
+    pub fn multiget_visit<K: AsRef<[u8]>, F: AsRef<str>>(
+        &self,
+        keys: &[K],
+        fields: &[F],
+        mut visit: impl FnMut(usize, usize, FieldRef<'_>) -> Result<()>,
+    ) -> Result<()> {
+        if fields.is_empty() {
+            return Ok(());
         }
         for k in keys {
             self.check_mounted(k.as_ref())?;
         }
         let view = self.shared.view.load();
-        // One document lookup per key; all asked-for fields from it.
-        for i in 0..keys.len() {
-            let Some(bytes) = view.doc(keys[i].as_ref())? else {
+        let pk = &self.shared.config.primary_key_field;
+        for (i, key) in keys.iter().enumerate() {
+            let Some(bytes) = view.doc(key.as_ref())? else {
                 continue;
             };
-            let pk = &self.shared.config.primary_key_field;
             let Some(doc) = select(bytes, &view.drops, pk)? else {
                 continue;
             };
@@ -761,16 +777,15 @@ impl Reader {
                 }
                 let is_pk = stored.name == pk.as_str();
                 if drops.is_none_or(|d| d.is_live(stored.name, is_pk, stored.epoch)) {
-                    let value = stored.value()?;
                     for (j, f) in fields.iter().enumerate() {
                         if f.as_ref() == stored.name {
-                            out[i * nf + j] = Some(value.clone());
+                            visit(i, j, stored)?;
                         }
                     }
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Stops polling, flushes the local copy to disk and hands the mount to another process.
