@@ -11,7 +11,8 @@ processes' PSS (``/proc/<pid>/smaps_rollup``: shared pages are divided among the
 mapping them, so the sum is what the host holds for them). Also the bootstrap rate and how
 fast a write reaches an attached process. Prints Markdown for BENCHMARKS.md.
 
-Run: ``.venv/bin/python python/benchmarks/bench_processes.py [DOCS]`` with a release wheel
+Run: ``.venv/bin/python python/benchmarks/bench_processes.py [DOCS [PROCESS-COUNTS]]``
+(counts as ``1,4,8``, the default) with a release wheel
 installed and py-lmdb (``pip install -r python/requirements-bench.txt``).
 """
 
@@ -180,6 +181,7 @@ def watch(root: str, samples: int, out) -> None:
 
 def main() -> None:
     docs = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000
+    counts = [int(n) for n in sys.argv[2].split(",")] if len(sys.argv) > 2 else [1, 4, 8]
     root = tempfile.mkdtemp(prefix="ikv-procbench-")
     url = f"file://{root}/bucket"
     admin.create_store("bench", "id", storage_url=url)
@@ -207,7 +209,7 @@ def main() -> None:
     reader.shutdown()
 
     rows = []
-    for n in (1, 4, 8):
+    for n in counts:
         for side in ("ikv", "lmdb"):
             reports, pss = run_side(side, root, docs, n)
             attach = [r[1] for r in reports[1:]] or [reports[0][1]]
