@@ -101,13 +101,7 @@ impl Owner {
     fn adopt(&mut self, generation: u64, states: &BTreeMap<u32, ImagePartition>) -> Result<bool> {
         let image = Arc::new(Image::open(&self.mount.image_path(generation))?);
         let overlay = Arc::new(Overlay::open(&self.mount.overlay_path(generation), true)?);
-        let view = ReadView::open(
-            generation,
-            image,
-            overlay.clone(),
-            self.identity.config.num_partitions,
-            self.damaged.clone(),
-        )?;
+        let view = self.view_of(generation, image, &overlay)?;
         let same = states.iter().all(|(p, s)| {
             view.applied[*p as usize] == s.applied && view.drops[*p as usize] == s.drops
         });
@@ -119,6 +113,21 @@ impl Owner {
         self.overlay = Some((generation, overlay));
         self.publish(view);
         Ok(true)
+    }
+
+    fn view_of(
+        &self,
+        generation: u64,
+        image: Arc<Image>,
+        overlay: &Arc<Overlay>,
+    ) -> Result<ReadView> {
+        ReadView::open(
+            generation,
+            image,
+            overlay.clone(),
+            self.identity.config.num_partitions,
+            self.damaged.clone(),
+        )
     }
 
     pub fn identity(&self) -> &Identity {
@@ -222,13 +231,7 @@ impl Owner {
             self.identity.config.num_partitions,
             threshold * 4,
         )?);
-        let view = ReadView::open(
-            generation,
-            image,
-            overlay.clone(),
-            self.identity.config.num_partitions,
-            self.damaged.clone(),
-        )?;
+        let view = self.view_of(generation, image, &overlay)?;
         ikv_core::failpoint!("reader.generation.before_current");
         self.mount.write_current(&Current {
             generation,

@@ -29,6 +29,22 @@ pub struct PartitionStatus {
     pub gap: Option<u64>,
 }
 
+impl PartitionStatus {
+    /// A partition nothing is known of yet.
+    fn new(partition: u32) -> PartitionStatus {
+        PartitionStatus {
+            partition,
+            applied_sequence: 0,
+            snapshot_sequence: 0,
+            caught_up_at: None,
+            last_successful_poll: None,
+            lag_deltas: 0,
+            last_error: None,
+            gap: None,
+        }
+    }
+}
+
 /// Status of every mounted partition, updated by the poller. Reading it never waits (a
 /// health check during a long apply, or a forked child, must not block on the poller).
 #[derive(Debug, Default)]
@@ -42,16 +58,7 @@ impl StatusBoard {
             partitions: ArcSwap::from_pointee(
                 partitions
                     .iter()
-                    .map(|&p| PartitionStatus {
-                        partition: p,
-                        applied_sequence: 0,
-                        snapshot_sequence: 0,
-                        caught_up_at: None,
-                        last_successful_poll: None,
-                        lag_deltas: 0,
-                        last_error: None,
-                        gap: None,
-                    })
+                    .map(|&p| PartitionStatus::new(p))
                     .collect(),
             ),
         }
@@ -64,16 +71,7 @@ impl StatusBoard {
             let mut all = Vec::clone(all);
             for &p in partitions {
                 if !all.iter().any(|s| s.partition == p) {
-                    all.push(PartitionStatus {
-                        partition: p,
-                        applied_sequence: 0,
-                        snapshot_sequence: 0,
-                        caught_up_at: None,
-                        last_successful_poll: None,
-                        lag_deltas: 0,
-                        last_error: None,
-                        gap: None,
-                    });
+                    all.push(PartitionStatus::new(p));
                 }
             }
             all.sort_by_key(|s| s.partition);

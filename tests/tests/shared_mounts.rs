@@ -98,6 +98,23 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// A reader process on `mount`, once it has printed `ready` (its role must be `expected`).
+    fn ready_process(&self, mount: &str, expected: &str) -> std::process::Child {
+        let mut child = self
+            .reader_process(mount, None, &self.url)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), expected);
+        child
+    }
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !done() {
@@ -139,16 +156,7 @@ fn a_second_process_attaches_and_one_asking_for_something_else_is_refused() {
     let f = fixture(2);
     let owner = Reader::open(f.options("mount")).unwrap();
     assert!(owner.owns_mount());
-    let mut attached = f
-        .reader_process("mount", None, &f.url)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(attached.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready attached");
+    let mut attached = f.ready_process("mount", "ready attached");
     attached.kill().unwrap();
     attached.wait().unwrap();
 
@@ -266,16 +274,7 @@ fn the_owner_leaving_or_killed_hands_the_mount_over_without_a_bootstrap() {
     follower.shutdown().unwrap();
 
     // A separate owner process, killed mid-stream; this process follows and takes over.
-    let mut process = f
-        .reader_process("mount", None, &f.url)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(process.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready owner");
+    let mut process = f.ready_process("mount", "ready owner");
     let reader = Reader::open(f.options("mount")).unwrap();
     assert!(!reader.owns_mount());
     for _ in 0..10 {
