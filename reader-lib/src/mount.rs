@@ -135,11 +135,17 @@ impl MountDir {
 
     /// Gives ownership up (another process may take it at once).
     pub fn disown(&self) {
+        self.unregister();
+        let _ = self.lock.unlock();
+    }
+
+    /// Takes the lock's descriptor out of the at-fork list: once closed, its number may be
+    /// reused by an unrelated file, which the handler must never touch.
+    fn unregister(&self) {
         let fd = self.lock.as_raw_fd();
         for slot in &OWNER_FDS {
             let _ = slot.compare_exchange(fd, -1, Ordering::SeqCst, Ordering::SeqCst);
         }
-        let _ = self.lock.unlock();
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -251,6 +257,12 @@ impl MountDir {
     /// Whether a process reported damage since the last call (clears the report).
     pub fn take_damage_report(&self) -> bool {
         std::fs::remove_file(self.damaged_path()).is_ok()
+    }
+}
+
+impl Drop for MountDir {
+    fn drop(&mut self) {
+        self.unregister();
     }
 }
 
