@@ -30,6 +30,8 @@ const MAGIC: &[u8; 8] = b"IKVIMG01";
 const HEADER_LEN: u64 = 64;
 const ENTRY_HEADER_LEN: usize = 12;
 const CRC_BLOCK: usize = 1 << 20;
+/// Most keys [`Image::prefetch`] warms at once (their lines fit the L1 and L2 caches).
+pub const PREFETCH_MAX: usize = 32;
 
 /// The hash that places a key among the slots: xxh3, the same in every process and version.
 pub fn key_hash(key: &[u8]) -> u64 {
@@ -333,6 +335,56 @@ impl Image {
         Ok(None)
     }
 
+    /// Brings the directory words, slots and entry heads that lookups of `keys` will read
+    /// into the CPU cache, in three passes of independent loads, so that a batch waits on
+    /// memory about three times rather than three times per key. Changes no result.
+    pub fn prefetch<K: AsRef<[u8]>>(&self, keys: &[K]) {
+        let mut work: [(u64, usize); PREFETCH_MAX] = [(0, 0); PREFETCH_MAX];
+        let keys = &keys[..keys.len().min(PREFETCH_MAX)];
+        for (w, k) in work.iter_mut().zip(keys) {
+            let hash = key_hash(k.as_ref());
+            let bucket = bucket_of(hash, self.bits) as usize;
+            self.prefetch_at(self.directory + bucket * 8);
+            *w = (hash, bucket);
+        }
+        for w in work.iter_mut().take(keys.len()) {
+            let from = self.dir(w.1) as usize;
+            self.prefetch_at(self.slots + from * 16);
+            w.1 = from;
+        }
+        for &(hash, from) in work.iter().take(keys.len()) {
+            let mut slot = from;
+            while slot < self.count as usize {
+                let at = self.slots + slot * 16;
+                let slot_hash = word(&self.map, at);
+                if slot_hash > hash {
+                    break;
+                }
+                if slot_hash == hash {
+                    let entry = word(&self.map, at + 8) as usize;
+                    self.prefetch_at(entry);
+                    self.prefetch_at(entry + 64);
+                    self.prefetch_at(entry + 128);
+                    self.prefetch_at(entry + 192);
+                }
+                slot += 1;
+            }
+        }
+    }
+
+    fn prefetch_at(&self, at: usize) {
+        if at < self.map.len() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch is a hint: it never faults and writes nothing; the address is
+            // inside the mapping.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    self.map.as_ptr().add(at) as *const i8,
+                );
+            }
+        }
+    }
+
     /// The checked key and document of the entry at `offset`.
     fn entry(&self, offset: u64) -> Result<(&[u8], &[u8])> {
         let start = offset as usize;
@@ -392,6 +444,19 @@ mod tests {
             }
             assert_eq!(image.get(b"key-absent").unwrap(), None);
             assert_eq!(image.entries().count(), n as usize);
+            // Warming the cache for any keys, present or not, more than one window of them
+            // or none, changes no answer.
+            let mut keys: Vec<String> = (0..n.min(100)).map(|i| format!("key{i}")).collect();
+            keys.extend((0..50).map(|i| format!("absent{i}")));
+            for window in [&keys[..], &keys[..0], &keys[..1]] {
+                image.prefetch(window);
+            }
+            for k in &keys {
+                let want = k
+                    .strip_prefix("key")
+                    .map(|i| format!("doc{i}").into_bytes());
+                assert_eq!(image.get(k.as_bytes()).unwrap().map(<[u8]>::to_vec), want);
+            }
         }
     }
 

@@ -20,7 +20,7 @@ use ikv_core::{
 use tokio::sync::watch;
 
 use crate::doc::{FieldRef, OwnedDoc, select};
-use crate::image::Image;
+use crate::image::{Image, PREFETCH_MAX};
 use crate::local::PartitionState;
 use crate::mount::{Current, Identity, LOCAL_LAYOUT, MountDir, check_identity, normalized_url};
 use crate::overlay::Overlay;
@@ -763,6 +763,10 @@ impl Reader {
         let view = self.shared.view.load();
         let pk = &self.shared.config.primary_key_field;
         for (i, key) in keys.iter().enumerate() {
+            // The lookups of a batch wait on memory together, not one after another.
+            if i % PREFETCH_MAX == 0 && keys.len() - i > 1 {
+                view.image.prefetch(&keys[i..]);
+            }
             let Some(bytes) = view.doc(key.as_ref())? else {
                 continue;
             };
