@@ -292,3 +292,49 @@ fn the_owner_leaving_or_killed_hands_the_mount_over_without_a_bootstrap() {
     wait_until("caught up after the takeover", || caught_up(&reader, &tips));
     assert_equals_model(&reader, &keys, &model.state());
 }
+
+/// Four readers opening one new mount at the same moment: one bootstraps (it owns the mount),
+/// the others wait for its copy and attach; there is one read image (a second bootstrap would
+/// have written another generation) and every reader equals the model.
+#[test]
+fn readers_starting_together_cause_one_bootstrap() {
+    let f = fixture(2);
+    let writer = f.writer();
+    let mut model = Model::new(PRIMARY_KEY, None, f.config.num_partitions);
+    let mut work = Workload::new(6, KEYS);
+    let keys = work.all_keys();
+    for _ in 0..20 {
+        let ops = work.batch(10);
+        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
+    }
+    for p in 0..f.config.num_partitions {
+        f.rt.block_on(ikv_tests::force_snapshot(&f.storage, &f.config, p))
+            .unwrap();
+    }
+    let start = Arc::new(std::sync::Barrier::new(4));
+    let readers: Vec<Reader> = (0..4)
+        .map(|_| {
+            let (options, start) = (f.options("mount"), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                Reader::open(options).unwrap()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(readers.iter().filter(|r| r.owns_mount()).count(), 1);
+    let images: Vec<String> = listing(&f.dir.path().join("mount"))
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .filter(|name| name.contains("/image-"))
+        .collect();
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert!(images[0].ends_with("image-0000000001"), "{images:?}");
+    let tips = f.tips();
+    for r in &readers {
+        wait_until("every reader caught up", || caught_up(r, &tips));
+        assert_equals_model(r, &keys, &model.state());
+    }
+}
