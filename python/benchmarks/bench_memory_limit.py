@@ -20,14 +20,10 @@ import sys
 import tempfile
 import uuid
 
-import lmdb
-
-from ikvpy import admin
+import dataset
 from ikvpy.clientoptions import ClientOptionsBuilder
-from ikvpy.document import IKVDocumentBuilder
-from ikvpy.factory import create_new_reader, create_new_writer
+from ikvpy.factory import create_new_reader
 
-FIELDS = ["f1", "f2", "f3"]
 
 READER = r"""
 import random, sys, time
@@ -60,12 +56,6 @@ print(" ".join(str(lat[int((len(lat) - 1) * p)]) for p in (0.5, 0.99, 0.999)), f
 """
 
 
-def key(i: int) -> str:
-    return f"k{i:09d}"
-
-
-def value(i: int, f: int) -> bytes:
-    return f"{f}{i:049d}".encode()
 
 
 def cgroup_parent() -> pathlib.Path:
@@ -110,29 +100,11 @@ def run_limited(side: str, root: str, docs: int, limit: int):
 def main() -> None:
     docs = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000
     root = tempfile.mkdtemp(prefix="ikv-limitbench-")
-    url = f"file://{root}/bucket"
-    admin.create_store("bench", "id", storage_url=url)
     options = (
-        ClientOptionsBuilder().with_store_name("bench").with_storage_url(url)
+        ClientOptionsBuilder().with_store_name("bench").with_storage_url(f"file://{root}/bucket")
         .with_mount_directory(f"{root}/mount").build()
     )
-    with create_new_writer(options) as writer:
-        for start in range(0, docs, 20_000):
-            batch = []
-            for i in range(start, min(start + 20_000, docs)):
-                b = IKVDocumentBuilder().put_string_field("id", key(i))
-                for n, f in enumerate(FIELDS):
-                    b.put_bytes_field(f, value(i, n))
-                batch.append(b.build())
-            writer.upsert_fields_batch(batch)
-    admin.run_snapshot("bench", storage_url=url)
-    env = lmdb.open(f"{root}/lmdb", map_size=16 << 30, writemap=True)
-    with env.begin(write=True) as txn:
-        for i in range(docs):
-            for n, f in enumerate(FIELDS):
-                txn.put(f"{key(i)}\0{f}".encode(), value(i, n))
-    env.sync(True)
-    env.close()
+    dataset.build(root, docs, options)
     owner = create_new_reader(options)
     owner.startup()
     image = next(pathlib.Path(root, "mount", "bench").glob("image-*"))

@@ -27,23 +27,18 @@ import time
 
 import lmdb
 
-from ikvpy import admin
+import dataset
 from ikvpy.clientoptions import ClientOptionsBuilder
 from ikvpy.document import IKVDocumentBuilder
 from ikvpy.factory import create_new_reader, create_new_writer
 
-FIELDS = ["f1", "f2", "f3"]
+FIELDS = dataset.FIELDS
+key = dataset.key
 SAMPLES = 100_000
 WARM = 20_000
 SMALL_BATCHES = 2_000
 
 
-def key(i: int) -> str:
-    return f"k{i:09d}"
-
-
-def value(i: int, f: int) -> bytes:
-    return f"{f}{i:049d}".encode()
 
 
 def pct(lat, p):
@@ -183,24 +178,7 @@ def main() -> None:
     docs = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000
     counts = [int(n) for n in sys.argv[2].split(",")] if len(sys.argv) > 2 else [1, 4, 8]
     root = tempfile.mkdtemp(prefix="ikv-procbench-")
-    url = f"file://{root}/bucket"
-    admin.create_store("bench", "id", storage_url=url)
-    with create_new_writer(options(root)) as writer:
-        for start in range(0, docs, 20_000):
-            batch = []
-            for i in range(start, min(start + 20_000, docs)):
-                b = IKVDocumentBuilder().put_string_field("id", key(i))
-                for n, f in enumerate(FIELDS):
-                    b.put_bytes_field(f, value(i, n))
-                batch.append(b.build())
-            writer.upsert_fields_batch(batch)
-    admin.run_snapshot("bench", storage_url=url)
-    env = lmdb.open(f"{root}/lmdb", map_size=16 << 30, writemap=True)
-    with env.begin(write=True) as txn:
-        for i in range(docs):
-            for n, f in enumerate(FIELDS):
-                txn.put(f"{key(i)}\0{f}".encode(), value(i, n))
-    env.close()
+    dataset.build(root, docs, options(root))
     data_bytes = docs * (10 + 3 * 50)
     reader = create_new_reader(options(root))
     t = time.perf_counter()
