@@ -121,6 +121,9 @@ for n in range(8):
             # parent's copy), then exits, shuts its reader down, or writes.
             wait_for(lambda: reader.get_string_value("after", "v") == "1")
             assert reader.status()[0]["owns_mount"] is False
+            # Everything else as written (the model of this scenario).
+            keys = [f"k{i}" for i in range(50)]
+            assert list(reader.multiget_string_values(str_primary_keys=keys, field_names=["v"])) == ["0"] * 50
             if n % 3 == 1:
                 reader.shutdown()
             elif n % 3 == 2:
