@@ -1,5 +1,6 @@
-//! Conditional creation of objects, the one primitive every ikv writer of the bucket relies
-//! on (store configurations, snapshot manifests; deltas add batch ids on top, in the writer).
+//! The one module through which every crate reaches the bucket's primitives: conditional
+//! creation of objects (store configurations, snapshot manifests; deltas add batch ids on top,
+//! in the writer), reads, and listings of a log's or a snapshot directory's sequence numbers.
 //!
 //! S3 answers a conditional create (`If-None-Match: *`) of an existing key with 412, and with
 //! 409 ConditionalRequestConflict when another conditional write of the key is still in
@@ -14,7 +15,9 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::error::{Error, Result};
+use crate::layout::{StoreLayout, parse_delta_seq, parse_seq};
 use crate::storage::Storage;
+use crate::store::SNAPSHOT_MANIFEST;
 
 /// What a conditional create did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,4 +133,60 @@ pub async fn create_if_absent(storage: &Storage, path: &Path, body: Bytes) -> Re
         context: format!("creating {path}"),
         message: "no attempt settled".into(),
     }))
+}
+
+/// Every object under `dir` (one LIST, paged by the store as it needs).
+pub async fn list(storage: &Storage, dir: &Path) -> Result<Vec<object_store::ObjectMeta>> {
+    futures::TryStreamExt::try_collect(storage.store.list(Some(dir)))
+        .await
+        .map_err(|e| Error::storage(format!("listing {dir}"), e))
+}
+
+/// The deltas present in a partition's log with their metadata, ascending by sequence.
+pub async fn list_deltas(
+    storage: &Storage,
+    layout: &StoreLayout,
+    partition: u32,
+) -> Result<Vec<(u64, object_store::ObjectMeta)>> {
+    let mut deltas: Vec<(u64, object_store::ObjectMeta)> =
+        list(storage, &layout.deltas_dir(partition))
+            .await?
+            .into_iter()
+            .filter_map(|m| parse_delta_seq(&m.location).map(|s| (s, m)))
+            .collect();
+    deltas.sort_by_key(|(s, _)| *s);
+    Ok(deltas)
+}
+
+/// Sequence numbers of the deltas present in a partition's log, ascending.
+pub async fn list_delta_seqs(
+    storage: &Storage,
+    layout: &StoreLayout,
+    partition: u32,
+) -> Result<Vec<u64>> {
+    Ok(list_deltas(storage, layout, partition)
+        .await?
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect())
+}
+
+/// Sequence numbers covered by committed snapshots (those whose manifest exists), ascending.
+pub async fn list_snapshot_seqs(
+    storage: &Storage,
+    layout: &StoreLayout,
+    partition: u32,
+) -> Result<Vec<u64>> {
+    let metas = list(storage, &layout.snapshots_dir(partition)).await?;
+    let mut seqs: Vec<u64> = metas
+        .iter()
+        .filter(|m| m.location.filename() == Some(SNAPSHOT_MANIFEST))
+        .filter_map(|m| {
+            let parts: Vec<_> = m.location.parts().collect();
+            let seq_dir = parts.get(parts.len().checked_sub(2)?)?;
+            parse_seq(seq_dir.as_ref())
+        })
+        .collect();
+    seqs.sort_unstable();
+    Ok(seqs)
 }

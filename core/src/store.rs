@@ -1,14 +1,13 @@
 //! Store-level operations on a storage root: create, load the configuration, find a log's tip.
 
 use bytes::Bytes;
-use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
 use crate::bucket::{Created, create_if_absent};
 
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
-use crate::layout::{StoreLayout, parse_delta_seq, parse_seq};
+use crate::layout::StoreLayout;
 use crate::storage::Storage;
 
 /// File name that commits a snapshot directory; written last.
@@ -62,52 +61,7 @@ pub async fn read_delta(
     crate::bucket::read(storage, &layout.delta(partition, seq)).await
 }
 
-/// Sequence numbers of the deltas present in a partition's log, ascending.
-pub async fn list_delta_seqs(
-    storage: &Storage,
-    layout: &StoreLayout,
-    partition: u32,
-) -> Result<Vec<u64>> {
-    let dir = layout.deltas_dir(partition);
-    let metas: Vec<_> = storage
-        .store
-        .list(Some(&dir))
-        .try_collect()
-        .await
-        .map_err(|e| Error::storage(format!("listing {dir}"), e))?;
-    let mut seqs: Vec<u64> = metas
-        .iter()
-        .filter_map(|m| parse_delta_seq(&m.location))
-        .collect();
-    seqs.sort_unstable();
-    Ok(seqs)
-}
-
-/// Sequence numbers covered by committed snapshots (those whose manifest exists), ascending.
-pub async fn list_snapshot_seqs(
-    storage: &Storage,
-    layout: &StoreLayout,
-    partition: u32,
-) -> Result<Vec<u64>> {
-    let dir = layout.snapshots_dir(partition);
-    let metas: Vec<_> = storage
-        .store
-        .list(Some(&dir))
-        .try_collect()
-        .await
-        .map_err(|e| Error::storage(format!("listing {dir}"), e))?;
-    let mut seqs: Vec<u64> = metas
-        .iter()
-        .filter(|m| m.location.filename() == Some(SNAPSHOT_MANIFEST))
-        .filter_map(|m| {
-            let parts: Vec<_> = m.location.parts().collect();
-            let seq_dir = parts.get(parts.len().checked_sub(2)?)?;
-            parse_seq(seq_dir.as_ref())
-        })
-        .collect();
-    seqs.sort_unstable();
-    Ok(seqs)
-}
+pub use crate::bucket::{list_delta_seqs, list_snapshot_seqs};
 
 /// The newest committed sequence number of a partition's log (0 when it is empty): the
 /// highest delta present, or the highest snapshot when retention removed the deltas it covers.

@@ -13,9 +13,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use ikv_core::delta::decode_delta;
-use ikv_core::layout::parse_delta_seq;
 use ikv_core::store::read_delta;
 use ikv_core::{Error, Result, Storage, StoreConfig, StoreLayout};
 use object_store::ObjectMeta;
@@ -83,23 +82,11 @@ pub(crate) async fn deltas_after(
     partition: u32,
     after: u64,
 ) -> Result<Vec<(u64, ObjectMeta)>> {
-    let dir = layout.deltas_dir(partition);
-    let metas: Vec<ObjectMeta> =
-        storage
-            .store
-            .list(Some(&dir))
-            .try_collect()
-            .await
-            .map_err(|e| Error::Storage {
-                context: format!("listing {dir}"),
-                source: e,
-            })?;
-    let mut deltas: Vec<(u64, ObjectMeta)> = metas
+    let deltas: Vec<(u64, ObjectMeta)> = ikv_core::bucket::list_deltas(storage, layout, partition)
+        .await?
         .into_iter()
-        .filter_map(|m| parse_delta_seq(&m.location).map(|s| (s, m)))
         .filter(|(s, _)| *s > after)
         .collect();
-    deltas.sort_by_key(|(s, _)| *s);
     for (expected, (seq, _)) in (after + 1..).zip(&deltas) {
         if *seq != expected {
             return Err(Error::Corrupt {

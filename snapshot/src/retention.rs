@@ -16,7 +16,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
-use futures::TryStreamExt;
 use ikv_core::layout::{parse_delta_seq, parse_seq};
 use ikv_core::store::SNAPSHOT_MANIFEST;
 use ikv_core::{Error, Result, Storage, StoreLayout};
@@ -42,15 +41,7 @@ fn older_than(meta: &ObjectMeta, now: SystemTime, retention: &Retention) -> bool
 }
 
 async fn list(storage: &Storage, dir: &Path) -> Result<Vec<ObjectMeta>> {
-    storage
-        .store
-        .list(Some(dir))
-        .try_collect()
-        .await
-        .map_err(|e| Error::Storage {
-            context: format!("listing {dir}"),
-            source: e,
-        })
+    ikv_core::bucket::list(storage, dir).await
 }
 
 async fn delete(storage: &Storage, path: &Path) -> Result<()> {
