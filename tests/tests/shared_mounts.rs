@@ -99,6 +99,23 @@ impl Fixture {
 }
 
 impl Fixture {
+    /// `batches` random batches of up to 10 operations, written and recorded in `model`.
+    fn write(&self, writer: &Writer, model: &mut Model, work: &mut Workload, batches: usize) {
+        for _ in 0..batches {
+            let ops = work.batch(10);
+            self.rt.block_on(write_and_record(writer, model, &ops));
+        }
+    }
+
+    /// A forced snapshot of every partition.
+    fn snapshot_all(&self) {
+        for p in 0..self.config.num_partitions {
+            self.rt
+                .block_on(ikv_tests::force_snapshot(&self.storage, &self.config, p))
+                .unwrap();
+        }
+    }
+
     /// A reader process on `mount`, once it has printed `ready` (its role must be `expected`).
     fn ready_process(&self, mount: &str, expected: &str) -> std::process::Child {
         let mut child = self
@@ -200,19 +217,13 @@ fn attached_readers_make_no_storage_requests_and_see_every_write() {
     let mut model = Model::new(PRIMARY_KEY, None, f.config.num_partitions);
     let mut work = Workload::new(3, KEYS);
     let keys = work.all_keys();
-    for _ in 0..10 {
-        let ops = work.batch(10);
-        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
-    }
+    f.write(&writer, &mut model, &mut work, 10);
     let owner = Reader::open(f.counted_options("mount", &owner_counts)).unwrap();
     let attached: Vec<Reader> = (0..4)
         .map(|_| Reader::open(f.counted_options("mount", &attached_counts)).unwrap())
         .collect();
     assert!(attached.iter().all(|r| !r.owns_mount()));
-    for _ in 0..30 {
-        let ops = work.batch(10);
-        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
-    }
+    f.write(&writer, &mut model, &mut work, 30);
     let tips = f.tips();
     for r in attached.iter().chain([&owner]) {
         wait_until("every reader caught up", || caught_up(r, &tips));
@@ -236,14 +247,8 @@ fn the_owner_leaving_or_killed_hands_the_mount_over_without_a_bootstrap() {
     let mut model = Model::new(PRIMARY_KEY, None, f.config.num_partitions);
     let mut work = Workload::new(4, KEYS);
     let keys = work.all_keys();
-    for _ in 0..10 {
-        let ops = work.batch(10);
-        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
-    }
-    for p in 0..f.config.num_partitions {
-        f.rt.block_on(ikv_tests::force_snapshot(&f.storage, &f.config, p))
-            .unwrap();
-    }
+    f.write(&writer, &mut model, &mut work, 10);
+    f.snapshot_all();
     let inner: Arc<dyn object_store::ObjectStore> =
         Arc::new(LocalFileSystem::new_with_prefix(f.dir.path().join("bucket")).unwrap());
     let follower_counts = Arc::new(CountingStore::new(inner));
@@ -262,10 +267,7 @@ fn the_owner_leaving_or_killed_hands_the_mount_over_without_a_bootstrap() {
     wait_until("the follower owns the mount", || follower.owns_mount());
     // Adopted, not rebuilt: the same image file (a bootstrap or a fold writes a new one).
     assert_eq!(images(), published);
-    for _ in 0..10 {
-        let ops = work.batch(10);
-        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
-    }
+    f.write(&writer, &mut model, &mut work, 10);
     let tips = f.tips();
     wait_until("the new owner caught up", || caught_up(&follower, &tips));
     assert_equals_model(&follower, &keys, &model.state());
@@ -277,16 +279,10 @@ fn the_owner_leaving_or_killed_hands_the_mount_over_without_a_bootstrap() {
     let mut process = f.ready_process("mount", "ready owner");
     let reader = Reader::open(f.options("mount")).unwrap();
     assert!(!reader.owns_mount());
-    for _ in 0..10 {
-        let ops = work.batch(10);
-        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
-    }
+    f.write(&writer, &mut model, &mut work, 10);
     process.kill().unwrap();
     process.wait().unwrap();
-    for _ in 0..10 {
-        let ops = work.batch(10);
-        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
-    }
+    f.write(&writer, &mut model, &mut work, 10);
     wait_until("this reader owns the mount", || reader.owns_mount());
     let tips = f.tips();
     wait_until("caught up after the takeover", || caught_up(&reader, &tips));
@@ -303,14 +299,8 @@ fn readers_starting_together_cause_one_bootstrap() {
     let mut model = Model::new(PRIMARY_KEY, None, f.config.num_partitions);
     let mut work = Workload::new(6, KEYS);
     let keys = work.all_keys();
-    for _ in 0..20 {
-        let ops = work.batch(10);
-        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
-    }
-    for p in 0..f.config.num_partitions {
-        f.rt.block_on(ikv_tests::force_snapshot(&f.storage, &f.config, p))
-            .unwrap();
-    }
+    f.write(&writer, &mut model, &mut work, 20);
+    f.snapshot_all();
     let start = Arc::new(std::sync::Barrier::new(4));
     let readers: Vec<Reader> = (0..4)
         .map(|_| {
