@@ -50,6 +50,48 @@ pub enum DeltaOp {
         prefix: String,
     },
     DropAll,
+    /// Bulk-imported documents (op 7): one sorted run of key-sorted files for this
+    /// partition, in directory `id`, described by `spec` (a snapshot-format manifest, JSON).
+    /// Each imported document's fields are set as `SetField` rows would set them. Only in a
+    /// delta of import rows, after at most one `DropAll`: see [`Delta::import`].
+    Import {
+        id: String,
+        spec: Vec<u8>,
+    },
+}
+
+/// A delta that imports documents: what [`Delta::import`] finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportDelta<'a> {
+    /// The partition's documents are dropped first (the import replaces them).
+    pub replace: bool,
+    /// The import's sorted runs, in the order they apply.
+    pub runs: Vec<ImportRun<'a>>,
+}
+
+/// One sorted run of an import: its id (its directory) and its description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportRun<'a> {
+    pub id: &'a str,
+    pub spec: &'a [u8],
+}
+
+/// Whether an import id can name a directory: 1..=128 ASCII letters, digits, `-`, `_`, `.`,
+/// not starting with `.`.
+pub fn validate_import_id(id: &str) -> std::result::Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "import id {id:?} must be 1 to 128 ASCII letters, digits, '-', '_' or '.', not starting with '.'"
+        ))
+    }
 }
 
 impl DeltaOp {
@@ -61,6 +103,7 @@ impl DeltaOp {
             DeltaOp::DropField { .. } => 4,
             DeltaOp::DropFieldPrefix { .. } => 5,
             DeltaOp::DropAll => 6,
+            DeltaOp::Import { .. } => 7,
         }
     }
 
@@ -75,6 +118,7 @@ impl DeltaOp {
             DeltaOp::DropField { field } => field.len(),
             DeltaOp::DropFieldPrefix { prefix } => prefix.len(),
             DeltaOp::DropAll => 0,
+            DeltaOp::Import { id, spec } => id.len() + spec.len(),
         }
     }
 }
@@ -161,6 +205,33 @@ pub struct Delta {
 }
 
 impl Delta {
+    /// The import this delta commits, if it is an import delta: one or more import rows,
+    /// after at most one drop-all row. An import row anywhere else is corruption (no writer
+    /// makes it), refused rather than given a meaning.
+    pub fn import(&self) -> Result<Option<ImportDelta<'_>>> {
+        if !self
+            .ops
+            .iter()
+            .any(|op| matches!(op, DeltaOp::Import { .. }))
+        {
+            return Ok(None);
+        }
+        let replace = self.ops.first() == Some(&DeltaOp::DropAll);
+        let mut runs = Vec::with_capacity(self.ops.len());
+        for op in &self.ops[usize::from(replace)..] {
+            match op {
+                DeltaOp::Import { id, spec } => runs.push(ImportRun { id, spec }),
+                _ => {
+                    return Err(Error::corrupt(
+                        "delta",
+                        "an import delta holds only import rows, after at most one drop-all row",
+                    ));
+                }
+            }
+        }
+        Ok(Some(ImportDelta { replace, runs }))
+    }
+
     /// A delta read from `path`, delta `seq` of `partition` of `store`, must say so: one of
     /// another store or partition, or another place in the log, copied there (by mistake or
     /// on purpose) is corruption, never applied.
@@ -260,6 +331,12 @@ pub fn encode_delta<'a>(
                 field_col.append_null();
                 type_col.append_null();
                 value_col.append_null();
+            }
+            DeltaOp::Import { id, spec } => {
+                key_col.append_null();
+                field_col.append_value(id);
+                type_col.append_null();
+                value_col.append_value(spec);
             }
         }
     }
@@ -424,6 +501,18 @@ fn decode_batch(batch: &RecordBatch, out: &mut Vec<DeltaOp>) -> Result<()> {
                 prefix: field_at()?,
             },
             6 => DeltaOp::DropAll,
+            7 => {
+                let id = field_at()?;
+                validate_import_id(&id)
+                    .map_err(|m| Error::corrupt("delta", format!("row {row}: {m}")))?;
+                if value.is_null(row) {
+                    return Err(missing(row, "value"));
+                }
+                DeltaOp::Import {
+                    id,
+                    spec: value.value(row).to_vec(),
+                }
+            }
             other => {
                 return Err(Error::corrupt(
                     "delta",

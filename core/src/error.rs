@@ -45,6 +45,8 @@ pub enum Error {
     InvalidDocument(String),
     #[error("invalid operation: {0}")]
     InvalidOperation(String),
+    #[error("invalid import: {0}")]
+    InvalidImport(String),
     #[error("invalid storage URL {url:?}: {reason}")]
     InvalidStorageUrl { url: String, reason: String },
     #[error("invalid storage option {key:?}: {reason}")]
@@ -103,6 +105,7 @@ impl Error {
             | Error::InvalidConfig(_)
             | Error::InvalidDocument(_)
             | Error::InvalidOperation(_)
+            | Error::InvalidImport(_)
             | Error::InvalidStorageUrl { .. }
             | Error::InvalidStorageOption { .. } => ErrorKind::InvalidInput,
             Error::StoreNotFound(_) => ErrorKind::StoreNotFound,

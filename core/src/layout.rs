@@ -59,6 +59,17 @@ impl StoreLayout {
     pub fn snapshot_dir(&self, partition: u32, seq: u64) -> Path {
         self.snapshots_dir(partition).join(format!("{seq:020}"))
     }
+
+    /// Where bulk imports keep their files, one directory per import (`docs/FORMAT.md`).
+    pub fn imports_dir(&self, partition: u32) -> Path {
+        self.partition_dir(partition).join("imports")
+    }
+
+    /// The files of import `id` for `partition` (the id is checked by
+    /// [`crate::delta::validate_import_id`] before it gets here).
+    pub fn import_dir(&self, partition: u32, id: &str) -> Path {
+        self.imports_dir(partition).join(id)
+    }
 }
 
 /// The sequence number of a delta path's file name (`00000000000000000042.arrow` → 42).

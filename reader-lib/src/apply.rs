@@ -11,10 +11,12 @@ use crate::drops::DropState;
 use crate::keys::epoch;
 use crate::view::ReadView;
 
+/// Changed entries by primary key, in key order; `None` deletes.
+pub type Entries = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
 /// A delta's effect on one partition.
 pub struct Staged {
-    /// Changed entries by primary key, in key order; `None` deletes.
-    pub entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    pub entries: Entries,
     /// The partition's drop state after the delta.
     pub drops: DropState,
     /// Whether the delta changed the drop state.
@@ -102,6 +104,8 @@ pub fn stage(
                     ..DropState::default()
                 };
             }
+            // Import deltas are applied from their files (`sync.rs`), never staged here.
+            DeltaOp::Import { .. } => {}
         }
     }
     let entries = staged
@@ -114,4 +118,82 @@ pub fn stage(
         drops,
         drops_changed,
     })
+}
+
+/// Applying one import delta, a chunk of its merged documents at a time: every chunk is
+/// computed from the view as it was before the import (an import names each key once, so no
+/// chunk depends on another).
+pub struct ImportApply {
+    pub view: std::sync::Arc<ReadView>,
+    pub partition: u32,
+    pub seq: u64,
+    pub replace: bool,
+    /// The partition's drop state once the import is applied.
+    pub drops: DropState,
+    pub drops_changed: bool,
+    pub documents: u64,
+}
+
+impl ImportApply {
+    pub fn new(view: std::sync::Arc<ReadView>, partition: u32, seq: u64, replace: bool) -> Self {
+        let before = view
+            .drops
+            .get(partition as usize)
+            .cloned()
+            .unwrap_or_default();
+        let drops = if replace {
+            // As a drop-all row 0 of the delta would: everything older is gone.
+            DropState {
+                all: epoch(seq, 0),
+                ..DropState::default()
+            }
+        } else {
+            before.clone()
+        };
+        ImportApply {
+            drops_changed: drops != before,
+            view,
+            partition,
+            seq,
+            replace,
+            drops,
+            documents: 0,
+        }
+    }
+
+    /// The new entries of a chunk of imported documents (ascending keys, each once).
+    pub fn stage_chunk(
+        &mut self,
+        docs: &[(Vec<u8>, BTreeMap<String, ikv_core::FieldValue>)],
+        primary_key: &str,
+        single_partition_keys: bool,
+    ) -> Result<Entries> {
+        let e = epoch(self.seq, 1);
+        let mut entries = Vec::with_capacity(docs.len());
+        for (key, fields) in docs {
+            let mut sections = if self.replace && single_partition_keys {
+                Sections::new()
+            } else {
+                match self.view.doc(key)? {
+                    Some(bytes) => decode_entry_live(bytes, &self.view.drops, primary_key)?,
+                    None => Sections::new(),
+                }
+            };
+            if self.replace {
+                sections.remove(&self.partition);
+            }
+            let section = sections
+                .entry(self.partition)
+                .or_insert_with(|| OwnedDoc::new(self.partition));
+            for (name, value) in fields {
+                section.set(name, value, e);
+            }
+            if section.fields.is_empty() {
+                sections.remove(&self.partition);
+            }
+            entries.push((key.clone(), encode_entry(&sections)));
+        }
+        self.documents += docs.len() as u64;
+        Ok(entries)
+    }
 }

@@ -293,6 +293,20 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Writes entries without moving the partition's applied sequence: a part of a delta
+    /// too large for one batch (an import). The delta counts as applied only once
+    /// [`LocalStore::commit`] records it.
+    pub fn write_entries(&self, entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()> {
+        let mut batch = self.db.batch();
+        for (k, v) in entries {
+            match v {
+                Some(v) => batch.insert(&self.docs, doc_key(k), v.clone()),
+                None => batch.remove(&self.docs, doc_key(k)),
+            }
+        }
+        batch.commit().map_err(|e| self.err(e))
+    }
+
     /// Every document in key order, as (primary key, entry), read from one snapshot.
     pub fn for_each_doc(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
         let snapshot = self.db.snapshot();

@@ -7,9 +7,11 @@
 //! in `ikv-snapshot`.
 
 pub mod manifest;
+pub mod merge;
 pub mod object_reader;
 pub mod read;
 pub mod rows;
 
 pub use manifest::Manifest;
+pub use merge::MergedRuns;
 pub use read::SnapshotStream;

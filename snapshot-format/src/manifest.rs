@@ -34,6 +34,22 @@ pub struct Manifest {
     pub files: Vec<SnapshotFile>,
     pub key_column: String,
     pub columns: Vec<SnapshotColumn>,
+    /// Set in an import's description (carried by its delta, never stored as a manifest
+    /// object): the files live in `p<part>/imports/<id>/`, not in a snapshot directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_id: Option<String>,
+    /// Imports whose delta this snapshot or an earlier one folded and whose delta may still
+    /// be in the log: retention removes an import's files once its delta is gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub imports: Vec<FoldedImport>,
+}
+
+/// An import folded into a snapshot, by the sequence number of the delta that committed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FoldedImport {
+    pub id: String,
+    pub sequence: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,9 +146,12 @@ impl Manifest {
         layout.snapshot_dir(partition, seq).join(SNAPSHOT_MANIFEST)
     }
 
-    /// Full path of one of the manifest's files.
+    /// Full path of one of the manifest's files (an import's live in its import directory).
     pub fn file_path(&self, layout: &StoreLayout, file: &SnapshotFile) -> Path {
-        let mut p = layout.snapshot_dir(self.partition, self.sequence);
+        let mut p = match &self.import_id {
+            Some(id) => layout.import_dir(self.partition, id),
+            None => layout.snapshot_dir(self.partition, self.sequence),
+        };
         for part in file.path.split('/') {
             p = p.join(part);
         }
@@ -161,6 +180,7 @@ impl Manifest {
         };
         let manifest = Manifest::decode(&bytes, path.as_ref())?;
         if manifest.format_version != FORMAT_VERSION
+            || manifest.import_id.is_some()
             || manifest.sequence != seq
             || manifest.partition != partition
             || manifest.store_name != layout.store_name()
@@ -191,6 +211,56 @@ impl Manifest {
             if let Some(sums) = &file.checksums {
                 sums.validate(what)?;
             }
+            // A file path names a file below the manifest's directory, nothing else.
+            if file
+                .path
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == "..")
+            {
+                return Err(Error::Corrupt {
+                    what: what.to_owned(),
+                    reason: format!("file path {:?} leaves its directory", file.path),
+                });
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// The description an import's delta carries (compact JSON; the delta's checksum covers it).
+    pub fn encode_import_spec(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The description of import `id` carried by delta `seq` of `partition`, checked to be
+    /// an import of this store and partition whose files all have checksums.
+    pub fn decode_import_spec(
+        spec: &[u8],
+        layout: &StoreLayout,
+        partition: u32,
+        id: &str,
+        what: &str,
+    ) -> Result<Manifest> {
+        let manifest = Manifest::decode(spec, what)?;
+        let corrupt = |reason: String| Error::Corrupt {
+            what: what.to_owned(),
+            reason,
+        };
+        if manifest.format_version != FORMAT_VERSION
+            || manifest.import_id.as_deref() != Some(id)
+            || manifest.partition != partition
+            || manifest.store_name != layout.store_name()
+        {
+            return Err(corrupt(format!(
+                "the import description says version {}, store {:?}, partition {}, import {:?}; the delta names import {id:?} of store {:?}, partition {partition}",
+                manifest.format_version,
+                manifest.store_name,
+                manifest.partition,
+                manifest.import_id,
+                layout.store_name()
+            )));
+        }
+        if manifest.files.iter().any(|f| f.checksums.is_none()) {
+            return Err(corrupt("an imported file has no checksums".into()));
         }
         Ok(manifest)
     }

@@ -17,7 +17,8 @@ use crate::manifest::{KEY_COLUMN, SnapshotColumn};
 /// A document of a snapshot: primary-key bytes and fields.
 pub type SnapshotDoc = (Vec<u8>, BTreeMap<String, FieldValue>);
 
-fn data_type(t: FieldType) -> DataType {
+/// The Arrow type a snapshot column of field type `t` has.
+pub fn data_type(t: FieldType) -> DataType {
     match t {
         FieldType::String => DataType::Utf8,
         FieldType::Bytes => DataType::Binary,

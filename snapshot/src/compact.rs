@@ -19,7 +19,8 @@ use ikv_core::store::read_delta;
 use ikv_core::{Error, Result, Storage, StoreConfig, StoreLayout};
 use object_store::ObjectMeta;
 
-use crate::manifest::{KEY_COLUMN, Manifest, plan_columns};
+use crate::manifest::{FoldedImport, KEY_COLUMN, Manifest, plan_columns};
+use crate::merge::MergedRuns;
 use crate::options::SnapshotOptions;
 use crate::overlay::Overlay;
 use crate::read::SnapshotStream;
@@ -131,77 +132,100 @@ pub async fn snapshot_partition(
             bytes,
         });
     }
+    let first_in_log = first_delta_in_log(storage, &layout, partition).await?;
     let (mut rounds, mut rows, mut delta_rows) = (0, 0, 0);
-    let mut remaining = &deltas[..];
-    while !remaining.is_empty() {
-        // Take deltas up to the budget, at least one.
-        let mut take = 0;
-        let mut round_bytes = 0;
-        while take < remaining.len()
-            && (take == 0 || round_bytes + remaining[take].1.size <= options.round_budget())
-        {
-            round_bytes += remaining[take].1.size;
-            take += 1;
+    // Fetch and decode ahead (GETs in flight, decoding on the blocking pool), apply in log
+    // order: object-store latency, not the fold, would otherwise bound the rate.
+    let mut fetched = futures::stream::iter(deltas.iter().map(|(seq, meta)| {
+        let (storage, layout, seq, size) = (storage.clone(), layout.clone(), *seq, meta.size);
+        async move {
+            let bytes = read_delta(&storage, &layout, partition, seq)
+                .await?
+                .ok_or_else(|| Error::Corrupt {
+                    what: format!("log of partition {partition}"),
+                    reason: format!("delta {seq} disappeared while compacting"),
+                })?;
+            let what = layout.delta(partition, seq).to_string();
+            let delta = tokio::task::spawn_blocking(move || decode_delta(&bytes, &what))
+                .await
+                .map_err(|e| Error::StorageMessage {
+                    context: "decoding a delta".into(),
+                    message: e.to_string(),
+                })??;
+            delta.check_origin(
+                layout.store_name(),
+                partition,
+                seq,
+                &layout.delta(partition, seq),
+            )?;
+            Ok::<_, Error>((seq, size, delta))
         }
-        let (round, rest) = remaining.split_at(take);
-        remaining = rest;
-        let mut overlay = Overlay::new(&config.primary_key_field);
-        // Fetch and decode ahead (GETs in flight, decoding on the blocking pool), apply in
-        // log order: object-store latency, not the fold, would otherwise bound the rate.
-        let mut deltas = futures::stream::iter(round.iter().map(|(seq, _)| {
-            let (storage, layout, seq) = (storage.clone(), layout.clone(), *seq);
-            async move {
-                let bytes = read_delta(&storage, &layout, partition, seq)
-                    .await?
-                    .ok_or_else(|| Error::Corrupt {
-                        what: format!("log of partition {partition}"),
-                        reason: format!("delta {seq} disappeared while compacting"),
-                    })?;
-                let what = layout.delta(partition, seq).to_string();
-                let delta = tokio::task::spawn_blocking(move || decode_delta(&bytes, &what))
-                    .await
-                    .map_err(|e| Error::StorageMessage {
-                        context: "decoding a delta".into(),
-                        message: e.to_string(),
-                    })??;
-                delta.check_origin(
-                    layout.store_name(),
-                    partition,
-                    seq,
-                    &layout.delta(partition, seq),
-                )?;
-                Ok::<_, Error>(delta)
+    }))
+    .buffered(FETCH_AHEAD);
+    // A round ends at the byte budget, and before an import (an import opens its round: its
+    // documents are merged with the previous snapshot before later deltas fold onto them).
+    let mut round = Round::new(&config.primary_key_field);
+    loop {
+        let next = fetched.next().await.transpose()?;
+        let opens_round = match &next {
+            Some((_, size, delta)) => {
+                delta.import()?.is_some()
+                    || (round.deltas > 0 && round.bytes + size > options.round_budget())
             }
-        }))
-        .buffered(FETCH_AHEAD);
-        while let Some(delta) = deltas.next().await {
-            for op in delta?.ops {
-                overlay.apply_owned(op);
+            None => true,
+        };
+        if opens_round && round.deltas > 0 {
+            let finished = std::mem::replace(&mut round, Round::new(&config.primary_key_field));
+            delta_rows += finished.overlay.rows_applied;
+            let manifest = write_snapshot(
+                storage,
+                config,
+                &layout,
+                partition,
+                base.take(),
+                finished,
+                first_in_log,
+                options,
+            )
+            .await?;
+            rounds += 1;
+            rows = manifest.row_count;
+            let sequence = manifest.sequence;
+            ikv_core::failpoint!("snapshot.before_manifest");
+            if !manifest.commit(storage, &layout).await? {
+                tracing::info!(store = %config.store_name, partition, sequence, "another compactor committed this snapshot first");
+                return Ok(PartitionOutcome::LostRace { sequence });
+            }
+            tracing::info!(store = %config.store_name, partition, sequence, rows, files = manifest.files.len(), "snapshot committed");
+            ikv_core::failpoint!("snapshot.round_committed");
+            base = Some(manifest);
+        }
+        let Some((seq, size, delta)) = next else {
+            break;
+        };
+        round.deltas += 1;
+        round.bytes += size;
+        round.sequence = seq;
+        match delta.import()? {
+            Some(import) => {
+                let mut runs = Vec::with_capacity(import.runs.len());
+                for run in &import.runs {
+                    runs.push(Manifest::decode_import_spec(
+                        run.spec,
+                        &layout,
+                        partition,
+                        run.id,
+                        layout.delta(partition, seq).as_ref(),
+                    )?);
+                }
+                round.import = Some((import.replace, runs, seq));
+            }
+            None => {
+                for op in delta.ops {
+                    round.overlay.apply_owned(op);
+                }
             }
         }
-        delta_rows += overlay.rows_applied;
-        let sequence = round.last().map_or(base_seq, |(s, _)| *s);
-        let manifest = write_snapshot(
-            storage,
-            config,
-            &layout,
-            partition,
-            base.take(),
-            &overlay,
-            sequence,
-            options,
-        )
-        .await?;
-        rounds += 1;
-        rows = manifest.row_count;
-        ikv_core::failpoint!("snapshot.before_manifest");
-        if !manifest.commit(storage, &layout).await? {
-            tracing::info!(store = %config.store_name, partition, sequence, "another compactor committed this snapshot first");
-            return Ok(PartitionOutcome::LostRace { sequence });
-        }
-        tracing::info!(store = %config.store_name, partition, sequence, rows, files = manifest.files.len(), "snapshot committed");
-        ikv_core::failpoint!("snapshot.round_committed");
-        base = Some(manifest);
     }
     Ok(PartitionOutcome::Snapshotted {
         sequence: deltas.last().map_or(base_seq, |(s, _)| *s),
@@ -212,6 +236,39 @@ pub async fn snapshot_partition(
     })
 }
 
+/// The deltas of one round: an import that opens it (replacing or not, its runs' descriptions,
+/// its sequence number) and the others folded into an overlay.
+struct Round {
+    deltas: usize,
+    bytes: u64,
+    sequence: u64,
+    import: Option<(bool, Vec<Manifest>, u64)>,
+    overlay: Overlay,
+}
+
+impl Round {
+    fn new(primary_key_field: &str) -> Round {
+        Round {
+            deltas: 0,
+            bytes: 0,
+            sequence: 0,
+            import: None,
+            overlay: Overlay::new(primary_key_field),
+        }
+    }
+}
+
+/// The lowest sequence number still in the partition's log (`u64::MAX` when it is empty):
+/// imports folded by a delta below it are no longer referenced by any delta.
+async fn first_delta_in_log(
+    storage: &Storage,
+    layout: &StoreLayout,
+    partition: u32,
+) -> Result<u64> {
+    let seqs = ikv_core::store::list_delta_seqs(storage, layout, partition).await?;
+    Ok(seqs.first().copied().unwrap_or(u64::MAX))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn write_snapshot(
     storage: &Storage,
@@ -219,13 +276,46 @@ async fn write_snapshot(
     layout: &StoreLayout,
     partition: u32,
     base: Option<Manifest>,
-    overlay: &Overlay,
-    sequence: u64,
+    round: Round,
+    first_in_log: u64,
     options: &SnapshotOptions,
 ) -> Result<Manifest> {
+    let Round {
+        sequence,
+        import,
+        overlay,
+        ..
+    } = round;
+    let overlay = &overlay;
     let base_sequence = base.as_ref().map_or(0, |m| m.sequence);
+    // Imports whose delta is still in the log stay listed, for retention.
+    let mut imports: Vec<FoldedImport> = base
+        .as_ref()
+        .map(|m| m.imports.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| i.sequence >= first_in_log)
+        .collect();
+    let replace = import.as_ref().is_some_and(|(replace, _, _)| *replace);
+    let base = base.filter(|_| !replace);
+    let runs: Vec<Manifest> = import
+        .map(|(_, runs, seq)| {
+            for m in &runs {
+                imports.push(FoldedImport {
+                    id: m.import_id.clone().unwrap_or_default(),
+                    sequence: seq,
+                });
+            }
+            runs
+        })
+        .unwrap_or_default();
     let mut pairs: BTreeSet<_> = overlay.written_columns();
-    if let Some(m) = &base {
+    let sources: Vec<Manifest> = if overlay.base_dropped {
+        Vec::new()
+    } else {
+        base.into_iter().chain(runs).collect()
+    };
+    for m in &sources {
         for c in &m.columns {
             if overlay.base_field_survives(&c.field) {
                 pairs.insert((c.field.clone(), c.field_type));
@@ -237,17 +327,14 @@ async fn write_snapshot(
     let dir = layout.snapshot_dir(partition, sequence);
     let mut writer =
         SnapshotWriter::new(storage.clone(), &dir, &run, columns, options.files.clone())?;
-
-    let mut base_stream = match base {
-        Some(m) if !overlay.base_dropped => {
-            Some(SnapshotStream::new(storage.clone(), layout.clone(), m))
-        }
-        _ => None,
-    };
-    let mut next_base: Option<SnapshotDoc> = match base_stream.as_mut() {
-        Some(s) => s.next_doc().await?,
-        None => None,
-    };
+    // The round's base documents: the previous snapshot (unless an import replaces it) and
+    // the import's runs, merged by key.
+    let streams = sources
+        .into_iter()
+        .map(|m| SnapshotStream::new(storage.clone(), layout.clone(), m))
+        .collect();
+    let mut base_docs = MergedRuns::open(streams).await?;
+    let mut next_base: Option<SnapshotDoc> = base_docs.next_doc().await?;
     let mut changes = overlay.keys.iter().peekable();
     loop {
         let take_base = match (&next_base, changes.peek()) {
@@ -285,10 +372,7 @@ async fn write_snapshot(
             }
         };
         if take_base.is_some() {
-            next_base = match base_stream.as_mut() {
-                Some(s) => s.next_doc().await?,
-                None => None,
-            };
+            next_base = base_docs.next_doc().await?;
         }
         if let Some(doc) = doc {
             writer.push((key, doc)).await?;
@@ -312,5 +396,7 @@ async fn write_snapshot(
         files,
         key_column: KEY_COLUMN.to_owned(),
         columns,
+        import_id: None,
+        imports,
     })
 }

@@ -9,7 +9,7 @@ pub mod retention;
 pub mod write;
 
 // The format it writes, shared with the reader, under the paths it always had here.
-pub use ikv_snapshot_format::{manifest, object_reader, read, rows};
+pub use ikv_snapshot_format::{manifest, merge, object_reader, read, rows};
 
 use std::time::SystemTime;
 

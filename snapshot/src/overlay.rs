@@ -121,6 +121,9 @@ impl Overlay {
                 self.globals.clear();
                 self.base_dropped = true;
             }
+            // An import opens its own round and is merged as that round's base documents
+            // (`merge.rs`); the compactor never hands one to an overlay.
+            DeltaOp::Import { .. } => {}
         }
     }
 

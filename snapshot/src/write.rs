@@ -129,6 +129,34 @@ impl SnapshotWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let batch = to_batch(&self.schema, &self.columns, &self.pending)?;
+        self.pending.clear();
+        self.write_batch(&batch).await
+    }
+
+    /// Writes rows already in the snapshot's columns (its [`SnapshotWriter::schema`]), in
+    /// key order after every row pushed before: the bulk importer's path, which sorts whole
+    /// columns rather than building documents. Large batches are written a row group at a
+    /// time so that files still split near their target size.
+    pub async fn push_batch(&mut self, batch: &arrow_array::RecordBatch) -> Result<()> {
+        self.flush_pending().await?;
+        if batch.schema().fields() != self.schema.fields() {
+            return Err(parquet_error(
+                "snapshot",
+                "a batch's columns differ from the snapshot's",
+            ));
+        }
+        let step = self.layout.row_group_rows.max(1);
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = step.min(batch.num_rows() - offset);
+            self.write_batch(&batch.slice(offset, len)).await?;
+            offset += len;
+        }
+        Ok(())
+    }
+
+    async fn write_batch(&mut self, batch: &arrow_array::RecordBatch) -> Result<()> {
         if self.current.is_none() {
             let name = format!("part-{:05}.parquet", self.files.len());
             let path = self.run_dir.clone().join(name.as_str());
@@ -142,15 +170,13 @@ impl SnapshotWriter {
                     .map_err(|e| parquet_error(&name, e))?;
             self.current = Some((writer, name, 0, hasher));
         }
-        let batch = to_batch(&self.schema, &self.columns, &self.pending)?;
-        let n = self.pending.len() as u64;
-        self.pending.clear();
+        let n = batch.num_rows() as u64;
         self.rows += n;
         let Some((writer, name, rows, _)) = self.current.as_mut() else {
             return Ok(());
         };
         writer
-            .write(&batch)
+            .write(batch)
             .await
             .map_err(|e| parquet_error(name, e))?;
         *rows += n;

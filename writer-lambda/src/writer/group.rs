@@ -24,6 +24,9 @@ pub(crate) struct Pending {
     pub(crate) ops: Vec<DeltaOp>,
     pub(crate) payload_bytes: usize,
     pub(crate) reply: oneshot::Sender<CommitReply>,
+    /// Committed as a delta of its own, under this batch id (an import's delta, which must
+    /// be alone and which its importer recognizes by id).
+    pub(crate) alone: Option<String>,
 }
 
 pub(crate) struct GroupCommitTask {
@@ -46,9 +49,10 @@ impl GroupCommitTask {
                 },
             };
             let mut bytes = first.payload_bytes;
+            let alone = first.alone.is_some();
             let mut group = vec![first];
-            while let Ok(next) = self.queue.try_recv() {
-                if bytes + next.payload_bytes > MAX_DELTA_PAYLOAD_BYTES {
+            while !alone && let Ok(next) = self.queue.try_recv() {
+                if next.alone.is_some() || bytes + next.payload_bytes > MAX_DELTA_PAYLOAD_BYTES {
                     carried = Some(next);
                     break;
                 }
@@ -64,7 +68,10 @@ impl GroupCommitTask {
     }
 
     async fn commit_group(&mut self, group: &[Pending]) -> CommitReply {
-        let batch_id = uuid::Uuid::new_v4().to_string();
+        let batch_id = match group.first().and_then(|p| p.alone.clone()) {
+            Some(id) => id,
+            None => uuid::Uuid::new_v4().to_string(),
+        };
         let meta = DeltaMeta::new(
             batch_id.clone(),
             self.writer_id.clone(),

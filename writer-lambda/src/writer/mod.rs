@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ikv_core::limits::{MAX_BATCH_PAYLOAD_BYTES, MAX_DELTA_PAYLOAD_BYTES};
 use ikv_core::store::load_config;
 use ikv_core::{
-    Document, Error, Operation, Result, Storage, StorageOptions, StoreConfig, StoreLayout,
+    DeltaOp, Document, Error, Operation, Result, Storage, StorageOptions, StoreConfig, StoreLayout,
     partition_operations,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -157,6 +157,7 @@ impl Writer {
                     ops: rows,
                     payload_bytes,
                     reply: tx,
+                    alone: None,
                 })
                 .map_err(|_| Error::Closed("writer"))?;
             waits.push((partition, rx));
@@ -180,6 +181,48 @@ impl Writer {
         match first_error {
             Some(e) => Err(e),
             None => Ok(WriteReceipt { commits }),
+        }
+    }
+
+    /// Commits an import's delta for `partition`: `ops` is import rows after at most one
+    /// `DropAll`, committed alone (never grouped with other callers' operations) under
+    /// `batch_id`, in order with this writer's other commits to the partition. Returns its
+    /// sequence number.
+    pub async fn commit_import(
+        &self,
+        partition: u32,
+        ops: Vec<DeltaOp>,
+        batch_id: String,
+    ) -> Result<u64> {
+        let replace = ops.first() == Some(&DeltaOp::DropAll);
+        let runs = &ops[usize::from(replace)..];
+        if (runs.is_empty() && !replace)
+            || !runs.iter().all(|op| matches!(op, DeltaOp::Import { .. }))
+        {
+            return Err(Error::InvalidOperation(
+                "an import delta holds import rows, after at most one drop-all row".into(),
+            ));
+        }
+        let queue = self.inner.queues.get(partition as usize).ok_or_else(|| {
+            Error::InvalidOperation(format!(
+                "partition {partition} does not exist (the store has {})",
+                self.inner.config.num_partitions
+            ))
+        })?;
+        let payload_bytes = ops.iter().map(|r| r.payload_bytes()).sum();
+        let (tx, rx) = oneshot::channel();
+        queue
+            .send(Pending {
+                ops,
+                payload_bytes,
+                reply: tx,
+                alone: Some(batch_id),
+            })
+            .map_err(|_| Error::Closed("writer"))?;
+        match rx.await {
+            Ok(Ok(sequence)) => Ok(sequence),
+            Ok(Err(e)) => Err(Error::Shared(e)),
+            Err(_) => Err(Error::Closed("writer")),
         }
     }
 

@@ -1,0 +1,201 @@
+//! Bulk import: Arrow record batches (from pyarrow, a Parquet dataset, a Ray task) written
+//! into a store as one sorted run of snapshot-format Parquet files per partition, then
+//! committed through the log as one small delta per partition that names its runs
+//! (`docs/FORMAT.md`, "Imports").
+//!
+//! Two steps, so that they can run in different processes (Ray tasks write, the driver
+//! commits): [`Importer`] checks, sorts and writes runs and returns a [`WrittenImport`]
+//! (serializable); [`commit`] commits one or several of them. Nothing is visible before the
+//! commit, and each partition's commit is atomic.
+
+mod columns;
+mod commit;
+pub mod parquet_source;
+mod runs;
+mod sort;
+
+use std::collections::BTreeMap;
+
+use arrow_array::RecordBatch;
+use ikv_core::delta::validate_import_id;
+use ikv_core::store::load_config;
+use ikv_core::{Error, Result, Storage, StoreConfig};
+use ikv_snapshot::manifest::Manifest;
+use ikv_snapshot::write::FileLayout;
+use serde::{Deserialize, Serialize};
+
+pub use commit::{ImportCommit, ImportReceipt, commit, planned_rows};
+pub use runs::RunStats;
+
+/// How imported documents combine with what a partition holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImportMode {
+    /// Each imported document's fields are unioned into the stored document, as
+    /// `upsert_fields` does; documents the import does not name are untouched.
+    Upsert,
+    /// Every partition's documents become exactly the imported ones.
+    Replace,
+}
+
+impl std::str::FromStr for ImportMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<ImportMode> {
+        match s {
+            "upsert" => Ok(ImportMode::Upsert),
+            "replace" => Ok(ImportMode::Replace),
+            other => Err(Error::InvalidImport(format!(
+                "mode {other:?} is not \"upsert\" or \"replace\""
+            ))),
+        }
+    }
+}
+
+/// Longest import id: run ids append a dot and 32 hex digits and must stay within 128 bytes.
+pub const MAX_IMPORT_ID_BYTES: usize = 64;
+
+/// Checks an import id (it names directories and markers in the bucket).
+pub fn check_import_id(id: &str) -> Result<()> {
+    validate_import_id(id).map_err(Error::InvalidImport)?;
+    if id.len() > MAX_IMPORT_ID_BYTES {
+        return Err(Error::InvalidImport(format!(
+            "import id {id:?} is longer than {MAX_IMPORT_ID_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// A fresh import id: the time and a random part.
+pub fn new_import_id() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("{ms}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Runs written for an import and not yet committed (or committed: committing again is a
+/// no-op where the import's marker is found). Serializable, to pass from the processes that
+/// wrote runs to the one that commits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WrittenImport {
+    pub store: String,
+    pub import_id: String,
+    /// Each partition's runs, in the order they apply (later runs win for a key they share).
+    pub runs: BTreeMap<u32, Vec<Manifest>>,
+    /// Input rows.
+    pub rows: u64,
+    /// Input rows combined into another row of the same key within one run.
+    pub rows_combined: u64,
+}
+
+impl WrittenImport {
+    /// Documents the runs hold (a key in several runs counts once per run).
+    pub fn documents(&self) -> u64 {
+        self.runs.values().flatten().map(|m| m.row_count).sum()
+    }
+
+    /// Joins runs written by several processes for one import, in the order given (for a
+    /// key written by several, the later part wins).
+    pub fn join(parts: Vec<WrittenImport>) -> Result<WrittenImport> {
+        let mut parts = parts.into_iter();
+        let Some(mut joined) = parts.next() else {
+            return Err(Error::InvalidImport("no written runs to join".into()));
+        };
+        for part in parts {
+            if part.store != joined.store || part.import_id != joined.import_id {
+                return Err(Error::InvalidImport(format!(
+                    "runs of import {:?} of store {:?} cannot join import {:?} of store {:?}",
+                    part.import_id, part.store, joined.import_id, joined.store
+                )));
+            }
+            for (p, runs) in part.runs {
+                joined.runs.entry(p).or_default().extend(runs);
+            }
+            joined.rows += part.rows;
+            joined.rows_combined += part.rows_combined;
+        }
+        Ok(joined)
+    }
+}
+
+/// Options of an import.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Names the import; a retry with the same id does not commit a partition twice. A
+    /// fresh id ([`new_import_id`]) when not set.
+    pub import_id: Option<String>,
+    pub files: FileLayout,
+}
+
+/// Checks, gathers and writes one import's runs.
+pub struct Importer {
+    storage: Storage,
+    import_id: String,
+    files: FileLayout,
+    builder: runs::RunBuilder,
+}
+
+impl Importer {
+    /// An importer into `store`, whose configuration is read from the bucket.
+    pub async fn open(storage: Storage, store: &str, options: ImportOptions) -> Result<Importer> {
+        let config = load_config(&storage, store).await?;
+        Importer::with_config(storage, config, options)
+    }
+
+    /// An importer into the store `config` describes.
+    pub fn with_config(
+        storage: Storage,
+        config: StoreConfig,
+        options: ImportOptions,
+    ) -> Result<Importer> {
+        let import_id = options.import_id.unwrap_or_else(new_import_id);
+        check_import_id(&import_id)?;
+        Ok(Importer {
+            storage,
+            import_id,
+            files: options.files,
+            builder: runs::RunBuilder::new(config),
+        })
+    }
+
+    pub fn import_id(&self) -> &str {
+        &self.import_id
+    }
+
+    /// Rows added so far.
+    pub fn rows(&self) -> u64 {
+        self.builder.rows()
+    }
+
+    /// Checks and gathers one batch (in memory until [`Importer::write`]). Every batch has
+    /// the columns of the first. A bad batch is refused whole.
+    pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.builder.add(batch)
+    }
+
+    /// Sorts and writes every partition's run. Nothing is visible until [`commit`].
+    pub async fn write(self) -> Result<WrittenImport> {
+        let store = self.builder_store();
+        let rows = self.builder.rows();
+        let written = self
+            .builder
+            .write(&self.storage, &self.import_id, &self.files)
+            .await?;
+        let rows_combined = written.values().map(|(_, s)| s.rows_combined).sum();
+        Ok(WrittenImport {
+            store,
+            import_id: self.import_id,
+            runs: written
+                .into_iter()
+                .map(|(p, (run, _))| (p, vec![run]))
+                .collect(),
+            rows,
+            rows_combined,
+        })
+    }
+
+    fn builder_store(&self) -> String {
+        self.builder.store_name().to_owned()
+    }
+}

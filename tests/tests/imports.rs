@@ -1,0 +1,562 @@
+//! Bulk imports through the log: an import equals the same rows written through
+//! `upsert_fields` (replace: after a drop of everything), in order with the writes around it,
+//! as running readers, fresh readers and the compactor's snapshots see it; bad input commits
+//! nothing; runs written but not committed are invisible; a retry commits nothing twice.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{
+    ArrayRef, BinaryArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
+use arrow_schema::{DataType, Field, Schema};
+use ikv_core::store::create_store;
+use ikv_core::{Document, ErrorKind, FieldValue, Operation, Storage, StoreConfig, StoreLayout};
+use ikv_import::{ImportMode, ImportOptions, Importer, WrittenImport, commit};
+use ikv_reader::{Reader, ReaderOptions};
+use ikv_tests::model::{Committed, Model};
+use ikv_tests::model_check::{assert_equals_model, write_and_record};
+use ikv_tests::random_ops::{PRIMARY_KEY, Workload, key_value};
+use ikv_tests::{force_snapshot, localstack_storage, runtime};
+use ikv_writer::{Writer, WriterOptions};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const KEYS: usize = 60;
+const PARTITIONS: u32 = 4;
+
+/// The columns an import of these tests carries (names the model check reads).
+fn import_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new(PRIMARY_KEY, DataType::Utf8, false),
+        Field::new("a", DataType::Int64, true),
+        Field::new("b", DataType::Utf8, true),
+        Field::new("city", DataType::Utf8, true),
+        Field::new("n", DataType::Float64, true),
+        Field::new("t", DataType::Boolean, true),
+        Field::new("tmp_x", DataType::Binary, true),
+    ]))
+}
+
+/// `rows` random rows over the workload's string keys (so keys repeat, within a batch and
+/// across batches), each field null about a third of the time; and the same rows as the
+/// documents `upsert_fields` would be given (null fields left out).
+fn random_rows(seed: u64, rows: usize) -> (RecordBatch, Vec<Document>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut keys = Vec::new();
+    let (mut a, mut b, mut city, mut n, mut t, mut x) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    let mut docs = Vec::new();
+    for _ in 0..rows {
+        // Keys of the workload's universe that are strings (every fourth is bytes).
+        let i = loop {
+            let i = rng.random_range(0..KEYS);
+            if i % 4 != 3 {
+                break i;
+            }
+        };
+        let FieldValue::String(key) = key_value(i) else {
+            unreachable!()
+        };
+        let mut doc = Document::new();
+        doc.put(PRIMARY_KEY, FieldValue::String(key.clone()));
+        let some = |rng: &mut StdRng| rng.random_range(0..3) != 0;
+        let va = some(&mut rng).then(|| rng.random_range(-5i64..5));
+        let vb = some(&mut rng).then(|| format!("b{}", rng.random_range(0..9)));
+        let vc =
+            some(&mut rng).then(|| ["Oslo", "Lima", "Pune"][rng.random_range(0..3)].to_owned());
+        let vn = some(&mut rng).then(|| rng.random_range(0..100) as f64 / 8.0);
+        let vt = some(&mut rng).then(|| rng.random_bool(0.5));
+        let vx = some(&mut rng).then(|| vec![0u8, 0xFF, rng.random_range(0..255)]);
+        if let Some(v) = va {
+            doc.put("a", FieldValue::Int64(v));
+        }
+        if let Some(v) = &vb {
+            doc.put("b", FieldValue::String(v.clone()));
+        }
+        if let Some(v) = &vc {
+            doc.put("city", FieldValue::String(v.clone()));
+        }
+        if let Some(v) = vn {
+            doc.put("n", FieldValue::Float64(v));
+        }
+        if let Some(v) = vt {
+            doc.put("t", FieldValue::Bool(v));
+        }
+        if let Some(v) = &vx {
+            doc.put("tmp_x", FieldValue::Bytes(v.clone()));
+        }
+        keys.push(key);
+        a.push(va);
+        b.push(vb);
+        city.push(vc);
+        n.push(vn);
+        t.push(vt);
+        x.push(vx);
+        docs.push(doc);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(keys)),
+        Arc::new(Int64Array::from(a)),
+        Arc::new(StringArray::from(b)),
+        Arc::new(StringArray::from(city)),
+        Arc::new(Float64Array::from(n)),
+        Arc::new(BooleanArray::from(t)),
+        Arc::new(BinaryArray::from_iter(x)),
+    ];
+    (
+        RecordBatch::try_new(import_schema(), columns).unwrap(),
+        docs,
+    )
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    url: String,
+    storage: Storage,
+    config: StoreConfig,
+    rt: tokio::runtime::Runtime,
+}
+
+fn fixture() -> Fixture {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    let url = format!("file://{}", bucket.display());
+    let storage = Storage::open(&url, &Default::default()).unwrap();
+    let config = StoreConfig::new("imports", PRIMARY_KEY, None, PARTITIONS).unwrap();
+    rt.block_on(create_store(&storage, &config)).unwrap();
+    Fixture {
+        dir,
+        url,
+        storage,
+        config,
+        rt,
+    }
+}
+
+impl Fixture {
+    fn reader(&self, mount: &str) -> Reader {
+        let mut o = ReaderOptions::new(&self.url, "imports", self.dir.path().join(mount));
+        o.poll_interval = Duration::from_millis(10);
+        Reader::open(o).unwrap()
+    }
+
+    fn writer(&self) -> Writer {
+        self.rt
+            .block_on(Writer::open(
+                self.storage.clone(),
+                "imports",
+                WriterOptions::default(),
+            ))
+            .unwrap()
+    }
+
+    fn write_runs(&self, batches: &[RecordBatch], import_id: Option<&str>) -> WrittenImport {
+        let options = ImportOptions {
+            import_id: import_id.map(str::to_owned),
+            ..ImportOptions::default()
+        };
+        let mut importer =
+            Importer::with_config(self.storage.clone(), self.config.clone(), options).unwrap();
+        for b in batches {
+            importer.add(b).unwrap();
+        }
+        self.rt.block_on(importer.write()).unwrap()
+    }
+
+    /// Imports `batches` and records in the model what `upsert_fields` of the same rows
+    /// (after a drop of everything, for replace) would have done at the import's numbers.
+    fn import_and_record(
+        &self,
+        writer: &Writer,
+        model: &mut Model,
+        batches: &[(RecordBatch, Vec<Document>)],
+        mode: ImportMode,
+    ) {
+        let only: Vec<RecordBatch> = batches.iter().map(|(b, _)| b.clone()).collect();
+        let written = self.write_runs(&only, None);
+        let receipt = self
+            .rt
+            .block_on(commit(writer, &self.storage, &written, mode))
+            .unwrap();
+        let mut ops = Vec::new();
+        if mode == ImportMode::Replace {
+            ops.push(Operation::DropAllFields);
+        }
+        for (_, docs) in batches {
+            ops.extend(docs.iter().cloned().map(Operation::UpsertFields));
+        }
+        let commits: Vec<Committed> = receipt
+            .commits
+            .iter()
+            .map(|c| Committed {
+                partition: c.partition,
+                sequence: c.sequence,
+            })
+            .collect();
+        model.record(&ops, &commits);
+    }
+
+    fn tips(&self, model: &Model) -> Vec<u64> {
+        (0..PARTITIONS).map(|p| model.tip(p)).collect()
+    }
+
+    fn snapshot_all(&self) {
+        for p in 0..PARTITIONS {
+            self.rt
+                .block_on(force_snapshot(&self.storage, &self.config, p))
+                .unwrap();
+        }
+    }
+}
+
+fn wait_caught_up(reader: &Reader, tips: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !reader
+        .status()
+        .iter()
+        .all(|s| s.applied_sequence >= tips[s.partition as usize])
+    {
+        assert!(
+            Instant::now() < deadline,
+            "timed out: {:?}",
+            reader.status()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn imports_equal_the_same_rows_through_upsert_fields_in_log_order() {
+    let f = fixture();
+    let writer = f.writer();
+    let mut model = Model::new(PRIMARY_KEY, None, PARTITIONS);
+    let mut work = Workload::new(11, KEYS);
+    let keys = work.all_keys();
+    for _ in 0..15 {
+        let ops = work.batch(6);
+        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
+    }
+    let running = f.reader("running");
+    // Upsert: two batches sharing keys (the later row wins field by field).
+    let first = [random_rows(1, 120), random_rows(2, 80)];
+    f.import_and_record(&writer, &mut model, &first, ImportMode::Upsert);
+    for _ in 0..10 {
+        let ops = work.batch(6);
+        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
+    }
+    wait_caught_up(&running, &f.tips(&model));
+    assert_equals_model(&running, &keys, &model.state());
+
+    // The compactor folds the import; a fresh reader bootstraps from its snapshot.
+    f.snapshot_all();
+    let fresh = f.reader("fresh");
+    assert_equals_model(&fresh, &keys, &model.state());
+    fresh.shutdown().unwrap();
+
+    // Replace: the documents become exactly the imported ones, then writes go on.
+    let second = [random_rows(3, 40)];
+    f.import_and_record(&writer, &mut model, &second, ImportMode::Replace);
+    for _ in 0..5 {
+        let ops = work.batch(4);
+        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
+    }
+    wait_caught_up(&running, &f.tips(&model));
+    assert_equals_model(&running, &keys, &model.state());
+    // An import folded together with the deltas after it, and one in the middle of a round.
+    let third = [random_rows(4, 30)];
+    f.import_and_record(&writer, &mut model, &third, ImportMode::Upsert);
+    for _ in 0..5 {
+        let ops = work.batch(4);
+        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
+    }
+    f.snapshot_all();
+    let fresh = f.reader("fresh-2");
+    assert_equals_model(&fresh, &keys, &model.state());
+    wait_caught_up(&running, &f.tips(&model));
+    assert_equals_model(&running, &keys, &model.state());
+}
+
+#[test]
+fn runs_written_but_not_committed_are_invisible_and_a_retry_commits_once() {
+    let f = fixture();
+    let writer = f.writer();
+    let (batch, docs) = random_rows(7, 50);
+    // A crash between writing the runs and committing: files, no delta.
+    let orphan = f.write_runs(std::slice::from_ref(&batch), Some("daily-1"));
+    assert!(!orphan.runs.is_empty());
+    let layout = StoreLayout::new(&f.storage.prefix, "imports").unwrap();
+    for p in 0..PARTITIONS {
+        let tip =
+            f.rt.block_on(ikv_core::store::discover_tip(&f.storage, &layout, p))
+                .unwrap();
+        assert_eq!(tip, 0, "nothing is committed before the commit");
+    }
+    // The retry writes its own runs and commits them; committing again changes nothing.
+    let retry = f.write_runs(std::slice::from_ref(&batch), Some("daily-1"));
+    let first =
+        f.rt.block_on(commit(&writer, &f.storage, &retry, ImportMode::Upsert))
+            .unwrap();
+    assert!(first.commits.iter().all(|c| !c.earlier));
+    let again =
+        f.rt.block_on(commit(&writer, &f.storage, &retry, ImportMode::Upsert))
+            .unwrap();
+    assert!(again.commits.iter().all(|c| c.earlier));
+    assert_eq!(
+        first
+            .commits
+            .iter()
+            .map(|c| (c.partition, c.sequence))
+            .collect::<Vec<_>>(),
+        again
+            .commits
+            .iter()
+            .map(|c| (c.partition, c.sequence))
+            .collect::<Vec<_>>()
+    );
+    for c in &first.commits {
+        let tip =
+            f.rt.block_on(ikv_core::store::discover_tip(
+                &f.storage,
+                &layout,
+                c.partition,
+            ))
+            .unwrap();
+        assert_eq!(tip, 1, "partition {} holds one delta", c.partition);
+    }
+    let mut model = Model::new(PRIMARY_KEY, None, PARTITIONS);
+    let ops: Vec<Operation> = docs.into_iter().map(Operation::UpsertFields).collect();
+    let commits: Vec<Committed> = first
+        .commits
+        .iter()
+        .map(|c| Committed {
+            partition: c.partition,
+            sequence: c.sequence,
+        })
+        .collect();
+    model.record(&ops, &commits);
+    let reader = f.reader("mount");
+    let keys = Workload::new(0, KEYS).all_keys();
+    assert_equals_model(&reader, &keys, &model.state());
+}
+
+fn one_column_batch(name: &str, column: ArrayRef) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        name,
+        column.data_type().clone(),
+        true,
+    )]));
+    RecordBatch::try_new(schema, vec![column]).unwrap()
+}
+
+fn with_key(keys: Vec<Option<&str>>, extra: Option<(&str, ArrayRef)>) -> RecordBatch {
+    let mut fields = vec![Field::new(PRIMARY_KEY, DataType::Utf8, true)];
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from(keys))];
+    if let Some((name, column)) = extra {
+        fields.push(Field::new(name, column.data_type().clone(), true));
+        columns.push(column);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
+
+#[test]
+fn bad_input_is_refused_by_name_before_anything_is_written() {
+    let f = fixture();
+    let long = "k".repeat(1025);
+    let cases: Vec<(RecordBatch, &str)> = vec![
+        (
+            one_column_batch("user", Arc::new(StringArray::from(vec!["x"]))),
+            "no column \"id\"",
+        ),
+        (
+            one_column_batch(PRIMARY_KEY, Arc::new(Int64Array::from(vec![1]))),
+            "a key must be a string or binary column",
+        ),
+        (
+            with_key(vec![Some("a"), None], None),
+            "row 1: the key column \"id\" is null",
+        ),
+        (
+            with_key(vec![Some("")], None),
+            "row 0: the key column \"id\" is empty",
+        ),
+        (
+            with_key(vec![Some(long.as_str())], None),
+            "holds 1025 bytes",
+        ),
+        (
+            with_key(
+                vec![Some("a")],
+                Some((
+                    "day",
+                    Arc::new(arrow_array::Date32Array::from(vec![1])) as ArrayRef,
+                )),
+            ),
+            "column \"day\" has type Date32, which ikv cannot store",
+        ),
+        (
+            with_key(
+                vec![Some("a")],
+                Some((
+                    "_ikv_key",
+                    Arc::new(StringArray::from(vec!["x"])) as ArrayRef,
+                )),
+            ),
+            "reserved",
+        ),
+        (
+            with_key(
+                vec![Some("a")],
+                Some((
+                    "big",
+                    Arc::new(arrow_array::UInt64Array::from(vec![u64::MAX])) as ArrayRef,
+                )),
+            ),
+            "more than an int64 can",
+        ),
+        (
+            with_key(
+                vec![Some("a")],
+                Some((
+                    "blob",
+                    Arc::new(BinaryArray::from_iter_values([vec![7u8; (1 << 20) + 1]])) as ArrayRef,
+                )),
+            ),
+            "more than 1048576",
+        ),
+    ];
+    for (batch, expected) in cases {
+        let mut importer = Importer::with_config(
+            f.storage.clone(),
+            f.config.clone(),
+            ImportOptions::default(),
+        )
+        .unwrap();
+        let err = importer.add(&batch).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(
+            err.to_string().contains(expected),
+            "{err} lacks {expected:?}"
+        );
+    }
+    // A batch whose columns change midway is refused; what came before stays.
+    let mut importer = Importer::with_config(
+        f.storage.clone(),
+        f.config.clone(),
+        ImportOptions::default(),
+    )
+    .unwrap();
+    importer.add(&with_key(vec![Some("a")], None)).unwrap();
+    let err = importer
+        .add(&with_key(
+            vec![Some("b")],
+            Some(("a", Arc::new(Int64Array::from(vec![1])) as ArrayRef)),
+        ))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("differ from the import's first batch"),
+        "{err}"
+    );
+    assert_eq!(importer.rows(), 1);
+    // Bad import ids.
+    for id in ["", "../x", "a/b", ".hidden", &"x".repeat(65)] {
+        let options = ImportOptions {
+            import_id: Some(id.to_owned()),
+            ..ImportOptions::default()
+        };
+        let err = Importer::with_config(f.storage.clone(), f.config.clone(), options)
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{id:?}: {err}");
+    }
+    let contents = f.rt.block_on(ikv_tests::bucket_contents(&f.storage));
+    assert_eq!(
+        contents.keys().cloned().collect::<Vec<_>>(),
+        vec!["imports/store.json".to_owned()],
+        "nothing but the store's configuration"
+    );
+}
+
+#[test]
+fn writes_racing_an_import_land_in_log_order_on_localstack() {
+    let rt = runtime();
+    let storage = rt.block_on(localstack_storage(true));
+    let config = StoreConfig::new("imports", PRIMARY_KEY, None, 2).unwrap();
+    rt.block_on(create_store(&storage, &config)).unwrap();
+    let writer = rt
+        .block_on(Writer::open(
+            storage.clone(),
+            "imports",
+            WriterOptions::default(),
+        ))
+        .unwrap();
+    let mut model = Model::new(PRIMARY_KEY, None, 2);
+    let (batch, docs) = random_rows(21, 200);
+    let mut importer =
+        Importer::with_config(storage.clone(), config.clone(), ImportOptions::default()).unwrap();
+    importer.add(&batch).unwrap();
+    let written = rt.block_on(importer.write()).unwrap();
+    // Writes to the same keys go on while the import commits.
+    let mut work = Workload::new(5, KEYS);
+    let keys = work.all_keys();
+    let mut calls = Vec::new();
+    let receipt = rt.block_on(async {
+        let import = commit(&writer, &storage, &written, ImportMode::Upsert);
+        let writes = async {
+            for _ in 0..12 {
+                let ops = work.batch(5);
+                let receipt = writer.write(&ops).await.unwrap();
+                calls.push((ops, receipt));
+            }
+        };
+        let (receipt, ()) = futures::join!(import, writes);
+        receipt.unwrap()
+    });
+    for (ops, receipt) in &calls {
+        model.record(ops, &ikv_tests::model_check::commits(receipt));
+    }
+    let ops: Vec<Operation> = docs.into_iter().map(Operation::UpsertFields).collect();
+    let commits: Vec<Committed> = receipt
+        .commits
+        .iter()
+        .map(|c| Committed {
+            partition: c.partition,
+            sequence: c.sequence,
+        })
+        .collect();
+    model.record(&ops, &commits);
+    let dir = tempfile::tempdir().unwrap();
+    let options = ReaderOptions {
+        storage_options: storage_options(),
+        ..ReaderOptions::new(&storage.url, "imports", dir.path().join("mount"))
+    };
+    let reader = Reader::open(options).unwrap();
+    assert_equals_model(&reader, &keys, &model.state());
+    // And after the compactor folded it.
+    for p in 0..2 {
+        rt.block_on(force_snapshot(&storage, &config, p)).unwrap();
+    }
+    let options = ReaderOptions {
+        storage_options: storage_options(),
+        ..ReaderOptions::new(&storage.url, "imports", dir.path().join("fresh"))
+    };
+    let fresh = Reader::open(options).unwrap();
+    assert_equals_model(&fresh, &keys, &model.state());
+}
+
+fn storage_options() -> ikv_core::StorageOptions {
+    ikv_core::StorageOptions::default()
+        .with("aws_endpoint", ikv_tests::s3_endpoint())
+        .with("aws_region", "us-east-1")
+        .with("aws_access_key_id", "test")
+        .with("aws_secret_access_key", "test")
+}
