@@ -3,6 +3,7 @@
 //! deletes what the retention rules allow. Design and guarantees: `docs/SNAPSHOTS.md`.
 
 pub mod compact;
+mod import_retention;
 pub mod options;
 pub mod overlay;
 pub mod retention;

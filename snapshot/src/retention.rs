@@ -22,6 +22,7 @@ use ikv_core::{Error, Result, Storage, StoreLayout};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
 
+use crate::import_retention::retain_imports;
 use crate::manifest::Manifest;
 use crate::options::Retention;
 
@@ -32,19 +33,21 @@ pub struct RetentionReport {
     pub orphan_files_deleted: usize,
     /// Staging files of uploads a killed process left in a local directory.
     pub staging_files_deleted: usize,
+    /// Files of imports no delta names any more, and their commit markers.
+    pub import_files_deleted: usize,
 }
 
-fn older_than(meta: &ObjectMeta, now: SystemTime, retention: &Retention) -> bool {
+pub(crate) fn older_than(meta: &ObjectMeta, now: SystemTime, retention: &Retention) -> bool {
     let modified: SystemTime = meta.last_modified.into();
     now.duration_since(modified)
         .is_ok_and(|age| age > retention.window)
 }
 
-async fn list(storage: &Storage, dir: &Path) -> Result<Vec<ObjectMeta>> {
+pub(crate) async fn list(storage: &Storage, dir: &Path) -> Result<Vec<ObjectMeta>> {
     ikv_core::bucket::list(storage, dir).await
 }
 
-async fn delete(storage: &Storage, path: &Path) -> Result<()> {
+pub(crate) async fn delete(storage: &Storage, path: &Path) -> Result<()> {
     ikv_core::failpoint!("retention.delete");
     match storage.store.delete(path).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -193,17 +196,46 @@ pub async fn apply_retention(
 
     // Deltas covered by the newest snapshot and older than the window, oldest first: an
     // interrupted pass leaves a log that starts later, never one with a hole.
-    let mut covered: Vec<(u64, object_store::ObjectMeta)> =
-        list(storage, &layout.deltas_dir(partition))
-            .await?
-            .into_iter()
-            .filter_map(|m| parse_delta_seq(&m.location).map(|seq| (seq, m)))
-            .filter(|(seq, m)| *seq <= newest && older_than(m, now, retention))
-            .collect();
+    let log: Vec<(u64, object_store::ObjectMeta)> = list(storage, &layout.deltas_dir(partition))
+        .await?
+        .into_iter()
+        .filter_map(|m| parse_delta_seq(&m.location).map(|seq| (seq, m)))
+        .collect();
+    let mut covered: Vec<&(u64, object_store::ObjectMeta)> = log
+        .iter()
+        .filter(|(seq, m)| *seq <= newest && older_than(m, now, retention))
+        .collect();
     covered.sort_by_key(|(seq, _)| *seq);
-    for (_, meta) in covered {
+    let mut deleted = BTreeSet::new();
+    for (seq, meta) in covered {
         delete(storage, &meta.location).await?;
+        deleted.insert(*seq);
         report.deltas_deleted += 1;
+    }
+    // Where the log starts now: imports folded by a delta below it are named by none.
+    let first_in_log = log
+        .iter()
+        .map(|(seq, _)| *seq)
+        .filter(|seq| !deleted.contains(seq))
+        .min()
+        .unwrap_or(u64::MAX);
+    match Manifest::load(storage, layout, partition, newest).await {
+        Ok(Some(manifest)) => {
+            report.import_files_deleted = retain_imports(
+                storage,
+                layout,
+                partition,
+                &manifest,
+                first_in_log,
+                retention,
+                now,
+            )
+            .await?;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(partition, error = %e, "unreadable newest manifest; leaving imports alone")
+        }
     }
     if report != RetentionReport::default() {
         tracing::info!(partition, ?report, "retention applied");

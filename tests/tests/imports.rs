@@ -560,3 +560,89 @@ fn storage_options() -> ikv_core::StorageOptions {
         .with("aws_access_key_id", "test")
         .with("aws_secret_access_key", "test")
 }
+
+/// Import files under `p<part>/imports/` of the fixture's store.
+fn import_files(f: &Fixture) -> Vec<String> {
+    f.rt.block_on(ikv_tests::bucket_contents(&f.storage))
+        .into_keys()
+        .filter(|k| k.contains("/imports/"))
+        .collect()
+}
+
+#[test]
+fn retention_removes_import_files_once_no_delta_names_them_and_keeps_pending_ones() {
+    let f = fixture();
+    let writer = f.writer();
+    let layout = StoreLayout::new(&f.storage.prefix, "imports").unwrap();
+    let (batch, _) = random_rows(9, 60);
+    // An abandoned import (runs, no commit), a committed and folded one, and one committed
+    // after the newest snapshot.
+    let abandoned = f.write_runs(std::slice::from_ref(&batch), Some("abandoned"));
+    let folded = f.write_runs(std::slice::from_ref(&batch), Some("folded"));
+    f.rt.block_on(commit(&writer, &f.storage, &folded, ImportMode::Upsert))
+        .unwrap();
+    f.snapshot_all();
+    let pending = f.write_runs(std::slice::from_ref(&batch), Some("pending"));
+    f.rt.block_on(commit(&writer, &f.storage, &pending, ImportMode::Upsert))
+        .unwrap();
+    let before = import_files(&f);
+    for (name, written) in [
+        ("abandoned", &abandoned),
+        ("folded", &folded),
+        ("pending", &pending),
+    ] {
+        assert!(
+            before
+                .iter()
+                .any(|k| k.contains(&format!("/imports/{name}."))),
+            "{name}'s runs are there: {before:?}"
+        );
+        assert!(!written.runs.is_empty());
+    }
+    let retention = ikv_snapshot::Retention {
+        window: Duration::from_secs(60),
+        keep_snapshots: 1,
+    };
+    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+    // Within the window nothing goes.
+    for p in 0..PARTITIONS {
+        f.rt.block_on(ikv_snapshot::apply_retention(
+            &f.storage,
+            &layout,
+            p,
+            &retention,
+            std::time::SystemTime::now(),
+        ))
+        .unwrap();
+    }
+    assert_eq!(import_files(&f), before);
+    let mut deleted = 0;
+    for p in 0..PARTITIONS {
+        deleted +=
+            f.rt.block_on(ikv_snapshot::apply_retention(
+                &f.storage, &layout, p, &retention, later,
+            ))
+            .unwrap()
+            .import_files_deleted;
+    }
+    let after = import_files(&f);
+    assert!(deleted > 0);
+    assert!(
+        !after
+            .iter()
+            .any(|k| k.contains("/imports/abandoned") || k.contains("/imports/folded")),
+        "abandoned and folded imports are gone: {after:?}"
+    );
+    for p in pending.runs.keys() {
+        assert!(
+            after
+                .iter()
+                .any(|k| k.contains(&format!("p{p:04}/imports/pending."))),
+            "partition {p}'s pending run stays: {after:?}"
+        );
+    }
+    // The pending import still reads, from a fresh reader, after retention.
+    let reader = f.reader("after-retention");
+    let status = reader.status();
+    assert!(status.iter().all(|s| s.last_error.is_none()), "{status:?}");
+}
