@@ -86,6 +86,22 @@ enum Command {
         #[arg(long, env = "IKV_MOUNT_DIRECTORY")]
         mount: PathBuf,
     },
+    /// Bulk-import Parquet data (a file, a directory, or an s3:// or file:// URL): one column
+    /// is the primary key, the others become fields
+    Import {
+        #[arg(long)]
+        store: String,
+        /// Where the Parquet data is
+        #[arg(long)]
+        parquet: String,
+        /// upsert (union of fields, as upsert_fields) or replace (the store's documents
+        /// become exactly the imported ones)
+        #[arg(long, default_value = "upsert")]
+        mode: String,
+        /// Names the import: a retry with the same id commits no partition twice
+        #[arg(long)]
+        import_id: Option<String>,
+    },
     /// Run the writer service's HTTP API on a local address
     Serve {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -181,6 +197,31 @@ async fn run(cli: Cli) -> Result<String, Fail> {
             .await
             .map_err(|e| e.to_string())?;
             Ok(String::new())
+        }
+        Command::Import {
+            store,
+            parquet,
+            mode,
+            import_id,
+        } => {
+            let storage = commands::open(&url(&cli.storage_url)?, true)?;
+            let mode: ikv_import::ImportMode = mode.parse()?;
+            let progress = Progress::start("import");
+            let options = ikv_import::ImportOptions {
+                import_id,
+                ..ikv_import::ImportOptions::default()
+            };
+            let receipt = ikv_import::import_parquet(
+                &storage,
+                &store,
+                &parquet,
+                &Default::default(),
+                mode,
+                options,
+            )
+            .await?;
+            progress.finish(&format!("{} documents", receipt.documents));
+            serde_json::to_string(&receipt).map_err(|e| Fail::usage(e.to_string()))
         }
         Command::Snapshot { stores, force } => {
             let storage = commands::open(&url(&cli.storage_url)?, false)?;

@@ -509,3 +509,202 @@ fn status_names_a_hole_in_a_log() {
         "{status}"
     );
 }
+
+/// Writes a Parquet file of `columns` (name, array) at `path`.
+fn parquet_file(path: &std::path::Path, columns: Vec<(&str, arrow_array::ArrayRef)>) {
+    let batch = arrow_array::RecordBatch::try_from_iter(columns).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+#[test]
+fn import_loads_parquet_and_refuses_bad_input_writing_nothing() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/bucket", dir.path().display());
+    let mount = dir.path().join("mount");
+    ok(&ikv(
+        &url,
+        &[
+            "create-store",
+            "--store",
+            "users",
+            "--primary-key",
+            "id",
+            "--partitions",
+            "3",
+        ],
+    ));
+    let good = dir.path().join("good.parquet");
+    parquet_file(
+        &good,
+        vec![
+            (
+                "id",
+                Arc::new(arrow_array::StringArray::from(vec![
+                    "alice", "bob", "alice",
+                ])) as _,
+            ),
+            (
+                "age",
+                Arc::new(arrow_array::Int32Array::from(vec![
+                    Some(30),
+                    Some(41),
+                    None,
+                ])) as _,
+            ),
+            (
+                "city",
+                Arc::new(arrow_array::StringArray::from(vec![
+                    Some("Oslo"),
+                    None,
+                    Some("Lima"),
+                ])) as _,
+            ),
+        ],
+    );
+    let bad = dir.path().join("bad.parquet");
+    parquet_file(
+        &bad,
+        vec![(
+            "user",
+            Arc::new(arrow_array::StringArray::from(vec!["x"])) as _,
+        )],
+    );
+    let good_path = good.to_str().unwrap();
+    // Bad input first: nothing may be written.
+    fails(
+        &ikv(
+            &url,
+            &[
+                "import",
+                "--store",
+                "users",
+                "--parquet",
+                bad.to_str().unwrap(),
+            ],
+        ),
+        2,
+        "the data has no column \"id\"",
+    );
+    fails(
+        &ikv(
+            &url,
+            &[
+                "import",
+                "--store",
+                "users",
+                "--parquet",
+                good_path,
+                "--mode",
+                "merge",
+            ],
+        ),
+        2,
+        "mode \"merge\" is not",
+    );
+    fails(
+        &ikv(
+            &url,
+            &[
+                "import",
+                "--store",
+                "users",
+                "--parquet",
+                "/nonexistent/x.parquet",
+            ],
+        ),
+        2,
+        "cannot read /nonexistent/x.parquet",
+    );
+    fails(
+        &ikv(
+            &url,
+            &[
+                "import",
+                "--store",
+                "users",
+                "--parquet",
+                good_path,
+                "--import-id",
+                "../up",
+            ],
+        ),
+        2,
+        "import id",
+    );
+    fails(
+        &ikv(
+            &url,
+            &["import", "--store", "nobody", "--parquet", good_path],
+        ),
+        3,
+        "does not exist",
+    );
+    let store_dir = dir.path().join("bucket/users");
+    let entries: Vec<_> = std::fs::read_dir(&store_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(entries, ["store.json"], "nothing written but the store");
+
+    let out = ok(&ikv(
+        &url,
+        &[
+            "import",
+            "--store",
+            "users",
+            "--parquet",
+            good_path,
+            "--import-id",
+            "day-1",
+        ],
+    ));
+    let receipt: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(receipt["rows"], 3);
+    assert_eq!(
+        receipt["documents"], 2,
+        "two rows of alice are one document"
+    );
+    // A retry of the same import commits nothing again.
+    let again = ok(&ikv(
+        &url,
+        &[
+            "import",
+            "--store",
+            "users",
+            "--parquet",
+            good_path,
+            "--import-id",
+            "day-1",
+        ],
+    ));
+    let again: serde_json::Value = serde_json::from_str(again.trim()).unwrap();
+    assert!(
+        again["commits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["earlier"] == true)
+    );
+    let got = ok(&ikv(
+        &url,
+        &[
+            "get",
+            "--store",
+            "users",
+            "--key",
+            "alice",
+            "--mount",
+            mount.to_str().unwrap(),
+        ],
+    ));
+    let doc: serde_json::Value = serde_json::from_str(got.trim()).unwrap();
+    // The later row's city wins; its null age leaves the earlier age.
+    assert_eq!(doc["age"], 30, "{doc}");
+    assert_eq!(doc["city"], "Lima", "{doc}");
+    assert_eq!(doc["id"], "alice", "{doc}");
+}

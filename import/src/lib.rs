@@ -199,3 +199,28 @@ impl Importer {
         self.builder.store_name().to_owned()
     }
 }
+
+/// Imports Parquet data (a local file or directory, or an object-store URL; see
+/// [`parquet_source::ParquetSource`]) into `store` under `storage`, and commits it.
+pub async fn import_parquet(
+    storage: &Storage,
+    store: &str,
+    location: &str,
+    source_options: &ikv_core::StorageOptions,
+    mode: ImportMode,
+    options: ImportOptions,
+) -> Result<ImportReceipt> {
+    let source = parquet_source::ParquetSource::resolve(location, source_options).await?;
+    let mut importer = Importer::open(storage.clone(), store, options).await?;
+    source.for_each_batch(|batch| importer.add(&batch)).await?;
+    tracing::info!(
+        rows = importer.rows(),
+        import = importer.import_id(),
+        "read the import's rows; writing runs"
+    );
+    let written = importer.write().await?;
+    let writer =
+        ikv_writer::Writer::open(storage.clone(), store, ikv_writer::WriterOptions::default())
+            .await?;
+    commit(&writer, storage, &written, mode).await
+}
