@@ -58,3 +58,27 @@ def run_snapshot(
     store_name: str, storage_url: str, storage_options: Optional[Dict[str, str]] = ..., force: bool = ...
 ) -> List[str]: ...
 def init_logging(level: str, path: Optional[str] = ...) -> bool: ...
+def write_runs(
+    data: object,
+    store_name: str,
+    storage_url: str,
+    storage_options: Optional[Dict[str, str]] = ...,
+    import_id: Optional[str] = ...,
+) -> str: ...
+def commit_runs(
+    written: List[str],
+    store_name: str,
+    mode: str,
+    storage_url: str,
+    storage_options: Optional[Dict[str, str]] = ...,
+) -> str: ...
+def import_parquet(
+    location: str,
+    store_name: str,
+    mode: str,
+    storage_url: str,
+    storage_options: Optional[Dict[str, str]] = ...,
+    import_id: Optional[str] = ...,
+    source_options: Optional[Dict[str, str]] = ...,
+) -> str: ...
+def partition_of(key: Union[str, bytes], num_partitions: int) -> int: ...

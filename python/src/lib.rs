@@ -2,6 +2,7 @@
 //! give the IKV API; this module holds the reader, the writer and the admin calls.
 
 mod arrow;
+mod bulk;
 mod convert;
 mod errors;
 mod fork;
@@ -132,7 +133,7 @@ fn run_snapshot(
 #[pyfunction]
 #[pyo3(signature = (level, path=None))]
 fn init_logging(level: &str, path: Option<std::path::PathBuf>) -> PyResult<bool> {
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("warn,ikv_core={level},ikv_reader={level},ikv_writer={level},ikv_snapshot={level},_internal={level}"))
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("warn,ikv_core={level},ikv_reader={level},ikv_writer={level},ikv_snapshot={level},ikv_import={level},_internal={level}"))
         .map_err(|e| raise("IKVValueError", format!("bad log level {level:?}: {e}")))?;
     let result = match path {
         Some(path) => {
@@ -169,6 +170,10 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(create_store, m)?)?;
     m.add_function(wrap_pyfunction!(run_snapshot, m)?)?;
     m.add_function(wrap_pyfunction!(init_logging, m)?)?;
+    m.add_function(wrap_pyfunction!(bulk::write_runs, m)?)?;
+    m.add_function(wrap_pyfunction!(bulk::commit_runs, m)?)?;
+    m.add_function(wrap_pyfunction!(bulk::import_parquet, m)?)?;
+    m.add_function(wrap_pyfunction!(bulk::partition_of, m)?)?;
 
     Ok(())
 }
