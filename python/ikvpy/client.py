@@ -225,10 +225,12 @@ class IKVWriter:
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
-    def _write(self, ops: list) -> None:
+    def _write(self, ops: list) -> List[Tuple[int, int]]:
+        """Commits ``ops``; returns the ``(partition, sequence)`` of each delta holding them
+        (for callers in this package that wait for their own writes)."""
         if self._native is None:
             raise IKVRuntimeError("the writer is not started: call startup()")
-        self._native.write(ops)
+        return self._native.write(ops)
 
     def upsert_fields(self, document: IKVDocument) -> None:
         """Unions the document's fields into the stored document (later values overwrite)."""

@@ -152,8 +152,9 @@ impl NativeWriter {
         })
     }
 
-    /// Validates and commits operations; returns once they are durable.
-    fn write(&self, py: Python<'_>, ops: &Bound<'_, PyList>) -> PyResult<()> {
+    /// Validates and commits operations; returns once they are durable, with the
+    /// `(partition, sequence)` of each delta that holds them.
+    fn write(&self, py: Python<'_>, ops: &Bound<'_, PyList>) -> PyResult<Vec<(u32, u64)>> {
         let ops: Vec<Operation> = ops
             .iter()
             .map(|op| operation(&op))
@@ -163,11 +164,21 @@ impl NativeWriter {
         match &connected.mode {
             Mode::Direct(writer) => py
                 .detach(|| rt.block_on(writer.write(&ops)))
-                .map(|_| ())
+                .map(|r| {
+                    r.commits
+                        .iter()
+                        .map(|c| (c.partition, c.sequence))
+                        .collect()
+                })
                 .map_err(to_py),
             Mode::Http { client, store } => py
                 .detach(|| rt.block_on(client.write(store, &ops)))
-                .map(|_| ())
+                .map(|r| {
+                    r.commits
+                        .iter()
+                        .map(|c| (c.partition, c.sequence))
+                        .collect()
+                })
                 .map_err(client_to_py),
         }
     }
