@@ -107,6 +107,16 @@ impl LocalStore {
                     None => Some(DropState::default()),
                     Some(v) => serde_json::from_slice(&v).ok(),
                 };
+                // An import was being applied when the owner stopped: its half-written
+                // documents are indistinguishable from others, so the copy is rebuilt.
+                let importing = get(&format!("importing/{p}"))?.is_some();
+                if importing {
+                    tracing::warn!(
+                        partition = p,
+                        "an import was being applied when the last owner stopped; rebuilding the local copy"
+                    );
+                    complete = false;
+                }
                 match (applied, drops) {
                     (Some(applied), Some(drops)) => {
                         states.insert(
@@ -287,10 +297,20 @@ impl LocalStore {
                 serde_json::to_vec(drops).unwrap_or_default(),
             );
         }
+        batch.remove(&self.meta, format!("importing/{partition}"));
         ikv_core::failpoint!("reader.apply.before_commit");
         batch.commit().map_err(|e| self.err(e))?;
         ikv_core::failpoint!("reader.apply.after_commit");
         Ok(())
+    }
+
+    /// Records that import delta `seq` of `partition` is being applied in parts: until
+    /// [`LocalStore::commit`] records it, a copy opened with this mark is rebuilt (the parts
+    /// already written cannot be told from the documents before the import).
+    pub fn begin_import(&self, partition: u32, seq: u64) -> Result<()> {
+        self.meta
+            .insert(format!("importing/{partition}"), seq.to_le_bytes().to_vec())
+            .map_err(|e| self.err(e))
     }
 
     /// Writes entries without moving the partition's applied sequence: a part of a delta

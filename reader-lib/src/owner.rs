@@ -284,7 +284,9 @@ impl Owner {
     /// Starts applying import delta `seq` of `partition` (see [`crate::sync`]): chunks go to
     /// the durable copy only, so no reader sees part of an import.
     pub fn begin_import(&self, partition: u32, seq: u64, replace: bool) -> Result<ImportApply> {
-        Ok(ImportApply::new(self.view()?, partition, seq, replace))
+        let view = self.view()?;
+        self.local.begin_import(partition, seq)?;
+        Ok(ImportApply::new(view, partition, seq, replace))
     }
 
     /// Writes one chunk of an import's documents to the durable copy.

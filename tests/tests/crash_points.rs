@@ -18,7 +18,7 @@ use ikv_core::{Document, FieldValue, Operation, Storage, StorageOptions, StoreCo
 use ikv_core::{StoreLayout, store::list_snapshot_seqs};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_snapshot::{Manifest, SnapshotOptions, SnapshotStream, snapshot_partition};
-use ikv_tests::model::Model;
+use ikv_tests::model::{Committed, Model};
 use ikv_tests::model_check::{assert_equals_model, write_and_record};
 use ikv_tests::random_ops::Workload;
 use ikv_writer::{Writer, WriterOptions};
@@ -415,4 +415,124 @@ fn retention_killed_between_deletes_leaves_a_readable_log_without_holes() {
         "seed {seed}: retention deleted deltas"
     );
     b.assert_mount_matches(&b.root.join("final"), seed);
+}
+
+/// The documents `ikv-test-importer ... ROWS ROUND` imports.
+fn import_row(i: usize, round: i64) -> Document {
+    Document::new()
+        .with("id", FieldValue::String(format!("imp{i:06}")))
+        .with("a", FieldValue::String(format!("i-{round}-{i}")))
+        .with("b", FieldValue::Int64(i as i64 * 3 + round))
+}
+
+impl Bucket {
+    fn model_tips(&self) -> Vec<u64> {
+        (0..self.config.num_partitions)
+            .map(|p| self.model.tip(p))
+            .collect()
+    }
+
+    fn importer_cmd(&self, import_id: &str, rows: usize, round: i64) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ikv-test-importer"));
+        cmd.args([
+            self.url.as_str(),
+            STORE,
+            import_id,
+            &rows.to_string(),
+            &round.to_string(),
+        ]);
+        cmd
+    }
+
+    /// Records in the model an import of `rows` rows committed at the tips it moved to.
+    fn record_import(&mut self, rows: usize, round: i64, before: &[u64]) {
+        let after = self.tips();
+        let commits: Vec<Committed> = (0..self.config.num_partitions)
+            .filter(|p| after[*p as usize] > before[*p as usize])
+            .map(|p| {
+                assert_eq!(
+                    after[p as usize],
+                    before[p as usize] + 1,
+                    "one delta per partition"
+                );
+                Committed {
+                    partition: p,
+                    sequence: after[p as usize],
+                }
+            })
+            .collect();
+        let ops: Vec<Operation> = (0..rows)
+            .map(|i| Operation::UpsertFields(import_row(i, round)))
+            .collect();
+        self.model.record(&ops, &commits);
+        self.keys.extend(
+            (0..rows)
+                .step_by(53)
+                .map(|i| format!("imp{i:06}").into_bytes()),
+        );
+    }
+}
+
+#[test]
+fn an_import_killed_before_its_commit_leaves_nothing_and_a_reader_killed_applying_one_resumes() {
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut b = Bucket::new(2, seed);
+    b.write_random(30);
+    let mount = b.root.join("mount");
+    assert!(!kill_at(
+        b.reader_cmd(&mount),
+        "reader.import.chunk",
+        1,
+        seed
+    ));
+
+    // The importer killed after writing its runs, before any partition's commit: nothing is
+    // committed, and the retry with the same id commits each partition once.
+    let before = b.tips();
+    assert!(kill_at(
+        b.importer_cmd("day-1", 20_000, 1),
+        "import.before_commit",
+        1,
+        seed
+    ));
+    assert_eq!(b.tips(), before, "seed {seed}: nothing committed");
+    b.assert_mount_matches(&mount, seed);
+    let out = b.importer_cmd("day-1", 20_000, 1).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    b.record_import(20_000, 1, &before);
+    let again = b.importer_cmd("day-1", 20_000, 1).output().unwrap();
+    assert!(again.status.success());
+    assert_eq!(
+        b.tips(),
+        b.model_tips(),
+        "seed {seed}: the retry committed nothing again"
+    );
+    b.write_random(5);
+
+    // A reader killed between the chunks of an import it applies (about 10,000 documents per
+    // partition, in chunks of 4,096) rebuilds and equals the model.
+    kill_somewhere(&mut rng, 4, seed, "reader.import.chunk", || {
+        b.reader_cmd(&mount)
+    });
+    b.assert_mount_matches(&mount, seed);
+
+    // And once more with the import folded into a snapshot, and a second import on top.
+    b.snapshot_all();
+    let before = b.tips();
+    let out = b.importer_cmd("day-2", 12_000, 2).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    b.record_import(12_000, 2, &before);
+    kill_somewhere(&mut rng, 2, seed, "reader.import.chunk", || {
+        b.reader_cmd(&mount)
+    });
+    b.assert_mount_matches(&mount, seed);
 }
