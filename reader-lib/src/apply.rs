@@ -120,80 +120,33 @@ pub fn stage(
     })
 }
 
-/// Applying one import delta, a chunk of its merged documents at a time: every chunk is
-/// computed from the view as it was before the import (an import names each key once, so no
-/// chunk depends on another).
-pub struct ImportApply {
-    pub view: std::sync::Arc<ReadView>,
-    pub partition: u32,
-    pub seq: u64,
-    pub replace: bool,
-    /// The partition's drop state once the import is applied.
-    pub drops: DropState,
-    pub drops_changed: bool,
-    pub documents: u64,
-}
-
-impl ImportApply {
-    pub fn new(view: std::sync::Arc<ReadView>, partition: u32, seq: u64, replace: bool) -> Self {
-        let before = view
-            .drops
-            .get(partition as usize)
-            .cloned()
-            .unwrap_or_default();
-        let drops = if replace {
-            // As a drop-all row 0 of the delta would: everything older is gone.
-            DropState {
-                all: epoch(seq, 0),
-                ..DropState::default()
-            }
-        } else {
-            before.clone()
-        };
-        ImportApply {
-            drops_changed: drops != before,
-            view,
-            partition,
-            seq,
-            replace,
-            drops,
-            documents: 0,
+/// A document's entry after an import into `partition` at delta `seq`: its sections before
+/// (`existing`, live fields only under `drops`), the partition's section replaced (replace
+/// mode) or kept, then the imported `fields` set on it. `None` when nothing remains.
+pub fn imported_entry(
+    existing: Option<&[u8]>,
+    fields: Option<&BTreeMap<String, ikv_core::FieldValue>>,
+    partition: u32,
+    seq: u64,
+    replace: bool,
+    drops: &[DropState],
+    primary_key: &str,
+) -> Result<Option<Vec<u8>>> {
+    let mut sections = match existing {
+        Some(bytes) => decode_entry_live(bytes, drops, primary_key)?,
+        None => Sections::new(),
+    };
+    if replace {
+        sections.remove(&partition);
+    }
+    if let Some(fields) = fields.filter(|f| !f.is_empty()) {
+        let e = epoch(seq, 1);
+        let section = sections
+            .entry(partition)
+            .or_insert_with(|| OwnedDoc::new(partition));
+        for (name, value) in fields {
+            section.set(name, value, e);
         }
     }
-
-    /// The new entries of a chunk of imported documents (ascending keys, each once).
-    pub fn stage_chunk(
-        &mut self,
-        docs: &[(Vec<u8>, BTreeMap<String, ikv_core::FieldValue>)],
-        primary_key: &str,
-        single_partition_keys: bool,
-    ) -> Result<Entries> {
-        let e = epoch(self.seq, 1);
-        let mut entries = Vec::with_capacity(docs.len());
-        for (key, fields) in docs {
-            let mut sections = if self.replace && single_partition_keys {
-                Sections::new()
-            } else {
-                match self.view.doc(key)? {
-                    Some(bytes) => decode_entry_live(bytes, &self.view.drops, primary_key)?,
-                    None => Sections::new(),
-                }
-            };
-            if self.replace {
-                sections.remove(&self.partition);
-            }
-            let section = sections
-                .entry(self.partition)
-                .or_insert_with(|| OwnedDoc::new(self.partition));
-            for (name, value) in fields {
-                section.set(name, value, e);
-            }
-            if section.fields.is_empty() {
-                sections.remove(&self.partition);
-            }
-            entries.push((key.clone(), encode_entry(&sections)));
-        }
-        self.documents += docs.len() as u64;
-        Ok(entries)
-    }
+    Ok(encode_entry(&sections))
 }

@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod doc;
 pub mod drops;
 pub mod image;
+mod import;
 pub mod keys;
 pub mod local;
 pub mod mount;

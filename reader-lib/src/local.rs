@@ -107,16 +107,6 @@ impl LocalStore {
                     None => Some(DropState::default()),
                     Some(v) => serde_json::from_slice(&v).ok(),
                 };
-                // An import was being applied when the owner stopped: its half-written
-                // documents are indistinguishable from others, so the copy is rebuilt.
-                let importing = get(&format!("importing/{p}"))?.is_some();
-                if importing {
-                    tracing::warn!(
-                        partition = p,
-                        "an import was being applied when the last owner stopped; rebuilding the local copy"
-                    );
-                    complete = false;
-                }
                 match (applied, drops) {
                     (Some(applied), Some(drops)) => {
                         states.insert(
@@ -240,6 +230,29 @@ impl LocalStore {
         docs: Keyspace,
         states: &BTreeMap<u32, PartitionState>,
     ) -> Result<()> {
+        let states = states
+            .iter()
+            .map(|(p, s)| {
+                (
+                    *p,
+                    ImagePartition {
+                        applied: s.applied,
+                        snapshot: s.snapshot,
+                        drops: DropState::default(),
+                    },
+                )
+            })
+            .collect();
+        self.activate_with_drops(generation, docs, &states)
+    }
+
+    /// As [`LocalStore::activate`], with each partition's drop state.
+    pub fn activate_with_drops(
+        &mut self,
+        generation: u64,
+        docs: Keyspace,
+        states: &BTreeMap<u32, ImagePartition>,
+    ) -> Result<()> {
         let mut batch = self.db.batch();
         batch.insert(
             &self.meta,
@@ -258,7 +271,15 @@ impl LocalStore {
                 format!("snapshot/{p}"),
                 s.snapshot.to_le_bytes().to_vec(),
             );
-            batch.remove(&self.meta, format!("drops/{p}"));
+            if s.drops.is_empty() {
+                batch.remove(&self.meta, format!("drops/{p}"));
+            } else {
+                batch.insert(
+                    &self.meta,
+                    format!("drops/{p}"),
+                    serde_json::to_vec(&s.drops).unwrap_or_default(),
+                );
+            }
         }
         batch.commit().map_err(|e| self.err(e))?;
         let old = std::mem::replace(&mut self.docs, docs);
@@ -297,34 +318,16 @@ impl LocalStore {
                 serde_json::to_vec(drops).unwrap_or_default(),
             );
         }
-        batch.remove(&self.meta, format!("importing/{partition}"));
         ikv_core::failpoint!("reader.apply.before_commit");
         batch.commit().map_err(|e| self.err(e))?;
         ikv_core::failpoint!("reader.apply.after_commit");
         Ok(())
     }
 
-    /// Records that import delta `seq` of `partition` is being applied in parts: until
-    /// [`LocalStore::commit`] records it, a copy opened with this mark is rebuilt (the parts
-    /// already written cannot be told from the documents before the import).
-    pub fn begin_import(&self, partition: u32, seq: u64) -> Result<()> {
-        self.meta
-            .insert(format!("importing/{partition}"), seq.to_le_bytes().to_vec())
-            .map_err(|e| self.err(e))
-    }
-
-    /// Writes entries without moving the partition's applied sequence: a part of a delta
-    /// too large for one batch (an import). The delta counts as applied only once
-    /// [`LocalStore::commit`] records it.
-    pub fn write_entries(&self, entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()> {
-        let mut batch = self.db.batch();
-        for (k, v) in entries {
-            match v {
-                Some(v) => batch.insert(&self.docs, doc_key(k), v.clone()),
-                None => batch.remove(&self.docs, doc_key(k)),
-            }
-        }
-        batch.commit().map_err(|e| self.err(e))
+    /// The active documents keyspace and the database, for reading every document from
+    /// another thread (an import's rebuild).
+    pub fn docs_handle(&self) -> (fjall::Database, Keyspace) {
+        (self.db.clone(), self.docs.clone())
     }
 
     /// Every document in key order, as (primary key, entry), read from one snapshot.

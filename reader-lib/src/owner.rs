@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use fjall::Keyspace;
 use ikv_core::{DeltaOp, Error, Result};
 
-use crate::apply::{ImportApply, stage};
+use crate::apply::stage;
 use crate::image::{Image, ImageWriter};
 use crate::local::{LocalStore, PartitionState};
 use crate::mount::{Current, Identity, MountDir};
@@ -281,47 +281,30 @@ impl Owner {
         if over { self.fold() } else { Ok(()) }
     }
 
-    /// Starts applying import delta `seq` of `partition` (see [`crate::sync`]): chunks go to
-    /// the durable copy only, so no reader sees part of an import.
-    pub fn begin_import(&self, partition: u32, seq: u64, replace: bool) -> Result<ImportApply> {
-        let view = self.view()?;
-        self.local.begin_import(partition, seq)?;
-        Ok(ImportApply::new(view, partition, seq, replace))
-    }
-
-    /// Writes one chunk of an import's documents to the durable copy.
-    pub fn import_chunk(
+    /// The durable copy's documents and every partition's state, for rebuilding it with an
+    /// import merged in ([`crate::import`]).
+    pub fn rebuild_source(
         &self,
-        import: &mut ImportApply,
-        docs: &[(
-            Vec<u8>,
-            std::collections::BTreeMap<String, ikv_core::FieldValue>,
-        )],
-    ) -> Result<()> {
-        let config = &self.identity.config;
-        let entries = import.stage_chunk(
-            docs,
-            &config.primary_key_field,
-            config.partitioning_key_field.is_none(),
-        )?;
-        self.local.write_entries(&entries)
+    ) -> Result<((fjall::Database, Keyspace), BTreeMap<u32, ImagePartition>)> {
+        Ok((
+            self.local.docs_handle(),
+            self.local.states(&self.identity.partitions)?,
+        ))
     }
 
-    /// Records the import as applied and publishes a new image holding it: readers switch
-    /// from the state before the import to the state after it in one step.
-    pub fn finish_import(&mut self, import: ImportApply) -> Result<()> {
-        let ImportApply {
-            view,
-            partition,
-            seq,
-            drops,
-            drops_changed,
-            ..
-        } = import;
-        drop(view);
+    /// Makes a rebuilt keyspace and image (started with [`Owner::start_bootstrap`]) the state
+    /// of the durable copy and of every reader, with each partition's state.
+    pub fn finish_rebuild(
+        &mut self,
+        docs_generation: u64,
+        docs: Keyspace,
+        generation: u64,
+        image: ImageWriter,
+        partitions: BTreeMap<u32, ImagePartition>,
+    ) -> Result<()> {
         self.local
-            .commit(partition, seq, &[], drops_changed.then_some(&drops))?;
-        self.fold()
+            .activate_with_drops(docs_generation, docs, &partitions)?;
+        self.publish_generation(generation, image, &ImageState { partitions })
     }
 
     /// Records that `partition` was caught up at `ms` (ms since the epoch) for every process.

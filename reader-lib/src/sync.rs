@@ -3,10 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use ikv_core::delta::{ImportDelta, decode_delta};
+use ikv_core::delta::decode_delta;
 use ikv_core::store::{list_snapshot_seqs, read_delta};
 use ikv_core::{Error, Result, Storage, StoreLayout};
-use ikv_snapshot_format::{Manifest, MergedRuns, SnapshotStream};
 
 use crate::bootstrap::{bootstrap, newest_snapshots};
 use crate::local::PartitionState;
@@ -56,7 +55,10 @@ pub async fn catch_up(
                     )?;
                     match delta.import()? {
                         Some(import) => {
-                            apply_import(storage, layout, owner, partition, next, &import).await?
+                            crate::import::apply_import(
+                                storage, layout, owner, partition, next, &import,
+                            )
+                            .await?
                         }
                         None => owner.apply_delta(partition, next, &delta.ops)?,
                     }
@@ -77,54 +79,6 @@ pub async fn catch_up(
         found += window;
         window = found.clamp(1, MAX_FETCH_WINDOW);
     }
-}
-
-/// Documents applied to the durable copy per write batch while applying an import.
-const IMPORT_CHUNK: usize = 4096;
-
-/// Applies an import delta: its runs' files, merged by key, streamed into the durable copy
-/// in chunks, then published as a new image (see [`Owner::finish_import`]).
-async fn apply_import(
-    storage: &Storage,
-    layout: &StoreLayout,
-    owner: &mut Owner,
-    partition: u32,
-    seq: u64,
-    import: &ImportDelta<'_>,
-) -> Result<()> {
-    let what = layout.delta(partition, seq).to_string();
-    let mut runs = Vec::with_capacity(import.runs.len());
-    for run in &import.runs {
-        let manifest = Manifest::decode_import_spec(run.spec, layout, partition, run.id, &what)?;
-        runs.push(SnapshotStream::new(
-            storage.clone(),
-            layout.clone(),
-            manifest,
-        ));
-    }
-    let started = std::time::Instant::now();
-    let mut merged = MergedRuns::open(runs).await?;
-    let mut applying = owner.begin_import(partition, seq, import.replace)?;
-    let mut chunk = Vec::with_capacity(IMPORT_CHUNK);
-    loop {
-        let next = merged.next_doc().await?;
-        let done = next.is_none();
-        if let Some(doc) = next {
-            chunk.push(doc);
-        }
-        if chunk.len() >= IMPORT_CHUNK || (done && !chunk.is_empty()) {
-            owner.import_chunk(&mut applying, &chunk)?;
-            chunk.clear();
-            ikv_core::failpoint!("reader.import.chunk");
-        }
-        if done {
-            break;
-        }
-    }
-    let documents = applying.documents;
-    owner.finish_import(applying)?;
-    tracing::info!(partition, seq, documents, replace = import.replace, elapsed = ?started.elapsed(), "applied an import");
-    Ok(())
 }
 
 /// What lies after a partition's applied delta when the next one is missing.

@@ -482,7 +482,7 @@ fn an_import_killed_before_its_commit_leaves_nothing_and_a_reader_killed_applyin
     let mount = b.root.join("mount");
     assert!(!kill_at(
         b.reader_cmd(&mount),
-        "reader.import.chunk",
+        "reader.import.batch",
         1,
         seed
     ));
@@ -516,7 +516,7 @@ fn an_import_killed_before_its_commit_leaves_nothing_and_a_reader_killed_applyin
 
     // A reader killed between the chunks of an import it applies (about 10,000 documents per
     // partition, in chunks of 4,096) rebuilds and equals the model.
-    kill_somewhere(&mut rng, 4, seed, "reader.import.chunk", || {
+    kill_somewhere(&mut rng, 4, seed, "reader.import.batch", || {
         b.reader_cmd(&mount)
     });
     b.assert_mount_matches(&mount, seed);
@@ -531,7 +531,7 @@ fn an_import_killed_before_its_commit_leaves_nothing_and_a_reader_killed_applyin
         String::from_utf8_lossy(&out.stderr)
     );
     b.record_import(12_000, 2, &before);
-    kill_somewhere(&mut rng, 2, seed, "reader.import.chunk", || {
+    kill_somewhere(&mut rng, 2, seed, "reader.import.batch", || {
         b.reader_cmd(&mount)
     });
     b.assert_mount_matches(&mount, seed);
