@@ -298,6 +298,7 @@ async fn write_snapshot(
         .collect();
     let replace = import.as_ref().is_some_and(|(replace, _, _)| *replace);
     let base = base.filter(|_| !replace);
+    let from_import = import.is_some();
     let runs: Vec<Manifest> = import
         .map(|(_, runs, seq)| {
             for m in &runs {
@@ -327,12 +328,47 @@ async fn write_snapshot(
     let dir = layout.snapshot_dir(partition, sequence);
     let mut writer =
         SnapshotWriter::new(storage.clone(), &dir, &run, columns, options.files.clone())?;
-    // The round's base documents: the previous snapshot (unless an import replaces it) and
-    // the import's runs, merged by key.
-    let streams = sources
+    // One base snapshot and no store-wide drop: untouched rows are copied as Arrow slices.
+    let columnar = sources.len() == 1 && !from_import && overlay.globals.is_empty();
+    let mut streams: Vec<SnapshotStream> = sources
         .into_iter()
         .map(|m| SnapshotStream::new(storage.clone(), layout.clone(), m))
         .collect();
+    if columnar && let Some(base) = streams.pop() {
+        crate::columnar::merge(base, overlay, &mut writer).await?;
+    } else {
+        merge_documents(streams, overlay, &mut writer).await?;
+    }
+    let (files, columns) = writer.finish().await?;
+    let row_count = files.iter().map(|f| f.rows).sum();
+    Ok(Manifest {
+        format_version: Manifest::new_version(),
+        store_name: config.store_name.clone(),
+        partition,
+        sequence,
+        base_sequence,
+        primary_key_field: config.primary_key_field.clone(),
+        created_at_ms: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        writer_id: run,
+        row_count,
+        files,
+        key_column: KEY_COLUMN.to_owned(),
+        columns,
+        import_id: None,
+        imports,
+    })
+}
+
+/// The document path: the round's base documents (the previous snapshot, unless an import
+/// replaces it, and the import's runs, merged by key) resolved one by one with the overlay.
+async fn merge_documents(
+    streams: Vec<SnapshotStream>,
+    overlay: &Overlay,
+    writer: &mut SnapshotWriter,
+) -> Result<()> {
     let mut base_docs = MergedRuns::open(streams).await?;
     let mut next_base: Option<SnapshotDoc> = base_docs.next_doc().await?;
     let mut changes = overlay.keys.iter().peekable();
@@ -378,25 +414,5 @@ async fn write_snapshot(
             writer.push((key, doc)).await?;
         }
     }
-    let (files, columns) = writer.finish().await?;
-    let row_count = files.iter().map(|f| f.rows).sum();
-    Ok(Manifest {
-        format_version: Manifest::new_version(),
-        store_name: config.store_name.clone(),
-        partition,
-        sequence,
-        base_sequence,
-        primary_key_field: config.primary_key_field.clone(),
-        created_at_ms: SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-        writer_id: run,
-        row_count,
-        files,
-        key_column: KEY_COLUMN.to_owned(),
-        columns,
-        import_id: None,
-        imports,
-    })
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! readers bootstrap from (and that pandas, pyarrow, DuckDB read as ordinary tables), and
 //! deletes what the retention rules allow. Design and guarantees: `docs/SNAPSHOTS.md`.
 
+mod columnar;
 pub mod compact;
 mod import_retention;
 pub mod options;

@@ -1,0 +1,240 @@
+//! The compactor's fast merge: the previous snapshot's rows that the deltas did not touch are
+//! copied as Arrow slices, never decoded into documents; only touched rows and new keys go
+//! through [`Overlay::resolve`].
+//!
+//! It applies when a round's only base is one snapshot and the deltas made no store-wide drop
+//! (`compact.rs` checks): then an untouched row is exactly the row it was, and the output's
+//! columns are a superset of the snapshot's (a column maps by field and type; its name may
+//! change when a field gains a second type). Typically most of a store is untouched, so
+//! the pass costs about a Parquet decode and encode of the store plus the work on what changed.
+//! Rows are checked to be strictly ascending as they stream: a snapshot out of order fails
+//! the pass as corrupt, as the document path does.
+
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch};
+use ikv_core::{Error, Result};
+
+use crate::manifest::{KEY_COLUMN, SnapshotColumn};
+use crate::overlay::{KeyChange, Overlay};
+use crate::read::SnapshotStream;
+use crate::rows::{SnapshotDoc, data_type, from_batch, to_batch};
+use crate::write::SnapshotWriter;
+
+/// Rows gathered before they go to the writer as one batch.
+const FLUSH_ROWS: usize = 8192;
+
+fn corrupt(what: &str, reason: impl ToString) -> Error {
+    Error::Corrupt {
+        what: what.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Output rows in order: slices already in the output's columns, and runs of documents.
+enum Piece {
+    Rows(RecordBatch),
+    Docs(Vec<SnapshotDoc>),
+}
+
+struct Output<'w> {
+    writer: &'w mut SnapshotWriter,
+    pieces: Vec<Piece>,
+    rows: usize,
+}
+
+impl Output<'_> {
+    fn rows(&mut self, batch: RecordBatch) {
+        self.rows += batch.num_rows();
+        self.pieces.push(Piece::Rows(batch));
+    }
+
+    fn doc(&mut self, doc: SnapshotDoc) {
+        self.rows += 1;
+        match self.pieces.last_mut() {
+            Some(Piece::Docs(docs)) => docs.push(doc),
+            _ => self.pieces.push(Piece::Docs(vec![doc])),
+        }
+    }
+
+    async fn flush_if_full(&mut self) -> Result<()> {
+        if self.rows >= FLUSH_ROWS {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.pieces.is_empty() {
+            return Ok(());
+        }
+        let schema = self.writer.schema();
+        let columns = self.writer.columns().to_vec();
+        let mut batches = Vec::with_capacity(self.pieces.len());
+        for piece in self.pieces.drain(..) {
+            batches.push(match piece {
+                Piece::Rows(b) => b,
+                Piece::Docs(docs) => to_batch(&schema, &columns, &docs)?,
+            });
+        }
+        self.rows = 0;
+        let batch = arrow_select::concat::concat_batches(&schema, &batches)
+            .map_err(|e| corrupt("snapshot batch being built", e))?;
+        self.writer.push_batch(&batch).await
+    }
+}
+
+/// How each output column is filled from a base batch: the base column of the same field and
+/// type, or nulls.
+fn mapping(base: &[SnapshotColumn], out: &[SnapshotColumn]) -> Vec<Option<String>> {
+    out.iter()
+        .map(|o| {
+            base.iter()
+                .find(|b| b.field == o.field && b.field_type == o.field_type)
+                .map(|b| b.name.clone())
+        })
+        .collect()
+}
+
+/// Rows `[from, to)` of a base batch in the output's columns.
+fn convert(
+    batch: &RecordBatch,
+    from: usize,
+    to: usize,
+    map: &[Option<String>],
+    out: &[SnapshotColumn],
+    schema: &arrow_schema::SchemaRef,
+) -> Result<RecordBatch> {
+    let slice = batch.slice(from, to - from);
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(out.len() + 1);
+    arrays.push(
+        slice
+            .column_by_name(KEY_COLUMN)
+            .cloned()
+            .ok_or_else(|| corrupt("snapshot", format!("no {KEY_COLUMN} column")))?,
+    );
+    for (column, source) in out.iter().zip(map) {
+        let expected = data_type(column.field_type);
+        let array = match source {
+            Some(name) => {
+                let a = slice.column_by_name(name).cloned().ok_or_else(|| {
+                    corrupt(
+                        "snapshot",
+                        format!("column {name:?} of the manifest is missing"),
+                    )
+                })?;
+                if a.data_type() != &expected {
+                    return Err(corrupt(
+                        "snapshot",
+                        format!("column {name:?} has type {}, not {expected}", a.data_type()),
+                    ));
+                }
+                a
+            }
+            None => arrow_array::new_null_array(&expected, to - from),
+        };
+        arrays.push(array);
+    }
+    RecordBatch::try_new(Arc::clone(schema), arrays).map_err(|e| corrupt("snapshot batch", e))
+}
+
+/// Merges `overlay` into the snapshot `base` streams, writing every resulting row.
+pub async fn merge(
+    mut base: SnapshotStream,
+    overlay: &Overlay,
+    writer: &mut SnapshotWriter,
+) -> Result<()> {
+    let base_columns = base.manifest().columns.clone();
+    let out_columns = writer.columns().to_vec();
+    let schema = writer.schema();
+    let map = mapping(&base_columns, &out_columns);
+    let mut out = Output {
+        writer,
+        pieces: Vec::new(),
+        rows: 0,
+    };
+    let mut changes = overlay.keys.iter().peekable();
+    let new_doc = |change: &KeyChange, key: &[u8]| -> Option<SnapshotDoc> {
+        overlay
+            .resolve(None, Some(change))
+            .map(|doc| (key.to_vec(), doc))
+    };
+    let mut last: Option<Vec<u8>> = None;
+    while let Some(batch) = base.next_record_batch().await? {
+        let keys = batch
+            .column_by_name(KEY_COLUMN)
+            .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
+            .ok_or_else(|| corrupt("snapshot", format!("no binary {KEY_COLUMN} column")))?
+            .clone();
+        let n = keys.len();
+        if keys.null_count() > 0 {
+            return Err(corrupt("snapshot", "a key is null"));
+        }
+        let ascending = (1..n).all(|i| keys.value(i - 1) < keys.value(i));
+        let after_last = n == 0 || last.as_deref().is_none_or(|l| l < keys.value(0));
+        if !ascending || !after_last {
+            return Err(corrupt(
+                "snapshot",
+                "rows are not strictly ascending by primary key",
+            ));
+        }
+        if n > 0 {
+            last = Some(keys.value(n - 1).to_vec());
+        }
+        let mut row = 0;
+        while row < n {
+            // Keys only the deltas know, before this row.
+            while let Some((ck, change)) = changes.peek().copied() {
+                if ck.as_slice() >= keys.value(row) {
+                    break;
+                }
+                if let Some(doc) = new_doc(change, ck) {
+                    out.doc(doc);
+                }
+                changes.next();
+            }
+            // Untouched rows up to the next key the deltas touched.
+            let end = match changes.peek() {
+                None => n,
+                Some((ck, _)) => {
+                    let (mut lo, mut hi) = (row, n);
+                    while lo < hi {
+                        let mid = (lo + hi) / 2;
+                        if keys.value(mid) < ck.as_slice() {
+                            lo = mid + 1;
+                        } else {
+                            hi = mid;
+                        }
+                    }
+                    lo
+                }
+            };
+            if end > row {
+                out.rows(convert(&batch, row, end, &map, &out_columns, &schema)?);
+                row = end;
+                out.flush_if_full().await?;
+                continue;
+            }
+            // The row the deltas touched.
+            if let Some((ck, change)) = changes.peek().copied()
+                && ck.as_slice() == keys.value(row)
+            {
+                let mut docs = Vec::with_capacity(1);
+                from_batch(&batch.slice(row, 1), &base_columns, &mut docs)?;
+                if let Some(resolved) = overlay.resolve(docs.pop().map(|(_, d)| d), Some(change)) {
+                    out.doc((ck.clone(), resolved));
+                }
+                changes.next();
+                row += 1;
+                out.flush_if_full().await?;
+            }
+        }
+    }
+    for (ck, change) in changes {
+        if let Some(doc) = new_doc(change, ck) {
+            out.doc(doc);
+        }
+        out.flush_if_full().await?;
+    }
+    out.flush().await
+}
