@@ -120,15 +120,21 @@ pub fn stage(
     })
 }
 
-/// A document's entry after an import into `partition` at delta `seq`: its sections before
-/// (`existing`, live fields only under `drops`), the partition's section replaced (replace
-/// mode) or kept, then the imported `fields` set on it. `None` when nothing remains.
+/// One partition's import, as the rebuild applies it.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionImport {
+    pub partition: u32,
+    pub seq: u64,
+    pub replace: bool,
+}
+
+/// A document's entry after imports: its sections before (`existing`, live fields only under
+/// `drops`); each importing partition's section replaced (replace mode) or kept, then that
+/// import's fields set on it (epoch `seq << 24 | 1`: after the delta's drop-all row). `None`
+/// when nothing remains.
 pub fn imported_entry(
     existing: Option<&[u8]>,
-    fields: Option<&BTreeMap<String, ikv_core::FieldValue>>,
-    partition: u32,
-    seq: u64,
-    replace: bool,
+    imported: &[(PartitionImport, BTreeMap<String, ikv_core::FieldValue>)],
     drops: &[DropState],
     primary_key: &str,
 ) -> Result<Option<Vec<u8>>> {
@@ -136,14 +142,17 @@ pub fn imported_entry(
         Some(bytes) => decode_entry_live(bytes, drops, primary_key)?,
         None => Sections::new(),
     };
-    if replace {
-        sections.remove(&partition);
-    }
-    if let Some(fields) = fields.filter(|f| !f.is_empty()) {
-        let e = epoch(seq, 1);
+    for (import, fields) in imported {
+        if import.replace {
+            sections.remove(&import.partition);
+        }
+        if fields.is_empty() {
+            continue;
+        }
+        let e = epoch(import.seq, 1);
         let section = sections
-            .entry(partition)
-            .or_insert_with(|| OwnedDoc::new(partition));
+            .entry(import.partition)
+            .or_insert_with(|| OwnedDoc::new(import.partition));
         for (name, value) in fields {
             section.set(name, value, e);
         }

@@ -1,34 +1,44 @@
-//! Applying an import delta ([FORMAT.md], "Imports"): the durable copy and the read image are
-//! rebuilt in one sorted pass that merges the copy's documents with the import's runs, the
+//! Applying import deltas ([FORMAT.md], "Imports"): the durable copy and the read image are
+//! rebuilt in one sorted pass that merges the copy's documents with the imports' runs, the
 //! way a bootstrap merges snapshots, through fjall's sorted ingestion.
 //!
 //! Why a rebuild rather than applying the imported documents one by one: an import is large
 //! (it is how millions of documents arrive), and the read image must be rewritten afterwards
 //! anyway; a sorted merge writes each document once, sequentially, at bootstrap speed, where
-//! millions of single writes would churn the LSM tree. Atomicity and crash safety come with
-//! it: the new keyspace and image become the state together ([`Owner::finish_rebuild`]), so
-//! readers switch from the state before the import to the state after it in one step, and a
-//! process killed midway leaves the previous state and an unfinished keyspace that the next
-//! open deletes.
+//! millions of single writes would churn the LSM tree. One import commits a delta in every
+//! partition it touches: the poller stops each partition at its import delta and applies all
+//! of them in one rebuild (`sync.rs`). Atomicity and crash safety come with it: the new
+//! keyspace, the partitions' states and the image become the state together
+//! ([`Owner::finish_rebuild`]), so readers switch from the state before the imports to the
+//! state after them in one step, and a process killed midway leaves the previous state and
+//! an unfinished keyspace that the next open deletes.
+//!
+//! Documents the imports do not name are copied as they are: a replacing import's drop-all
+//! epoch hides their old sections in its partition (removed physically when the document is
+//! next rewritten), as `drop_all_fields` does.
 //!
 //! [FORMAT.md]: ../../docs/FORMAT.md
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
-use ikv_core::delta::ImportDelta;
 use ikv_core::{Error, FieldValue, Result, Storage, StoreLayout};
 use ikv_snapshot_format::{Manifest, MergedRuns, SnapshotStream};
 
-use crate::apply::imported_entry;
+use crate::apply::{PartitionImport, imported_entry};
 use crate::drops::DropState;
 use crate::image::ImageWriter;
 use crate::keys::{doc_key, epoch, split_doc_key};
 use crate::owner::Owner;
+use crate::sync::PendingImport;
 
 /// Imported documents sent to the merging thread per message.
 const BATCH: usize = 4096;
 
-type Imported = (Vec<u8>, BTreeMap<String, FieldValue>);
+/// A primary key and what each import sets on it.
+type Imported = (
+    Vec<u8>,
+    Vec<(PartitionImport, BTreeMap<String, FieldValue>)>,
+);
 
 fn local(e: impl std::fmt::Display) -> Error {
     Error::Local {
@@ -37,27 +47,52 @@ fn local(e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Applies import delta `seq` of `partition`.
-pub async fn apply_import(
+/// One partition's merged runs, with its next document read ahead.
+struct Source {
+    import: PartitionImport,
+    runs: MergedRuns,
+    head: Option<(Vec<u8>, BTreeMap<String, FieldValue>)>,
+}
+
+/// Applies the import deltas `imports` (at most one per partition) in one rebuild.
+pub async fn apply_imports(
     storage: &Storage,
     layout: &StoreLayout,
     owner: &mut Owner,
-    partition: u32,
-    seq: u64,
-    import: &ImportDelta<'_>,
+    imports: &[PendingImport],
 ) -> Result<()> {
     let started = std::time::Instant::now();
-    let what = layout.delta(partition, seq).to_string();
-    let mut runs = Vec::with_capacity(import.runs.len());
-    for run in &import.runs {
-        let manifest = Manifest::decode_import_spec(run.spec, layout, partition, run.id, &what)?;
-        runs.push(SnapshotStream::new(
-            storage.clone(),
-            layout.clone(),
-            manifest,
-        ));
+    let mut sources = Vec::with_capacity(imports.len());
+    for pending in imports {
+        let (partition, seq) = (pending.partition, pending.sequence);
+        let Some(import) = pending.delta.import()? else {
+            return Err(local(format!(
+                "delta {seq} of partition {partition} was taken for an import but is not one"
+            )));
+        };
+        let what = layout.delta(partition, seq).to_string();
+        let mut runs = Vec::with_capacity(import.runs.len());
+        for run in &import.runs {
+            let manifest =
+                Manifest::decode_import_spec(run.spec, layout, partition, run.id, &what)?;
+            runs.push(SnapshotStream::new(
+                storage.clone(),
+                layout.clone(),
+                manifest,
+            ));
+        }
+        let mut runs = MergedRuns::open(runs).await?;
+        let head = runs.next_doc().await?;
+        sources.push(Source {
+            import: PartitionImport {
+                partition,
+                seq,
+                replace: import.replace,
+            },
+            runs,
+            head,
+        });
     }
-    let mut merged = MergedRuns::open(runs).await?;
     let ((db, old_docs), mut states) = owner.rebuild_source()?;
     let drops_before: Vec<DropState> = {
         let n = states.keys().max().map_or(0, |p| *p as usize + 1);
@@ -69,7 +104,6 @@ pub async fn apply_import(
     };
     let (docs_generation, docs, generation, image) = owner.start_bootstrap()?;
     let primary_key = owner.identity().config.primary_key_field.clone();
-    let replace = import.replace;
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Imported>>(4);
     let ingest_into = docs.clone();
@@ -77,15 +111,13 @@ pub async fn apply_import(
         let mut image = image;
         let merged = (|| -> Result<u64> {
             let mut ingestion = ingest_into.start_ingestion().map_err(local)?;
-            let mut pending: std::collections::VecDeque<Imported> = Default::default();
+            let mut pending: VecDeque<Imported> = VecDeque::new();
             let mut done = false;
-            let mut next_imported = |pending: &mut std::collections::VecDeque<Imported>,
-                                     done: &mut bool|
-             -> Option<Imported> {
-                while pending.is_empty() && !*done {
+            let mut next_imported = || -> Option<Imported> {
+                while pending.is_empty() && !done {
                     match rx.blocking_recv() {
                         Some(batch) => pending.extend(batch),
-                        None => *done = true,
+                        None => done = true,
                     }
                 }
                 pending.pop_front()
@@ -98,62 +130,38 @@ pub async fn apply_import(
                 Ok(())
             };
             let mut documents = 0u64;
-            let mut head = next_imported(&mut pending, &mut done);
+            let mut head = next_imported();
             let snapshot = db.snapshot();
             for kv in fjall::Readable::iter(&snapshot, &old_docs) {
                 let (k, v) = kv.into_inner().map_err(local)?;
                 let pk = split_doc_key(&k).ok_or_else(|| local("a document key is malformed"))?;
                 // Imported documents before this one are new.
-                while let Some((ik, fields)) = head.take_if(|(ik, _)| *ik < pk) {
-                    let entry = imported_entry(
-                        None,
-                        Some(&fields),
-                        partition,
-                        seq,
-                        replace,
-                        &drops_before,
-                        &primary_key,
+                while let Some((ik, imported)) = head.take_if(|(ik, _)| *ik < pk) {
+                    write(
+                        &ik,
+                        imported_entry(None, &imported, &drops_before, &primary_key)?,
                     )?;
-                    write(&ik, entry)?;
                     documents += 1;
-                    head = next_imported(&mut pending, &mut done);
+                    head = next_imported();
                 }
-                let fields = match head.take_if(|(ik, _)| *ik == pk) {
-                    Some((_, fields)) => {
-                        head = next_imported(&mut pending, &mut done);
+                match head.take_if(|(ik, _)| *ik == pk) {
+                    Some((_, imported)) => {
+                        let entry =
+                            imported_entry(Some(&v), &imported, &drops_before, &primary_key)?;
+                        write(&pk, entry)?;
                         documents += 1;
-                        Some(fields)
+                        head = next_imported();
                     }
-                    None => None,
-                };
-                let entry = if fields.is_some() || replace {
-                    imported_entry(
-                        Some(&v),
-                        fields.as_ref(),
-                        partition,
-                        seq,
-                        replace,
-                        &drops_before,
-                        &primary_key,
-                    )?
-                } else {
-                    Some(v.to_vec())
-                };
-                write(&pk, entry)?;
+                    None => write(&pk, Some(v.to_vec()))?,
+                }
             }
-            while let Some((ik, fields)) = head.take() {
-                let entry = imported_entry(
-                    None,
-                    Some(&fields),
-                    partition,
-                    seq,
-                    replace,
-                    &drops_before,
-                    &primary_key,
+            while let Some((ik, imported)) = head.take() {
+                write(
+                    &ik,
+                    imported_entry(None, &imported, &drops_before, &primary_key)?,
                 )?;
-                write(&ik, entry)?;
                 documents += 1;
-                head = next_imported(&mut pending, &mut done);
+                head = next_imported();
             }
             ingestion.finish().map_err(local)?;
             Ok(documents)
@@ -161,10 +169,29 @@ pub async fn apply_import(
         (merged, image)
     });
 
+    // The partitions' imported documents merged by key (a key can be in several partitions
+    // of a store with a partitioning key), in batches to the merging thread.
     let produced: Result<()> = async {
         let mut batch = Vec::with_capacity(BATCH);
-        while let Some(doc) = merged.next_doc().await? {
-            batch.push(doc);
+        loop {
+            let Some(min) = sources
+                .iter()
+                .filter_map(|s| s.head.as_ref().map(|(k, _)| k))
+                .min()
+                .cloned()
+            else {
+                break;
+            };
+            let mut imported = Vec::with_capacity(1);
+            for source in &mut sources {
+                if source.head.as_ref().is_some_and(|(k, _)| *k == min) {
+                    if let Some((_, fields)) = source.head.take() {
+                        imported.push((source.import, fields));
+                    }
+                    source.head = source.runs.next_doc().await?;
+                }
+            }
+            batch.push((min, imported));
             if batch.len() >= BATCH {
                 ikv_core::failpoint!("reader.import.batch");
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
@@ -190,16 +217,24 @@ pub async fn apply_import(
             return Err(e);
         }
     };
-    let state = states.entry(partition).or_default();
-    state.applied = seq;
-    if replace {
-        // As a drop-all row 0 of the delta: nothing of the partition before it is live.
-        state.drops = DropState {
-            all: epoch(seq, 0),
-            ..DropState::default()
-        };
+    for source in &sources {
+        let import = source.import;
+        let state = states.entry(import.partition).or_default();
+        state.applied = import.seq;
+        if import.replace {
+            // As the delta's drop-all row 0: nothing of the partition before it is live.
+            state.drops = DropState {
+                all: epoch(import.seq, 0),
+                ..DropState::default()
+            };
+        }
     }
     owner.finish_rebuild(docs_generation, docs, generation, image, states)?;
-    tracing::info!(partition, seq, documents, replace, elapsed = ?started.elapsed(), "applied an import");
+    tracing::info!(
+        partitions = sources.len(),
+        documents,
+        elapsed = ?started.elapsed(),
+        "applied imports"
+    );
     Ok(())
 }

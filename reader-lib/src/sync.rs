@@ -15,8 +15,17 @@ use crate::status::StatusBoard;
 /// Most deltas fetched at once while catching up.
 const MAX_FETCH_WINDOW: u64 = 32;
 
-/// Applies every delta after `applied` that exists, in order; returns the new applied
-/// sequence (the caller decides whether that is "caught up"). Idle, that is one GET (the one that finds nothing new); while deltas keep
+/// An import delta a partition reached: applied together with the other partitions' (one
+/// rebuild of the local copy for all of them, `import.rs`) before the partition goes on.
+pub struct PendingImport {
+    pub partition: u32,
+    pub sequence: u64,
+    pub delta: ikv_core::Delta,
+}
+
+/// Applies every delta after `applied` that exists, in order, stopping before an import
+/// delta (returned for the caller to apply); returns the new applied sequence (the caller
+/// decides whether that is "caught up"). Idle, that is one GET (the one that finds nothing new); while deltas keep
 /// coming, the GETs of the next ones go out together, in a window that grows to 32, so a
 /// reader far behind is bounded by bandwidth rather than by one round trip per delta. A
 /// missing delta ends the run: a delta exists only after every earlier one does.
@@ -27,7 +36,7 @@ pub async fn catch_up(
     status: &StatusBoard,
     partition: u32,
     mut applied: u64,
-) -> Result<u64> {
+) -> Result<(u64, Option<PendingImport>)> {
     let mut window = 1;
     let mut found = 0;
     loop {
@@ -53,15 +62,17 @@ pub async fn catch_up(
                         next,
                         &layout.delta(partition, next),
                     )?;
-                    match delta.import()? {
-                        Some(import) => {
-                            crate::import::apply_import(
-                                storage, layout, owner, partition, next, &import,
-                            )
-                            .await?
-                        }
-                        None => owner.apply_delta(partition, next, &delta.ops)?,
+                    if delta.import()?.is_some() {
+                        return Ok((
+                            applied,
+                            Some(PendingImport {
+                                partition,
+                                sequence: next,
+                                delta,
+                            }),
+                        ));
                     }
+                    owner.apply_delta(partition, next, &delta.ops)?;
                     applied = next;
                     status.applied(partition, applied);
                 }
@@ -72,7 +83,7 @@ pub async fn catch_up(
             }
         }
         if !complete {
-            return Ok(applied);
+            return Ok((applied, None));
         }
         // Grow with what this run has found so far: a trickle of single deltas keeps costing
         // one extra GET each, a backlog doubles the window.
@@ -165,8 +176,26 @@ pub async fn sync_all(
     let mut rebuilt = false;
     loop {
         let started = clock.now();
-        for (p, s) in states.iter_mut() {
-            s.applied = catch_up(storage, layout, owner, status, *p, s.applied).await?;
+        // Imports stop a partition's catch-up; those every partition reached are applied in
+        // one rebuild, and catching up goes on after them.
+        loop {
+            let mut imports = Vec::new();
+            for (p, s) in states.iter_mut() {
+                let (applied, import) =
+                    catch_up(storage, layout, owner, status, *p, s.applied).await?;
+                s.applied = applied;
+                imports.extend(import);
+            }
+            if imports.is_empty() {
+                break;
+            }
+            crate::import::apply_imports(storage, layout, owner, &imports).await?;
+            for i in &imports {
+                if let Some(s) = states.get_mut(&i.partition) {
+                    s.applied = i.sequence;
+                }
+                status.applied(i.partition, i.sequence);
+            }
         }
         let mut retention_gap = None;
         if check_gaps {

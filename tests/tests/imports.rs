@@ -646,3 +646,90 @@ fn retention_removes_import_files_once_no_delta_names_them_and_keeps_pending_one
     let status = reader.status();
     assert!(status.iter().all(|s| s.last_error.is_none()), "{status:?}");
 }
+
+#[test]
+fn imports_into_a_store_with_a_partitioning_key_equal_the_model() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/bucket", dir.path().display());
+    let storage = Storage::open(&url, &Default::default()).unwrap();
+    let config = StoreConfig::new("regions", PRIMARY_KEY, Some("region"), 4).unwrap();
+    rt.block_on(create_store(&storage, &config)).unwrap();
+    let writer = rt
+        .block_on(Writer::open(
+            storage.clone(),
+            "regions",
+            WriterOptions::default(),
+        ))
+        .unwrap();
+    let mut model = Model::new(PRIMARY_KEY, Some("region"), 4);
+    let mut options = ReaderOptions::new(&url, "regions", dir.path().join("mount"));
+    options.poll_interval = Duration::from_millis(10);
+    let reader = Reader::open(options).unwrap();
+    let mut work = Workload::partitioned(13, KEYS);
+    let keys = work.all_keys();
+    for _ in 0..10 {
+        let ops = work.batch(6);
+        rt.block_on(write_and_record(&writer, &mut model, &ops));
+    }
+    // One primary key under several regions: one document per partition, each imported.
+    let mut rng = StdRng::seed_from_u64(5);
+    for (round, mode) in [
+        (0, ImportMode::Upsert),
+        (1, ImportMode::Replace),
+        (2, ImportMode::Upsert),
+    ] {
+        let (batch, docs) = random_rows(40 + round, 150);
+        let regions: Vec<&str> = (0..batch.num_rows())
+            .map(|_| ikv_tests::random_ops::REGIONS[rng.random_range(0..3)])
+            .collect();
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(StringArray::from(regions.clone())));
+        let mut fields: Vec<Field> = import_schema()
+            .fields()
+            .iter()
+            .map(|f| (**f).clone())
+            .collect();
+        fields.push(Field::new("region", DataType::Utf8, false));
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        let docs: Vec<Document> = docs
+            .into_iter()
+            .zip(&regions)
+            .map(|(d, r)| d.with("region", FieldValue::String((*r).to_owned())))
+            .collect();
+        let mut importer =
+            Importer::with_config(storage.clone(), config.clone(), ImportOptions::default())
+                .unwrap();
+        importer.add(&batch).unwrap();
+        let written = rt.block_on(importer.write()).unwrap();
+        let receipt = rt
+            .block_on(commit(&writer, &storage, &written, mode))
+            .unwrap();
+        let mut ops = Vec::new();
+        if mode == ImportMode::Replace {
+            ops.push(Operation::DropAllFields);
+        }
+        ops.extend(docs.into_iter().map(Operation::UpsertFields));
+        let commits: Vec<Committed> = receipt
+            .commits
+            .iter()
+            .map(|c| Committed {
+                partition: c.partition,
+                sequence: c.sequence,
+            })
+            .collect();
+        model.record(&ops, &commits);
+        let ops = work.batch(4);
+        rt.block_on(write_and_record(&writer, &mut model, &ops));
+        let tips: Vec<u64> = (0..4).map(|p| model.tip(p)).collect();
+        wait_caught_up(&reader, &tips);
+        assert_equals_model(&reader, &keys, &model.state());
+    }
+    for p in 0..4 {
+        rt.block_on(force_snapshot(&storage, &config, p)).unwrap();
+    }
+    let mut options = ReaderOptions::new(&url, "regions", dir.path().join("fresh"));
+    options.poll_interval = Duration::from_millis(10);
+    let fresh = Reader::open(options).unwrap();
+    assert_equals_model(&fresh, &keys, &model.state());
+}
