@@ -173,15 +173,12 @@ pub async fn apply_imports(
     // of a store with a partitioning key), in batches to the merging thread.
     let produced: Result<()> = async {
         let mut batch = Vec::with_capacity(BATCH);
-        loop {
-            let Some(min) = sources
-                .iter()
-                .filter_map(|s| s.head.as_ref().map(|(k, _)| k))
-                .min()
-                .cloned()
-            else {
-                break;
-            };
+        while let Some(min) = sources
+            .iter()
+            .filter_map(|s| s.head.as_ref().map(|(k, _)| k))
+            .min()
+            .cloned()
+        {
             let mut imported = Vec::with_capacity(1);
             for source in &mut sources {
                 if source.head.as_ref().is_some_and(|(k, _)| *k == min) {
