@@ -129,33 +129,33 @@ pub struct PartitionImport {
 }
 
 /// A document's entry after imports: its sections before (`existing`, live fields only under
-/// `drops`); each importing partition's section replaced (replace mode) or kept, then that
-/// import's fields set on it (epoch `seq << 24 | 1`: after the delta's drop-all row). `None`
-/// when nothing remains.
+/// `drops`); each importing partition's section replaced (replace mode) or kept, then the
+/// fields of that import's encoded section (epoch `seq << 24 | 1`, after the delta's
+/// drop-all row) set on it. `imported` comes in ascending partition order. `None` when
+/// nothing remains.
 pub fn imported_entry(
     existing: Option<&[u8]>,
-    imported: &[(PartitionImport, BTreeMap<String, ikv_core::FieldValue>)],
+    imported: Vec<(PartitionImport, Vec<u8>)>,
     drops: &[DropState],
     primary_key: &str,
 ) -> Result<Option<Vec<u8>>> {
-    let mut sections = match existing {
-        Some(bytes) => decode_entry_live(bytes, drops, primary_key)?,
-        None => Sections::new(),
+    let Some(existing) = existing else {
+        // A new document: the imported sections are the entry (the common case of a bulk
+        // load, kept free of decoding).
+        let sections: Vec<Vec<u8>> = imported.into_iter().map(|(_, s)| s).collect();
+        return Ok((!sections.is_empty()).then(|| crate::doc::join_sections(sections)));
     };
-    for (import, fields) in imported {
+    let mut sections = decode_entry_live(existing, drops, primary_key)?;
+    for (import, section) in imported {
         if import.replace {
             sections.remove(&import.partition);
         }
-        if fields.is_empty() {
-            continue;
-        }
-        let e = epoch(import.seq, 1);
-        let section = sections
+        let fields = OwnedDoc::decode_live(&section, &[], primary_key)?.fields;
+        sections
             .entry(import.partition)
-            .or_insert_with(|| OwnedDoc::new(import.partition));
-        for (name, value) in fields {
-            section.set(name, value, e);
-        }
+            .or_insert_with(|| OwnedDoc::new(import.partition))
+            .fields
+            .extend(fields);
     }
     Ok(encode_entry(&sections))
 }

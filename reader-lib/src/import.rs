@@ -19,26 +19,25 @@
 //!
 //! [FORMAT.md]: ../../docs/FORMAT.md
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
-use ikv_core::{Error, FieldValue, Result, Storage, StoreLayout};
+use ikv_core::{Error, Result, Storage, StoreLayout};
 use ikv_snapshot_format::{Manifest, MergedRuns, SnapshotStream};
 
 use crate::apply::{PartitionImport, imported_entry};
+use crate::doc::OwnedDoc;
 use crate::drops::DropState;
 use crate::image::ImageWriter;
 use crate::keys::{doc_key, epoch, split_doc_key};
 use crate::owner::Owner;
+use crate::snapshot_rows::encode_rows;
 use crate::sync::PendingImport;
 
 /// Imported documents sent to the merging thread per message.
 const BATCH: usize = 4096;
 
-/// A primary key and what each import sets on it.
-type Imported = (
-    Vec<u8>,
-    Vec<(PartitionImport, BTreeMap<String, FieldValue>)>,
-);
+/// A primary key and each import's encoded section of it.
+type Imported = (Vec<u8>, Vec<(PartitionImport, Vec<u8>)>);
 
 fn local(e: impl std::fmt::Display) -> Error {
     Error::Local {
@@ -47,11 +46,67 @@ fn local(e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// One partition's merged runs, with its next document read ahead.
+/// One partition's imported documents as encoded sections, in key order.
+enum Documents {
+    /// One run: record batches encoded straight into sections, as a bootstrap does.
+    Run {
+        stream: Box<SnapshotStream>,
+        rows: VecDeque<(Vec<u8>, Vec<u8>)>,
+        done: bool,
+    },
+    /// Several runs, merged by key (later runs win) and encoded document by document.
+    Merged(MergedRuns),
+}
+
+/// One partition's import, with its next document read ahead and its order checked.
 struct Source {
     import: PartitionImport,
-    runs: MergedRuns,
-    head: Option<(Vec<u8>, BTreeMap<String, FieldValue>)>,
+    documents: Documents,
+    head: Option<(Vec<u8>, Vec<u8>)>,
+    last: Option<Vec<u8>>,
+}
+
+impl Source {
+    async fn next(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let e = epoch(self.import.seq, 1);
+        let next = match &mut self.documents {
+            Documents::Run { stream, rows, done } => {
+                while rows.is_empty() && !*done {
+                    match stream.next_record_batch().await? {
+                        Some(batch) => {
+                            let m = stream.manifest();
+                            rows.extend(encode_rows(
+                                &batch,
+                                &m.key_column,
+                                &m.columns,
+                                self.import.partition,
+                                e,
+                            )?);
+                        }
+                        None => *done = true,
+                    }
+                }
+                rows.pop_front()
+            }
+            Documents::Merged(runs) => runs.next_doc().await?.map(|(key, fields)| {
+                let mut doc = OwnedDoc::new(self.import.partition);
+                for (name, value) in &fields {
+                    doc.set(name, value, e);
+                }
+                (key, doc.encode())
+            }),
+        };
+        if let Some((key, _)) = &next {
+            if self.last.as_ref().is_some_and(|l| l >= key) {
+                return Err(Error::Corrupt {
+                    what: format!("import of partition {}", self.import.partition),
+                    reason: "rows are not strictly ascending by primary key".into(),
+                });
+            }
+            self.last = Some(key.clone());
+        }
+        Ok(next)
+    }
 }
 
 /// Applies the import deltas `imports` (at most one per partition) in one rebuild.
@@ -81,17 +136,27 @@ pub async fn apply_imports(
                 manifest,
             ));
         }
-        let mut runs = MergedRuns::open(runs).await?;
-        let head = runs.next_doc().await?;
-        sources.push(Source {
+        let documents = if runs.len() == 1 {
+            Documents::Run {
+                stream: Box::new(runs.remove(0)),
+                rows: VecDeque::new(),
+                done: false,
+            }
+        } else {
+            Documents::Merged(MergedRuns::open(runs).await?)
+        };
+        let mut source = Source {
             import: PartitionImport {
                 partition,
                 seq,
                 replace: import.replace,
             },
-            runs,
-            head,
-        });
+            documents,
+            head: None,
+            last: None,
+        };
+        source.head = source.next().await?;
+        sources.push(source);
     }
     let ((db, old_docs), mut states) = owner.rebuild_source()?;
     let drops_before: Vec<DropState> = {
@@ -139,7 +204,7 @@ pub async fn apply_imports(
                 while let Some((ik, imported)) = head.take_if(|(ik, _)| *ik < pk) {
                     write(
                         &ik,
-                        imported_entry(None, &imported, &drops_before, &primary_key)?,
+                        imported_entry(None, imported, &drops_before, &primary_key)?,
                     )?;
                     documents += 1;
                     head = next_imported();
@@ -147,7 +212,7 @@ pub async fn apply_imports(
                 match head.take_if(|(ik, _)| *ik == pk) {
                     Some((_, imported)) => {
                         let entry =
-                            imported_entry(Some(&v), &imported, &drops_before, &primary_key)?;
+                            imported_entry(Some(&v), imported, &drops_before, &primary_key)?;
                         write(&pk, entry)?;
                         documents += 1;
                         head = next_imported();
@@ -158,7 +223,7 @@ pub async fn apply_imports(
             while let Some((ik, imported)) = head.take() {
                 write(
                     &ik,
-                    imported_entry(None, &imported, &drops_before, &primary_key)?,
+                    imported_entry(None, imported, &drops_before, &primary_key)?,
                 )?;
                 documents += 1;
                 head = next_imported();
@@ -182,10 +247,10 @@ pub async fn apply_imports(
             let mut imported = Vec::with_capacity(1);
             for source in &mut sources {
                 if source.head.as_ref().is_some_and(|(k, _)| *k == min) {
-                    if let Some((_, fields)) = source.head.take() {
-                        imported.push((source.import, fields));
+                    if let Some((_, section)) = source.head.take() {
+                        imported.push((source.import, section));
                     }
-                    source.head = source.runs.next_doc().await?;
+                    source.head = source.next().await?;
                 }
             }
             batch.push((min, imported));
