@@ -96,6 +96,9 @@ impl SnapshotWriter {
                 ZstdLevel::try_new(3).map_err(|e| parquet_error("snapshot", e))?,
             ))
             .set_max_row_group_row_count(Some(layout.row_group_rows))
+            // Keys are unique and feature values mostly are: dictionary encoding would hash
+            // every value only to fall back to plain pages; zstd takes the repetition.
+            .set_dictionary_enabled(false)
             .build();
         Ok(SnapshotWriter {
             storage,

@@ -329,13 +329,16 @@ fn a_damaged_local_copy_is_rebuilt_while_running() {
     let f = fixture();
     let reader = Reader::open(f.options("m")).unwrap();
     let store_dir = f.dir.path().join("m/rot");
+    // The newest image: the one published (an old one may linger until it is deleted, just
+    // after the new one is published).
     let image = || -> PathBuf {
         files(&store_dir, "")
             .into_iter()
-            .find(|p| {
+            .filter(|p| {
                 let name = p.file_name().unwrap().to_string_lossy().into_owned();
                 name.starts_with("image-") && !name.ends_with(".tmp")
             })
+            .max()
             .expect("a read image")
     };
     // Entries start after the 64-byte header; damage the first half of them.
