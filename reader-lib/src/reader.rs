@@ -131,6 +131,40 @@ impl std::fmt::Debug for Reader {
 /// How often an attached process waits for a bootstrap in progress or checks for news.
 const ATTACH_TICK: Duration = Duration::from_millis(20);
 
+/// How long an attaching process waits at most for the owner's first catch-up.
+const ATTACH_CATCH_UP_WAIT: Duration = Duration::from_secs(120);
+
+/// An attaching process returns from open once the owner has caught the shared copy up with
+/// the bucket (every mounted partition's caught-up word set in the current generation), as
+/// an owner's own open does: a process that attaches while the owner is still applying what
+/// its bootstrap left (or an import) would otherwise serve an older state than an owner
+/// opened at the same moment. A partition below a hole is never caught up, so the wait ends
+/// after [`ATTACH_CATCH_UP_WAIT`] with a warning and the reader serves what it has.
+async fn wait_for_owner_catch_up(shared: &Shared, clock: &Arc<dyn Clock>) -> Result<()> {
+    let started = clock.elapsed();
+    loop {
+        let caught_up = {
+            let view = shared.view.load();
+            shared
+                .partitions
+                .iter()
+                .all(|p| view.overlay.caught_up_ms(*p) > 0)
+        };
+        if caught_up {
+            return Ok(());
+        }
+        if clock.elapsed().saturating_sub(started) > ATTACH_CATCH_UP_WAIT {
+            tracing::warn!(
+                waited = ?ATTACH_CATCH_UP_WAIT,
+                "the mount's owner has not caught every partition up yet; serving what it has published"
+            );
+            return Ok(());
+        }
+        clock.sleep(ATTACH_TICK).await;
+        follow(shared, true)?;
+    }
+}
+
 async fn open_storage(options: &ReaderOptions) -> Result<Storage> {
     match &options.storage {
         Some(storage) => Ok(storage.clone()),
@@ -305,6 +339,7 @@ async fn start(options: &ReaderOptions) -> Result<(Shared, Role)> {
                     damaged,
                 );
                 refresh_status(&shared);
+                wait_for_owner_catch_up(&shared, &clock).await?;
                 tracing::info!(
                     owner = current.owner_pid,
                     generation = current.generation,
