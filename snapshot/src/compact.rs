@@ -220,11 +220,7 @@ pub async fn snapshot_partition(
                 }
                 round.import = Some((import.replace, runs, seq));
             }
-            None => {
-                for op in delta.ops {
-                    round.overlay.apply_owned(op);
-                }
-            }
+            None => round.overlay.apply_all(delta.ops),
         }
     }
     Ok(PartitionOutcome::Snapshotted {

@@ -74,6 +74,33 @@ impl Overlay {
         self.apply_owned(op.clone());
     }
 
+    /// Applies a delta's rows in order, taking them. Consecutive field sets of one key (how
+    /// an upsert of a document is written) touch the key's change once: one map lookup per
+    /// document rather than one per field.
+    pub fn apply_all(&mut self, ops: Vec<DeltaOp>) {
+        let mut ops = ops.into_iter().peekable();
+        while let Some(op) = ops.next() {
+            let DeltaOp::SetField { key, field, value } = op else {
+                self.apply_owned(op);
+                continue;
+            };
+            let mut fields = vec![(field, value)];
+            while let Some(DeltaOp::SetField { key: next, .. }) = ops.peek() {
+                if *next != key {
+                    break;
+                }
+                if let Some(DeltaOp::SetField { field, value, .. }) = ops.next() {
+                    fields.push((field, value));
+                }
+            }
+            self.rows_applied += fields.len() as u64;
+            let change = self.entry(key);
+            for (field, value) in fields {
+                change.fields.insert(field, Some(value));
+            }
+        }
+    }
+
     /// Applies one delta row, taking it (the compactor's path: no copies).
     pub fn apply_owned(&mut self, op: DeltaOp) {
         self.rows_applied += 1;
