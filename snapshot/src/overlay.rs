@@ -154,13 +154,18 @@ impl Overlay {
         }
     }
 
-    /// The (field, type) pairs the overlay can put into the new snapshot.
+    /// The (field, type) pairs the overlay can put into the new snapshot. Names are
+    /// collected borrowed and copied once each (a store of millions of keys has few fields).
     pub fn written_columns(&self) -> BTreeSet<(String, FieldType)> {
-        self.keys
-            .values()
-            .flat_map(|c| c.fields.iter())
-            .filter_map(|(f, v)| v.as_ref().map(|v| (f.clone(), v.field_type())))
-            .collect()
+        let mut seen: std::collections::HashSet<(&str, FieldType)> = Default::default();
+        for change in self.keys.values() {
+            for (f, v) in &change.fields {
+                if let Some(v) = v {
+                    seen.insert((f.as_str(), v.field_type()));
+                }
+            }
+        }
+        seen.into_iter().map(|(f, t)| (f.to_owned(), t)).collect()
     }
 
     /// Whether a field of the previous snapshot can survive the store-wide drops.
