@@ -116,6 +116,18 @@ fn random_rows(seed: u64, rows: usize) -> (RecordBatch, Vec<Document>) {
     )
 }
 
+/// The import's commits in the model's terms.
+fn committed(receipt: &ikv_import::ImportReceipt) -> Vec<Committed> {
+    receipt
+        .commits
+        .iter()
+        .map(|c| Committed {
+            partition: c.partition,
+            sequence: c.sequence,
+        })
+        .collect()
+}
+
 struct Fixture {
     dir: tempfile::TempDir,
     url: String,
@@ -194,14 +206,7 @@ impl Fixture {
         for (_, docs) in batches {
             ops.extend(docs.iter().cloned().map(Operation::UpsertFields));
         }
-        let commits: Vec<Committed> = receipt
-            .commits
-            .iter()
-            .map(|c| Committed {
-                partition: c.partition,
-                sequence: c.sequence,
-            })
-            .collect();
+        let commits = committed(&receipt);
         model.record(&ops, &commits);
     }
 
@@ -334,14 +339,7 @@ fn runs_written_but_not_committed_are_invisible_and_a_retry_commits_once() {
     }
     let mut model = Model::new(PRIMARY_KEY, None, PARTITIONS);
     let ops: Vec<Operation> = docs.into_iter().map(Operation::UpsertFields).collect();
-    let commits: Vec<Committed> = first
-        .commits
-        .iter()
-        .map(|c| Committed {
-            partition: c.partition,
-            sequence: c.sequence,
-        })
-        .collect();
+    let commits = committed(&first);
     model.record(&ops, &commits);
     let reader = f.reader("mount");
     let keys = Workload::new(0, KEYS).all_keys();
@@ -525,14 +523,7 @@ fn writes_racing_an_import_land_in_log_order_on_localstack() {
         model.record(ops, &ikv_tests::model_check::commits(receipt));
     }
     let ops: Vec<Operation> = docs.into_iter().map(Operation::UpsertFields).collect();
-    let commits: Vec<Committed> = receipt
-        .commits
-        .iter()
-        .map(|c| Committed {
-            partition: c.partition,
-            sequence: c.sequence,
-        })
-        .collect();
+    let commits = committed(&receipt);
     model.record(&ops, &commits);
     let dir = tempfile::tempdir().unwrap();
     let options = ReaderOptions {
@@ -710,14 +701,7 @@ fn imports_into_a_store_with_a_partitioning_key_equal_the_model() {
             ops.push(Operation::DropAllFields);
         }
         ops.extend(docs.into_iter().map(Operation::UpsertFields));
-        let commits: Vec<Committed> = receipt
-            .commits
-            .iter()
-            .map(|c| Committed {
-                partition: c.partition,
-                sequence: c.sequence,
-            })
-            .collect();
+        let commits = committed(&receipt);
         model.record(&ops, &commits);
         let ops = work.batch(4);
         rt.block_on(write_and_record(&writer, &mut model, &ops));
