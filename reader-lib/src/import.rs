@@ -196,19 +196,24 @@ pub async fn apply_imports(
             };
             let mut documents = 0u64;
             let mut head = next_imported();
+            // Imported documents with keys below `bound` (all, without one) are new.
+            macro_rules! new_documents_below {
+                ($bound:expr) => {
+                    while let Some((ik, imported)) =
+                        head.take_if(|(ik, _)| $bound.is_none_or(|b: &[u8]| ik.as_slice() < b))
+                    {
+                        let entry = imported_entry(None, imported, &drops_before, &primary_key)?;
+                        write(&ik, entry)?;
+                        documents += 1;
+                        head = next_imported();
+                    }
+                };
+            }
             let snapshot = db.snapshot();
             for kv in fjall::Readable::iter(&snapshot, &old_docs) {
                 let (k, v) = kv.into_inner().map_err(local)?;
                 let pk = split_doc_key(&k).ok_or_else(|| local("a document key is malformed"))?;
-                // Imported documents before this one are new.
-                while let Some((ik, imported)) = head.take_if(|(ik, _)| *ik < pk) {
-                    write(
-                        &ik,
-                        imported_entry(None, imported, &drops_before, &primary_key)?,
-                    )?;
-                    documents += 1;
-                    head = next_imported();
-                }
+                new_documents_below!(Some(pk.as_slice()));
                 match head.take_if(|(ik, _)| *ik == pk) {
                     Some((_, imported)) => {
                         let entry =
@@ -220,14 +225,7 @@ pub async fn apply_imports(
                     None => write(&pk, Some(v.to_vec()))?,
                 }
             }
-            while let Some((ik, imported)) = head.take() {
-                write(
-                    &ik,
-                    imported_entry(None, imported, &drops_before, &primary_key)?,
-                )?;
-                documents += 1;
-                head = next_imported();
-            }
+            new_documents_below!(None::<&[u8]>);
             ingestion.finish().map_err(local)?;
             Ok(documents)
         })();
