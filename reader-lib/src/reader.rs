@@ -134,12 +134,24 @@ const ATTACH_TICK: Duration = Duration::from_millis(20);
 /// How long an attaching process waits at most for the owner's first catch-up.
 const ATTACH_CATCH_UP_WAIT: Duration = Duration::from_secs(120);
 
+/// Whether a process of this pid exists (signal 0 checks without sending; EPERM means it
+/// exists under another user).
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// An attaching process returns from open once the owner has caught the shared copy up with
 /// the bucket (every mounted partition's caught-up word set in the current generation), as
 /// an owner's own open does: a process that attaches while the owner is still applying what
 /// its bootstrap left (or an import) would otherwise serve an older state than an owner
 /// opened at the same moment. A partition below a hole is never caught up, so the wait ends
-/// after [`ATTACH_CATCH_UP_WAIT`] with a warning and the reader serves what it has.
+/// after [`ATTACH_CATCH_UP_WAIT`] with a warning and the reader serves what it has; it also
+/// ends when the owner process is gone (this process's follower then takes the mount over).
 async fn wait_for_owner_catch_up(shared: &Shared, clock: &Arc<dyn Clock>) -> Result<()> {
     let started = clock.elapsed();
     loop {
@@ -151,6 +163,13 @@ async fn wait_for_owner_catch_up(shared: &Shared, clock: &Arc<dyn Clock>) -> Res
                 .all(|p| view.overlay.caught_up_ms(*p) > 0)
         };
         if caught_up {
+            return Ok(());
+        }
+        let owner_gone = shared
+            .mount
+            .read_current()?
+            .is_some_and(|c| !process_exists(c.owner_pid));
+        if owner_gone {
             return Ok(());
         }
         if clock.elapsed().saturating_sub(started) > ATTACH_CATCH_UP_WAIT {

@@ -337,9 +337,10 @@ fn a_compactor_killed_while_uploading_or_between_rounds_leaves_valid_snapshots()
     b.write_random(40);
     b.write_bulk(4_000, 0);
 
-    // Upload: tiny files, killed after a random file, then just before the manifest. Nothing
-    // is committed, so no snapshot is visible; the next run commits a correct one.
-    let upload = |b: &Bucket| b.compactor_cmd(0, &["snapshot", "1000000000", "20000"]);
+    // Upload: tiny files (5 kB: well over six of them), killed after a random file, then just
+    // before the manifest. Nothing is committed, so no snapshot is visible; the next run
+    // commits a correct one.
+    let upload = |b: &Bucket| b.compactor_cmd(0, &["snapshot", "1000000000", "5000"]);
     kill_somewhere(&mut rng, 6, seed, "snapshot.file_written", || upload(&b));
     assert!(kill_at(upload(&b), "snapshot.before_manifest", 1, seed));
     assert!(
