@@ -110,6 +110,12 @@ impl Owner {
             return Ok(false);
         }
         tracing::info!(generation, "adopted the published read image");
+        // `current` names the owner: attaching processes wait for a live owner's catch-up.
+        self.mount.write_current(&Current {
+            generation,
+            identity: self.identity.clone(),
+            owner_pid: std::process::id(),
+        })?;
         self.overlay = Some((generation, overlay));
         self.publish(view);
         Ok(true)
