@@ -10,8 +10,6 @@
 //! between the two commits that partition again on retry (upsert and replace are both
 //! idempotent on their own, but writes that landed in between would be overwritten again).
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use ikv_core::bucket::{create_if_absent, read};
@@ -159,13 +157,4 @@ pub async fn commit(
         rows: written.rows,
         documents: written.documents(),
     })
-}
-
-/// Partitions of `written` grouped as [`commit`] sends them (tests and tools).
-pub fn planned_rows(written: &WrittenImport, mode: ImportMode) -> BTreeMap<u32, Vec<DeltaOp>> {
-    written
-        .runs
-        .iter()
-        .map(|(p, runs)| (*p, import_rows(runs, mode)))
-        .collect()
 }

@@ -24,7 +24,7 @@ use ikv_snapshot::manifest::Manifest;
 use ikv_snapshot::write::FileLayout;
 use serde::{Deserialize, Serialize};
 
-pub use commit::{ImportCommit, ImportReceipt, commit, planned_rows};
+pub use commit::{ImportCommit, ImportReceipt, commit};
 pub use runs::RunStats;
 
 /// How imported documents combine with what a partition holds.
@@ -176,7 +176,7 @@ impl Importer {
 
     /// Sorts and writes every partition's run. Nothing is visible until [`commit`].
     pub async fn write(self) -> Result<WrittenImport> {
-        let store = self.builder_store();
+        let store = self.builder.store_name().to_owned();
         let rows = self.builder.rows();
         let written = self
             .builder
@@ -193,10 +193,6 @@ impl Importer {
             rows,
             rows_combined,
         })
-    }
-
-    fn builder_store(&self) -> String {
-        self.builder.store_name().to_owned()
     }
 }
 

@@ -76,18 +76,18 @@ impl std::fmt::Display for PartitionOutcome {
     }
 }
 
-/// The deltas after `after`, ascending, checked to be dense.
+/// The deltas after `after`, ascending, checked to be dense; and the lowest sequence number
+/// still in the log (`u64::MAX` when it is empty): imports folded by a delta below it are
+/// named by no delta any more. One listing gives both.
 pub(crate) async fn deltas_after(
     storage: &Storage,
     layout: &StoreLayout,
     partition: u32,
     after: u64,
-) -> Result<Vec<(u64, ObjectMeta)>> {
-    let deltas: Vec<(u64, ObjectMeta)> = ikv_core::bucket::list_deltas(storage, layout, partition)
-        .await?
-        .into_iter()
-        .filter(|(s, _)| *s > after)
-        .collect();
+) -> Result<(Vec<(u64, ObjectMeta)>, u64)> {
+    let listed = ikv_core::bucket::list_deltas(storage, layout, partition).await?;
+    let first_in_log = listed.iter().map(|(s, _)| *s).min().unwrap_or(u64::MAX);
+    let deltas: Vec<(u64, ObjectMeta)> = listed.into_iter().filter(|(s, _)| *s > after).collect();
     for (expected, (seq, _)) in (after + 1..).zip(&deltas) {
         if *seq != expected {
             return Err(Error::Corrupt {
@@ -98,7 +98,7 @@ pub(crate) async fn deltas_after(
             });
         }
     }
-    Ok(deltas)
+    Ok((deltas, first_in_log))
 }
 
 fn age(now: SystemTime, meta: &ObjectMeta) -> Duration {
@@ -117,7 +117,7 @@ pub async fn snapshot_partition(
     let layout = StoreLayout::new(&storage.prefix, &config.store_name)?;
     let mut base = Manifest::load_newest(storage, &layout, partition).await?;
     let base_seq = base.as_ref().map_or(0, |m| m.sequence);
-    let deltas = deltas_after(storage, &layout, partition, base_seq).await?;
+    let (deltas, first_in_log) = deltas_after(storage, &layout, partition, base_seq).await?;
     if deltas.is_empty() {
         return Ok(PartitionOutcome::UpToDate { sequence: base_seq });
     }
@@ -132,7 +132,6 @@ pub async fn snapshot_partition(
             bytes,
         });
     }
-    let first_in_log = first_delta_in_log(storage, &layout, partition).await?;
     let (mut rounds, mut rows, mut delta_rows) = (0, 0, 0);
     // Fetch and decode ahead (GETs in flight, decoding on the blocking pool), apply in log
     // order: object-store latency, not the fold, would otherwise bound the rate.
@@ -252,17 +251,6 @@ impl Round {
             overlay: Overlay::new(primary_key_field),
         }
     }
-}
-
-/// The lowest sequence number still in the partition's log (`u64::MAX` when it is empty):
-/// imports folded by a delta below it are no longer referenced by any delta.
-async fn first_delta_in_log(
-    storage: &Storage,
-    layout: &StoreLayout,
-    partition: u32,
-) -> Result<u64> {
-    let seqs = ikv_core::store::list_delta_seqs(storage, layout, partition).await?;
-    Ok(seqs.first().copied().unwrap_or(u64::MAX))
 }
 
 #[allow(clippy::too_many_arguments)]
