@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 use crate::config::FORMAT_VERSION;
 use crate::error::{Error, Result};
-use crate::value::{FieldType, FieldValue};
+use crate::value::{FieldType, FieldValue, ValueRef};
 
 /// One elementary change inside a delta.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +58,83 @@ pub enum DeltaOp {
         id: String,
         spec: Vec<u8>,
     },
+}
+
+/// One elementary change borrowed from a delta's Arrow buffers ([`DeltaBatches::for_each_row`]):
+/// the same rows as [`DeltaOp`], without an allocation per key, field and value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DeltaRow<'a> {
+    SetField {
+        key: &'a [u8],
+        field: &'a str,
+        value: ValueRef<'a>,
+    },
+    DeleteField {
+        key: &'a [u8],
+        field: &'a str,
+    },
+    DeleteDocument {
+        key: &'a [u8],
+    },
+    DropField {
+        field: &'a str,
+    },
+    DropFieldPrefix {
+        prefix: &'a str,
+    },
+    DropAll,
+    Import {
+        id: &'a str,
+        spec: &'a [u8],
+    },
+}
+
+impl DeltaRow<'_> {
+    /// The row owned.
+    pub fn to_op(&self) -> DeltaOp {
+        match *self {
+            DeltaRow::SetField { key, field, value } => DeltaOp::SetField {
+                key: key.to_vec(),
+                field: field.to_owned(),
+                value: value.to_owned_value(),
+            },
+            DeltaRow::DeleteField { key, field } => DeltaOp::DeleteField {
+                key: key.to_vec(),
+                field: field.to_owned(),
+            },
+            DeltaRow::DeleteDocument { key } => DeltaOp::DeleteDocument { key: key.to_vec() },
+            DeltaRow::DropField { field } => DeltaOp::DropField {
+                field: field.to_owned(),
+            },
+            DeltaRow::DropFieldPrefix { prefix } => DeltaOp::DropFieldPrefix {
+                prefix: prefix.to_owned(),
+            },
+            DeltaRow::DropAll => DeltaOp::DropAll,
+            DeltaRow::Import { id, spec } => DeltaOp::Import {
+                id: id.to_owned(),
+                spec: spec.to_vec(),
+            },
+        }
+    }
+}
+
+impl DeltaOp {
+    /// The row borrowed.
+    pub fn as_row(&self) -> DeltaRow<'_> {
+        match self {
+            DeltaOp::SetField { key, field, value } => DeltaRow::SetField {
+                key,
+                field,
+                value: value.as_value_ref(),
+            },
+            DeltaOp::DeleteField { key, field } => DeltaRow::DeleteField { key, field },
+            DeltaOp::DeleteDocument { key } => DeltaRow::DeleteDocument { key },
+            DeltaOp::DropField { field } => DeltaRow::DropField { field },
+            DeltaOp::DropFieldPrefix { prefix } => DeltaRow::DropFieldPrefix { prefix },
+            DeltaOp::DropAll => DeltaRow::DropAll,
+            DeltaOp::Import { id, spec } => DeltaRow::Import { id, spec },
+        }
+    }
 }
 
 /// A delta that imports documents: what [`Delta::import`] finds.
@@ -242,14 +319,25 @@ impl Delta {
         seq: u64,
         path: &impl std::fmt::Display,
     ) -> Result<()> {
-        self.meta.check_origin(store, partition, path)?;
-        match self.sequence {
-            Some(placed) if placed != seq => Err(Error::Corrupt {
-                what: path.to_string(),
-                reason: format!("the delta says it is delta {placed}, not delta {seq}"),
-            }),
-            _ => Ok(()),
-        }
+        check_origin(&self.meta, self.sequence, store, partition, seq, path)
+    }
+}
+
+fn check_origin(
+    meta: &DeltaMeta,
+    sequence: Option<u64>,
+    store: &str,
+    partition: u32,
+    seq: u64,
+    path: &impl std::fmt::Display,
+) -> Result<()> {
+    meta.check_origin(store, partition, path)?;
+    match sequence {
+        Some(placed) if placed != seq => Err(Error::Corrupt {
+            what: path.to_string(),
+            reason: format!("the delta says it is delta {placed}, not delta {seq}"),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -419,27 +507,100 @@ pub fn decode_delta_meta(bytes: &Bytes, what: &str) -> Result<DeltaMeta> {
     Ok(open_delta(bytes, what)?.1)
 }
 
-/// Decodes a whole delta file; `what` (its path) names it in errors.
-pub fn decode_delta(bytes: &Bytes, what: &str) -> Result<Delta> {
+/// A delta file decoded to its Arrow record batches (checksum verified, metadata read), whose
+/// rows are read borrowed: the compactor's path, which copies only what it keeps.
+#[derive(Debug, Clone)]
+pub struct DeltaBatches {
+    pub meta: DeltaMeta,
+    /// The sequence its trailer places it at (`None` for a delta written before trailers).
+    pub sequence: Option<u64>,
+    batches: Vec<RecordBatch>,
+    what: String,
+}
+
+/// Decodes a delta file to its record batches; `what` (its path) names it in errors.
+pub fn decode_delta_batches(bytes: &Bytes, what: &str) -> Result<DeltaBatches> {
     let (reader, meta, sequence) = open_delta(bytes, what)?;
-    let decoded =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Vec<DeltaOp>> {
-            let mut ops = Vec::new();
-            for batch in reader {
-                let batch = batch.map_err(|e| Error::corrupt(what, e))?;
-                decode_batch(&batch, &mut ops).map_err(|e| rename(e, what))?;
-            }
-            Ok(ops)
-        }));
-    let ops = decoded.unwrap_or_else(|_| {
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+        || -> Result<Vec<RecordBatch>> {
+            reader
+                .map(|batch| batch.map_err(|e| Error::corrupt(what, e)))
+                .collect()
+        },
+    ));
+    let batches = read.unwrap_or_else(|_| {
         crate::checksum::note_contained_panic();
         Err(Error::corrupt(what, "the Arrow data does not decode"))
     })?;
-    Ok(Delta {
+    Ok(DeltaBatches {
         meta,
-        ops,
         sequence,
+        batches,
+        what: what.to_owned(),
     })
+}
+
+/// Decodes a whole delta file; `what` (its path) names it in errors.
+pub fn decode_delta(bytes: &Bytes, what: &str) -> Result<Delta> {
+    decode_delta_batches(bytes, what)?.into_delta()
+}
+
+impl DeltaBatches {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// Calls `f` with every row in order, each checked as [`decode_delta`] checks it; stops
+    /// at the first error (`f`'s or the delta's).
+    pub fn for_each_row(&self, mut f: impl FnMut(DeltaRow<'_>) -> Result<()>) -> Result<()> {
+        let what = self.what.as_str();
+        let walked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<()> {
+            for batch in &self.batches {
+                walk_batch(batch, &mut f).map_err(|e| rename(e, what))?;
+            }
+            Ok(())
+        }));
+        walked.unwrap_or_else(|_| {
+            crate::checksum::note_contained_panic();
+            Err(Error::corrupt(what, "the Arrow data does not decode"))
+        })
+    }
+
+    /// Whether any row is an import row (op 7): such a delta is read whole, through
+    /// [`Delta::import`].
+    pub fn has_import_rows(&self) -> bool {
+        self.batches.iter().any(|b| {
+            b.column_by_name("op")
+                .and_then(|c| c.as_any().downcast_ref::<UInt8Array>())
+                .is_some_and(|ops| ops.values().contains(&7))
+        })
+    }
+
+    /// The delta with owned rows.
+    pub fn into_delta(self) -> Result<Delta> {
+        let mut ops = Vec::with_capacity(self.rows());
+        self.for_each_row(|row| {
+            ops.push(row.to_op());
+            Ok(())
+        })?;
+        Ok(Delta {
+            meta: self.meta,
+            ops,
+            sequence: self.sequence,
+        })
+    }
+
+    /// As [`Delta::check_origin`].
+    pub fn check_origin(
+        &self,
+        store: &str,
+        partition: u32,
+        seq: u64,
+        path: &impl std::fmt::Display,
+    ) -> Result<()> {
+        check_origin(&self.meta, self.sequence, store, partition, seq, path)
+    }
 }
 
 fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
@@ -454,7 +615,7 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
         })
 }
 
-fn decode_batch(batch: &RecordBatch, out: &mut Vec<DeltaOp>) -> Result<()> {
+fn walk_batch(batch: &RecordBatch, f: &mut impl FnMut(DeltaRow<'_>) -> Result<()>) -> Result<()> {
     let op = column::<UInt8Array>(batch, "op")?;
     let key = column::<BinaryArray>(batch, "key")?;
     let field = column::<StringArray>(batch, "field")?;
@@ -462,16 +623,15 @@ fn decode_batch(batch: &RecordBatch, out: &mut Vec<DeltaOp>) -> Result<()> {
     let value = column::<BinaryArray>(batch, "value")?;
     let missing =
         |row: usize, col: &str| Error::corrupt("delta", format!("row {row}: {col} is null"));
-    out.reserve(batch.num_rows());
     for row in 0..batch.num_rows() {
         let key_at = || {
             (!key.is_null(row))
-                .then(|| key.value(row).to_vec())
+                .then(|| key.value(row))
                 .ok_or_else(|| missing(row, "key"))
         };
         let field_at = || {
             (!field.is_null(row))
-                .then(|| field.value(row).to_owned())
+                .then(|| field.value(row))
                 .ok_or_else(|| missing(row, "field"))
         };
         let decoded = match op.value(row) {
@@ -485,32 +645,32 @@ fn decode_batch(batch: &RecordBatch, out: &mut Vec<DeltaOp>) -> Result<()> {
                         format!("row {row}: unknown type code {}", ty.value(row)),
                     )
                 })?;
-                DeltaOp::SetField {
+                DeltaRow::SetField {
                     key: key_at()?,
                     field: field_at()?,
-                    value: FieldValue::decode(t, value.value(row))?,
+                    value: ValueRef::decode(t, value.value(row))?,
                 }
             }
-            2 => DeltaOp::DeleteField {
+            2 => DeltaRow::DeleteField {
                 key: key_at()?,
                 field: field_at()?,
             },
-            3 => DeltaOp::DeleteDocument { key: key_at()? },
-            4 => DeltaOp::DropField { field: field_at()? },
-            5 => DeltaOp::DropFieldPrefix {
+            3 => DeltaRow::DeleteDocument { key: key_at()? },
+            4 => DeltaRow::DropField { field: field_at()? },
+            5 => DeltaRow::DropFieldPrefix {
                 prefix: field_at()?,
             },
-            6 => DeltaOp::DropAll,
+            6 => DeltaRow::DropAll,
             7 => {
                 let id = field_at()?;
-                validate_import_id(&id)
+                validate_import_id(id)
                     .map_err(|m| Error::corrupt("delta", format!("row {row}: {m}")))?;
                 if value.is_null(row) {
                     return Err(missing(row, "value"));
                 }
-                DeltaOp::Import {
+                DeltaRow::Import {
                     id,
-                    spec: value.value(row).to_vec(),
+                    spec: value.value(row),
                 }
             }
             other => {
@@ -520,7 +680,7 @@ fn decode_batch(batch: &RecordBatch, out: &mut Vec<DeltaOp>) -> Result<()> {
                 ));
             }
         };
-        out.push(decoded);
+        f(decoded)?;
     }
     Ok(())
 }

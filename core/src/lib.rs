@@ -27,10 +27,10 @@ pub mod tip;
 pub mod value;
 
 pub use config::StoreConfig;
-pub use delta::{Delta, DeltaMeta, DeltaOp};
+pub use delta::{Delta, DeltaBatches, DeltaMeta, DeltaOp, DeltaRow};
 pub use document::Document;
 pub use error::{Error, ErrorKind, Result};
 pub use layout::StoreLayout;
 pub use operation::{Operation, PartitionedOps, partition_operations};
 pub use storage::{Storage, StorageOptions};
-pub use value::{FieldType, FieldValue};
+pub use value::{FieldType, FieldValue, ValueRef};

@@ -98,24 +98,18 @@ impl FieldValue {
 
     /// Inverse of [`FieldValue::encode`]; fails on a wrong length or invalid UTF-8.
     pub fn decode(ty: FieldType, bytes: &[u8]) -> Result<FieldValue> {
-        let bad = |reason: &str| Error::corrupt(format!("{ty} value"), reason);
-        Ok(match ty {
-            FieldType::String => FieldValue::String(
-                String::from_utf8(bytes.to_vec()).map_err(|_| bad("not valid UTF-8"))?,
-            ),
-            FieldType::Bytes => FieldValue::Bytes(bytes.to_vec()),
-            FieldType::Int64 => FieldValue::Int64(i64::from_le_bytes(
-                bytes.try_into().map_err(|_| bad("not 8 bytes"))?,
-            )),
-            FieldType::Float64 => FieldValue::Float64(f64::from_bits(u64::from_le_bytes(
-                bytes.try_into().map_err(|_| bad("not 8 bytes"))?,
-            ))),
-            FieldType::Bool => match bytes {
-                [0] => FieldValue::Bool(false),
-                [1] => FieldValue::Bool(true),
-                _ => return Err(bad("not a single 0 or 1 byte")),
-            },
-        })
+        ValueRef::decode(ty, bytes).map(ValueRef::to_owned_value)
+    }
+
+    /// The value borrowed.
+    pub fn as_value_ref(&self) -> ValueRef<'_> {
+        match self {
+            FieldValue::String(s) => ValueRef::String(s),
+            FieldValue::Bytes(b) => ValueRef::Bytes(b),
+            FieldValue::Int64(v) => ValueRef::Int64(*v),
+            FieldValue::Float64(v) => ValueRef::Float64(*v),
+            FieldValue::Bool(v) => ValueRef::Bool(*v),
+        }
     }
 
     /// The bytes a key made of this value hashes and sorts by: only strings and bytes can be
@@ -125,6 +119,61 @@ impl FieldValue {
             FieldValue::String(s) => Some(s.as_bytes()),
             FieldValue::Bytes(b) => Some(b),
             _ => None,
+        }
+    }
+}
+
+/// A typed field value borrowed from the bytes it was decoded from (a delta's Arrow buffers):
+/// what the compactor folds without an allocation per value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRef<'a> {
+    String(&'a str),
+    Bytes(&'a [u8]),
+    Int64(i64),
+    Float64(f64),
+    Bool(bool),
+}
+
+impl<'a> ValueRef<'a> {
+    /// Inverse of [`FieldValue::encode`], borrowing; fails on a wrong length or invalid UTF-8.
+    pub fn decode(ty: FieldType, bytes: &'a [u8]) -> Result<ValueRef<'a>> {
+        let bad = |reason: &str| Error::corrupt(format!("{ty} value"), reason);
+        Ok(match ty {
+            FieldType::String => {
+                ValueRef::String(std::str::from_utf8(bytes).map_err(|_| bad("not valid UTF-8"))?)
+            }
+            FieldType::Bytes => ValueRef::Bytes(bytes),
+            FieldType::Int64 => ValueRef::Int64(i64::from_le_bytes(
+                bytes.try_into().map_err(|_| bad("not 8 bytes"))?,
+            )),
+            FieldType::Float64 => ValueRef::Float64(f64::from_bits(u64::from_le_bytes(
+                bytes.try_into().map_err(|_| bad("not 8 bytes"))?,
+            ))),
+            FieldType::Bool => match bytes {
+                [0] => ValueRef::Bool(false),
+                [1] => ValueRef::Bool(true),
+                _ => return Err(bad("not a single 0 or 1 byte")),
+            },
+        })
+    }
+
+    pub fn field_type(&self) -> FieldType {
+        match self {
+            ValueRef::String(_) => FieldType::String,
+            ValueRef::Bytes(_) => FieldType::Bytes,
+            ValueRef::Int64(_) => FieldType::Int64,
+            ValueRef::Float64(_) => FieldType::Float64,
+            ValueRef::Bool(_) => FieldType::Bool,
+        }
+    }
+
+    pub fn to_owned_value(self) -> FieldValue {
+        match self {
+            ValueRef::String(s) => FieldValue::String(s.to_owned()),
+            ValueRef::Bytes(b) => FieldValue::Bytes(b.to_vec()),
+            ValueRef::Int64(v) => FieldValue::Int64(v),
+            ValueRef::Float64(v) => FieldValue::Float64(v),
+            ValueRef::Bool(v) => FieldValue::Bool(v),
         }
     }
 }
@@ -150,6 +199,9 @@ mod tests {
             let bytes = v.encode();
             assert_eq!(bytes.len(), v.encoded_len());
             assert_eq!(FieldValue::decode(v.field_type(), &bytes).unwrap(), v);
+            let borrowed = ValueRef::decode(v.field_type(), &bytes).unwrap();
+            assert_eq!(borrowed, v.as_value_ref());
+            assert_eq!(borrowed.field_type(), v.field_type());
         }
     }
 

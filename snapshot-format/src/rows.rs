@@ -10,7 +10,7 @@ use arrow_array::{
     Array, ArrayRef, BinaryArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use ikv_core::{Error, FieldType, FieldValue, Result};
+use ikv_core::{Error, FieldType, FieldValue, Result, ValueRef};
 
 use crate::manifest::{KEY_COLUMN, SnapshotColumn};
 
@@ -62,13 +62,13 @@ impl ColumnBuilder {
     }
 
     /// Appends the value if it has this column's type, else a null.
-    fn append(&mut self, value: Option<&FieldValue>) {
+    fn append(&mut self, value: Option<ValueRef<'_>>) {
         match (self, value) {
-            (ColumnBuilder::String(b), Some(FieldValue::String(v))) => b.append_value(v),
-            (ColumnBuilder::Bytes(b), Some(FieldValue::Bytes(v))) => b.append_value(v),
-            (ColumnBuilder::Int64(b), Some(FieldValue::Int64(v))) => b.append_value(*v),
-            (ColumnBuilder::Float64(b), Some(FieldValue::Float64(v))) => b.append_value(*v),
-            (ColumnBuilder::Bool(b), Some(FieldValue::Bool(v))) => b.append_value(*v),
+            (ColumnBuilder::String(b), Some(ValueRef::String(v))) => b.append_value(v),
+            (ColumnBuilder::Bytes(b), Some(ValueRef::Bytes(v))) => b.append_value(v),
+            (ColumnBuilder::Int64(b), Some(ValueRef::Int64(v))) => b.append_value(v),
+            (ColumnBuilder::Float64(b), Some(ValueRef::Float64(v))) => b.append_value(v),
+            (ColumnBuilder::Bool(b), Some(ValueRef::Bool(v))) => b.append_value(v),
             (ColumnBuilder::String(b), _) => b.append_null(),
             (ColumnBuilder::Bytes(b), _) => b.append_null(),
             (ColumnBuilder::Int64(b), _) => b.append_null(),
@@ -77,14 +77,78 @@ impl ColumnBuilder {
         }
     }
 
-    fn finish(self) -> ArrayRef {
+    fn finish(&mut self) -> ArrayRef {
         match self {
-            ColumnBuilder::String(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Bytes(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Int64(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Float64(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Bool(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::String(b) => Arc::new(b.finish()),
+            ColumnBuilder::Bytes(b) => Arc::new(b.finish()),
+            ColumnBuilder::Int64(b) => Arc::new(b.finish()),
+            ColumnBuilder::Float64(b) => Arc::new(b.finish()),
+            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
         }
+    }
+}
+
+/// Builds one record batch in a snapshot's columns, a row at a time (rows in key order).
+pub struct BatchBuilder {
+    keys: BinaryBuilder,
+    builders: Vec<ColumnBuilder>,
+    rows: usize,
+}
+
+impl BatchBuilder {
+    pub fn new(columns: &[SnapshotColumn]) -> BatchBuilder {
+        BatchBuilder {
+            keys: BinaryBuilder::new(),
+            builders: columns
+                .iter()
+                .map(|c| ColumnBuilder::new(c.field_type))
+                .collect(),
+            rows: 0,
+        }
+    }
+
+    /// Rows pushed so far.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Appends a document; `columns` are the ones the builder was made with.
+    pub fn push_doc(
+        &mut self,
+        columns: &[SnapshotColumn],
+        key: &[u8],
+        doc: &BTreeMap<String, FieldValue>,
+    ) {
+        self.keys.append_value(key);
+        for (builder, column) in self.builders.iter_mut().zip(columns) {
+            builder.append(doc.get(&column.field).map(FieldValue::as_value_ref));
+        }
+        self.rows += 1;
+    }
+
+    /// Appends a row given column by column (`values[i]` for the builder's column `i`; a
+    /// value of another type than its column's is written as null).
+    pub fn push_values(&mut self, key: &[u8], values: &[Option<ValueRef<'_>>]) {
+        self.keys.append_value(key);
+        for (i, builder) in self.builders.iter_mut().enumerate() {
+            builder.append(values.get(i).copied().flatten());
+        }
+        self.rows += 1;
+    }
+
+    /// The batch of the rows pushed; the builder starts empty again.
+    pub fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch> {
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(self.keys.finish())];
+        arrays.extend(self.builders.iter_mut().map(ColumnBuilder::finish));
+        self.rows = 0;
+        RecordBatch::try_new(schema.clone(), arrays).map_err(|e| Error::Corrupt {
+            what: "snapshot batch being built".into(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -94,23 +158,11 @@ pub fn to_batch(
     columns: &[SnapshotColumn],
     docs: &[SnapshotDoc],
 ) -> Result<RecordBatch> {
-    let mut keys = BinaryBuilder::new();
-    let mut builders: Vec<ColumnBuilder> = columns
-        .iter()
-        .map(|c| ColumnBuilder::new(c.field_type))
-        .collect();
+    let mut builder = BatchBuilder::new(columns);
     for (key, doc) in docs {
-        keys.append_value(key);
-        for (builder, column) in builders.iter_mut().zip(columns) {
-            builder.append(doc.get(&column.field));
-        }
+        builder.push_doc(columns, key, doc);
     }
-    let mut arrays: Vec<ArrayRef> = vec![Arc::new(keys.finish())];
-    arrays.extend(builders.into_iter().map(ColumnBuilder::finish));
-    RecordBatch::try_new(schema.clone(), arrays).map_err(|e| Error::Corrupt {
-        what: "snapshot batch being built".into(),
-        reason: e.to_string(),
-    })
+    builder.finish(schema)
 }
 
 fn corrupt(reason: impl ToString) -> Error {

@@ -1,8 +1,9 @@
 //! Compactor benchmark: the real compactor (the `snapshot` binary, in a child process so that
 //! its peak RSS is measured alone) merges 10k small deltas into the snapshot of a 1M- and a
 //! 4M-document store, three passes each. Prints, as the median of the passes with the range,
-//! delta field operations merged per second over the whole pass (reading, decoding, folding
-//! and rewriting the snapshot), documents rewritten per second, wall time and peak RSS.
+//! delta field operations merged per second while folding (reading, decoding and folding the
+//! deltas: the `fold_ms` the compactor logs per round) and over the whole pass (also
+//! rewriting the snapshot), documents rewritten per second, wall time and peak RSS.
 //!
 //! `cargo bench -p ikv-snapshot --bench compact [-- SIZES...]` (default 1000000 4000000).
 
@@ -29,10 +30,29 @@ fn doc(i: usize, round: usize) -> Operation {
     )
 }
 
-/// Peak resident memory of a process, sampled from /proc until it exits (kB).
+/// The sum of a numeric field (`name=123`) over the compactor's "snapshot committed" lines.
+fn logged_sum(log: &str, name: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains("snapshot committed"))
+        .filter_map(|l| l.split(&format!("{name}=")).nth(1))
+        .filter_map(|v| {
+            v.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Wall time, peak resident memory (sampled from /proc until it exits, kB) and the log
+/// (stderr) of a process.
 fn run_measured(mut cmd: Command) -> (Duration, u64, String) {
     let started = Instant::now();
-    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let status_path = format!("/proc/{}/status", child.id());
     let mut peak_kb = 0;
     loop {
@@ -54,7 +74,7 @@ fn run_measured(mut cmd: Command) -> (Duration, u64, String) {
     (
         started.elapsed(),
         peak_kb,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 
@@ -74,9 +94,9 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "| store size | deltas merged per pass | delta field operations merged/s (whole pass) | documents rewritten/s | snapshot size | wall time of the pass | peak RSS of the compactor |"
+        "| store size | deltas merged per pass | delta field operations merged/s (read, decode, fold) | delta field operations merged/s (whole pass) | documents rewritten/s | snapshot size | wall time of the pass | peak RSS of the compactor |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for docs in sizes {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("file://{}/bucket", dir.path().display());
@@ -113,6 +133,7 @@ fn main() {
         let layout = StoreLayout::new(&storage.prefix, "bench").unwrap();
         let rows_merged = DELTAS * OPS_PER_DELTA * 4; // four field values per upsert
         let (mut ops_rate, mut docs_rate, mut walls, mut peaks) = (vec![], vec![], vec![], vec![]);
+        let mut fold_rate = vec![];
         let mut bytes = 0;
         for run in 1..=3 {
             for d in 0..DELTAS {
@@ -122,8 +143,16 @@ fn main() {
                 rt.block_on(writer.write(&ops)).unwrap();
             }
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_snapshot"));
-            cmd.args(["run", "--storage-url", &url, "--store", "bench", "--force"]);
-            let (wall, peak_kb, _) = run_measured(cmd);
+            cmd.args(["run", "--storage-url", &url, "--store", "bench", "--force"])
+                .env("RUST_LOG", "ikv_snapshot=info")
+                .env("NO_COLOR", "1");
+            let (wall, peak_kb, log) = run_measured(cmd);
+            let (fold_ms, folded) = (logged_sum(&log, "fold_ms"), logged_sum(&log, "delta_rows"));
+            assert_eq!(
+                folded as usize, rows_merged,
+                "rows folded, from the log:\n{log}"
+            );
+            fold_rate.push(folded as f64 / (fold_ms.max(1) as f64 / 1e3) / 1e6);
             let manifest = rt
                 .block_on(Manifest::load_newest(&storage, &layout, 0))
                 .unwrap()
@@ -136,7 +165,8 @@ fn main() {
             peaks.push(peak_kb as f64 / 1024.0);
         }
         println!(
-            "| {docs} documents | {DELTAS} ({rows_merged} field operations) | {} | {} | {:.1} MB | {} | {} |",
+            "| {docs} documents | {DELTAS} ({rows_merged} field operations) | {} | {} | {} | {:.1} MB | {} | {} |",
+            median_range(&fold_rate, "M/s"),
             median_range(&ops_rate, "M/s"),
             median_range(&docs_rate, "M/s"),
             bytes as f64 / 1e6,

@@ -16,9 +16,11 @@ use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch};
 use ikv_core::{Error, Result};
 
 use crate::manifest::{KEY_COLUMN, SnapshotColumn};
-use crate::overlay::{KeyChange, Overlay};
+use crate::overlay::{ColumnTable, KeyChange, Overlay};
 use crate::read::SnapshotStream;
-use crate::rows::{SnapshotDoc, data_type, from_batch, to_batch};
+use ikv_core::ValueRef;
+
+use crate::rows::{BatchBuilder, SnapshotDoc, data_type, from_batch};
 use crate::write::SnapshotWriter;
 
 /// Rows gathered before they go to the writer as one batch.
@@ -31,10 +33,10 @@ fn corrupt(what: &str, reason: impl ToString) -> Error {
     }
 }
 
-/// Output rows in order: slices already in the output's columns, and runs of documents.
+/// Output rows in order: slices already in the output's columns, and rows built one by one.
 enum Piece {
     Rows(RecordBatch),
-    Docs(Vec<SnapshotDoc>),
+    Built(BatchBuilder),
 }
 
 struct Output<'w> {
@@ -49,12 +51,25 @@ impl Output<'_> {
         self.pieces.push(Piece::Rows(batch));
     }
 
-    fn doc(&mut self, doc: SnapshotDoc) {
+    fn built(&mut self) -> &mut BatchBuilder {
         self.rows += 1;
-        match self.pieces.last_mut() {
-            Some(Piece::Docs(docs)) => docs.push(doc),
-            _ => self.pieces.push(Piece::Docs(vec![doc])),
+        if !matches!(self.pieces.last(), Some(Piece::Built(_))) {
+            self.pieces
+                .push(Piece::Built(BatchBuilder::new(self.writer.columns())));
         }
+        match self.pieces.last_mut() {
+            Some(Piece::Built(b)) => b,
+            _ => unreachable!("a builder was pushed above"),
+        }
+    }
+
+    fn doc(&mut self, doc: SnapshotDoc) {
+        let columns = self.writer.columns().to_vec();
+        self.built().push_doc(&columns, &doc.0, &doc.1);
+    }
+
+    fn values(&mut self, key: &[u8], values: &[Option<ValueRef<'_>>]) {
+        self.built().push_values(key, values);
     }
 
     async fn flush_if_full(&mut self) -> Result<()> {
@@ -69,12 +84,11 @@ impl Output<'_> {
             return Ok(());
         }
         let schema = self.writer.schema();
-        let columns = self.writer.columns().to_vec();
         let mut batches = Vec::with_capacity(self.pieces.len());
         for piece in self.pieces.drain(..) {
             batches.push(match piece {
                 Piece::Rows(b) => b,
-                Piece::Docs(docs) => to_batch(&schema, &columns, &docs)?,
+                Piece::Built(mut b) => b.finish(&schema)?,
             });
         }
         self.rows = 0;
@@ -153,12 +167,10 @@ pub async fn merge(
         pieces: Vec::new(),
         rows: 0,
     };
-    let mut changes = overlay.keys.iter().peekable();
-    let new_doc = |change: &KeyChange, key: &[u8]| -> Option<SnapshotDoc> {
-        overlay
-            .resolve(None, Some(change))
-            .map(|doc| (key.to_vec(), doc))
-    };
+    let sorted = overlay.sorted();
+    let mut changes = sorted.iter().copied().peekable();
+    let table = overlay.column_table(&out_columns);
+    let mut cells = Vec::new();
     let mut last: Option<Vec<u8>> = None;
     while let Some(batch) = base.next_record_batch().await? {
         let keys = batch
@@ -185,12 +197,10 @@ pub async fn merge(
         while row < n {
             // Keys only the deltas know, before this row.
             while let Some((ck, change)) = changes.peek().copied() {
-                if ck.as_slice() >= keys.value(row) {
+                if ck >= keys.value(row) {
                     break;
                 }
-                if let Some(doc) = new_doc(change, ck) {
-                    out.doc(doc);
-                }
+                new_row(overlay, &table, &mut cells, &mut out, ck, change)?;
                 changes.next();
             }
             // Untouched rows up to the next key the deltas touched.
@@ -200,7 +210,7 @@ pub async fn merge(
                     let (mut lo, mut hi) = (row, n);
                     while lo < hi {
                         let mid = (lo + hi) / 2;
-                        if keys.value(mid) < ck.as_slice() {
+                        if keys.value(mid) < *ck {
                             lo = mid + 1;
                         } else {
                             hi = mid;
@@ -217,12 +227,12 @@ pub async fn merge(
             }
             // The row the deltas touched.
             if let Some((ck, change)) = changes.peek().copied()
-                && ck.as_slice() == keys.value(row)
+                && ck == keys.value(row)
             {
                 let mut docs = Vec::with_capacity(1);
                 from_batch(&batch.slice(row, 1), &base_columns, &mut docs)?;
-                if let Some(resolved) = overlay.resolve(docs.pop().map(|(_, d)| d), Some(change)) {
-                    out.doc((ck.clone(), resolved));
+                if let Some(resolved) = overlay.resolve(docs.pop().map(|(_, d)| d), Some(change))? {
+                    out.doc((ck.to_vec(), resolved));
                 }
                 changes.next();
                 row += 1;
@@ -231,10 +241,23 @@ pub async fn merge(
         }
     }
     for (ck, change) in changes {
-        if let Some(doc) = new_doc(change, ck) {
-            out.doc(doc);
-        }
+        new_row(overlay, &table, &mut cells, &mut out, ck, change)?;
         out.flush_if_full().await?;
     }
     out.flush().await
+}
+
+/// The row of a key only the deltas know, if it has any field.
+fn new_row<'a>(
+    overlay: &'a Overlay,
+    table: &ColumnTable,
+    cells: &mut Vec<Option<ValueRef<'a>>>,
+    out: &mut Output<'_>,
+    key: &[u8],
+    change: &KeyChange,
+) -> Result<()> {
+    if overlay.fill_row(change, table, cells)? {
+        out.values(key, cells);
+    }
+    Ok(())
 }

@@ -11,10 +11,10 @@
 //!   batch; it does not grow with the store.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
-use ikv_core::delta::decode_delta;
+use ikv_core::delta::{Delta, DeltaBatches, decode_delta_batches};
 use ikv_core::store::read_delta;
 use ikv_core::{Error, Result, Storage, StoreConfig, StoreLayout};
 use object_store::ObjectMeta;
@@ -145,7 +145,7 @@ pub async fn snapshot_partition(
                     reason: format!("delta {seq} disappeared while compacting"),
                 })?;
             let what = layout.delta(partition, seq).to_string();
-            let delta = tokio::task::spawn_blocking(move || decode_delta(&bytes, &what))
+            let delta = tokio::task::spawn_blocking(move || Fetched::decode(&bytes, &what))
                 .await
                 .map_err(|e| Error::StorageMessage {
                     context: "decoding a delta".into(),
@@ -161,21 +161,27 @@ pub async fn snapshot_partition(
         }
     }))
     .buffered(FETCH_AHEAD);
-    // A round ends at the byte budget, and before an import (an import opens its round: its
+    // A round ends before the delta that would take the fold's memory past the budget, and
+    // before an import (an import opens its round: its
     // documents are merged with the previous snapshot before later deltas fold onto them).
     let mut round = Round::new(&config.primary_key_field);
+    // When the current round began folding: the log reports the fold and the write apart.
+    let mut round_started = Instant::now();
     loop {
         let next = fetched.next().await.transpose()?;
         let opens_round = match &next {
             Some((_, size, delta)) => {
-                delta.import()?.is_some()
-                    || (round.deltas > 0 && round.bytes + size > options.round_budget())
+                matches!(delta, Fetched::Import(_))
+                    || (round.deltas > 0
+                        && round.overlay.memory_bytes() as u64 + size > options.round_budget())
             }
             None => true,
         };
         if opens_round && round.deltas > 0 {
             let finished = std::mem::replace(&mut round, Round::new(&config.primary_key_field));
-            delta_rows += finished.overlay.rows_applied;
+            let round_rows = finished.overlay.rows_applied;
+            delta_rows += round_rows;
+            let (fold, write_started) = (round_started.elapsed(), Instant::now());
             let manifest = write_snapshot(
                 storage,
                 config,
@@ -195,18 +201,31 @@ pub async fn snapshot_partition(
                 tracing::info!(store = %config.store_name, partition, sequence, "another compactor committed this snapshot first");
                 return Ok(PartitionOutcome::LostRace { sequence });
             }
-            tracing::info!(store = %config.store_name, partition, sequence, rows, files = manifest.files.len(), "snapshot committed");
+            tracing::info!(
+                store = %config.store_name,
+                partition,
+                sequence,
+                rows,
+                files = manifest.files.len(),
+                delta_rows = round_rows,
+                fold_ms = fold.as_millis() as u64,
+                write_ms = write_started.elapsed().as_millis() as u64,
+                "snapshot committed"
+            );
             ikv_core::failpoint!("snapshot.round_committed");
             base = Some(manifest);
+            round_started = Instant::now();
         }
-        let Some((seq, size, delta)) = next else {
+        let Some((seq, _, delta)) = next else {
             break;
         };
         round.deltas += 1;
-        round.bytes += size;
         round.sequence = seq;
-        match delta.import()? {
-            Some(import) => {
+        match delta {
+            Fetched::Import(delta) => {
+                let Some(import) = delta.import()? else {
+                    continue;
+                };
                 let mut runs = Vec::with_capacity(import.runs.len());
                 for run in &import.runs {
                     runs.push(Manifest::decode_import_spec(
@@ -219,7 +238,7 @@ pub async fn snapshot_partition(
                 }
                 round.import = Some((import.replace, runs, seq));
             }
-            None => round.overlay.apply_all(delta.ops),
+            Fetched::Rows(delta) => round.overlay.apply_delta(&delta)?,
         }
     }
     Ok(PartitionOutcome::Snapshotted {
@@ -231,11 +250,43 @@ pub async fn snapshot_partition(
     })
 }
 
+/// A delta fetched for folding: most are read borrowed from their Arrow batches; an import
+/// delta (its runs open a round) is read whole and checked by [`Delta::import`].
+enum Fetched {
+    Rows(DeltaBatches),
+    Import(Delta),
+}
+
+impl Fetched {
+    fn decode(bytes: &bytes::Bytes, what: &str) -> Result<Fetched> {
+        let batches = decode_delta_batches(bytes, what)?;
+        if !batches.has_import_rows() {
+            return Ok(Fetched::Rows(batches));
+        }
+        let delta = batches.into_delta()?;
+        // An import row out of place is corruption: refused here, before anything folds.
+        delta.import()?;
+        Ok(Fetched::Import(delta))
+    }
+
+    fn check_origin(
+        &self,
+        store: &str,
+        partition: u32,
+        seq: u64,
+        path: &impl std::fmt::Display,
+    ) -> Result<()> {
+        match self {
+            Fetched::Rows(d) => d.check_origin(store, partition, seq, path),
+            Fetched::Import(d) => d.check_origin(store, partition, seq, path),
+        }
+    }
+}
+
 /// The deltas of one round: an import that opens it (replacing or not, its runs' descriptions,
 /// its sequence number) and the others folded into an overlay.
 struct Round {
     deltas: usize,
-    bytes: u64,
     sequence: u64,
     import: Option<(bool, Vec<Manifest>, u64)>,
     overlay: Overlay,
@@ -245,7 +296,6 @@ impl Round {
     fn new(primary_key_field: &str) -> Round {
         Round {
             deltas: 0,
-            bytes: 0,
             sequence: 0,
             import: None,
             overlay: Overlay::new(primary_key_field),
@@ -355,46 +405,42 @@ async fn merge_documents(
 ) -> Result<()> {
     let mut base_docs = MergedRuns::open(streams).await?;
     let mut next_base: Option<SnapshotDoc> = base_docs.next_doc().await?;
-    let mut changes = overlay.keys.iter().peekable();
+    let sorted = overlay.sorted();
+    let mut changes = sorted.iter().copied().peekable();
+    let table = overlay.column_table(writer.columns());
+    let mut row = Vec::new();
     loop {
         let take_base = match (&next_base, changes.peek()) {
             (None, None) => break,
             (Some(_), None) => Some(false),
             (None, Some(_)) => None,
-            (Some((bk, _)), Some((ck, _))) => match bk.as_slice().cmp(ck.as_slice()) {
+            (Some((bk, _)), Some((ck, _))) => match bk.as_slice().cmp(ck) {
                 std::cmp::Ordering::Less => Some(false),
                 std::cmp::Ordering::Equal => Some(true),
                 std::cmp::Ordering::Greater => None,
             },
         };
-        let (key, doc) = match take_base {
-            // A base document the deltas did not touch.
-            Some(false) => {
-                let Some((key, doc)) = next_base.take() else {
-                    break;
-                };
-                (key, overlay.resolve(Some(doc), None))
+        let Some(touched) = take_base else {
+            // A key only the deltas know: its row straight from the change.
+            let Some((key, change)) = changes.next() else {
+                break;
+            };
+            if overlay.fill_row(change, &table, &mut row)? {
+                writer.push_values(key, &row).await?;
             }
-            // A base document the deltas touched.
-            Some(true) => {
-                let Some((key, doc)) = next_base.take() else {
-                    break;
-                };
-                let change = changes.next().map(|(_, c)| c);
-                (key, overlay.resolve(Some(doc), change))
-            }
-            // A key only the deltas know.
-            None => {
-                let Some((key, change)) = changes.next() else {
-                    break;
-                };
-                (key.clone(), overlay.resolve(None, Some(change)))
-            }
+            continue;
         };
-        if take_base.is_some() {
-            next_base = base_docs.next_doc().await?;
-        }
-        if let Some(doc) = doc {
+        let Some((key, doc)) = next_base.take() else {
+            break;
+        };
+        // A base document, touched by the deltas or not.
+        let change = if touched {
+            changes.next().map(|(_, c)| c)
+        } else {
+            None
+        };
+        next_base = base_docs.next_doc().await?;
+        if let Some(doc) = overlay.resolve(Some(doc), change)? {
             writer.push((key, doc)).await?;
         }
     }

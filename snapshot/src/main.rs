@@ -40,7 +40,7 @@ struct PassArgs {
     /// Retention window (e.g. 1h): nothing younger is deleted
     #[arg(long, env = "IKV_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
     retention: Duration,
-    /// Delta bytes merged per round (bounds memory)
+    /// Bytes of memory one round's folded deltas may hold (bounds memory)
     #[arg(long, default_value_t = SnapshotOptions::DEFAULT_ROUND_BUDGET_BYTES)]
     round_budget_bytes: u64,
 }

@@ -48,15 +48,16 @@ pub struct SnapshotOptions {
     pub triggers: Triggers,
     /// Snapshot even when no trigger fires (as long as there are new deltas).
     pub force: bool,
-    /// Most delta bytes folded into memory per round; more deltas than this are compacted in
-    /// several rounds, each committing a snapshot. Bounds the compactor's memory.
+    /// Most bytes of memory a round's fold may hold (the overlay, plus the next delta);
+    /// deltas beyond it are compacted in further rounds, each committing a snapshot. Bounds
+    /// the compactor's memory whatever the store's size or how far behind it is.
     pub round_budget_bytes: Option<u64>,
     pub files: FileLayout,
     pub retention: Retention,
 }
 
 impl SnapshotOptions {
-    pub const DEFAULT_ROUND_BUDGET_BYTES: u64 = 256 << 20;
+    pub const DEFAULT_ROUND_BUDGET_BYTES: u64 = 512 << 20;
 
     pub fn round_budget(&self) -> u64 {
         self.round_budget_bytes

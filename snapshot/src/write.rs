@@ -14,7 +14,9 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::manifest::{SnapshotColumn, SnapshotFile};
-use crate::rows::{SnapshotDoc, schema, to_batch};
+use ikv_core::ValueRef;
+
+use crate::rows::{BatchBuilder, SnapshotDoc, schema};
 
 /// Sizes of what a snapshot writes.
 #[derive(Debug, Clone)]
@@ -78,7 +80,7 @@ pub struct SnapshotWriter {
     layout: FileLayout,
     properties: WriterProperties,
     current: Option<OpenFile>,
-    pending: Vec<SnapshotDoc>,
+    pending: BatchBuilder,
     files: Vec<SnapshotFile>,
     rows: u64,
 }
@@ -105,11 +107,11 @@ impl SnapshotWriter {
             run_dir: snapshot_dir.clone().join(run_name),
             run_name: run_name.to_owned(),
             schema: schema(&columns),
+            pending: BatchBuilder::new(&columns),
             columns,
             layout,
             properties,
             current: None,
-            pending: Vec::new(),
             files: Vec::new(),
             rows: 0,
         })
@@ -120,7 +122,18 @@ impl SnapshotWriter {
     }
 
     pub async fn push(&mut self, doc: SnapshotDoc) -> Result<()> {
-        self.pending.push(doc);
+        self.pending.push_doc(&self.columns, &doc.0, &doc.1);
+        self.flush_if_full().await
+    }
+
+    /// Appends a row given column by column (`values[i]` for column `i` of
+    /// [`SnapshotWriter::columns`]), in key order after every row before.
+    pub async fn push_values(&mut self, key: &[u8], values: &[Option<ValueRef<'_>>]) -> Result<()> {
+        self.pending.push_values(key, values);
+        self.flush_if_full().await
+    }
+
+    async fn flush_if_full(&mut self) -> Result<()> {
         // Flushing at row-group granularity lets files split close to the target size.
         if self.pending.len() >= self.layout.row_group_rows.clamp(1, 8192) {
             self.flush_pending().await?;
@@ -132,8 +145,7 @@ impl SnapshotWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let batch = to_batch(&self.schema, &self.columns, &self.pending)?;
-        self.pending.clear();
+        let batch = self.pending.finish(&self.schema)?;
         self.write_batch(&batch).await
     }
 
