@@ -521,7 +521,9 @@ mod tests {
         }
     }
 
-    fn resolved(overlay: &Overlay) -> Vec<(Vec<u8>, Option<BTreeMap<String, FieldValue>>)> {
+    type Resolved = Vec<(Vec<u8>, Option<BTreeMap<String, FieldValue>>)>;
+
+    fn resolved(overlay: &Overlay) -> Resolved {
         overlay
             .sorted()
             .into_iter()
