@@ -6,6 +6,8 @@
 //! rewriting the snapshot), documents rewritten per second, wall time and peak RSS.
 //!
 //! `cargo bench -p ikv-snapshot --bench compact [-- SIZES...]` (default 1000000 4000000).
+//! With `IKV_BENCH_KEEP=<dir>`, a copy of the store as the first pass finds it is left in
+//! `<dir>`, for profiling the compactor by hand.
 
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
@@ -141,6 +143,14 @@ fn main() {
                     .map(|j| doc((d * 7919 + j * 104_729 + run) % docs, run))
                     .collect();
                 rt.block_on(writer.write(&ops)).unwrap();
+            }
+            if let (1, Ok(keep)) = (run, std::env::var("IKV_BENCH_KEEP")) {
+                // For profiling the pass by hand: the store as the first pass finds it.
+                let status = Command::new("cp")
+                    .args(["-r", &format!("{}/bucket", dir.path().display()), &keep])
+                    .status()
+                    .unwrap();
+                assert!(status.success());
             }
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_snapshot"));
             cmd.args(["run", "--storage-url", &url, "--store", "bench", "--force"])

@@ -27,8 +27,9 @@ use crate::read::SnapshotStream;
 use crate::rows::SnapshotDoc;
 use crate::write::SnapshotWriter;
 
-/// Deltas fetched and decoded ahead of the one being folded.
+/// Deltas fetched and decoded ahead of the one being folded, and per fetching task.
 const FETCH_AHEAD: usize = 32;
+const FETCH_CHUNK: usize = 8;
 
 /// What a pass did to one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,32 +136,39 @@ pub async fn snapshot_partition(
     let (mut rounds, mut rows, mut delta_rows) = (0, 0, 0);
     // Fetch and decode ahead (GETs in flight, decoding on the blocking pool), apply in log
     // order: object-store latency, not the fold, would otherwise bound the rate.
-    let mut fetched = futures::stream::iter(deltas.iter().map(|(seq, meta)| {
-        let (storage, layout, seq, size) = (storage.clone(), layout.clone(), *seq, meta.size);
+    let mut fetched = futures::stream::iter(deltas.chunks(FETCH_CHUNK).map(|chunk| {
+        let chunk: Vec<(u64, u64)> = chunk.iter().map(|(seq, m)| (*seq, m.size)).collect();
+        let (storage, layout) = (storage.clone(), layout.clone());
+        // A task per chunk of deltas: fetching and decoding run on the runtime's workers,
+        // beside the fold, the chunk's GETs concurrently. (A task, or a blocking-pool hop,
+        // per delta cost more in thread wake-ups than a small delta's decode.)
+        let task = tokio::spawn(async move {
+            futures::future::try_join_all(chunk.into_iter().map(|(seq, size)| {
+                let (storage, layout) = (&storage, &layout);
+                async move {
+                    let bytes = read_delta(storage, layout, partition, seq)
+                        .await?
+                        .ok_or_else(|| Error::Corrupt {
+                            what: format!("log of partition {partition}"),
+                            reason: format!("delta {seq} disappeared while compacting"),
+                        })?;
+                    let path = layout.delta(partition, seq);
+                    let delta = Fetched::decode(&bytes, path.as_ref())?;
+                    delta.check_origin(layout.store_name(), partition, seq, &path)?;
+                    Ok::<_, Error>((seq, size, delta))
+                }
+            }))
+            .await
+        });
         async move {
-            let bytes = read_delta(&storage, &layout, partition, seq)
-                .await?
-                .ok_or_else(|| Error::Corrupt {
-                    what: format!("log of partition {partition}"),
-                    reason: format!("delta {seq} disappeared while compacting"),
-                })?;
-            let what = layout.delta(partition, seq).to_string();
-            let delta = tokio::task::spawn_blocking(move || Fetched::decode(&bytes, &what))
-                .await
-                .map_err(|e| Error::StorageMessage {
-                    context: "decoding a delta".into(),
-                    message: e.to_string(),
-                })??;
-            delta.check_origin(
-                layout.store_name(),
-                partition,
-                seq,
-                &layout.delta(partition, seq),
-            )?;
-            Ok::<_, Error>((seq, size, delta))
+            task.await.map_err(|e| Error::StorageMessage {
+                context: "fetching deltas".into(),
+                message: e.to_string(),
+            })?
         }
     }))
-    .buffered(FETCH_AHEAD);
+    .buffered(FETCH_AHEAD / FETCH_CHUNK);
+    let mut ready = std::collections::VecDeque::new();
     // A round ends before the delta that would take the fold's memory past the budget, and
     // before an import (an import opens its round: its
     // documents are merged with the previous snapshot before later deltas fold onto them).
@@ -168,7 +176,12 @@ pub async fn snapshot_partition(
     // When the current round began folding: the log reports the fold and the write apart.
     let mut round_started = Instant::now();
     loop {
-        let next = fetched.next().await.transpose()?;
+        if ready.is_empty()
+            && let Some(chunk) = fetched.next().await
+        {
+            ready.extend(chunk?);
+        }
+        let next = ready.pop_front();
         let opens_round = match &next {
             Some((_, size, delta)) => {
                 matches!(delta, Fetched::Import(_))
