@@ -33,14 +33,17 @@ fn corrupt(what: &str, reason: impl ToString) -> Error {
     }
 }
 
-/// Output rows in order: slices already in the output's columns, and rows built one by one.
+/// Output rows in order: slices already in the output's columns, and runs of rows built one
+/// by one (rows `from..to` of the output's one builder).
 enum Piece {
     Rows(RecordBatch),
-    Built(BatchBuilder),
+    Built { from: usize, to: usize },
 }
 
 struct Output<'w> {
     writer: &'w mut SnapshotWriter,
+    columns: Vec<SnapshotColumn>,
+    built: BatchBuilder,
     pieces: Vec<Piece>,
     rows: usize,
 }
@@ -51,25 +54,27 @@ impl Output<'_> {
         self.pieces.push(Piece::Rows(batch));
     }
 
-    fn built(&mut self) -> &mut BatchBuilder {
+    /// Records that the builder's next row comes next in the output.
+    fn built_row(&mut self) {
         self.rows += 1;
-        if !matches!(self.pieces.last(), Some(Piece::Built(_))) {
-            self.pieces
-                .push(Piece::Built(BatchBuilder::new(self.writer.columns())));
-        }
+        let at = self.built.len();
         match self.pieces.last_mut() {
-            Some(Piece::Built(b)) => b,
-            _ => unreachable!("a builder was pushed above"),
+            Some(Piece::Built { to, .. }) if *to == at => *to += 1,
+            _ => self.pieces.push(Piece::Built {
+                from: at,
+                to: at + 1,
+            }),
         }
     }
 
     fn doc(&mut self, doc: SnapshotDoc) {
-        let columns = self.writer.columns().to_vec();
-        self.built().push_doc(&columns, &doc.0, &doc.1);
+        self.built_row();
+        self.built.push_doc(&self.columns, &doc.0, &doc.1);
     }
 
     fn values(&mut self, key: &[u8], values: &[Option<ValueRef<'_>>]) {
-        self.built().push_values(key, values);
+        self.built_row();
+        self.built.push_values(key, values);
     }
 
     async fn flush_if_full(&mut self) -> Result<()> {
@@ -84,13 +89,15 @@ impl Output<'_> {
             return Ok(());
         }
         let schema = self.writer.schema();
-        let mut batches = Vec::with_capacity(self.pieces.len());
-        for piece in self.pieces.drain(..) {
-            batches.push(match piece {
+        let built = self.built.finish(&schema)?;
+        let batches: Vec<RecordBatch> = self
+            .pieces
+            .drain(..)
+            .map(|piece| match piece {
                 Piece::Rows(b) => b,
-                Piece::Built(mut b) => b.finish(&schema)?,
-            });
-        }
+                Piece::Built { from, to } => built.slice(from, to - from),
+            })
+            .collect();
         self.rows = 0;
         let batch = arrow_select::concat::concat_batches(&schema, &batches)
             .map_err(|e| corrupt("snapshot batch being built", e))?;
@@ -163,6 +170,8 @@ pub async fn merge(
     let schema = writer.schema();
     let map = mapping(&base_columns, &out_columns);
     let mut out = Output {
+        built: BatchBuilder::new(&out_columns),
+        columns: out_columns.clone(),
         writer,
         pieces: Vec::new(),
         rows: 0,

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use ikv_core::delta::{Delta, DeltaBatches, decode_delta_batches};
-use ikv_core::store::read_delta;
 use ikv_core::{Error, Result, Storage, StoreConfig, StoreLayout};
 use object_store::ObjectMeta;
 
@@ -146,13 +145,13 @@ pub async fn snapshot_partition(
             futures::future::try_join_all(chunk.into_iter().map(|(seq, size)| {
                 let (storage, layout) = (&storage, &layout);
                 async move {
-                    let bytes = read_delta(storage, layout, partition, seq)
+                    let path = layout.delta(partition, seq);
+                    let bytes = ikv_core::bucket::read_listed(storage, &path, size)
                         .await?
                         .ok_or_else(|| Error::Corrupt {
                             what: format!("log of partition {partition}"),
                             reason: format!("delta {seq} disappeared while compacting"),
                         })?;
-                    let path = layout.delta(partition, seq);
                     let delta = Fetched::decode(&bytes, path.as_ref())?;
                     delta.check_origin(layout.store_name(), partition, seq, &path)?;
                     Ok::<_, Error>((seq, size, delta))

@@ -7,6 +7,7 @@ pub mod compact;
 mod import_retention;
 pub mod options;
 pub mod overlay;
+mod parquet_upload;
 pub mod retention;
 pub mod write;
 

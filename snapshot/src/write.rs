@@ -2,20 +2,15 @@
 
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use futures::future::BoxFuture;
-use ikv_core::checksum::{BlockHasher, DEFAULT_BLOCK_SIZE};
-use ikv_core::{Error, Result, Storage};
-use object_store::buffered::BufWriter;
+use ikv_core::{Error, Result, Storage, ValueRef};
 use object_store::path::Path;
-use parquet::arrow::AsyncArrowWriter;
-use parquet::arrow::async_writer::AsyncFileWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::manifest::{SnapshotColumn, SnapshotFile};
-use ikv_core::ValueRef;
-
+use crate::parquet_upload::{Encoding, ParquetUpload};
 use crate::rows::{BatchBuilder, SnapshotDoc, schema};
 
 /// Sizes of what a snapshot writes.
@@ -43,34 +38,9 @@ fn parquet_error(what: &str, e: impl ToString) -> Error {
     }
 }
 
-/// The upload of one Parquet file, computing its block checksums from the bytes as they go.
-struct HashingSink {
-    inner: BufWriter,
-    hasher: Arc<std::sync::Mutex<BlockHasher>>,
-}
-
-impl AsyncFileWriter for HashingSink {
-    fn write(&mut self, bs: bytes::Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        self.hasher
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .update(&bs);
-        AsyncFileWriter::write(&mut self.inner, bs)
-    }
-
-    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        AsyncFileWriter::complete(&mut self.inner)
-    }
-}
-
-type OpenFile = (
-    AsyncArrowWriter<HashingSink>,
-    String,
-    u64,
-    Arc<std::sync::Mutex<BlockHasher>>,
-);
-
-/// Writes documents, in key order, into `<run dir>/part-NNNNN.parquet` files.
+/// Writes documents, in key order, into `<run dir>/part-NNNNN.parquet` files. Rows are
+/// gathered into row groups; a row group is encoded while the next is gathered
+/// (`parquet_upload.rs`).
 pub struct SnapshotWriter {
     storage: Storage,
     run_dir: Path,
@@ -79,7 +49,12 @@ pub struct SnapshotWriter {
     schema: SchemaRef,
     layout: FileLayout,
     properties: WriterProperties,
-    current: Option<OpenFile>,
+    current: Option<ParquetUpload>,
+    /// The row group being encoded, for the current file.
+    encoding: Option<Encoding>,
+    /// Rows of the next row group.
+    group: Vec<RecordBatch>,
+    group_rows: usize,
     pending: BatchBuilder,
     files: Vec<SnapshotFile>,
     rows: u64,
@@ -112,6 +87,9 @@ impl SnapshotWriter {
             layout,
             properties,
             current: None,
+            encoding: None,
+            group: Vec::new(),
+            group_rows: 0,
             files: Vec::new(),
             rows: 0,
         })
@@ -134,7 +112,7 @@ impl SnapshotWriter {
     }
 
     async fn flush_if_full(&mut self) -> Result<()> {
-        // Flushing at row-group granularity lets files split close to the target size.
+        // Built rows join the row group being gathered in batches of at most 8,192.
         if self.pending.len() >= self.layout.row_group_rows.clamp(1, 8192) {
             self.flush_pending().await?;
         }
@@ -153,7 +131,7 @@ impl SnapshotWriter {
     /// key order after every row pushed before: the bulk importer's path, which sorts whole
     /// columns rather than building documents. Large batches are written a row group at a
     /// time so that files still split near their target size.
-    pub async fn push_batch(&mut self, batch: &arrow_array::RecordBatch) -> Result<()> {
+    pub async fn push_batch(&mut self, batch: &RecordBatch) -> Result<()> {
         self.flush_pending().await?;
         if batch.schema().fields() != self.schema.fields() {
             return Err(parquet_error(
@@ -161,72 +139,75 @@ impl SnapshotWriter {
                 "a batch's columns differ from the snapshot's",
             ));
         }
-        let step = self.layout.row_group_rows.max(1);
+        self.write_batch(batch).await
+    }
+
+    /// Adds rows to the row group being gathered, sealing it whenever it is full.
+    async fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        let group_rows = self.layout.row_group_rows.max(1);
         let mut offset = 0;
         while offset < batch.num_rows() {
-            let len = step.min(batch.num_rows() - offset);
-            self.write_batch(&batch.slice(offset, len)).await?;
-            offset += len;
+            let take = (group_rows - self.group_rows).min(batch.num_rows() - offset);
+            self.group.push(batch.slice(offset, take));
+            self.group_rows += take;
+            self.rows += take as u64;
+            offset += take;
+            if self.group_rows == group_rows {
+                self.seal_group().await?;
+            }
         }
         Ok(())
     }
 
-    async fn write_batch(&mut self, batch: &arrow_array::RecordBatch) -> Result<()> {
+    /// Starts encoding the gathered rows as a row group, after appending the previous one.
+    async fn seal_group(&mut self) -> Result<()> {
+        if self.group.is_empty() {
+            return Ok(());
+        }
+        self.append_encoded().await?;
         if self.current.is_none() {
             let name = format!("part-{:05}.parquet", self.files.len());
             let path = self.run_dir.clone().join(name.as_str());
-            let hasher = Arc::new(std::sync::Mutex::new(BlockHasher::new(DEFAULT_BLOCK_SIZE)));
-            let sink = HashingSink {
-                inner: BufWriter::new(self.storage.store.clone(), path),
-                hasher: hasher.clone(),
-            };
-            let writer =
-                AsyncArrowWriter::try_new(sink, self.schema.clone(), Some(self.properties.clone()))
-                    .map_err(|e| parquet_error(&name, e))?;
-            self.current = Some((writer, name, 0, hasher));
+            self.current = Some(ParquetUpload::create(
+                &self.storage,
+                path,
+                &name,
+                self.schema.clone(),
+                self.properties.clone(),
+            )?);
         }
-        let n = batch.num_rows() as u64;
-        self.rows += n;
-        let Some((writer, name, rows, _)) = self.current.as_mut() else {
+        let group = std::mem::take(&mut self.group);
+        self.group_rows = 0;
+        if let Some(file) = &self.current {
+            self.encoding = Some(file.encode(group)?);
+        }
+        Ok(())
+    }
+
+    /// Appends the row group being encoded; closes the file once it reaches its target size.
+    async fn append_encoded(&mut self) -> Result<()> {
+        let Some(encoding) = self.encoding.take() else {
             return Ok(());
         };
-        writer
-            .write(batch)
-            .await
-            .map_err(|e| parquet_error(name, e))?;
-        *rows += n;
-        if writer.bytes_written() + writer.in_progress_size() >= self.layout.target_file_bytes {
+        let Some(file) = self.current.as_mut() else {
+            return Err(parquet_error("snapshot", "a row group without its file"));
+        };
+        file.append(encoding).await?;
+        if file.bytes() >= self.layout.target_file_bytes as u64 {
             self.close_file().await?;
         }
         Ok(())
     }
 
     async fn close_file(&mut self) -> Result<()> {
-        if let Some((writer, name, rows, hasher)) = self.current.take() {
-            let mut writer = writer;
-            writer.finish().await.map_err(|e| parquet_error(&name, e))?;
-            // finish() also completes the upload (single PUT or multipart completion).
-            let bytes = writer.bytes_written() as u64;
-            drop(writer);
-            let checksums = match Arc::try_unwrap(hasher) {
-                Ok(hasher) => hasher
-                    .into_inner()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .finish(),
-                Err(_) => return Err(parquet_error(&name, "the upload still holds its checksums")),
-            };
-            if checksums.size != bytes {
-                return Err(parquet_error(
-                    &name,
-                    format!("{} bytes checksummed but {bytes} written", checksums.size),
-                ));
-            }
+        if let Some(file) = self.current.take() {
+            let file = file.finish().await?;
             ikv_core::failpoint!("snapshot.file_written");
             self.files.push(SnapshotFile {
-                path: format!("{}/{name}", self.run_name),
-                rows,
-                bytes,
-                checksums: Some(checksums),
+                path: format!("{}/{}", self.run_name, file.name),
+                rows: file.rows,
+                bytes: file.bytes,
+                checksums: Some(file.checksums),
             });
         }
         Ok(())
@@ -235,6 +216,8 @@ impl SnapshotWriter {
     /// Flushes and closes everything; returns the files written.
     pub async fn finish(mut self) -> Result<(Vec<SnapshotFile>, Vec<SnapshotColumn>)> {
         self.flush_pending().await?;
+        self.seal_group().await?;
+        self.append_encoded().await?;
         self.close_file().await?;
         Ok((self.files, self.columns))
     }
