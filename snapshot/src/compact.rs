@@ -133,8 +133,8 @@ pub async fn snapshot_partition(
         });
     }
     let (mut rounds, mut rows, mut delta_rows) = (0, 0, 0);
-    // Fetch and decode ahead (GETs in flight, decoding on the blocking pool), apply in log
-    // order: object-store latency, not the fold, would otherwise bound the rate.
+    // Fetch and decode ahead (GETs in flight, decoding on the runtime's workers), apply in
+    // log order: object-store latency, not the fold, would otherwise bound the rate.
     let mut fetched = futures::stream::iter(deltas.chunks(FETCH_CHUNK).map(|chunk| {
         let chunk: Vec<(u64, u64)> = chunk.iter().map(|(seq, m)| (*seq, m.size)).collect();
         let (storage, layout) = (storage.clone(), layout.clone());
@@ -169,8 +169,8 @@ pub async fn snapshot_partition(
     .buffered(FETCH_AHEAD / FETCH_CHUNK);
     let mut ready = std::collections::VecDeque::new();
     // A round ends before the delta that would take the fold's memory past the budget, and
-    // before an import (an import opens its round: its
-    // documents are merged with the previous snapshot before later deltas fold onto them).
+    // before an import (an import opens its round: its documents are merged with the
+    // previous snapshot before later deltas fold onto them).
     let mut round = Round::new(&config.primary_key_field);
     // When the current round began folding: the log reports the fold and the write apart.
     let mut round_started = Instant::now();
