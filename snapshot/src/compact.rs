@@ -152,8 +152,7 @@ pub async fn snapshot_partition(
                             what: format!("log of partition {partition}"),
                             reason: format!("delta {seq} disappeared while compacting"),
                         })?;
-                    let delta = Fetched::decode(&bytes, path.as_ref())?;
-                    delta.check_origin(layout.store_name(), partition, seq, &path)?;
+                    let delta = Fetched::decode(&bytes, layout, partition, seq, &path)?;
                     Ok::<_, Error>((seq, size, delta))
                 }
             }))
@@ -270,8 +269,16 @@ enum Fetched {
 }
 
 impl Fetched {
-    fn decode(bytes: &bytes::Bytes, what: &str) -> Result<Fetched> {
-        let batches = decode_delta_batches(bytes, what)?;
+    /// Decodes delta `seq` of `partition` read from `path`, checked to say it is that delta.
+    fn decode(
+        bytes: &bytes::Bytes,
+        layout: &StoreLayout,
+        partition: u32,
+        seq: u64,
+        path: &object_store::path::Path,
+    ) -> Result<Fetched> {
+        let batches = decode_delta_batches(bytes, path.as_ref())?;
+        batches.check_origin(layout.store_name(), partition, seq, path)?;
         if !batches.has_import_rows() {
             return Ok(Fetched::Rows(batches));
         }
@@ -279,19 +286,6 @@ impl Fetched {
         // An import row out of place is corruption: refused here, before anything folds.
         delta.import()?;
         Ok(Fetched::Import(delta))
-    }
-
-    fn check_origin(
-        &self,
-        store: &str,
-        partition: u32,
-        seq: u64,
-        path: &impl std::fmt::Display,
-    ) -> Result<()> {
-        match self {
-            Fetched::Rows(d) => d.check_origin(store, partition, seq, path),
-            Fetched::Import(d) => d.check_origin(store, partition, seq, path),
-        }
     }
 }
 
