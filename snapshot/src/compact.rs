@@ -234,9 +234,11 @@ pub async fn snapshot_partition(
         round.sequence = seq;
         match delta {
             Fetched::Import(delta) => {
-                let Some(import) = delta.import()? else {
-                    continue;
-                };
+                // `Fetched::decode` made it an import only if it has import rows.
+                let import = delta.import()?.ok_or_else(|| Error::Corrupt {
+                    what: layout.delta(partition, seq).to_string(),
+                    reason: "an import delta without import rows".into(),
+                })?;
                 let mut runs = Vec::with_capacity(import.runs.len());
                 for run in &import.runs {
                     runs.push(Manifest::decode_import_spec(
