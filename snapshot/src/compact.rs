@@ -13,11 +13,10 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::StreamExt;
-use ikv_core::delta::{Delta, DeltaBatches, decode_delta_batches};
 use ikv_core::{Error, Result, Storage, StoreConfig, StoreLayout};
 use object_store::ObjectMeta;
 
+use crate::fetch::{DeltaFetcher, Fetched};
 use crate::manifest::{FoldedImport, KEY_COLUMN, Manifest, plan_columns};
 use crate::merge::MergedRuns;
 use crate::options::SnapshotOptions;
@@ -25,10 +24,6 @@ use crate::overlay::Overlay;
 use crate::read::SnapshotStream;
 use crate::rows::SnapshotDoc;
 use crate::write::SnapshotWriter;
-
-/// Deltas fetched and decoded ahead of the one being folded, and per fetching task.
-const FETCH_AHEAD: usize = 32;
-const FETCH_CHUNK: usize = 8;
 
 /// What a pass did to one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,40 +128,7 @@ pub async fn snapshot_partition(
         });
     }
     let (mut rounds, mut rows, mut delta_rows) = (0, 0, 0);
-    // Fetch and decode ahead (GETs in flight, decoding on the runtime's workers), apply in
-    // log order: object-store latency, not the fold, would otherwise bound the rate.
-    let mut fetched = futures::stream::iter(deltas.chunks(FETCH_CHUNK).map(|chunk| {
-        let chunk: Vec<(u64, u64)> = chunk.iter().map(|(seq, m)| (*seq, m.size)).collect();
-        let (storage, layout) = (storage.clone(), layout.clone());
-        // A task per chunk of deltas: fetching and decoding run on the runtime's workers,
-        // beside the fold, the chunk's GETs concurrently. (A task, or a blocking-pool hop,
-        // per delta cost more in thread wake-ups than a small delta's decode.)
-        let task = tokio::spawn(async move {
-            futures::future::try_join_all(chunk.into_iter().map(|(seq, size)| {
-                let (storage, layout) = (&storage, &layout);
-                async move {
-                    let path = layout.delta(partition, seq);
-                    let bytes = ikv_core::bucket::read_listed(storage, &path, size)
-                        .await?
-                        .ok_or_else(|| Error::Corrupt {
-                            what: format!("log of partition {partition}"),
-                            reason: format!("delta {seq} disappeared while compacting"),
-                        })?;
-                    let delta = Fetched::decode(&bytes, layout, partition, seq, &path)?;
-                    Ok::<_, Error>((seq, size, delta))
-                }
-            }))
-            .await
-        });
-        async move {
-            task.await.map_err(|e| Error::StorageMessage {
-                context: "fetching deltas".into(),
-                message: e.to_string(),
-            })?
-        }
-    }))
-    .buffered(FETCH_AHEAD / FETCH_CHUNK);
-    let mut ready = std::collections::VecDeque::new();
+    let mut fetcher = DeltaFetcher::new(storage, &layout, partition, &deltas);
     // A round ends before the delta that would take the fold's memory past the budget, and
     // before an import (an import opens its round: its documents are merged with the
     // previous snapshot before later deltas fold onto them).
@@ -174,12 +136,7 @@ pub async fn snapshot_partition(
     // When the current round began folding: the log reports the fold and the write apart.
     let mut round_started = Instant::now();
     loop {
-        if ready.is_empty()
-            && let Some(chunk) = fetched.next().await
-        {
-            ready.extend(chunk?);
-        }
-        let next = ready.pop_front();
+        let next = fetcher.next().await?;
         let opens_round = match &next {
             Some((_, size, delta)) => {
                 matches!(delta, Fetched::Import(_))
@@ -261,34 +218,6 @@ pub async fn snapshot_partition(
         delta_rows_merged: delta_rows,
         rounds,
     })
-}
-
-/// A delta fetched for folding: most are read borrowed from their Arrow batches; an import
-/// delta (its runs open a round) is read whole and checked by [`Delta::import`].
-enum Fetched {
-    Rows(DeltaBatches),
-    Import(Delta),
-}
-
-impl Fetched {
-    /// Decodes delta `seq` of `partition` read from `path`, checked to say it is that delta.
-    fn decode(
-        bytes: &bytes::Bytes,
-        layout: &StoreLayout,
-        partition: u32,
-        seq: u64,
-        path: &object_store::path::Path,
-    ) -> Result<Fetched> {
-        let batches = decode_delta_batches(bytes, path.as_ref())?;
-        batches.check_origin(layout.store_name(), partition, seq, path)?;
-        if !batches.has_import_rows() {
-            return Ok(Fetched::Rows(batches));
-        }
-        let delta = batches.into_delta()?;
-        // An import row out of place is corruption: refused here, before anything folds.
-        delta.import()?;
-        Ok(Fetched::Import(delta))
-    }
 }
 
 /// The deltas of one round: an import that opens it (replacing or not, its runs' descriptions,

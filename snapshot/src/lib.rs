@@ -4,6 +4,7 @@
 
 mod columnar;
 pub mod compact;
+mod fetch;
 mod import_retention;
 pub mod options;
 pub mod overlay;
