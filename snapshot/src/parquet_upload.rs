@@ -19,6 +19,7 @@ use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
+use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use tokio::io::AsyncWriteExt;
@@ -123,17 +124,26 @@ impl ParquetUpload {
             .factory
             .create_column_writers(self.row_groups)
             .map_err(|e| parquet_error(&self.name, e))?;
+        // A flat schema: column i is leaf i, one writer per field.
+        if writers.len() != self.schema.fields().len() {
+            return Err(parquet_error(
+                &self.name,
+                "the snapshot schema is not flat (a column writer per field)",
+            ));
+        }
         let batches = Arc::new(batches);
         let columns = writers
             .into_iter()
+            .zip(self.schema.fields().iter().cloned())
             .enumerate()
-            .map(|(i, mut writer)| {
+            .map(|(i, (mut writer, field))| {
                 let batches = Arc::clone(&batches);
-                let field = self.schema.fields()[i].clone();
                 tokio::task::spawn_blocking(move || {
                     for batch in batches.iter() {
-                        // A flat schema: column i is leaf i.
-                        for leaf in compute_leaves(&field, batch.column(i))? {
+                        let column = batch.columns().get(i).ok_or_else(|| {
+                            ParquetError::General(format!("a batch has no column {i}"))
+                        })?;
+                        for leaf in compute_leaves(&field, column)? {
                             writer.write(&leaf)?;
                         }
                     }
