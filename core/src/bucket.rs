@@ -100,6 +100,35 @@ pub async fn read_listed(storage: &Storage, path: &Path, size: u64) -> Result<Op
     }
 }
 
+/// [`read`] for many objects of a local directory root ([`Storage::local_files`]), in order,
+/// in the calling thread, as plain file reads: for a blocking task. `None` when the root is
+/// not one.
+pub fn read_local(storage: &Storage, paths: &[Path]) -> Option<Vec<Result<Option<Bytes>>>> {
+    let local = storage.local_files()?;
+    Some(
+        paths
+            .iter()
+            .map(|path| {
+                let file = local
+                    .path_to_filesystem(path)
+                    .map_err(|e| Error::storage(format!("reading {path}"), e))?;
+                match std::fs::read(&file) {
+                    Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    // As object_store reports it, so that a permission error is "no access".
+                    Err(e) => Err(Error::storage(
+                        format!("reading {path}"),
+                        object_store::Error::Generic {
+                            store: "LocalFileSystem",
+                            source: Box::new(e),
+                        },
+                    )),
+                }
+            })
+            .collect(),
+    )
+}
+
 /// Creates `path` holding `body` unless an object is there.
 pub async fn create_if_absent(storage: &Storage, path: &Path, body: Bytes) -> Result<Created> {
     let mut ambiguous = false;

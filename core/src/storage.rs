@@ -40,6 +40,9 @@ pub struct Storage {
     pub prefix: Path,
     /// The URL it was opened from, for messages (`memory://` for in-process stores).
     pub url: String,
+    /// The local directory store [`Storage::open`] made for a `file://` root, for reads done
+    /// as plain file reads ([`Storage::local_files`]).
+    local: Option<Arc<LocalFileSystem>>,
 }
 
 impl Storage {
@@ -49,7 +52,19 @@ impl Storage {
             store,
             prefix,
             url: url.into(),
+            local: None,
         }
+    }
+
+    /// The local directory behind this root when `store` is still the one
+    /// [`Storage::open`] made for a `file://` URL: its objects may then be read as plain
+    /// files, many in one blocking call, rather than one blocking-pool hop each. `None` for
+    /// any other store, and for a root whose `store` was replaced (a wrapper that counts or
+    /// injects faults is never bypassed).
+    pub fn local_files(&self) -> Option<&LocalFileSystem> {
+        let local = self.local.as_ref()?;
+        let same = std::ptr::addr_eq(Arc::as_ptr(&self.store), Arc::as_ptr(local));
+        same.then_some(local.as_ref())
     }
 
     /// The directory behind a `file://` root (`None` for other stores).
@@ -87,7 +102,10 @@ impl Storage {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| bad(&format!("cannot create directory: {e}")))?;
                 let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(&e.to_string()))?;
-                Ok(Storage::new(Arc::new(fs), Path::default(), url))
+                let fs = Arc::new(fs);
+                let mut storage = Storage::new(fs.clone(), Path::default(), url);
+                storage.local = Some(fs);
+                Ok(storage)
             }
             "s3" | "s3a" => {
                 let bucket = parsed
@@ -138,6 +156,28 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_files_only_for_the_store_open_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let opened = Storage::open(&url, &StorageOptions::default()).unwrap();
+        assert!(opened.local_files().is_some());
+        assert!(
+            opened.clone().local_files().is_some(),
+            "a clone shares the store"
+        );
+        // A wrapper (counting, fault injection) put in its place is never bypassed.
+        let mut replaced = opened.clone();
+        replaced.store = Arc::new(InMemory::new());
+        assert!(replaced.local_files().is_none());
+        let wrapped = Storage::new(opened.store.clone(), Path::default(), url);
+        assert!(
+            wrapped.local_files().is_none(),
+            "Storage::new never reads files itself"
+        );
+        assert!(Storage::memory().local_files().is_none());
+    }
 
     #[test]
     fn bad_urls_are_named() {
