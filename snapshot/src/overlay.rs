@@ -256,36 +256,32 @@ impl Overlay {
     pub fn apply_delta(&mut self, delta: &DeltaBatches) -> Result<()> {
         let mut last: Option<usize> = None;
         delta.for_each_row(|row| {
-            self.rows_applied += 1;
-            if let DeltaRow::SetField { key, field, value } = row {
-                let i = match last {
-                    Some(i) if self.arena.get(self.changes[i].key) == key => i,
-                    _ => self.entry(key),
-                };
-                last = Some(i);
-                let id = self.intern(field);
-                let stored = self.store(value);
-                self.changes[i].set(id, stored);
-            } else {
-                last = None;
-                self.apply_other(row);
-            }
+            self.apply_row(row, &mut last);
             Ok(())
         })
     }
 
     /// Applies one delta row.
     pub fn apply(&mut self, op: &DeltaOp) {
+        self.apply_row(op.as_row(), &mut None);
+    }
+
+    /// Applies one row; `last` is the change the previous row set a field of, if any.
+    fn apply_row(&mut self, row: DeltaRow<'_>, last: &mut Option<usize>) {
         self.rows_applied += 1;
-        match op.as_row() {
-            DeltaRow::SetField { key, field, value } => {
-                let i = self.entry(key);
-                let id = self.intern(field);
-                let stored = self.store(value);
-                self.changes[i].set(id, stored);
-            }
-            row => self.apply_other(row),
-        }
+        let DeltaRow::SetField { key, field, value } = row else {
+            *last = None;
+            self.apply_other(row);
+            return;
+        };
+        let i = match *last {
+            Some(i) if self.arena.get(self.changes[i].key) == key => i,
+            _ => self.entry(key),
+        };
+        *last = Some(i);
+        let id = self.intern(field);
+        let stored = self.store(value);
+        self.changes[i].set(id, stored);
     }
 
     /// Every row but a field set.
