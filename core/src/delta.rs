@@ -4,11 +4,15 @@
 //!
 //! | column | type | meaning |
 //! |---|---|---|
-//! | `op` | UInt8, not null | 1 set field, 2 delete field, 3 delete document, 4 drop field, 5 drop field prefix, 6 drop all |
-//! | `key` | Binary, null for store-wide ops | primary-key bytes |
-//! | `field` | Utf8, null for 3 and 6 | field name (1, 2, 4) or prefix (5) |
+//! | `op` | UInt8, not null | 1 set field, 2 delete field, 3 delete document, 4 drop field, 5 drop field prefix, 6 drop all, 7 import a sorted run |
+//! | `key` | Binary, null for store-wide ops and 7 | primary-key bytes |
+//! | `field` | Utf8, null for 3 and 6 | field name (1, 2, 4), prefix (5) or run id (7) |
 //! | `type` | UInt8, null unless op 1 | [`FieldType`] code |
-//! | `value` | Binary, null unless op 1 | [`FieldValue::encode`] bytes |
+//! | `value` | Binary, null unless op 1 or 7 | [`FieldValue::encode`] bytes (1), the run's description (7) |
+//!
+//! The reference is `docs/FORMAT.md` (version 1). [`decode_delta`] gives owned rows;
+//! [`decode_delta_batches`] keeps the record batches and hands out rows borrowed, checked the
+//! same way (the compactor's path).
 //!
 //! Schema metadata: `ikv.format_version`, `ikv.batch_id`, `ikv.writer_id`, `ikv.store`,
 //! `ikv.partition`, `ikv.created_at_ms`.
