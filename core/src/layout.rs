@@ -3,6 +3,7 @@
 //! ```text
 //! <prefix>/<store>/store.json
 //! <prefix>/<store>/p<part, 4 digits>/deltas/<seq, 20 digits>.arrow
+//! <prefix>/<store>/p<part, 4 digits>/tip.json
 //! <prefix>/<store>/p<part, 4 digits>/snapshots/<seq, 20 digits>/...
 //! ```
 //! Zero padding makes lexicographic listing order equal to numeric order.
@@ -50,6 +51,12 @@ impl StoreLayout {
 
     pub fn delta(&self, partition: u32, seq: u64) -> Path {
         self.deltas_dir(partition).join(format!("{seq:020}.arrow"))
+    }
+
+    /// Where writers leave the last number they committed, for idle writers
+    /// ([`crate::tip_hint`]).
+    pub fn tip_hint(&self, partition: u32) -> Path {
+        self.partition_dir(partition).join("tip.json")
     }
 
     pub fn snapshots_dir(&self, partition: u32) -> Path {

@@ -24,6 +24,7 @@ pub mod partition;
 pub mod storage;
 pub mod store;
 pub mod tip;
+pub mod tip_hint;
 pub mod value;
 
 pub use config::StoreConfig;

@@ -13,19 +13,27 @@
 //!   second or more (an idle Lambda instance) searches at its first loss, so however far
 //!   behind it is, it catches up in a few round trips, not one race per missing number. A tip not confirmed for
 //!   `TIP_TTL` is searched again before use: retention may have removed the numbers after it.
+//! - Before its first attempt, an idle writer reads the partition's tip hint
+//!   (`ikv_core::tip_hint`): a number another writer committed less than `TIP_TTL` ago,
+//!   trusted as a writer trusts its own memory. So a writer thousands behind usually commits
+//!   with that GET and one PUT, never a search. Every commit publishes the hint in the
+//!   background (`hint.rs`).
 //! - The search refuses a log with a hole: nothing is written past a missing delta.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use ikv_core::bucket::{is_permanent, is_precondition_failed};
 use ikv_core::delta::decode_delta_meta;
 use ikv_core::store::read_delta;
 use ikv_core::tip::{Knowledge, find_tip};
+use ikv_core::tip_hint;
 use ikv_core::{Error, Result, Storage, StoreLayout};
 use object_store::{PutMode, PutOptions};
 use rand::Rng;
+
+use super::hint::HintPublisher;
 
 /// How hard a committer tries before giving up.
 #[derive(Debug, Clone)]
@@ -74,6 +82,7 @@ pub(crate) struct PartitionCommitter {
     /// Highest sequence number known to be taken, and when that was last confirmed; `None`
     /// until first learned.
     tip: Option<(u64, Instant)>,
+    hint: HintPublisher,
 }
 
 /// How long a learned tip is trusted without a search. Far below the retention window (an
@@ -95,6 +104,7 @@ impl PartitionCommitter {
         policy: CommitPolicy,
     ) -> Self {
         PartitionCommitter {
+            hint: HintPublisher::start(storage.clone(), layout.clone(), partition),
             storage,
             layout,
             partition,
@@ -113,7 +123,17 @@ impl PartitionCommitter {
         // A writer whose tip is more than a second old was idle: others may have gone far
         // ahead, so a lost race sends it searching at once. A busy writer loses races by one
         // and tries the next number, searching only after many losses in a row.
-        let idle = self.tip.is_none_or(|(_, at)| at.elapsed() >= IDLE_AFTER);
+        let mut idle = self.tip.is_none_or(|(_, at)| at.elapsed() >= IDLE_AFTER);
+        if idle && self.tip.is_some_and(|(_, at)| at.elapsed() < TIP_TTL) {
+            // Others may have moved the log on while this writer was idle: a fresh hint says
+            // how far. (Read before the first attempt, not beside it: on the S3 emulator a
+            // lost PUT beside the GET measured slower than the GET alone; see BENCHMARKS.md.)
+            // Followed, it makes this writer a busy one: lost races from there are by one.
+            if let Some(ahead) = self.read_hint().await {
+                self.tip = Some(ahead);
+                idle = false;
+            }
+        }
         loop {
             let search = match self.tip {
                 None => Some(Knowledge::Old),
@@ -161,7 +181,7 @@ impl PartitionCommitter {
             };
             match self.storage.store.put_opts(&path, placed, opts).await {
                 Ok(_) => {
-                    self.tip = Some((seq, Instant::now()));
+                    self.committed(seq);
                     tracing::debug!(partition = self.partition, seq, "committed delta");
                     return Ok(seq);
                 }
@@ -194,7 +214,7 @@ impl PartitionCommitter {
                     if ambiguous.contains(&seq) {
                         match self.landed_as_ours(seq, batch_id).await {
                             Ok(true) => {
-                                self.tip = Some((seq, Instant::now()));
+                                self.committed(seq);
                                 tracing::info!(
                                     partition = self.partition,
                                     seq,
@@ -245,7 +265,7 @@ impl PartitionCommitter {
                         // Before giving up, settle whether it landed: a caller told "failed"
                         // must be able to trust that nothing was committed.
                         if let Ok(true) = self.landed_as_ours(seq, batch_id).await {
-                            self.tip = Some((seq, Instant::now()));
+                            self.committed(seq);
                             return Ok(seq);
                         }
                         return Err(ikv_core::Error::Storage {
@@ -257,6 +277,37 @@ impl PartitionCommitter {
                 }
             }
         }
+    }
+
+    fn committed(&mut self, seq: u64) {
+        self.tip = Some((seq, Instant::now()));
+        self.hint.publish(seq);
+    }
+
+    /// The partition's tip hint as a tip (its number, confirmed when it was committed), when
+    /// it is fresh and ahead of what this writer knows; otherwise, and for a missing or
+    /// damaged hint, `None`.
+    async fn read_hint(&self) -> Option<(u64, Instant)> {
+        let (known, _) = self.tip?;
+        let hint = match tip_hint::read(&self.storage, &self.layout, self.partition).await {
+            Ok(hint) => hint?,
+            Err(e) => {
+                // A damaged or unreadable hint costs a search, nothing else: say so.
+                tracing::warn!(partition = self.partition, error = %e, "ignoring the tip hint");
+                return None;
+            }
+        };
+        let age = hint.age(SystemTime::now());
+        if hint.seq <= known || age >= TIP_TTL {
+            return None;
+        }
+        tracing::debug!(
+            partition = self.partition,
+            known,
+            hint = hint.seq,
+            "following the tip hint"
+        );
+        Some((hint.seq, Instant::now().checked_sub(age)?))
     }
 
     async fn sleep_after_failure(&self, failures: u32) {

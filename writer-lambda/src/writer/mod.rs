@@ -2,6 +2,7 @@
 
 mod commit;
 mod group;
+mod hint;
 
 use std::sync::Arc;
 
