@@ -100,6 +100,7 @@ pub async fn run_pass(
     partitions: &[u32],
     options: &SnapshotOptions,
 ) -> Result<Vec<PartitionReport>> {
+    options.retention.check()?;
     let stores = if stores.is_empty() {
         list_stores(storage).await?
     } else {

@@ -61,10 +61,11 @@ enum Command {
 }
 
 fn options(args: &PassArgs) -> Result<SnapshotOptions, String> {
-    if args.retention < Duration::from_secs(60) {
+    if args.retention < ikv_snapshot::Retention::MIN_WINDOW {
         return Err(format!(
-            "--retention {} is too short: readers need at least a minute to catch up",
-            humantime::format_duration(args.retention)
+            "--retention {} is too short: the minimum is {} (writers trust a tip they learned for 5 minutes, and readers need time to catch up)",
+            humantime::format_duration(args.retention),
+            humantime::format_duration(ikv_snapshot::Retention::MIN_WINDOW)
         ));
     }
     let mut o = SnapshotOptions {
@@ -153,6 +154,12 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // A bad option value is a usage error (exit 2), found before the bucket is touched.
+    let (Command::Run(args) | Command::Lambda(args) | Command::Loop { pass: args, .. }) = &command;
+    if let Err(e) = options(args) {
+        eprintln!("snapshot: {e}");
+        return std::process::ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

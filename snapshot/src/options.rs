@@ -34,6 +34,25 @@ pub struct Retention {
     pub keep_snapshots: usize,
 }
 
+impl Retention {
+    /// The shortest window a pass accepts. Writers trust a tip they learned, or read in a tip
+    /// hint, for 5 minutes without looking (`writer/commit.rs`, `TIP_TTL`): a delta younger
+    /// than that must never be deleted, or a writer could commit into a number a snapshot
+    /// already covers, acknowledged and never read.
+    pub const MIN_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+    /// Refuses a window under [`Retention::MIN_WINDOW`].
+    pub fn check(&self) -> ikv_core::Result<()> {
+        if self.window < Self::MIN_WINDOW {
+            return Err(ikv_core::Error::InvalidConfig(format!(
+                "retention window {}s is under the minimum of 600s (10m): writers trust a tip they learned for 5 minutes, so younger deltas must stay",
+                self.window.as_secs()
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Retention {
     fn default() -> Self {
         Retention {

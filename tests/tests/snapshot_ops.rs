@@ -352,3 +352,38 @@ async fn retention_removes_staging_files_a_killed_upload_left() {
         "committed deltas are untouched"
     );
 }
+
+/// A pass refuses a retention window shorter than writers trust a learned tip (and nothing is
+/// snapshotted or deleted).
+#[tokio::test]
+async fn a_pass_refuses_a_retention_window_writers_could_outlive() {
+    let (storage, _) = five_deltas().await;
+    let layout = StoreLayout::new(&storage.prefix, "trig").unwrap();
+    let options = SnapshotOptions {
+        force: true,
+        retention: Retention {
+            window: Duration::from_secs(60),
+            keep_snapshots: 1,
+        },
+        ..SnapshotOptions::default()
+    };
+    let err = ikv_snapshot::run_pass(&storage, &[], &[], &options)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ikv_core::ErrorKind::InvalidInput, "{err}");
+    assert!(
+        err.to_string()
+            .contains("retention window 60s is under the minimum"),
+        "{err}"
+    );
+    assert!(
+        list_snapshot_seqs(&storage, &layout, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        list_delta_seqs(&storage, &layout, 0).await.unwrap().len(),
+        5
+    );
+}
