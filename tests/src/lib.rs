@@ -61,16 +61,22 @@ pub async fn localstack_storage(disable_retries: bool) -> Storage {
             "the S3 emulator is not reachable at {endpoint}; start it with `localstack/localstack.sh start && localstack/localstack.sh bucket {TEST_BUCKET}` (scripts/test.sh does both)"
         );
     }
+    let url = format!("s3://{TEST_BUCKET}/t-{}", uuid::Uuid::new_v4());
+    localstack_storage_at(&url, disable_retries)
+}
+
+/// The emulator's bucket at `url` (an `s3://` URL a [`localstack_storage`] root came from), as
+/// another process opens it.
+pub fn localstack_storage_at(url: &str, disable_retries: bool) -> Storage {
     let options = StorageOptions {
         disable_retries,
         ..StorageOptions::default()
     }
-    .with("aws_endpoint", endpoint)
+    .with("aws_endpoint", s3_endpoint())
     .with("aws_region", "us-east-1")
     .with("aws_access_key_id", "test")
     .with("aws_secret_access_key", "test");
-    let url = format!("s3://{TEST_BUCKET}/t-{}", uuid::Uuid::new_v4());
-    Storage::open(&url, &options).expect("open the emulator bucket")
+    Storage::open(url, &options).expect("open the emulator bucket")
 }
 
 /// Every object under the storage root with its bytes.
