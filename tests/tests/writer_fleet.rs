@@ -335,3 +335,37 @@ async fn sixteen_bursty_writers_leave_a_dense_log_of_every_call_once() {
         "a call needed {worst} requests beyond three per attempt: {worst_counts:?}"
     );
 }
+
+/// Every commit publishes the tip hint, coalesced: a writer committing back to back writes
+/// at most one hint per 100 ms, and the hint ends at its last commit.
+#[tokio::test]
+async fn commits_publish_the_tip_hint_coalesced() {
+    let inner: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+    let (counts, view) = counted(inner, "root");
+    create_store(&view, &StoreConfig::new("s", "id", None, 1).unwrap())
+        .await
+        .unwrap();
+    let layout = StoreLayout::new(&view.prefix, "s").unwrap();
+    let writer = Writer::open(view.clone(), "s", WriterOptions::default())
+        .await
+        .unwrap();
+    writer.upsert_fields(doc("a", "0")).await.unwrap();
+    let before = counts.counts();
+    let started = std::time::Instant::now();
+    for i in 1..2_000 {
+        writer.upsert_fields(doc("a", &i.to_string())).await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let used = counts.counts().since(&before);
+    let hint_puts = used.puts - 1_999;
+    let bound = elapsed.as_millis() as u64 / 100 + 3;
+    assert!(
+        (1..=bound).contains(&hint_puts),
+        "{hint_puts} hint PUTs for 1,999 commits over {elapsed:?}"
+    );
+    assert_eq!(
+        tip_hint::read(&view, &layout, 0).await.unwrap().map(|h| h.seq),
+        Some(2_000)
+    );
+}
