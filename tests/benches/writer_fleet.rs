@@ -123,7 +123,9 @@ fn main() {
     ))
     .unwrap();
     let layout = StoreLayout::new(&storage.prefix, "fleet").unwrap();
-    println!("| writer processes on one partition | commits/s | p50 | p99 | storage requests per commit |");
+    println!(
+        "| writer processes on one partition | commits/s | p50 | p99 | storage requests per commit |"
+    );
     println!("|---|---|---|---|---|");
     let mut committed = 0usize;
     for n in [1usize, 16] {
@@ -133,7 +135,11 @@ fn main() {
         assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "dense");
         committed = seqs.len();
         // Each process's warm-up commit, then the timed ones: the log holds exactly these.
-        assert_eq!(committed - before, n + lat.len(), "every acknowledged commit, once");
+        assert_eq!(
+            committed - before,
+            n + lat.len(),
+            "every acknowledged commit, once"
+        );
         println!(
             "| {n} | {:.0} | {} | {} | {:.2} |",
             lat.len() as f64 / COMMIT_FOR.as_secs_f64(),

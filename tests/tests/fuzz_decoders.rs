@@ -1,6 +1,6 @@
 //! Every decoder of bucket bytes under mutation: deltas (with and without their checksum
-//! trailer), manifests, store configurations and snapshot Parquet files (with and without
-//! block checksums) get bit flips, truncations, splices and random bytes.
+//! trailer), manifests, store configurations, tip hints and snapshot Parquet files (with and
+//! without block checksums) get bit flips, truncations, splices and random bytes.
 //!
 //! Properties: no decoder panics out of its call; a mutated object that carries a checksum is
 //! refused (`Corrupt`) or, where the mutation cannot change what it says (a flip inside the
@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ikv_core::delta::{DeltaMeta, decode_delta, encode_delta};
 use ikv_core::store::create_store;
+use ikv_core::tip_hint::TipHint;
 use ikv_core::{DeltaOp, ErrorKind, FieldValue, Storage, StoreConfig, StoreLayout};
 use ikv_snapshot::SnapshotStream;
 use ikv_snapshot::manifest::Manifest;
@@ -114,6 +115,12 @@ fn mutated_bucket_objects_are_refused_or_unchanged_and_never_panic() {
     // Store configuration and a manifest, as stored.
     let config = StoreConfig::new("s", "id", Some("country"), 4).unwrap();
     let config_json = config.to_json();
+    let hint_layout = StoreLayout::new(&object_store::path::Path::from("root"), "s").unwrap();
+    let hint = TipHint {
+        seq: 4242,
+        committed_at: std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_790_000_000_123),
+    };
+    let hint_bytes = hint.encode(&hint_layout, 2).unwrap();
     let rt = runtime();
     let (storage, layout, manifest_bytes) = rt.block_on(snapshot_fixture());
     let manifest = Manifest::decode(&manifest_bytes, "m").unwrap();
@@ -169,6 +176,17 @@ fn mutated_bucket_objects_are_refused_or_unchanged_and_never_panic() {
                             c, config,
                             "case {case}: a mutated configuration read differently"
                         );
+                        unchanged += 1;
+                    }
+                }
+                let bad = mutate(&mut rng, &hint_bytes, &config_json);
+                match TipHint::decode(&bad, &hint_layout, 2) {
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::Corrupt, "case {case}: {e}");
+                        refused += 1;
+                    }
+                    Ok(h) => {
+                        assert_eq!(h, hint, "case {case}: a mutated tip hint read differently");
                         unchanged += 1;
                     }
                 }

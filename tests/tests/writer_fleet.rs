@@ -353,7 +353,10 @@ async fn commits_publish_the_tip_hint_coalesced() {
     let before = counts.counts();
     let started = std::time::Instant::now();
     for i in 1..2_000 {
-        writer.upsert_fields(doc("a", &i.to_string())).await.unwrap();
+        writer
+            .upsert_fields(doc("a", &i.to_string()))
+            .await
+            .unwrap();
     }
     let elapsed = started.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -365,7 +368,10 @@ async fn commits_publish_the_tip_hint_coalesced() {
         "{hint_puts} hint PUTs for 1,999 commits over {elapsed:?}"
     );
     assert_eq!(
-        tip_hint::read(&view, &layout, 0).await.unwrap().map(|h| h.seq),
+        tip_hint::read(&view, &layout, 0)
+            .await
+            .unwrap()
+            .map(|h| h.seq),
         Some(2_000)
     );
 }
