@@ -375,3 +375,57 @@ async fn commits_publish_the_tip_hint_coalesced() {
         Some(2_000)
     );
 }
+
+/// The hint is never on a commit's path to success: a hint PUT that fails leaves the commit
+/// acknowledged (and the hint as it was), and an idle writer whose hint GET fails commits
+/// all the same.
+#[tokio::test]
+async fn failing_hint_reads_and_writes_never_fail_a_commit() {
+    use ikv_tests::faulty::{FaultyStore, PutFault, ReadFault};
+    let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
+    let storage = Storage::new(faulty.clone(), Path::from("root"), "memory://faulty");
+    create_store(&storage, &StoreConfig::new("s", "id", None, 1).unwrap())
+        .await
+        .unwrap();
+    let layout = StoreLayout::new(&storage.prefix, "s").unwrap();
+    for _ in 0..20 {
+        faulty.inject("tip.json", PutFault::FailBeforeLanding);
+    }
+    let writer = Writer::open(storage.clone(), "s", WriterOptions::default())
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let receipt = writer
+            .upsert_fields(doc("a", &i.to_string()))
+            .await
+            .unwrap();
+        assert_eq!(receipt.commits[0].sequence, i + 1);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(tip_hint::read(&storage, &layout, 0).await.unwrap(), None);
+    let refused = faulty
+        .attempts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, f)| p.ends_with("tip.json") && f.is_some())
+        .count();
+    assert!(refused >= 1, "the hint PUTs were attempted and failed");
+
+    // Idle, and every read fails: the hint GET among them.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    faulty.fault_every_nth_read(1, &[ReadFault::Timeout]);
+    let receipt = writer.upsert_fields(doc("a", "idle")).await.unwrap();
+    assert_eq!(receipt.commits[0].sequence, 4);
+    assert!(
+        faulty
+            .faulted_reads
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 1
+    );
+    faulty.stop_read_faults();
+    assert_eq!(
+        list_delta_seqs(&storage, &layout, 0).await.unwrap(),
+        vec![1, 2, 3, 4]
+    );
+}
