@@ -33,6 +33,23 @@ fn doc(i: usize) -> Document {
         .with("c", FieldValue::String(format!("{i:0>50}")))
 }
 
+/// 20 runs of `step`, each after `pause`, timed (the pause not included); sorted.
+async fn timed_after_pauses<F, Fut>(pause: Duration, mut step: F) -> Vec<Duration>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut times = Vec::with_capacity(20);
+    for i in 0..20 {
+        tokio::time::sleep(pause).await;
+        let t = Instant::now();
+        step(i).await;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    times
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let storage = localstack_storage(true).await;
@@ -167,31 +184,28 @@ async fn main() {
     // costs more than one sent back to back (measured: +1.5 ms): an up-to-date writer
     // committing 150 ms apart, as the writers behind do (it is not idle, so it PUTs at once),
     // and one idle for over a second that nobody overtook (it reads the hint, then PUTs).
-    let mut paced = Vec::new();
-    for i in 0..20 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let t = Instant::now();
-        writer.upsert_fields(doc(7_000_000 + i)).await.unwrap();
-        paced.push(t.elapsed());
-    }
-    paced.sort();
-    let mut idle_current = Vec::new();
-    for i in 0..20 {
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        let t = Instant::now();
-        writer.upsert_fields(doc(7_100_000 + i)).await.unwrap();
-        idle_current.push(t.elapsed());
-    }
-    idle_current.sort();
-    let mut raw_idle = Vec::new();
-    for i in 0..20 {
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        let path = Path::from(format!("{}/raw-idle/{i:020}", storage.prefix));
-        let t = Instant::now();
-        storage.store.put(&path, body.clone().into()).await.unwrap();
-        raw_idle.push(t.elapsed());
-    }
-    raw_idle.sort();
+    let paced = timed_after_pauses(Duration::from_millis(150), |i| {
+        let w = writer.clone();
+        async move {
+            w.upsert_fields(doc(7_000_000 + i)).await.unwrap();
+        }
+    })
+    .await;
+    let idle_current = timed_after_pauses(Duration::from_millis(1100), |i| {
+        let w = writer.clone();
+        async move {
+            w.upsert_fields(doc(7_100_000 + i)).await.unwrap();
+        }
+    })
+    .await;
+    let raw_idle = timed_after_pauses(Duration::from_millis(1100), |i| {
+        let (storage, body) = (storage.clone(), body.clone());
+        async move {
+            let path = Path::from(format!("{}/raw-idle/{i:020}", storage.prefix));
+            storage.store.put(&path, body.into()).await.unwrap();
+        }
+    })
+    .await;
 
     println!("| measure | raw PUT | ikv commit | ratio |");
     println!("|---|---|---|---|");

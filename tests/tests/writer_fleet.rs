@@ -49,16 +49,25 @@ enum HintBefore {
     Stale,
 }
 
-/// An idle writer commits once after another writer committed 10,000 deltas to the one
-/// partition; returns the requests the idle writer made for it.
-async fn commit_ten_thousand_behind(hint: HintBefore) -> ikv_tests::counting::Counts {
+/// A one-partition store with an idle writer (its requests counted) that committed once, then
+/// `n` commits by a busy writer, then over a second of idleness, as an idle Lambda
+/// instance's (by then the busy writer's last hint, at most 100 ms behind its last commit,
+/// has landed).
+struct Overtaken {
+    counts: Arc<CountingStore>,
+    idle: Writer,
+    storage: Storage,
+    layout: StoreLayout,
+}
+
+async fn overtaken(n: usize) -> Overtaken {
     let inner: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
     let (counts, idle_view) = counted(inner.clone(), "root");
-    let busy_view = Storage::new(inner.clone(), Path::from("root"), "memory://busy");
-    create_store(&busy_view, &StoreConfig::new("s", "id", None, 1).unwrap())
+    let storage = Storage::new(inner.clone(), Path::from("root"), "memory://busy");
+    create_store(&storage, &StoreConfig::new("s", "id", None, 1).unwrap())
         .await
         .unwrap();
-    let layout = StoreLayout::new(&busy_view.prefix, "s").unwrap();
+    let layout = StoreLayout::new(&storage.prefix, "s").unwrap();
     let idle = Writer::open(idle_view, "s", WriterOptions::default())
         .await
         .unwrap();
@@ -66,15 +75,30 @@ async fn commit_ten_thousand_behind(hint: HintBefore) -> ikv_tests::counting::Co
         idle.upsert_fields(doc("a", "first")).await.unwrap().commits[0].sequence,
         1
     );
-    let busy = Writer::open(busy_view.clone(), "s", WriterOptions::default())
+    let busy = Writer::open(storage.clone(), "s", WriterOptions::default())
         .await
         .unwrap();
-    for i in 0..10_000 {
+    for i in 0..n {
         busy.upsert_fields(doc("b", &i.to_string())).await.unwrap();
     }
-    // The idle writer's knowledge is over a second old, as an idle Lambda instance's is (and
-    // the busy writer's last hint, at most 100 ms behind its last commit, has landed).
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    Overtaken {
+        counts,
+        idle,
+        storage,
+        layout,
+    }
+}
+
+/// An idle writer commits once after another writer committed 10,000 deltas to the one
+/// partition; returns the requests the idle writer made for it.
+async fn commit_ten_thousand_behind(hint: HintBefore) -> ikv_tests::counting::Counts {
+    let Overtaken {
+        counts,
+        idle,
+        storage: busy_view,
+        layout,
+    } = overtaken(10_000).await;
     assert_eq!(
         tip_hint::read(&busy_view, &layout, 0)
             .await
@@ -174,24 +198,12 @@ async fn an_idle_writer_nobody_overtook_commits_with_its_first_put() {
 /// that follows it loses by one a few times and lands densely after them, without a search.
 #[tokio::test]
 async fn a_hint_behind_the_tip_costs_a_lost_race_per_number_not_a_search() {
-    let inner: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
-    let (counts, idle_view) = counted(inner.clone(), "root");
-    let busy_view = Storage::new(inner.clone(), Path::from("root"), "memory://busy");
-    create_store(&busy_view, &StoreConfig::new("s", "id", None, 1).unwrap())
-        .await
-        .unwrap();
-    let layout = StoreLayout::new(&busy_view.prefix, "s").unwrap();
-    let idle = Writer::open(idle_view, "s", WriterOptions::default())
-        .await
-        .unwrap();
-    idle.upsert_fields(doc("a", "first")).await.unwrap();
-    let busy = Writer::open(busy_view.clone(), "s", WriterOptions::default())
-        .await
-        .unwrap();
-    for i in 0..50 {
-        busy.upsert_fields(doc("b", &i.to_string())).await.unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let Overtaken {
+        counts,
+        idle,
+        storage: busy_view,
+        layout,
+    } = overtaken(50).await;
     // The hint says 48 while the tip is 51.
     let lagging = TipHint {
         seq: 48,
