@@ -47,6 +47,8 @@ enum HintBefore {
     Damaged,
     /// A number ahead of the idle writer, committed longer ago than writers trust a tip.
     Stale,
+    /// A number ahead, committed an hour from now by its publisher's clock.
+    FromTheFuture,
 }
 
 /// A one-partition store with an idle writer (its requests counted) that committed once, then
@@ -127,6 +129,15 @@ async fn commit_ten_thousand_behind(hint: HintBefore) -> ikv_tests::counting::Co
                 .await
                 .unwrap();
         }
+        HintBefore::FromTheFuture => {
+            let ahead = TipHint {
+                seq: 9_000,
+                committed_at: SystemTime::now() + Duration::from_secs(3600),
+            };
+            tip_hint::write(&busy_view, &layout, 0, &ahead)
+                .await
+                .unwrap();
+        }
     }
     let before = counts.counts();
     let receipt = idle.upsert_fields(doc("a", "late")).await.unwrap();
@@ -153,7 +164,12 @@ async fn a_writer_ten_thousand_deltas_behind_commits_with_the_hint_in_two_reques
 
 #[tokio::test]
 async fn without_a_usable_hint_a_writer_ten_thousand_behind_searches_in_bounded_requests() {
-    for hint in [HintBefore::Removed, HintBefore::Damaged, HintBefore::Stale] {
+    for hint in [
+        HintBefore::Removed,
+        HintBefore::Damaged,
+        HintBefore::Stale,
+        HintBefore::FromTheFuture,
+    ] {
         let used = commit_ten_thousand_behind(hint).await;
         // The hint GET, one lost race, then one search: a LIST of the next page (full)
         // beside 11 HEADs a page and more ahead, one round of 31 bisection HEADs, a final

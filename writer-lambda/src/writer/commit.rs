@@ -93,6 +93,9 @@ const TIP_TTL: Duration = Duration::from_secs(300);
 /// A tip older than this at the start of a commit marks the writer as idle.
 const IDLE_AFTER: Duration = Duration::from_secs(1);
 
+/// How far ahead of this machine's clock a tip hint's commit time may be and still count.
+const HINT_CLOCK_SKEW: Duration = Duration::from_secs(30);
+
 /// Lost races in a row after which a busy writer searches instead of trying the next number.
 const SEARCH_AFTER_LOSSES: u32 = 8;
 
@@ -297,7 +300,18 @@ impl PartitionCommitter {
                 return None;
             }
         };
-        let age = hint.age(SystemTime::now());
+        let now = SystemTime::now();
+        if hint.committed_at > now + HINT_CLOCK_SKEW {
+            // Its publisher's clock runs ahead: its age cannot be known, so neither can it be
+            // known that retention has left the numbers after it.
+            tracing::warn!(
+                partition = self.partition,
+                hint = hint.seq,
+                "ignoring a tip hint committed in the future (a writer's clock is off)"
+            );
+            return None;
+        }
+        let age = hint.age(now);
         if hint.seq <= known || age >= TIP_TTL {
             return None;
         }
