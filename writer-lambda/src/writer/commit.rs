@@ -85,9 +85,9 @@ pub(crate) struct PartitionCommitter {
     hint: HintPublisher,
 }
 
-/// How long a learned tip is trusted without a search. Far below the retention window (an
-/// hour by default), so a writer idle longer than that never writes into numbers retention
-/// has removed.
+/// How long a learned tip is trusted without a search. Below the retention window (an hour
+/// by default; a pass refuses less than 10 minutes, `Retention::MIN_WINDOW`), so a writer
+/// idle longer than that never writes into numbers retention has removed.
 const TIP_TTL: Duration = Duration::from_secs(300);
 
 /// A tip older than this at the start of a commit marks the writer as idle.
@@ -130,7 +130,7 @@ impl PartitionCommitter {
         if idle && self.tip.is_some_and(|(_, at)| at.elapsed() < TIP_TTL) {
             // Others may have moved the log on while this writer was idle: a fresh hint says
             // how far. (Read before the first attempt, not beside it: on the S3 emulator a
-            // lost PUT beside the GET measured slower than the GET alone; see BENCHMARKS.md.)
+            // lost PUT beside the GET measured slower than the GET alone; rfcs/0004.)
             // Followed, it makes this writer a busy one: lost races from there are by one.
             if let Some(ahead) = self.read_hint().await {
                 self.tip = Some(ahead);
