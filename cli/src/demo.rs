@@ -68,6 +68,9 @@ pub async fn run(
     documents: usize,
     mount: Option<std::path::PathBuf>,
 ) -> Result<(), Fail> {
+    // The mount is checked before anything is written: the demo removes at the end only what
+    // it made, and never a directory holding files it did not write.
+    let mount = DemoMount::claim(mount)?;
     let storage = open(url, true)?;
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -168,10 +171,10 @@ pub async fn run(
     progress.finish(&format!("{rows} documents in {} partitions", reports.len()));
 
     // 4. An embedded reader: bootstrap from the snapshots, then reads.
-    let mount = mount.unwrap_or_else(|| std::env::temp_dir().join(format!("ikv-demo-{store}")));
+    let mount_dir = mount.path(&store);
     let reader_url = url.to_owned();
     let reader_store = store.clone();
-    let reader_mount = mount.clone();
+    let reader_mount = mount_dir.clone();
     let progress = Progress::start("reader bootstrap");
     let t = Instant::now();
     let reader = tokio::task::spawn_blocking(move || {
@@ -290,7 +293,71 @@ pub async fn run(
     tokio::task::spawn_blocking(move || reader.shutdown())
         .await
         .map_err(|e| e.to_string())??;
-    let _ = std::fs::remove_dir_all(&mount);
+    mount.release(&mount_dir);
     println!("demo OK");
     Ok(())
+}
+
+/// Where the demo's reader keeps its local copy: a directory of its own under the system's
+/// temporary directory, or the user's `--mount`, which must be empty or absent. At the end the
+/// demo removes what it made there: the directory too when it made it, its contents only when
+/// the user's empty directory was there before.
+struct DemoMount {
+    given: Option<std::path::PathBuf>,
+    existed: bool,
+}
+
+impl DemoMount {
+    fn claim(given: Option<std::path::PathBuf>) -> Result<DemoMount, Fail> {
+        let Some(dir) = given else {
+            return Ok(DemoMount {
+                given: None,
+                existed: false,
+            });
+        };
+        let existed = match std::fs::read_dir(&dir) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(Fail::usage(format!(
+                        "--mount {}: the directory is not empty; the demo mounts only into an empty or new directory (it removes what it wrote there when it ends)",
+                        dir.display()
+                    )));
+                }
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(Fail::usage(format!("--mount {}: {e}", dir.display()))),
+        };
+        Ok(DemoMount {
+            given: Some(dir),
+            existed,
+        })
+    }
+
+    fn path(&self, store: &str) -> std::path::PathBuf {
+        match &self.given {
+            None => std::env::temp_dir().join(format!("ikv-demo-{store}")),
+            Some(dir) => dir.clone(),
+        }
+    }
+
+    fn release(&self, dir: &std::path::Path) {
+        let removed = if self.existed {
+            std::fs::read_dir(dir).and_then(|entries| {
+                entries.into_iter().try_for_each(|entry| {
+                    let path = entry?.path();
+                    if path.is_dir() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    }
+                })
+            })
+        } else {
+            std::fs::remove_dir_all(dir)
+        };
+        if let Err(e) = removed {
+            tracing::warn!(mount = %dir.display(), error = %e, "could not remove the demo's mount");
+        }
+    }
 }

@@ -349,6 +349,52 @@ fn the_demo_runs_on_a_local_directory() {
     assert!(out.trim_end().ends_with("demo OK"), "{out}");
 }
 
+/// The demo removes only what it made: a `--mount` holding the user's files is refused before
+/// anything is written, and an empty one is left as it was found (empty, not deleted).
+#[test]
+fn the_demo_never_deletes_a_directory_it_did_not_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/bucket", dir.path().display());
+    let mount = dir.path().join("mine");
+    std::fs::create_dir(&mount).unwrap();
+    std::fs::write(mount.join("thesis.txt"), b"years of work").unwrap();
+    let out = ikv(
+        &url,
+        &[
+            "demo",
+            "--documents",
+            "100",
+            "--mount",
+            mount.to_str().unwrap(),
+        ],
+    );
+    fails(&out, 2, "is not empty");
+    assert_eq!(
+        std::fs::read(mount.join("thesis.txt")).unwrap(),
+        b"years of work"
+    );
+    assert!(
+        !dir.path().join("bucket").exists(),
+        "nothing was written to the bucket"
+    );
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = ok(&ikv(
+        &url,
+        &[
+            "demo",
+            "--documents",
+            "100",
+            "--mount",
+            empty.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.trim_end().ends_with("demo OK"), "{out}");
+    assert!(empty.is_dir(), "the user's directory is still there");
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "and empty");
+}
+
 #[test]
 fn the_demo_runs_on_localstack() {
     let endpoint =

@@ -12,6 +12,7 @@
 pub mod bucket;
 pub mod checksum;
 pub mod clock;
+pub mod committed;
 pub mod config;
 pub mod delta;
 pub mod document;

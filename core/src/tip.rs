@@ -98,7 +98,12 @@ pub async fn find_tip(
     };
     // Beside the first page, probes a page and more ahead (known + 1000 × 2^i), in case the
     // page is full: they bracket a far tip in the same round trip.
-    let ahead = |from: u64| -> Vec<u64> { (0..GALLOP).map(|i| from + (LIST_PAGE << i)).collect() };
+    // (Saturating: near `u64::MAX` the probes stop at it; sequence arithmetic never wraps.)
+    let ahead = |from: u64| -> Vec<u64> {
+        (0..GALLOP)
+            .map(|i| from.saturating_add(LIST_PAGE << i))
+            .collect()
+    };
     let first_probes = ahead(known);
     let probes = async {
         if knowledge == Knowledge::Fresh {
@@ -136,8 +141,10 @@ pub async fn find_tip(
     // Far behind: the probes bracket the tip (lo exists, hi does not); bisect to one page.
     let (mut lo, mut hi) = loop {
         match found.iter().position(|e| !e) {
-            Some(0) => break (page_end, points[0].max(page_end + 1)),
+            Some(0) => break (page_end, points[0].max(page_end.saturating_add(1))),
             Some(k) => break (points[k - 1].max(page_end), points[k]),
+            // Every probe up to the last number there is exists: the tip is at or near it.
+            None if points.last() == Some(&u64::MAX) => break (page_end, u64::MAX),
             None => {
                 // More than a million behind: keep probing from the last probe.
                 points = ahead(points[points.len() - 1]);
@@ -148,7 +155,7 @@ pub async fn find_tip(
     while hi.saturating_sub(lo) > LIST_PAGE {
         let step = (hi - lo).div_ceil(SPLIT + 1);
         let points: Vec<u64> = (1..=SPLIT)
-            .map(|i| lo + i * step)
+            .map(|i| lo.saturating_add(i * step))
             .filter(|p| *p < hi)
             .collect();
         let found = probe(storage, layout, partition, &points).await?;
@@ -178,8 +185,8 @@ enum Run {
 fn dense_run(from: u64, after: &[u64]) -> Run {
     let mut tip = from;
     for seq in after {
-        if *seq != tip + 1 {
-            return Run::Hole(tip + 1, *seq);
+        if Some(*seq) != tip.checked_add(1) {
+            return Run::Hole(tip.saturating_add(1), *seq);
         }
         tip = *seq;
     }
@@ -288,6 +295,34 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Near the last sequence number there is, the search neither wraps nor panics.
+    #[tokio::test]
+    async fn the_search_never_wraps_near_the_last_number() {
+        let top = [u64::MAX - 2, u64::MAX - 1, u64::MAX];
+        let (storage, layout) = log_with(top).await;
+        for knowledge in [Knowledge::Fresh, Knowledge::Recent, Knowledge::Old] {
+            assert_eq!(
+                find_tip(&storage, &layout, 0, u64::MAX - 3, knowledge)
+                    .await
+                    .unwrap(),
+                u64::MAX,
+                "{knowledge:?}"
+            );
+            assert_eq!(
+                find_tip(&storage, &layout, 0, u64::MAX, knowledge)
+                    .await
+                    .unwrap(),
+                u64::MAX,
+                "{knowledge:?}"
+            );
+        }
+        // Far below them, they are past a hole.
+        let err = find_tip(&storage, &layout, 0, 0, Knowledge::Old)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use ikv_core::delta::decode_delta;
+use ikv_core::committed::decode_committed;
 use ikv_core::store::{list_snapshot_seqs, read_delta};
 use ikv_core::{Error, Result, Storage, StoreLayout};
 
@@ -55,13 +55,7 @@ pub async fn catch_up(
             match bytes? {
                 Some(bytes) => {
                     let next = applied + 1;
-                    let delta = decode_delta(&bytes, layout.delta(partition, next).as_ref())?;
-                    delta.check_origin(
-                        layout.store_name(),
-                        partition,
-                        next,
-                        &layout.delta(partition, next),
-                    )?;
+                    let delta = decode_committed(&bytes, layout, partition, next)?;
                     if delta.import()?.is_some() {
                         return Ok((
                             applied,

@@ -6,6 +6,7 @@ pub mod faulty;
 pub mod model;
 pub mod model_check;
 pub mod random_ops;
+pub mod stepping_clock;
 
 use std::collections::BTreeMap;
 

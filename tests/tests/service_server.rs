@@ -1,6 +1,7 @@
 //! The local HTTP server defends itself: a declared body over the limit is refused before it
-//! is sent, a client that sends part of a request and waits is cut off, and connections are
-//! bounded. Real sockets against `serve_with` with small limits.
+//! is sent, a client that sends part of a request and waits is cut off, a head that trickles
+//! is cut off, idle connections cannot hold it, and connections beyond the bound are answered
+//! 503 at once. Real sockets against `serve_with` with small limits, and `serve` as shipped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use ikv_core::store::create_store;
 use ikv_core::{Storage, StoreConfig};
 use ikv_writer::WriterOptions;
 use ikv_writer::service::auth::{Accounts, hash_passkey};
-use ikv_writer::service::{MAX_BODY_BYTES, ServiceState, serve_with};
+use ikv_writer::service::{MAX_BODY_BYTES, ServeLimits, ServiceState, serve_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -17,6 +18,17 @@ const PASSKEY: &str = "server-tests-passkey-0123456789";
 
 /// A server on 127.0.0.1 with `max_connections` and `idle` read timeout; its address.
 async fn server(max_connections: usize, idle: Duration) -> std::net::SocketAddr {
+    server_with(ServeLimits {
+        max_connections,
+        idle_read_timeout: idle,
+        header_read_timeout: idle,
+        ..ServeLimits::default()
+    })
+    .await
+}
+
+/// A server on 127.0.0.1 within `limits`; its address.
+async fn server_with(limits: ServeLimits) -> std::net::SocketAddr {
     let storage = Storage::memory();
     create_store(&storage, &StoreConfig::new("users", "id", None, 1).unwrap())
         .await
@@ -33,13 +45,7 @@ async fn server(max_connections: usize, idle: Duration) -> std::net::SocketAddr 
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve_with(
-        listener,
-        state,
-        std::future::pending(),
-        max_connections,
-        idle,
-    ));
+    tokio::spawn(serve_with(listener, state, std::future::pending(), limits));
     addr
 }
 
@@ -102,25 +108,143 @@ async fn a_client_that_sends_half_a_request_and_waits_is_cut_off() {
     assert_eq!(read_all(&mut stream).await, "", "closed without an answer");
 }
 
+const BODY: &[u8] = br#"{"operations":[{"op":"upsert_fields","document":{"id":{"string":"a"}}}]}"#;
+
+/// The status line of the answer to one write on a new connection, or `None` when the
+/// connection was closed without one.
+async fn one_write(addr: std::net::SocketAddr) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head(BODY.len()).as_bytes()).await.ok()?;
+    stream.write_all(BODY).await.ok()?;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
+        .await
+        .expect("answered, not left hanging")
+        .ok()?;
+    let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+    reply.lines().next().map(str::to_owned)
+}
+
 #[tokio::test]
-async fn connections_beyond_the_bound_wait_for_one_to_end() {
+async fn connections_beyond_the_bound_are_answered_503_at_once() {
     let addr = server(2, Duration::from_secs(30)).await;
     let mut held: Vec<TcpStream> = Vec::new();
     for _ in 0..2 {
         held.push(TcpStream::connect(addr).await.unwrap());
     }
-    let body = br#"{"operations":[{"op":"upsert_fields","document":{"id":{"string":"a"}}}]}"#;
     let mut third = TcpStream::connect(addr).await.unwrap();
-    third.write_all(head(body.len()).as_bytes()).await.unwrap();
-    third.write_all(body).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
-    assert!(early.is_err(), "served beyond the bound");
+    third.write_all(head(BODY.len()).as_bytes()).await.unwrap();
+    third.write_all(BODY).await.unwrap();
+    let reply = read_all(&mut third).await;
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.contains("retry-after: 1"), "{reply}");
+    assert!(reply.contains("overloaded"), "{reply}");
     drop(held.pop());
-    let n = tokio::time::timeout(Duration::from_secs(20), third.read(&mut buf))
-        .await
-        .expect("served once a connection ended")
-        .unwrap();
-    let reply = String::from_utf8_lossy(&buf[..n]);
+    // The slot frees as the held connection ends.
+    let mut served = None;
+    for _ in 0..50 {
+        served = one_write(addr).await;
+        if served.as_deref() == Some("HTTP/1.1 200 OK") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(served.as_deref(), Some("HTTP/1.1 200 OK"));
+}
+
+/// Sockets that connect and send nothing fill every slot of `ikv serve` as shipped (256):
+/// a new client is answered at once (503, never a hang), and the idle sockets are closed
+/// within a few seconds, after which it is served.
+#[tokio::test]
+async fn sockets_that_send_nothing_cannot_hold_the_server() {
+    let limits = ServeLimits::default();
+    let addr = server_with(limits).await;
+    let mut idle = Vec::new();
+    for _ in 0..limits.max_connections {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let mut answers = Vec::new();
+    for _ in 0..40 {
+        let answer = one_write(addr).await;
+        answers.push(answer.clone());
+        if answer.as_deref() == Some("HTTP/1.1 200 OK") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        answers.last().cloned().flatten().as_deref(),
+        Some("HTTP/1.1 200 OK"),
+        "{answers:?}"
+    );
+    assert!(
+        answers.iter().all(|a| matches!(
+            a.as_deref(),
+            Some("HTTP/1.1 200 OK" | "HTTP/1.1 503 Service Unavailable")
+        )),
+        "{answers:?}"
+    );
+    // The server closed idle sockets until it was no longer short of slots (a quarter free);
+    // the rest keep the ordinary keep-alive.
+    let closed = futures::future::join_all(idle.into_iter().map(|mut s| async move {
+        let mut buf = [0u8; 16];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }))
+    .await
+    .into_iter()
+    .filter(|c| *c)
+    .count();
+    assert!(
+        (limits.max_connections / 4..=limits.max_connections).contains(&closed),
+        "{closed} idle sockets closed"
+    );
+}
+
+/// A keep-alive connection left idle after its response is closed after `keep_alive_idle`.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let addr = server_with(ServeLimits {
+        keep_alive_idle: Duration::from_millis(300),
+        ..ServeLimits::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head(BODY.len()).as_bytes()).await.unwrap();
+    stream.write_all(BODY).await.unwrap();
+    let reply = read_all(&mut stream).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}
+
+/// A head sent one byte at a time, slower than any real client, is cut off once its time is
+/// up, however steadily the bytes keep coming: a bounded number of bytes gets through.
+#[tokio::test]
+async fn a_trickling_head_is_cut_off() {
+    let addr = server_with(ServeLimits {
+        header_read_timeout: Duration::from_millis(500),
+        ..ServeLimits::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = head(BODY.len());
+    let mut sent = 0;
+    let mut closed = false;
+    for b in request.as_bytes() {
+        if stream.write_all(&[*b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        sent += 1;
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the server waited for all {sent} bytes of the head");
+    assert!(sent < request.len(), "{sent}");
 }

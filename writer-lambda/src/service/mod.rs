@@ -23,6 +23,7 @@ use crate::writer::{Writer, WriterOptions};
 use api::{CommitJson, OperationsRequest, OperationsResponse};
 use auth::{Accounts, AuthError};
 pub use error::ApiError;
+pub use guard::ServeLimits;
 
 // The wire format lives outside the service (the client shares it), under its old path too.
 pub use crate::wire as api;
@@ -188,22 +189,14 @@ async fn write_operations(
 /// How long a request body may take to arrive.
 pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Serves the router on `listener` until `shutdown` resolves, with at most
-/// [`guard::MAX_CONNECTIONS`] connections and idle reads cut after
-/// [`guard::IDLE_READ_TIMEOUT`].
+/// Serves the router on `listener` until `shutdown` resolves, within the default
+/// [`ServeLimits`] (connections, keep-alive, head and read timeouts).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ServiceState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(
-        listener,
-        state,
-        shutdown,
-        guard::MAX_CONNECTIONS,
-        guard::IDLE_READ_TIMEOUT,
-    )
-    .await
+    serve_with(listener, state, shutdown, ServeLimits::default()).await
 }
 
 /// [`serve`] with its limits given (tests use small ones).
@@ -211,10 +204,9 @@ pub async fn serve_with(
     listener: tokio::net::TcpListener,
     state: Arc<ServiceState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    max_connections: usize,
-    idle_read_timeout: std::time::Duration,
+    limits: ServeLimits,
 ) -> std::io::Result<()> {
-    let listener = guard::GuardedListener::new(listener, max_connections, idle_read_timeout);
+    let listener = guard::GuardedListener::new(listener, limits);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

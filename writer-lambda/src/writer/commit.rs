@@ -18,18 +18,29 @@
 //!   trusted as a writer trusts its own memory. So a writer thousands behind usually commits
 //!   with that GET and one PUT, never a search. Every commit publishes the hint in the
 //!   background (`hint.rs`).
+//! - The commit rule (`ikv_core::committed`): delta `n` is acknowledged only when this writer
+//!   knows delta `n − 1` is a committed delta of this store and partition: it committed it
+//!   itself, or it read and checked it. A tip learned from a hint, a search or a lost race is
+//!   checked with one GET before the number after it is written (a lost race reads what it
+//!   lost to anyway); an object that is not a committed delta is refused, naming it, and
+//!   nothing is written after it. A writer committing back to back pays nothing for this.
 //! - The search refuses a log with a hole: nothing is written past a missing delta.
+//! - Sequence arithmetic never wraps: a tip of `u64::MAX` is refused.
+//! - Time is the injected [`Clock`]'s, so tests cross `TIP_TTL` and `IDLE_AFTER` without
+//!   waiting.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use ikv_core::bucket::{is_permanent, is_precondition_failed};
-use ikv_core::delta::decode_delta_meta;
-use ikv_core::store::read_delta;
+use ikv_core::bucket::is_permanent;
+use ikv_core::clock::Clock;
+use ikv_core::committed::{check_predecessor, next_seq, read_committed};
+use ikv_core::store::{list_snapshot_seqs, read_delta};
 use ikv_core::tip::{Knowledge, find_tip};
 use ikv_core::tip_hint;
-use ikv_core::{Error, Result, Storage, StoreLayout};
+use ikv_core::{Error, ErrorKind, Result, Storage, StoreLayout};
 use object_store::{PutMode, PutOptions};
 use rand::Rng;
 
@@ -73,25 +84,47 @@ fn jitter(base: Duration, cap: Duration, attempt: u32) -> Duration {
     Duration::from_nanos(rand::rng().random_range(0..=nanos))
 }
 
+/// A storage error's context, saying how many attempts were made.
+fn after_attempts(e: Error, attempts: u32) -> Error {
+    match e {
+        Error::Storage { context, source } => Error::Storage {
+            context: format!("{context} after {attempts} attempts"),
+            source,
+        },
+        other => other,
+    }
+}
+
+/// A tip this writer knows: the highest sequence number known to be taken.
+#[derive(Debug, Clone, Copy)]
+struct KnownTip {
+    seq: u64,
+    /// When it was last confirmed, as the clock's `elapsed()`.
+    at: Duration,
+    /// Whether delta `seq` is known to be committed (this writer committed it, or read and
+    /// checked it), or `seq` is 0: only then may `seq + 1` be written.
+    checked: bool,
+}
+
 /// Commits deltas to one partition's log. Not shared: one per partition per writer.
 pub(crate) struct PartitionCommitter {
     storage: Storage,
     layout: StoreLayout,
     partition: u32,
     policy: CommitPolicy,
-    /// Highest sequence number known to be taken, and when that was last confirmed; `None`
-    /// until first learned.
-    tip: Option<(u64, Instant)>,
+    clock: Arc<dyn Clock>,
+    /// `None` until first learned.
+    tip: Option<KnownTip>,
     hint: HintPublisher,
 }
 
 /// How long a learned tip is trusted without a search. Below the retention window (an hour
 /// by default; a pass refuses less than 10 minutes, `Retention::MIN_WINDOW`), so a writer
 /// idle longer than that never writes into numbers retention has removed.
-const TIP_TTL: Duration = Duration::from_secs(300);
+pub(crate) const TIP_TTL: Duration = Duration::from_secs(300);
 
 /// A tip older than this at the start of a commit marks the writer as idle.
-const IDLE_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// How far ahead of this machine's clock a tip hint's commit time may be and still count.
 const HINT_CLOCK_SKEW: Duration = Duration::from_secs(30);
@@ -99,21 +132,35 @@ const HINT_CLOCK_SKEW: Duration = Duration::from_secs(30);
 /// Lost races in a row after which a busy writer searches instead of trying the next number.
 const SEARCH_AFTER_LOSSES: u32 = 8;
 
+/// Why an attempt did not commit, when it may be retried.
+enum Retry {
+    /// Lost to another writer's committed delta at this number.
+    Lost,
+    /// A failure that settles nothing (timeout, 5xx, a 409 whose winner has not landed).
+    Failed(Error),
+}
+
 impl PartitionCommitter {
     pub(crate) fn new(
         storage: Storage,
         layout: StoreLayout,
         partition: u32,
         policy: CommitPolicy,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         PartitionCommitter {
-            hint: HintPublisher::start(storage.clone(), layout.clone(), partition),
+            hint: HintPublisher::start(storage.clone(), layout.clone(), partition, clock.clone()),
             storage,
             layout,
             partition,
             policy,
+            clock,
             tip: None,
         }
+    }
+
+    fn age(&self, tip: &KnownTip) -> Duration {
+        self.clock.elapsed().saturating_sub(tip.at)
     }
 
     /// Commits `body` (an encoded delta carrying `batch_id`) as the partition's next delta
@@ -126,117 +173,51 @@ impl PartitionCommitter {
         // A writer whose tip is more than a second old was idle: others may have gone far
         // ahead, so a lost race sends it searching at once. A busy writer loses races by one
         // and tries the next number, searching only after many losses in a row.
-        let mut idle = self.tip.is_none_or(|(_, at)| at.elapsed() >= IDLE_AFTER);
-        if idle && self.tip.is_some_and(|(_, at)| at.elapsed() < TIP_TTL) {
+        let mut idle = self.tip.is_none_or(|t| self.age(&t) >= IDLE_AFTER);
+        if idle && self.tip.is_some_and(|t| self.age(&t) < TIP_TTL) {
             // Others may have moved the log on while this writer was idle: a fresh hint says
             // how far. (Read before the first attempt, not beside it: on the S3 emulator a
             // lost PUT beside the GET measured slower than the GET alone; rfcs/0004.)
             // Followed, it makes this writer a busy one: lost races from there are by one.
             if let Some(ahead) = self.read_hint().await {
-                self.tip = Some(ahead);
-                idle = false;
+                // The hinted delta must be a committed one before anything is written after
+                // it: one GET. A hint naming a number that is not there is ignored; one
+                // naming an object that is not a committed delta stops the commit.
+                match read_committed(&self.storage, &self.layout, self.partition, ahead.seq).await {
+                    Ok(Some(_)) => {
+                        self.tip = Some(ahead);
+                        idle = false;
+                    }
+                    Ok(None) => tracing::warn!(
+                        partition = self.partition,
+                        hint = ahead.seq,
+                        "ignoring a tip hint that names a delta which is not there"
+                    ),
+                    Err(e) if e.kind() == ErrorKind::Corrupt => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(partition = self.partition, error = %e, "ignoring the tip hint: its delta could not be read")
+                    }
+                }
             }
         }
         loop {
-            let search = match self.tip {
-                None => Some(Knowledge::Old),
-                Some((_, at)) if at.elapsed() >= TIP_TTL => Some(Knowledge::Old),
-                Some(_) if lost_races == 0 => None,
-                // One search brings an idle writer up to date; after it, it is a busy one.
-                Some(_) if idle && lost_races == 1 => Some(Knowledge::Recent),
-                Some(_) if lost_races < SEARCH_AFTER_LOSSES => None,
-                Some(_) => Some(Knowledge::Fresh),
+            let tip = match self.known_tip(idle, lost_races).await {
+                Ok(tip) => tip,
+                Err(e) if e.kind() == ErrorKind::Corrupt => return Err(e),
+                Err(e) => {
+                    self.failed(&mut failures, e).await?;
+                    continue;
+                }
             };
-            let tip = match (self.tip, search) {
-                (Some((t, _)), None) => t,
-                (known, _) => match find_tip(
-                    &self.storage,
-                    &self.layout,
-                    self.partition,
-                    known.map_or(0, |(t, _)| t),
-                    search.unwrap_or(Knowledge::Old),
-                )
-                .await
-                {
-                    Ok(t) => {
-                        self.tip = Some((t, Instant::now()));
-                        t
-                    }
-                    Err(e) if e.kind() == ikv_core::ErrorKind::Corrupt => return Err(e),
-                    Err(e) => {
-                        failures += 1;
-                        if failures > self.policy.max_transient_failures {
-                            return Err(e);
-                        }
-                        tracing::warn!(partition = self.partition, error = %e, "finding the log tip failed; retrying");
-                        self.sleep_after_failure(failures).await;
-                        continue;
-                    }
-                },
-            };
-            let seq = tip + 1;
-            let path = self.layout.delta(self.partition, seq);
-            // The trailer names the number it is committed at (readers check it).
-            let placed = ikv_core::delta::place_delta(&body, seq)?;
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..PutOptions::default()
-            };
-            match self.storage.store.put_opts(&path, placed, opts).await {
-                Ok(_) => {
+            let seq = next_seq(tip, self.partition)?;
+            ikv_core::failpoint!("writer.commit.before_put");
+            match self.attempt(seq, &body, batch_id, &ambiguous).await {
+                Ok(()) => {
                     self.committed(seq);
                     tracing::debug!(partition = self.partition, seq, "committed delta");
                     return Ok(seq);
                 }
-                Err(
-                    e @ (object_store::Error::AlreadyExists { .. }
-                    | object_store::Error::Precondition { .. }),
-                ) => {
-                    // S3 answers 409 ConditionalRequestConflict when another conditional write
-                    // to the key is in flight, without saying it will succeed. Moving on then
-                    // could leave a hole, so unless the answer was a plain 412, look first.
-                    if !is_precondition_failed(&e) {
-                        let checked = self.exists(seq).await;
-                        if !matches!(checked, Ok(true)) {
-                            failures += 1;
-                            if failures > self.policy.max_transient_failures {
-                                return Err(checked.err().unwrap_or(Error::Storage {
-                                    context: format!("writing {path}"),
-                                    source: e,
-                                }));
-                            }
-                            tracing::debug!(
-                                partition = self.partition,
-                                seq,
-                                "conflicting write in flight; retrying the same number"
-                            );
-                            self.sleep_after_failure(failures).await;
-                            continue;
-                        }
-                    }
-                    if ambiguous.contains(&seq) {
-                        match self.landed_as_ours(seq, batch_id).await {
-                            Ok(true) => {
-                                self.committed(seq);
-                                tracing::info!(
-                                    partition = self.partition,
-                                    seq,
-                                    "an earlier ambiguous attempt had committed the batch"
-                                );
-                                return Ok(seq);
-                            }
-                            Ok(false) => {}
-                            Err(e) => {
-                                failures += 1;
-                                if failures > self.policy.max_transient_failures {
-                                    return Err(e);
-                                }
-                                self.sleep_after_failure(failures).await;
-                                continue;
-                            }
-                        }
-                    }
-                    self.tip = Some((seq, Instant::now()));
+                Err(Ok(Retry::Lost)) => {
                     lost_races += 1;
                     if lost_races > self.policy.max_lost_races {
                         return Err(Error::StorageMessage {
@@ -251,47 +232,193 @@ impl PartitionCommitter {
                         self.policy.race_backoff_cap,
                         lost_races.min(8),
                     );
-                    tokio::time::sleep(wait).await;
+                    self.clock.sleep(wait).await;
                 }
-                Err(e) if is_permanent(&e) => {
-                    return Err(ikv_core::Error::Storage {
-                        context: format!("writing {path}"),
-                        source: e,
-                    });
-                }
-                Err(e) => {
+                Err(Ok(Retry::Failed(e))) => {
                     // The PUT may or may not have landed: remember, and retry the same number.
                     ambiguous.insert(seq);
-                    failures += 1;
+                    ikv_core::failpoint!("writer.commit.after_ambiguous");
                     tracing::warn!(partition = self.partition, seq, error = %e, "delta PUT failed; retrying the same sequence number");
-                    if failures > self.policy.max_transient_failures {
+                    if failures + 1 > self.policy.max_transient_failures {
                         // Before giving up, settle whether it landed: a caller told "failed"
                         // must be able to trust that nothing was committed.
                         if let Ok(true) = self.landed_as_ours(seq, batch_id).await {
                             self.committed(seq);
                             return Ok(seq);
                         }
-                        return Err(ikv_core::Error::Storage {
-                            context: format!("writing {path} after {failures} attempts"),
-                            source: e,
-                        });
+                        return Err(after_attempts(e, failures + 1));
                     }
-                    self.sleep_after_failure(failures).await;
+                    self.failed(&mut failures, e).await?;
                 }
+                Err(Err(e)) => return Err(e),
             }
         }
     }
 
+    /// The tip to write after, searched for when unknown, expired or after losses (as the
+    /// module's invariants say), and checked to be a committed delta before it is used.
+    async fn known_tip(&mut self, idle: bool, lost_races: u32) -> Result<u64> {
+        let search = match self.tip {
+            None => Some(Knowledge::Old),
+            Some(t) if self.age(&t) >= TIP_TTL => Some(Knowledge::Old),
+            Some(_) if lost_races == 0 => None,
+            // One search brings an idle writer up to date; after it, it is a busy one.
+            Some(_) if idle && lost_races == 1 => Some(Knowledge::Recent),
+            Some(_) if lost_races < SEARCH_AFTER_LOSSES => None,
+            Some(_) => Some(Knowledge::Fresh),
+        };
+        let mut tip = match (self.tip, search) {
+            (Some(t), None) => t,
+            (known, search) => {
+                let seq = find_tip(
+                    &self.storage,
+                    &self.layout,
+                    self.partition,
+                    known.map_or(0, |t| t.seq),
+                    search.unwrap_or(Knowledge::Old),
+                )
+                .await?;
+                let checked = seq == 0 || known.is_some_and(|k| k.checked && k.seq == seq);
+                KnownTip {
+                    seq,
+                    at: self.clock.elapsed(),
+                    checked,
+                }
+            }
+        };
+        if !tip.checked {
+            self.check_tip(tip.seq).await?;
+            tip.checked = true;
+        }
+        self.tip = Some(tip);
+        Ok(tip.seq)
+    }
+
+    /// Checks that delta `seq`, which a search or a hint named as the tip, is committed: one
+    /// GET. A delta retention removed because a committed snapshot covers it counts (a
+    /// snapshot at `seq` is proof); any other absence is a failure to retry (the search is
+    /// repeated), and an object that is not a committed delta is refused.
+    async fn check_tip(&mut self, seq: u64) -> Result<()> {
+        if read_committed(&self.storage, &self.layout, self.partition, seq)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let snapshots = list_snapshot_seqs(&self.storage, &self.layout, self.partition).await?;
+        if snapshots.contains(&seq) {
+            return Ok(());
+        }
+        self.tip = None;
+        Err(Error::StorageMessage {
+            context: format!("checking delta {seq} of partition {}", self.partition),
+            message: "the search named it as the tip, but it is not there; searching again".into(),
+        })
+    }
+
+    /// One conditional PUT at `seq`. On "already exists", what is there is read: ours from an
+    /// earlier ambiguous attempt (committed), another writer's committed delta (a lost race:
+    /// it becomes the tip, checked), or something else (refused: nothing is written past it).
+    async fn attempt(
+        &mut self,
+        seq: u64,
+        body: &Bytes,
+        batch_id: &str,
+        ambiguous: &HashSet<u64>,
+    ) -> std::result::Result<(), Result<Retry>> {
+        let path = self.layout.delta(self.partition, seq);
+        // The trailer names the number it is committed at (readers check it).
+        let placed = ikv_core::delta::place_delta(body, seq).map_err(Err)?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let e = match self.storage.store.put_opts(&path, placed, opts).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        match e {
+            object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. } => {}
+            e if is_permanent(&e) => {
+                return Err(Err(Error::Storage {
+                    context: format!("writing {path}"),
+                    source: e,
+                }));
+            }
+            e => {
+                return Err(Ok(Retry::Failed(Error::Storage {
+                    context: format!("writing {path}"),
+                    source: e,
+                })));
+            }
+        }
+        // S3 answers 409 ConditionalRequestConflict when another conditional write to the key
+        // is in flight, without saying it will succeed: absence then means "not yet", and the
+        // same number is tried again. A 412 means an object is there.
+        let found = match read_delta(&self.storage, &self.layout, self.partition, seq).await {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                tracing::debug!(
+                    partition = self.partition,
+                    seq,
+                    "conflicting write in flight; retrying the same number"
+                );
+                return Err(Ok(Retry::Failed(Error::Storage {
+                    context: format!("writing {path}"),
+                    source: e,
+                })));
+            }
+            Err(read) => return Err(Ok(Retry::Failed(read))),
+        };
+        let meta = check_predecessor(&found, &self.layout, self.partition, seq).map_err(Err)?;
+        if ambiguous.contains(&seq) && meta.batch_id == batch_id {
+            tracing::info!(
+                partition = self.partition,
+                seq,
+                "an earlier ambiguous attempt had committed the batch"
+            );
+            return Ok(());
+        }
+        self.tip = Some(KnownTip {
+            seq,
+            at: self.clock.elapsed(),
+            checked: true,
+        });
+        Err(Ok(Retry::Lost))
+    }
+
+    /// Counts a failure; past the policy's limit, returns it; otherwise waits a backoff.
+    async fn failed(&self, failures: &mut u32, e: Error) -> Result<()> {
+        *failures += 1;
+        if *failures > self.policy.max_transient_failures {
+            return Err(e);
+        }
+        tracing::warn!(partition = self.partition, error = %e, attempt = *failures, "commit attempt failed; retrying");
+        let wait = jitter(
+            self.policy.failure_backoff_base,
+            self.policy.failure_backoff_cap,
+            *failures,
+        );
+        self.clock.sleep(wait).await;
+        Ok(())
+    }
+
     fn committed(&mut self, seq: u64) {
-        self.tip = Some((seq, Instant::now()));
+        self.tip = Some(KnownTip {
+            seq,
+            at: self.clock.elapsed(),
+            checked: true,
+        });
+        ikv_core::failpoint!("writer.commit.before_hint");
         self.hint.publish(seq);
     }
 
     /// The partition's tip hint as a tip (its number, confirmed when it was committed), when
     /// it is fresh and ahead of what this writer knows; otherwise, and for a missing or
-    /// damaged hint, `None`.
-    async fn read_hint(&self) -> Option<(u64, Instant)> {
-        let (known, _) = self.tip?;
+    /// damaged hint, `None`. The caller checks the hinted delta before writing after it.
+    async fn read_hint(&self) -> Option<KnownTip> {
+        let known = self.tip?.seq;
         let hint = match tip_hint::read(&self.storage, &self.layout, self.partition).await {
             Ok(hint) => hint?,
             Err(e) => {
@@ -300,7 +427,7 @@ impl PartitionCommitter {
                 return None;
             }
         };
-        let now = SystemTime::now();
+        let now = self.clock.now();
         if hint.committed_at > now + HINT_CLOCK_SKEW {
             // Its publisher's clock runs ahead: its age cannot be known, so neither can it be
             // known that retention has left the numbers after it.
@@ -321,32 +448,21 @@ impl PartitionCommitter {
             hint = hint.seq,
             "following the tip hint"
         );
-        Some((hint.seq, Instant::now().checked_sub(age)?))
-    }
-
-    async fn sleep_after_failure(&self, failures: u32) {
-        let wait = jitter(
-            self.policy.failure_backoff_base,
-            self.policy.failure_backoff_cap,
-            failures,
-        );
-        tokio::time::sleep(wait).await;
-    }
-
-    async fn exists(&self, seq: u64) -> Result<bool> {
-        ikv_core::bucket::exists(&self.storage, &self.layout.delta(self.partition, seq)).await
+        Some(KnownTip {
+            seq: hint.seq,
+            // A hint older than this writer's clock cannot be placed on it: not followed.
+            at: self.clock.elapsed().checked_sub(age)?,
+            checked: true,
+        })
     }
 
     /// Whether delta `seq` exists and carries `batch_id`.
     async fn landed_as_ours(&self, seq: u64, batch_id: &str) -> Result<bool> {
         match read_delta(&self.storage, &self.layout, self.partition, seq).await? {
             None => Ok(false),
-            Some(bytes) => Ok(decode_delta_meta(
-                &bytes,
-                self.layout.delta(self.partition, seq).as_ref(),
-            )?
-            .batch_id
-                == batch_id),
+            Some(bytes) => Ok(
+                check_predecessor(&bytes, &self.layout, self.partition, seq)?.batch_id == batch_id,
+            ),
         }
     }
 }

@@ -7,7 +7,10 @@
 //! newest commit by at most about that much. Failures are logged at debug level and
 //! forgotten: the hint only saves idle writers a search.
 
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ikv_core::clock::Clock;
 
 use ikv_core::tip_hint::{self, TipHint};
 use ikv_core::{Storage, StoreLayout};
@@ -23,21 +26,27 @@ const STALE: Duration = Duration::from_secs(5);
 /// The sending side, owned by the partition's committer; dropping it ends the task.
 pub(crate) struct HintPublisher {
     latest: watch::Sender<Option<TipHint>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl HintPublisher {
     /// Starts the partition's publishing task (needs a tokio runtime).
-    pub(crate) fn start(storage: Storage, layout: StoreLayout, partition: u32) -> Self {
+    pub(crate) fn start(
+        storage: Storage,
+        layout: StoreLayout,
+        partition: u32,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let (latest, rx) = watch::channel(None);
-        tokio::spawn(run(storage, layout, partition, rx));
-        HintPublisher { latest }
+        tokio::spawn(run(storage, layout, partition, rx, clock.clone()));
+        HintPublisher { latest, clock }
     }
 
     /// Records that `seq` was committed just now.
     pub(crate) fn publish(&self, seq: u64) {
         let hint = TipHint {
             seq,
-            committed_at: SystemTime::now(),
+            committed_at: self.clock.now(),
         };
         self.latest.send_if_modified(|latest| {
             if latest.is_some_and(|l| l.seq >= seq) {
@@ -54,13 +63,14 @@ async fn run(
     layout: StoreLayout,
     partition: u32,
     mut rx: watch::Receiver<Option<TipHint>>,
+    clock: Arc<dyn Clock>,
 ) {
     let mut written = 0u64;
     while rx.changed().await.is_ok() {
         let Some(hint) = *rx.borrow_and_update() else {
             continue;
         };
-        if hint.seq <= written || hint.age(SystemTime::now()) > STALE {
+        if hint.seq <= written || hint.age(clock.now()) > STALE {
             continue;
         }
         match tip_hint::write(&storage, &layout, partition, &hint).await {
@@ -69,6 +79,6 @@ async fn run(
                 tracing::debug!(partition, seq = hint.seq, error = %e, "tip hint not written")
             }
         }
-        tokio::time::sleep(MIN_INTERVAL).await;
+        clock.sleep(MIN_INTERVAL).await;
     }
 }

@@ -6,6 +6,7 @@ mod hint;
 
 use std::sync::Arc;
 
+use ikv_core::clock::{Clock, SystemClock};
 use ikv_core::limits::{MAX_BATCH_PAYLOAD_BYTES, MAX_DELTA_PAYLOAD_BYTES};
 use ikv_core::store::load_config;
 use ikv_core::{
@@ -24,6 +25,9 @@ pub struct WriterOptions {
     /// Recorded in every delta; a random UUID when not set.
     pub writer_id: Option<String>,
     pub commit_policy: CommitPolicy,
+    /// Time for the commit path (tip age, idleness, hint age, backoff); the system clock
+    /// when not set. Tests pass a `ManualClock` to cross thresholds without waiting.
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 /// Where one call's operations landed: one entry per partition it touched.
@@ -89,6 +93,7 @@ impl Writer {
         let writer_id = options
             .writer_id
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let clock = options.clock.unwrap_or_else(SystemClock::shared);
         let mut queues = Vec::with_capacity(config.num_partitions as usize);
         for partition in 0..config.num_partitions {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -98,6 +103,7 @@ impl Writer {
                     layout.clone(),
                     partition,
                     options.commit_policy.clone(),
+                    clock.clone(),
                 ),
                 queue: rx,
                 writer_id: writer_id.clone(),
