@@ -1,9 +1,14 @@
 //! The mount directory of one store, shared by every reader process of a host.
 //!
 //! Files under `<mount>/<store>/` (`docs/READER.md`, "One local copy per host"):
-//! - `owner.lock`: the process holding an exclusive `flock` on it is the owner (it holds
-//!   `db/`, polls the bucket and writes images and overlays); the kernel drops the lock when
-//!   the owner exits or dies, and another process takes it over.
+//! - The directory itself is the owner lock: the process holding an exclusive `flock` on it
+//!   is the owner (it holds `db/`, polls the bucket and writes images and overlays); the
+//!   kernel drops the lock when the owner exits or dies, and another process takes it over.
+//!   A directory, not a file in it: a temporary-files cleaner (systemd-tmpfiles, tmpreaper)
+//!   that removes an old empty file would let a second process lock a new file of the same
+//!   name while the first still owns the mount. (Layouts before 3 locked `owner.lock`; a
+//!   leftover one is ignored.) The owner checks that the directory at the path is still the
+//!   one it locked ([`MountDir::in_place`]).
 //! - `db/`: the owner's durable copy (fjall).
 //! - `image-<generation>`, `overlay-<generation>`: the read image and overlay every process
 //!   maps; `current` (JSON, sealed with a checksum, replaced by rename) names the generation
@@ -97,13 +102,7 @@ impl MountDir {
     pub fn open(mount_directory: &Path, store_name: &str) -> Result<MountDir> {
         let dir = mount_directory.join(store_name);
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-        let lock_path = dir.join("owner.lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io_err(&lock_path, e))?;
+        let lock = File::open(&dir).map_err(|e| io_err(&dir, e))?;
         Ok(MountDir { dir, lock })
     }
 
@@ -129,7 +128,17 @@ impl MountDir {
                 Ok(true)
             }
             Err(std::fs::TryLockError::WouldBlock) => Ok(false),
-            Err(std::fs::TryLockError::Error(e)) => Err(io_err(&self.dir.join("owner.lock"), e)),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_err(&self.dir, e)),
+        }
+    }
+
+    /// Whether the directory at the mount's path is still the one this process opened (and
+    /// locks, when it owns the mount): false once it was removed, or replaced by another.
+    pub fn in_place(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (self.lock.metadata(), std::fs::metadata(&self.dir)) {
+            (Ok(held), Ok(there)) => held.dev() == there.dev() && held.ino() == there.ino(),
+            _ => false,
         }
     }
 

@@ -425,6 +425,17 @@ fn follow(shared: &Shared, check_current: bool) -> Result<()> {
         && let Some(current) = shared.mount.read_current()?
         && current.generation != view.generation
     {
+        // Generations only grow while one owner after another holds the mount: one that goes
+        // back was written by a process that should not own it. Never follow it back.
+        if current.generation < view.generation {
+            return Err(Error::Local {
+                path: shared.mount.path().display().to_string(),
+                message: format!(
+                    "the mount's published generation went back from {} to {} (owner pid {}): a process that does not hold the mount's lock wrote it; serving the data as it was",
+                    view.generation, current.generation, current.owner_pid
+                ),
+            });
+        }
         if current.identity.config != shared.config
             || current.identity.partitions != shared.partitions
         {
@@ -540,6 +551,17 @@ async fn run(shared: Arc<Shared>, mut role: Role, mut stop: watch::Receiver<bool
         }
         let wait = match &mut role {
             Role::Owner(owned) => {
+                ticks += 1;
+                if ticks.is_multiple_of(50) && !shared.mount.in_place() {
+                    let e = format!(
+                        "the mount directory {} was removed or replaced while this process owned it: it serves what it has and cannot publish more; restart this host's readers",
+                        shared.mount.path().display()
+                    );
+                    tracing::error!("{e}");
+                    for p in &shared.partitions {
+                        shared.status.failed(*p, &e);
+                    }
+                }
                 poll_once(&shared, owned, &mut failures, &mut last_gap_check, &stop).await
             }
             Role::Attached => {

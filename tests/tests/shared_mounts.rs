@@ -328,3 +328,87 @@ fn readers_starting_together_cause_one_bootstrap() {
         assert_equals_model(r, &keys, &model.state());
     }
 }
+
+/// Removes every empty regular file under the mount's store directory, as a temporary-files
+/// cleaner removing old zero-byte files does (the lock file of earlier layouts was one).
+fn clean_empty_files(store_dir: &Path) -> usize {
+    let mut removed = 0;
+    for e in std::fs::read_dir(store_dir).unwrap().flatten() {
+        let meta = e.metadata().unwrap();
+        if meta.is_file() && meta.len() == 0 {
+            std::fs::remove_file(e.path()).unwrap();
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// A cleaner removing the mount's empty files while its owner runs gives the mount no second
+/// owner: processes started after it attach, and every reader keeps following the one owner.
+#[test]
+fn removing_the_mounts_files_never_gives_it_a_second_owner() {
+    let f = fixture(2);
+    let writer = f.writer();
+    let mut model = Model::new(PRIMARY_KEY, None, f.config.num_partitions);
+    let mut work = Workload::new(9, KEYS);
+    let keys = work.all_keys();
+    f.write(&writer, &mut model, &mut work, 5);
+    let store_dir = f.dir.path().join("mount").join("shared");
+    let mut a = f.ready_process("mount", "ready owner");
+    let mut c = f.ready_process("mount", "ready attached");
+    // Also the name earlier layouts locked, should a leftover be there.
+    std::fs::write(store_dir.join("owner.lock"), b"").unwrap();
+    assert!(clean_empty_files(&store_dir) >= 1);
+    let mut b = f.ready_process("mount", "ready attached");
+    clean_empty_files(&store_dir);
+    let mut d = f.ready_process("mount", "ready attached");
+    let here = Reader::open(f.options("mount")).unwrap();
+    assert!(!here.owns_mount());
+    for _ in 0..20 {
+        f.write(&writer, &mut model, &mut work, 1);
+        clean_empty_files(&store_dir);
+    }
+    let tips = f.tips();
+    wait_until("the attached reader caught up", || caught_up(&here, &tips));
+    assert_equals_model(&here, &keys, &model.state());
+    assert!(!here.owns_mount(), "the owner process still owns the mount");
+    assert!(
+        here.status().iter().all(|s| s.last_error.is_none()),
+        "{:?}",
+        here.status()
+    );
+    for p in [&mut a, &mut b, &mut c, &mut d] {
+        p.kill().unwrap();
+        p.wait().unwrap();
+    }
+    // With every other process gone, this one takes the mount over.
+    wait_until("this reader owns the mount", || here.owns_mount());
+}
+
+/// A published generation that goes back (written by a process that does not hold the
+/// mount's lock) is never followed: attached readers keep serving what they had and say why.
+#[test]
+fn attached_readers_never_follow_a_generation_back() {
+    let f = fixture(2);
+    let writer = f.writer();
+    let mut model = Model::new(PRIMARY_KEY, None, f.config.num_partitions);
+    let mut work = Workload::new(10, KEYS);
+    let keys = work.all_keys();
+    f.write(&writer, &mut model, &mut work, 5);
+    let owner = Reader::open(f.options("mount")).unwrap();
+    let attached = Reader::open(f.options("mount")).unwrap();
+    assert!(owner.owns_mount() && !attached.owns_mount());
+    let mount = ikv_reader::mount::MountDir::open(&f.dir.path().join("mount"), "shared").unwrap();
+    let mut current = mount.read_current().unwrap().unwrap();
+    assert!(current.generation >= 1);
+    current.generation -= 1;
+    mount.write_current(&current).unwrap();
+    wait_until("the attached reader reports the generation going back", || {
+        attached.status().iter().any(|s| {
+            s.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("generation went back"))
+        })
+    });
+    assert_equals_model(&attached, &keys, &model.state());
+}
