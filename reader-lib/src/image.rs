@@ -16,7 +16,10 @@
 //! Invariants: an image is written beside its final name and renamed into place after an
 //! fsync, so a published image is complete; every byte a lookup trusts is checked (header,
 //! slots and directory at open, an entry's CRC at each read), so damage is reported, never
-//! served.
+//! served. Slots damaged after open (a bit flip in the page cache, a write to the file) can
+//! only turn a hit into a miss: a miss checks the CRC blocks of the slots and directory words
+//! it read, each block at most once per `MISS_CHECK_INTERVAL`, so such damage is reported
+//! (and the owner rebuilds) instead of answering "not found" for ever.
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -30,6 +33,9 @@ const MAGIC: &[u8; 8] = b"IKVIMG01";
 const HEADER_LEN: u64 = 64;
 const ENTRY_HEADER_LEN: usize = 12;
 const CRC_BLOCK: usize = 1 << 20;
+/// A CRC block of slots checked on a miss is not checked again by misses for this long (a
+/// miss-heavy workload pays at most one block's CRC per block per interval).
+const MISS_CHECK_INTERVAL_MS: u64 = 1000;
 /// Most keys [`Image::prefetch`] warms at once (their lines fit the L1 and L2 caches).
 pub const PREFETCH_MAX: usize = 32;
 
@@ -209,6 +215,11 @@ pub struct Image {
     directory: usize,
     bits: u32,
     entries_end: usize,
+    crcs: usize,
+    /// Per CRC block of the slots and directory: when a miss last checked it (milliseconds
+    /// since `opened`, plus one; 0 = never).
+    checked: Vec<std::sync::atomic::AtomicU64>,
+    opened: std::time::Instant,
 }
 
 impl std::fmt::Debug for Image {
@@ -274,6 +285,11 @@ impl Image {
             directory: directory as usize,
             bits,
             entries_end: state_offset as usize,
+            crcs: crcs as usize,
+            checked: (0..blocks)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+            opened: std::time::Instant::now(),
             map,
         };
         // The directory must be ascending and end at the count, or a lookup could read
@@ -332,7 +348,39 @@ impl Image {
                 return Ok(Some(doc));
             }
         }
+        // A miss: the slots and directory words it read must still be what was checked at
+        // open, or damage would read as "not found".
+        let dir_at = self.directory + bucket * 8;
+        self.check_tail(dir_at, dir_at + 16)?;
+        if to > from {
+            self.check_tail(self.slots + from * 16, self.slots + to * 16)?;
+        }
         Ok(None)
+    }
+
+    /// Checks the CRC blocks of the slots-and-directory tail covering bytes `start..end` of
+    /// the file, each at most once per `MISS_CHECK_INTERVAL_MS`.
+    fn check_tail(&self, start: usize, end: usize) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let now = self.opened.elapsed().as_millis() as u64 + 1;
+        let first = (start - self.slots) / CRC_BLOCK;
+        let last = (end - 1 - self.slots) / CRC_BLOCK;
+        for block in first..=last {
+            let Some(checked) = self.checked.get(block) else {
+                continue;
+            };
+            let at = checked.load(Ordering::Relaxed);
+            if at != 0 && now.saturating_sub(at) < MISS_CHECK_INTERVAL_MS {
+                continue;
+            }
+            let from = self.slots + block * CRC_BLOCK;
+            let to = (from + CRC_BLOCK).min(self.crcs);
+            if crc32c(&self.map[from..to]) != half(&self.map, self.crcs + block * 4) {
+                return Err(damaged(&self.path, "slot checksum mismatch (found by a miss)"));
+            }
+            checked.store(now, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Brings the directory words, slots and entry heads that lookups of `keys` will read
@@ -458,6 +506,48 @@ mod tests {
                 assert_eq!(image.get(k.as_bytes()).unwrap().map(<[u8]>::to_vec), want);
             }
         }
+    }
+
+    /// Damage to the slots after the image was opened and checked (a write to the file, a bit
+    /// flip in the page cache): a key that is there is never answered "not found" without an
+    /// error.
+    #[test]
+    fn slots_damaged_after_open_are_found_by_a_miss() {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let path = build(dir.path(), 3000);
+        let good = std::fs::read(&path).unwrap();
+        let header = &good[..64];
+        let (slots, crcs) = (word(header, 32) as usize, word(header, 48) as usize);
+        let mut errors = 0;
+        for at in (slots..crcs).step_by(37) {
+            let image = Image::open(&path).unwrap();
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap();
+            let mut byte = [0u8];
+            file.seek(SeekFrom::Start(at as u64)).unwrap();
+            file.read_exact(&mut byte).unwrap();
+            file.seek(SeekFrom::Start(at as u64)).unwrap();
+            file.write_all(&[byte[0] ^ 0x08]).unwrap();
+            for i in 0..3000 {
+                match image.get(format!("key{i}").as_bytes()) {
+                    Ok(Some(doc)) => assert_eq!(doc, format!("doc{i}").as_bytes(), "byte {at}"),
+                    Ok(None) => panic!("byte {at}: key{i} vanished without an error"),
+                    Err(e) => {
+                        assert_eq!(e.kind(), ikv_core::ErrorKind::Corrupt, "{e}");
+                        if e.to_string().contains("found by a miss") {
+                            errors += 1;
+                        }
+                    }
+                }
+            }
+            file.seek(SeekFrom::Start(at as u64)).unwrap();
+            file.write_all(&byte).unwrap();
+        }
+        assert!(errors > 0, "misses found some of the damage");
     }
 
     #[test]
