@@ -12,7 +12,7 @@ use ikv_snapshot::Manifest;
 use ikv_writer::{Writer, WriterOptions};
 use serde_json::{Value, json};
 
-use crate::fail::{Fail, NOT_FOUND};
+use crate::fail::{FAILED, Fail, NOT_FOUND};
 use crate::progress::Progress;
 
 pub fn open(url: &str, writer: bool) -> Result<Storage, Fail> {
@@ -55,19 +55,17 @@ pub async fn status(url: &str, store: &str) -> Result<String, Fail> {
         "{:<9} {:>12} {:>12} {:>14} {:>12}  {}",
         "partition", "tip", "snapshot", "snapshot age", "deltas since", "log"
     )];
+    let mut holes = Vec::new();
     for p in 0..config.num_partitions {
         let tip = discover_tip(&storage, &layout, p).await?;
         let snapshot = Manifest::load_newest(&storage, &layout, p).await?;
-        // Above the newest snapshot the log must be dense: name the first missing delta.
-        let base = snapshot.as_ref().map_or(0, |m| m.sequence);
-        let deltas = list_delta_seqs(&storage, &layout, p).await?;
-        let log = (base + 1..)
-            .zip(deltas.into_iter().filter(|s| *s > base))
-            .find(|(expect, seq)| expect != seq)
-            .map_or_else(
-                || "dense".to_owned(),
-                |(expect, seq)| format!("HOLE: delta {expect} is missing while delta {seq} exists"),
-            );
+        let log = match first_hole(&storage, &layout, p, snapshot.as_ref()).await? {
+            None => "dense".to_owned(),
+            Some(hole) => {
+                holes.push(p);
+                format!("HOLE: {hole}")
+            }
+        };
         let (seq, age) = match &snapshot {
             Some(m) => (
                 m.sequence.to_string(),
@@ -83,7 +81,33 @@ pub async fn status(url: &str, store: &str) -> Result<String, Fail> {
             "{p:<9} {tip:>12} {seq:>12} {age:>14} {since:>12}  {log}"
         ));
     }
-    Ok(lines.join("\n"))
+    let table = lines.join("\n");
+    if !holes.is_empty() {
+        return Err(Fail::new(
+            FAILED,
+            format!(
+                "store {store:?}: the log of partition(s) {holes:?} has a hole; readers serve the state before it (docs/OPERATIONS.md, \"A hole in a log\")"
+            ),
+        )
+        .with_output(table));
+    }
+    Ok(table)
+}
+
+/// Above the newest snapshot a partition's log must be dense: the first missing delta while
+/// a later one exists, said as "delta N is missing while delta M exists".
+async fn first_hole(
+    storage: &ikv_core::Storage,
+    layout: &StoreLayout,
+    partition: u32,
+    snapshot: Option<&Manifest>,
+) -> Result<Option<String>, Fail> {
+    let base = snapshot.map_or(0, |m| m.sequence);
+    let deltas = list_delta_seqs(storage, layout, partition).await?;
+    Ok((base + 1..)
+        .zip(deltas.into_iter().filter(|s| *s > base))
+        .find(|(expect, seq)| expect != seq)
+        .map(|(expect, seq)| format!("delta {expect} is missing while delta {seq} exists")))
 }
 
 /// `name=value` (a string) or `name:type=value` with type string, bytes (base64), int64,
@@ -194,6 +218,42 @@ pub fn get(
 ) -> Result<String, Fail> {
     let progress = Progress::start("opening a reader (bootstrap or catch-up)");
     let reader = Reader::open(ReaderOptions::new(url, store, mount))?;
+    // A hole in the key's partition stops the reader before it: an answer from there may be
+    // stale or missing, so say so instead of answering.
+    // (With a partitioning key, the document may be in any partition.)
+    let config = reader.config();
+    let partitions: Vec<u32> = match config.partitioning_key_field {
+        None => vec![ikv_core::partition::partition_of(
+            key.as_bytes(),
+            config.num_partitions,
+        )],
+        Some(_) => (0..config.num_partitions).collect(),
+    };
+    let hole = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fail::from(format!("cannot start a runtime: {e}")))?
+        .block_on(async {
+            let storage = open(url, false)?;
+            let layout = StoreLayout::new(&storage.prefix, store)?;
+            for p in partitions {
+                let snapshot = Manifest::load_newest(&storage, &layout, p).await?;
+                if let Some(hole) = first_hole(&storage, &layout, p, snapshot.as_ref()).await? {
+                    return Ok::<_, Fail>(Some((p, hole)));
+                }
+            }
+            Ok(None)
+        })?;
+    if let Some((partition, hole)) = hole {
+        progress.finish("stopped at a hole");
+        let _ = reader.shutdown();
+        return Err(Fail::new(
+            FAILED,
+            format!(
+                "the log of partition {partition} of store {store:?} has a hole ({hole}): the reader serves the state before it, so key {key:?} cannot be answered (see `ikv status`)"
+            ),
+        ));
+    }
     progress.finish("caught up");
     let doc = reader.get_document(key.as_bytes())?.ok_or_else(|| {
         Fail::new(

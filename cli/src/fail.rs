@@ -15,6 +15,8 @@ pub const EXISTS: u8 = 5;
 pub struct Fail {
     pub code: u8,
     pub message: String,
+    /// What the command printed before it failed (stdout), e.g. a status table with a hole.
+    pub output: String,
 }
 
 impl Fail {
@@ -22,7 +24,14 @@ impl Fail {
         Fail {
             code,
             message: message.into(),
+            output: String::new(),
         }
+    }
+
+    /// The failure, with what the command printed on stdout first.
+    pub fn with_output(mut self, output: String) -> Fail {
+        self.output = output;
+        self
     }
 
     pub fn usage(message: impl Into<String>) -> Fail {

@@ -284,6 +284,9 @@ fn main() -> ExitCode {
             ExitCode::from(OK)
         }
         Err(f) => {
+            if !f.output.is_empty() {
+                println!("{}", f.output);
+            }
             eprintln!("ikv: {}", f.message);
             ExitCode::from(if f.code == 0 { BAD_ARGUMENTS } else { f.code })
         }

@@ -549,10 +549,31 @@ fn status_names_a_hole_in_a_log() {
             .join("bucket/users/p0000/deltas/00000000000000000002.arrow"),
     )
     .unwrap();
-    let status = ok(&ikv(&url, &["status", "--store", "users"]));
+    let out = ikv(&url, &["status", "--store", "users"]);
+    let status = String::from_utf8_lossy(&out.stdout);
     assert!(
         status.contains("HOLE: delta 2 is missing while delta 3 exists"),
         "{status}"
+    );
+    fails(&out, 1, "has a hole");
+    // A get of a key past the hole says why it cannot answer, not "no document".
+    let mount = dir.path().join("mount");
+    let out = ikv(
+        &url,
+        &[
+            "get",
+            "--store",
+            "users",
+            "--key",
+            "a",
+            "--mount",
+            mount.to_str().unwrap(),
+        ],
+    );
+    fails(&out, 1, "delta 2 is missing while delta 3 exists");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("caught up"),
+        "{out:?}"
     );
 }
 

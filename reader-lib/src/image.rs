@@ -376,7 +376,10 @@ impl Image {
             let from = self.slots + block * CRC_BLOCK;
             let to = (from + CRC_BLOCK).min(self.crcs);
             if crc32c(&self.map[from..to]) != half(&self.map, self.crcs + block * 4) {
-                return Err(damaged(&self.path, "slot checksum mismatch (found by a miss)"));
+                return Err(damaged(
+                    &self.path,
+                    "slot checksum mismatch (found by a miss)",
+                ));
             }
             checked.store(now, Ordering::Relaxed);
         }

@@ -403,12 +403,15 @@ fn attached_readers_never_follow_a_generation_back() {
     assert!(current.generation >= 1);
     current.generation -= 1;
     mount.write_current(&current).unwrap();
-    wait_until("the attached reader reports the generation going back", || {
-        attached.status().iter().any(|s| {
-            s.last_error
-                .as_deref()
-                .is_some_and(|e| e.contains("generation went back"))
-        })
-    });
+    wait_until(
+        "the attached reader reports the generation going back",
+        || {
+            attached.status().iter().any(|s| {
+                s.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("generation went back"))
+            })
+        },
+    );
     assert_equals_model(&attached, &keys, &model.state());
 }
