@@ -263,7 +263,8 @@ async fn own(
         true,
         options.clock.as_ref(),
     )
-    .await?;
+    .await
+    .map_err(crate::sync::SyncFailure::into_error)?;
     Ok((
         Owned {
             owner,
@@ -521,11 +522,11 @@ async fn poll_once(
         }
         // Cut short by shutdown: not a failure.
         Err(_) if *stop.borrow() => Duration::ZERO,
-        Err(e) => {
+        Err(failure) => {
             *failures += 1;
-            tracing::warn!(error = %e, failures, "poll failed; serving local data and retrying");
-            for p in &shared.partitions {
-                shared.status.failed(*p, &e.to_string());
+            for (p, e) in failure.per_partition(&shared.partitions) {
+                tracing::warn!(partition = p, error = %e, failures, "poll failed; serving local data and retrying");
+                shared.status.failed(p, &e);
             }
             options
                 .poll_interval

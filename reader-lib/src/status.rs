@@ -18,15 +18,19 @@ pub struct PartitionStatus {
     pub caught_up_at: Option<SystemTime>,
     /// When a poll last succeeded.
     pub last_successful_poll: Option<SystemTime>,
-    /// Deltas known to exist beyond `applied_sequence`: found by the poller's last fetch (or
-    /// beyond a hole) and not applied yet. 0 when caught up; a lower bound otherwise (the
-    /// poller fetches at most 32 ahead).
+    /// Deltas known to exist beyond `applied_sequence` and not applied yet: the highest
+    /// sequence number the poller has seen exist (fetched ahead, named by a writer's tip hint
+    /// while deltas flow, or beyond a hole), minus the applied one. 0 when caught up; a lower
+    /// bound otherwise (the hint trails the writers by about 100 ms). Never forgotten by a
+    /// fetch that finds less: only a poll that finds nothing newer resets it.
     pub lag_deltas: u64,
     /// The last error of the background poller, if its last attempt failed.
     pub last_error: Option<String>,
     /// A delta found missing while later deltas exist and no snapshot covers it (a hole in
     /// the log): reads keep serving the state before it. Cleared once the reader is past it.
     pub gap: Option<u64>,
+    /// The highest sequence number seen to exist (for `lag_deltas`).
+    known_tip: u64,
 }
 
 impl PartitionStatus {
@@ -41,7 +45,13 @@ impl PartitionStatus {
             lag_deltas: 0,
             last_error: None,
             gap: None,
+            known_tip: 0,
         }
+    }
+
+    /// Sets `lag_deltas` from what is known.
+    fn relag(&mut self) {
+        self.lag_deltas = self.known_tip.saturating_sub(self.applied_sequence);
     }
 }
 
@@ -95,18 +105,23 @@ impl StatusBoard {
             if s.gap.is_some_and(|g| g <= seq) {
                 s.gap = None;
             }
-            s.lag_deltas = s.lag_deltas.saturating_sub(1);
+            s.relag();
         });
     }
 
-    /// A fetch found `present` deltas after the applied one: that many remain to apply.
+    /// A fetch found `present` deltas after the applied one.
     pub fn known_beyond(&self, partition: u32, present: u64) {
         self.with(partition, |s| {
-            s.lag_deltas = if s.gap.is_some() {
-                s.lag_deltas.max(present)
-            } else {
-                present
-            };
+            s.known_tip = s.known_tip.max(s.applied_sequence.saturating_add(present));
+            s.relag();
+        });
+    }
+
+    /// Delta `seq` is known to exist (a writer's tip hint named it).
+    pub fn seen_tip(&self, partition: u32, seq: u64) {
+        self.with(partition, |s| {
+            s.known_tip = s.known_tip.max(seq);
+            s.relag();
         });
     }
 
@@ -118,6 +133,7 @@ impl StatusBoard {
             s.last_successful_poll = Some(at);
             if s.gap.is_none() {
                 s.caught_up_at = Some(at);
+                s.known_tip = seq;
                 s.lag_deltas = 0;
                 s.last_error = None;
             }
@@ -131,7 +147,8 @@ impl StatusBoard {
     pub fn hole(&self, partition: u32, missing: u64, later: u64) {
         self.with(partition, |s| {
             s.gap = Some(missing);
-            s.lag_deltas = later.saturating_sub(missing.saturating_sub(1));
+            s.known_tip = s.known_tip.max(later);
+            s.relag();
             s.last_error = Some(format!(
                 "delta {missing} of partition {partition} is missing while delta {later} exists; serving the state before it"
             ));
@@ -142,6 +159,7 @@ impl StatusBoard {
         self.with(partition, |s| {
             s.snapshot_sequence = snapshot;
             s.applied_sequence = snapshot;
+            s.relag();
         });
     }
 
@@ -157,6 +175,7 @@ impl StatusBoard {
         self.with(partition, |s| {
             s.applied_sequence = applied;
             s.snapshot_sequence = snapshot;
+            s.known_tip = applied;
             s.lag_deltas = 0;
             s.gap = None;
             if caught_up_at.is_some() {
@@ -197,5 +216,21 @@ mod tests {
         board.hole(0, 6, 9);
         board.known_beyond(0, 0);
         assert_eq!(board.snapshot()[0].lag_deltas, 4);
+    }
+
+    /// Under load the lag is what has been seen to exist, not what the last fetch found: a
+    /// fetch of one delta does not make a reader 11 behind look 1 (or 0) behind.
+    #[test]
+    fn lag_is_not_forgotten_by_a_smaller_fetch() {
+        let board = StatusBoard::new(&[0]);
+        board.seen_tip(0, 12);
+        assert_eq!(board.snapshot()[0].lag_deltas, 12);
+        board.known_beyond(0, 1);
+        board.applied(0, 1);
+        assert_eq!(board.snapshot()[0].lag_deltas, 11);
+        board.caught_up(0, 12, SystemTime::now());
+        assert_eq!(board.snapshot()[0].lag_deltas, 0);
+        board.known_beyond(0, 3);
+        assert_eq!(board.snapshot()[0].lag_deltas, 3);
     }
 }

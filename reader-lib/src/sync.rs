@@ -165,9 +165,12 @@ pub async fn sync_all(
     states: &mut BTreeMap<u32, PartitionState>,
     check_gaps: bool,
     clock: &dyn ikv_core::clock::Clock,
-) -> Result<()> {
+) -> std::result::Result<(), SyncFailure> {
     let partitions: Vec<u32> = states.keys().copied().collect();
     let mut rebuilt = false;
+    // Partitions whose catch-up failed this poll: the others go on, and each failed one
+    // reports its own error.
+    let mut failed: Vec<(u32, Error)> = Vec::new();
     loop {
         let started = clock.now();
         // Imports stop a partition's catch-up; those every partition reached are applied in
@@ -175,10 +178,23 @@ pub async fn sync_all(
         loop {
             let mut imports = Vec::new();
             for (p, s) in states.iter_mut() {
-                let (applied, import) =
-                    catch_up(storage, layout, owner, status, *p, s.applied).await?;
-                s.applied = applied;
-                imports.extend(import);
+                if failed.iter().any(|(f, _)| f == p) {
+                    continue;
+                }
+                let before = s.applied;
+                match catch_up(storage, layout, owner, status, *p, s.applied).await {
+                    Ok((applied, import)) => {
+                        s.applied = applied;
+                        imports.extend(import);
+                        if applied > before {
+                            note_writers_tip(storage, layout, status, *p).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(partition = p, error = %e, "catching up failed");
+                        failed.push((*p, e));
+                    }
+                }
             }
             if imports.is_empty() {
                 break;
@@ -218,7 +234,7 @@ pub async fn sync_all(
         }
         match retention_gap {
             // Retention ran again during the rebuild: report it; the next poll retries.
-            Some((p, applied)) if rebuilt => return Err(fell_behind(p, applied)),
+            Some((p, applied)) if rebuilt => return Err(fell_behind(p, applied).into()),
             Some(_) => {
                 *states = rebuild(storage, layout, owner, status, &partitions).await?;
                 rebuilt = true;
@@ -227,6 +243,9 @@ pub async fn sync_all(
             None => {}
         }
         for (p, s) in states.iter() {
+            if failed.iter().any(|(f, _)| f == p) {
+                continue;
+            }
             if status.caught_up(*p, s.applied, started) {
                 let ms = started
                     .duration_since(std::time::UNIX_EPOCH)
@@ -234,7 +253,54 @@ pub async fn sync_all(
                 owner.set_caught_up(*p, ms);
             }
         }
+        if !failed.is_empty() {
+            return Err(SyncFailure::Partitions(failed));
+        }
         return Ok(());
+    }
+}
+
+/// Why a poll failed: for every partition (the local copy, a rebuild), or for some.
+#[derive(Debug)]
+pub enum SyncFailure {
+    All(Error),
+    Partitions(Vec<(u32, Error)>),
+}
+
+impl From<Error> for SyncFailure {
+    fn from(e: Error) -> Self {
+        SyncFailure::All(e)
+    }
+}
+
+impl SyncFailure {
+    /// Each affected partition with its error's text (`all` when every one is affected).
+    pub fn per_partition(&self, all: &[u32]) -> Vec<(u32, String)> {
+        match self {
+            SyncFailure::All(e) => all.iter().map(|p| (*p, e.to_string())).collect(),
+            SyncFailure::Partitions(failed) => {
+                failed.iter().map(|(p, e)| (*p, e.to_string())).collect()
+            }
+        }
+    }
+
+    /// One error standing for the failure (the first partition's, when several).
+    pub fn into_error(self) -> Error {
+        match self {
+            SyncFailure::All(e) => e,
+            SyncFailure::Partitions(mut failed) => failed.swap_remove(0).1,
+        }
+    }
+}
+
+/// While deltas flow, what the writers' tip hint says exists (one GET), so that `lag_deltas`
+/// tells how far behind the reader is, not only what its last fetch found. A missing or
+/// unreadable hint changes nothing.
+async fn note_writers_tip(storage: &Storage, layout: &StoreLayout, status: &StatusBoard, p: u32) {
+    match ikv_core::tip_hint::read(storage, layout, p).await {
+        Ok(Some(hint)) => status.seen_tip(p, hint.seq),
+        Ok(None) => {}
+        Err(e) => tracing::debug!(partition = p, error = %e, "tip hint not read"),
     }
 }
 

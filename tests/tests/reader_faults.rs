@@ -223,3 +223,60 @@ fn the_poll_backoff_and_freshness_follow_the_injected_clock() {
     assert_eq!(status.caught_up_at, Some(start + elapsed));
     reader.shutdown().unwrap();
 }
+
+/// A partition whose next delta is bad stops there and says so; the other partitions keep
+/// following writes, with no error copied to them.
+#[test]
+fn one_partitions_error_is_its_own() {
+    let rt = runtime();
+    let (_faulty, storage, _config, writer) = faulty_store(&rt, "apart", PARTITIONS);
+    let key_in = |p: u32| {
+        (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| ikv_core::partition::partition_of(k.as_bytes(), PARTITIONS) == p)
+            .unwrap()
+    };
+    let (k0, k1) = (key_in(0), key_in(1));
+    let put = |key: &str, v: i64| {
+        rt.block_on(
+            writer.upsert_fields(
+                ikv_core::Document::new()
+                    .with("id", ikv_core::FieldValue::String(key.into()))
+                    .with("v", ikv_core::FieldValue::Int64(v)),
+            ),
+        )
+        .unwrap();
+    };
+    put(&k0, 1);
+    put(&k1, 1);
+    let mount = tempfile::tempdir().unwrap();
+    let mut options = ReaderOptions::new("memory://faulty", "apart", mount.path());
+    options.storage = Some(storage.clone());
+    options.poll_interval = Duration::from_millis(10);
+    let reader = Reader::open(options).unwrap();
+    // Partition 1's delta 2 is garbage (a writer would refuse to go past it; this one was put
+    // there by hand).
+    let layout = ikv_core::StoreLayout::new(&storage.prefix, "apart").unwrap();
+    rt.block_on(object_store::ObjectStoreExt::put(
+        &storage.store,
+        &layout.delta(1, 2),
+        bytes::Bytes::from_static(b"garbage").into(),
+    ))
+    .unwrap();
+    wait_until("partition 1 reports its bad delta", || {
+        reader.status()[1]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("00000000000000000002.arrow"))
+    });
+    for v in 2..=5 {
+        put(&k0, v);
+    }
+    wait_until("partition 0 follows", || {
+        reader.get_int64(k0.as_bytes(), "v").unwrap() == Some(5)
+    });
+    let status = reader.status();
+    assert_eq!(status[0].last_error, None, "{status:?}");
+    assert!(status[1].last_error.is_some(), "{status:?}");
+    assert_eq!(reader.get_int64(k1.as_bytes(), "v").unwrap(), Some(1));
+}
