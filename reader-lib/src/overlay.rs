@@ -74,6 +74,39 @@ pub struct Overlay {
     records_at: usize,
     partitions: u32,
     writable: bool,
+    /// The owner's handle of the file, to give it blocks before records are written through
+    /// the mapping (`None` when mapped read-only).
+    file: Option<File>,
+    /// Bytes from the file's start known to have blocks on disk. The file is sparse: a write
+    /// through the mapping into a hole on a full disk would kill the process (SIGBUS), so
+    /// the owner allocates ahead of its appends, where a full disk is an error.
+    allocated: AtomicU64,
+}
+
+/// Blocks the owner allocates at a time ahead of its appends.
+const ALLOCATE_AHEAD: u64 = 4 << 20;
+
+/// Gives `file` blocks for `len` bytes from `offset`: afterwards writes there through a
+/// mapping cannot fail for want of space.
+fn allocate(file: &File, path: &Path, offset: u64, len: u64) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: a plain system call on an open descriptor.
+    let rc = unsafe {
+        libc::posix_fallocate(file.as_raw_fd(), offset as libc::off_t, len as libc::off_t)
+    };
+    if rc != 0 {
+        return Err(io_err(
+            path,
+            format!(
+                "cannot allocate {len} bytes of the overlay: {}",
+                std::io::Error::from_raw_os_error(rc)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for Overlay {
@@ -102,6 +135,7 @@ impl Overlay {
             .open(&temp)
             .map_err(|e| io_err(&temp, e))?;
         file.set_len(size).map_err(|e| io_err(&temp, e))?;
+        allocate(&file, &temp, 0, records_at as u64)?;
         let mut header = Vec::with_capacity(CAUGHT_UP_AT);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&size.to_le_bytes());
@@ -143,6 +177,8 @@ impl Overlay {
             records_at: 0,
             partitions: 0,
             writable,
+            file: None,
+            allocated: AtomicU64::new(0),
         };
         // SAFETY: the header is written once before the file is renamed into place.
         let header = unsafe { std::slice::from_raw_parts(overlay.map.as_ptr(), CAUGHT_UP_AT) };
@@ -170,6 +206,14 @@ impl Overlay {
         overlay.partitions = partitions;
         if overlay.committed() > overlay.capacity() {
             return Err(damaged(path, "committed length is past the file's end"));
+        }
+        if writable {
+            // What is committed was written, so it has blocks; what follows gets them before
+            // it is written.
+            overlay
+                .allocated
+                .store(records_at as u64 + overlay.committed(), Ordering::SeqCst);
+            overlay.file = Some(file);
         }
         Ok(overlay)
     }
@@ -337,6 +381,17 @@ impl Overlay {
         let committed = self.committed();
         if committed + out.len() as u64 > self.capacity() {
             return Ok(false);
+        }
+        let end = self.records_at as u64 + committed + out.len() as u64;
+        let allocated = self.allocated.load(Ordering::SeqCst);
+        if end > allocated
+            && let Some(file) = &self.file
+        {
+            let to = end
+                .max(allocated + ALLOCATE_AHEAD)
+                .min(self.records_at as u64 + self.capacity());
+            allocate(file, &self.path, allocated, to - allocated)?;
+            self.allocated.store(to, Ordering::SeqCst);
         }
         // SAFETY: past the committed length nobody reads; the owner's poller is the one
         // writer (see the module's invariants).

@@ -102,7 +102,12 @@ struct Owned {
     storage: Storage,
     layout: StoreLayout,
     states: BTreeMap<u32, PartitionState>,
+    /// Polls in a row that failed in the local copy (not the bucket).
+    local_failures: u32,
 }
+
+/// Polls in a row failing in the local copy after which the owner reopens it.
+const REOPEN_AFTER_LOCAL_FAILURES: u32 = 3;
 
 /// An embedded reader of one store. `Send + Sync`: share it between threads; reads never wait
 /// for the network or for another process.
@@ -271,6 +276,7 @@ async fn own(
             storage,
             layout,
             states,
+            local_failures: 0,
         },
         config,
     ))
@@ -475,6 +481,7 @@ async fn poll_once(
         storage,
         layout,
         states,
+        ..
     } = owned;
     if owner.take_damage() {
         tracing::warn!("a read found the shared copy damaged; rebuilding it");
@@ -518,12 +525,19 @@ async fn poll_once(
                 *last_gap_check = clock.elapsed();
             }
             *failures = 0;
+            owned.local_failures = 0;
             options.poll_interval
         }
         // Cut short by shutdown: not a failure.
         Err(_) if *stop.borrow() => Duration::ZERO,
         Err(failure) => {
             *failures += 1;
+            owned.local_failures = match &failure {
+                crate::sync::SyncFailure::All(e) if e.kind() == ikv_core::ErrorKind::Local => {
+                    owned.local_failures + 1
+                }
+                _ => 0,
+            };
             for (p, e) in failure.per_partition(&shared.partitions) {
                 tracing::warn!(partition = p, error = %e, failures, "poll failed; serving local data and retrying");
                 shared.status.failed(p, &e);
@@ -563,7 +577,24 @@ async fn run(shared: Arc<Shared>, mut role: Role, mut stop: watch::Receiver<bool
                         shared.status.failed(*p, &e);
                     }
                 }
-                poll_once(&shared, owned, &mut failures, &mut last_gap_check, &stop).await
+                let wait =
+                    poll_once(&shared, owned, &mut failures, &mut last_gap_check, &stop).await;
+                if owned.local_failures >= REOPEN_AFTER_LOCAL_FAILURES {
+                    // The durable copy keeps failing (a full disk poisons it: every later
+                    // write fails too). Give the mount up and take it again: the copy is
+                    // reopened from disk, and once there is room, polling goes on.
+                    tracing::warn!(
+                        failures = owned.local_failures,
+                        "the local copy keeps failing; reopening it"
+                    );
+                    if let Role::Owner(owned) = std::mem::replace(&mut role, Role::Attached) {
+                        shared.owns.store(false, Ordering::SeqCst);
+                        if let Err(e) = owned.owner.release() {
+                            tracing::warn!(error = %e, "persisting the failing local copy failed");
+                        }
+                    }
+                }
+                wait
             }
             Role::Attached => {
                 ticks += 1;

@@ -190,6 +190,10 @@ pub async fn sync_all(
                             note_writers_tip(storage, layout, status, *p).await;
                         }
                     }
+                    // The local copy failing is every partition's failure.
+                    Err(e) if e.kind() == ikv_core::ErrorKind::Local => {
+                        return Err(SyncFailure::All(e));
+                    }
                     Err(e) => {
                         tracing::warn!(partition = p, error = %e, "catching up failed");
                         failed.push((*p, e));

@@ -415,3 +415,57 @@ fn attached_readers_never_follow_a_generation_back() {
     );
     assert_equals_model(&attached, &keys, &model.state());
 }
+
+/// A full disk under the mount: the owner's polls fail while it lasts (reads keep serving),
+/// and once there is room again it catches up by itself, without a restart. The mount is a
+/// small tmpfs (mounting needs root, as on the project's machines and CI).
+#[test]
+fn a_full_disk_under_the_mount_heals_when_space_returns() {
+    let f = fixture(2);
+    let writer = f.writer();
+    let mut model = Model::new(PRIMARY_KEY, None, f.config.num_partitions);
+    let mut work = Workload::new(11, KEYS);
+    let keys = work.all_keys();
+    f.write(&writer, &mut model, &mut work, 5);
+    let disk = f.dir.path().join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a tmpfs needs root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(disk.clone());
+    let reader = Reader::open(f.options("disk/mount")).unwrap();
+    assert!(reader.owns_mount());
+    // Fill the disk.
+    let filler = disk.join("filler");
+    {
+        use std::io::Write;
+        let mut out = std::fs::File::create(&filler).unwrap();
+        let block = vec![7u8; 64 << 10];
+        while out.write_all(&block).and_then(|_| out.sync_all()).is_ok() {}
+    }
+    f.write(&writer, &mut model, &mut work, 30);
+    wait_until("the owner reports the failing local copy", || {
+        reader.status().iter().any(|s| s.last_error.is_some())
+    });
+    // Reads go on meanwhile.
+    for k in &keys {
+        reader.get_document(k).unwrap();
+    }
+    std::fs::remove_file(&filler).unwrap();
+    f.write(&writer, &mut model, &mut work, 5);
+    let tips = f.tips();
+    wait_until("the reader caught up once there was room", || {
+        caught_up(&reader, &tips) && reader.status().iter().all(|s| s.last_error.is_none())
+    });
+    assert_equals_model(&reader, &keys, &model.state());
+    reader.shutdown().unwrap();
+}
