@@ -178,6 +178,8 @@ pub async fn put(url: &str, store: &str, key: &str, fields: &[String]) -> Result
     let storage = open(url, true)?;
     let (writer, doc) = key_document(&storage, store, key, &parsed).await?;
     let receipt = writer.write(&[Operation::UpsertFields(doc)]).await?;
+    // A one-shot process: leave the tip hint for the next writer before exiting.
+    writer.flush_hints().await;
     Ok(format!("committed: {}", json!(receipt.commits)))
 }
 
@@ -193,6 +195,7 @@ pub async fn delete(url: &str, store: &str, key: &str, fields: &[String]) -> Res
         }
     };
     let receipt = writer.write(&[op]).await?;
+    writer.flush_hints().await;
     Ok(format!("committed: {}", json!(receipt.commits)))
 }
 

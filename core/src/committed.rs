@@ -141,6 +141,39 @@ mod tests {
         }
     }
 
+    /// Rows a writer would refuse (reserved, empty or control-character field names; empty
+    /// or oversized keys) make the delta one no reader or compactor applies.
+    #[test]
+    fn rows_no_writer_would_write_are_refused() {
+        let layout = StoreLayout::new(&object_store::path::Path::from("r"), "s").unwrap();
+        let set = |key: Vec<u8>, field: &str| DeltaOp::SetField {
+            key,
+            field: field.into(),
+            value: FieldValue::Int64(1),
+        };
+        for (op, says) in [
+            (set(b"k".to_vec(), "_ikv_key"), "_ikv_key"),
+            (set(b"k".to_vec(), ""), "field name"),
+            (set(b"k".to_vec(), "a\u{7}b"), "field name"),
+            (set(Vec::new(), "f"), "a key of 0 bytes"),
+            (set(vec![b'k'; 5000], "f"), "a key of 5000 bytes"),
+            (
+                DeltaOp::DeleteField {
+                    key: b"k".to_vec(),
+                    field: "_ikvx".into(),
+                },
+                "_ikvx",
+            ),
+        ] {
+            let bytes = encode_delta(&DeltaMeta::new("b".into(), "w".into(), "s".into(), 0), &[op])
+                .unwrap();
+            let bytes = placed(&bytes, 1);
+            let err = decode_committed(&bytes, &layout, 0, 1).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
+            assert!(err.to_string().contains(says), "{err}");
+        }
+    }
+
     #[test]
     fn sequence_numbers_never_wrap() {
         assert_eq!(next_seq(41, 0).unwrap(), 42);

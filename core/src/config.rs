@@ -135,12 +135,28 @@ pub fn validate_field_name(name: &str) -> std::result::Result<(), String> {
     if name.chars().any(char::is_control) {
         return Err(format!("{name:?} contains a control character"));
     }
-    if name.starts_with(RESERVED_PREFIX) {
+    // In any case: DuckDB and pandas users query snapshot columns case-insensitively, so
+    // `_IKV_key` would collide with `_ikv_key`.
+    if name
+        .as_bytes()
+        .get(..RESERVED_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX.as_bytes()))
+    {
         return Err(format!(
-            "{name:?} begins with {RESERVED_PREFIX:?}, which is reserved for ikv's own columns"
+            "{name:?} begins with {RESERVED_PREFIX:?} (in any case), which is reserved for ikv's own columns"
         ));
     }
     Ok(())
+}
+
+/// A field name as stored in a delta: what every writer version accepted (non-empty, at most
+/// [`MAX_FIELD_NAME_BYTES`], no control characters, not beginning with [`RESERVED_PREFIX`]).
+/// Readers and the compactor refuse a delta holding any other: a writer never wrote it.
+pub fn stored_field_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_FIELD_NAME_BYTES
+        && !name.chars().any(char::is_control)
+        && !name.starts_with(RESERVED_PREFIX)
 }
 
 /// Field names beginning with this are ikv's (the snapshot's `_ikv_key` column and any later
@@ -158,6 +174,17 @@ pub(crate) fn now_ms() -> u64 {
 mod tests {
     use super::*;
     use crate::ErrorKind;
+
+    #[test]
+    fn reserved_names_are_refused_in_any_case() {
+        for bad in ["_ikv_key", "_IKV_key", "_Ikv", "_ikV_x"] {
+            let err = validate_field_name(bad).unwrap_err();
+            assert!(err.contains("reserved"), "{bad}: {err}");
+        }
+        for good in ["_ik", "ikv", "x_ikv", "é_ikv"] {
+            validate_field_name(good).unwrap();
+        }
+    }
 
     #[test]
     fn store_names_cannot_escape_their_prefix() {

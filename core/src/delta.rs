@@ -638,6 +638,32 @@ fn walk_batch(batch: &RecordBatch, f: &mut impl FnMut(DeltaRow<'_>) -> Result<()
                 .then(|| field.value(row))
                 .ok_or_else(|| missing(row, "field"))
         };
+        // Keys and field names a writer would have refused are refused here too: such a
+        // delta was not written by ikv.
+        let key_at = || {
+            let k = key_at()?;
+            if k.is_empty() || k.len() > crate::limits::MAX_KEY_BYTES {
+                return Err(Error::corrupt(
+                    "delta",
+                    format!(
+                        "row {row}: a key of {} bytes (1 to {} allowed)",
+                        k.len(),
+                        crate::limits::MAX_KEY_BYTES
+                    ),
+                ));
+            }
+            Ok(k)
+        };
+        let name_at = || {
+            let name = field_at()?;
+            if !crate::config::stored_field_name_ok(name) {
+                return Err(Error::corrupt(
+                    "delta",
+                    format!("row {row}: field name {name:?} is not one a writer accepts"),
+                ));
+            }
+            Ok(name)
+        };
         let decoded = match op.value(row) {
             1 => {
                 if ty.is_null(row) || value.is_null(row) {
@@ -651,16 +677,16 @@ fn walk_batch(batch: &RecordBatch, f: &mut impl FnMut(DeltaRow<'_>) -> Result<()
                 })?;
                 DeltaRow::SetField {
                     key: key_at()?,
-                    field: field_at()?,
+                    field: name_at()?,
                     value: ValueRef::decode(t, value.value(row))?,
                 }
             }
             2 => DeltaRow::DeleteField {
                 key: key_at()?,
-                field: field_at()?,
+                field: name_at()?,
             },
             3 => DeltaRow::DeleteDocument { key: key_at()? },
-            4 => DeltaRow::DropField { field: field_at()? },
+            4 => DeltaRow::DropField { field: name_at()? },
             5 => DeltaRow::DropFieldPrefix {
                 prefix: field_at()?,
             },

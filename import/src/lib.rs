@@ -218,5 +218,7 @@ pub async fn import_parquet(
     let writer =
         ikv_writer::Writer::open(storage.clone(), store, ikv_writer::WriterOptions::default())
             .await?;
-    commit(&writer, storage, &written, mode).await
+    let receipt = commit(&writer, storage, &written, mode).await;
+    writer.flush_hints().await;
+    receipt
 }

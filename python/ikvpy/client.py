@@ -216,7 +216,10 @@ class IKVWriter:
         )
 
     def shutdown(self) -> None:
-        self._native = None
+        """Leaves the partitions' tip hints for the next writer, then lets the writer go."""
+        native, self._native = self._native, None
+        if native is not None:
+            native.flush()
 
     def __enter__(self) -> "IKVWriter":
         self.startup()

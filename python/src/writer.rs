@@ -155,10 +155,7 @@ impl NativeWriter {
     /// Validates and commits operations; returns once they are durable, with the
     /// `(partition, sequence)` of each delta that holds them.
     fn write(&self, py: Python<'_>, ops: &Bound<'_, PyList>) -> PyResult<Vec<(u32, u64)>> {
-        let ops: Vec<Operation> = ops
-            .iter()
-            .map(|op| operation(&op))
-            .collect::<PyResult<_>>()?;
+        let ops = operations(py, ops)?;
         let connected = self.connected(py)?;
         let rt = runtime()?;
         match &connected.mode {
@@ -183,6 +180,17 @@ impl NativeWriter {
         }
     }
 
+    /// Writes every pending tip hint now (direct mode; the service writes its own), so that
+    /// the next idle writer learns the tip with one GET. Called at shutdown.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let connected = self.connected(py)?;
+        if let Mode::Direct(writer) = &connected.mode {
+            let rt = runtime()?;
+            py.detach(|| rt.block_on(writer.flush_hints()));
+        }
+        Ok(())
+    }
+
     /// The store's primary-key field and partitioning-key field (direct mode only knows them
     /// without a request).
     fn key_fields(&self, py: Python<'_>) -> PyResult<(String, Option<String>)> {
@@ -197,4 +205,27 @@ impl NativeWriter {
         };
         Ok((config.primary_key_field, config.partitioning_key_field))
     }
+}
+
+/// Operations converted per hold of the GIL (a few milliseconds of work): a large batch
+/// lets other Python threads run between chunks instead of stalling them for the whole
+/// conversion.
+const CONVERT_CHUNK: usize = 1024;
+
+/// How long the GIL is let go between chunks. Letting it go and taking it straight back
+/// hands it to nobody: a waiting thread is woken, but the releasing thread retakes it first,
+/// and the interpreter only forces a switch when no switch happened in a whole interval.
+/// A pause long enough for a woken thread to run costs about 3% of a large conversion.
+const CONVERT_PAUSE: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// Converts `ops` from Python, letting the GIL go for a moment after every chunk.
+fn operations(py: Python<'_>, ops: &Bound<'_, PyList>) -> PyResult<Vec<Operation>> {
+    let mut out = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        out.push(operation(&op)?);
+        if (i + 1) % CONVERT_CHUNK == 0 {
+            py.detach(|| std::thread::sleep(CONVERT_PAUSE));
+        }
+    }
+    Ok(out)
 }

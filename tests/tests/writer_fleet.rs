@@ -459,3 +459,31 @@ async fn failing_hint_reads_and_writes_never_fail_a_commit() {
         vec![1, 2, 3, 4]
     );
 }
+
+/// A writer about to go away flushes its pending hint: the next idle writer finds the last
+/// commit in it, not one up to 100 ms older.
+#[tokio::test]
+async fn a_writer_leaving_flushes_its_pending_hint() {
+    let storage = Storage::memory();
+    create_store(&storage, &StoreConfig::new("s", "id", None, 1).unwrap())
+        .await
+        .unwrap();
+    let layout = StoreLayout::new(&storage.prefix, "s").unwrap();
+    let writer = Writer::open(storage.clone(), "s", WriterOptions::default())
+        .await
+        .unwrap();
+    for i in 0..5 {
+        writer
+            .upsert_fields(doc("a", &i.to_string()))
+            .await
+            .unwrap();
+    }
+    writer.flush_hints().await;
+    assert_eq!(
+        tip_hint::read(&storage, &layout, 0)
+            .await
+            .unwrap()
+            .map(|h| h.seq),
+        Some(5)
+    );
+}

@@ -159,6 +159,14 @@ pub fn hash_passkey(passkey: &str) -> Result<String, String> {
             "a passkey must have at least {MIN_PASSKEY_CHARS} characters; generate one with --generate"
         ));
     }
+    // A passkey travels in an HTTP header, which cannot carry control characters and loses
+    // leading and trailing spaces: such a passkey could never authenticate.
+    if passkey.trim() != passkey || passkey.chars().any(|c| c.is_control() || !c.is_ascii()) {
+        return Err(
+            "a passkey must be printable ASCII without leading or trailing spaces (it travels in an HTTP header); generate one with --generate"
+                .into(),
+        );
+    }
     Ok(format!(
         "{HASH_PREFIX}{}",
         hex::encode(Sha256::digest(passkey.as_bytes()))
@@ -174,6 +182,21 @@ pub fn generate_passkey() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_passkey_no_header_can_carry_is_refused() {
+        for bad in [
+            "correct horse battery staple ",
+            " correct horse battery staple",
+            "correct horse battery staple\0",
+            "correct horse\tbattery staple",
+            "correct horse battery staplé",
+        ] {
+            let err = hash_passkey(bad).unwrap_err();
+            assert!(err.contains("printable ASCII"), "{bad:?}: {err}");
+        }
+        hash_passkey("correct horse battery staple").unwrap();
+    }
 
     fn accounts() -> Accounts {
         let hash = hash_passkey("correct horse battery staple").unwrap();

@@ -41,6 +41,14 @@ pub struct ServiceState {
 }
 
 impl ServiceState {
+    /// Writes every open writer's pending tip hints (at a graceful shutdown).
+    pub async fn flush_hints(&self) {
+        let writers: Vec<Writer> = self.writers.lock().await.values().cloned().collect();
+        for writer in writers {
+            writer.flush_hints().await;
+        }
+    }
+
     pub fn new(storage: Storage, accounts: Accounts, writer_options: WriterOptions) -> Self {
         ServiceState {
             storage,
@@ -207,9 +215,12 @@ pub async fn serve_with(
     limits: ServeLimits,
 ) -> std::io::Result<()> {
     let listener = guard::GuardedListener::new(listener, limits);
-    axum::serve(listener, router(state))
+    let served = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    // Leave the tip hints for the next writer (an idle one then needs one GET, not a search).
+    state.flush_hints().await;
+    served
 }
 
 /// Runs the router under the AWS Lambda runtime (Function URL or API Gateway v2 events).

@@ -44,7 +44,7 @@ use ikv_core::{Error, ErrorKind, Result, Storage, StoreLayout};
 use object_store::{PutMode, PutOptions};
 use rand::Rng;
 
-use super::hint::HintPublisher;
+use super::hint::{HintFlush, HintPublisher};
 
 /// How hard a committer tries before giving up.
 #[derive(Debug, Clone)]
@@ -157,6 +157,11 @@ impl PartitionCommitter {
             clock,
             tip: None,
         }
+    }
+
+    /// A handle that writes this partition's pending tip hint at once.
+    pub(crate) fn hint_flusher(&self) -> HintFlush {
+        self.hint.flusher()
     }
 
     fn age(&self, tip: &KnownTip) -> Duration {

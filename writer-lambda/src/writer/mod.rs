@@ -55,6 +55,7 @@ struct WriterInner {
     config: StoreConfig,
     writer_id: String,
     queues: Vec<mpsc::UnboundedSender<Pending>>,
+    hints: Vec<hint::HintFlush>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -95,16 +96,19 @@ impl Writer {
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let clock = options.clock.unwrap_or_else(SystemClock::shared);
         let mut queues = Vec::with_capacity(config.num_partitions as usize);
+        let mut hints = Vec::with_capacity(config.num_partitions as usize);
         for partition in 0..config.num_partitions {
             let (tx, rx) = mpsc::unbounded_channel();
+            let committer = PartitionCommitter::new(
+                storage.clone(),
+                layout.clone(),
+                partition,
+                options.commit_policy.clone(),
+                clock.clone(),
+            );
+            hints.push(committer.hint_flusher());
             let task = GroupCommitTask {
-                committer: PartitionCommitter::new(
-                    storage.clone(),
-                    layout.clone(),
-                    partition,
-                    options.commit_policy.clone(),
-                    clock.clone(),
-                ),
+                committer,
                 queue: rx,
                 writer_id: writer_id.clone(),
                 store_name: store_name.to_owned(),
@@ -119,12 +123,20 @@ impl Writer {
                 config,
                 writer_id,
                 queues,
+                hints,
             }),
         })
     }
 
     pub fn config(&self) -> &StoreConfig {
         &self.inner.config
+    }
+
+    /// Writes every partition's pending tip hint now (they are otherwise written within
+    /// about 100 ms of a commit, in the background). Call it before a process that committed
+    /// exits, so that the next idle writer learns the tip with one GET instead of a search.
+    pub async fn flush_hints(&self) {
+        futures::future::join_all(self.inner.hints.iter().map(|h| h.flush())).await;
     }
 
     pub fn writer_id(&self) -> &str {
