@@ -736,7 +736,23 @@ fn import_loads_parquet_and_refuses_bad_input_writing_nothing() {
         receipt["documents"], 2,
         "two rows of alice are one document"
     );
-    // A retry of the same import commits nothing again.
+    // A retry of the same import commits nothing again, and uploads nothing.
+    let files = || {
+        let mut out = Vec::new();
+        let mut stack = vec![store_dir.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    out.push(e.path());
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    let before = files();
     let again = ok(&ikv(
         &url,
         &[
@@ -757,6 +773,70 @@ fn import_loads_parquet_and_refuses_bad_input_writing_nothing() {
             .iter()
             .all(|c| c["earlier"] == true)
     );
+    assert_eq!(again["documents"], 2, "{again}");
+    let after = files();
+    assert_eq!(
+        after
+            .iter()
+            .filter(|f| f.to_string_lossy().contains("tip.json"))
+            .count(),
+        after.len() - before.len()
+            + before
+                .iter()
+                .filter(|f| f.to_string_lossy().contains("tip.json"))
+                .count(),
+        "nothing uploaded but tip hints: {:?}",
+        after
+            .iter()
+            .filter(|f| !before.contains(f))
+            .collect::<Vec<_>>()
+    );
+    // The same id with another mode, or other data, is another import: refused.
+    fails(
+        &ikv(
+            &url,
+            &[
+                "import",
+                "--store",
+                "users",
+                "--parquet",
+                good_path,
+                "--import-id",
+                "day-1",
+                "--mode",
+                "replace",
+            ],
+        ),
+        2,
+        "in upsert mode",
+    );
+    let other = dir.path().join("other.parquet");
+    parquet_file(
+        &other,
+        vec![(
+            "id",
+            Arc::new(arrow_array::StringArray::from(vec![
+                "alice", "carol", "dan", "eve",
+            ])) as _,
+        )],
+    );
+    fails(
+        &ikv(
+            &url,
+            &[
+                "import",
+                "--store",
+                "users",
+                "--parquet",
+                other.to_str().unwrap(),
+                "--import-id",
+                "day-1",
+            ],
+        ),
+        2,
+        "use a new id",
+    );
+    assert_eq!(files().len(), after.len(), "refused retries wrote nothing");
     let got = ok(&ikv(
         &url,
         &[

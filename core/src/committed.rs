@@ -165,8 +165,11 @@ mod tests {
                 "_ikvx",
             ),
         ] {
-            let bytes = encode_delta(&DeltaMeta::new("b".into(), "w".into(), "s".into(), 0), &[op])
-                .unwrap();
+            let bytes = encode_delta(
+                &DeltaMeta::new("b".into(), "w".into(), "s".into(), 0),
+                &[op],
+            )
+            .unwrap();
             let bytes = placed(&bytes, 1);
             let err = decode_committed(&bytes, &layout, 0, 1).unwrap_err();
             assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");

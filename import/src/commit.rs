@@ -6,9 +6,17 @@
 //! (replace; a partition the import has no rows for gets `[DropAll]`, so it ends empty). The
 //! delta is the commit point: before it, the runs are invisible files; after it, every
 //! reader applies them in log order. The marker
-//! `p<part>/imports/<import id>.committed.json` is written after the delta; a process killed
-//! between the two commits that partition again on retry (upsert and replace are both
-//! idempotent on their own, but writes that landed in between would be overwritten again).
+//! `p<part>/imports/<import id>.committed.json` is written after the delta.
+//!
+//! No partition is committed twice, even when a process is killed between its delta and its
+//! marker: before the delta, an intent `p<part>/imports/<import id>.intent.json` records the
+//! partition's tip; a retry that finds an intent without a marker reads the deltas after
+//! that tip for the import's batch id (`import-<id>`) and, when one is there, writes the
+//! marker instead of committing again.
+//!
+//! An import id names one import: a retry must ask for the same mode and bring the same
+//! number of input rows to each partition, or it is refused (`InvalidImport`) rather than
+//! silently importing nothing or part.
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -47,15 +55,38 @@ struct Marker {
     sequence: u64,
     runs: Vec<String>,
     replace: bool,
+    /// The partition's input rows (absent in markers of earlier versions).
+    #[serde(default)]
+    rows_in: Option<u64>,
+    /// Documents the partition's runs held.
+    #[serde(default)]
+    documents: Option<u64>,
 }
 
-fn marker_path(layout: &StoreLayout, partition: u32, import_id: &str) -> Path {
+/// What a committing process records before a partition's delta.
+#[derive(Debug, Serialize, Deserialize)]
+struct Intent {
+    import_id: String,
+    /// The partition's tip before the delta: the import's delta, if any, is after it.
+    after: u64,
+}
+
+fn intent_path(layout: &StoreLayout, partition: u32, import_id: &str) -> Path {
     layout
         .imports_dir(partition)
-        .join(format!("{import_id}.committed.json"))
+        .join(format!("{import_id}.intent.json"))
 }
 
-async fn read_marker(storage: &Storage, path: &Path) -> Result<Option<Marker>> {
+fn sealed<T: Serialize>(value: &T) -> Bytes {
+    Bytes::from(ikv_core::checksum::seal_json(
+        serde_json::to_vec(value).unwrap_or_default(),
+    ))
+}
+
+async fn read_sealed<T: serde::de::DeserializeOwned>(
+    storage: &Storage,
+    path: &Path,
+) -> Result<Option<T>> {
     let Some(bytes) = read(storage, path).await? else {
         return Ok(None);
     };
@@ -66,6 +97,138 @@ async fn read_marker(storage: &Storage, path: &Path) -> Result<Option<Marker>> {
             what: path.to_string(),
             reason: e.to_string(),
         })
+}
+
+/// Refuses a retry that is not the import its id committed.
+fn check_same_import(
+    marker: &Marker,
+    partition: u32,
+    mode: ImportMode,
+    rows_in: Option<u64>,
+) -> Result<()> {
+    let asked = mode == ImportMode::Replace;
+    if marker.replace != asked {
+        return Err(Error::InvalidImport(format!(
+            "import id {:?} was committed to partition {partition} in {} mode; this retry asks for {} mode: an import id names one import, use a new id",
+            marker.import_id,
+            if marker.replace { "replace" } else { "upsert" },
+            if asked { "replace" } else { "upsert" },
+        )));
+    }
+    if let (Some(was), Some(now)) = (marker.rows_in, rows_in)
+        && was != now
+    {
+        return Err(Error::InvalidImport(format!(
+            "import id {:?} committed {was} input rows to partition {partition}; this retry brings {now}: an import id names one import, use a new id for other data",
+            marker.import_id
+        )));
+    }
+    Ok(())
+}
+
+/// Before anything is uploaded: the receipt of an import whose every target partition (each
+/// with rows, or every one for a replace) was committed by an earlier attempt, read from its
+/// markers (so a retry of a finished import uploads nothing); `None` when some are not
+/// committed yet. A retry that is not the same import (another mode, other rows in a
+/// partition, or no rows for a partition the id committed) is refused before anything is
+/// written. One GET per partition of the store.
+pub async fn committed_earlier(
+    storage: &Storage,
+    store: &str,
+    import_id: &str,
+    mode: ImportMode,
+    partition_rows: &std::collections::BTreeMap<u32, u64>,
+) -> Result<Option<ImportReceipt>> {
+    let config = ikv_core::store::load_config(storage, store).await?;
+    let layout = StoreLayout::new(&storage.prefix, store)?;
+    let all: Vec<u32> = (0..config.num_partitions).collect();
+    let targets: Vec<u32> = match mode {
+        ImportMode::Replace => all.clone(),
+        ImportMode::Upsert => partition_rows.keys().copied().collect(),
+    };
+    let markers = futures::future::try_join_all(all.iter().map(|p| {
+        let path = marker_path(&layout, *p, import_id);
+        async move { read_sealed::<Marker>(storage, &path).await }
+    }))
+    .await?;
+    let mut commits = Vec::new();
+    let mut documents = 0;
+    for (p, marker) in all.iter().zip(markers) {
+        let Some(marker) = marker else {
+            continue;
+        };
+        if !targets.contains(p) {
+            return Err(Error::InvalidImport(format!(
+                "import id {import_id:?} committed rows to partition {p}, and this retry has none for it: an import id names one import, use a new id for other data"
+            )));
+        }
+        check_same_import(
+            &marker,
+            *p,
+            mode,
+            Some(partition_rows.get(p).copied().unwrap_or(0)),
+        )?;
+        documents += marker.documents.unwrap_or(0);
+        commits.push(ImportCommit {
+            partition: *p,
+            sequence: marker.sequence,
+            earlier: true,
+        });
+    }
+    if commits.len() < targets.len() {
+        return Ok(None);
+    }
+    tracing::info!(
+        import = import_id,
+        "every partition was committed by an earlier attempt; nothing uploaded"
+    );
+    Ok(Some(ImportReceipt {
+        import_id: import_id.to_owned(),
+        commits,
+        rows: partition_rows.values().sum(),
+        documents,
+    }))
+}
+
+/// After a process was killed between a partition's delta and its marker: the import's
+/// delta among those after the intent's tip, if it landed.
+async fn landed_after(
+    storage: &Storage,
+    layout: &StoreLayout,
+    partition: u32,
+    intent: &Intent,
+    batch_id: &str,
+) -> Result<Option<u64>> {
+    let tip = ikv_core::tip::find_tip(
+        storage,
+        layout,
+        partition,
+        intent.after,
+        ikv_core::tip::Knowledge::Old,
+    )
+    .await?;
+    for seq in intent.after.saturating_add(1)..=tip {
+        let Some(bytes) = ikv_core::store::read_delta(storage, layout, partition, seq).await?
+        else {
+            continue; // removed by retention: a snapshot covers it, and so would a marker
+        };
+        let meta =
+            ikv_core::delta::decode_delta_meta(&bytes, layout.delta(partition, seq).as_ref())?;
+        if meta.batch_id == batch_id {
+            return Ok(Some(seq));
+        }
+    }
+    Ok(None)
+}
+
+fn marker_path(layout: &StoreLayout, partition: u32, import_id: &str) -> Path {
+    layout
+        .imports_dir(partition)
+        .join(format!("{import_id}.committed.json"))
+}
+
+async fn read_marker(storage: &Storage, path: &Path) -> Result<Option<Marker>> {
+    read_sealed(storage, path).await
 }
 
 /// The delta rows committing `runs` to one partition.
@@ -110,7 +273,10 @@ pub async fn commit(
         let layout = layout.clone();
         async move {
             let marker = marker_path(&layout, partition, &written.import_id);
+            let rows_in = (!written.partition_rows.is_empty())
+                .then(|| written.partition_rows.get(&partition).copied().unwrap_or(0));
             if let Some(m) = read_marker(storage, &marker).await? {
+                check_same_import(&m, partition, mode, rows_in)?;
                 tracing::info!(partition, sequence = m.sequence, import = %written.import_id, "already committed by an earlier attempt");
                 return Ok(ImportCommit {
                     partition,
@@ -118,26 +284,59 @@ pub async fn commit(
                     earlier: true,
                 });
             }
+            let batch_id = format!("import-{}", written.import_id);
+            let write_marker = |sequence: u64| {
+                let body = sealed(&Marker {
+                    import_id: written.import_id.clone(),
+                    sequence,
+                    runs: runs.iter().filter_map(|r| r.import_id.clone()).collect(),
+                    replace: mode == ImportMode::Replace,
+                    rows_in,
+                    documents: Some(runs.iter().map(|r| r.row_count).sum()),
+                });
+                let marker = marker.clone();
+                async move { create_if_absent(storage, &marker, body).await }
+            };
+            // Killed between the delta and the marker before? Then the delta is after the
+            // intent's tip: find it rather than commit again.
+            let intent_at = intent_path(&layout, partition, &written.import_id);
+            if let Some(intent) = read_sealed::<Intent>(storage, &intent_at).await?
+                && let Some(sequence) =
+                    landed_after(storage, &layout, partition, &intent, &batch_id).await?
+            {
+                write_marker(sequence).await?;
+                tracing::info!(partition, sequence, import = %written.import_id, "an earlier attempt had committed the partition; its marker is written now");
+                return Ok(ImportCommit {
+                    partition,
+                    sequence,
+                    earlier: true,
+                });
+            }
+            let after = ikv_core::tip::find_tip(
+                storage,
+                &layout,
+                partition,
+                0,
+                ikv_core::tip::Knowledge::Old,
+            )
+            .await?;
+            let intent = sealed(&Intent {
+                import_id: written.import_id.clone(),
+                after,
+            });
+            // Replaced if there: a later intent only narrows the search.
+            object_store::ObjectStoreExt::put(&storage.store, &intent_at, intent.into())
+                .await
+                .map_err(|source| Error::Storage {
+                    context: format!("writing {intent_at}"),
+                    source,
+                })?;
             ikv_core::failpoint!("import.before_commit");
             let sequence = writer
-                .commit_import(
-                    partition,
-                    import_rows(runs, mode),
-                    format!("import-{}", written.import_id),
-                )
+                .commit_import(partition, import_rows(runs, mode), batch_id.clone())
                 .await?;
-            let body = serde_json::to_vec(&Marker {
-                import_id: written.import_id.clone(),
-                sequence,
-                runs: runs
-                    .iter()
-                    .filter_map(|r| r.import_id.clone())
-                    .collect(),
-                replace: mode == ImportMode::Replace,
-            })
-            .unwrap_or_default();
-            let body = ikv_core::checksum::seal_json(body);
-            create_if_absent(storage, &marker, Bytes::from(body)).await?;
+            ikv_core::failpoint!("import.before_marker");
+            write_marker(sequence).await?;
             tracing::info!(partition, sequence, runs = runs.len(), import = %written.import_id, "import committed");
             Ok::<_, Error>(ImportCommit {
                 partition,

@@ -87,6 +87,9 @@ pub struct WrittenImport {
     pub rows: u64,
     /// Input rows combined into another row of the same key within one run.
     pub rows_combined: u64,
+    /// Input rows of each partition (what a retry of the same import must match).
+    #[serde(default)]
+    pub partition_rows: BTreeMap<u32, u64>,
 }
 
 impl WrittenImport {
@@ -114,6 +117,9 @@ impl WrittenImport {
             }
             joined.rows += part.rows;
             joined.rows_combined += part.rows_combined;
+            for (p, rows) in part.partition_rows {
+                *joined.partition_rows.entry(p).or_default() += rows;
+            }
         }
         Ok(joined)
     }
@@ -168,6 +174,11 @@ impl Importer {
         self.builder.rows()
     }
 
+    /// Rows added so far, by partition.
+    pub fn partition_rows(&self) -> BTreeMap<u32, u64> {
+        self.builder.partition_rows()
+    }
+
     /// Checks and gathers one batch (in memory until [`Importer::write`]). Every batch has
     /// the columns of the first. A bad batch is refused whole.
     pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -183,6 +194,7 @@ impl Importer {
             .write(&self.storage, &self.import_id, &self.files)
             .await?;
         let rows_combined = written.values().map(|(_, s)| s.rows_combined).sum();
+        let partition_rows = written.iter().map(|(p, (_, s))| (*p, s.rows_in)).collect();
         Ok(WrittenImport {
             store,
             import_id: self.import_id,
@@ -192,6 +204,7 @@ impl Importer {
                 .collect(),
             rows,
             rows_combined,
+            partition_rows,
         })
     }
 }
@@ -214,6 +227,18 @@ pub async fn import_parquet(
         import = importer.import_id(),
         "read the import's rows; writing runs"
     );
+    // A retry of an import every partition already committed uploads nothing.
+    if let Some(receipt) = commit::committed_earlier(
+        storage,
+        store,
+        importer.import_id(),
+        mode,
+        &importer.partition_rows(),
+    )
+    .await?
+    {
+        return Ok(receipt);
+    }
     let written = importer.write().await?;
     let writer =
         ikv_writer::Writer::open(storage.clone(), store, ikv_writer::WriterOptions::default())

@@ -58,6 +58,14 @@ impl RunBuilder {
         self.rows
     }
 
+    /// Rows added so far, by partition.
+    pub fn partition_rows(&self) -> BTreeMap<u32, u64> {
+        self.partitions
+            .iter()
+            .map(|(p, batches)| (*p, batches.iter().map(|b| b.num_rows() as u64).sum()))
+            .collect()
+    }
+
     /// Checks and gathers one batch. An error leaves what was gathered before unchanged.
     pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
         let schema = match &self.schema {

@@ -98,8 +98,20 @@ impl Source {
         };
         if let Some((key, _)) = &next {
             if self.last.as_ref().is_some_and(|l| l >= key) {
+                let what = match &self.documents {
+                    Documents::Run { stream, .. } => format!(
+                        "import {} of partition {} (committed by delta {})",
+                        stream.manifest().import_id.as_deref().unwrap_or("?"),
+                        self.import.partition,
+                        self.import.seq
+                    ),
+                    Documents::Merged(_) => format!(
+                        "import of partition {} (committed by delta {})",
+                        self.import.partition, self.import.seq
+                    ),
+                };
                 return Err(Error::Corrupt {
-                    what: format!("import of partition {}", self.import.partition),
+                    what,
                     reason: "rows are not strictly ascending by primary key".into(),
                 });
             }

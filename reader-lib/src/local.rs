@@ -72,17 +72,28 @@ impl LocalStore {
         identity: &Identity,
         cache_bytes: u64,
     ) -> Result<(LocalStore, Option<BTreeMap<u32, ImagePartition>>)> {
-        // The mount is a cache of the bucket: a database that no longer opens (a deleted or
-        // damaged file) is discarded and rebuilt from the bucket, never a dead end.
-        let open = || Database::builder(db_path).cache_size(cache_bytes).open();
-        let db = match open() {
-            Ok(db) => db,
-            Err(e) => {
+        // The mount is a cache of the bucket: a database that no longer opens, or whose
+        // keyspaces no longer open (a deleted or damaged file), is discarded and rebuilt from
+        // the bucket, never a dead end, and not only on the second try.
+        match LocalStore::open_once(db_path, identity, cache_bytes) {
+            Err(e) if e.kind() == ikv_core::ErrorKind::Local && db_path.exists() => {
                 tracing::warn!(path = %db_path.display(), error = %e, "the local copy does not open; discarding it and rebuilding");
                 std::fs::remove_dir_all(db_path).map_err(|e| local_err(db_path, e))?;
-                open().map_err(|e| local_err(db_path, e))?
+                LocalStore::open_once(db_path, identity, cache_bytes)
             }
-        };
+            opened => opened,
+        }
+    }
+
+    fn open_once(
+        db_path: &Path,
+        identity: &Identity,
+        cache_bytes: u64,
+    ) -> Result<(LocalStore, Option<BTreeMap<u32, ImagePartition>>)> {
+        let db = Database::builder(db_path)
+            .cache_size(cache_bytes)
+            .open()
+            .map_err(|e| local_err(db_path, e))?;
         let meta = db
             .keyspace(META, KeyspaceCreateOptions::default)
             .map_err(|e| local_err(db_path, e))?;

@@ -8,8 +8,8 @@
 //! - a run older than the window that no snapshot lists and no delta after the newest
 //!   snapshot names was never committed (a crashed or abandoned import) or was folded long
 //!   ago: deleted. Younger ones may belong to an import still being committed;
-//! - an import's commit marker goes once it is older than the window and none of its runs
-//!   remain.
+//! - an import's commit marker and commit intent go once they are older than the window and
+//!   none of its runs remain.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
@@ -23,8 +23,8 @@ use crate::manifest::Manifest;
 use crate::options::Retention;
 use crate::retention::{delete, list, older_than};
 
-/// Suffix of an import's commit marker, beside its runs.
-const MARKER_SUFFIX: &str = ".committed.json";
+/// Suffixes of an import's commit marker and commit intent, beside its runs.
+const MARKER_SUFFIXES: [&str; 2] = [".committed.json", ".intent.json"];
 
 /// Deletes what the rules allow; returns how many run files and markers went.
 pub async fn retain_imports(
@@ -49,9 +49,15 @@ pub async fn retain_imports(
             .prefix_match(&dir)
             .map(|p| p.map(|part| part.as_ref().to_owned()).collect())
             .unwrap_or_default();
+        let marker_of = |name: &str| {
+            MARKER_SUFFIXES
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .map(str::to_owned)
+        };
         match rel.as_slice() {
-            [name] if name.ends_with(MARKER_SUFFIX) => {
-                let id = name.trim_end_matches(MARKER_SUFFIX).to_owned();
+            [name] if marker_of(name).is_some() => {
+                let id = marker_of(name).unwrap_or_default();
                 markers.push((id, meta));
             }
             [run, _, ..] => runs.entry(run.clone()).or_default().push(meta),

@@ -515,6 +515,24 @@ fn an_import_killed_before_its_commit_leaves_nothing_and_a_reader_killed_applyin
     );
     b.write_random(5);
 
+    // Killed after a partition's delta, before its marker: the retry finds the delta and
+    // commits no partition twice (`record_import` checks one delta per partition).
+    let before = b.tips();
+    assert!(kill_at(
+        b.importer_cmd("day-3", 6_000, 3),
+        "import.before_marker",
+        1,
+        seed
+    ));
+    let out = b.importer_cmd("day-3", 6_000, 3).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    b.record_import(6_000, 3, &before);
+    b.write_random(5);
+
     // A reader killed between the chunks of an import it applies (about 10,000 documents per
     // partition, in chunks of 4,096) rebuilds and equals the model.
     kill_somewhere(&mut rng, 4, seed, "reader.import.batch", || {

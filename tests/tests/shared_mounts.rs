@@ -469,3 +469,31 @@ fn a_full_disk_under_the_mount_heals_when_space_returns() {
     assert_equals_model(&reader, &keys, &model.state());
     reader.shutdown().unwrap();
 }
+
+/// The durable copy's keyspace files removed while no reader ran (a cleaner, a mistake): the
+/// next open discards the copy and rebuilds it from the bucket at the first try.
+#[test]
+fn a_local_copy_missing_its_keyspace_files_is_rebuilt_at_the_first_open() {
+    let f = fixture(2);
+    let writer = f.writer();
+    let mut model = Model::new(PRIMARY_KEY, None, f.config.num_partitions);
+    let mut work = Workload::new(12, KEYS);
+    let keys = work.all_keys();
+    f.write(&writer, &mut model, &mut work, 10);
+    let reader = Reader::open(f.options("mount")).unwrap();
+    reader.shutdown().unwrap();
+    let keyspaces = f.dir.path().join("mount/shared/db/keyspaces");
+    let mut removed = 0;
+    for ks in std::fs::read_dir(&keyspaces).unwrap().flatten() {
+        let current = ks.path().join("current");
+        if current.exists() {
+            std::fs::remove_file(current).unwrap();
+            removed += 1;
+        }
+    }
+    assert!(removed > 0, "the layout has keyspace files to remove");
+    let reader = Reader::open(f.options("mount")).unwrap();
+    let tips = f.tips();
+    wait_until("caught up", || caught_up(&reader, &tips));
+    assert_equals_model(&reader, &keys, &model.state());
+}

@@ -44,8 +44,7 @@ impl Shared {
         let Some(hint) = *latest.borrow() else {
             return;
         };
-        if hint.seq <= self.written.load(Ordering::SeqCst) || hint.age(self.clock.now()) > STALE
-        {
+        if hint.seq <= self.written.load(Ordering::SeqCst) || hint.age(self.clock.now()) > STALE {
             return;
         }
         match tip_hint::write(&self.storage, &self.layout, self.partition, &hint).await {
