@@ -47,7 +47,7 @@ pub async fn status(url: &str, store: &str) -> Result<String, Fail> {
     let storage = open(url, false)?;
     let config = load_config(&storage, store).await?;
     let layout = StoreLayout::new(&storage.prefix, store)?;
-    let now_ms = SystemTime::now()
+    let now_ms = ikv_core::clock::wall_time()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);

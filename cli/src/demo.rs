@@ -4,7 +4,9 @@
 //! did with timings, and fails (non-zero exit) if anything it reads is wrong.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use ikv_core::clock::{Clock, Stopwatch, SystemClock};
 
 use ikv_core::{Document, FieldValue, Operation, StoreConfig};
 use ikv_reader::{Reader, ReaderOptions};
@@ -72,7 +74,7 @@ pub async fn run(
     // it made, and never a directory holding files it did not write.
     let mount = DemoMount::claim(mount)?;
     let storage = open(url, true)?;
-    let millis = std::time::SystemTime::now()
+    let millis = ikv_core::clock::wall_time()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
@@ -102,7 +104,7 @@ pub async fn run(
         let _ = stopped.await;
     }));
     let client = HttpWriterClient::new(&format!("http://{addr}"), "demo", &passkey);
-    let t = Instant::now();
+    let t = Stopwatch::start();
     for op in [
         profile("Alice", &[("age", "22")]),
         profile("Alice", &[("city", "San Francisco")]),
@@ -122,7 +124,7 @@ pub async fn run(
 
     // 2. A generated data set, directly to storage, from concurrent callers (group commit).
     let writer = Writer::open(storage.clone(), &store, WriterOptions::default()).await?;
-    let t = Instant::now();
+    let t = Stopwatch::start();
     let mut callers = tokio::task::JoinSet::new();
     for caller in 0..CONCURRENT_CALLERS {
         let writer = writer.clone();
@@ -176,7 +178,7 @@ pub async fn run(
     let reader_store = store.clone();
     let reader_mount = mount_dir.clone();
     let progress = Progress::start("reader bootstrap");
-    let t = Instant::now();
+    let t = Stopwatch::start();
     let reader = tokio::task::spawn_blocking(move || {
         let mut o = ReaderOptions::new(&reader_url, &reader_store, reader_mount);
         o.poll_interval = Duration::from_millis(20);
@@ -217,7 +219,7 @@ pub async fn run(
         let mut lat = Vec::with_capacity(samples);
         for n in 0..samples {
             let i = (n * 7919) % documents;
-            let t = Instant::now();
+            let t = Stopwatch::start();
             let v = reader.get_bytes(key(i).as_bytes(), "city")?;
             lat.push(t.elapsed());
             if v.is_none() {
@@ -240,7 +242,7 @@ pub async fn run(
                     .collect()
             })
             .collect();
-        let t = Instant::now();
+        let t = Stopwatch::start();
         let mut got = 0;
         for keys in &batches {
             got += reader
@@ -265,14 +267,14 @@ pub async fn run(
     writer
         .write(&[profile("Carol", &[("city", "Berlin")])])
         .await?;
-    let acked = Instant::now();
+    let acked = Stopwatch::start();
     while reader.get_string(b"Carol", "city")?.is_none() {
         if acked.elapsed() > Duration::from_secs(30) {
             return Err(Fail::from(
                 "demo check failed: a new write never became visible".to_owned(),
             ));
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        SystemClock::new().sleep(Duration::from_millis(1)).await;
     }
     println!(
         "freshness      a new write visible to the running reader {:.1} ms after its commit (poll interval 20 ms)",

@@ -1,13 +1,15 @@
 //! Progress for long work: a spinner with elapsed time on a terminal, plain lines otherwise.
 
 use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use ikv_core::clock::Stopwatch;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub struct Progress {
     bar: Option<ProgressBar>,
-    started: Instant,
+    started: Stopwatch,
     what: String,
 }
 
@@ -27,7 +29,7 @@ impl Progress {
         }
         Progress {
             bar,
-            started: Instant::now(),
+            started: Stopwatch::start(),
             what: what.to_owned(),
         }
     }

@@ -135,7 +135,10 @@ pub async fn create_if_absent(storage: &Storage, path: &Path, body: Bytes) -> Re
     let mut last_error = None;
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(20 << attempt.min(5))).await;
+            storage
+                .clock()
+                .sleep(Duration::from_millis(20 << attempt.min(5)))
+                .await;
         }
         let opts = PutOptions {
             mode: PutMode::Create,

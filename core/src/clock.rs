@@ -1,6 +1,13 @@
-//! Time as a dependency: the reader's polling, backoff, gap checks and freshness stamps go
-//! through a [`Clock`], so that tests can drive them step by step ([`ManualClock`]) instead of
-//! waiting on wall time. (The compactor takes `now` as an argument for the same reason.)
+//! Time as a dependency: the reader's polling, backoff, gap checks and freshness stamps, the
+//! writer's tip age, idleness and backoff, and the bucket protocol's waits go through a
+//! [`Clock`], so that tests can drive them step by step ([`ManualClock`]) instead of waiting
+//! on wall time. (The compactor takes `now` as an argument for the same reason.)
+//!
+//! This is the one module that reads the system's clocks (`clippy.toml` refuses
+//! `SystemTime::now`, `Instant::now`, `tokio::time::sleep` and unseeded randomness anywhere
+//! else): behaviour takes a [`Clock`]; what is only shown to people (a progress line, a
+//! duration in a log, a creation stamp) uses [`Stopwatch`] and [`wall_time`].
+#![allow(clippy::disallowed_methods)]
 
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
@@ -54,6 +61,30 @@ impl Clock for SystemClock {
 
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
         Box::pin(tokio::time::sleep(duration))
+    }
+}
+
+/// The wall clock's time, for stamps shown to people (a store's creation time, a snapshot's
+/// age in `ikv status`). Behaviour that depends on time takes a [`Clock`] instead.
+pub fn wall_time() -> SystemTime {
+    SystemTime::now()
+}
+
+/// Measures how long something took, for logs and progress lines (never for behaviour).
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch {
+    started: Instant,
+}
+
+impl Stopwatch {
+    pub fn start() -> Stopwatch {
+        Stopwatch {
+            started: Instant::now(),
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
     }
 }
 

@@ -164,7 +164,7 @@ pub fn stored_field_name_ok(name: &str) -> bool {
 pub const RESERVED_PREFIX: &str = "_ikv";
 
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
+    crate::clock::wall_time()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)

@@ -11,6 +11,8 @@ use object_store::path::Path;
 use object_store::{ObjectStore, RetryConfig};
 use url::Url;
 
+use crate::clock::{Clock, SystemClock};
+
 use crate::error::{Error, Result};
 
 /// Options for a storage root. Keys are object_store's S3 configuration keys
@@ -43,6 +45,8 @@ pub struct Storage {
     /// The local directory store [`Storage::open`] made for a `file://` root, for reads done
     /// as plain file reads ([`Storage::local_files`]).
     local: Option<Arc<LocalFileSystem>>,
+    /// Time for the bucket protocol's waits (retry backoff, hole re-checks).
+    clock: Arc<dyn Clock>,
 }
 
 impl Storage {
@@ -53,7 +57,19 @@ impl Storage {
             prefix,
             url: url.into(),
             local: None,
+            clock: SystemClock::shared(),
         }
+    }
+
+    /// This root with its waits on `clock` (tests pass a manual or stepping clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Storage {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock the bucket protocol waits on.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
     }
 
     /// The local directory behind this root when `store` is still the one

@@ -243,7 +243,7 @@ async fn settle(storage: &Storage, layout: &StoreLayout, partition: u32, lo: u64
             // The log grew by a page meanwhile: go on from there.
             Run::FullPage(end) => from = end,
             Run::Hole(missing, present) => match waits.next() {
-                Some(wait) => tokio::time::sleep(*wait).await,
+                Some(wait) => storage.clock().sleep(*wait).await,
                 None => return Err(hole(partition, missing, present)),
             },
         }

@@ -67,7 +67,7 @@ pub fn check_import_id(id: &str) -> Result<()> {
 
 /// A fresh import id: the time and a random part.
 pub fn new_import_id() -> String {
-    let ms = std::time::SystemTime::now()
+    let ms = ikv_core::clock::wall_time()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);

@@ -268,7 +268,7 @@ async fn write_run(
         sequence: 0,
         base_sequence: 0,
         primary_key_field: config.primary_key_field.clone(),
-        created_at_ms: std::time::SystemTime::now()
+        created_at_ms: ikv_core::clock::wall_time()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),

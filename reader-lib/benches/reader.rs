@@ -6,6 +6,7 @@
 //! resident memory each reader adds, and freshness from write acknowledgement to visibility.
 //!
 //! `cargo bench -p ikv-reader --bench reader [-- DOCS]`
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::time::{Duration, Instant, SystemTime};
 

@@ -18,8 +18,8 @@
 //! slots and directory at open, an entry's CRC at each read), so damage is reported, never
 //! served. Slots damaged after open (a bit flip in the page cache, a write to the file) can
 //! only turn a hit into a miss: a miss checks the CRC blocks of the slots and directory words
-//! it read, each block at most once per `MISS_CHECK_INTERVAL`, so such damage is reported
-//! (and the owner rebuilds) instead of answering "not found" for ever.
+//! it read, at the first miss in a block and every `MISS_CHECK_EVERY`th after, so such damage
+//! is reported (and the owner rebuilds) instead of answering "not found" for ever.
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -33,9 +33,12 @@ const MAGIC: &[u8; 8] = b"IKVIMG01";
 const HEADER_LEN: u64 = 64;
 const ENTRY_HEADER_LEN: usize = 12;
 const CRC_BLOCK: usize = 1 << 20;
-/// A CRC block of slots checked on a miss is not checked again by misses for this long (a
-/// miss-heavy workload pays at most one block's CRC per block per interval).
-const MISS_CHECK_INTERVAL_MS: u64 = 1000;
+/// Misses in a CRC block of slots between two checks of it (a miss-heavy workload pays one
+/// block's CRC, about 50 µs, per this many misses in the block; damage is found within as
+/// many). Counted, not timed: the same lookups check the same blocks.
+const MISS_CHECK_EVERY: u64 = 1024;
+/// A block's miss count once a check found it damaged.
+const FOUND_DAMAGED: u64 = u64::MAX;
 /// Most keys [`Image::prefetch`] warms at once (their lines fit the L1 and L2 caches).
 pub const PREFETCH_MAX: usize = 32;
 
@@ -216,10 +219,8 @@ pub struct Image {
     bits: u32,
     entries_end: usize,
     crcs: usize,
-    /// Per CRC block of the slots and directory: when a miss last checked it (milliseconds
-    /// since `opened`, plus one; 0 = never).
-    checked: Vec<std::sync::atomic::AtomicU64>,
-    opened: std::time::Instant,
+    /// Per CRC block of the slots and directory: misses that read it so far.
+    misses: Vec<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Image {
@@ -286,10 +287,9 @@ impl Image {
             bits,
             entries_end: state_offset as usize,
             crcs: crcs as usize,
-            checked: (0..blocks)
+            misses: (0..blocks)
                 .map(|_| std::sync::atomic::AtomicU64::new(0))
                 .collect(),
-            opened: std::time::Instant::now(),
             map,
         };
         // The directory must be ascending and end at the count, or a lookup could read
@@ -359,29 +359,34 @@ impl Image {
     }
 
     /// Checks the CRC blocks of the slots-and-directory tail covering bytes `start..end` of
-    /// the file, each at most once per `MISS_CHECK_INTERVAL_MS`.
+    /// the file, at a block's first miss and every `MISS_CHECK_EVERY`th after.
     fn check_tail(&self, start: usize, end: usize) -> Result<()> {
         use std::sync::atomic::Ordering;
-        let now = self.opened.elapsed().as_millis() as u64 + 1;
         let first = (start - self.slots) / CRC_BLOCK;
         let last = (end - 1 - self.slots) / CRC_BLOCK;
         for block in first..=last {
-            let Some(checked) = self.checked.get(block) else {
+            let Some(misses) = self.misses.get(block) else {
                 continue;
             };
-            let at = checked.load(Ordering::Relaxed);
-            if at != 0 && now.saturating_sub(at) < MISS_CHECK_INTERVAL_MS {
-                continue;
+            if misses.load(Ordering::Relaxed) != FOUND_DAMAGED {
+                if !misses
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(MISS_CHECK_EVERY)
+                {
+                    continue;
+                }
+                let from = self.slots + block * CRC_BLOCK;
+                let to = (from + CRC_BLOCK).min(self.crcs);
+                if crc32c(&self.map[from..to]) == half(&self.map, self.crcs + block * 4) {
+                    continue;
+                }
+                // Every later miss in the block is an error too, without checking again.
+                misses.store(FOUND_DAMAGED, Ordering::Relaxed);
             }
-            let from = self.slots + block * CRC_BLOCK;
-            let to = (from + CRC_BLOCK).min(self.crcs);
-            if crc32c(&self.map[from..to]) != half(&self.map, self.crcs + block * 4) {
-                return Err(damaged(
-                    &self.path,
-                    "slot checksum mismatch (found by a miss)",
-                ));
-            }
-            checked.store(now, Ordering::Relaxed);
+            return Err(damaged(
+                &self.path,
+                "slot checksum mismatch (found by a miss)",
+            ));
         }
         Ok(())
     }

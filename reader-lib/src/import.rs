@@ -128,7 +128,7 @@ pub async fn apply_imports(
     owner: &mut Owner,
     imports: &[PendingImport],
 ) -> Result<()> {
-    let started = std::time::Instant::now();
+    let started = ikv_core::clock::Stopwatch::start();
     let mut sources = Vec::with_capacity(imports.len());
     for pending in imports {
         let (partition, seq) = (pending.partition, pending.sequence);

@@ -207,7 +207,7 @@ impl Owner {
 
     /// Writes a new image from the durable copy and publishes it with an empty overlay.
     pub fn fold(&mut self) -> Result<()> {
-        let started = std::time::Instant::now();
+        let started = ikv_core::clock::Stopwatch::start();
         let generation = self.next_generation()?;
         let mut image = ImageWriter::create(&self.mount.image_path(generation))?;
         let state = ImageState {

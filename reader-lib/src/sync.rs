@@ -134,7 +134,7 @@ pub async fn rebuild(
 ) -> Result<BTreeMap<u32, PartitionState>> {
     let snapshots = newest_snapshots(storage, layout, partitions).await?;
     let (docs_generation, docs, generation, image) = owner.start_bootstrap()?;
-    let started = std::time::Instant::now();
+    let started = ikv_core::clock::Stopwatch::start();
     let (states, stats, image) = bootstrap(storage, layout, &docs, image, snapshots, |s| {
         tracing::info!(documents = s.documents, values = s.values, "bootstrapping");
     })

@@ -9,6 +9,7 @@
 //! `IKV_BENCH_SNAPSHOT_BIN=<path>` times another build of the compactor (an earlier design,
 //! beside this one, in the same run). With `IKV_BENCH_KEEP=<dir>`, a copy of the store as the first pass finds it is left in
 //! `<dir>`, for profiling the compactor by hand.
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};

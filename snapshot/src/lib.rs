@@ -15,8 +15,6 @@ pub mod write;
 // The format it writes, shared with the reader, under the paths it always had here.
 pub use ikv_snapshot_format::{manifest, merge, object_reader, read, rows};
 
-use std::time::SystemTime;
-
 use ikv_core::store::load_config;
 use ikv_core::{Error, Result, Storage, StoreLayout};
 
@@ -124,17 +122,11 @@ pub async fn run_pass(
                 )));
             }
             let result = async {
-                let outcome =
-                    snapshot_partition(storage, &config, partition, options, SystemTime::now())
-                        .await?;
-                let retention = apply_retention(
-                    storage,
-                    &layout,
-                    partition,
-                    &options.retention,
-                    SystemTime::now(),
-                )
-                .await?;
+                // A pass judges ages by the wall clock, read here and passed down.
+                let now = ikv_core::clock::wall_time();
+                let outcome = snapshot_partition(storage, &config, partition, options, now).await?;
+                let retention =
+                    apply_retention(storage, &layout, partition, &options.retention, now).await?;
                 Ok::<_, Error>(PartitionReport {
                     store: store.clone(),
                     partition,

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use ikv_core::clock::Clock;
 use ikv_core::{Storage, StorageOptions};
 use ikv_snapshot::{SnapshotOptions, handle_scheduled_event, run_pass};
 
@@ -102,7 +103,7 @@ async fn run(command: Command) -> Result<(), String> {
                 Err(e) => eprintln!("snapshot: pass failed: {e}"),
             }
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = ikv_core::clock::SystemClock::new().sleep(every) => {}
                 _ = tokio::signal::ctrl_c() => return Ok(()),
             }
         },

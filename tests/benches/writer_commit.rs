@@ -3,6 +3,7 @@
 //! of writers 1,000 and 10,000 deltas behind (idle instances of a fleet).
 //!
 //! `cargo bench -p ikv-tests --bench writer_commit` (LocalStack running, bucket ikv-test).
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::time::{Duration, Instant};
 

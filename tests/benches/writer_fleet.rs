@@ -6,6 +6,7 @@
 //! commit.
 //!
 //! `cargo bench -p ikv-tests --bench writer_fleet` (LocalStack running, bucket ikv-test).
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};

@@ -1,5 +1,6 @@
 //! Shared helpers of the end-to-end tests: the LocalStack storage root, a fault-injecting
 //! object store, and bucket snapshots for "nothing was written" checks.
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 pub mod counting;
 pub mod faulty;

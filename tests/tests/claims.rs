@@ -3,6 +3,7 @@
 //! one partition keeps what the others committed, a storage failure is a 503
 //! `storage_unavailable` (API.md), a running reader notices retention at its check interval,
 //! and `caught_up_at` never claims freshness across a hole.
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -7,6 +7,7 @@
 //! Steps: reader bootstrap (between ingestion batches, before activation), reader delta apply
 //! with drops (before and after the local commit), snapshot upload (after each file, before
 //! the manifest), multi-round compaction (after each round's commit), retention deletes.
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;

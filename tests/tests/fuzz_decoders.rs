@@ -9,6 +9,7 @@
 //! `IKV_FUZZ_CASES` sets the number of cases (default: a short run for CI); `IKV_FUZZ_SEED`
 //! replays one. The documented long run: `IKV_FUZZ_CASES=1000000 cargo nextest run --release
 //! -p ikv-tests --test fuzz_decoders` (docs/FORMAT.md, "Checksums").
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::sync::Arc;
 

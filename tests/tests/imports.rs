@@ -2,6 +2,7 @@
 //! `upsert_fields` (replace: after a drop of everything), in order with the writes around it,
 //! as running readers, fresh readers and the compactor's snapshots see it; bad input commits
 //! nothing; runs written but not committed are invisible; a retry commits nothing twice.
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,6 +2,7 @@
 //! a local-directory store as a new user found it, is refused with a `Corrupt` error naming
 //! the object, by the reader (running or opening) and by the compactor, which never carries
 //! it into a snapshot.
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! The reader under injected storage faults (503 SlowDown, timeouts, bodies cut short, on
 //! every Nth read): reads keep serving the last good state, nothing is lost or served
 //! corrupt, status shows the error while it lasts, and recovery needs no help.
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

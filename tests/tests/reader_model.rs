@@ -3,6 +3,7 @@
 //! the S3 emulator, with 1 and 4 partitions, with and without a partitioning key (documents
 //! moving between partitions). Also: live visibility, sharding, locking, and falling behind
 //! retention.
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::time::{Duration, Instant, SystemTime};
 

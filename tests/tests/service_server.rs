@@ -2,6 +2,7 @@
 //! is sent, a client that sends part of a request and waits is cut off, a head that trickles
 //! is cut off, idle connections cannot hold it, and connections beyond the bound are answered
 //! 503 at once. Real sockets against `serve_with` with small limits, and `serve` as shipped.
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! readers in one process) share it. The first owns it (polls the bucket, writes the shared
 //! image and overlay); the others attach, make no storage requests, see every write, refuse
 //! a mount that serves something else, and take it over when the owner goes.
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -3,6 +3,7 @@
 //! splitting and multi-round compaction are exercised); each snapshot's content equals the
 //! reference model of the generated operations up to the sequence it covers. With and
 //! without a partitioning key.
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::time::SystemTime;
 

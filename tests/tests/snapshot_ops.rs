@@ -1,4 +1,5 @@
 //! Compactors racing on the S3 emulator, and retention with an injected clock.
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::time::{Duration, SystemTime};
 

@@ -1,5 +1,6 @@
 //! Snapshots are ordinary tables: pyarrow, pandas and DuckDB read one written from a random
 //! workload (type changes included) and find exactly the model's documents.
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;

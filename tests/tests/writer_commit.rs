@@ -1,5 +1,6 @@
 //! The writer library on in-memory and fault-injecting stores: ambiguous outcomes never
 //! commit twice, failures surface, group commit coalesces, drops reach every partition.
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::sync::Arc;
 

@@ -2,6 +2,7 @@
 //! others write. A writer far behind commits in a bounded number of requests; a stray delta
 //! past the tip is refused; 16 bursty writers on the S3 emulator leave a dense log holding
 //! every acknowledged batch exactly once.
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

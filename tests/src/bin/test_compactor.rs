@@ -4,6 +4,7 @@
 //! `ikv-test-compactor STORAGE_URL STORE PARTITION retention HOURS_AHEAD` (one retention pass
 //! with a clock that many hours ahead). Prints `done` when the pass completes; exits 3 with
 //! the error on stderr when it fails. Crash tests arm failpoints through `IKV_FAILPOINTS`.
+#![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::time::{Duration, SystemTime};
 

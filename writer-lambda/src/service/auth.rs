@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 
 use base64::Engine;
+use rand::TryRngCore;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -175,7 +176,11 @@ pub fn hash_passkey(passkey: &str) -> Result<String, String> {
 
 /// A new random passkey: 32 bytes from the OS generator, URL-safe base64.
 pub fn generate_passkey() -> String {
-    let bytes: [u8; 32] = rand::random();
+    // Key material: from the operating system's generator, never a seeded one.
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .expect("the operating system's random generator is available");
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 

@@ -42,7 +42,8 @@ use ikv_core::tip::{Knowledge, find_tip};
 use ikv_core::tip_hint;
 use ikv_core::{Error, ErrorKind, Result, Storage, StoreLayout};
 use object_store::{PutMode, PutOptions};
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use super::hint::{HintFlush, HintPublisher};
 
@@ -76,12 +77,13 @@ impl Default for CommitPolicy {
     }
 }
 
-fn jitter(base: Duration, cap: Duration, attempt: u32) -> Duration {
+/// Full jitter over `base * 2^attempt`, capped, drawn from the committer's seeded source.
+fn jitter(rng: &mut StdRng, base: Duration, cap: Duration, attempt: u32) -> Duration {
     let ceiling = base
         .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
         .min(cap);
     let nanos = ceiling.as_nanos().min(u128::from(u64::MAX)) as u64;
-    Duration::from_nanos(rand::rng().random_range(0..=nanos))
+    Duration::from_nanos(rng.random_range(0..=nanos))
 }
 
 /// A storage error's context, saying how many attempts were made.
@@ -113,6 +115,9 @@ pub(crate) struct PartitionCommitter {
     partition: u32,
     policy: CommitPolicy,
     clock: Arc<dyn Clock>,
+    /// Backoff jitter: seeded from the writer's id and the partition, so that writers differ
+    /// and a test's run repeats.
+    rng: StdRng,
     /// `None` until first learned.
     tip: Option<KnownTip>,
     hint: HintPublisher,
@@ -147,8 +152,10 @@ impl PartitionCommitter {
         partition: u32,
         policy: CommitPolicy,
         clock: Arc<dyn Clock>,
+        seed: u64,
     ) -> Self {
         PartitionCommitter {
+            rng: StdRng::seed_from_u64(seed),
             hint: HintPublisher::start(storage.clone(), layout.clone(), partition, clock.clone()),
             storage,
             layout,
@@ -233,6 +240,7 @@ impl PartitionCommitter {
                         });
                     }
                     let wait = jitter(
+                        &mut self.rng,
                         self.policy.race_backoff_base,
                         self.policy.race_backoff_cap,
                         lost_races.min(8),
@@ -394,13 +402,14 @@ impl PartitionCommitter {
     }
 
     /// Counts a failure; past the policy's limit, returns it; otherwise waits a backoff.
-    async fn failed(&self, failures: &mut u32, e: Error) -> Result<()> {
+    async fn failed(&mut self, failures: &mut u32, e: Error) -> Result<()> {
         *failures += 1;
         if *failures > self.policy.max_transient_failures {
             return Err(e);
         }
         tracing::warn!(partition = self.partition, error = %e, attempt = *failures, "commit attempt failed; retrying");
         let wait = jitter(
+            &mut self.rng,
             self.policy.failure_backoff_base,
             self.policy.failure_backoff_cap,
             *failures,
