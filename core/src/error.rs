@@ -27,8 +27,11 @@ pub enum ErrorKind {
     TypeMismatch,
     /// The key belongs to a partition this reader does not mount.
     NotMounted,
-    /// The reader's local store (mount directory) failed, or is in use by another process.
+    /// The reader's local store (mount directory) failed.
     Local,
+    /// The mount directory is in use by a reader that serves another storage root or other
+    /// partitions; nothing of it was changed.
+    MountInUse,
     /// The reader fell behind the retention window and cannot catch up from deltas.
     FellBehind,
 }
@@ -116,7 +119,8 @@ impl Error {
             Error::Closed(_) => ErrorKind::Closed,
             Error::TypeMismatch { .. } | Error::NotUtf8 { .. } => ErrorKind::TypeMismatch,
             Error::NotMounted { .. } => ErrorKind::NotMounted,
-            Error::MountInUse { .. } | Error::Local { .. } => ErrorKind::Local,
+            Error::MountInUse { .. } => ErrorKind::MountInUse,
+            Error::Local { .. } => ErrorKind::Local,
             Error::FellBehind { .. } => ErrorKind::FellBehind,
             Error::Shared(inner) => inner.kind(),
         }

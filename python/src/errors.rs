@@ -30,10 +30,7 @@ pub fn class_for(e: &Error) -> &'static str {
         ErrorKind::Storage => "StorageError",
         ErrorKind::NoAccess => "StorageAccessError",
         ErrorKind::Corrupt => "CorruptDataError",
-        ErrorKind::Local => match e {
-            Error::MountInUse { .. } => "MountInUseError",
-            _ => "IKVRuntimeError",
-        },
+        ErrorKind::MountInUse => "MountInUseError",
         _ => "IKVRuntimeError",
     }
 }

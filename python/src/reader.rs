@@ -73,7 +73,7 @@ const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(30);
 /// Waits for the other users of `reader` to finish, then drops it (closing the local copy and
 /// releasing the mount directory). Call with the GIL released.
 fn release(reader: Arc<Reader>) {
-    if !ikv_reader::view::drop_when_unshared(reader, SHUTDOWN_PATIENCE, Duration::from_millis(1)) {
+    if !ikv_reader::drop_when_unshared(reader, SHUTDOWN_PATIENCE, Duration::from_millis(1)) {
         tracing::warn!("reads still use a shut-down reader; it closes when they finish");
     }
 }

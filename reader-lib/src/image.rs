@@ -113,10 +113,6 @@ impl ImageWriter {
         self.slots.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-
     /// Writes the state, slots and directory, syncs, and renames the image into place.
     pub fn finish(mut self, state: &[u8]) -> Result<()> {
         let temp = self.temp.clone();
@@ -307,12 +303,9 @@ impl Image {
     }
 
     /// Documents in the image.
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
     }
 
     /// Bytes of the file.
@@ -466,6 +459,7 @@ impl Image {
     }
 
     /// Every entry in file order (checked), for tests and rebuilding.
+    #[cfg(test)]
     pub fn entries(&self) -> impl Iterator<Item = Result<(&[u8], &[u8])>> + '_ {
         (0..self.count as usize)
             .map(move |slot| self.entry(word(&self.map, self.slots + slot * 16 + 8)))

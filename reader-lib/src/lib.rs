@@ -4,22 +4,23 @@
 //! processes read it. Reads are local point lookups. Layout and guarantees: `docs/READER.md`.
 
 mod apply;
-pub mod bootstrap;
-pub mod doc;
-pub mod drops;
-pub mod image;
+mod bootstrap;
+mod doc;
+mod drops;
+mod image;
 mod import;
-pub mod keys;
-pub mod local;
-pub mod mount;
-pub mod overlay;
+mod keys;
+mod local;
+mod mount;
+mod overlay;
 mod owner;
 mod priority;
 mod reader;
-pub mod snapshot_rows;
-pub mod status;
-pub mod sync;
-pub mod view;
+mod snapshot_rows;
+mod status;
+mod sync;
+mod view;
 
 pub use reader::{Reader, ReaderOptions};
 pub use status::PartitionStatus;
+pub use view::drop_when_unshared;

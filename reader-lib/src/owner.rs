@@ -327,11 +327,6 @@ impl Owner {
         here || elsewhere
     }
 
-    /// Persists the durable copy (fsync).
-    pub fn persist(&self) -> Result<()> {
-        self.local.persist()
-    }
-
     /// Persists, closes the durable copy and gives the mount up to the next process.
     pub fn release(self) -> Result<()> {
         let persisted = self.local.persist();

@@ -185,10 +185,6 @@ impl StatusBoard {
         });
     }
 
-    pub fn set_snapshot(&self, partition: u32, snapshot: u64) {
-        self.with(partition, |s| s.snapshot_sequence = snapshot);
-    }
-
     pub fn failed(&self, partition: u32, error: &str) {
         self.with(partition, |s| s.last_error = Some(error.to_owned()));
     }

@@ -165,11 +165,6 @@ impl ReadView {
         Ok(())
     }
 
-    /// Entries changed since the image (this process's private index).
-    pub fn overlay_len(&self) -> usize {
-        self.index.len()
-    }
-
     /// The stored document of `key` (live fields and dropped ones alike).
     pub fn doc(&self, key: &[u8]) -> Result<Option<&[u8]>> {
         // Right after a fold the overlay is empty: skip its hash and probe.

@@ -196,7 +196,7 @@ fn a_second_process_attaches_and_one_asking_for_something_else_is_refused() {
     let mut other = f.options("mount");
     other.partitions = vec![0];
     let err = Reader::open(other).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Local);
+    assert_eq!(err.kind(), ErrorKind::MountInUse);
     assert!(err.to_string().contains("partitions [0, 1]"), "{err}");
     assert_eq!(
         listing(&f.dir.path().join("mount")),
@@ -399,11 +399,17 @@ fn attached_readers_never_follow_a_generation_back() {
     let owner = Reader::open(f.options("mount")).unwrap();
     let attached = Reader::open(f.options("mount")).unwrap();
     assert!(owner.owns_mount() && !attached.owns_mount());
-    let mount = ikv_reader::mount::MountDir::open(&f.dir.path().join("mount"), "shared").unwrap();
-    let mut current = mount.read_current().unwrap().unwrap();
-    assert!(current.generation >= 1);
-    current.generation -= 1;
-    mount.write_current(&current).unwrap();
+    // `current` rewritten with a lower generation, sealed as the owner seals it.
+    let path = f.dir.path().join("mount/shared/current");
+    let bytes = std::fs::read(&path).unwrap();
+    let json = ikv_core::checksum::open_json(&bytes, "current").unwrap();
+    let mut current: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    let generation = current["generation"].as_u64().unwrap();
+    assert!(generation >= 1);
+    current["generation"] = (generation - 1).into();
+    let sealed = ikv_core::checksum::seal_json(serde_json::to_vec(&current).unwrap());
+    std::fs::write(path.with_extension("tmp"), sealed).unwrap();
+    std::fs::rename(path.with_extension("tmp"), &path).unwrap();
     wait_until(
         "the attached reader reports the generation going back",
         || {
