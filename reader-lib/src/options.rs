@@ -1,0 +1,62 @@
+//! How to open a reader: [`ReaderOptions`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ikv_core::clock::{Clock, SystemClock};
+use ikv_core::{Storage, StorageOptions};
+
+/// How to open a reader.
+#[derive(Debug, Clone)]
+pub struct ReaderOptions {
+    /// Storage root URL (`s3://bucket/prefix`, `file:///dir`).
+    pub storage_url: String,
+    pub storage_options: StorageOptions,
+    pub store_name: String,
+    /// Directory for the local copy (one subdirectory per store), shared by every reader
+    /// process of the host that opens the same store there.
+    pub mount_directory: PathBuf,
+    /// Partitions to mount; all when empty.
+    pub partitions: Vec<u32>,
+    /// Time between polls for new deltas (owner), and the longest time an attached process
+    /// takes to see what its owner applied.
+    pub poll_interval: Duration,
+    /// fjall block cache size (the owner's durable copy).
+    pub cache_bytes: u64,
+    /// How often a running reader checks (with a LIST) that no delta it has not applied was
+    /// removed by retention or is missing below a later one. Also checked at open and after
+    /// a failed poll.
+    pub gap_check_interval: Duration,
+    /// An already opened storage root to read from instead of opening `storage_url` (a
+    /// custom object store, or one that injects faults in tests); `storage_url` then only
+    /// names it in messages and in what the mount serves.
+    pub storage: Option<Storage>,
+    /// How much lower than the application's the CPU priority of the reader's background
+    /// threads (polling, applying deltas, bootstrap ingestion) is, as a `nice` increment
+    /// (Linux; 0 keeps the same priority). Applying a large delta is CPU work: on a busy host
+    /// it should wait for the application's threads rather than preempt them, as database
+    /// engines run compaction below foreground work.
+    pub background_nice: i32,
+    /// The reader's time: poll and backoff sleeps, gap-check intervals, freshness stamps. The
+    /// real clock unless a test drives it (`ikv_core::clock::ManualClock`).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl ReaderOptions {
+    pub fn new(storage_url: &str, store_name: &str, mount_directory: impl Into<PathBuf>) -> Self {
+        ReaderOptions {
+            storage_url: storage_url.to_owned(),
+            storage_options: StorageOptions::default(),
+            store_name: store_name.to_owned(),
+            mount_directory: mount_directory.into(),
+            partitions: Vec::new(),
+            poll_interval: Duration::from_millis(500),
+            cache_bytes: 64 << 20,
+            gap_check_interval: Duration::from_secs(600),
+            storage: None,
+            background_nice: 10,
+            clock: SystemClock::shared(),
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The background task of a reader: the owner's polls of the bucket, an attached process's
+//! following of the owner's overlay, and the change of role when the owner goes away.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, UNIX_EPOCH};
+
+use ikv_core::{Error, Result};
+use tokio::sync::watch;
+
+use crate::roles::*;
+use crate::sync::{rebuild, sync_all};
+
+/// An attached process's status: the shared copy's state and its owner's freshness.
+pub(crate) fn refresh_status(shared: &Shared) {
+    let view = shared.view.load();
+    for &p in &shared.partitions {
+        let ms = view.overlay.caught_up_ms(p);
+        let at = (ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(ms));
+        shared
+            .status
+            .attached(p, view.applied[p as usize], view.snapshot[p as usize], at);
+    }
+}
+
+/// One step of an attached process: index what the owner committed since, or switch to the
+/// generation that replaced ours.
+pub(crate) fn follow(shared: &Shared, check_current: bool) -> Result<()> {
+    if shared.damaged.swap(false, Ordering::SeqCst) {
+        shared.mount.report_damage();
+    }
+    let view = shared.view.load_full();
+    if (check_current || view.overlay.superseded_by().is_some())
+        && let Some(current) = shared.mount.read_current()?
+        && current.generation != view.generation
+    {
+        // Generations only grow while one owner after another holds the mount: one that goes
+        // back was written by a process that should not own it. Never follow it back.
+        if current.generation < view.generation {
+            return Err(Error::Local {
+                path: shared.mount.path().display().to_string(),
+                message: format!(
+                    "the mount's published generation went back from {} to {} (owner pid {}): a process that does not hold the mount's lock wrote it; serving the data as it was",
+                    view.generation, current.generation, current.owner_pid
+                ),
+            });
+        }
+        if current.identity.config != shared.config
+            || current.identity.partitions != shared.partitions
+        {
+            return Err(Error::Local {
+                path: shared.mount.path().display().to_string(),
+                message: "the mount's owner now serves another store configuration or other partitions; serving the data as it was".into(),
+            });
+        }
+        if let Some(next) = attach_view(&shared.mount, &current, &shared.damaged)? {
+            drop(view);
+            shared.view.publish(next);
+            refresh_status(shared);
+        }
+        return Ok(());
+    }
+    if let Some(next) = view.advanced()? {
+        drop(view);
+        shared.view.publish(next);
+    }
+    refresh_status(shared);
+    Ok(())
+}
+
+/// One poll of the owner; returns how long to wait before the next.
+pub(crate) async fn poll_once(
+    shared: &Shared,
+    owned: &mut Owned,
+    failures: &mut u32,
+    last_gap_check: &mut Duration,
+    stop: &watch::Receiver<bool>,
+) -> Duration {
+    let options = &shared.options;
+    let clock = options.clock.clone();
+    let Owned {
+        owner,
+        storage,
+        layout,
+        states,
+        ..
+    } = owned;
+    if owner.take_damage() {
+        tracing::warn!("a read found the shared copy damaged; rebuilding it");
+        // The durable copy has its own checksums: a new image from it first, the bucket if
+        // that fails too.
+        let repaired = match owner.fold() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "the durable copy cannot rebuild the image; bootstrapping from the bucket");
+                rebuild(storage, layout, owner, &shared.status, &shared.partitions)
+                    .await
+                    .map(|rebuilt| *states = rebuilt)
+            }
+        };
+        if let Err(e) = repaired {
+            tracing::warn!(error = %e, "rebuilding the damaged local copy failed; retrying");
+            for p in &shared.partitions {
+                shared.status.failed(
+                    *p,
+                    &format!("the local copy is damaged and rebuilding it failed: {e}"),
+                );
+            }
+            shared.damaged.store(true, Ordering::SeqCst);
+        }
+    }
+    let check_gaps = *failures > 0
+        || clock.elapsed().saturating_sub(*last_gap_check) >= options.gap_check_interval;
+    match sync_all(
+        storage,
+        layout,
+        owner,
+        &shared.status,
+        states,
+        check_gaps,
+        clock.as_ref(),
+    )
+    .await
+    {
+        Ok(()) => {
+            if check_gaps {
+                *last_gap_check = clock.elapsed();
+            }
+            *failures = 0;
+            owned.local_failures = 0;
+            options.poll_interval
+        }
+        // Cut short by shutdown: not a failure.
+        Err(_) if *stop.borrow() => Duration::ZERO,
+        Err(failure) => {
+            *failures += 1;
+            owned.local_failures = match &failure {
+                crate::sync::SyncFailure::All(e) if e.kind() == ikv_core::ErrorKind::Local => {
+                    owned.local_failures + 1
+                }
+                _ => 0,
+            };
+            for (p, e) in failure.per_partition(&shared.partitions) {
+                tracing::warn!(partition = p, error = %e, failures, "poll failed; serving local data and retrying");
+                shared.status.failed(p, &e);
+            }
+            options
+                .poll_interval
+                .max(Duration::from_millis(100))
+                .saturating_mul(1 << (*failures).min(6))
+                .min(Duration::from_secs(30))
+        }
+    }
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, mut role: Role, mut stop: watch::Receiver<bool>) {
+    let clock = shared.options.clock.clone();
+    let mut failures: u32 = 0;
+    let mut last_gap_check = clock.elapsed();
+    let mut ticks: u64 = 0;
+    let follow_tick = shared
+        .options
+        .poll_interval
+        .clamp(Duration::from_millis(1), ATTACH_TICK);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let wait = match &mut role {
+            Role::Owner(owned) => {
+                ticks += 1;
+                if ticks.is_multiple_of(50) && !shared.mount.in_place() {
+                    let e = format!(
+                        "the mount directory {} was removed or replaced while this process owned it: it serves what it has and cannot publish more; restart this host's readers",
+                        shared.mount.path().display()
+                    );
+                    tracing::error!("{e}");
+                    for p in &shared.partitions {
+                        shared.status.failed(*p, &e);
+                    }
+                }
+                let wait =
+                    poll_once(&shared, owned, &mut failures, &mut last_gap_check, &stop).await;
+                if owned.local_failures >= REOPEN_AFTER_LOCAL_FAILURES {
+                    // The durable copy keeps failing (a full disk poisons it: every later
+                    // write fails too). Give the mount up and take it again: the copy is
+                    // reopened from disk, and once there is room, polling goes on.
+                    tracing::warn!(
+                        failures = owned.local_failures,
+                        "the local copy keeps failing; reopening it"
+                    );
+                    if let Role::Owner(owned) = std::mem::replace(&mut role, Role::Attached) {
+                        shared.owns.store(false, Ordering::SeqCst);
+                        if let Err(e) = owned.owner.release() {
+                            tracing::warn!(error = %e, "persisting the failing local copy failed");
+                        }
+                    }
+                }
+                wait
+            }
+            Role::Attached => {
+                ticks += 1;
+                // `current` is read about once a second; an overlay's superseded mark tells
+                // of a new generation at once.
+                if let Err(e) = follow(&shared, ticks.is_multiple_of(50)) {
+                    for p in &shared.partitions {
+                        shared.status.failed(*p, &e.to_string());
+                    }
+                }
+                match shared.mount.try_own() {
+                    Ok(true) => match take_over(&shared).await {
+                        Ok(owned) => {
+                            tracing::info!("the mount's owner went away; this process owns it now");
+                            shared.owns.store(true, Ordering::SeqCst);
+                            last_gap_check = clock.elapsed();
+                            role = Role::Owner(Box::new(owned));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "taking the mount over failed; serving the shared copy as it is");
+                            for p in &shared.partitions {
+                                shared.status.failed(*p, &e.to_string());
+                            }
+                            shared.mount.disown();
+                        }
+                    },
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot check the mount's owner lock"),
+                }
+                follow_tick
+            }
+        };
+        tokio::select! {
+            _ = clock.sleep(wait) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    if let Role::Owner(owned) = role {
+        shared.owns.store(false, Ordering::SeqCst);
+        if let Err(e) = owned.owner.release() {
+            tracing::warn!(error = %e, "persisting the local copy at shutdown failed");
+        }
+    }
+}
