@@ -111,7 +111,7 @@ async fn main() {
     let field_ops = batches * docs_per_batch * 4;
 
     // Writers behind: 40 writers each learn the tip with one commit, then another writer's
-    // N deltas land (raw PUTs of valid deltas, 64 at once, so that setting up is quick; the
+    // N deltas land (raw PUTs of committed deltas, placed at their numbers, 64 at once, so that setting up is quick; the
     // last one committed by a writer, which publishes the tip hint as every commit does),
     // then, after a second of idleness (as an idle Lambda instance has), each commits once,
     // timed, 150 ms apart (time for the previous one's hint to land). The first 20 find the
@@ -136,8 +136,10 @@ async fn main() {
         use futures::StreamExt;
         futures::stream::iter(tip + 1..tip + n)
             .map(|seq| {
-                let (storage, path, body) = (storage.clone(), layout.delta(0, seq), body.clone());
-                async move { storage.store.put(&path, body.into()).await.unwrap() }
+                let (storage, path) = (storage.clone(), layout.delta(0, seq));
+                // Placed at its number, as a writer places it: a committed delta.
+                let placed = ikv_core::delta::place_delta(&body, seq).unwrap();
+                async move { storage.store.put(&path, placed).await.unwrap() }
             })
             .buffer_unordered(64)
             .collect::<Vec<_>>()
