@@ -4,6 +4,7 @@
 
 pub mod counting;
 pub mod faulty;
+pub mod fixture;
 pub mod model;
 pub mod model_check;
 pub mod random_ops;

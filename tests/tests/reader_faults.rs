@@ -11,6 +11,7 @@ use ikv_core::store::create_store;
 use ikv_core::{Storage, StoreConfig};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_tests::faulty::{FaultyStore, ReadFault};
+use ikv_tests::fixture::wait_until;
 use ikv_tests::model::Model;
 use ikv_tests::model_check::{assert_equals_model, write_and_record};
 use ikv_tests::random_ops::Workload;
@@ -20,14 +21,6 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 
 const PARTITIONS: u32 = 2;
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// Store `name` of `partitions` on an in-memory bucket behind a fault-injecting store, and a
 /// writer of it.

@@ -12,6 +12,7 @@ use ikv_core::store::{create_store, discover_tip};
 use ikv_core::{ErrorKind, FieldValue, Storage, StorageOptions, StoreConfig, StoreLayout};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_snapshot::{Retention, SnapshotOptions, apply_retention, snapshot_partition};
+use ikv_tests::fixture::wait_caught_up;
 use ikv_tests::model::Model;
 use ikv_tests::model_check::{assert_equals_model, write_and_record};
 use ikv_tests::random_ops::{PARTITIONING_KEY, PRIMARY_KEY, Workload};
@@ -128,24 +129,6 @@ impl Store {
             self.config.partitioning_key_field.as_deref(),
             self.config.num_partitions,
         )
-    }
-}
-
-fn wait_caught_up(reader: &Reader, tips: &[u64]) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = reader.status();
-        if status
-            .iter()
-            .all(|s| s.applied_sequence >= tips[s.partition as usize])
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "reader did not catch up: {status:?} vs {tips:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

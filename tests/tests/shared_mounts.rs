@@ -8,12 +8,13 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ikv_core::store::{create_store, discover_tip};
 use ikv_core::{ErrorKind, Storage, StoreConfig, StoreLayout};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_tests::counting::CountingStore;
+use ikv_tests::fixture::wait_until;
 use ikv_tests::model::Model;
 use ikv_tests::model_check::{assert_equals_model, write_and_record};
 use ikv_tests::random_ops::{PRIMARY_KEY, Workload};
@@ -130,14 +131,6 @@ impl Fixture {
             .unwrap();
         assert_eq!(line.trim(), expected);
         child
-    }
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
