@@ -137,8 +137,10 @@ const HINT_CLOCK_SKEW: Duration = Duration::from_secs(30);
 /// Lost races in a row after which a busy writer searches instead of trying the next number.
 const SEARCH_AFTER_LOSSES: u32 = 8;
 
-/// Why an attempt did not commit, when it may be retried.
-enum Retry {
+/// What one conditional PUT came to (a final failure is the `Err` beside it).
+enum Attempt {
+    /// Our delta is at this number (this PUT, or an earlier ambiguous one of ours).
+    Committed,
     /// Lost to another writer's committed delta at this number.
     Lost,
     /// A failure that settles nothing (timeout, 5xx, a 409 whose winner has not landed).
@@ -223,13 +225,13 @@ impl PartitionCommitter {
             };
             let seq = next_seq(tip, self.partition)?;
             ikv_core::failpoint!("writer.commit.before_put");
-            match self.attempt(seq, &body, batch_id, &ambiguous).await {
-                Ok(()) => {
+            match self.attempt(seq, &body, batch_id, &ambiguous).await? {
+                Attempt::Committed => {
                     self.committed(seq);
                     tracing::debug!(partition = self.partition, seq, "committed delta");
                     return Ok(seq);
                 }
-                Err(Ok(Retry::Lost)) => {
+                Attempt::Lost => {
                     lost_races += 1;
                     if lost_races > self.policy.max_lost_races {
                         return Err(Error::StorageMessage {
@@ -247,7 +249,7 @@ impl PartitionCommitter {
                     );
                     self.clock.sleep(wait).await;
                 }
-                Err(Ok(Retry::Failed(e))) => {
+                Attempt::Failed(e) => {
                     // The PUT may or may not have landed: remember, and retry the same number.
                     ambiguous.insert(seq);
                     ikv_core::failpoint!("writer.commit.after_ambiguous");
@@ -263,7 +265,6 @@ impl PartitionCommitter {
                     }
                     self.failed(&mut failures, e).await?;
                 }
-                Err(Err(e)) => return Err(e),
             }
         }
     }
@@ -338,32 +339,32 @@ impl PartitionCommitter {
         body: &Bytes,
         batch_id: &str,
         ambiguous: &HashSet<u64>,
-    ) -> std::result::Result<(), Result<Retry>> {
+    ) -> Result<Attempt> {
         let path = self.layout.delta(self.partition, seq);
         // The trailer names the number it is committed at (readers check it).
-        let placed = ikv_core::delta::place_delta(body, seq).map_err(Err)?;
+        let placed = ikv_core::delta::place_delta(body, seq)?;
         let opts = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
         let e = match self.storage.store.put_opts(&path, placed, opts).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(Attempt::Committed),
             Err(e) => e,
         };
         match e {
             object_store::Error::AlreadyExists { .. }
             | object_store::Error::Precondition { .. } => {}
             e if is_permanent(&e) => {
-                return Err(Err(Error::Storage {
+                return Err(Error::Storage {
+                    context: format!("writing {path}"),
+                    source: e,
+                });
+            }
+            e => {
+                return Ok(Attempt::Failed(Error::Storage {
                     context: format!("writing {path}"),
                     source: e,
                 }));
-            }
-            e => {
-                return Err(Ok(Retry::Failed(Error::Storage {
-                    context: format!("writing {path}"),
-                    source: e,
-                })));
             }
         }
         // S3 answers 409 ConditionalRequestConflict when another conditional write to the key
@@ -377,28 +378,28 @@ impl PartitionCommitter {
                     seq,
                     "conflicting write in flight; retrying the same number"
                 );
-                return Err(Ok(Retry::Failed(Error::Storage {
+                return Ok(Attempt::Failed(Error::Storage {
                     context: format!("writing {path}"),
                     source: e,
-                })));
+                }));
             }
-            Err(read) => return Err(Ok(Retry::Failed(read))),
+            Err(read) => return Ok(Attempt::Failed(read)),
         };
-        let meta = check_predecessor(&found, &self.layout, self.partition, seq).map_err(Err)?;
+        let meta = check_predecessor(&found, &self.layout, self.partition, seq)?;
         if ambiguous.contains(&seq) && meta.batch_id == batch_id {
             tracing::info!(
                 partition = self.partition,
                 seq,
                 "an earlier ambiguous attempt had committed the batch"
             );
-            return Ok(());
+            return Ok(Attempt::Committed);
         }
         self.tip = Some(KnownTip {
             seq,
             at: self.clock.elapsed(),
             checked: true,
         });
-        Err(Ok(Retry::Lost))
+        Ok(Attempt::Lost)
     }
 
     /// Counts a failure; past the policy's limit, returns it; otherwise waits a backoff.
