@@ -207,6 +207,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut role: Role, mut stop: watch::Re
                         shared.status.failed(*p, &e.to_string());
                     }
                 }
+                if ticks.is_multiple_of(50) {
+                    check_owner_freshness(&shared);
+                }
                 match shared.mount.try_own() {
                     Ok(true) => match take_over(&shared).await {
                         Ok(owned) => {
@@ -239,5 +242,47 @@ pub(crate) async fn run(shared: Arc<Shared>, mut role: Role, mut stop: watch::Re
         if let Err(e) = owned.owner.release() {
             tracing::warn!(error = %e, "persisting the local copy at shutdown failed");
         }
+    }
+}
+
+/// Prefix of the `last_error` an attached process sets when its owner stops catching up.
+const OWNER_STALE: &str = "the mount's owner";
+
+/// An attached process's check that its owner still polls: the owner marks each partition
+/// caught up in the overlay at every poll that finds nothing newer, so a mark older than
+/// `max(1 s, 50 poll intervals)` means the owner stopped (SIGSTOP, a debugger, a frozen
+/// container), keeps failing, or is far behind; `last_error` says so, and clears when the
+/// mark moves again.
+fn check_owner_freshness(shared: &Shared) {
+    let view = shared.view.load();
+    let limit = shared
+        .options
+        .poll_interval
+        .saturating_mul(50)
+        .max(Duration::from_secs(1));
+    let now_ms = shared
+        .options
+        .clock
+        .now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let owner = shared
+        .mount
+        .read_current()
+        .ok()
+        .flatten()
+        .map_or_else(|| "?".to_owned(), |c| c.owner_pid.to_string());
+    for &p in &shared.partitions {
+        let marked = view.overlay.caught_up_ms(p);
+        let behind = Duration::from_millis(now_ms.saturating_sub(marked));
+        let stale = (marked > 0 && behind > limit).then(|| {
+            format!(
+                "{OWNER_STALE} (pid {owner}) has not found partition {p} caught up for {} s: it may be stopped (SIGSTOP, a debugger, a frozen container: `kill -CONT {owner}`, or kill it and a reader here takes over), failing (its log says why), or far behind",
+                behind.as_secs()
+            )
+        });
+        shared
+            .status
+            .owner_freshness(p, stale.as_deref(), OWNER_STALE);
     }
 }

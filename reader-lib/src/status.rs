@@ -189,6 +189,22 @@ impl StatusBoard {
         self.with(partition, |s| s.last_error = Some(error.to_owned()));
     }
 
+    /// An attached process's view of its owner: `stale` sets `last_error`; `None` clears an
+    /// error that began with `prefix` (an earlier staleness), and leaves any other.
+    pub fn owner_freshness(&self, partition: u32, stale: Option<&str>, prefix: &str) {
+        self.with(partition, |s| match stale {
+            Some(message) => s.last_error = Some(message.to_owned()),
+            None => {
+                if s.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with(prefix))
+                {
+                    s.last_error = None;
+                }
+            }
+        });
+    }
+
     pub fn snapshot(&self) -> Vec<PartitionStatus> {
         Vec::clone(&self.partitions.load())
     }

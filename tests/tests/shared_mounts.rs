@@ -497,3 +497,41 @@ fn a_local_copy_missing_its_keyspace_files_is_rebuilt_at_the_first_open() {
     wait_until("caught up", || caught_up(&reader, &tips));
     assert_equals_model(&reader, &keys, &model.state());
 }
+
+/// A frozen owner (SIGSTOP) is noticed by the attached processes: their `last_error` names the
+/// owner's pid and what to do, and clears once it runs again.
+#[test]
+fn attached_readers_notice_a_frozen_owner() {
+    let f = fixture(2);
+    let writer = f.writer();
+    let mut model = Model::new(PRIMARY_KEY, None, f.config.num_partitions);
+    let mut work = Workload::new(13, KEYS);
+    f.write(&writer, &mut model, &mut work, 5);
+    let mut owner = f.ready_process("mount", "ready owner");
+    let attached = Reader::open(f.options("mount")).unwrap();
+    assert!(!attached.owns_mount());
+    let pid = owner.id().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    wait_until("the attached reader notices the frozen owner", || {
+        attached.status().iter().all(|s| {
+            s.last_error.as_deref().is_some_and(|e| {
+                e.contains(&format!("(pid {pid}) has not found")) && e.contains("kill -CONT")
+            })
+        })
+    });
+    signal("-CONT");
+    wait_until("the warning clears once the owner runs again", || {
+        attached.status().iter().all(|s| s.last_error.is_none())
+    });
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+}
