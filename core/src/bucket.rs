@@ -16,6 +16,7 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::error::{Error, Result};
 use crate::layout::{StoreLayout, parse_delta_seq, parse_seq};
+use crate::requests::{Outcome, RequestKind};
 use crate::storage::Storage;
 use crate::store::SNAPSHOT_MANIFEST;
 
@@ -112,7 +113,17 @@ pub fn read_local(storage: &Storage, paths: &[Path]) -> Option<Vec<Result<Option
                 let file = local
                     .path_to_filesystem(path)
                     .map_err(|e| Error::storage(format!("reading {path}"), e))?;
-                match std::fs::read(&file) {
+                // Counted as the GET it stands for.
+                let read = std::fs::read(&file);
+                storage.requests().record(
+                    RequestKind::Get,
+                    match &read {
+                        Ok(_) => Outcome::Ok,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Outcome::NotFound,
+                        Err(_) => Outcome::Error,
+                    },
+                );
+                match read {
                     Ok(bytes) => Ok(Some(Bytes::from(bytes))),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                     // As object_store reports it, so that a permission error is "no access".

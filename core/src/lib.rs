@@ -22,6 +22,7 @@ pub mod layout;
 pub mod limits;
 pub mod operation;
 pub mod partition;
+pub mod requests;
 pub mod storage;
 pub mod store;
 pub mod tip;

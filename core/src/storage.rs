@@ -12,6 +12,7 @@ use object_store::{ObjectStore, RetryConfig};
 use url::Url;
 
 use crate::clock::{Clock, SystemClock};
+use crate::requests::{CountedStore, RequestCounts};
 
 use crate::error::{Error, Result};
 
@@ -45,20 +46,34 @@ pub struct Storage {
     /// The local directory store [`Storage::open`] made for a `file://` root, for reads done
     /// as plain file reads ([`Storage::local_files`]).
     local: Option<Arc<LocalFileSystem>>,
+    /// The counted store `open` made for that directory: `local` is used only while `store`
+    /// is still this one (a wrapper put in its place is never bypassed).
+    made: Option<Arc<dyn ObjectStore>>,
     /// Time for the bucket protocol's waits (retry backoff, hole re-checks).
     clock: Arc<dyn Clock>,
+    /// Every request made through this root and its clones, by kind and outcome.
+    requests: Arc<RequestCounts>,
 }
 
 impl Storage {
-    /// Wraps an existing object store (tests, custom backends).
+    /// Wraps an existing object store (tests, custom backends); its requests are counted
+    /// ([`Storage::requests`]).
     pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, url: impl Into<String>) -> Storage {
+        let requests = Arc::new(RequestCounts::default());
         Storage {
-            store,
+            store: Arc::new(CountedStore::new(store, requests.clone())),
             prefix,
             url: url.into(),
             local: None,
+            made: None,
             clock: SystemClock::shared(),
+            requests,
         }
+    }
+
+    /// The requests made through this root (and its clones) so far, by kind and outcome.
+    pub fn requests(&self) -> &RequestCounts {
+        &self.requests
     }
 
     /// This root with its waits on `clock` (tests pass a manual or stepping clock).
@@ -79,7 +94,8 @@ impl Storage {
     /// injects faults is never bypassed).
     pub fn local_files(&self) -> Option<&LocalFileSystem> {
         let local = self.local.as_ref()?;
-        let same = std::ptr::addr_eq(Arc::as_ptr(&self.store), Arc::as_ptr(local));
+        let made = self.made.as_ref()?;
+        let same = std::ptr::addr_eq(Arc::as_ptr(&self.store), Arc::as_ptr(made));
         same.then_some(local.as_ref())
     }
 
@@ -121,6 +137,7 @@ impl Storage {
                 let fs = Arc::new(fs);
                 let mut storage = Storage::new(fs.clone(), Path::default(), url);
                 storage.local = Some(fs);
+                storage.made = Some(storage.store.clone());
                 Ok(storage)
             }
             "s3" | "s3a" => {

@@ -370,6 +370,13 @@ async fn the_rule_costs_nothing_on_the_common_path() {
     let used = bucket.counts.counts().since(&before);
     // The hint (naming what this writer committed: not followed), then one PUT.
     assert_eq!((used.gets, used.heads, used.lists), (1, 0, 0), "{used:?}");
+    // The storage root's own count (what metrics will read) agrees with the test's.
+    use ikv_core::requests::RequestKind;
+    let all = bucket.counts.counts();
+    let own = bucket.storage.requests();
+    assert_eq!(own.of_kind(RequestKind::Get), all.gets);
+    assert_eq!(own.of_kind(RequestKind::Head), all.heads);
+    assert_eq!(own.of_kind(RequestKind::List), all.lists);
 }
 
 /// Writers, forged and lagging hints, bad deltas at the tip and time jumps, in random order

@@ -1,0 +1,265 @@
+//! Every request ikv makes to a bucket, counted by kind and outcome: the base of its metrics
+//! and of request-cost tests (the S3 bill is these counts). [`Storage`](crate::Storage) wraps
+//! the store it opens (or is given) in a [`CountedStore`]; `Storage::requests` reads the
+//! counts. Plain-file reads of a local-directory root are counted as GETs too.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+};
+
+/// Kinds of request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    Get,
+    Head,
+    Put,
+    List,
+    Delete,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// The object was not there (404).
+    NotFound,
+    /// A condition did not hold (a conditional create found the object: 412, 409).
+    Precondition,
+    /// Anything else: a timeout, 5xx, refused credentials.
+    Error,
+}
+
+const KINDS: usize = 5;
+const OUTCOMES: usize = 4;
+
+/// Request counts by kind and outcome, shared by every clone of a `Storage`.
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    counts: [[AtomicU64; OUTCOMES]; KINDS],
+}
+
+impl RequestCounts {
+    pub fn record(&self, kind: RequestKind, outcome: Outcome) {
+        self.counts[kind as usize][outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn move_outcome(&self, kind: RequestKind, from: Outcome, to: Outcome) {
+        self.counts[kind as usize][from as usize].fetch_sub(1, Ordering::Relaxed);
+        self.record(kind, to);
+    }
+
+    fn record_result<T>(&self, kind: RequestKind, result: &Result<T>) {
+        self.record(kind, outcome_of(result));
+    }
+
+    /// Requests of `kind` that ended as `outcome` so far.
+    pub fn get(&self, kind: RequestKind, outcome: Outcome) -> u64 {
+        self.counts[kind as usize][outcome as usize].load(Ordering::Relaxed)
+    }
+
+    /// Requests of `kind` so far, whatever their outcome.
+    pub fn of_kind(&self, kind: RequestKind) -> u64 {
+        self.counts[kind as usize]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Every request so far.
+    pub fn total(&self) -> u64 {
+        [
+            RequestKind::Get,
+            RequestKind::Head,
+            RequestKind::Put,
+            RequestKind::List,
+            RequestKind::Delete,
+        ]
+        .into_iter()
+        .map(|k| self.of_kind(k))
+        .sum()
+    }
+}
+
+fn outcome_of<T>(result: &Result<T>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Ok,
+        Err(object_store::Error::NotFound { .. }) => Outcome::NotFound,
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => Outcome::Precondition,
+        Err(_) => Outcome::Error,
+    }
+}
+
+/// An object store that counts the requests made through it.
+#[derive(Debug)]
+pub struct CountedStore {
+    inner: Arc<dyn ObjectStore>,
+    counts: Arc<RequestCounts>,
+}
+
+impl CountedStore {
+    pub fn new(inner: Arc<dyn ObjectStore>, counts: Arc<RequestCounts>) -> CountedStore {
+        CountedStore { inner, counts }
+    }
+
+    /// A listing, counted once when it is made (as it is sent, even if nothing is read from
+    /// it), and moved to the errors if a page fails.
+    fn counted_listing(
+        &self,
+        listing: BoxStream<'static, Result<ObjectMeta>>,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.counts.record(RequestKind::List, Outcome::Ok);
+        let counts = self.counts.clone();
+        let mut failed = false;
+        listing
+            .map(move |item| {
+                if item.is_err() && !failed {
+                    failed = true;
+                    counts.move_outcome(RequestKind::List, Outcome::Ok, Outcome::Error);
+                }
+                item
+            })
+            .boxed()
+    }
+}
+
+impl fmt::Display for CountedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CountedStore({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for CountedStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        let result = self.inner.put_opts(location, payload, opts).await;
+        self.counts.record_result(RequestKind::Put, &result);
+        result
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        let result = self.inner.put_multipart_opts(location, opts).await;
+        self.counts.record_result(RequestKind::Put, &result);
+        result
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let kind = if options.head {
+            RequestKind::Head
+        } else {
+            RequestKind::Get
+        };
+        let result = self.inner.get_opts(location, options).await;
+        self.counts.record_result(kind, &result);
+        result
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        let counts = self.counts.clone();
+        self.inner
+            .delete_stream(locations)
+            .map(move |deleted| {
+                counts.record_result(RequestKind::Delete, &deleted);
+                deleted
+            })
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.counted_listing(self.inner.list(prefix))
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.counted_listing(self.inner.list_with_offset(prefix, offset))
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        let result = self.inner.list_with_delimiter(prefix).await;
+        self.counts.record_result(RequestKind::List, &result);
+        result
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Storage;
+    use futures::TryStreamExt;
+    use object_store::{ObjectStoreExt, PutMode};
+
+    #[tokio::test]
+    async fn every_request_is_counted_by_kind_and_outcome() {
+        let storage = Storage::memory();
+        let path = Path::from("a/b");
+        storage.store.put(&path, "x".into()).await.unwrap();
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        assert!(
+            storage
+                .store
+                .put_opts(&path, "y".into(), create)
+                .await
+                .is_err()
+        );
+        storage.store.get(&path).await.unwrap();
+        assert!(storage.store.get(&Path::from("nope")).await.is_err());
+        storage.store.head(&path).await.unwrap();
+        let listed: Vec<_> = storage
+            .store
+            .list(Some(&Path::from("empty")))
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(listed.is_empty());
+        storage.store.delete(&path).await.unwrap();
+        // A clone shares the counts.
+        let clone = storage.clone();
+        clone.store.get(&path).await.unwrap_err();
+
+        let r = storage.requests();
+        assert_eq!(r.get(RequestKind::Put, Outcome::Ok), 1);
+        assert_eq!(r.get(RequestKind::Put, Outcome::Precondition), 1);
+        assert_eq!(r.get(RequestKind::Get, Outcome::Ok), 1);
+        assert_eq!(r.get(RequestKind::Get, Outcome::NotFound), 2);
+        assert_eq!(r.get(RequestKind::Head, Outcome::Ok), 1);
+        assert_eq!(
+            r.get(RequestKind::List, Outcome::Ok),
+            1,
+            "an empty listing is a request too"
+        );
+        assert_eq!(r.get(RequestKind::Delete, Outcome::Ok), 1);
+        assert_eq!(r.total(), 8);
+    }
+}
