@@ -108,8 +108,17 @@ pub struct CountedStore {
 }
 
 impl CountedStore {
-    pub fn new(inner: Arc<dyn ObjectStore>, counts: Arc<RequestCounts>) -> CountedStore {
-        CountedStore { inner, counts }
+    /// `inner`, its requests counted from zero.
+    pub fn new(inner: Arc<dyn ObjectStore>) -> CountedStore {
+        CountedStore {
+            inner,
+            counts: Arc::new(RequestCounts::default()),
+        }
+    }
+
+    /// The counts of the requests made through this store.
+    pub fn requests(&self) -> &Arc<RequestCounts> {
+        &self.counts
     }
 
     /// A listing, counted once when it is made (as it is sent, even if nothing is read from

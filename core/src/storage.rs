@@ -59,9 +59,10 @@ impl Storage {
     /// Wraps an existing object store (tests, custom backends); its requests are counted
     /// ([`Storage::requests`]).
     pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, url: impl Into<String>) -> Storage {
-        let requests = Arc::new(RequestCounts::default());
+        let counted = CountedStore::new(store);
+        let requests = counted.requests().clone();
         Storage {
-            store: Arc::new(CountedStore::new(store, requests.clone())),
+            store: Arc::new(counted),
             prefix,
             url: url.into(),
             local: None,

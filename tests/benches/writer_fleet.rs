@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ikv_core::store::{create_store, list_delta_seqs};
 use ikv_core::{Document, FieldValue, Storage, StoreConfig, StoreLayout};
-use ikv_tests::counting::{CountingStore, Counts};
+use ikv_tests::counting::{CountingStore, Counts, CountsOf};
 use ikv_tests::{localstack_storage, localstack_storage_at};
 use ikv_writer::{Writer, WriterOptions};
 

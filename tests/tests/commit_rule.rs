@@ -14,7 +14,7 @@ use ikv_core::delta::{DeltaMeta, encode_delta, place_delta};
 use ikv_core::store::{create_store, list_delta_seqs, read_delta};
 use ikv_core::tip_hint::{self, TipHint};
 use ikv_core::{DeltaOp, Document, ErrorKind, FieldValue, Storage, StoreConfig, StoreLayout};
-use ikv_tests::counting::CountingStore;
+use ikv_tests::counting::{CountingStore, CountsOf};
 use ikv_tests::stepping_clock::SteppingClock;
 use ikv_writer::{Writer, WriterOptions};
 use object_store::ObjectStoreExt;

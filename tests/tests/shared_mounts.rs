@@ -13,7 +13,7 @@ use std::time::Duration;
 use ikv_core::store::{create_store, discover_tip};
 use ikv_core::{ErrorKind, Storage, StoreConfig, StoreLayout};
 use ikv_reader::{Reader, ReaderOptions};
-use ikv_tests::counting::CountingStore;
+use ikv_tests::counting::{CountingStore, CountsOf};
 use ikv_tests::fixture::wait_until;
 use ikv_tests::model::Model;
 use ikv_tests::model_check::{assert_equals_model, write_and_record};

@@ -14,7 +14,7 @@ use ikv_core::tip_hint::{self, TipHint};
 use ikv_core::{
     DeltaOp, Document, ErrorKind, FieldValue, Operation, Storage, StoreConfig, StoreLayout,
 };
-use ikv_tests::counting::CountingStore;
+use ikv_tests::counting::{CountingStore, CountsOf};
 use ikv_tests::localstack_storage;
 use ikv_writer::{Writer, WriterOptions};
 use object_store::ObjectStoreExt;
