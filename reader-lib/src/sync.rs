@@ -194,10 +194,8 @@ pub async fn sync_all(
                     Err(e) if e.kind() == ikv_core::ErrorKind::Local => {
                         return Err(SyncFailure::All(e));
                     }
-                    Err(e) => {
-                        tracing::warn!(partition = p, error = %e, "catching up failed");
-                        failed.push((*p, e));
-                    }
+                    // Logged by the poller (not at all when it is cut short by a shutdown).
+                    Err(e) => failed.push((*p, e)),
                 }
             }
             if imports.is_empty() {
