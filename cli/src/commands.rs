@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use ikv_core::store::{create_store, discover_tip, list_delta_seqs, load_config};
+use ikv_core::bucket::{create_store, discover_tip, list_delta_seqs, load_config};
 use ikv_core::{
     Document, FieldValue, Operation, Storage, StorageOptions, StoreConfig, StoreLayout,
 };

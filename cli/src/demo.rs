@@ -80,7 +80,7 @@ pub async fn run(
         .unwrap_or(0);
     let store = format!("profiles-{millis}");
     let config = StoreConfig::new(&store, "firstname", None, PARTITIONS)?;
-    ikv_core::store::create_store(&storage, &config).await?;
+    ikv_core::bucket::create_store(&storage, &config).await?;
     println!("storage root   {url}");
     println!("created store  {store:?}: primary key \"firstname\", {PARTITIONS} partitions");
 

@@ -8,7 +8,7 @@
 //! ```
 //! Zero padding makes lexicographic listing order equal to numeric order.
 
-use object_store::path::Path;
+use crate::bucket::Path;
 
 use crate::config::validate_store_name;
 use crate::error::Result;

@@ -4,7 +4,8 @@
 //! - [`value`], [`document`], [`operation`]: the data model and write operations
 //! - [`partition`]: which partition a document lives in
 //! - [`delta`]: the Arrow IPC delta file format
-//! - [`layout`], [`storage`], [`store`]: where things live in the bucket and how to reach it
+//! - [`layout`]: where things live in the bucket
+//! - [`bucket`]: every request to the bucket (the bucket protocol)
 //! - [`error`]: one error type with a small public [`ErrorKind`]
 //!
 //! The format is specified in `docs/FORMAT.md`.
@@ -12,7 +13,6 @@
 pub mod bucket;
 pub mod checksum;
 pub mod clock;
-pub mod committed;
 pub mod config;
 pub mod delta;
 pub mod document;
@@ -22,18 +22,13 @@ pub mod layout;
 pub mod limits;
 pub mod operation;
 pub mod partition;
-pub mod requests;
-pub mod storage;
-pub mod store;
-pub mod tip;
-pub mod tip_hint;
 pub mod value;
 
+pub use bucket::{Storage, StorageOptions};
 pub use config::StoreConfig;
 pub use delta::{Delta, DeltaBatches, DeltaMeta, DeltaOp, DeltaRow};
 pub use document::Document;
 pub use error::{Error, ErrorKind, Result};
 pub use layout::StoreLayout;
 pub use operation::{Operation, PartitionedOps, partition_operations};
-pub use storage::{Storage, StorageOptions};
 pub use value::{FieldType, FieldValue, ValueRef};

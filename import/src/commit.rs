@@ -20,11 +20,10 @@
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use ikv_core::bucket::{create_if_absent, read};
+use ikv_core::bucket::{Path, create_if_absent, put, read};
 use ikv_core::{DeltaOp, Error, Result, Storage, StoreLayout};
 use ikv_snapshot::manifest::Manifest;
 use ikv_writer::Writer;
-use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::{ImportMode, WrittenImport};
@@ -139,7 +138,7 @@ pub async fn committed_earlier(
     mode: ImportMode,
     partition_rows: &std::collections::BTreeMap<u32, u64>,
 ) -> Result<Option<ImportReceipt>> {
-    let config = ikv_core::store::load_config(storage, store).await?;
+    let config = ikv_core::bucket::load_config(storage, store).await?;
     let layout = StoreLayout::new(&storage.prefix, store)?;
     let all: Vec<u32> = (0..config.num_partitions).collect();
     let targets: Vec<u32> = match mode {
@@ -199,16 +198,16 @@ async fn landed_after(
     intent: &Intent,
     batch_id: &str,
 ) -> Result<Option<u64>> {
-    let tip = ikv_core::tip::find_tip(
+    let tip = ikv_core::bucket::tip::find_tip(
         storage,
         layout,
         partition,
         intent.after,
-        ikv_core::tip::Knowledge::Old,
+        ikv_core::bucket::tip::Knowledge::Old,
     )
     .await?;
     for seq in intent.after.saturating_add(1)..=tip {
-        let Some(bytes) = ikv_core::store::read_delta(storage, layout, partition, seq).await?
+        let Some(bytes) = ikv_core::bucket::read_delta(storage, layout, partition, seq).await?
         else {
             continue; // removed by retention: a snapshot covers it, and so would a marker
         };
@@ -312,12 +311,12 @@ pub async fn commit(
                     earlier: true,
                 });
             }
-            let after = ikv_core::tip::find_tip(
+            let after = ikv_core::bucket::tip::find_tip(
                 storage,
                 &layout,
                 partition,
                 0,
-                ikv_core::tip::Knowledge::Old,
+                ikv_core::bucket::tip::Knowledge::Old,
             )
             .await?;
             let intent = sealed(&Intent {
@@ -325,12 +324,7 @@ pub async fn commit(
                 after,
             });
             // Replaced if there: a later intent only narrows the search.
-            object_store::ObjectStoreExt::put(&storage.store, &intent_at, intent.into())
-                .await
-                .map_err(|source| Error::Storage {
-                    context: format!("writing {intent_at}"),
-                    source,
-                })?;
+            put(storage, &intent_at, intent).await?;
             ikv_core::failpoint!("import.before_commit");
             let sequence = writer
                 .commit_import(partition, import_rows(runs, mode), batch_id.clone())

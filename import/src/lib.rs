@@ -17,8 +17,8 @@ mod sort;
 use std::collections::BTreeMap;
 
 use arrow_array::RecordBatch;
+use ikv_core::bucket::load_config;
 use ikv_core::delta::validate_import_id;
-use ikv_core::store::load_config;
 use ikv_core::{Error, Result, Storage, StoreConfig};
 use ikv_snapshot::manifest::Manifest;
 use ikv_snapshot::write::FileLayout;

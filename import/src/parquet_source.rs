@@ -22,7 +22,7 @@ pub enum ParquetSource {
     /// Local files, in name order.
     Files(Vec<PathBuf>),
     /// Objects of a storage root (opened on the URL), by key, in key order.
-    Objects(Storage, Vec<object_store::path::Path>),
+    Objects(Storage, Vec<ikv_core::bucket::Path>),
 }
 
 impl ParquetSource {

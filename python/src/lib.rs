@@ -91,7 +91,7 @@ fn create_store(
     options.disable_retries = true;
     let storage = Storage::open(&storage_url, &options).map_err(to_py)?;
     let rt = runtime()?;
-    py.detach(|| rt.block_on(ikv_core::store::create_store(&storage, &config)))
+    py.detach(|| rt.block_on(ikv_core::bucket::create_store(&storage, &config)))
         .map_err(to_py)
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use heed::types::Bytes as RawBytes;
 use heed::{Database, EnvOpenOptions};
-use ikv_core::store::create_store;
+use ikv_core::bucket::create_store;
 use ikv_core::{Document, FieldValue, Operation, Storage, StorageOptions, StoreConfig};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_snapshot::{SnapshotOptions, snapshot_partition};

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use ikv_core::bucket::load_config;
 use ikv_core::clock::Clock;
-use ikv_core::store::load_config;
 use ikv_core::{Error, Result, Storage, StoreConfig, StoreLayout};
 
 use crate::image::Image;

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use ikv_core::committed::decode_committed;
-use ikv_core::store::{list_snapshot_seqs, read_delta};
+use ikv_core::bucket::committed::decode_committed;
+use ikv_core::bucket::{list_snapshot_seqs, read_delta};
 use ikv_core::{Error, Result, Storage, StoreLayout};
 
 use crate::bootstrap::{bootstrap, newest_snapshots};
@@ -117,7 +117,7 @@ pub async fn find_gap(
     if snapshots.last().is_some_and(|s| *s > applied) {
         return Ok(Gap::Retention);
     }
-    let deltas = ikv_core::store::list_delta_seqs(storage, layout, partition).await?;
+    let deltas = ikv_core::bucket::list_delta_seqs(storage, layout, partition).await?;
     Ok(match deltas.last() {
         Some(&later) if later > applied + 1 => Gap::Hole { later },
         _ => Gap::None,
@@ -299,7 +299,7 @@ impl SyncFailure {
 /// tells how far behind the reader is, not only what its last fetch found. A missing or
 /// unreadable hint changes nothing.
 async fn note_writers_tip(storage: &Storage, layout: &StoreLayout, status: &StatusBoard, p: u32) {
-    match ikv_core::tip_hint::read(storage, layout, p).await {
+    match ikv_core::bucket::tip_hint::read(storage, layout, p).await {
         Ok(Some(hint)) => status.seen_tip(p, hint.seq),
         Ok(None) => {}
         Err(e) => tracing::debug!(partition = p, error = %e, "tip hint not read"),

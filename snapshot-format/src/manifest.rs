@@ -6,12 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use ikv_core::bucket::Path;
+use ikv_core::bucket::SNAPSHOT_MANIFEST;
 use ikv_core::bucket::{Created, create_if_absent};
 use ikv_core::config::FORMAT_VERSION;
-use ikv_core::store::SNAPSHOT_MANIFEST;
 use ikv_core::{Error, FieldType, Result, Storage, StoreLayout};
-use object_store::ObjectStoreExt;
-use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 /// Name of the column holding each row's primary-key bytes (the sort key).
@@ -165,18 +164,8 @@ impl Manifest {
         seq: u64,
     ) -> Result<Option<Manifest>> {
         let path = Manifest::path(layout, partition, seq);
-        let bytes = match storage.store.get(&path).await {
-            Ok(got) => got.bytes().await.map_err(|e| Error::Storage {
-                context: format!("reading {path}"),
-                source: e,
-            })?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => {
-                return Err(Error::Storage {
-                    context: format!("reading {path}"),
-                    source: e,
-                });
-            }
+        let Some(bytes) = ikv_core::bucket::read(storage, &path).await? else {
+            return Ok(None);
         };
         let manifest = Manifest::decode(&bytes, path.as_ref())?;
         if manifest.format_version != FORMAT_VERSION
@@ -271,7 +260,7 @@ impl Manifest {
         layout: &StoreLayout,
         partition: u32,
     ) -> Result<Option<Manifest>> {
-        let seqs = ikv_core::store::list_snapshot_seqs(storage, layout, partition).await?;
+        let seqs = ikv_core::bucket::list_snapshot_seqs(storage, layout, partition).await?;
         match seqs.last() {
             Some(seq) => Manifest::load(storage, layout, partition, *seq).await,
             None => Ok(None),

@@ -1,4 +1,5 @@
-//! Parquet's async reader over object_store: ranged GETs, footer read with one suffix fetch.
+//! Parquet's async reader over the bucket (`ikv_core::bucket`): ranged GETs, footer read with
+//! one prefetching fetch.
 //! With block checksums from the manifest, every fetch is widened to whole blocks and
 //! verified before parquet sees a byte (`ikv_core::checksum`).
 
@@ -8,9 +9,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use ikv_core::Storage;
+use ikv_core::bucket::{self, Path};
 use ikv_core::checksum::BlockChecksums;
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::ParquetError;
@@ -18,7 +19,7 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
 /// Reads one Parquet object of known size.
 pub struct ObjectReader {
-    store: Arc<dyn ObjectStore>,
+    storage: Storage,
     path: Path,
     size: u64,
     checksums: Option<BlockChecksums>,
@@ -29,7 +30,7 @@ pub struct ObjectReader {
 
 impl ObjectReader {
     pub fn new(
-        store: Arc<dyn ObjectStore>,
+        storage: Storage,
         path: Path,
         size: u64,
         checksums: Option<BlockChecksums>,
@@ -47,7 +48,7 @@ impl ObjectReader {
             }
         }
         Ok(ObjectReader {
-            store,
+            storage,
             path,
             size,
             checksums,
@@ -84,8 +85,7 @@ impl ObjectReader {
         let fetched = if spans.is_empty() {
             Vec::new()
         } else {
-            self.store
-                .get_ranges(&self.path, &spans)
+            bucket::read_ranges(&self.storage, &self.path, &spans)
                 .await
                 .map_err(external)?
         };
@@ -116,7 +116,7 @@ impl ObjectReader {
     }
 }
 
-fn external(e: object_store::Error) -> ParquetError {
+fn external(e: ikv_core::Error) -> ParquetError {
     ParquetError::External(Box::new(e))
 }
 
@@ -129,8 +129,7 @@ impl AsyncFileReader for ObjectReader {
                     .pop()
                     .ok_or_else(|| ParquetError::General("empty read".into()));
             }
-            self.store
-                .get_range(&self.path, range)
+            bucket::read_range(&self.storage, &self.path, range)
                 .await
                 .map_err(external)
         }
@@ -145,8 +144,7 @@ impl AsyncFileReader for ObjectReader {
             if self.checksums.is_some() {
                 return self.verified(&ranges).await;
             }
-            self.store
-                .get_ranges(&self.path, &ranges)
+            bucket::read_ranges(&self.storage, &self.path, &ranges)
                 .await
                 .map_err(external)
         }

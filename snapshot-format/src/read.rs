@@ -30,15 +30,9 @@ pub struct SnapshotStream {
 /// did not match, or the bytes do not decode as the manifest says (both corruption).
 fn parquet_error(path: &str, e: parquet::errors::ParquetError) -> Error {
     if let parquet::errors::ParquetError::External(source) = e {
-        let source = match source.downcast::<Error>() {
-            Ok(ikv) => return *ikv,
-            Err(other) => other,
-        };
-        return match source.downcast::<object_store::Error>() {
-            Ok(storage) => Error::Storage {
-                context: format!("reading {path}"),
-                source: *storage,
-            },
+        // The reader's own failures (the bucket's, a checksum's) come back as they were.
+        return match source.downcast::<Error>() {
+            Ok(ikv) => *ikv,
             Err(other) => Error::Corrupt {
                 what: path.to_owned(),
                 reason: other.to_string(),
@@ -94,7 +88,7 @@ impl SnapshotStream {
                 self.next_file += 1;
                 let path = self.manifest.file_path(&self.layout, file);
                 let reader = ObjectReader::new(
-                    self.storage.store.clone(),
+                    self.storage.clone(),
                     path.clone(),
                     file.bytes,
                     file.checksums.clone(),

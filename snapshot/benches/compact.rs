@@ -14,7 +14,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use ikv_core::store::create_store;
+use ikv_core::bucket::create_store;
 use ikv_core::{
     Document, FieldValue, Operation, Storage, StorageOptions, StoreConfig, StoreLayout,
 };

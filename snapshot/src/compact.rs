@@ -13,9 +13,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
+use ikv_core::bucket::ObjectMeta;
 use ikv_core::clock::Stopwatch;
 use ikv_core::{Error, Result, Storage, StoreConfig, StoreLayout};
-use object_store::ObjectMeta;
 
 use crate::fetch::{DeltaFetcher, Fetched};
 use crate::manifest::{FoldedImport, KEY_COLUMN, Manifest, plan_columns};

@@ -14,10 +14,9 @@ use std::pin::Pin;
 
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
+use ikv_core::bucket::{ObjectMeta, Path};
 use ikv_core::delta::{Delta, DeltaBatches, decode_delta_batches};
 use ikv_core::{Error, Result, Storage, StoreLayout};
-use object_store::ObjectMeta;
-use object_store::path::Path;
 
 /// Deltas per fetching task, and bytes per task beyond which it takes no more.
 const CHUNK_DELTAS: usize = 8;
@@ -245,7 +244,7 @@ async fn fetch_chunk(
 
 #[cfg(test)]
 mod tests {
-    use ikv_core::store::create_store;
+    use ikv_core::bucket::create_store;
     use ikv_core::{Document, FieldValue, Operation, StoreConfig};
     use ikv_writer::{Writer, WriterOptions};
 
@@ -303,7 +302,7 @@ mod tests {
         }
         assert_eq!(seqs, (1..=150).collect::<Vec<u64>>(), "{}", storage.url);
 
-        object_store::ObjectStoreExt::delete(&storage.store, &layout.delta(0, 130))
+        ikv_core::bucket::delete(&storage, &layout.delta(0, 130))
             .await
             .unwrap();
         let mut fetcher = DeltaFetcher::new(&storage, &layout, 0, &listed);

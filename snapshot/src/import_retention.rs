@@ -14,10 +14,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
+use ikv_core::bucket::ObjectMeta;
+use ikv_core::bucket::read_delta;
 use ikv_core::delta::decode_delta;
-use ikv_core::store::read_delta;
 use ikv_core::{Result, Storage, StoreLayout};
-use object_store::ObjectMeta;
 
 use crate::manifest::Manifest;
 use crate::options::Retention;

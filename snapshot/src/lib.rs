@@ -15,7 +15,7 @@ pub mod write;
 // The format it writes, shared with the reader, under the paths it always had here.
 pub use ikv_snapshot_format::{manifest, merge, object_reader, read, rows};
 
-use ikv_core::store::load_config;
+use ikv_core::bucket::load_config;
 use ikv_core::{Error, Result, Storage, StoreLayout};
 
 pub use compact::{PartitionOutcome, snapshot_partition};
@@ -66,29 +66,6 @@ pub async fn handle_scheduled_event(
     Ok(serde_json::json!({ "summary": summary }))
 }
 
-/// Names of the stores under a storage root (directories holding a `store.json`).
-pub async fn list_stores(storage: &Storage) -> Result<Vec<String>> {
-    let listing = storage
-        .store
-        .list_with_delimiter(Some(&storage.prefix))
-        .await
-        .map_err(|e| Error::Storage {
-            context: format!("listing {}", storage.url),
-            source: e,
-        })?;
-    let mut names = Vec::new();
-    for dir in listing.common_prefixes {
-        if let Some(name) = dir.filename()
-            && ikv_core::config::validate_store_name(name).is_ok()
-            && load_config(storage, name).await.is_ok()
-        {
-            names.push(name.to_owned());
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
 /// One compaction pass: for each chosen store (all when `stores` is empty) and partition (all
 /// when `partitions` is empty), snapshot if due, then apply retention. A failing partition
 /// does not stop the others; the first error is returned after all were tried.
@@ -100,7 +77,7 @@ pub async fn run_pass(
 ) -> Result<Vec<PartitionReport>> {
     options.retention.check()?;
     let stores = if stores.is_empty() {
-        list_stores(storage).await?
+        ikv_core::bucket::list_stores(storage).await?
     } else {
         stores.to_vec()
     };

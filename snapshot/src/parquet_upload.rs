@@ -13,10 +13,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use bytes::Bytes;
+use ikv_core::bucket::{self, Path, Upload};
 use ikv_core::checksum::{BlockChecksums, BlockHasher, DEFAULT_BLOCK_SIZE};
 use ikv_core::{Error, Result, Storage};
-use object_store::buffered::BufWriter;
-use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::errors::ParquetError;
@@ -77,7 +76,7 @@ pub struct ParquetUpload {
     writer: SerializedFileWriter<SharedBuffer>,
     factory: ArrowRowGroupWriterFactory,
     buffer: SharedBuffer,
-    upload: BufWriter,
+    upload: Upload,
     hasher: BlockHasher,
     rows: u64,
     bytes: u64,
@@ -104,7 +103,7 @@ impl ParquetUpload {
             writer,
             factory,
             buffer,
-            upload: BufWriter::new(storage.store.clone(), path),
+            upload: bucket::upload(storage, path),
             hasher: BlockHasher::new(DEFAULT_BLOCK_SIZE),
             rows: 0,
             bytes: 0,

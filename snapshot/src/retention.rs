@@ -16,11 +16,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
+use ikv_core::bucket::SNAPSHOT_MANIFEST;
+use ikv_core::bucket::{ObjectMeta, Path};
 use ikv_core::layout::{parse_delta_seq, parse_seq};
-use ikv_core::store::SNAPSHOT_MANIFEST;
-use ikv_core::{Error, Result, Storage, StoreLayout};
-use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt};
+use ikv_core::{Result, Storage, StoreLayout};
 
 use crate::import_retention::retain_imports;
 use crate::manifest::Manifest;
@@ -49,17 +48,11 @@ pub(crate) async fn list(storage: &Storage, dir: &Path) -> Result<Vec<ObjectMeta
 
 pub(crate) async fn delete(storage: &Storage, path: &Path) -> Result<()> {
     ikv_core::failpoint!("retention.delete");
-    match storage.store.delete(path).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(Error::Storage {
-            context: format!("deleting {path}"),
-            source: e,
-        }),
-    }
+    ikv_core::bucket::delete(storage, path).await
 }
 
 /// On a local directory, an upload is written to `<name>#<number>` and renamed when done; a
-/// process killed mid-upload leaves that file, which object_store's listings never show.
+/// process killed mid-upload leaves that file, which the store's listings never show.
 /// Removes the partition's staging files older than the retention window (younger ones may
 /// belong to a live upload). Failures are logged, not fatal: they are only disk space.
 fn remove_stale_staging(
@@ -196,12 +189,12 @@ pub async fn apply_retention(
 
     // Deltas covered by the newest snapshot and older than the window, oldest first: an
     // interrupted pass leaves a log that starts later, never one with a hole.
-    let log: Vec<(u64, object_store::ObjectMeta)> = list(storage, &layout.deltas_dir(partition))
+    let log: Vec<(u64, ObjectMeta)> = list(storage, &layout.deltas_dir(partition))
         .await?
         .into_iter()
         .filter_map(|m| parse_delta_seq(&m.location).map(|seq| (seq, m)))
         .collect();
-    let mut covered: Vec<&(u64, object_store::ObjectMeta)> = log
+    let mut covered: Vec<&(u64, ObjectMeta)> = log
         .iter()
         .filter(|(seq, m)| *seq <= newest && older_than(m, now, retention))
         .collect();

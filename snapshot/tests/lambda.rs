@@ -1,7 +1,7 @@
 //! The Lambda face: a real EventBridge scheduled event, through lambda_runtime's service
 //! adapter, runs one pass and answers with its summary.
 
-use ikv_core::store::create_store;
+use ikv_core::bucket::create_store;
 use ikv_core::{Document, FieldValue, Storage, StoreConfig, StoreLayout};
 use ikv_snapshot::{Manifest, SnapshotOptions, handle_scheduled_event};
 use ikv_writer::{Writer, WriterOptions};

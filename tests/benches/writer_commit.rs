@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use ikv_core::bucket::create_store;
 use ikv_core::delta::{DeltaMeta, encode_delta};
-use ikv_core::store::create_store;
 use ikv_core::{Document, FieldValue, Operation, StoreConfig, partition_operations};
 use ikv_tests::localstack_storage;
 use ikv_writer::{Writer, WriterOptions};
@@ -68,7 +68,11 @@ async fn main() {
     // Warm both paths (connections, LocalStack's first-request costs).
     for i in 0..20 {
         let path = Path::from(format!("{}/raw-warm/{i}", storage.prefix));
-        storage.store.put(&path, body.clone().into()).await.unwrap();
+        storage
+            .object_store()
+            .put(&path, body.clone().into())
+            .await
+            .unwrap();
         writer.upsert_fields(doc(i)).await.unwrap();
     }
 
@@ -78,7 +82,11 @@ async fn main() {
     for i in 0..LATENCY_SAMPLES {
         let path = Path::from(format!("{}/raw/{i:020}", storage.prefix));
         let t = Instant::now();
-        storage.store.put(&path, body.clone().into()).await.unwrap();
+        storage
+            .object_store()
+            .put(&path, body.clone().into())
+            .await
+            .unwrap();
         raw.push(t.elapsed());
         let t = Instant::now();
         writer.upsert_fields(doc(1000 + i)).await.unwrap();
@@ -130,16 +138,22 @@ async fn main() {
         for (i, w) in idle.iter().enumerate() {
             w.upsert_fields(doc(5_000_000 + i)).await.unwrap();
         }
-        let tip = ikv_core::tip::find_tip(&storage, &layout, 0, 0, ikv_core::tip::Knowledge::Old)
-            .await
-            .unwrap();
+        let tip = ikv_core::bucket::tip::find_tip(
+            &storage,
+            &layout,
+            0,
+            0,
+            ikv_core::bucket::tip::Knowledge::Old,
+        )
+        .await
+        .unwrap();
         use futures::StreamExt;
         futures::stream::iter(tip + 1..tip + n)
             .map(|seq| {
                 let (storage, path) = (storage.clone(), layout.delta(0, seq));
                 // Placed at its number, as a writer places it: a committed delta.
                 let placed = ikv_core::delta::place_delta(&body, seq).unwrap();
-                async move { storage.store.put(&path, placed).await.unwrap() }
+                async move { storage.object_store().put(&path, placed).await.unwrap() }
             })
             .buffer_unordered(64)
             .collect::<Vec<_>>()
@@ -152,7 +166,11 @@ async fn main() {
         let (mut with_hint, mut without) = (Vec::new(), Vec::new());
         for (i, w) in idle.iter().enumerate() {
             if i >= 20 {
-                storage.store.delete(&layout.tip_hint(0)).await.unwrap();
+                storage
+                    .object_store()
+                    .delete(&layout.tip_hint(0))
+                    .await
+                    .unwrap();
             }
             let t = Instant::now();
             w.upsert_fields(doc(6_000_000 + i)).await.unwrap();
@@ -205,7 +223,11 @@ async fn main() {
         let (storage, body) = (storage.clone(), body.clone());
         async move {
             let path = Path::from(format!("{}/raw-idle/{i:020}", storage.prefix));
-            storage.store.put(&path, body.into()).await.unwrap();
+            storage
+                .object_store()
+                .put(&path, body.into())
+                .await
+                .unwrap();
         }
     })
     .await;

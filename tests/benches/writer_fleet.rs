@@ -12,7 +12,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ikv_core::store::{create_store, list_delta_seqs};
+use ikv_core::bucket::{create_store, list_delta_seqs};
 use ikv_core::{Document, FieldValue, Storage, StoreConfig, StoreLayout};
 use ikv_tests::counting::{CountingStore, Counts, CountsOf};
 use ikv_tests::{localstack_storage, localstack_storage_at};
@@ -41,7 +41,7 @@ fn doc(key: &str, i: usize) -> Document {
 /// one latency (µs) per line, then `requests <n>`: what the timed commits sent.
 async fn child(url: &str, start_ms: u64, name: &str) {
     let s3 = localstack_storage_at(url, true);
-    let counting = std::sync::Arc::new(CountingStore::new(s3.store.clone()));
+    let counting = std::sync::Arc::new(CountingStore::new(s3.object_store().clone()));
     let storage = Storage::new(counting.clone(), s3.prefix.clone(), s3.url.clone());
     let writer = Writer::open(storage, "fleet", WriterOptions::default())
         .await

@@ -3,8 +3,8 @@
 //! an inner store a test shares between several roots, and its counts in the few kinds the
 //! tests compare.
 
-pub use ikv_core::requests::CountedStore as CountingStore;
-use ikv_core::requests::RequestKind;
+pub use ikv_core::bucket::requests::CountedStore as CountingStore;
+use ikv_core::bucket::requests::RequestKind;
 
 /// Requests seen so far.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

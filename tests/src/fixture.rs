@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use ikv_core::store::create_store;
+use ikv_core::bucket::create_store;
 use ikv_core::{Storage, StoreConfig};
 use ikv_reader::Reader;
 

@@ -85,7 +85,7 @@ pub fn localstack_storage_at(url: &str, disable_retries: bool) -> Storage {
 /// Every object under the storage root with its bytes.
 pub async fn bucket_contents(storage: &Storage) -> BTreeMap<String, Bytes> {
     let metas: Vec<_> = storage
-        .store
+        .object_store()
         .list(Some(&storage.prefix))
         .try_collect()
         .await
@@ -93,7 +93,7 @@ pub async fn bucket_contents(storage: &Storage) -> BTreeMap<String, Bytes> {
     let mut out = BTreeMap::new();
     for m in metas {
         let bytes = storage
-            .store
+            .object_store()
             .get(&m.location)
             .await
             .expect("get")

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use ikv_core::bucket::{create_store, discover_tip, list_delta_seqs};
 use ikv_core::delta::{DeltaMeta, encode_delta};
 use ikv_core::partition::partition_of;
-use ikv_core::store::{create_store, discover_tip, list_delta_seqs};
 use ikv_core::{
     DeltaOp, Document, ErrorKind, FieldValue, Operation, Storage, StorageOptions, StoreConfig,
     StoreLayout,
@@ -233,7 +233,7 @@ fn a_call_failing_in_one_partition_keeps_the_others_and_is_a_503_over_http() {
         }],
     );
     let delta = rt
-        .block_on(ikv_core::store::read_delta(&storage, &layout, 0, 1))
+        .block_on(ikv_core::bucket::read_delta(&storage, &layout, 0, 1))
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -412,7 +412,7 @@ fn caught_up_at_is_never_claimed_across_a_hole() {
         ikv_core::delta::place_delta(&encoded, v as u64).unwrap()
     };
     // Delta 8 lands while 6 and 7 never did.
-    rt.block_on(storage.store.put(&layout.delta(0, 8), delta(8)))
+    rt.block_on(storage.object_store().put(&layout.delta(0, 8), delta(8)))
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while reader.status()[0].gap.is_none() {
@@ -451,8 +451,12 @@ fn caught_up_at_is_never_claimed_across_a_hole() {
     assert_eq!(fresh.get_int64(b"k", "v").unwrap(), Some(5));
     // Filled: both apply 6, 7, 8, and freshness is claimed again.
     for v in [6, 7] {
-        rt.block_on(storage.store.put(&layout.delta(0, v as u64), delta(v)))
-            .unwrap();
+        rt.block_on(
+            storage
+                .object_store()
+                .put(&layout.delta(0, v as u64), delta(v)),
+        )
+        .unwrap();
     }
     assert_eq!(rt.block_on(discover_tip(&storage, &layout, 0)).unwrap(), 8);
     for r in [&reader, &fresh] {
@@ -498,8 +502,12 @@ fn a_delta_copied_into_another_partitions_log_is_never_applied_or_compacted() {
             .join("bucket/moved/p0001/deltas/00000000000000000001.arrow"),
     )
     .unwrap();
-    rt.block_on(storage.store.put(&layout.delta(0, 2), stolen.into()))
-        .unwrap();
+    rt.block_on(
+        storage
+            .object_store()
+            .put(&layout.delta(0, 2), stolen.into()),
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while reader.status()[0].last_error.is_none() {
         assert!(Instant::now() < deadline, "{:?}", reader.status());
@@ -516,7 +524,7 @@ fn a_delta_copied_into_another_partitions_log_is_never_applied_or_compacted() {
     // A delta of the right store and partition moved to another place in its log (its own
     // delta 1, copied as delta 2): the trailer's sequence gives it away.
     let own = rt
-        .block_on(ikv_core::store::read_delta(&storage, &layout, 0, 1))
+        .block_on(ikv_core::bucket::read_delta(&storage, &layout, 0, 1))
         .unwrap()
         .unwrap();
     let moved = ikv_core::delta::decode_delta(&own, "p0/1").unwrap();

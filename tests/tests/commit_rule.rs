@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ikv_core::bucket::committed::decode_committed;
+use ikv_core::bucket::tip_hint::{self, TipHint};
+use ikv_core::bucket::{create_store, list_delta_seqs, read_delta};
 use ikv_core::clock::Clock;
-use ikv_core::committed::decode_committed;
 use ikv_core::delta::{DeltaMeta, encode_delta, place_delta};
-use ikv_core::store::{create_store, list_delta_seqs, read_delta};
-use ikv_core::tip_hint::{self, TipHint};
 use ikv_core::{DeltaOp, Document, ErrorKind, FieldValue, Storage, StoreConfig, StoreLayout};
 use ikv_tests::counting::{CountingStore, CountsOf};
 use ikv_tests::stepping_clock::SteppingClock;
@@ -70,7 +70,7 @@ impl Bucket {
 
     async fn put_raw(&self, partition: u32, seq: u64, bytes: Bytes) {
         self.storage
-            .store
+            .object_store()
             .put(&self.layout.delta(partition, seq), bytes.into())
             .await
             .unwrap();
@@ -371,7 +371,7 @@ async fn the_rule_costs_nothing_on_the_common_path() {
     // The hint (naming what this writer committed: not followed), then one PUT.
     assert_eq!((used.gets, used.heads, used.lists), (1, 0, 0), "{used:?}");
     // The storage root's own count (what metrics will read) agrees with the test's.
-    use ikv_core::requests::RequestKind;
+    use ikv_core::bucket::requests::RequestKind;
     let all = bucket.counts.counts();
     let own = bucket.storage.requests();
     assert_eq!(own.of_kind(RequestKind::Get), all.gets);

@@ -14,9 +14,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ikv_core::store::{create_store, discover_tip, list_delta_seqs};
+use ikv_core::StoreLayout;
+use ikv_core::bucket::list_snapshot_seqs;
+use ikv_core::bucket::{create_store, discover_tip, list_delta_seqs};
 use ikv_core::{Document, FieldValue, Operation, Storage, StorageOptions, StoreConfig};
-use ikv_core::{StoreLayout, store::list_snapshot_seqs};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_snapshot::{Manifest, SnapshotOptions, SnapshotStream, snapshot_partition};
 use ikv_tests::model::{Committed, Model};

@@ -14,9 +14,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use ikv_core::bucket::create_store;
+use ikv_core::bucket::tip_hint::TipHint;
 use ikv_core::delta::{DeltaMeta, decode_delta, encode_delta};
-use ikv_core::store::create_store;
-use ikv_core::tip_hint::TipHint;
 use ikv_core::{DeltaOp, ErrorKind, FieldValue, Storage, StoreConfig, StoreLayout};
 use ikv_snapshot::SnapshotStream;
 use ikv_snapshot::manifest::Manifest;
@@ -128,7 +128,15 @@ fn mutated_bucket_objects_are_refused_or_unchanged_and_never_panic() {
     let file = manifest.files[0].clone();
     let file_path = manifest.file_path(&layout, &file);
     let parquet = rt
-        .block_on(async { storage.store.get(&file_path).await.unwrap().bytes().await })
+        .block_on(async {
+            storage
+                .object_store()
+                .get(&file_path)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+        })
         .unwrap();
     let expected_docs = rt
         .block_on(
@@ -271,12 +279,12 @@ async fn snapshot_fixture() -> (Storage, StoreLayout, Bytes) {
         .await
         .unwrap();
     let layout = StoreLayout::new(&storage.prefix, "fz").unwrap();
-    let seqs = ikv_core::store::list_snapshot_seqs(&storage, &layout, 0)
+    let seqs = ikv_core::bucket::list_snapshot_seqs(&storage, &layout, 0)
         .await
         .unwrap();
     let path = Manifest::path(&layout, 0, *seqs.last().unwrap());
     let bytes = storage
-        .store
+        .object_store()
         .get(&path)
         .await
         .unwrap()
@@ -302,7 +310,7 @@ async fn read_mutated_file(
     let mut manifest = manifest.clone();
     let path = manifest.file_path(layout, &manifest.files[0]);
     scratch
-        .store
+        .object_store()
         .put(&path, bad.clone().into())
         .await
         .expect("in-memory put");

@@ -11,7 +11,7 @@ use arrow_array::{
     ArrayRef, BinaryArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
 };
 use arrow_schema::{DataType, Field, Schema};
-use ikv_core::store::create_store;
+use ikv_core::bucket::create_store;
 use ikv_core::{Document, FieldValue, Operation, Storage, StoreConfig, StoreLayout};
 use ikv_import::{ImportMode, ImportOptions, Importer, WrittenImport, commit};
 use ikv_reader::{Reader, ReaderOptions};
@@ -286,7 +286,7 @@ fn runs_written_but_not_committed_are_invisible_and_a_retry_commits_once() {
     let layout = StoreLayout::new(&f.storage.prefix, "imports").unwrap();
     for p in 0..PARTITIONS {
         let tip =
-            f.rt.block_on(ikv_core::store::discover_tip(&f.storage, &layout, p))
+            f.rt.block_on(ikv_core::bucket::discover_tip(&f.storage, &layout, p))
                 .unwrap();
         assert_eq!(tip, 0, "nothing is committed before the commit");
     }
@@ -314,7 +314,7 @@ fn runs_written_but_not_committed_are_invisible_and_a_retry_commits_once() {
     );
     for c in &first.commits {
         let tip =
-            f.rt.block_on(ikv_core::store::discover_tip(
+            f.rt.block_on(ikv_core::bucket::discover_tip(
                 &f.storage,
                 &layout,
                 c.partition,

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ikv_core::store::create_store;
+use ikv_core::bucket::create_store;
 use ikv_core::{Document, ErrorKind, FieldValue, Storage, StorageOptions, StoreConfig};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_tests::runtime;
@@ -255,13 +255,21 @@ fn localstack_damaged_objects_are_refused_naming_them() {
         let mut bad = bytes.to_vec();
         let at = bad.len() / 2;
         bad[at] ^= 0x01;
-        rt.block_on(storage.store.put(&path.as_str().into(), bad.into()))
-            .unwrap();
+        rt.block_on(
+            storage
+                .object_store()
+                .put(&path.as_str().into(), bad.into()),
+        )
+        .unwrap();
         path.clone()
     };
     let restore = |path: &str| {
-        rt.block_on(storage.store.put(&path.into(), all[path].clone().into()))
-            .unwrap();
+        rt.block_on(
+            storage
+                .object_store()
+                .put(&path.into(), all[path].clone().into()),
+        )
+        .unwrap();
     };
     for (i, suffix) in [".arrow", ".parquet", "manifest.json"].iter().enumerate() {
         let path = damage(suffix);

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use ikv_core::store::{create_store, list_delta_seqs};
+use ikv_core::bucket::{create_store, list_delta_seqs};
 use ikv_core::{Storage, StoreConfig, StoreLayout};
 use ikv_writer::WriterOptions;
 use ikv_writer::service::auth::{Accounts, hash_passkey};

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use ikv_core::bucket::{create_store, list_delta_seqs, read_delta};
 use ikv_core::delta::decode_delta;
-use ikv_core::store::{create_store, list_delta_seqs, read_delta};
 use ikv_core::{DeltaOp, Document, FieldValue, Operation, Storage, StoreConfig, StoreLayout};
 use ikv_tests::localstack_storage;
 use ikv_writer::client::HttpWriterClient;

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ikv_core::bucket::create_store;
 use ikv_core::clock::ManualClock;
-use ikv_core::store::create_store;
 use ikv_core::{Storage, StoreConfig};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_tests::faulty::{FaultyStore, ReadFault};
@@ -252,7 +252,7 @@ fn one_partitions_error_is_its_own() {
     // there by hand).
     let layout = ikv_core::StoreLayout::new(&storage.prefix, "apart").unwrap();
     rt.block_on(object_store::ObjectStoreExt::put(
-        &storage.store,
+        storage.object_store(),
         &layout.delta(1, 2),
         bytes::Bytes::from_static(b"garbage").into(),
     ))

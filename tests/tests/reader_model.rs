@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use ikv_core::bucket::{create_store, discover_tip};
 use ikv_core::partition::partition_of;
-use ikv_core::store::{create_store, discover_tip};
 use ikv_core::{ErrorKind, FieldValue, Storage, StorageOptions, StoreConfig, StoreLayout};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_snapshot::{Retention, SnapshotOptions, apply_retention, snapshot_partition};
@@ -485,7 +485,7 @@ fn a_failing_poll_backs_off_keeps_serving_and_recovers() {
     rt.block_on(
         store
             .storage
-            .store
+            .object_store()
             .put(&path, b"not an arrow file".to_vec().into()),
     )
     .unwrap();
@@ -525,7 +525,8 @@ fn a_failing_poll_backs_off_keeps_serving_and_recovers() {
     )
     .unwrap();
     let good = ikv_core::delta::place_delta(&good, 2).unwrap();
-    rt.block_on(store.storage.store.put(&path, good)).unwrap();
+    rt.block_on(store.storage.object_store().put(&path, good))
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while reader.get_int64(b"k", "n").unwrap() != Some(2) {
         assert!(

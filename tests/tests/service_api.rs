@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use ikv_core::store::create_store;
+use ikv_core::bucket::create_store;
 use ikv_core::{Storage, StoreConfig};
 use ikv_tests::{bucket_contents, localstack_storage};
 use ikv_writer::WriterOptions;

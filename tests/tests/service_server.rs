@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ikv_core::store::create_store;
+use ikv_core::bucket::create_store;
 use ikv_core::{Storage, StoreConfig};
 use ikv_writer::WriterOptions;
 use ikv_writer::service::auth::{Accounts, hash_passkey};

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ikv_core::store::{create_store, discover_tip};
+use ikv_core::bucket::{create_store, discover_tip};
 use ikv_core::{ErrorKind, Storage, StoreConfig, StoreLayout};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_tests::counting::{CountingStore, CountsOf};

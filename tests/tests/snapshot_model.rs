@@ -7,7 +7,7 @@
 
 use std::time::SystemTime;
 
-use ikv_core::store::create_store;
+use ikv_core::bucket::create_store;
 use ikv_core::{Storage, StoreConfig, StoreLayout};
 use ikv_snapshot::write::FileLayout;
 use ikv_snapshot::{

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use futures::TryStreamExt;
-use ikv_core::store::{create_store, list_delta_seqs, list_snapshot_seqs};
+use ikv_core::bucket::{create_store, list_delta_seqs, list_snapshot_seqs};
 use ikv_core::{Storage, StoreConfig, StoreLayout};
 use ikv_snapshot::{
     Manifest, PartitionOutcome, Retention, RetentionReport, SnapshotOptions, SnapshotStream,
@@ -116,7 +116,7 @@ async fn retention_keeps_the_window_and_reclaims_the_rest() {
         .join("dead-run")
         .join("part-00000.parquet");
     storage
-        .store
+        .object_store()
         .put(&orphan, b"partial".to_vec().into())
         .await
         .unwrap();
@@ -161,7 +161,7 @@ async fn retention_keeps_the_window_and_reclaims_the_rest() {
         vec![20]
     );
     let first_run: Vec<_> = storage
-        .store
+        .object_store()
         .list(Some(&layout.snapshot_dir(0, 10)))
         .try_collect()
         .await

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use ikv_core::store::create_store;
+use ikv_core::bucket::create_store;
 use ikv_core::{FieldValue, Storage, StorageOptions, StoreConfig, StoreLayout};
 use ikv_snapshot::write::FileLayout;
 use ikv_snapshot::{Manifest, SnapshotOptions, snapshot_partition};

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use ikv_core::bucket::{create_store, list_delta_seqs, read_delta};
 use ikv_core::delta::decode_delta;
-use ikv_core::store::{create_store, list_delta_seqs, read_delta};
 use ikv_core::{
     DeltaOp, Document, ErrorKind, FieldValue, Operation, Storage, StoreConfig, StoreLayout,
 };
@@ -317,7 +317,7 @@ async fn creating_an_existing_store_never_overwrites_it() {
     let other = StoreConfig::new("s", "other", None, 8).unwrap();
     let err = create_store(&storage, &other).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::StoreExists);
-    let kept = ikv_core::store::load_config(&storage, "s").await.unwrap();
+    let kept = ikv_core::bucket::load_config(&storage, "s").await.unwrap();
     assert_eq!(
         (kept.primary_key_field.as_str(), kept.num_partitions),
         ("id", 2)

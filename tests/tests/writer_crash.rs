@@ -10,8 +10,8 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 
-use ikv_core::committed::decode_committed;
-use ikv_core::store::{create_store, list_delta_seqs, read_delta};
+use ikv_core::bucket::committed::decode_committed;
+use ikv_core::bucket::{create_store, list_delta_seqs, read_delta};
 use ikv_core::{DeltaOp, Document, FieldValue, Storage, StoreConfig, StoreLayout};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_writer::{Writer, WriterOptions};

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use ikv_core::bucket::tip_hint::{self, TipHint};
+use ikv_core::bucket::{create_store, list_delta_seqs, read_delta};
 use ikv_core::delta::{DeltaMeta, decode_delta, encode_delta};
-use ikv_core::store::{create_store, list_delta_seqs, read_delta};
-use ikv_core::tip_hint::{self, TipHint};
 use ikv_core::{
     DeltaOp, Document, ErrorKind, FieldValue, Operation, Storage, StoreConfig, StoreLayout,
 };
@@ -113,10 +113,10 @@ async fn commit_ten_thousand_behind(hint: HintBefore) -> ikv_tests::counting::Co
     let hint_path = layout.tip_hint(0);
     match hint {
         HintBefore::Published => {}
-        HintBefore::Removed => busy_view.store.delete(&hint_path).await.unwrap(),
+        HintBefore::Removed => busy_view.object_store().delete(&hint_path).await.unwrap(),
         HintBefore::Damaged => {
             busy_view
-                .store
+                .object_store()
                 .put(&hint_path, b"{\"format\":1,\"seq\":99999".to_vec().into())
                 .await
                 .unwrap();
@@ -269,7 +269,7 @@ async fn a_stray_delta_past_the_tip_is_refused_and_nothing_is_written() {
     .unwrap();
     let stray = ikv_core::delta::place_delta(&stray, 1000).unwrap();
     storage
-        .store
+        .object_store()
         .put(&layout.delta(0, 1000), stray)
         .await
         .unwrap();
@@ -299,7 +299,7 @@ async fn sixteen_bursty_writers_leave_a_dense_log_of_every_call_once() {
         .unwrap();
     let layout = StoreLayout::new(&storage.prefix, "fleet").unwrap();
     let tasks = (0..16u64).map(|w| {
-        let (counts, view) = counted(storage.store.clone(), storage.prefix.as_ref());
+        let (counts, view) = counted(storage.object_store().clone(), storage.prefix.as_ref());
         async move {
             let writer = Writer::open(view, "fleet", WriterOptions::default())
                 .await

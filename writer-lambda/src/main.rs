@@ -130,7 +130,7 @@ async fn run(command: Command) -> Result<(), String> {
             )
             .map_err(|e| e.to_string())?;
             let storage = writer_storage(&storage)?;
-            ikv_core::store::create_store(&storage, &config)
+            ikv_core::bucket::create_store(&storage, &config)
                 .await
                 .map_err(|e| e.to_string())?;
             println!("created store {store:?} with {partitions} partition(s)");

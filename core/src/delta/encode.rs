@@ -103,8 +103,8 @@ pub fn encode_delta<'a>(
 /// An encoded delta placed at sequence `seq` (its trailer names it): what a writer PUTs at
 /// `seq`, as two chunks (the encoded bytes are shared, not copied). Bytes that are not an
 /// encoded delta are refused.
-pub fn place_delta(encoded: &Bytes, seq: u64) -> Result<object_store::PutPayload> {
+pub fn place_delta(encoded: &Bytes, seq: u64) -> Result<crate::bucket::Payload> {
     let (ipc, trailer) = crate::checksum::reseal_trailer(encoded, seq)
         .ok_or_else(|| Error::corrupt("delta being committed", "it has no trailer to place"))?;
-    Ok(object_store::PutPayload::from_iter([ipc, trailer]))
+    Ok(crate::bucket::Payload::from_iter([ipc, trailer]))
 }

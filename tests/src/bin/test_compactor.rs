@@ -8,7 +8,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use ikv_core::store::load_config;
+use ikv_core::bucket::load_config;
 use ikv_core::{Storage, StorageOptions, StoreLayout};
 use ikv_snapshot::write::FileLayout;
 use ikv_snapshot::{Retention, SnapshotOptions, apply_retention, snapshot_partition};

@@ -23,7 +23,7 @@ fn main() {
     let result = rt.block_on(async {
         let opened = Storage::open(&args[1], &Default::default())?;
         let storage = if args.get(5).map(String::as_str) == Some("ambiguous") {
-            let faulty = Arc::new(FaultyStore::new(opened.store.clone()));
+            let faulty = Arc::new(FaultyStore::new(opened.object_store().clone()));
             for _ in 0..2 {
                 faulty.inject("deltas/", PutFault::LandThenTimeout);
             }

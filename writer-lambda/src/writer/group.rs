@@ -15,7 +15,7 @@ use ikv_core::limits::MAX_DELTA_PAYLOAD_BYTES;
 use ikv_core::{DeltaOp, Error};
 use tokio::sync::{mpsc, oneshot};
 
-use super::commit::PartitionCommitter;
+use ikv_core::bucket::PartitionCommitter;
 
 /// What a caller learns about its operations in one partition.
 pub(crate) type CommitReply = Result<u64, Arc<Error>>;

@@ -1,23 +1,21 @@
 //! The writer library: validate, group-commit per partition, return once durable.
 
-mod commit;
 mod group;
-mod hint;
 
 use std::sync::Arc;
 
+use ikv_core::bucket::load_config;
 use ikv_core::clock::{Clock, SystemClock};
 use ikv_core::limits::{MAX_BATCH_PAYLOAD_BYTES, MAX_DELTA_PAYLOAD_BYTES};
-use ikv_core::store::load_config;
 use ikv_core::{
     DeltaOp, Document, Error, Operation, Result, Storage, StorageOptions, StoreConfig, StoreLayout,
     partition_operations,
 };
 use tokio::sync::{mpsc, oneshot};
 
-pub use commit::CommitPolicy;
-use commit::PartitionCommitter;
 use group::{GroupCommitTask, Pending};
+pub use ikv_core::bucket::CommitPolicy;
+use ikv_core::bucket::PartitionCommitter;
 
 /// Options of a [`Writer`].
 #[derive(Debug, Clone, Default)]
@@ -55,7 +53,7 @@ struct WriterInner {
     config: StoreConfig,
     writer_id: String,
     queues: Vec<mpsc::UnboundedSender<Pending>>,
-    hints: Vec<hint::HintFlush>,
+    hints: Vec<ikv_core::bucket::HintFlush>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -68,7 +66,7 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    /// Opens a writer on a storage URL; object_store's own retries are turned off for it
+    /// Opens a writer on a storage URL; the store's own retries are turned off for it
     /// (see [`StorageOptions::disable_retries`]).
     pub async fn open_url(
         url: &str,

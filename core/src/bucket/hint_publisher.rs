@@ -1,4 +1,4 @@
-//! Publishing a partition's tip hint (`ikv_core::tip_hint`) after commits, off the commit
+//! Publishing a partition's tip hint (`crate::tip_hint`) after commits, off the commit
 //! path: a caller is answered when its delta is durable, not when the hint is.
 //!
 //! One task per partition writes the newest committed number; commits made while a hint PUT
@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ikv_core::clock::Clock;
-use ikv_core::tip_hint::{self, TipHint};
-use ikv_core::{Storage, StoreLayout};
+use crate::bucket::tip_hint::{self, TipHint};
+use crate::clock::Clock;
+use crate::{Storage, StoreLayout};
 use tokio::sync::watch;
 
 /// Least time between two hint PUTs of one partition by one writer.
@@ -66,13 +66,13 @@ pub(crate) struct HintPublisher {
 
 /// A handle that writes a partition's pending hint at once.
 #[derive(Clone)]
-pub(crate) struct HintFlush {
+pub struct HintFlush {
     shared: Arc<Shared>,
     latest: watch::Receiver<Option<TipHint>>,
 }
 
 impl HintFlush {
-    pub(crate) async fn flush(&self) {
+    pub async fn flush(&self) {
         self.shared.write_pending(&self.latest).await;
     }
 }

@@ -24,11 +24,11 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 
+use crate::bucket::Storage;
 use crate::bucket::exists;
+use crate::bucket::list_snapshot_seqs;
 use crate::error::{Error, Result};
 use crate::layout::{StoreLayout, parse_delta_seq};
-use crate::storage::Storage;
-use crate::store::list_snapshot_seqs;
 
 /// Keys in one S3 LIST page.
 const LIST_PAGE: u64 = 1000;

@@ -4,21 +4,21 @@
 //! Invariants:
 //! - An attempt at sequence `s` can only ever land at `s` (the PUT is If-None-Match), so the
 //!   log has no holes and a batch lands at most once per sequence number it tried.
-//! - object_store's own retries are off for writers (see `StorageOptions::disable_retries`),
+//! - the object store's own retries are off for writers (see `StorageOptions::disable_retries`),
 //!   so "already exists" means someone else's delta, unless an earlier attempt of ours at the
 //!   same `s` failed without a clear answer. Only then is the object read to compare batch ids.
-//! - The tip only moves forward; a writer learns it by a bounded search (`ikv_core::tip`),
+//! - The tip only moves forward; a writer learns it by a bounded search (`crate::tip`),
 //!   then from its own commits and lost races. A busy writer that loses a race tries the next
 //!   number (it lost by one), searching only after 8 losses in a row; a writer idle for a
 //!   second or more (an idle Lambda instance) searches at its first loss, so however far
 //!   behind it is, it catches up in a few round trips, not one race per missing number. A tip not confirmed for
 //!   `TIP_TTL` is searched again before use: retention may have removed the numbers after it.
 //! - Before its first attempt, an idle writer reads the partition's tip hint
-//!   (`ikv_core::tip_hint`): a number another writer committed less than `TIP_TTL` ago,
+//!   (`crate::tip_hint`): a number another writer committed less than `TIP_TTL` ago,
 //!   trusted as a writer trusts its own memory. So a writer thousands behind usually commits
 //!   with that GET and one PUT, never a search. Every commit publishes the hint in the
 //!   background (`hint.rs`).
-//! - The commit rule (`ikv_core::committed`): delta `n` is acknowledged only when this writer
+//! - The commit rule (`crate::committed`): delta `n` is acknowledged only when this writer
 //!   knows delta `n − 1` is a committed delta of this store and partition: it committed it
 //!   itself, or it read and checked it. A tip learned from a hint, a search or a lost race is
 //!   checked with one GET before the number after it is written (a lost race reads what it
@@ -33,19 +33,18 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::bucket::committed::{check_predecessor, next_seq, read_committed};
+use crate::bucket::tip::{Knowledge, find_tip};
+use crate::bucket::tip_hint;
+use crate::bucket::{CreateAnswer, try_create};
+use crate::bucket::{list_snapshot_seqs, read_delta};
+use crate::clock::Clock;
+use crate::{Error, ErrorKind, Result, Storage, StoreLayout};
 use bytes::Bytes;
-use ikv_core::bucket::is_permanent;
-use ikv_core::clock::Clock;
-use ikv_core::committed::{check_predecessor, next_seq, read_committed};
-use ikv_core::store::{list_snapshot_seqs, read_delta};
-use ikv_core::tip::{Knowledge, find_tip};
-use ikv_core::tip_hint;
-use ikv_core::{Error, ErrorKind, Result, Storage, StoreLayout};
-use object_store::{PutMode, PutOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::hint::{HintFlush, HintPublisher};
+use super::hint_publisher::{HintFlush, HintPublisher};
 
 /// How hard a committer tries before giving up.
 #[derive(Debug, Clone)]
@@ -109,7 +108,7 @@ struct KnownTip {
 }
 
 /// Commits deltas to one partition's log. Not shared: one per partition per writer.
-pub(crate) struct PartitionCommitter {
+pub struct PartitionCommitter {
     storage: Storage,
     layout: StoreLayout,
     partition: u32,
@@ -148,7 +147,7 @@ enum Attempt {
 }
 
 impl PartitionCommitter {
-    pub(crate) fn new(
+    pub fn new(
         storage: Storage,
         layout: StoreLayout,
         partition: u32,
@@ -169,7 +168,7 @@ impl PartitionCommitter {
     }
 
     /// A handle that writes this partition's pending tip hint at once.
-    pub(crate) fn hint_flusher(&self) -> HintFlush {
+    pub fn hint_flusher(&self) -> HintFlush {
         self.hint.flusher()
     }
 
@@ -179,7 +178,7 @@ impl PartitionCommitter {
 
     /// Commits `body` (an encoded delta carrying `batch_id`) as the partition's next delta
     /// and returns its sequence number.
-    pub(crate) async fn commit(&mut self, body: Bytes, batch_id: &str) -> Result<u64> {
+    pub async fn commit(&mut self, body: Bytes, batch_id: &str) -> Result<u64> {
         let mut failures = 0u32;
         let mut lost_races = 0u32;
         // Sequence numbers where an attempt of ours may have landed without us knowing.
@@ -224,7 +223,7 @@ impl PartitionCommitter {
                 }
             };
             let seq = next_seq(tip, self.partition)?;
-            ikv_core::failpoint!("writer.commit.before_put");
+            crate::failpoint!("writer.commit.before_put");
             match self.attempt(seq, &body, batch_id, &ambiguous).await? {
                 Attempt::Committed => {
                     self.committed(seq);
@@ -252,7 +251,7 @@ impl PartitionCommitter {
                 Attempt::Failed(e) => {
                     // The PUT may or may not have landed: remember, and retry the same number.
                     ambiguous.insert(seq);
-                    ikv_core::failpoint!("writer.commit.after_ambiguous");
+                    crate::failpoint!("writer.commit.after_ambiguous");
                     tracing::warn!(partition = self.partition, seq, error = %e, "delta PUT failed; retrying the same sequence number");
                     if failures + 1 > self.policy.max_transient_failures {
                         // Before giving up, settle whether it landed: a caller told "failed"
@@ -342,31 +341,12 @@ impl PartitionCommitter {
     ) -> Result<Attempt> {
         let path = self.layout.delta(self.partition, seq);
         // The trailer names the number it is committed at (readers check it).
-        let placed = ikv_core::delta::place_delta(body, seq)?;
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
+        let placed = crate::delta::place_delta(body, seq)?;
+        let error = match try_create(&self.storage, &path, placed).await? {
+            CreateAnswer::Created => return Ok(Attempt::Committed),
+            CreateAnswer::NoAnswer(e) => return Ok(Attempt::Failed(e)),
+            CreateAnswer::Taken { error, .. } => error,
         };
-        let e = match self.storage.store.put_opts(&path, placed, opts).await {
-            Ok(_) => return Ok(Attempt::Committed),
-            Err(e) => e,
-        };
-        match e {
-            object_store::Error::AlreadyExists { .. }
-            | object_store::Error::Precondition { .. } => {}
-            e if is_permanent(&e) => {
-                return Err(Error::Storage {
-                    context: format!("writing {path}"),
-                    source: e,
-                });
-            }
-            e => {
-                return Ok(Attempt::Failed(Error::Storage {
-                    context: format!("writing {path}"),
-                    source: e,
-                }));
-            }
-        }
         // S3 answers 409 ConditionalRequestConflict when another conditional write to the key
         // is in flight, without saying it will succeed: absence then means "not yet", and the
         // same number is tried again. A 412 means an object is there.
@@ -378,10 +358,7 @@ impl PartitionCommitter {
                     seq,
                     "conflicting write in flight; retrying the same number"
                 );
-                return Ok(Attempt::Failed(Error::Storage {
-                    context: format!("writing {path}"),
-                    source: e,
-                }));
+                return Ok(Attempt::Failed(error));
             }
             Err(read) => return Ok(Attempt::Failed(read)),
         };
@@ -425,7 +402,7 @@ impl PartitionCommitter {
             at: self.clock.elapsed(),
             checked: true,
         });
-        ikv_core::failpoint!("writer.commit.before_hint");
+        crate::failpoint!("writer.commit.before_hint");
         self.hint.publish(seq);
     }
 

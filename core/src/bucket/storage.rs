@@ -11,8 +11,8 @@ use object_store::path::Path;
 use object_store::{ObjectStore, RetryConfig};
 use url::Url;
 
+use crate::bucket::requests::{CountedStore, RequestCounts};
 use crate::clock::{Clock, SystemClock};
-use crate::requests::{CountedStore, RequestCounts};
 
 use crate::error::{Error, Result};
 
@@ -39,7 +39,7 @@ impl StorageOptions {
 /// An opened storage root: the object store and the path prefix stores live under.
 #[derive(Debug, Clone)]
 pub struct Storage {
-    pub store: Arc<dyn ObjectStore>,
+    pub(super) store: Arc<dyn ObjectStore>,
     pub prefix: Path,
     /// The URL it was opened from, for messages (`memory://` for in-process stores).
     pub url: String,
@@ -70,6 +70,14 @@ impl Storage {
             clock: SystemClock::shared(),
             requests,
         }
+    }
+
+    /// The object store behind this root, for tests that forge, damage or remove objects
+    /// behind ikv's back, or wrap the store in a fault injector. Production code reaches the
+    /// bucket through [`crate::bucket`] only; this exists with the `testing` feature alone.
+    #[cfg(feature = "testing")]
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
     }
 
     /// The requests made through this root (and its clones) so far, by kind and outcome.

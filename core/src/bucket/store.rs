@@ -1,14 +1,12 @@
-//! Store-level operations on a storage root: create, load the configuration, find a log's tip.
+//! Store-level operations on a storage root: create, load the configuration, read a delta,
+//! find a log's tip.
 
+use super::{Created, Storage, create_if_absent, list_delta_seqs, list_snapshot_seqs, read};
 use bytes::Bytes;
-use object_store::ObjectStoreExt;
-
-use crate::bucket::{Created, create_if_absent};
 
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::layout::StoreLayout;
-use crate::storage::Storage;
 
 /// File name that commits a snapshot directory; written last.
 pub const SNAPSHOT_MANIFEST: &str = "manifest.json";
@@ -31,15 +29,8 @@ pub async fn create_store(storage: &Storage, config: &StoreConfig) -> Result<()>
 /// Reads and validates a store's configuration.
 pub async fn load_config(storage: &Storage, store_name: &str) -> Result<StoreConfig> {
     let layout = StoreLayout::new(&storage.prefix, store_name)?;
-    let bytes = match storage.store.get(&layout.config()).await {
-        Ok(got) => got
-            .bytes()
-            .await
-            .map_err(|e| Error::storage(format!("reading {}", layout.config()), e))?,
-        Err(object_store::Error::NotFound { .. }) => {
-            return Err(Error::StoreNotFound(store_name.to_owned()));
-        }
-        Err(e) => return Err(Error::storage(format!("reading {}", layout.config()), e)),
+    let Some(bytes) = read(storage, &layout.config()).await? else {
+        return Err(Error::StoreNotFound(store_name.to_owned()));
     };
     let config = StoreConfig::from_json(&bytes, layout.config().as_ref())?;
     if config.store_name != store_name {
@@ -58,10 +49,8 @@ pub async fn read_delta(
     partition: u32,
     seq: u64,
 ) -> Result<Option<Bytes>> {
-    crate::bucket::read(storage, &layout.delta(partition, seq)).await
+    read(storage, &layout.delta(partition, seq)).await
 }
-
-pub use crate::bucket::{list_delta_seqs, list_snapshot_seqs};
 
 /// The newest committed sequence number of a partition's log (0 when it is empty): the
 /// highest delta present, or the highest snapshot when retention removed the deltas it covers.
@@ -73,4 +62,24 @@ pub async fn discover_tip(storage: &Storage, layout: &StoreLayout, partition: u3
         .copied()
         .unwrap_or(0)
         .max(snapshots.last().copied().unwrap_or(0)))
+}
+
+/// Names of the stores under a storage root (directories holding a `store.json`).
+pub async fn list_stores(storage: &Storage) -> Result<Vec<String>> {
+    let listing = storage
+        .store
+        .list_with_delimiter(Some(&storage.prefix))
+        .await
+        .map_err(|e| Error::storage(format!("listing {}", storage.url), e))?;
+    let mut names = Vec::new();
+    for dir in listing.common_prefixes {
+        if let Some(name) = dir.filename()
+            && crate::config::validate_store_name(name).is_ok()
+            && load_config(storage, name).await.is_ok()
+        {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
 }

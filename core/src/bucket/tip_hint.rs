@@ -22,10 +22,10 @@ use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use crate::bucket;
+use crate::bucket::Storage;
 use crate::checksum::{open_json, seal_json};
 use crate::error::{Error, Result};
 use crate::layout::StoreLayout;
-use crate::storage::Storage;
 
 /// The only hint format so far.
 const FORMAT: u32 = 1;

@@ -13,10 +13,10 @@
 
 use bytes::Bytes;
 
+use crate::bucket::Storage;
 use crate::delta::{Delta, DeltaMeta, decode_delta};
 use crate::error::{Error, Result};
 use crate::layout::StoreLayout;
-use crate::storage::Storage;
 
 /// Decodes the bytes found at delta `seq` of `partition` and checks they are a committed
 /// delta there: the reader's acceptance rule. Errors are `Corrupt` and name the object.

@@ -1,6 +1,7 @@
-//! The one module through which every crate reaches the bucket's primitives: conditional
-//! creation of objects (store configurations, snapshot manifests; deltas add batch ids on top,
-//! in the writer), reads, and listings of a log's or a snapshot directory's sequence numbers.
+//! The bucket's primitives: conditional creation of objects (store configurations, snapshot
+//! manifests; the delta commit loop recognises its own deltas by batch id on top of
+//! [`try_create`]), reads (whole, ranged, many local files), plain puts and deletes, and
+//! listings of a log's or a snapshot directory's sequence numbers.
 //!
 //! S3 answers a conditional create (`If-None-Match: *`) of an existing key with 412, and with
 //! 409 ConditionalRequestConflict when another conditional write of the key is still in
@@ -8,17 +9,19 @@
 //! that fails without an answer (timeout, reset, 5xx) may have landed: the retry compares the
 //! object found with the bytes it meant to write.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use bytes::Bytes;
+use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+use crate::bucket::SNAPSHOT_MANIFEST;
+use crate::bucket::Storage;
+use crate::bucket::requests::{Outcome, RequestKind};
 use crate::error::{Error, Result};
 use crate::layout::{StoreLayout, parse_delta_seq, parse_seq};
-use crate::requests::{Outcome, RequestKind};
-use crate::storage::Storage;
-use crate::store::SNAPSHOT_MANIFEST;
 
 /// What a conditional create did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +38,7 @@ const ATTEMPTS: u32 = 6;
 
 /// Whether a failed conditional create was a plain "precondition failed" (412: the object
 /// exists), as opposed to a conflict (409) whose winner is not known yet.
-pub fn is_precondition_failed(e: &object_store::Error) -> bool {
+fn is_precondition_failed(e: &object_store::Error) -> bool {
     match e {
         object_store::Error::Precondition { .. } => true,
         object_store::Error::AlreadyExists { source, .. } => source
@@ -52,7 +55,7 @@ pub fn is_precondition_failed(e: &object_store::Error) -> bool {
 }
 
 /// Whether an error is final: retrying cannot help and the request did not land.
-pub fn is_permanent(e: &object_store::Error) -> bool {
+fn is_permanent(e: &object_store::Error) -> bool {
     matches!(
         e,
         object_store::Error::PermissionDenied { .. }
@@ -140,7 +143,52 @@ pub fn read_local(storage: &Storage, paths: &[Path]) -> Option<Vec<Result<Option
     )
 }
 
-/// Creates `path` holding `body` unless an object is there.
+/// What one conditional create (`If-None-Match: *`) came to; a final failure (no access, a
+/// bad path) is the `Err` beside it.
+pub enum CreateAnswer {
+    /// The object is ours now.
+    Created,
+    /// The key is taken (412, `in_flight` false), or another conditional write of it is in
+    /// flight (409, `in_flight` true: not "exists" until a look shows the object).
+    Taken { in_flight: bool, error: Error },
+    /// No answer (timeout, reset, 5xx): the object may or may not have landed.
+    NoAnswer(Error),
+}
+
+/// One conditional create of `path` (one PUT), without retries: the step both the delta
+/// commit loop and [`create_if_absent`] repeat, each with its own way of recognising an
+/// object found there as its own.
+pub async fn try_create(
+    storage: &Storage,
+    path: &Path,
+    body: impl Into<PutPayload>,
+) -> Result<CreateAnswer> {
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    match storage.store.put_opts(path, body.into(), opts).await {
+        Ok(_) => Ok(CreateAnswer::Created),
+        Err(
+            e @ (object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. }),
+        ) => {
+            let in_flight = !is_precondition_failed(&e);
+            Ok(CreateAnswer::Taken {
+                in_flight,
+                error: Error::storage(format!("creating {path}"), e),
+            })
+        }
+        Err(e) if is_permanent(&e) => Err(Error::storage(format!("creating {path}"), e)),
+        Err(e) => Ok(CreateAnswer::NoAnswer(Error::storage(
+            format!("creating {path}"),
+            e,
+        ))),
+    }
+}
+
+/// Creates `path` holding `body` unless an object is there; an object found after an
+/// ambiguous attempt is ours when its bytes are `body`.
 pub async fn create_if_absent(storage: &Storage, path: &Path, body: Bytes) -> Result<Created> {
     let mut ambiguous = false;
     let mut last_error = None;
@@ -151,38 +199,24 @@ pub async fn create_if_absent(storage: &Storage, path: &Path, body: Bytes) -> Re
                 .sleep(Duration::from_millis(20 << attempt.min(5)))
                 .await;
         }
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        match storage
-            .store
-            .put_opts(path, PutPayload::from_bytes(body.clone()), opts)
-            .await
-        {
-            Ok(_) => return Ok(Created::Created),
-            Err(
-                e @ (object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. }),
-            ) => {
+        match try_create(storage, path, body.clone()).await? {
+            CreateAnswer::Created => return Ok(Created::Created),
+            CreateAnswer::Taken { in_flight, error } => {
                 // A plain 412 after a clean first attempt needs no look.
-                if is_precondition_failed(&e) && !ambiguous {
+                if !in_flight && !ambiguous {
                     return Ok(Created::Exists);
                 }
                 match read(storage, path).await? {
                     Some(found) if ambiguous && found == body => return Ok(Created::Created),
                     Some(_) => return Ok(Created::Exists),
                     // 409 with the other write not (yet) landed: try again.
-                    None => last_error = Some(Error::storage(format!("creating {path}"), e)),
+                    None => last_error = Some(error),
                 }
             }
-            Err(e) if is_permanent(&e) => {
-                return Err(Error::storage(format!("creating {path}"), e));
-            }
-            Err(e) => {
+            CreateAnswer::NoAnswer(e) => {
                 ambiguous = true;
                 tracing::warn!(%path, error = %e, "conditional create failed; retrying");
-                last_error = Some(Error::storage(format!("creating {path}"), e));
+                last_error = Some(e);
             }
         }
     }
@@ -190,6 +224,84 @@ pub async fn create_if_absent(storage: &Storage, path: &Path, body: Bytes) -> Re
         context: format!("creating {path}"),
         message: "no attempt settled".into(),
     }))
+}
+
+/// Writes `body` at `path`, replacing what is there: only for objects that may be replaced
+/// (tip hints, import intents), never for deltas, manifests or configurations.
+pub async fn put(storage: &Storage, path: &Path, body: impl Into<PutPayload>) -> Result<()> {
+    storage
+        .store
+        .put(path, body.into())
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::storage(format!("writing {path}"), e))
+}
+
+/// Deletes `path`; an object already gone counts as deleted.
+pub async fn delete(storage: &Storage, path: &Path) -> Result<()> {
+    match storage.store.delete(path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(Error::storage(format!("deleting {path}"), e)),
+    }
+}
+
+/// The size of the object at `path` (one HEAD).
+pub async fn size(storage: &Storage, path: &Path) -> Result<u64> {
+    storage
+        .store
+        .head(path)
+        .await
+        .map(|meta| meta.size)
+        .map_err(|e| Error::storage(format!("checking {path}"), e))
+}
+
+/// Bytes `range` of the object at `path` (one ranged GET).
+pub async fn read_range(storage: &Storage, path: &Path, range: Range<u64>) -> Result<Bytes> {
+    storage
+        .store
+        .get_range(path, range)
+        .await
+        .map_err(|e| Error::storage(format!("reading {path}"), e))
+}
+
+/// Several ranges of the object at `path`, in order (the store coalesces nearby ones).
+pub async fn read_ranges(
+    storage: &Storage,
+    path: &Path,
+    ranges: &[Range<u64>],
+) -> Result<Vec<Bytes>> {
+    storage
+        .store
+        .get_ranges(path, ranges)
+        .await
+        .map_err(|e| Error::storage(format!("reading {path}"), e))
+}
+
+/// The last `n` bytes of the object at `path` and its size (one suffix GET).
+pub async fn read_suffix(storage: &Storage, path: &Path, n: u64) -> Result<(Bytes, u64)> {
+    let got = storage
+        .store
+        .get_opts(
+            path,
+            object_store::GetOptions {
+                range: Some(object_store::GetRange::Suffix(n)),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| Error::storage(format!("reading {path}"), e))?;
+    let size = got.meta.size;
+    let bytes = got
+        .bytes()
+        .await
+        .map_err(|e| Error::storage(format!("reading {path}"), e))?;
+    Ok((bytes, size))
+}
+
+/// A multipart upload to `path` (parts are sent as they fill; nothing is visible until it
+/// completes).
+pub fn upload(storage: &Storage, path: Path) -> BufWriter {
+    BufWriter::new(storage.store.clone(), path)
 }
 
 /// Every object under `dir` (one LIST, paged by the store as it needs).
