@@ -8,7 +8,7 @@ use ikv_core::{
     Document, FieldValue, Operation, Storage, StorageOptions, StoreConfig, StoreLayout,
 };
 use ikv_reader::{Reader, ReaderOptions};
-use ikv_snapshot::Manifest;
+use ikv_snapshot_format::Manifest;
 use ikv_writer::{Writer, WriterOptions};
 use serde_json::{Value, json};
 

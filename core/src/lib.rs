@@ -10,6 +10,7 @@
 //!
 //! The format is specified in `docs/FORMAT.md`.
 
+pub mod arrow_column;
 pub mod bucket;
 pub mod checksum;
 pub mod clock;

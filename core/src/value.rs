@@ -77,16 +77,11 @@ impl FieldValue {
     /// The value's bytes as stored in a delta: UTF-8 for strings, raw bytes, 8 bytes
     /// little-endian for int64 and float64 (IEEE 754 bits), one byte 0/1 for bool.
     pub fn encode(&self) -> Vec<u8> {
-        match self {
-            FieldValue::String(s) => s.as_bytes().to_vec(),
-            FieldValue::Bytes(b) => b.clone(),
-            FieldValue::Int64(v) => v.to_le_bytes().to_vec(),
-            FieldValue::Float64(v) => v.to_bits().to_le_bytes().to_vec(),
-            FieldValue::Bool(v) => vec![u8::from(*v)],
-        }
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.as_value_ref().encode_into(&mut out);
+        out
     }
 
-    /// Length of [`FieldValue::encode`]'s output without building it.
     pub fn encoded_len(&self) -> usize {
         match self {
             FieldValue::String(s) => s.len(),
@@ -164,6 +159,17 @@ impl<'a> ValueRef<'a> {
             ValueRef::Int64(_) => FieldType::Int64,
             ValueRef::Float64(_) => FieldType::Float64,
             ValueRef::Bool(_) => FieldType::Bool,
+        }
+    }
+
+    /// Appends the value's stored bytes (as [`ValueRef::decode`] reads them) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        match self {
+            ValueRef::String(s) => out.extend_from_slice(s.as_bytes()),
+            ValueRef::Bytes(b) => out.extend_from_slice(b),
+            ValueRef::Int64(v) => out.extend_from_slice(&v.to_le_bytes()),
+            ValueRef::Float64(v) => out.extend_from_slice(&v.to_bits().to_le_bytes()),
+            ValueRef::Bool(v) => out.push(u8::from(*v)),
         }
     }
 

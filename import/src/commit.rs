@@ -22,7 +22,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use ikv_core::bucket::{Path, create_if_absent, put, read};
 use ikv_core::{DeltaOp, Error, Result, Storage, StoreLayout};
-use ikv_snapshot::manifest::Manifest;
+use ikv_snapshot_format::manifest::Manifest;
 use ikv_writer::Writer;
 use serde::{Deserialize, Serialize};
 

@@ -20,8 +20,8 @@ use arrow_array::RecordBatch;
 use ikv_core::bucket::load_config;
 use ikv_core::delta::validate_import_id;
 use ikv_core::{Error, Result, Storage, StoreConfig};
-use ikv_snapshot::manifest::Manifest;
-use ikv_snapshot::write::FileLayout;
+use ikv_snapshot_format::manifest::Manifest;
+use ikv_snapshot_format::write::FileLayout;
 use serde::{Deserialize, Serialize};
 
 pub use commit::{ImportCommit, ImportReceipt, commit};

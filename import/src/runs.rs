@@ -11,11 +11,11 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, BinaryArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use futures::{StreamExt, TryStreamExt};
+use ikv_core::arrow_column::data_type;
 use ikv_core::partition::partition_of;
 use ikv_core::{Error, FieldType, Result, Storage, StoreConfig, StoreLayout};
-use ikv_snapshot::manifest::{KEY_COLUMN, Manifest, plan_columns};
-use ikv_snapshot::rows::data_type;
-use ikv_snapshot::write::{FileLayout, SnapshotWriter};
+use ikv_snapshot_format::manifest::{KEY_COLUMN, Manifest, plan_columns};
+use ikv_snapshot_format::write::{FileLayout, SnapshotWriter};
 
 use crate::columns::{ImportSchema, canonical, key_bytes};
 use crate::sort::{batch_of, concat, sort_and_combine};

@@ -3,12 +3,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
-};
+use arrow_array::builder::BinaryBuilder;
 use arrow_array::ffi::{FFI_ArrowArray, FFI_ArrowSchema, to_ffi};
 use arrow_array::{Array, ArrayRef, RecordBatch, StructArray};
 use arrow_schema::{DataType, Field, Schema};
+use ikv_core::arrow_column::ColumnBuilder;
 use ikv_core::{FieldType, FieldValue};
 use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyTuple};
@@ -46,15 +45,6 @@ impl ArrowBatch {
     }
 }
 
-enum Column {
-    Null,
-    String(StringBuilder),
-    Bytes(BinaryBuilder),
-    Int64(Int64Builder),
-    Float64(Float64Builder),
-    Bool(BooleanBuilder),
-}
-
 /// `_ikv_key` (binary) plus one column per field, typed by the values found; a field whose
 /// values have different types is refused (say which), a field never found is all-null.
 pub fn table_of(
@@ -80,30 +70,12 @@ pub fn table_of(
             }
         }
     }
-    let mut columns: Vec<Column> = types
-        .iter()
-        .map(|t| match t {
-            None => Column::Null,
-            Some(FieldType::String) => Column::String(StringBuilder::new()),
-            Some(FieldType::Bytes) => Column::Bytes(BinaryBuilder::new()),
-            Some(FieldType::Int64) => Column::Int64(Int64Builder::new()),
-            Some(FieldType::Float64) => Column::Float64(Float64Builder::new()),
-            Some(FieldType::Bool) => Column::Bool(BooleanBuilder::new()),
-        })
-        .collect();
-    for (i, v) in values.into_iter().enumerate() {
-        match (&mut columns[i % nf], v) {
-            (Column::Null, _) => {}
-            (Column::String(b), Some(FieldValue::String(s))) => b.append_value(s),
-            (Column::Bytes(b), Some(FieldValue::Bytes(s))) => b.append_value(s),
-            (Column::Int64(b), Some(FieldValue::Int64(s))) => b.append_value(s),
-            (Column::Float64(b), Some(FieldValue::Float64(s))) => b.append_value(s),
-            (Column::Bool(b), Some(FieldValue::Bool(s))) => b.append_value(s),
-            (Column::String(b), _) => b.append_null(),
-            (Column::Bytes(b), _) => b.append_null(),
-            (Column::Int64(b), _) => b.append_null(),
-            (Column::Float64(b), _) => b.append_null(),
-            (Column::Bool(b), _) => b.append_null(),
+    // `None`: a field no document has, all null.
+    let mut columns: Vec<Option<ColumnBuilder>> =
+        types.iter().map(|t| t.map(ColumnBuilder::new)).collect();
+    for (i, v) in values.iter().enumerate() {
+        if let Some(column) = &mut columns[i % nf] {
+            column.append(v.as_ref().map(FieldValue::as_value_ref));
         }
     }
     let mut key_col = BinaryBuilder::new();
@@ -114,12 +86,8 @@ pub fn table_of(
     let mut arrays: Vec<ArrayRef> = vec![Arc::new(key_col.finish())];
     for (name, column) in fields.iter().zip(columns) {
         let array: ArrayRef = match column {
-            Column::Null => Arc::new(arrow_array::NullArray::new(keys.len())),
-            Column::String(mut b) => Arc::new(b.finish()),
-            Column::Bytes(mut b) => Arc::new(b.finish()),
-            Column::Int64(mut b) => Arc::new(b.finish()),
-            Column::Float64(mut b) => Arc::new(b.finish()),
-            Column::Bool(mut b) => Arc::new(b.finish()),
+            None => Arc::new(arrow_array::NullArray::new(keys.len())),
+            Some(mut b) => b.finish(),
         };
         schema_fields.push(Field::new(name, array.data_type().clone(), true));
         arrays.push(array);

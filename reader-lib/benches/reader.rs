@@ -305,7 +305,7 @@ fn main() {
     disk_reader.shutdown().unwrap();
     reader.shutdown().unwrap();
     let manifest = rt
-        .block_on(ikv_snapshot::Manifest::load_newest(
+        .block_on(ikv_snapshot_format::Manifest::load_newest(
             &storage,
             &ikv_core::StoreLayout::new(&storage.prefix, "bench").unwrap(),
             0,

@@ -1,10 +1,9 @@
 //! Encoding snapshot record batches straight into local documents, without building a typed
 //! document per row: the bootstrap's hot loop.
 
-use arrow_array::{
-    Array, BinaryArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
-};
-use ikv_core::{Error, FieldType, Result};
+use arrow_array::{BinaryArray, RecordBatch};
+use ikv_core::arrow_column::TypedColumn;
+use ikv_core::{Error, Result};
 
 use crate::doc::SectionEncoder;
 use ikv_snapshot_format::manifest::SnapshotColumn;
@@ -13,36 +12,6 @@ fn corrupt(reason: String) -> Error {
     Error::Corrupt {
         what: "snapshot file".into(),
         reason,
-    }
-}
-
-enum Col<'a> {
-    String(&'a StringArray),
-    Bytes(&'a BinaryArray),
-    Int64(&'a Int64Array),
-    Float64(&'a Float64Array),
-    Bool(&'a BooleanArray),
-}
-
-impl Col<'_> {
-    fn is_valid(&self, i: usize) -> bool {
-        match self {
-            Col::String(a) => a.is_valid(i),
-            Col::Bytes(a) => a.is_valid(i),
-            Col::Int64(a) => a.is_valid(i),
-            Col::Float64(a) => a.is_valid(i),
-            Col::Bool(a) => a.is_valid(i),
-        }
-    }
-
-    fn write(&self, i: usize, out: &mut Vec<u8>) {
-        match self {
-            Col::String(a) => out.extend_from_slice(a.value(i).as_bytes()),
-            Col::Bytes(a) => out.extend_from_slice(a.value(i)),
-            Col::Int64(a) => out.extend_from_slice(&a.value(i).to_le_bytes()),
-            Col::Float64(a) => out.extend_from_slice(&a.value(i).to_bits().to_le_bytes()),
-            Col::Bool(a) => out.push(u8::from(a.value(i))),
-        }
     }
 }
 
@@ -65,21 +34,19 @@ pub fn encode_rows(
     let keys = downcast::<BinaryArray>(batch, key_column)?;
     let mut cols = Vec::with_capacity(columns.len());
     for c in columns {
-        let col = match c.field_type {
-            FieldType::String => Col::String(downcast(batch, &c.name)?),
-            FieldType::Bytes => Col::Bytes(downcast(batch, &c.name)?),
-            FieldType::Int64 => Col::Int64(downcast(batch, &c.name)?),
-            FieldType::Float64 => Col::Float64(downcast(batch, &c.name)?),
-            FieldType::Bool => Col::Bool(downcast(batch, &c.name)?),
-        };
+        let array = batch
+            .column_by_name(&c.name)
+            .ok_or_else(|| corrupt(format!("column {:?} is missing", c.name)))?;
+        let col = TypedColumn::of(array.as_ref(), c.field_type)
+            .ok_or_else(|| corrupt(format!("column {:?} is of another type", c.name)))?;
         cols.push((c, col));
     }
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let mut doc = SectionEncoder::new(partition, 128);
         for (c, col) in &cols {
-            if col.is_valid(i) {
-                doc.field(&c.field, c.field_type, epoch, |out| col.write(i, out));
+            if let Some(v) = col.value(i) {
+                doc.field(&c.field, c.field_type, epoch, |out| v.encode_into(out));
             }
         }
         let doc = doc.finish();

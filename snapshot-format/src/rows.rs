@@ -3,30 +3,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
-};
-use arrow_array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
-};
+use arrow_array::builder::BinaryBuilder;
+use arrow_array::{ArrayRef, BinaryArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use ikv_core::{Error, FieldType, FieldValue, Result, ValueRef};
+use ikv_core::arrow_column::{ColumnBuilder, TypedColumn, data_type};
+use ikv_core::{Error, FieldValue, Result, ValueRef};
 
 use crate::manifest::{KEY_COLUMN, SnapshotColumn};
 
 /// A document of a snapshot: primary-key bytes and fields.
 pub type SnapshotDoc = (Vec<u8>, BTreeMap<String, FieldValue>);
-
-/// The Arrow type a snapshot column of field type `t` has.
-pub fn data_type(t: FieldType) -> DataType {
-    match t {
-        FieldType::String => DataType::Utf8,
-        FieldType::Bytes => DataType::Binary,
-        FieldType::Int64 => DataType::Int64,
-        FieldType::Float64 => DataType::Float64,
-        FieldType::Bool => DataType::Boolean,
-    }
-}
 
 /// The Arrow schema of a snapshot with these columns.
 pub fn schema(columns: &[SnapshotColumn]) -> SchemaRef {
@@ -40,52 +26,6 @@ pub fn schema(columns: &[SnapshotColumn]) -> SchemaRef {
         );
     }
     Arc::new(Schema::new(fields))
-}
-
-enum ColumnBuilder {
-    String(StringBuilder),
-    Bytes(BinaryBuilder),
-    Int64(Int64Builder),
-    Float64(Float64Builder),
-    Bool(BooleanBuilder),
-}
-
-impl ColumnBuilder {
-    fn new(t: FieldType) -> Self {
-        match t {
-            FieldType::String => ColumnBuilder::String(StringBuilder::new()),
-            FieldType::Bytes => ColumnBuilder::Bytes(BinaryBuilder::new()),
-            FieldType::Int64 => ColumnBuilder::Int64(Int64Builder::new()),
-            FieldType::Float64 => ColumnBuilder::Float64(Float64Builder::new()),
-            FieldType::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
-        }
-    }
-
-    /// Appends the value if it has this column's type, else a null.
-    fn append(&mut self, value: Option<ValueRef<'_>>) {
-        match (self, value) {
-            (ColumnBuilder::String(b), Some(ValueRef::String(v))) => b.append_value(v),
-            (ColumnBuilder::Bytes(b), Some(ValueRef::Bytes(v))) => b.append_value(v),
-            (ColumnBuilder::Int64(b), Some(ValueRef::Int64(v))) => b.append_value(v),
-            (ColumnBuilder::Float64(b), Some(ValueRef::Float64(v))) => b.append_value(v),
-            (ColumnBuilder::Bool(b), Some(ValueRef::Bool(v))) => b.append_value(v),
-            (ColumnBuilder::String(b), _) => b.append_null(),
-            (ColumnBuilder::Bytes(b), _) => b.append_null(),
-            (ColumnBuilder::Int64(b), _) => b.append_null(),
-            (ColumnBuilder::Float64(b), _) => b.append_null(),
-            (ColumnBuilder::Bool(b), _) => b.append_null(),
-        }
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            ColumnBuilder::String(b) => Arc::new(b.finish()),
-            ColumnBuilder::Bytes(b) => Arc::new(b.finish()),
-            ColumnBuilder::Int64(b) => Arc::new(b.finish()),
-            ColumnBuilder::Float64(b) => Arc::new(b.finish()),
-            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
-        }
-    }
 }
 
 /// Builds one record batch in a snapshot's columns, a row at a time (rows in key order).
@@ -198,32 +138,12 @@ pub fn from_batch(
         let array = batch
             .column_by_name(&c.name)
             .ok_or_else(|| corrupt(format!("column {:?} of the manifest is missing", c.name)))?;
-        macro_rules! fill {
-            ($ty:ty, $make:expr) => {{
-                let a = downcast::<$ty>(array, &c.name)?;
-                for i in 0..rows {
-                    if a.is_valid(i) {
-                        out[start + i].1.insert(c.field.clone(), $make(a, i));
-                    }
-                }
-            }};
-        }
-        match c.field_type {
-            FieldType::String => fill!(StringArray, |a: &StringArray, i| FieldValue::String(
-                a.value(i).to_owned()
-            )),
-            FieldType::Bytes => fill!(BinaryArray, |a: &BinaryArray, i| FieldValue::Bytes(
-                a.value(i).to_vec()
-            )),
-            FieldType::Int64 => fill!(Int64Array, |a: &Int64Array, i| FieldValue::Int64(
-                a.value(i)
-            )),
-            FieldType::Float64 => fill!(Float64Array, |a: &Float64Array, i| FieldValue::Float64(
-                a.value(i)
-            )),
-            FieldType::Bool => fill!(BooleanArray, |a: &BooleanArray, i| FieldValue::Bool(
-                a.value(i)
-            )),
+        let column = TypedColumn::of(array.as_ref(), c.field_type)
+            .ok_or_else(|| corrupt(format!("column {:?} has an unexpected type", c.name)))?;
+        for (i, (_, doc)) in out[start..].iter_mut().enumerate() {
+            if let Some(v) = column.value(i) {
+                doc.insert(c.field.clone(), v.to_owned_value());
+            }
         }
     }
     Ok(())

@@ -18,7 +18,8 @@ use ikv_core::bucket::create_store;
 use ikv_core::{
     Document, FieldValue, Operation, Storage, StorageOptions, StoreConfig, StoreLayout,
 };
-use ikv_snapshot::{Manifest, SnapshotOptions, snapshot_partition};
+use ikv_snapshot::{SnapshotOptions, snapshot_partition};
+use ikv_snapshot_format::Manifest;
 use ikv_writer::{Writer, WriterOptions};
 
 const DELTAS: usize = 10_000;

@@ -20,8 +20,9 @@ use crate::overlay::{ColumnTable, KeyChange, Overlay};
 use crate::read::SnapshotStream;
 use ikv_core::ValueRef;
 
-use crate::rows::{BatchBuilder, SnapshotDoc, data_type, from_batch};
+use crate::rows::{BatchBuilder, SnapshotDoc, from_batch};
 use crate::write::SnapshotWriter;
+use ikv_core::arrow_column::data_type;
 
 /// Rows gathered before they go to the writer as one batch.
 const FLUSH_ROWS: usize = 8192;

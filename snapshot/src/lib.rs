@@ -8,20 +8,16 @@ mod fetch;
 mod import_retention;
 pub mod options;
 pub mod overlay;
-mod parquet_upload;
 pub mod retention;
-pub mod write;
 
-// The format it writes, shared with the reader, under the paths it always had here.
-pub use ikv_snapshot_format::{manifest, merge, object_reader, read, rows};
+// The format it writes, shared with the reader and the importer (`ikv_snapshot_format`).
+use ikv_snapshot_format::{manifest, merge, read, rows, write};
 
 use ikv_core::bucket::load_config;
 use ikv_core::{Error, Result, Storage, StoreLayout};
 
 pub use compact::{PartitionOutcome, snapshot_partition};
-pub use manifest::Manifest;
 pub use options::{Retention, SnapshotOptions, Triggers};
-pub use read::SnapshotStream;
 pub use retention::{RetentionReport, apply_retention};
 
 /// What a pass did to one partition.

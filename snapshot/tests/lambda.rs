@@ -3,7 +3,8 @@
 
 use ikv_core::bucket::create_store;
 use ikv_core::{Document, FieldValue, Storage, StoreConfig, StoreLayout};
-use ikv_snapshot::{Manifest, SnapshotOptions, handle_scheduled_event};
+use ikv_snapshot::{SnapshotOptions, handle_scheduled_event};
+use ikv_snapshot_format::Manifest;
 use ikv_writer::{Writer, WriterOptions};
 use lambda_runtime::{Context, LambdaEvent, Service, service_fn};
 

@@ -18,8 +18,8 @@ use ikv_core::bucket::create_store;
 use ikv_core::bucket::tip_hint::TipHint;
 use ikv_core::delta::{DeltaMeta, decode_delta, encode_delta};
 use ikv_core::{DeltaOp, ErrorKind, FieldValue, Storage, StoreConfig, StoreLayout};
-use ikv_snapshot::SnapshotStream;
-use ikv_snapshot::manifest::Manifest;
+use ikv_snapshot_format::SnapshotStream;
+use ikv_snapshot_format::manifest::Manifest;
 use ikv_tests::runtime;
 use ikv_writer::{Writer, WriterOptions};
 use object_store::ObjectStoreExt;
@@ -301,7 +301,7 @@ async fn read_mutated_file(
     manifest: &Manifest,
     bad: &Bytes,
     verified: bool,
-) -> ikv_core::Result<Vec<ikv_snapshot::rows::SnapshotDoc>> {
+) -> ikv_core::Result<Vec<ikv_snapshot_format::rows::SnapshotDoc>> {
     let scratch = Storage::new(
         Arc::new(InMemory::new()),
         storage.prefix.clone(),

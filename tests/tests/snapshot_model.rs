@@ -9,10 +9,9 @@ use std::time::SystemTime;
 
 use ikv_core::bucket::create_store;
 use ikv_core::{Storage, StoreConfig, StoreLayout};
-use ikv_snapshot::write::FileLayout;
-use ikv_snapshot::{
-    Manifest, PartitionOutcome, SnapshotOptions, SnapshotStream, snapshot_partition,
-};
+use ikv_snapshot::{PartitionOutcome, SnapshotOptions, snapshot_partition};
+use ikv_snapshot_format::write::FileLayout;
+use ikv_snapshot_format::{Manifest, SnapshotStream};
 use ikv_tests::model::Model;
 use ikv_tests::model_check::write_and_record;
 use ikv_tests::random_ops::{PARTITIONING_KEY, PRIMARY_KEY, Workload};

@@ -7,9 +7,10 @@ use futures::TryStreamExt;
 use ikv_core::bucket::{create_store, list_delta_seqs, list_snapshot_seqs};
 use ikv_core::{Storage, StoreConfig, StoreLayout};
 use ikv_snapshot::{
-    Manifest, PartitionOutcome, Retention, RetentionReport, SnapshotOptions, SnapshotStream,
-    apply_retention, snapshot_partition,
+    PartitionOutcome, Retention, RetentionReport, SnapshotOptions, apply_retention,
+    snapshot_partition,
 };
+use ikv_snapshot_format::{Manifest, SnapshotStream};
 use ikv_tests::localstack_storage;
 use ikv_tests::model::Model;
 use ikv_tests::model_check::write_and_record;

@@ -7,8 +7,9 @@ use std::time::SystemTime;
 
 use ikv_core::bucket::create_store;
 use ikv_core::{FieldValue, Storage, StorageOptions, StoreConfig, StoreLayout};
-use ikv_snapshot::write::FileLayout;
-use ikv_snapshot::{Manifest, SnapshotOptions, snapshot_partition};
+use ikv_snapshot::{SnapshotOptions, snapshot_partition};
+use ikv_snapshot_format::Manifest;
+use ikv_snapshot_format::write::FileLayout;
 use ikv_tests::model::Model;
 use ikv_tests::model_check::write_and_record;
 use ikv_tests::random_ops::Workload;

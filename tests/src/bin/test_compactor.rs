@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use ikv_core::bucket::load_config;
 use ikv_core::{Storage, StorageOptions, StoreLayout};
-use ikv_snapshot::write::FileLayout;
 use ikv_snapshot::{Retention, SnapshotOptions, apply_retention, snapshot_partition};
+use ikv_snapshot_format::write::FileLayout;
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
     args.get(i).and_then(|a| a.parse().ok()).unwrap_or_else(|| {
