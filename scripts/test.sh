@@ -37,7 +37,7 @@ echo "== python SDK: build the native module, run pytest"
 rm -rf "$target/wheels"
 "$venv_bin/maturin" build --locked -m python/Cargo.toml --target-dir "$target/maturin" -o "$target/wheels"
 "$venv_bin/pip" install --quiet --force-reinstall --no-deps "$target"/wheels/ikvpy-*.whl
-cargo build --locked -p ikv-writer --bin ikv-writer -p ikv-snapshot --bin snapshot
-IKV_WRITER_BIN="$target/debug/ikv-writer" IKV_SNAPSHOT_BIN="$target/debug/snapshot" \
+cargo build --locked -p ikv-writer --bin ikv-writer -p ikv-snapshot --bin snapshot -p ikv-cli --bin ikv
+IKV_BIN="$target/debug/ikv" IKV_WRITER_BIN="$target/debug/ikv-writer" IKV_SNAPSHOT_BIN="$target/debug/snapshot" \
   "$IKV_TEST_PYTHON" -m pytest -q python/tests deploy/tests
 echo "== all tests passed"

@@ -11,6 +11,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use ikv_core::clock::{Clock, SystemClock};
+use ikv_snapshot::args::PassArgs;
 use ikv_snapshot::{SnapshotOptions, run_pass};
 use ikv_writer::WriterOptions;
 use ikv_writer::service::auth::{generate_passkey, hash_passkey, load_accounts};
@@ -110,13 +112,15 @@ enum Command {
         #[arg(long, env = "IKV_ACCOUNTS_FILE")]
         accounts_file: Option<PathBuf>,
     },
-    /// Run one snapshot pass (all stores, or --store) and retention
+    /// Run one snapshot pass (all stores, or --store) and retention; with --every, a pass
+    /// every DURATION until interrupted
     Snapshot {
-        #[arg(long = "store")]
-        stores: Vec<String>,
-        /// Snapshot every partition with new deltas, whether or not a trigger fired
-        #[arg(long)]
-        force: bool,
+        #[command(flatten)]
+        pass: PassArgs,
+        /// Repeat: one pass every DURATION (e.g. 5m) until Ctrl-C; a failed pass is reported
+        /// and the next one runs
+        #[arg(long, value_parser = humantime::parse_duration)]
+        every: Option<std::time::Duration>,
     },
     /// Print the passkey_hash of a passkey read from stdin, or --generate a passkey
     HashPasskey {
@@ -223,20 +227,27 @@ async fn run(cli: Cli) -> Result<String, Fail> {
             progress.finish(&format!("{} documents", receipt.documents));
             serde_json::to_string(&receipt).map_err(|e| Fail::usage(e.to_string()))
         }
-        Command::Snapshot { stores, force } => {
+        Command::Snapshot { pass, every } => {
+            // A bad option is a usage error, found before the bucket is touched.
+            let options = pass.options().map_err(Fail::usage)?;
             let storage = commands::open(&url(&cli.storage_url)?, false)?;
-            let progress = Progress::start("snapshot pass");
-            let options = SnapshotOptions {
-                force,
-                ..SnapshotOptions::default()
+            let Some(every) = every else {
+                return snapshot_pass(&storage, &pass, &options).await;
             };
-            let reports = run_pass(&storage, &stores, &[], &options).await?;
-            progress.finish(&format!("{} partitions", reports.len()));
-            Ok(reports
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"))
+            // Listening before the first pass: an interrupt at any point ends the loop cleanly.
+            let mut interrupt =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                    .map_err(|e| Fail::from(format!("cannot listen for Ctrl-C: {e}")))?;
+            loop {
+                match snapshot_pass(&storage, &pass, &options).await {
+                    Ok(out) => println!("{out}"),
+                    Err(e) => eprintln!("ikv: snapshot pass failed: {}", e.message),
+                }
+                tokio::select! {
+                    _ = SystemClock::new().sleep(every) => {}
+                    _ = interrupt.recv() => return Ok(String::new()),
+                }
+            }
         }
         Command::HashPasskey { generate } => {
             if generate {
@@ -291,4 +302,20 @@ fn main() -> ExitCode {
             ExitCode::from(if f.code == 0 { BAD_ARGUMENTS } else { f.code })
         }
     }
+}
+
+/// One snapshot pass and retention, a line per partition.
+async fn snapshot_pass(
+    storage: &ikv_core::Storage,
+    pass: &PassArgs,
+    options: &SnapshotOptions,
+) -> Result<String, Fail> {
+    let progress = Progress::start("snapshot pass");
+    let reports = run_pass(storage, &pass.stores, &pass.partitions, options).await?;
+    progress.finish(&format!("{} partitions", reports.len()));
+    Ok(reports
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n"))
 }

@@ -230,6 +230,40 @@ fn store_commands_happy_paths_and_errors() {
         3,
         "does not exist",
     );
+    // The pass's options are checked before the bucket is touched.
+    fails(
+        &ikv(&url, &["snapshot", "--retention", "5m"]),
+        2,
+        "--retention 5m is too short",
+    );
+    // --every repeats passes until interrupted; Ctrl-C ends it cleanly.
+    let mut looping = Command::new(env!("CARGO_BIN_EXE_ikv"))
+        .args([
+            "--storage-url",
+            &url,
+            "snapshot",
+            "--store",
+            "users",
+            "--every",
+            "1h",
+        ])
+        .env_remove("IKV_STORAGE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kept open until the process ends: what it prints on the way out has somewhere to go.
+    let mut output = std::io::BufReader::new(looping.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut output, &mut first).unwrap();
+    assert!(first.contains("users"), "a pass was reported: {first:?}");
+    let interrupted = Command::new("kill")
+        .args(["-INT", &looping.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    assert_eq!(looping.wait().unwrap().code(), Some(0));
+    drop(output);
 
     // No storage root at all.
     let out = Command::new(env!("CARGO_BIN_EXE_ikv"))

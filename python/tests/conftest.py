@@ -1,5 +1,5 @@
 """Fixtures: storage roots (a local directory; a fresh prefix on the LocalStack S3 emulator)
-and a running writer service (the ikv-writer binary) in front of LocalStack."""
+and a running writer service (`ikv serve`) in front of LocalStack."""
 
 import json
 import os
@@ -50,20 +50,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _writer_binary() -> str:
-    explicit = os.environ.get("IKV_WRITER_BIN")
+def _ikv_binary() -> str:
+    """The `ikv` command line, which serves the writer API locally (`ikv serve`)."""
+    explicit = os.environ.get("IKV_BIN")
     if explicit:
         return explicit
     target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
     for profile in ("debug", "release"):
-        candidate = target / profile / "ikv-writer"
+        candidate = target / profile / "ikv"
         if candidate.exists():
             return str(candidate)
-    pytest.fail("no ikv-writer binary: build it with `cargo build -p ikv-writer` (scripts/test.sh does)")
+    pytest.fail("no ikv binary: build it with `cargo build -p ikv-cli --bin ikv` (scripts/test.sh does)")
 
 
 def _hash(passkey: str) -> str:
-    out = subprocess.run([_writer_binary(), "hash-passkey"], input=passkey, capture_output=True, text=True, check=True)
+    out = subprocess.run([_ikv_binary(), "hash-passkey"], input=passkey, capture_output=True, text=True, check=True)
     return out.stdout.strip()
 
 
@@ -89,7 +90,7 @@ def writer_service(s3_storage: Storage) -> Iterator[Service]:
         }
     )
     proc = subprocess.Popen(
-        [_writer_binary(), "serve", "--listen", f"127.0.0.1:{port}", "--storage-url", s3_storage.url],
+        [_ikv_binary(), "--storage-url", s3_storage.url, "serve", "--listen", f"127.0.0.1:{port}"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -2,6 +2,8 @@
 //! readers bootstrap from (and that pandas, pyarrow, DuckDB read as ordinary tables), and
 //! deletes what the retention rules allow. Design and guarantees: `docs/SNAPSHOTS.md`.
 
+#[cfg(feature = "args")]
+pub mod args;
 mod columnar;
 pub mod compact;
 mod fetch;

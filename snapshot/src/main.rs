@@ -1,132 +1,45 @@
-//! `snapshot`: the compactor's faces: one pass, a loop, or an AWS Lambda handler for a
-//! scheduled (EventBridge) event.
+//! `snapshot`: the compactor's AWS Lambda entry point, serving scheduled (EventBridge)
+//! events: each is one pass over the configured stores, then retention. Its options come from
+//! flags or the environment (`IKV_STORAGE_URL`, `IKV_SNAPSHOT_STORES`, `IKV_RETENTION`, ...).
+//! Passes run by hand or in a loop are `ikv snapshot [--every 5m]`, the one command line.
 
-use std::time::Duration;
-
-use clap::{Parser, Subcommand};
-use ikv_core::clock::Clock;
+use clap::Parser;
 use ikv_core::{Storage, StorageOptions};
-use ikv_snapshot::{SnapshotOptions, handle_scheduled_event, run_pass};
+use ikv_snapshot::args::PassArgs;
+use ikv_snapshot::handle_scheduled_event;
 
 #[derive(Parser)]
-#[command(name = "snapshot", version, about = "ikv snapshot compactor")]
+#[command(
+    name = "snapshot",
+    version,
+    about = "ikv snapshot compactor under the AWS Lambda runtime (passes by hand: `ikv snapshot`)"
+)]
 struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(clap::Args, Clone)]
-struct PassArgs {
     /// Storage root: s3://bucket/prefix, file:///abs/dir
     #[arg(long, env = "IKV_STORAGE_URL")]
     storage_url: String,
-    /// Stores to compact (repeatable); all stores when omitted
-    #[arg(long = "store", env = "IKV_SNAPSHOT_STORES", value_delimiter = ',')]
-    stores: Vec<String>,
-    /// Partitions to compact (repeatable); all when omitted
-    #[arg(long = "partition")]
-    partitions: Vec<u32>,
-    /// Snapshot every partition that has new deltas, whether or not a trigger fired
-    #[arg(long, env = "IKV_SNAPSHOT_FORCE")]
-    force: bool,
-    /// Trigger: deltas since the last snapshot
-    #[arg(long, default_value_t = 1000)]
-    min_deltas: usize,
-    /// Trigger: bytes of deltas since the last snapshot
-    #[arg(long, default_value_t = 64 << 20)]
-    min_bytes: u64,
-    /// Trigger: age of the oldest delta not in a snapshot (e.g. 10m)
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-    max_age: Duration,
-    /// Retention window (e.g. 1h): nothing younger is deleted
-    #[arg(long, env = "IKV_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
-    retention: Duration,
-    /// Bytes of memory one round's folded deltas may hold (bounds memory)
-    #[arg(long, default_value_t = SnapshotOptions::DEFAULT_ROUND_BUDGET_BYTES)]
-    round_budget_bytes: u64,
+    #[command(flatten)]
+    pass: PassArgs,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// One pass over the chosen stores and partitions
-    Run(PassArgs),
-    /// Passes forever, one every DURATION
-    Loop {
-        #[arg(long, value_parser = humantime::parse_duration)]
-        every: Duration,
-        #[command(flatten)]
-        pass: PassArgs,
-    },
-    /// Serve scheduled (EventBridge) events under the AWS Lambda runtime
-    Lambda(PassArgs),
-}
-
-fn options(args: &PassArgs) -> Result<SnapshotOptions, String> {
-    if args.retention < ikv_snapshot::Retention::MIN_WINDOW {
-        return Err(format!(
-            "--retention {} is too short: the minimum is {} (writers trust a tip they learned for 5 minutes, and readers need time to catch up)",
-            humantime::format_duration(args.retention),
-            humantime::format_duration(ikv_snapshot::Retention::MIN_WINDOW)
-        ));
-    }
-    let mut o = SnapshotOptions {
-        force: args.force,
-        round_budget_bytes: Some(args.round_budget_bytes),
-        ..SnapshotOptions::default()
-    };
-    o.triggers.min_deltas = args.min_deltas;
-    o.triggers.min_bytes = args.min_bytes;
-    o.triggers.max_age = args.max_age;
-    o.retention.window = args.retention;
-    Ok(o)
-}
-
-async fn pass(args: &PassArgs) -> Result<String, String> {
+async fn run(cli: Cli) -> Result<(), String> {
+    let options = cli.pass.options()?;
     let storage =
-        Storage::open(&args.storage_url, &StorageOptions::default()).map_err(|e| e.to_string())?;
-    let reports = run_pass(&storage, &args.stores, &args.partitions, &options(args)?)
-        .await
-        .map_err(|e| e.to_string())?;
-    let lines: Vec<String> = reports.iter().map(ToString::to_string).collect();
-    Ok(lines.join("\n"))
-}
-
-async fn run(command: Command) -> Result<(), String> {
-    match command {
-        Command::Run(args) => {
-            println!("{}", pass(&args).await?);
-            Ok(())
-        }
-        Command::Loop { every, pass: args } => loop {
-            match pass(&args).await {
-                Ok(out) => println!("{out}"),
-                Err(e) => eprintln!("snapshot: pass failed: {e}"),
-            }
-            tokio::select! {
-                _ = ikv_core::clock::SystemClock::new().sleep(every) => {}
-                _ = tokio::signal::ctrl_c() => return Ok(()),
+        Storage::open(&cli.storage_url, &StorageOptions::default()).map_err(|e| e.to_string())?;
+    let stores = cli.pass.stores.clone();
+    let handler = lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
+            let (storage, stores, options) = (storage.clone(), stores.clone(), options.clone());
+            async move {
+                handle_scheduled_event(&storage, &stores, &options, &event.payload)
+                    .await
+                    .map_err(|e| lambda_runtime::Error::from(e.to_string()))
             }
         },
-        Command::Lambda(args) => {
-            let storage = Storage::open(&args.storage_url, &StorageOptions::default())
-                .map_err(|e| e.to_string())?;
-            let options = options(&args)?;
-            let handler = lambda_runtime::service_fn(
-                move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
-                    let (storage, stores, options) =
-                        (storage.clone(), args.stores.clone(), options.clone());
-                    async move {
-                        handle_scheduled_event(&storage, &stores, &options, &event.payload)
-                            .await
-                            .map_err(|e| lambda_runtime::Error::from(e.to_string()))
-                    }
-                },
-            );
-            lambda_runtime::run(handler)
-                .await
-                .map_err(|e| e.to_string())
-        }
-    }
+    );
+    lambda_runtime::run(handler)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn main() -> std::process::ExitCode {
@@ -138,27 +51,15 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let command = match cli.command {
-        Some(c) => c,
-        None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() => {
-            match Cli::try_parse_from(["snapshot", "lambda"]) {
-                Ok(Cli { command: Some(c) }) => c,
-                Ok(_) => return std::process::ExitCode::from(2),
-                Err(e) => {
-                    eprintln!("snapshot: {e}");
-                    return std::process::ExitCode::from(2);
-                }
-            }
-        }
-        None => {
-            eprintln!("snapshot: no command given; see snapshot --help");
-            return std::process::ExitCode::from(2);
-        }
-    };
     // A bad option value is a usage error (exit 2), found before the bucket is touched.
-    let (Command::Run(args) | Command::Lambda(args) | Command::Loop { pass: args, .. }) = &command;
-    if let Err(e) = options(args) {
+    if let Err(e) = cli.pass.options() {
         eprintln!("snapshot: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+        eprintln!(
+            "snapshot: runs under the AWS Lambda runtime only (AWS_LAMBDA_RUNTIME_API is not set); for a pass by hand or in a loop use `ikv snapshot [--every DURATION]`"
+        );
         return std::process::ExitCode::from(2);
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -168,7 +69,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(command)) {
+    match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("snapshot: {message}");
