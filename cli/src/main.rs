@@ -111,6 +111,9 @@ enum Command {
         /// JSON file of the accounts allowed to write (else IKV_ACCOUNTS)
         #[arg(long, env = "IKV_ACCOUNTS_FILE")]
         accounts_file: Option<PathBuf>,
+        /// Do not serve GET /metrics (Prometheus text; on by default, unauthenticated)
+        #[arg(long)]
+        no_metrics: bool,
     },
     /// Run one snapshot pass (all stores, or --store) and retention; with --every, a pass
     /// every DURATION until interrupted
@@ -182,14 +185,15 @@ async fn run(cli: Cli) -> Result<String, Fail> {
         Command::Serve {
             listen,
             accounts_file,
+            no_metrics,
         } => {
             let storage = commands::open(&url(&cli.storage_url)?, true)?;
             let accounts = load_accounts(accounts_file.as_deref()).map_err(Fail::usage)?;
-            let state = Arc::new(ServiceState::new(
-                storage,
-                accounts,
-                WriterOptions::default(),
-            ));
+            let mut state = ServiceState::new(storage, accounts, WriterOptions::default());
+            if no_metrics {
+                state = state.without_metrics_route();
+            }
+            let state = Arc::new(state);
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .map_err(|e| Fail::usage(format!("cannot listen on {listen}: {e}")))?;

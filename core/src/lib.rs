@@ -21,6 +21,7 @@ pub mod error;
 pub mod failpoint;
 pub mod layout;
 pub mod limits;
+pub mod metrics;
 pub mod operation;
 pub mod partition;
 pub mod value;

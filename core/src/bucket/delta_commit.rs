@@ -44,6 +44,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::CommitStats;
 use super::hint_publisher::{HintFlush, HintPublisher};
 
 /// How hard a committer tries before giving up.
@@ -120,6 +121,7 @@ pub struct PartitionCommitter {
     /// `None` until first learned.
     tip: Option<KnownTip>,
     hint: HintPublisher,
+    stats: Arc<CommitStats>,
 }
 
 /// How long a learned tip is trusted without a search. Below the retention window (an hour
@@ -154,10 +156,18 @@ impl PartitionCommitter {
         policy: CommitPolicy,
         clock: Arc<dyn Clock>,
         seed: u64,
+        stats: Arc<CommitStats>,
     ) -> Self {
         PartitionCommitter {
             rng: StdRng::seed_from_u64(seed),
-            hint: HintPublisher::start(storage.clone(), layout.clone(), partition, clock.clone()),
+            hint: HintPublisher::start(
+                storage.clone(),
+                layout.clone(),
+                partition,
+                clock.clone(),
+                stats.clone(),
+            ),
+            stats,
             storage,
             layout,
             partition,
@@ -176,9 +186,27 @@ impl PartitionCommitter {
         self.clock.elapsed().saturating_sub(tip.at)
     }
 
+    /// The counters this committer adds to (shared by the writer's partitions).
+    pub fn stats(&self) -> &CommitStats {
+        &self.stats
+    }
+
     /// Commits `body` (an encoded delta carrying `batch_id`) as the partition's next delta
     /// and returns its sequence number.
     pub async fn commit(&mut self, body: Bytes, batch_id: &str) -> Result<u64> {
+        let started = self.clock.elapsed();
+        let bytes = body.len() as u64;
+        let result = self.commit_once(body, batch_id).await;
+        match &result {
+            Ok(_) => self
+                .stats
+                .committed(bytes, self.clock.elapsed().saturating_sub(started)),
+            Err(_) => self.stats.failed(),
+        }
+        result
+    }
+
+    async fn commit_once(&mut self, body: Bytes, batch_id: &str) -> Result<u64> {
         let mut failures = 0u32;
         let mut lost_races = 0u32;
         // Sequence numbers where an attempt of ours may have landed without us knowing.
@@ -231,6 +259,7 @@ impl PartitionCommitter {
                     return Ok(seq);
                 }
                 Attempt::Lost => {
+                    self.stats.lost_race();
                     lost_races += 1;
                     if lost_races > self.policy.max_lost_races {
                         return Err(Error::StorageMessage {
@@ -283,6 +312,7 @@ impl PartitionCommitter {
         let mut tip = match (self.tip, search) {
             (Some(t), None) => t,
             (known, search) => {
+                self.stats.searched();
                 let seq = find_tip(
                     &self.storage,
                     &self.layout,
@@ -411,6 +441,7 @@ impl PartitionCommitter {
     /// damaged hint, `None`. The caller checks the hinted delta before writing after it.
     async fn read_hint(&self) -> Option<KnownTip> {
         let known = self.tip?.seq;
+        self.stats.read_hint();
         let hint = match tip_hint::read(&self.storage, &self.layout, self.partition).await {
             Ok(hint) => hint?,
             Err(e) => {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::CommitStats;
 use crate::bucket::tip_hint::{self, TipHint};
 use crate::clock::Clock;
 use crate::{Storage, StoreLayout};
@@ -31,6 +32,7 @@ struct Shared {
     layout: StoreLayout,
     partition: u32,
     clock: Arc<dyn Clock>,
+    stats: Arc<CommitStats>,
     /// The highest number this writer has written as the hint.
     written: AtomicU64,
     /// One hint PUT at a time (the task's and a flush's).
@@ -49,6 +51,7 @@ impl Shared {
         }
         match tip_hint::write(&self.storage, &self.layout, self.partition, &hint).await {
             Ok(()) => {
+                self.stats.published_hint();
                 self.written.fetch_max(hint.seq, Ordering::SeqCst);
             }
             Err(e) => {
@@ -84,6 +87,7 @@ impl HintPublisher {
         layout: StoreLayout,
         partition: u32,
         clock: Arc<dyn Clock>,
+        stats: Arc<CommitStats>,
     ) -> Self {
         let (latest, rx) = watch::channel(None);
         let shared = Arc::new(Shared {
@@ -91,6 +95,7 @@ impl HintPublisher {
             layout,
             partition,
             clock,
+            stats,
             written: AtomicU64::new(0),
             writing: tokio::sync::Mutex::new(()),
         });

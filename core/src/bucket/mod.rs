@@ -18,6 +18,7 @@
 //! [`ObjectMeta`] (what a listing says of an object), [`Payload`] (a body in parts) and
 //! [`Upload`] (a multipart upload, for snapshot files).
 
+pub mod commit_stats;
 pub mod committed;
 pub mod delta_commit;
 pub mod hint_publisher;
@@ -28,6 +29,7 @@ mod store;
 pub mod tip;
 pub mod tip_hint;
 
+pub use commit_stats::CommitStats;
 pub use delta_commit::{CommitPolicy, PartitionCommitter};
 pub use hint_publisher::HintFlush;
 pub use objects::*;

@@ -26,6 +26,27 @@ pub enum RequestKind {
     Delete,
 }
 
+impl RequestKind {
+    pub const ALL: [RequestKind; 5] = [
+        RequestKind::Get,
+        RequestKind::Head,
+        RequestKind::Put,
+        RequestKind::List,
+        RequestKind::Delete,
+    ];
+
+    /// The name metrics label it with.
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestKind::Get => "get",
+            RequestKind::Head => "head",
+            RequestKind::Put => "put",
+            RequestKind::List => "list",
+            RequestKind::Delete => "delete",
+        }
+    }
+}
+
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -36,6 +57,25 @@ pub enum Outcome {
     Precondition,
     /// Anything else: a timeout, 5xx, refused credentials.
     Error,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Ok,
+        Outcome::NotFound,
+        Outcome::Precondition,
+        Outcome::Error,
+    ];
+
+    /// The name metrics label it with.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::NotFound => "not_found",
+            Outcome::Precondition => "precondition",
+            Outcome::Error => "error",
+        }
+    }
 }
 
 const KINDS: usize = 5;
@@ -76,16 +116,7 @@ impl RequestCounts {
 
     /// Every request so far.
     pub fn total(&self) -> u64 {
-        [
-            RequestKind::Get,
-            RequestKind::Head,
-            RequestKind::Put,
-            RequestKind::List,
-            RequestKind::Delete,
-        ]
-        .into_iter()
-        .map(|k| self.of_kind(k))
-        .sum()
+        RequestKind::ALL.into_iter().map(|k| self.of_kind(k)).sum()
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod auth;
 mod error;
 pub mod guard;
+mod metrics;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +39,9 @@ pub struct ServiceState {
     accounts: Accounts,
     writer_options: WriterOptions,
     writers: Mutex<HashMap<String, Writer>>,
+    counters: metrics::ServiceCounters,
+    /// Whether `GET /metrics` is served (the local face; on by default).
+    metrics_route: bool,
 }
 
 impl ServiceState {
@@ -55,7 +59,15 @@ impl ServiceState {
             accounts,
             writer_options,
             writers: Mutex::new(HashMap::new()),
+            counters: metrics::ServiceCounters::default(),
+            metrics_route: true,
         }
+    }
+
+    /// This state with `GET /metrics` not served (it answers 404 like any unknown route).
+    pub fn without_metrics_route(mut self) -> Self {
+        self.metrics_route = false;
+        self
     }
 
     async fn writer(&self, store: &str) -> Result<Writer, ApiError> {
@@ -101,12 +113,25 @@ impl ServiceState {
 
 /// The router, shared by both faces.
 pub fn router(state: Arc<ServiceState>) -> Router {
-    Router::new()
+    let metrics_route = state.metrics_route;
+    routes(state, metrics_route)
+}
+
+fn routes(state: Arc<ServiceState>, metrics_route: bool) -> Router {
+    let mut routes = Router::new()
         .route("/health", get(health))
         .route("/v1/stores/{store}", get(describe_store))
-        .route("/v1/stores/{store}/operations", post(write_operations))
+        .route("/v1/stores/{store}/operations", post(write_operations));
+    if metrics_route {
+        routes = routes.route("/metrics", get(metrics::prometheus));
+    }
+    routes
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_refusals,
+        ))
         .with_state(state)
 }
 
@@ -224,6 +249,12 @@ pub async fn serve_with(
 }
 
 /// Runs the router under the AWS Lambda runtime (Function URL or API Gateway v2 events).
+/// Each invocation writes one CloudWatch embedded-metric line (what it changed); there is no
+/// `/metrics` route (an instance's counters mean nothing to a scraper).
 pub async fn run_lambda(state: Arc<ServiceState>) -> Result<(), lambda_http::Error> {
-    lambda_http::run(router(state)).await
+    let app = routes(state.clone(), false).layer(axum::middleware::from_fn_with_state(
+        state,
+        metrics::emit_emf,
+    ));
+    lambda_http::run(app).await
 }

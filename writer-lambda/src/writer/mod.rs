@@ -15,7 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use group::{GroupCommitTask, Pending};
 pub use ikv_core::bucket::CommitPolicy;
-use ikv_core::bucket::PartitionCommitter;
+use ikv_core::bucket::{CommitStats, PartitionCommitter};
+use ikv_core::metrics::MetricSet;
 
 /// Options of a [`Writer`].
 #[derive(Debug, Clone, Default)]
@@ -54,6 +55,8 @@ struct WriterInner {
     writer_id: String,
     queues: Vec<mpsc::UnboundedSender<Pending>>,
     hints: Vec<ikv_core::bucket::HintFlush>,
+    stats: Arc<CommitStats>,
+    storage: Storage,
 }
 
 impl std::fmt::Debug for Writer {
@@ -95,6 +98,7 @@ impl Writer {
         let clock = options.clock.unwrap_or_else(SystemClock::shared);
         let mut queues = Vec::with_capacity(config.num_partitions as usize);
         let mut hints = Vec::with_capacity(config.num_partitions as usize);
+        let stats = Arc::new(CommitStats::default());
         for partition in 0..config.num_partitions {
             let (tx, rx) = mpsc::unbounded_channel();
             let committer = PartitionCommitter::new(
@@ -104,6 +108,7 @@ impl Writer {
                 options.commit_policy.clone(),
                 clock.clone(),
                 ikv_core::partition::fnv1a_64(format!("{writer_id}/{partition}").as_bytes()),
+                stats.clone(),
             );
             hints.push(committer.hint_flusher());
             let task = GroupCommitTask {
@@ -123,6 +128,8 @@ impl Writer {
                 writer_id,
                 queues,
                 hints,
+                stats,
+                storage,
             }),
         })
     }
@@ -136,6 +143,21 @@ impl Writer {
     /// exits, so that the next idle writer learns the tip with one GET instead of a search.
     pub async fn flush_hints(&self) {
         futures::future::join_all(self.inner.hints.iter().map(|h| h.flush())).await;
+    }
+
+    /// This writer's metrics (operations, commits, bytes, commit latency, lost races, tip
+    /// searches, hint reads and publishes), labelled with its store. The storage root's
+    /// requests are [`Writer::storage_metrics`]: a root may be shared by several writers.
+    pub fn metrics(&self) -> MetricSet {
+        self.inner.stats.metrics(&self.inner.config.store_name)
+    }
+
+    /// The requests this writer's storage root made (with those of every writer sharing
+    /// it), labelled `component="writer"`.
+    pub fn storage_metrics(&self) -> MetricSet {
+        let mut set = MetricSet::new();
+        set.requests(self.inner.storage.requests(), &[("component", "writer")]);
+        set
     }
 
     pub fn writer_id(&self) -> &str {
@@ -198,7 +220,10 @@ impl Writer {
         }
         match first_error {
             Some(e) => Err(e),
-            None => Ok(WriteReceipt { commits }),
+            None => {
+                self.inner.stats.acknowledged(ops.len() as u64);
+                Ok(WriteReceipt { commits })
+            }
         }
     }
 
