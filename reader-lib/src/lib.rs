@@ -5,12 +5,14 @@
 
 mod apply;
 mod bootstrap;
+mod counters;
 mod doc;
 mod drops;
 mod image;
 mod import;
 mod keys;
 mod local;
+mod metrics;
 mod mount;
 mod options;
 mod overlay;

@@ -111,7 +111,8 @@ pub(crate) async fn poll_once(
     }
     let check_gaps = *failures > 0
         || clock.elapsed().saturating_sub(*last_gap_check) >= options.gap_check_interval;
-    match sync_all(
+    let started = clock.elapsed();
+    let synced = sync_all(
         storage,
         layout,
         owner,
@@ -120,8 +121,14 @@ pub(crate) async fn poll_once(
         check_gaps,
         clock.as_ref(),
     )
-    .await
-    {
+    .await;
+    if !*stop.borrow() {
+        shared
+            .status
+            .counters
+            .polled(synced.is_ok(), clock.elapsed().saturating_sub(started));
+    }
+    match synced {
         Ok(()) => {
             if check_gaps {
                 *last_gap_check = clock.elapsed();

@@ -27,7 +27,7 @@ use crate::view::ReadView;
 /// An embedded reader of one store. `Send + Sync`: share it between threads; reads never wait
 /// for the network or for another process.
 pub struct Reader {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     /// Taken by the first stop; a stop never runs while reads go on, it only ends polling.
     background: Mutex<Option<Background>>,
@@ -144,6 +144,7 @@ impl Reader {
 
     /// The typed value of `field` of the document `key`, or `None`.
     pub fn get(&self, key: &[u8], field: &str) -> Result<Option<FieldValue>> {
+        self.shared.status.counters.gets.add(1);
         self.check_mounted(key)?;
         let view = self.shared.view.load();
         self.get_in(&view, key, field)
@@ -151,6 +152,7 @@ impl Reader {
 
     /// Every live field of the document `key` (one lookup), or `None`.
     pub fn get_document(&self, key: &[u8]) -> Result<Option<BTreeMap<String, FieldValue>>> {
+        self.shared.status.counters.gets.add(1);
         self.check_mounted(key)?;
         let view = self.shared.view.load();
         let Some(bytes) = view.doc(key)? else {
@@ -171,6 +173,7 @@ impl Reader {
 
     /// A string or bytes field as bytes (a string gives its UTF-8 bytes).
     pub fn get_bytes(&self, key: &[u8], field: &str) -> Result<Option<Vec<u8>>> {
+        self.shared.status.counters.gets.add(1);
         self.check_mounted(key)?;
         let view = self.shared.view.load();
         self.with_field(&view, key, field, |f| match f.field_type {
@@ -255,6 +258,7 @@ impl Reader {
         fields: &[F],
         mut visit: impl FnMut(usize, usize, FieldRef<'_>) -> Result<()>,
     ) -> Result<()> {
+        self.shared.status.counters.multigets.add(1);
         if fields.is_empty() {
             return Ok(());
         }

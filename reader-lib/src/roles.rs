@@ -158,6 +158,7 @@ pub(crate) async fn own(
     damaged: &Arc<AtomicBool>,
 ) -> Result<(Owned, StoreConfig)> {
     let storage = open_storage(options).await?;
+    status.counters.set_storage(&storage);
     let config = load_config(&storage, &options.store_name).await?;
     let layout = StoreLayout::new(&storage.prefix, &config.store_name)?;
     let partitions = resolve_partitions(options, &config)?;

@@ -60,6 +60,8 @@ impl PartitionStatus {
 #[derive(Debug, Default)]
 pub struct StatusBoard {
     partitions: ArcSwap<Vec<PartitionStatus>>,
+    /// What this process did (polls, applies, rebuilds, reads), for its metrics.
+    pub(crate) counters: crate::counters::ReaderCounters,
 }
 
 impl StatusBoard {
@@ -71,6 +73,7 @@ impl StatusBoard {
                     .map(|&p| PartitionStatus::new(p))
                     .collect(),
             ),
+            counters: Default::default(),
         }
     }
 

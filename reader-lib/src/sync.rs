@@ -55,7 +55,8 @@ pub async fn catch_up(
             match bytes? {
                 Some(bytes) => {
                     let next = applied + 1;
-                    let delta = decode_committed(&bytes, layout, partition, next)?;
+                    let delta = decode_committed(&bytes, layout, partition, next)
+                        .map_err(|e| status.counters.note(e))?;
                     if delta.import()?.is_some() {
                         return Ok((
                             applied,
@@ -66,7 +67,10 @@ pub async fn catch_up(
                             }),
                         ));
                     }
+                    let started = ikv_core::clock::Stopwatch::start();
                     owner.apply_delta(partition, next, &delta.ops)?;
+                    status.counters.apply_seconds.record(started.elapsed());
+                    status.counters.applied(delta.ops.len());
                     applied = next;
                     status.applied(partition, applied);
                 }
@@ -132,13 +136,17 @@ pub async fn rebuild(
     status: &StatusBoard,
     partitions: &[u32],
 ) -> Result<BTreeMap<u32, PartitionState>> {
-    let snapshots = newest_snapshots(storage, layout, partitions).await?;
+    crate::counters::bump(&status.counters.rebuilds);
+    let snapshots = newest_snapshots(storage, layout, partitions)
+        .await
+        .map_err(|e| status.counters.note(e))?;
     let (docs_generation, docs, generation, image) = owner.start_bootstrap()?;
     let started = ikv_core::clock::Stopwatch::start();
     let (states, stats, image) = bootstrap(storage, layout, &docs, image, snapshots, |s| {
         tracing::info!(documents = s.documents, values = s.values, "bootstrapping");
     })
-    .await?;
+    .await
+    .map_err(|e| status.counters.note(e))?;
     ikv_core::failpoint!("reader.bootstrap.before_activate");
     owner.finish_bootstrap(docs_generation, docs, generation, image, &states)?;
     for (p, s) in &states {

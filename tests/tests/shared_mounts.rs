@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ikv_core::bucket::{create_store, discover_tip};
+use ikv_core::metrics::catalog::*;
 use ikv_core::{ErrorKind, Storage, StoreConfig, StoreLayout};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_tests::counting::{CountingStore, CountsOf};
@@ -229,6 +230,42 @@ fn attached_readers_make_no_storage_requests_and_see_every_write() {
         "attached readers never touch the bucket"
     );
     assert!(owner_counts.counts().total() > 0);
+
+    // Their metrics say so: summed over the host's processes, polls and requests are the
+    // owner's alone (nothing counted twice); each process counts its own reads.
+    for r in &attached {
+        let gets = r.metrics().sum(&READER_GETS, &[]);
+        assert!(gets > 0.0, "the model check's reads were counted");
+        r.get(&keys[0], "v").unwrap();
+        let m = r.metrics();
+        assert_eq!(m.value(&READER_OWNS_MOUNT, &[]), Some(0.0));
+        assert_eq!(m.sum(&READER_POLLS, &[]), 0.0);
+        assert_eq!(m.sum(&READER_DELTAS_APPLIED, &[]), 0.0);
+        assert_eq!(m.sum(&STORAGE_REQUESTS, &[]), 0.0);
+        assert_eq!(m.sum(&READER_GETS, &[]), gets + 1.0);
+    }
+    assert_eq!(owner.metrics().value(&READER_OWNS_MOUNT, &[]), Some(1.0));
+    owner.stop().unwrap();
+    let m = owner.metrics();
+    assert!(m.sum(&READER_POLLS, &[("outcome", "ok")]) > 0.0);
+    // It applied every delta (no snapshot: it bootstrapped from an empty one).
+    assert_eq!(
+        m.sum(&READER_DELTAS_APPLIED, &[]),
+        tips.iter().sum::<u64>() as f64
+    );
+    let c = owner_counts.counts();
+    for (kind, n) in [
+        ("get", c.gets),
+        ("list", c.lists),
+        ("head", c.heads),
+        ("put", c.puts),
+    ] {
+        assert_eq!(
+            m.sum(&STORAGE_REQUESTS, &[("kind", kind)]),
+            n as f64,
+            "{kind} requests: metrics against an independent counter"
+        );
+    }
 }
 
 /// The owner shuts down: an attached reader takes the mount over from the durable copy (no
