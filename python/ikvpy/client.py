@@ -183,6 +183,14 @@ class IKVReader:
         rather than following the process that does)."""
         return self._native.status()
 
+    def metrics(self) -> Dict[str, Dict[str, Any]]:
+        """This process's reader metrics, by name: ``{"type", "help", "unit", "samples"}``,
+        each sample ``{"labels": {...}, "value": float}`` (histograms: ``buckets``, ``count``,
+        ``sum``). Counters count what this process did since the reader started; only the
+        process that owns the mount polls, so a host's processes never count a poll twice.
+        ``ikvpy.metrics`` exposes them to ``prometheus_client``."""
+        return self._native.metrics()
+
 
 class IKVWriter:
     """Writes to a store, through the writer service (``writer_url``) or directly to storage.
@@ -227,6 +235,15 @@ class IKVWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+    def metrics(self) -> Dict[str, Dict[str, Any]]:
+        """This writer's metrics, shaped as :meth:`IKVReader.metrics`: commits, operations,
+        bytes, commit latency, lost races, tip searches and its storage requests (direct mode;
+        through a writer service there are none here: the service serves them at
+        ``/metrics``)."""
+        if self._native is None:
+            raise IKVRuntimeError("the writer is not started: call startup()")
+        return self._native.metrics()
 
     def _write(self, ops: list) -> List[Tuple[int, int]]:
         """Commits ``ops``; returns the ``(partition, sequence)`` of each delta holding them

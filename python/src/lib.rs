@@ -6,6 +6,7 @@ mod bulk;
 mod convert;
 mod errors;
 mod fork;
+mod metrics;
 mod reader;
 mod writer;
 

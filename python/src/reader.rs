@@ -504,6 +504,13 @@ impl NativeReader {
             .map_err(|m| raise("IKVTypeError", m))
     }
 
+    /// This process's reader metrics as plain data (see `ikvpy.metrics`).
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let reader = self.running(py)?;
+        let set = py.detach(|| reader.metrics());
+        crate::metrics::to_dict(py, &set)
+    }
+
     /// Freshness of every mounted partition, and whether this process owns the mount.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let reader = self.running(py)?;

@@ -152,6 +152,22 @@ impl NativeWriter {
         })
     }
 
+    /// This writer's metrics as plain data (see `ikvpy.metrics`): in direct mode its
+    /// commits and its storage requests; through the writer service, none (the service
+    /// reports them at `/metrics`).
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let connected = self.connected(py)?;
+        let set = match &connected.mode {
+            Mode::Direct(writer) => py.detach(|| {
+                let mut set = writer.metrics();
+                set.extend(writer.storage_metrics());
+                set
+            }),
+            Mode::Http { .. } => ikv_core::metrics::MetricSet::new(),
+        };
+        crate::metrics::to_dict(py, &set)
+    }
+
     /// Validates and commits operations; returns once they are durable, with the
     /// `(partition, sequence)` of each delta that holds them.
     fn write(&self, py: Python<'_>, ops: &Bound<'_, PyList>) -> PyResult<Vec<(u32, u64)>> {
