@@ -21,6 +21,12 @@ IKV_TEST_PYTHON=$(scripts/python-env.sh)
 export IKV_TEST_PYTHON
 venv_bin=$(dirname "$IKV_TEST_PYTHON")
 
+echo "== prometheus: alert rules checked and unit-tested"
+prometheus_bin=$(scripts/prometheus-tools.sh)
+export IKV_PROMETHEUS_BIN="$prometheus_bin/prometheus"
+"$prometheus_bin/promtool" check rules deploy/prometheus/ikv-alerts.yml
+(cd deploy/prometheus && "$prometheus_bin/promtool" test rules ikv-alerts.test.yml)
+
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -10,6 +10,7 @@ mod fetch;
 mod import_retention;
 pub mod options;
 pub mod overlay;
+pub mod pass_metrics;
 pub mod retention;
 
 // The format it writes, shared with the reader and the importer (`ikv_snapshot_format`).
@@ -59,8 +60,20 @@ pub async fn handle_scheduled_event(
         time = event.get("time").and_then(|v| v.as_str()).unwrap_or("-"),
         "scheduled snapshot pass"
     );
-    let reports = run_pass(storage, stores, &[], options).await?;
-    let summary: Vec<String> = reports.iter().map(ToString::to_string).collect();
+    let started = ikv_core::clock::Stopwatch::start();
+    let pass = run_pass_reporting(storage, stores, &[], options).await?;
+    // One embedded-metric line per invocation: CloudWatch graphs the pass from its log.
+    let set = pass_metrics::pass_metrics(storage, &pass, started.elapsed());
+    let ms = ikv_core::clock::wall_time()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if let Some(line) = ikv_core::metrics::emf::line(&set, &[], ms) {
+        println!("{line}");
+    }
+    if let Some(failure) = pass.failures.into_iter().next() {
+        return Err(failure.error);
+    }
+    let summary: Vec<String> = pass.reports.iter().map(ToString::to_string).collect();
     Ok(serde_json::json!({ "summary": summary }))
 }
 
@@ -73,14 +86,43 @@ pub async fn run_pass(
     partitions: &[u32],
     options: &SnapshotOptions,
 ) -> Result<Vec<PartitionReport>> {
+    let pass = run_pass_reporting(storage, stores, partitions, options).await?;
+    match pass.failures.into_iter().next() {
+        Some(failure) => Err(failure.error),
+        None => Ok(pass.reports),
+    }
+}
+
+/// A partition a pass could not snapshot or clean.
+#[derive(Debug)]
+pub struct PartitionFailure {
+    pub store: String,
+    pub partition: u32,
+    pub error: Error,
+}
+
+/// What a pass did: a report per partition done, a failure per partition not.
+#[derive(Debug, Default)]
+pub struct PassOutcome {
+    pub reports: Vec<PartitionReport>,
+    pub failures: Vec<PartitionFailure>,
+}
+
+/// [`run_pass`], keeping every partition's report and failure (for metrics); `Err` only
+/// for what stops the whole pass (listing stores, a bad partition number, a configuration).
+pub async fn run_pass_reporting(
+    storage: &Storage,
+    stores: &[String],
+    partitions: &[u32],
+    options: &SnapshotOptions,
+) -> Result<PassOutcome> {
     options.retention.check()?;
     let stores = if stores.is_empty() {
         ikv_core::bucket::list_stores(storage).await?
     } else {
         stores.to_vec()
     };
-    let mut reports = Vec::new();
-    let mut first_error = None;
+    let mut pass = PassOutcome::default();
     for store in &stores {
         let config = load_config(storage, store).await?;
         let layout = StoreLayout::new(&storage.prefix, store)?;
@@ -111,16 +153,17 @@ pub async fn run_pass(
             }
             .await;
             match result {
-                Ok(report) => reports.push(report),
+                Ok(report) => pass.reports.push(report),
                 Err(e) => {
                     tracing::error!(store, partition, error = %e, "snapshot pass failed for partition");
-                    first_error.get_or_insert(e);
+                    pass.failures.push(PartitionFailure {
+                        store: store.clone(),
+                        partition,
+                        error: e,
+                    });
                 }
             }
         }
     }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(reports),
-    }
+    Ok(pass)
 }

@@ -5,7 +5,9 @@
 //!
 //! A metric name appears once per line, so labels other than the line's dimensions are folded
 //! into the name: `ikv_storage_requests_total.get.ok` is requests of kind `get` that ended
-//! `ok`. Zeros are left out; a line with nothing to say is not written.
+//! `ok`. Zeros are left out; a line with nothing to say is not written. Each value is
+//! published per dimension value and over all of them (a second, empty dimension set), so an
+//! alarm can watch a metric without naming a store.
 
 use serde_json::{Map, Value as Json, json};
 
@@ -60,7 +62,8 @@ pub fn line(set: &MetricSet, dimensions: &[(&str, &str)], timestamp_ms: u64) -> 
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
-                "Dimensions": [dims],
+                // Per dimension value, and over all of them (alarms need no store name).
+                "Dimensions": if dims.is_empty() { json!([dims]) } else { json!([dims, []]) },
                 "Metrics": metrics,
             }],
         }),
