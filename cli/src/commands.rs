@@ -45,7 +45,25 @@ pub async fn describe(url: &str, store: &str) -> Result<String, Fail> {
 /// Per partition: tip, newest snapshot and its age, deltas since.
 pub async fn status(url: &str, store: &str) -> Result<String, Fail> {
     let storage = open(url, false)?;
-    let config = load_config(&storage, store).await?;
+    let (table, _tips, holes) = status_table(&storage, store).await?;
+    if !holes.is_empty() {
+        return Err(Fail::new(
+            FAILED,
+            format!(
+                "store {store:?}: the log of partition(s) {holes:?} has a hole; readers serve the state before it (docs/OPERATIONS.md, \"A hole in a log\")"
+            ),
+        )
+        .with_output(table));
+    }
+    Ok(table)
+}
+
+/// The status table of a store, each partition's tip, and the partitions with a hole.
+pub async fn status_table(
+    storage: &ikv_core::Storage,
+    store: &str,
+) -> Result<(String, Vec<u64>, Vec<u32>), Fail> {
+    let config = load_config(storage, store).await?;
     let layout = StoreLayout::new(&storage.prefix, store)?;
     let now_ms = ikv_core::clock::wall_time()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -56,10 +74,12 @@ pub async fn status(url: &str, store: &str) -> Result<String, Fail> {
         "partition", "tip", "snapshot", "snapshot age", "deltas since", "log"
     )];
     let mut holes = Vec::new();
+    let mut tips = Vec::new();
     for p in 0..config.num_partitions {
-        let tip = discover_tip(&storage, &layout, p).await?;
-        let snapshot = Manifest::load_newest(&storage, &layout, p).await?;
-        let log = match first_hole(&storage, &layout, p, snapshot.as_ref()).await? {
+        let tip = discover_tip(storage, &layout, p).await?;
+        tips.push(tip);
+        let snapshot = Manifest::load_newest(storage, &layout, p).await?;
+        let log = match first_hole(storage, &layout, p, snapshot.as_ref()).await? {
             None => "dense".to_owned(),
             Some(hole) => {
                 holes.push(p);
@@ -81,17 +101,7 @@ pub async fn status(url: &str, store: &str) -> Result<String, Fail> {
             "{p:<9} {tip:>12} {seq:>12} {age:>14} {since:>12}  {log}"
         ));
     }
-    let table = lines.join("\n");
-    if !holes.is_empty() {
-        return Err(Fail::new(
-            FAILED,
-            format!(
-                "store {store:?}: the log of partition(s) {holes:?} has a hole; readers serve the state before it (docs/OPERATIONS.md, \"A hole in a log\")"
-            ),
-        )
-        .with_output(table));
-    }
-    Ok(table)
+    Ok((lines.join("\n"), tips, holes))
 }
 
 /// Above the newest snapshot a partition's log must be dense: the first missing delta while

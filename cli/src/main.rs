@@ -4,6 +4,7 @@ mod commands;
 mod demo;
 mod fail;
 mod progress;
+mod watch;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -57,6 +58,13 @@ enum Command {
     Status {
         #[arg(long)]
         store: String,
+        /// Redraw every DURATION (e.g. 2s) until Ctrl-C, with write rates
+        #[arg(long, value_parser = humantime::parse_duration)]
+        watch: Option<std::time::Duration>,
+        /// With --watch: a /metrics endpoint to show (an `ikv serve`, a process exposing
+        /// ikvpy.metrics); repeatable
+        #[arg(long, requires = "watch")]
+        scrape: Vec<String>,
     },
     /// Upsert fields of one document: --field name=value or --field name:int64=5
     Put {
@@ -164,7 +172,14 @@ async fn run(cli: Cli) -> Result<String, Fail> {
             .await
         }
         Command::Describe { store } => commands::describe(&url(&cli.storage_url)?, &store).await,
-        Command::Status { store } => commands::status(&url(&cli.storage_url)?, &store).await,
+        Command::Status {
+            store, watch: None, ..
+        } => commands::status(&url(&cli.storage_url)?, &store).await,
+        Command::Status {
+            store,
+            watch: Some(every),
+            scrape,
+        } => watch::watch(&url(&cli.storage_url)?, &store, every, &scrape).await,
         Command::Put { store, key, fields } => {
             commands::put(&url(&cli.storage_url)?, &store, &key, &fields).await
         }

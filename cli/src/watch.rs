@@ -1,0 +1,244 @@
+//! `ikv status --watch`: a store's status redrawn every interval for a person at a terminal,
+//! with the write rate each partition's tip shows, and, for each `--scrape` endpoint (an
+//! `ikv serve`'s or a process's `/metrics`), what its readers and writers report: lag,
+//! applied deltas, reads, storage requests per second, local copy size, commits.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use ikv_core::clock::{Clock, SystemClock};
+
+use crate::commands::{open, status_table};
+use crate::fail::Fail;
+
+/// Samples of one scrape: `(name, labels) → value`.
+type Scrape = BTreeMap<(String, Vec<(String, String)>), f64>;
+
+/// One refresh: the tips and each endpoint's samples, when they were taken.
+struct Frame {
+    at: Duration,
+    tips: Vec<u64>,
+    scrapes: Vec<Result<Scrape, String>>,
+}
+
+pub async fn watch(
+    url: &str,
+    store: &str,
+    every: Duration,
+    scrape: &[String],
+) -> Result<String, Fail> {
+    let storage = open(url, false)?;
+    let clock = SystemClock::new();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| Fail::from(e.to_string()))?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| Fail::from(format!("cannot listen for Ctrl-C: {e}")))?;
+    let mut previous: Option<Frame> = None;
+    loop {
+        let (table, tips, _holes) = status_table(&storage, store).await?;
+        let mut scrapes = Vec::with_capacity(scrape.len());
+        for target in scrape {
+            scrapes.push(fetch(&http, target).await);
+        }
+        let frame = Frame {
+            at: clock.elapsed(),
+            tips,
+            scrapes,
+        };
+        let screen = render(store, every, &table, scrape, &frame, previous.as_ref());
+        // Clear the screen, home the cursor, draw.
+        print!("\x1b[2J\x1b[H{screen}");
+        let _ = std::io::stdout().flush();
+        previous = Some(frame);
+        tokio::select! {
+            _ = clock.sleep(every) => {}
+            _ = interrupt.recv() => return Ok(String::new()),
+        }
+    }
+}
+
+async fn fetch(http: &reqwest::Client, target: &str) -> Result<Scrape, String> {
+    let response = http.get(target).send().await.map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    Ok(parse_prometheus(&text))
+}
+
+/// The samples of a Prometheus text exposition (comments skipped; a line that does not parse
+/// is skipped too: this is a view, not a validator).
+pub fn parse_prometheus(text: &str) -> Scrape {
+    let mut out = Scrape::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_owned(), Vec::new()),
+            Some((name, rest)) => {
+                let rest = rest.trim_end_matches('}');
+                let mut labels = Vec::new();
+                for pair in split_labels(rest) {
+                    if let Some((k, v)) = pair.split_once('=') {
+                        labels.push((k.to_owned(), v.trim_matches('"').replace("\\\"", "\"")));
+                    }
+                }
+                (name.to_owned(), labels)
+            }
+        };
+        out.insert((name, labels), value);
+    }
+    out
+}
+
+/// `a="x",b="y,z"` split at the commas outside quotes.
+fn split_labels(s: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < s.len() {
+        parts.push(&s[start..]);
+    }
+    parts
+}
+
+/// Sum of the samples of `name` whose labels include `want`.
+fn sum(scrape: &Scrape, name: &str, want: &[(&str, &str)]) -> f64 {
+    scrape
+        .iter()
+        .filter(|((n, labels), _)| {
+            n == name
+                && want
+                    .iter()
+                    .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+fn max(scrape: &Scrape, name: &str, want: &[(&str, &str)]) -> f64 {
+    scrape
+        .iter()
+        .filter(|((n, labels), _)| {
+            n == name
+                && want
+                    .iter()
+                    .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, v)| *v)
+        .fold(0.0, f64::max)
+}
+
+fn render(
+    store: &str,
+    every: Duration,
+    table: &str,
+    targets: &[String],
+    now: &Frame,
+    before: Option<&Frame>,
+) -> String {
+    let secs = before
+        .map(|b| now.at.saturating_sub(b.at).as_secs_f64())
+        .filter(|s| *s > 0.0);
+    let rate = |now_v: f64, before_v: Option<f64>| match (secs, before_v) {
+        (Some(s), Some(b)) => format!("{:.1}", (now_v - b).max(0.0) / s),
+        _ => "-".to_owned(),
+    };
+    let mut out = format!(
+        "ikv store {store:?}, every {} (Ctrl-C to stop)\n\n",
+        humantime::format_duration(every)
+    );
+    let writes: u64 = now.tips.iter().sum();
+    let before_writes = before.map(|b| b.tips.iter().sum::<u64>() as f64);
+    out.push_str(table);
+    out.push_str(&format!(
+        "\n\ndeltas committed/s (all partitions): {}\n",
+        rate(writes as f64, before_writes)
+    ));
+    let s = [("store", store)];
+    for (i, target) in targets.iter().enumerate() {
+        out.push_str(&format!("\n{target}\n"));
+        let scrape = match &now.scrapes[i] {
+            Ok(scrape) => scrape,
+            Err(e) => {
+                out.push_str(&format!("  unreachable: {e}\n"));
+                continue;
+            }
+        };
+        let earlier = before
+            .and_then(|b| b.scrapes.get(i))
+            .and_then(|r| r.as_ref().ok());
+        let was = |name: &str, want: &[(&str, &str)]| earlier.map(|e| sum(e, name, want));
+        let has = |name: &str| scrape.keys().any(|(n, _)| n == name);
+        if has("ikv_reader_applied_sequence") {
+            out.push_str(&format!(
+                "  reader: lag {:.1} s / {} deltas, applied {}, owner {}, gets/s {}, multigets/s {}, requests/s {}, local copy {:.1} MB\n",
+                max(scrape, "ikv_reader_lag_seconds", &s),
+                max(scrape, "ikv_reader_lag_deltas", &s),
+                sum(scrape, "ikv_reader_applied_sequence", &s),
+                if sum(scrape, "ikv_reader_owns_mount", &s) > 0.0 { "yes" } else { "no" },
+                rate(sum(scrape, "ikv_reader_gets_total", &s), was("ikv_reader_gets_total", &s)),
+                rate(sum(scrape, "ikv_reader_multigets_total", &s), was("ikv_reader_multigets_total", &s)),
+                rate(
+                    sum(scrape, "ikv_storage_requests_total", &[("component", "reader")]),
+                    was("ikv_storage_requests_total", &[("component", "reader")])
+                ),
+                sum(scrape, "ikv_reader_local_bytes", &s) / 1e6,
+            ));
+        }
+        if has("ikv_writer_commits_total") {
+            out.push_str(&format!(
+                "  writer: commits/s {}, operations/s {}, lost races/s {}, requests/s {}, refusals {}\n",
+                rate(sum(scrape, "ikv_writer_commits_total", &s), was("ikv_writer_commits_total", &s)),
+                rate(sum(scrape, "ikv_writer_operations_total", &s), was("ikv_writer_operations_total", &s)),
+                rate(sum(scrape, "ikv_writer_lost_races_total", &s), was("ikv_writer_lost_races_total", &s)),
+                rate(
+                    sum(scrape, "ikv_storage_requests_total", &[("component", "writer")]),
+                    was("ikv_storage_requests_total", &[("component", "writer")])
+                ),
+                sum(scrape, "ikv_writer_refusals_total", &[]),
+            ));
+        }
+        if !has("ikv_reader_applied_sequence") && !has("ikv_writer_commits_total") {
+            out.push_str("  no ikv metrics for this store here yet\n");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_parses_with_labels_quotes_and_comments() {
+        let text = "# HELP x y\n# TYPE x counter\nikv_a_total{store=\"s\",code=\"4,0\\\"1\"} 3\nikv_b 2.5\nbroken line\n";
+        let s = parse_prometheus(text);
+        assert_eq!(sum(&s, "ikv_a_total", &[("store", "s")]), 3.0);
+        assert_eq!(sum(&s, "ikv_a_total", &[("code", "4,0\"1")]), 3.0);
+        assert_eq!(sum(&s, "ikv_b", &[]), 2.5);
+        assert_eq!(s.len(), 2);
+    }
+}
