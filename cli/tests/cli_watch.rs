@@ -1,3 +1,4 @@
+#![allow(clippy::disallowed_methods)] // real processes, real time
 //! `ikv status --watch`: frames redrawn until Ctrl-C, the write rate from the tips, and each
 //! scraped endpoint's state (an `ikv serve` with no writer for the store yet, one that is not
 //! there).
