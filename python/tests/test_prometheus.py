@@ -182,6 +182,15 @@ def test_prometheus_scrapes_the_writer_service_and_a_python_reader(writer_servic
             "writer PUTs = deltas in the bucket + tip hints",
         )
         assert prometheus.value('sum(ikv_reader_owns_mount{job="reader"})') == 1.0
+        # Every query of the Grafana dashboard is one this Prometheus parses and answers.
+        dashboard = json.loads((HERE.parents[1] / "deploy" / "grafana" / "ikv-dashboard.json").read_text())
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                expr = target["expr"].replace("$store", ".*")
+                body = prometheus._get("/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+                assert body is not None and json.loads(body)["status"] == "success", f"{panel['title']}: {expr}"
+        lagging = prometheus.query(f'max by (store) (ikv_reader_lag_deltas{{store="{store}"}})')
+        assert [r["metric"]["store"] for r in lagging] == [store]
         assert prometheus.value('sum(ikv_storage_requests_total{component="reader",outcome="error"})') in (None, 0.0)
     finally:
         if prometheus is not None:

@@ -43,7 +43,11 @@ fn every_metric_is_documented_and_rules_name_only_real_ones() {
             m.name
         );
     }
-    for file in ["deploy/prometheus/ikv-alerts.yml", "deploy/template.yaml"] {
+    for file in [
+        "deploy/prometheus/ikv-alerts.yml",
+        "deploy/template.yaml",
+        "deploy/grafana/ikv-dashboard.json",
+    ] {
         let named = names_in(&repo_file(file));
         let unknown: Vec<_> = named
             .iter()
@@ -56,4 +60,29 @@ fn every_metric_is_documented_and_rules_name_only_real_ones() {
         );
     }
     assert!(!names_in(&repo_file("deploy/prometheus/ikv-alerts.yml")).is_empty());
+}
+
+/// The dashboard is JSON Grafana imports (panels with Prometheus targets) whose queries name
+/// known metrics (a real Prometheus parses each of them in python/tests/test_prometheus.py).
+#[test]
+fn the_dashboard_is_importable_json_over_known_metrics() {
+    let text = repo_file("deploy/grafana/ikv-dashboard.json");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10);
+    for p in panels {
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{}", p["title"]);
+        for t in targets {
+            let expr = t["expr"].as_str().expect("expr");
+            for (open, close) in [('(', ')'), ('{', '}'), ('[', ']')] {
+                assert_eq!(
+                    expr.matches(open).count(),
+                    expr.matches(close).count(),
+                    "{expr}"
+                );
+            }
+            assert!(!names_in(expr).is_empty(), "{expr} names no ikv metric");
+        }
+    }
 }
