@@ -111,6 +111,10 @@ enum Command {
         /// Names the import: a retry with the same id commits no partition twice
         #[arg(long)]
         import_id: Option<String>,
+        /// Write the import's metrics here in Prometheus text (for node_exporter's textfile
+        /// collector; replaced whole, never half-written)
+        #[arg(long)]
+        metrics_file: Option<PathBuf>,
     },
     /// Run the writer service's HTTP API on a local address
     Serve {
@@ -226,8 +230,10 @@ async fn run(cli: Cli) -> Result<String, Fail> {
             parquet,
             mode,
             import_id,
+            metrics_file,
         } => {
             let storage = commands::open(&url(&cli.storage_url)?, true)?;
+            let started = ikv_core::clock::Stopwatch::start();
             let mode: ikv_import::ImportMode = mode.parse()?;
             let progress = Progress::start("import");
             let options = ikv_import::ImportOptions {
@@ -244,6 +250,10 @@ async fn run(cli: Cli) -> Result<String, Fail> {
             )
             .await?;
             progress.finish(&format!("{} documents", receipt.documents));
+            if let Some(path) = metrics_file {
+                let text = receipt.metrics(&store, started.elapsed()).to_prometheus();
+                write_whole(&path, text.as_bytes())?;
+            }
             serde_json::to_string(&receipt).map_err(|e| Fail::usage(e.to_string()))
         }
         Command::Snapshot { pass, every } => {
@@ -337,4 +347,13 @@ async fn snapshot_pass(
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("\n"))
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it and a rename: a reader of
+/// `path` (a collector) sees the old contents or the new, never part of them.
+fn write_whole(path: &std::path::Path, bytes: &[u8]) -> Result<(), Fail> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| Fail::from(format!("writing {}: {e}", path.display())))
 }

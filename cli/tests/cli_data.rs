@@ -189,6 +189,7 @@ fn import_loads_parquet_and_refuses_bad_input_writing_nothing() {
         "does not exist",
     );
     let store_dir = dir.path().join("bucket/users");
+    let metrics_file = dir.path().join("import.prom");
     let entries: Vec<_> = std::fs::read_dir(&store_dir)
         .unwrap()
         .flatten()
@@ -206,10 +207,31 @@ fn import_loads_parquet_and_refuses_bad_input_writing_nothing() {
             good_path,
             "--import-id",
             "day-1",
+            "--metrics-file",
+            metrics_file.to_str().unwrap(),
         ],
     ));
     let receipt: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(receipt["rows"], 3);
+    // The batch job's metrics, for node_exporter's textfile collector.
+    let metrics = std::fs::read_to_string(&metrics_file).unwrap();
+    assert!(
+        metrics.contains("ikv_importer_rows_total{store=\"users\"} 3\n"),
+        "{metrics}"
+    );
+    let runs = receipt["runs"].as_u64().unwrap();
+    assert!(runs >= 1);
+    assert!(
+        metrics.contains(&format!(
+            "ikv_importer_runs_total{{store=\"users\"}} {runs}\n"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ikv_importer_import_seconds_count{store=\"users\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(receipt["bytes"].as_u64().unwrap() > 0);
     assert_eq!(
         receipt["documents"], 2,
         "two rows of alice are one document"
@@ -244,6 +266,7 @@ fn import_loads_parquet_and_refuses_bad_input_writing_nothing() {
         ],
     ));
     let again: serde_json::Value = serde_json::from_str(again.trim()).unwrap();
+    assert_eq!(again["runs"], 0, "a retry uploads no run");
     assert!(
         again["commits"]
             .as_array()

@@ -21,6 +21,8 @@
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use ikv_core::bucket::{Path, create_if_absent, put, read};
+use ikv_core::metrics::catalog::{IMPORTER_BYTES, IMPORTER_ROWS, IMPORTER_RUNS, IMPORTER_SECONDS};
+use ikv_core::metrics::{Histogram, MetricSet};
 use ikv_core::{DeltaOp, Error, Result, Storage, StoreLayout};
 use ikv_snapshot_format::manifest::Manifest;
 use ikv_writer::Writer;
@@ -46,6 +48,28 @@ pub struct ImportReceipt {
     /// Input rows, and documents after combining rows of one key.
     pub rows: u64,
     pub documents: u64,
+    /// Run files this attempt uploaded, and their bytes (0 when earlier attempts had).
+    #[serde(default)]
+    pub runs: u64,
+    #[serde(default)]
+    pub bytes: u64,
+}
+
+impl ImportReceipt {
+    /// The import's metrics (rows, runs, bytes uploaded, and its duration `took`), for a
+    /// batch job to hand to its exporter (`ikv import --metrics-file`: node_exporter's
+    /// textfile collector).
+    pub fn metrics(&self, store: &str, took: std::time::Duration) -> MetricSet {
+        let l = [("store", store)];
+        let mut set = MetricSet::new();
+        set.number(&IMPORTER_ROWS, &l, self.rows as f64);
+        set.number(&IMPORTER_RUNS, &l, self.runs as f64);
+        set.number(&IMPORTER_BYTES, &l, self.bytes as f64);
+        let h = Histogram::default();
+        h.record(took);
+        set.histogram(&IMPORTER_SECONDS, &l, &h);
+        set
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -186,6 +210,8 @@ pub async fn committed_earlier(
         commits,
         rows: partition_rows.values().sum(),
         documents,
+        runs: 0,
+        bytes: 0,
     }))
 }
 
@@ -349,5 +375,13 @@ pub async fn commit(
         commits,
         rows: written.rows,
         documents: written.documents(),
+        runs: written.runs.values().map(|r| r.len() as u64).sum(),
+        bytes: written
+            .runs
+            .values()
+            .flatten()
+            .flat_map(|m| &m.files)
+            .map(|f| f.bytes)
+            .sum(),
     })
 }

@@ -246,6 +246,36 @@ metric!(
     "Objects retention deleted (deltas, superseded snapshots, unreferenced files)."
 );
 
+// Importer (per import: a batch job's metrics).
+metric!(
+    IMPORTER_ROWS,
+    "ikv_importer_rows_total",
+    Counter,
+    "Count",
+    "Input rows an import read."
+);
+metric!(
+    IMPORTER_RUNS,
+    "ikv_importer_runs_total",
+    Counter,
+    "Count",
+    "Run files an import uploaded (0 for a retry that found everything committed)."
+);
+metric!(
+    IMPORTER_BYTES,
+    "ikv_importer_bytes_total",
+    Counter,
+    "Bytes",
+    "Bytes of run files an import uploaded."
+);
+metric!(
+    IMPORTER_SECONDS,
+    "ikv_importer_import_seconds",
+    Histogram,
+    "Seconds",
+    "Duration of an import, reading its input to committing every partition."
+);
+
 /// Every metric, for documentation checks.
 pub static ALL: &[&MetricDef] = &[
     &STORAGE_REQUESTS,
@@ -280,6 +310,10 @@ pub static ALL: &[&MetricDef] = &[
     &COMPACTOR_PARTITION_FAILURES,
     &COMPACTOR_DELTAS_SINCE_SNAPSHOT,
     &COMPACTOR_OBJECTS_DELETED,
+    &IMPORTER_ROWS,
+    &IMPORTER_RUNS,
+    &IMPORTER_BYTES,
+    &IMPORTER_SECONDS,
 ];
 
 #[cfg(test)]
