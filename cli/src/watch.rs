@@ -124,31 +124,29 @@ fn split_labels(s: &str) -> Vec<&str> {
     parts
 }
 
-/// Sum of the samples of `name` whose labels include `want`.
-fn sum(scrape: &Scrape, name: &str, want: &[(&str, &str)]) -> f64 {
+/// The samples of `name` whose labels include `want`.
+fn matching<'a>(
+    scrape: &'a Scrape,
+    name: &'a str,
+    want: &'a [(&'a str, &'a str)],
+) -> impl Iterator<Item = f64> + 'a {
     scrape
         .iter()
-        .filter(|((n, labels), _)| {
+        .filter(move |((n, labels), _)| {
             n == name
                 && want
                     .iter()
                     .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
         })
         .map(|(_, v)| *v)
-        .sum()
+}
+
+fn sum(scrape: &Scrape, name: &str, want: &[(&str, &str)]) -> f64 {
+    matching(scrape, name, want).sum()
 }
 
 fn max(scrape: &Scrape, name: &str, want: &[(&str, &str)]) -> f64 {
-    scrape
-        .iter()
-        .filter(|((n, labels), _)| {
-            n == name
-                && want
-                    .iter()
-                    .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
-        })
-        .map(|(_, v)| *v)
-        .fold(0.0, f64::max)
+    matching(scrape, name, want).fold(0.0, f64::max)
 }
 
 fn render(

@@ -111,12 +111,15 @@ impl MetricSet {
         self.samples.extend(other.samples);
     }
 
-    /// The value of the first sample of `def` whose labels include `labels`, if any (a
-    /// histogram answers with its count).
-    pub fn value(&self, def: &MetricDef, labels: &[(&str, &str)]) -> Option<f64> {
+    /// The samples of `def` whose labels include `labels`, as numbers (a histogram counts).
+    fn matching<'a>(
+        &'a self,
+        def: &'a MetricDef,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = f64> + 'a {
         self.samples
             .iter()
-            .find(|s| {
+            .filter(move |s| {
                 s.def.name == def.name
                     && labels
                         .iter()
@@ -128,21 +131,15 @@ impl MetricSet {
             })
     }
 
+    /// The value of the first sample of `def` whose labels include `labels`, if any (a
+    /// histogram answers with its count).
+    pub fn value(&self, def: &MetricDef, labels: &[(&str, &str)]) -> Option<f64> {
+        self.matching(def, labels).next()
+    }
+
     /// The sum of every sample of `def` whose labels include `labels` (0 when none).
     pub fn sum(&self, def: &MetricDef, labels: &[(&str, &str)]) -> f64 {
-        self.samples
-            .iter()
-            .filter(|s| {
-                s.def.name == def.name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| s.labels.iter().any(|(sk, sv)| sk == k && sv == v))
-            })
-            .map(|s| match &s.value {
-                Value::Number(n) => *n,
-                Value::Histogram(h) => h.count as f64,
-            })
-            .sum()
+        self.matching(def, labels).sum()
     }
 
     /// What changed since `earlier` (the same component's set, taken before): counters and
