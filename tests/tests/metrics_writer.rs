@@ -5,6 +5,7 @@
 //! is valid and says what that invocation did.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -15,10 +16,11 @@ use ikv_core::metrics::catalog::*;
 use ikv_core::metrics::emf;
 use ikv_core::{FieldValue, Operation, Storage, StoreConfig};
 use ikv_tests::counting::{CountingStore, CountsOf};
+use ikv_tests::faulty::{FaultyStore, PutFault};
 use ikv_tests::stepping_clock::SteppingClock;
 use ikv_writer::service::auth::{Accounts, hash_passkey};
 use ikv_writer::service::{ServiceState, router};
-use ikv_writer::{Writer, WriterOptions};
+use ikv_writer::{CommitPolicy, Writer, WriterOptions};
 use object_store::memory::InMemory;
 use serde_json::json;
 use tower::ServiceExt;
@@ -78,6 +80,59 @@ async fn a_lost_race_and_a_tip_search_are_counted_where_they_happen() {
     // first), counted.
     b.flush_hints().await;
     assert!(b.metrics().value(&WRITER_TIP_HINT_PUBLISHES, &at).unwrap() >= 1.0);
+}
+
+#[tokio::test]
+async fn a_hint_read_and_a_failed_commit_are_counted() {
+    let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
+    let storage = Storage::new(faulty.clone(), Path::from("root"), "memory://faults");
+    create_store(&storage, &StoreConfig::new("s", "id", None, 1).unwrap())
+        .await
+        .unwrap();
+    let clock = Arc::new(SteppingClock::new());
+    let shared: Arc<dyn Clock> = clock.clone();
+    let writer = Writer::open(
+        storage.clone(),
+        "s",
+        WriterOptions {
+            clock: Some(shared),
+            commit_policy: CommitPolicy {
+                max_transient_failures: 1,
+                ..CommitPolicy::default()
+            },
+            ..WriterOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let at = [("store", "s")];
+    writer.write(&[upsert("a")]).await.unwrap();
+    assert_eq!(
+        writer.metrics().value(&WRITER_TIP_HINT_READS, &at),
+        Some(0.0)
+    );
+    // Idle past a second: the next commit reads the partition's tip hint first.
+    clock.advance(Duration::from_secs(2));
+    writer.write(&[upsert("b")]).await.unwrap();
+    assert_eq!(
+        writer.metrics().value(&WRITER_TIP_HINT_READS, &at),
+        Some(1.0)
+    );
+    // Two PUTs that fail without landing exhaust a policy of one retry: the call fails,
+    // and so does the count.
+    faulty.inject("deltas/", PutFault::FailBeforeLanding);
+    faulty.inject("deltas/", PutFault::FailBeforeLanding);
+    assert!(writer.write(&[upsert("c")]).await.is_err());
+    let m = writer.metrics();
+    assert_eq!(m.value(&WRITER_COMMIT_FAILURES, &at), Some(1.0));
+    assert_eq!(m.value(&WRITER_COMMITS, &at), Some(2.0));
+    assert_eq!(
+        m.value(&WRITER_OPERATIONS, &at),
+        Some(2.0),
+        "the failed call's is not counted"
+    );
+    writer.write(&[upsert("d")]).await.unwrap();
+    assert_eq!(writer.metrics().value(&WRITER_COMMITS, &at), Some(3.0));
 }
 
 struct Service {
