@@ -190,3 +190,7 @@ def median_range(runs, unit: str) -> str:
     runs = sorted(runs)
     return f"{runs[len(runs)//2]:.2f} {unit} [{runs[0]:.2f}-{runs[-1]:.2f}]"
 
+
+
+if __name__ == "__main__":
+    main()
