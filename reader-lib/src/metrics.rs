@@ -52,6 +52,7 @@ impl Reader {
         set.number(&READER_DELTAS_APPLIED, &s, n(&c.deltas_applied));
         set.number(&READER_DOCUMENTS_APPLIED, &s, n(&c.operations_applied));
         set.histogram(&READER_APPLY_SECONDS, &s, &c.apply_seconds);
+        set.histogram(&READER_FOLD_SECONDS, &s, &c.fold_seconds);
         set.number(&READER_CORRUPT_OBJECTS, &s, n(&c.corrupt_objects));
         set.number(&READER_REBUILDS, &s, n(&c.rebuilds));
         set.number(&READER_GETS, &s, c.gets.get() as f64);

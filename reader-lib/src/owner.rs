@@ -36,6 +36,8 @@ pub struct Owner {
     overlay: Option<(u64, Arc<Overlay>)>,
     published: Option<Arc<PublishedView>>,
     damaged: Arc<AtomicBool>,
+    /// Durations of the folds of new read images, for the reader's metrics.
+    folds: Arc<ikv_core::metrics::Histogram>,
 }
 
 impl Owner {
@@ -49,6 +51,7 @@ impl Owner {
         cache_bytes: u64,
         published: Option<Arc<PublishedView>>,
         damaged: Arc<AtomicBool>,
+        folds: Arc<ikv_core::metrics::Histogram>,
     ) -> Result<(Owner, Option<BTreeMap<u32, PartitionState>>)> {
         let (local, resumed) = LocalStore::open(&mount.db_path(), &identity, cache_bytes)?;
         let mut owner = Owner {
@@ -58,6 +61,7 @@ impl Owner {
             overlay: None,
             published,
             damaged,
+            folds,
         };
         let current = owner.mount.read_current().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "the mount's current generation is unreadable; replacing it");
@@ -219,6 +223,7 @@ impl Owner {
         }
         let documents = image.len();
         self.publish_generation(generation, image, &state)?;
+        self.folds.record(started.elapsed());
         tracing::info!(generation, documents, elapsed = ?started.elapsed(), "folded a new read image");
         Ok(())
     }

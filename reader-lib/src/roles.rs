@@ -170,6 +170,7 @@ pub(crate) async fn own(
         options.cache_bytes,
         view,
         damaged.clone(),
+        status.counters.fold_seconds.clone(),
     )?;
     let mut states = match resumed {
         Some(states) => {

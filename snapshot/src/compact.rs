@@ -31,8 +31,12 @@ use crate::write::SnapshotWriter;
 pub enum PartitionOutcome {
     /// No deltas after the newest snapshot.
     UpToDate { sequence: u64 },
-    /// New deltas, but no trigger fired.
-    NotDue { deltas: usize, bytes: u64 },
+    /// New deltas, but no trigger fired; `oldest` is the age of the oldest of them.
+    NotDue {
+        deltas: usize,
+        bytes: u64,
+        oldest: Duration,
+    },
     /// One or more snapshots committed; the last covers `sequence`.
     Snapshotted {
         sequence: u64,
@@ -49,7 +53,7 @@ impl std::fmt::Display for PartitionOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PartitionOutcome::UpToDate { sequence } => write!(f, "up to date at {sequence}"),
-            PartitionOutcome::NotDue { deltas, bytes } => {
+            PartitionOutcome::NotDue { deltas, bytes, .. } => {
                 write!(
                     f,
                     "not due ({deltas} deltas, {bytes} bytes since the last snapshot)"
@@ -126,6 +130,7 @@ pub async fn snapshot_partition(
         return Ok(PartitionOutcome::NotDue {
             deltas: deltas.len(),
             bytes,
+            oldest: age(now, &deltas[0].1),
         });
     }
     let (mut rounds, mut rows, mut delta_rows) = (0, 0, 0);

@@ -45,16 +45,14 @@ pub fn pass_metrics(storage: &Storage, pass: &PassOutcome, took: Duration) -> Me
             .sum();
         set.number(&COMPACTOR_OBJECTS_DELETED, &l, deleted as f64);
         for r in reports {
-            let since = match r.outcome {
-                PartitionOutcome::NotDue { deltas, .. } => deltas,
-                _ => 0,
+            let (since, oldest) = match r.outcome {
+                PartitionOutcome::NotDue { deltas, oldest, .. } => (deltas, oldest),
+                _ => (0, Duration::ZERO),
             };
             let p = r.partition.to_string();
-            set.number(
-                &COMPACTOR_DELTAS_SINCE_SNAPSHOT,
-                &[("store", store), ("partition", p.as_str())],
-                since as f64,
-            );
+            let l = [("store", store), ("partition", p.as_str())];
+            set.number(&COMPACTOR_DELTAS_SINCE_SNAPSHOT, &l, since as f64);
+            set.number(&COMPACTOR_SNAPSHOT_LAG_SECONDS, &l, oldest.as_secs_f64());
         }
     }
     set.requests(storage.requests(), &[("component", "compactor")]);

@@ -6,7 +6,9 @@ use std::time::Duration;
 use ikv_core::metrics::catalog::*;
 use ikv_core::{Document, FieldValue, Operation, StoreLayout};
 use ikv_snapshot::pass_metrics::pass_metrics;
-use ikv_snapshot::{SnapshotOptions, run_pass_reporting};
+use ikv_snapshot::{
+    PartitionReport, PassOutcome, SnapshotOptions, Triggers, run_pass_reporting, snapshot_partition,
+};
 use ikv_tests::fixture::local_store;
 use ikv_writer::{Writer, WriterOptions};
 use object_store::ObjectStoreExt;
@@ -69,6 +71,45 @@ fn a_pass_reports_snapshots_backlog_and_failures() {
     let m = pass_metrics(&store.storage, &pass, Duration::from_millis(1));
     assert_eq!(m.value(&COMPACTOR_SNAPSHOTS, &s), Some(0.0));
     assert_eq!(m.sum(&COMPACTOR_DELTAS_SINCE_SNAPSHOT, &s), 3.0);
+    // Judged an hour later (the pass's `now`), those deltas are an hour stale: the gauge says
+    // so for the partition that has them.
+    let later = ikv_core::clock::wall_time() + Duration::from_secs(3600);
+    let mut stale = PassOutcome::default();
+    for partition in 0..2 {
+        let outcome = rt
+            .block_on(snapshot_partition(
+                &store.storage,
+                &store.config,
+                partition,
+                &SnapshotOptions {
+                    triggers: Triggers {
+                        max_age: Duration::from_secs(86_400),
+                        ..Triggers::default()
+                    },
+                    ..SnapshotOptions::default()
+                },
+                later,
+            ))
+            .unwrap();
+        stale.reports.push(PartitionReport {
+            store: "c".into(),
+            partition,
+            outcome,
+            retention: Default::default(),
+        });
+    }
+    let m = pass_metrics(&store.storage, &stale, Duration::from_millis(1));
+    let lag: Vec<f64> = (0..2)
+        .map(|p| {
+            m.value(
+                &COMPACTOR_SNAPSHOT_LAG_SECONDS,
+                &[("partition", p.to_string().as_str())],
+            )
+            .unwrap()
+        })
+        .collect();
+    assert!(lag.iter().any(|l| *l >= 3590.0), "{lag:?}");
+    assert!(lag.iter().all(|l| *l == 0.0 || *l >= 3590.0), "{lag:?}");
 
     // A damaged delta stops its partition's snapshot, not the other's: one failure.
     let layout = StoreLayout::new(&store.storage.prefix, "c").unwrap();

@@ -190,3 +190,55 @@ fn a_damaged_delta_counts_as_corrupt_and_a_hole_sets_the_gap() {
     );
     assert!(m.value(&READER_LAG_SECONDS, &at0()).unwrap() >= 0.0);
 }
+
+#[test]
+fn a_fold_records_its_duration() {
+    let store = local_store("m", "id", None, 1);
+    let writer = store
+        .rt
+        .block_on(Writer::open(
+            store.storage.clone(),
+            "m",
+            WriterOptions::default(),
+        ))
+        .unwrap();
+    write(&store, &writer, 0..3);
+    let reader = Reader::open(options(&store)).unwrap();
+    assert_eq!(
+        reader.metrics().value(&READER_FOLD_SECONDS, &[]),
+        Some(0.0),
+        "a bootstrap builds its image without a fold"
+    );
+    reader.shutdown().unwrap();
+    // Without a published generation to adopt, the resumed copy is folded into a new image.
+    let mount = store.dir.path().join("mount");
+    let current: Vec<_> = walk(&mount)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "current"))
+        .collect();
+    assert_eq!(current.len(), 1, "{current:?}");
+    std::fs::remove_file(&current[0]).unwrap();
+    let reader = Reader::open(options(&store)).unwrap();
+    let m = reader.metrics();
+    assert_eq!(m.value(&READER_FOLD_SECONDS, &[]), Some(1.0));
+    assert_eq!(
+        m.value(&READER_REBUILDS, &[]),
+        Some(0.0),
+        "resumed, not rebuilt"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}

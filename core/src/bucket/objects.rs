@@ -126,6 +126,11 @@ pub fn read_local(storage: &Storage, paths: &[Path]) -> Option<Vec<Result<Option
                         Err(_) => Outcome::Error,
                     },
                 );
+                if let Ok(bytes) = &read {
+                    storage
+                        .requests()
+                        .add_bytes(RequestKind::Get, bytes.len() as u64);
+                }
                 match read {
                     Ok(bytes) => Ok(Some(Bytes::from(bytes))),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -85,6 +85,8 @@ const OUTCOMES: usize = 4;
 #[derive(Debug, Default)]
 pub struct RequestCounts {
     counts: [[AtomicU64; OUTCOMES]; KINDS],
+    /// Bytes of bodies: read by GETs, written by single PUTs.
+    bytes: [AtomicU64; KINDS],
 }
 
 impl RequestCounts {
@@ -99,6 +101,15 @@ impl RequestCounts {
 
     fn record_result<T>(&self, kind: RequestKind, result: &Result<T>) {
         self.record(kind, outcome_of(result));
+    }
+
+    pub fn add_bytes(&self, kind: RequestKind, n: u64) {
+        self.bytes[kind as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes of bodies moved by requests of `kind` so far (GET: read; PUT: written).
+    pub fn bytes(&self, kind: RequestKind) -> u64 {
+        self.bytes[kind as usize].load(Ordering::Relaxed)
     }
 
     /// Requests of `kind` that ended as `outcome` so far.
@@ -187,8 +198,12 @@ impl ObjectStore for CountedStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
+        let size = payload.content_length() as u64;
         let result = self.inner.put_opts(location, payload, opts).await;
         self.counts.record_result(RequestKind::Put, &result);
+        if result.is_ok() {
+            self.counts.add_bytes(RequestKind::Put, size);
+        }
         result
     }
 
@@ -210,6 +225,10 @@ impl ObjectStore for CountedStore {
         };
         let result = self.inner.get_opts(location, options).await;
         self.counts.record_result(kind, &result);
+        if let (RequestKind::Get, Ok(got)) = (kind, &result) {
+            self.counts
+                .add_bytes(kind, got.range.end.saturating_sub(got.range.start));
+        }
         result
     }
 
@@ -301,5 +320,53 @@ mod tests {
         );
         assert_eq!(r.get(RequestKind::Delete, Outcome::Ok), 1);
         assert_eq!(r.total(), 8);
+    }
+
+    #[tokio::test]
+    async fn bytes_are_counted_for_bodies_read_and_written() {
+        let storage = Storage::memory();
+        let path = Path::from("a/b");
+        storage
+            .store
+            .put(&path, vec![7u8; 1000].into())
+            .await
+            .unwrap();
+        // A failed conditional PUT moves nothing.
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let _ = storage.store.put_opts(&path, "y".into(), create).await;
+        storage
+            .store
+            .get(&path)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        storage.store.get_range(&path, 10..110).await.unwrap();
+        storage.store.head(&path).await.unwrap();
+        let r = storage.requests();
+        assert_eq!(r.bytes(RequestKind::Put), 1000);
+        assert_eq!(r.bytes(RequestKind::Get), 1100);
+        assert_eq!(r.bytes(RequestKind::Head), 0);
+        let mut set = crate::metrics::MetricSet::new();
+        set.requests(r, &[]);
+        assert_eq!(
+            set.value(&crate::metrics::catalog::STORAGE_BYTES, &[("kind", "get")]),
+            Some(1100.0)
+        );
+    }
+
+    #[test]
+    fn local_plain_file_reads_count_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let storage = Storage::open(&url, &Default::default()).unwrap();
+        std::fs::write(dir.path().join("f"), [1u8; 64]).unwrap();
+        let read = crate::bucket::read_local(&storage, &[Path::from("f")]).unwrap();
+        assert_eq!(read[0].as_ref().unwrap().as_ref().unwrap().len(), 64);
+        assert_eq!(storage.requests().bytes(RequestKind::Get), 64);
     }
 }

@@ -22,6 +22,13 @@ metric!(
     "Count",
     "Requests made to the bucket, by kind (get, head, put, list, delete) and outcome (ok, not_found, precondition, error)."
 );
+metric!(
+    STORAGE_BYTES,
+    "ikv_storage_bytes_total",
+    Counter,
+    "Bytes",
+    "Bytes of bodies moved, by kind: get (read) and put (written; multipart uploads count by requests only)."
+);
 
 // Writer (library, `ikv serve`, the Lambda function).
 metric!(
@@ -167,6 +174,13 @@ metric!(
     "Duration of applying one fetched run of deltas to one partition."
 );
 metric!(
+    READER_FOLD_SECONDS,
+    "ikv_reader_fold_seconds",
+    Histogram,
+    "Seconds",
+    "Duration of folding the local copy into a new read image (at start-up, when the overlay fills, after damage)."
+);
+metric!(
     READER_CORRUPT_OBJECTS,
     "ikv_reader_corrupt_objects_total",
     Counter,
@@ -239,6 +253,13 @@ metric!(
     "Deltas after the newest snapshot, per partition, as the last pass left it."
 );
 metric!(
+    COMPACTOR_SNAPSHOT_LAG_SECONDS,
+    "ikv_compactor_snapshot_lag_seconds",
+    Gauge,
+    "Seconds",
+    "Age of the oldest delta no snapshot covers yet, per partition, as the last pass left it (0 when up to date)."
+);
+metric!(
     COMPACTOR_OBJECTS_DELETED,
     "ikv_compactor_objects_deleted_total",
     Counter,
@@ -279,6 +300,7 @@ metric!(
 /// Every metric, for documentation checks.
 pub static ALL: &[&MetricDef] = &[
     &STORAGE_REQUESTS,
+    &STORAGE_BYTES,
     &WRITER_OPERATIONS,
     &WRITER_COMMITS,
     &WRITER_COMMIT_BYTES,
@@ -299,6 +321,7 @@ pub static ALL: &[&MetricDef] = &[
     &READER_DELTAS_APPLIED,
     &READER_DOCUMENTS_APPLIED,
     &READER_APPLY_SECONDS,
+    &READER_FOLD_SECONDS,
     &READER_CORRUPT_OBJECTS,
     &READER_REBUILDS,
     &READER_OWNS_MOUNT,
@@ -309,6 +332,7 @@ pub static ALL: &[&MetricDef] = &[
     &COMPACTOR_SNAPSHOTS,
     &COMPACTOR_PARTITION_FAILURES,
     &COMPACTOR_DELTAS_SINCE_SNAPSHOT,
+    &COMPACTOR_SNAPSHOT_LAG_SECONDS,
     &COMPACTOR_OBJECTS_DELETED,
     &IMPORTER_ROWS,
     &IMPORTER_RUNS,

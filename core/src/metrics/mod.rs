@@ -90,9 +90,16 @@ impl MetricSet {
         });
     }
 
-    /// Adds the storage requests a root made, by kind and outcome (zeros left out).
+    /// Adds the storage requests a root made, by kind and outcome, and the bytes they moved
+    /// by kind (zeros left out).
     pub fn requests(&mut self, counts: &RequestCounts, labels: &[(&'static str, &str)]) {
         for kind in RequestKind::ALL {
+            let bytes = counts.bytes(kind);
+            if bytes > 0 {
+                let mut l = labels.to_vec();
+                l.push(("kind", kind.name()));
+                self.number(&catalog::STORAGE_BYTES, &l, bytes as f64);
+            }
             for outcome in Outcome::ALL {
                 let n = counts.get(kind, outcome);
                 if n == 0 {
