@@ -260,11 +260,17 @@ async fn metrics_are_served_with_commits_refusals_and_requests_as_counted() {
         Some(commits as f64)
     );
     assert_eq!(
-        scraped(&text, r#"ikv_writer_refusals_total{code="401"}"#),
+        scraped(
+            &text,
+            r#"ikv_writer_refusals_total{code="401",error="unauthorized"}"#
+        ),
         Some(1.0)
     );
     assert_eq!(
-        scraped(&text, r#"ikv_writer_refusals_total{code="400"}"#),
+        scraped(
+            &text,
+            r#"ikv_writer_refusals_total{code="400",error="invalid_json"}"#
+        ),
         Some(2.0)
     );
     let requests = |kind: &str| -> f64 {

@@ -99,7 +99,7 @@ metric!(
     "ikv_writer_refusals_total",
     Counter,
     "Count",
-    "Requests the writer service refused, by HTTP status code (4xx: the caller's; 5xx: ours or the bucket's)."
+    "Requests the writer service refused, by HTTP status `code` and the answer's machine `error` code (4xx: the caller's; 5xx: ours or the bucket's)."
 );
 
 // Reader (per process; only the mount's owner polls and applies).

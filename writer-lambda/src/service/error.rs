@@ -103,14 +103,21 @@ impl From<ikv_core::Error> for ApiError {
     }
 }
 
+/// The machine code of an error answer, carried on the response for the refusal counter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ErrorCode(pub(crate) &'static str);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let code = self.code;
         let body = ErrorResponse {
             error: ErrorBody {
-                code: self.code.to_owned(),
+                code: code.to_owned(),
                 message: self.message,
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCode(code));
+        response
     }
 }

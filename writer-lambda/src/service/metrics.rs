@@ -19,22 +19,27 @@ use super::ServiceState;
 /// What the service itself counts.
 #[derive(Debug, Default)]
 pub(crate) struct ServiceCounters {
-    /// Requests answered with an error status, by status.
-    refusals: Mutex<BTreeMap<u16, u64>>,
+    /// Requests answered with an error status, by status and the answer's machine code
+    /// (`-` for answers made outside the API, such as a body over the limit).
+    refusals: Mutex<BTreeMap<(u16, &'static str), u64>>,
     /// What the last embedded-metric line reported (each line says what changed since).
     emitted: Mutex<MetricSet>,
 }
 
 impl ServiceCounters {
-    fn refused(&self, status: StatusCode) {
+    fn refused(&self, status: StatusCode, error: &'static str) {
         let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
-        *refusals.entry(status.as_u16()).or_default() += 1;
+        *refusals.entry((status.as_u16(), error)).or_default() += 1;
     }
 
     pub(crate) fn add_to(&self, set: &mut MetricSet) {
         let refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
-        for (code, n) in refusals.iter() {
-            set.number(&WRITER_REFUSALS, &[("code", &code.to_string())], *n as f64);
+        for ((code, error), n) in refusals.iter() {
+            set.number(
+                &WRITER_REFUSALS,
+                &[("code", &code.to_string()), ("error", error)],
+                *n as f64,
+            );
         }
     }
 }
@@ -48,7 +53,11 @@ pub(crate) async fn count_refusals(
     let response = next.run(request).await;
     let status = response.status();
     if status.is_client_error() || status.is_server_error() {
-        state.counters.refused(status);
+        let error = response
+            .extensions()
+            .get::<super::error::ErrorCode>()
+            .map_or("-", |c| c.0);
+        state.counters.refused(status, error);
     }
     response
 }
