@@ -44,6 +44,8 @@ pub enum PartitionOutcome {
         deltas_merged: usize,
         delta_rows_merged: u64,
         rounds: usize,
+        /// Bytes of the snapshot files the rounds wrote.
+        bytes_written: u64,
     },
     /// Another compactor committed the snapshot at `sequence` first.
     LostRace { sequence: u64 },
@@ -133,7 +135,7 @@ pub async fn snapshot_partition(
             oldest: age(now, &deltas[0].1),
         });
     }
-    let (mut rounds, mut rows, mut delta_rows) = (0, 0, 0);
+    let (mut rounds, mut rows, mut delta_rows, mut bytes_written) = (0, 0, 0, 0);
     let mut fetcher = DeltaFetcher::new(storage, &layout, partition, &deltas);
     // A round ends before the delta that would take the fold's memory past the budget, and
     // before an import (an import opens its round: its documents are merged with the
@@ -170,6 +172,7 @@ pub async fn snapshot_partition(
             .await?;
             rounds += 1;
             rows = manifest.row_count;
+            bytes_written += manifest.files.iter().map(|f| f.bytes).sum::<u64>();
             let sequence = manifest.sequence;
             ikv_core::failpoint!("snapshot.before_manifest");
             if !manifest.commit(storage, &layout).await? {
@@ -224,6 +227,7 @@ pub async fn snapshot_partition(
         deltas_merged: deltas.len(),
         delta_rows_merged: delta_rows,
         rounds,
+        bytes_written,
     })
 }
 

@@ -30,6 +30,23 @@ pub fn pass_metrics(storage: &Storage, pass: &PassOutcome, took: Duration) -> Me
             })
             .sum();
         set.number(&COMPACTOR_SNAPSHOTS, &l, snapshots as f64);
+        let (mut deltas, mut rows, mut bytes) = (0u64, 0u64, 0u64);
+        for r in reports.clone() {
+            if let PartitionOutcome::Snapshotted {
+                deltas_merged,
+                delta_rows_merged,
+                bytes_written,
+                ..
+            } = r.outcome
+            {
+                deltas += deltas_merged as u64;
+                rows += delta_rows_merged;
+                bytes += bytes_written;
+            }
+        }
+        set.number(&COMPACTOR_DELTAS_FOLDED, &l, deltas as f64);
+        set.number(&COMPACTOR_ROWS_FOLDED, &l, rows as f64);
+        set.number(&COMPACTOR_BYTES_WRITTEN, &l, bytes as f64);
         let failures = pass.failures.iter().filter(|f| f.store == store).count();
         set.number(&COMPACTOR_PARTITION_FAILURES, &l, failures as f64);
         let deleted: usize = reports

@@ -48,6 +48,31 @@ fn a_pass_reports_snapshots_backlog_and_failures() {
         Some(2.0),
         "one per partition"
     );
+    assert_eq!(
+        m.value(&COMPACTOR_DELTAS_FOLDED, &s),
+        Some(10.0),
+        "every delta written"
+    );
+    // Rows are field operations: two fields per document.
+    assert_eq!(m.value(&COMPACTOR_ROWS_FOLDED, &s), Some(20.0));
+    let layout = StoreLayout::new(&store.storage.prefix, "c").unwrap();
+    let written: u64 = pass
+        .reports
+        .iter()
+        .map(|r| {
+            let manifest = rt
+                .block_on(ikv_snapshot_format::Manifest::load_newest(
+                    &store.storage,
+                    &layout,
+                    r.partition,
+                ))
+                .unwrap()
+                .unwrap();
+            manifest.files.iter().map(|f| f.bytes).sum::<u64>()
+        })
+        .sum();
+    assert!(written > 0);
+    assert_eq!(m.value(&COMPACTOR_BYTES_WRITTEN, &s), Some(written as f64));
     assert_eq!(m.value(&COMPACTOR_PARTITION_FAILURES, &s), Some(0.0));
     assert_eq!(m.sum(&COMPACTOR_DELTAS_SINCE_SNAPSHOT, &s), 0.0);
     assert_eq!(m.value(&COMPACTOR_PASS_SECONDS, &[]), Some(1.0));

@@ -239,6 +239,27 @@ metric!(
     "Snapshots committed."
 );
 metric!(
+    COMPACTOR_DELTAS_FOLDED,
+    "ikv_compactor_deltas_folded_total",
+    Counter,
+    "Count",
+    "Deltas folded into snapshots."
+);
+metric!(
+    COMPACTOR_ROWS_FOLDED,
+    "ikv_compactor_rows_folded_total",
+    Counter,
+    "Count",
+    "Delta rows (field and document operations) folded into snapshots."
+);
+metric!(
+    COMPACTOR_BYTES_WRITTEN,
+    "ikv_compactor_bytes_written_total",
+    Counter,
+    "Bytes",
+    "Bytes of snapshot files written."
+);
+metric!(
     COMPACTOR_PARTITION_FAILURES,
     "ikv_compactor_partition_failures_total",
     Counter,
@@ -330,6 +351,9 @@ pub static ALL: &[&MetricDef] = &[
     &READER_LOCAL_BYTES,
     &COMPACTOR_PASS_SECONDS,
     &COMPACTOR_SNAPSHOTS,
+    &COMPACTOR_DELTAS_FOLDED,
+    &COMPACTOR_ROWS_FOLDED,
+    &COMPACTOR_BYTES_WRITTEN,
     &COMPACTOR_PARTITION_FAILURES,
     &COMPACTOR_DELTAS_SINCE_SNAPSHOT,
     &COMPACTOR_SNAPSHOT_LAG_SECONDS,
