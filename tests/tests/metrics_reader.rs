@@ -33,6 +33,17 @@ fn write(store: &LocalStore, writer: &Writer, ids: std::ops::Range<u32>) {
     }
 }
 
+fn writer(store: &LocalStore) -> Writer {
+    store
+        .rt
+        .block_on(Writer::open(
+            store.storage.clone(),
+            "m",
+            WriterOptions::default(),
+        ))
+        .unwrap()
+}
+
 fn tip(store: &LocalStore) -> u64 {
     let layout = StoreLayout::new(&store.storage.prefix, "m").unwrap();
     store
@@ -48,14 +59,7 @@ fn at0() -> [(&'static str, &'static str); 1] {
 #[test]
 fn applied_lag_reads_and_applies_follow_the_log() {
     let store = local_store("m", "id", None, 1);
-    let writer = store
-        .rt
-        .block_on(Writer::open(
-            store.storage.clone(),
-            "m",
-            WriterOptions::default(),
-        ))
-        .unwrap();
+    let writer = writer(&store);
     write(&store, &writer, 0..3);
     let reader = Reader::open(options(&store)).unwrap();
     let m = reader.metrics();
@@ -119,14 +123,7 @@ fn applied_lag_reads_and_applies_follow_the_log() {
 #[test]
 fn a_damaged_delta_counts_as_corrupt_and_a_hole_sets_the_gap() {
     let store = local_store("m", "id", None, 1);
-    let writer = store
-        .rt
-        .block_on(Writer::open(
-            store.storage.clone(),
-            "m",
-            WriterOptions::default(),
-        ))
-        .unwrap();
+    let writer = writer(&store);
     write(&store, &writer, 0..2);
     let reader = Reader::open(options(&store)).unwrap();
     let layout = StoreLayout::new(&store.storage.prefix, "m").unwrap();
@@ -194,14 +191,7 @@ fn a_damaged_delta_counts_as_corrupt_and_a_hole_sets_the_gap() {
 #[test]
 fn a_fold_records_its_duration() {
     let store = local_store("m", "id", None, 1);
-    let writer = store
-        .rt
-        .block_on(Writer::open(
-            store.storage.clone(),
-            "m",
-            WriterOptions::default(),
-        ))
-        .unwrap();
+    let writer = writer(&store);
     write(&store, &writer, 0..3);
     let reader = Reader::open(options(&store)).unwrap();
     assert_eq!(
