@@ -59,6 +59,12 @@ impl StoreLayout {
         self.partition_dir(partition).join("tip.json")
     }
 
+    /// The store's wake signal: replaced by a writer whose commit ends a partition's quiet
+    /// spell, read by idle readers ([`crate::bucket::wake`]).
+    pub fn wake(&self) -> Path {
+        self.store_dir.clone().join("wake.json")
+    }
+
     pub fn snapshots_dir(&self, partition: u32) -> Path {
         self.partition_dir(partition).join("snapshots")
     }

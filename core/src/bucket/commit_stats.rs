@@ -18,6 +18,8 @@ pub struct CommitStats {
     tip_searches: AtomicU64,
     hint_reads: AtomicU64,
     hint_publishes: AtomicU64,
+    wake_signals: AtomicU64,
+    wake_failures: AtomicU64,
     commit_seconds: Histogram,
 }
 
@@ -58,6 +60,18 @@ impl CommitStats {
         add(&self.hint_publishes, 1);
     }
 
+    /// A commit that ended a partition's quiet spell wrote the wake signal (or failed to).
+    pub(crate) fn woke(&self, written: bool) {
+        add(
+            if written {
+                &self.wake_signals
+            } else {
+                &self.wake_failures
+            },
+            1,
+        );
+    }
+
     /// The writer's metrics, labelled with its store.
     pub fn metrics(&self, store: &str) -> MetricSet {
         let l = [("store", store)];
@@ -72,6 +86,8 @@ impl CommitStats {
         set.number(&WRITER_TIP_SEARCHES, &l, n(&self.tip_searches));
         set.number(&WRITER_TIP_HINT_READS, &l, n(&self.hint_reads));
         set.number(&WRITER_TIP_HINT_PUBLISHES, &l, n(&self.hint_publishes));
+        set.number(&WRITER_WAKE_SIGNALS, &l, n(&self.wake_signals));
+        set.number(&WRITER_WAKE_FAILURES, &l, n(&self.wake_failures));
         set
     }
 }

@@ -31,12 +31,13 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::bucket::committed::{check_predecessor, next_seq, read_committed};
 use crate::bucket::tip::{Knowledge, find_tip};
 use crate::bucket::tip_hint;
-use crate::bucket::{CreateAnswer, try_create};
+use crate::bucket::wake::{self, WAKE_AFTER, Wake};
+use crate::bucket::{CreateAnswer, exists, try_create};
 use crate::bucket::{list_snapshot_seqs, read_delta};
 use crate::clock::Clock;
 use crate::{Error, ErrorKind, Result, Storage, StoreLayout};
@@ -106,6 +107,27 @@ struct KnownTip {
     /// Whether delta `seq` is known to be committed (this writer committed it, or read and
     /// checked it), or `seq` is 0: only then may `seq + 1` be written.
     checked: bool,
+    /// When delta `seq` was committed, when known (this writer's commit, or the creation time
+    /// a checked delta carries): whether the next commit ends a quiet spell
+    /// (`crate::bucket::wake`).
+    committed_at: Option<SystemTime>,
+}
+
+impl KnownTip {
+    /// A number learned without reading its delta (a search, a hint).
+    fn unchecked(seq: u64, at: Duration) -> KnownTip {
+        KnownTip {
+            seq,
+            at,
+            checked: seq == 0,
+            committed_at: None,
+        }
+    }
+}
+
+/// The creation time a delta's metadata carries.
+fn created_at(meta: &crate::delta::DeltaMeta) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_millis(meta.created_at_ms))
 }
 
 /// Commits deltas to one partition's log. Not shared: one per partition per writer.
@@ -122,6 +144,8 @@ pub struct PartitionCommitter {
     tip: Option<KnownTip>,
     hint: HintPublisher,
     stats: Arc<CommitStats>,
+    /// Named in the wake signals this committer writes.
+    writer_id: String,
 }
 
 /// How long a learned tip is trusted without a search. Below the retention window (an hour
@@ -155,10 +179,12 @@ impl PartitionCommitter {
         partition: u32,
         policy: CommitPolicy,
         clock: Arc<dyn Clock>,
-        seed: u64,
+        writer_id: &str,
         stats: Arc<CommitStats>,
     ) -> Self {
+        let seed = crate::partition::fnv1a_64(format!("{writer_id}/{partition}").as_bytes());
         PartitionCommitter {
+            writer_id: writer_id.to_owned(),
             rng: StdRng::seed_from_u64(seed),
             hint: HintPublisher::start(
                 storage.clone(),
@@ -184,6 +210,11 @@ impl PartitionCommitter {
 
     fn age(&self, tip: &KnownTip) -> Duration {
         self.clock.elapsed().saturating_sub(tip.at)
+    }
+
+    /// The committer's time.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The counters this committer adds to (shared by the writer's partitions).
@@ -215,6 +246,9 @@ impl PartitionCommitter {
         // ahead, so a lost race sends it searching at once. A busy writer loses races by one
         // and tries the next number, searching only after many losses in a row.
         let mut idle = self.tip.is_none_or(|t| self.age(&t) >= IDLE_AFTER);
+        // Whether this writer learned of others' commits during this one: then it publishes
+        // its commit as the tip hint, so the next idle writer finds the tip exactly.
+        let mut overtaken = false;
         if idle && self.tip.is_some_and(|t| self.age(&t) < TIP_TTL) {
             // Others may have moved the log on while this writer was idle: a fresh hint says
             // how far. (Read before the first attempt, not beside it: on the S3 emulator a
@@ -223,11 +257,28 @@ impl PartitionCommitter {
             if let Some(ahead) = self.read_hint().await {
                 // The hinted delta must be a committed one before anything is written after
                 // it: one GET. A hint naming a number that is not there is ignored; one
-                // naming an object that is not a committed delta stops the commit.
-                match read_committed(&self.storage, &self.layout, self.partition, ahead.seq).await {
-                    Ok(Some(_)) => {
-                        self.tip = Some(ahead);
+                // naming an object that is not a committed delta stops the commit. Beside
+                // that GET, a HEAD of the number after it: hints are published on every
+                // 64th number, after a burst and by overtaken writers, so one may trail the
+                // tip; then one LIST from it finds the tip.
+                let after = self
+                    .layout
+                    .delta(self.partition, ahead.seq.saturating_add(1));
+                let (hinted, next) = futures::join!(
+                    read_committed(&self.storage, &self.layout, self.partition, ahead.seq),
+                    exists(&self.storage, &after),
+                );
+                match hinted {
+                    Ok(Some(meta)) => {
+                        overtaken = true;
                         idle = false;
+                        self.tip = Some(KnownTip {
+                            committed_at: created_at(&meta),
+                            ..ahead
+                        });
+                        if !matches!(next, Ok(false)) {
+                            self.follow_trailing_hint(ahead).await;
+                        }
                     }
                     Ok(None) => tracing::warn!(
                         partition = self.partition,
@@ -242,6 +293,7 @@ impl PartitionCommitter {
             }
         }
         loop {
+            let known = self.tip.map(|t| t.seq);
             let tip = match self.known_tip(idle, lost_races).await {
                 Ok(tip) => tip,
                 Err(e) if e.kind() == ErrorKind::Corrupt => return Err(e),
@@ -250,15 +302,21 @@ impl PartitionCommitter {
                     continue;
                 }
             };
+            // A tip beyond what this writer knew (or any tip, for a writer that knew none) was
+            // committed by others.
+            overtaken |= known.map_or(tip > 0, |k| k < tip);
             let seq = next_seq(tip, self.partition)?;
             crate::failpoint!("writer.commit.before_put");
             match self.attempt(seq, &body, batch_id, &ambiguous).await? {
                 Attempt::Committed => {
-                    self.committed(seq);
+                    let predecessor = self.tip.and_then(|t| t.committed_at);
+                    self.committed(seq, overtaken);
                     tracing::debug!(partition = self.partition, seq, "committed delta");
+                    self.wake_if_quiet(seq, predecessor).await;
                     return Ok(seq);
                 }
                 Attempt::Lost => {
+                    overtaken = true;
                     self.stats.lost_race();
                     lost_races += 1;
                     if lost_races > self.policy.max_lost_races {
@@ -286,7 +344,9 @@ impl PartitionCommitter {
                         // Before giving up, settle whether it landed: a caller told "failed"
                         // must be able to trust that nothing was committed.
                         if let Ok(true) = self.landed_as_ours(seq, batch_id).await {
-                            self.committed(seq);
+                            let predecessor = self.tip.and_then(|t| t.committed_at);
+                            self.committed(seq, overtaken);
+                            self.wake_if_quiet(seq, predecessor).await;
                             return Ok(seq);
                         }
                         return Err(after_attempts(e, failures + 1));
@@ -321,16 +381,17 @@ impl PartitionCommitter {
                     search.unwrap_or(Knowledge::Old),
                 )
                 .await?;
-                let checked = seq == 0 || known.is_some_and(|k| k.checked && k.seq == seq);
-                KnownTip {
-                    seq,
-                    at: self.clock.elapsed(),
-                    checked,
+                match known {
+                    Some(k) if k.checked && k.seq == seq => KnownTip {
+                        at: self.clock.elapsed(),
+                        ..k
+                    },
+                    _ => KnownTip::unchecked(seq, self.clock.elapsed()),
                 }
             }
         };
         if !tip.checked {
-            self.check_tip(tip.seq).await?;
+            tip.committed_at = self.check_tip(tip.seq).await?;
             tip.checked = true;
         }
         self.tip = Some(tip);
@@ -341,16 +402,15 @@ impl PartitionCommitter {
     /// GET. A delta retention removed because a committed snapshot covers it counts (a
     /// snapshot at `seq` is proof); any other absence is a failure to retry (the search is
     /// repeated), and an object that is not a committed delta is refused.
-    async fn check_tip(&mut self, seq: u64) -> Result<()> {
-        if read_committed(&self.storage, &self.layout, self.partition, seq)
-            .await?
-            .is_some()
+    /// Returns when the delta was committed, when it says.
+    async fn check_tip(&mut self, seq: u64) -> Result<Option<SystemTime>> {
+        if let Some(meta) = read_committed(&self.storage, &self.layout, self.partition, seq).await?
         {
-            return Ok(());
+            return Ok(created_at(&meta));
         }
         let snapshots = list_snapshot_seqs(&self.storage, &self.layout, self.partition).await?;
         if snapshots.contains(&seq) {
-            return Ok(());
+            return Ok(None);
         }
         self.tip = None;
         Err(Error::StorageMessage {
@@ -405,6 +465,7 @@ impl PartitionCommitter {
             seq,
             at: self.clock.elapsed(),
             checked: true,
+            committed_at: created_at(&meta),
         });
         Ok(Attempt::Lost)
     }
@@ -426,14 +487,72 @@ impl PartitionCommitter {
         Ok(())
     }
 
-    fn committed(&mut self, seq: u64) {
+    fn committed(&mut self, seq: u64, overtaken: bool) {
         self.tip = Some(KnownTip {
             seq,
             at: self.clock.elapsed(),
             checked: true,
+            committed_at: Some(self.clock.now()),
         });
         crate::failpoint!("writer.commit.before_hint");
-        self.hint.publish(seq);
+        self.hint.publish(seq, overtaken);
+    }
+
+    /// After a hint whose next number is taken (or could not be checked): one LIST from the
+    /// hint finds the tip, which the loop then checks before writing after it. A failure
+    /// leaves the hinted number as the tip: the first attempt loses and searches.
+    async fn follow_trailing_hint(&mut self, hinted: KnownTip) {
+        self.stats.searched();
+        match find_tip(
+            &self.storage,
+            &self.layout,
+            self.partition,
+            hinted.seq,
+            Knowledge::Fresh,
+        )
+        .await
+        {
+            Ok(seq) if seq > hinted.seq => {
+                self.tip = Some(KnownTip::unchecked(seq, self.clock.elapsed()));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(partition = self.partition, error = %e, "no tip after the hint's; trying after the hint")
+            }
+        }
+    }
+
+    /// Replaces the store's wake signal when delta `seq` ends a quiet spell: its predecessor
+    /// was committed `WAKE_AFTER` or longer ago, or when is unknown. Before the commit is
+    /// acknowledged (so that idle readers learn of it within their check interval), tried
+    /// twice; a failure is logged and counted, never the commit's: the delta is durable, and
+    /// readers find it at their next slow poll of the partition.
+    async fn wake_if_quiet(&self, seq: u64, predecessor: Option<SystemTime>) {
+        let now = self.clock.now();
+        let quiet = seq == 1
+            || predecessor
+                .is_none_or(|at| now.duration_since(at).unwrap_or_default() >= WAKE_AFTER);
+        if !quiet {
+            return;
+        }
+        let signal = Wake {
+            partition: self.partition,
+            seq,
+            committed_at: now,
+            writer: self.writer_id.clone(),
+        };
+        for attempt in 1..=2 {
+            match wake::write(&self.storage, &self.layout, &signal).await {
+                Ok(()) => {
+                    self.stats.woke(true);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(partition = self.partition, seq, attempt, error = %e, "the wake signal was not written")
+                }
+            }
+        }
+        self.stats.woke(false);
     }
 
     /// The partition's tip hint as a tip (its number, confirmed when it was committed), when
@@ -476,6 +595,7 @@ impl PartitionCommitter {
             // A hint older than this writer's clock cannot be placed on it: not followed.
             at: self.clock.elapsed().checked_sub(age)?,
             checked: true,
+            committed_at: Some(hint.committed_at),
         })
     }
 

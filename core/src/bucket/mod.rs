@@ -28,10 +28,11 @@ mod storage;
 mod store;
 pub mod tip;
 pub mod tip_hint;
+pub mod wake;
 
 pub use commit_stats::CommitStats;
 pub use delta_commit::{CommitPolicy, PartitionCommitter};
-pub use hint_publisher::HintFlush;
+pub use hint_publisher::{BURST_GAP, HINT_EVERY, HintFlush};
 pub use objects::*;
 pub use storage::{Storage, StorageOptions};
 pub use store::*;

@@ -90,6 +90,43 @@ pub async fn read(storage: &Storage, path: &Path) -> Result<Option<Bytes>> {
     }
 }
 
+/// What a conditional read ([`read_if_changed`]) found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conditional {
+    /// The object is as the caller last saw it (a 304: no body moved).
+    Unchanged,
+    /// No object is there.
+    Missing,
+    /// The object's bytes and the tag that names this version of it (when the store has one).
+    Found { bytes: Bytes, tag: Option<String> },
+}
+
+/// The object at `path` unless its version is still `seen` (an entity tag a previous read
+/// returned): one GET either way, with no body when nothing changed.
+pub async fn read_if_changed(
+    storage: &Storage,
+    path: &Path,
+    seen: Option<&str>,
+) -> Result<Conditional> {
+    let options = object_store::GetOptions {
+        if_none_match: seen.map(str::to_owned),
+        ..Default::default()
+    };
+    match storage.store.get_opts(path, options).await {
+        Ok(got) => {
+            let tag = got.meta.e_tag.clone();
+            let bytes = got
+                .bytes()
+                .await
+                .map_err(|e| Error::storage(format!("reading {path}"), e))?;
+            Ok(Conditional::Found { bytes, tag })
+        }
+        Err(object_store::Error::NotModified { .. }) => Ok(Conditional::Unchanged),
+        Err(object_store::Error::NotFound { .. }) => Ok(Conditional::Missing),
+        Err(e) => Err(Error::storage(format!("reading {path}"), e)),
+    }
+}
+
 /// Reads an immutable object whose size a listing gave: one ranged GET (on a local directory,
 /// one blocking-pool hop rather than two). A different size shows as an error or as bytes
 /// that fail their checksum, never as a silent short read of an intact object.

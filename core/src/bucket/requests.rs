@@ -55,15 +55,18 @@ pub enum Outcome {
     NotFound,
     /// A condition did not hold (a conditional create found the object: 412, 409).
     Precondition,
+    /// A conditional read found the object as the caller last saw it (304): billed as a GET.
+    NotModified,
     /// Anything else: a timeout, 5xx, refused credentials.
     Error,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 4] = [
+    pub const ALL: [Outcome; 5] = [
         Outcome::Ok,
         Outcome::NotFound,
         Outcome::Precondition,
+        Outcome::NotModified,
         Outcome::Error,
     ];
 
@@ -73,13 +76,14 @@ impl Outcome {
             Outcome::Ok => "ok",
             Outcome::NotFound => "not_found",
             Outcome::Precondition => "precondition",
+            Outcome::NotModified => "not_modified",
             Outcome::Error => "error",
         }
     }
 }
 
 const KINDS: usize = 5;
-const OUTCOMES: usize = 4;
+const OUTCOMES: usize = 5;
 
 /// Request counts by kind and outcome, shared by every clone of a `Storage`.
 #[derive(Debug, Default)]
@@ -138,6 +142,7 @@ fn outcome_of<T>(result: &Result<T>) -> Outcome {
         Err(
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
         ) => Outcome::Precondition,
+        Err(object_store::Error::NotModified { .. }) => Outcome::NotModified,
         Err(_) => Outcome::Error,
     }
 }

@@ -92,7 +92,21 @@ metric!(
     "ikv_writer_tip_hint_publishes_total",
     Counter,
     "Count",
-    "Tip hints written after commits (coalesced: at most one per partition per 100 ms)."
+    "Tip hints written: on every 64th number, after a burst of commits, and by writers others overtook (at most one per partition per 100 ms)."
+);
+metric!(
+    WRITER_WAKE_SIGNALS,
+    "ikv_writer_wake_signals_total",
+    Counter,
+    "Count",
+    "Wake signals written: commits that ended a partition's quiet spell (its previous delta 20 s old or more)."
+);
+metric!(
+    WRITER_WAKE_FAILURES,
+    "ikv_writer_wake_signal_failures_total",
+    Counter,
+    "Count",
+    "Wake signals that could not be written (twice): idle readers see those commits at their next slow poll."
 );
 metric!(
     WRITER_REFUSALS,
@@ -331,6 +345,8 @@ pub static ALL: &[&MetricDef] = &[
     &WRITER_TIP_SEARCHES,
     &WRITER_TIP_HINT_READS,
     &WRITER_TIP_HINT_PUBLISHES,
+    &WRITER_WAKE_SIGNALS,
+    &WRITER_WAKE_FAILURES,
     &WRITER_REFUSALS,
     &READER_APPLIED_SEQUENCE,
     &READER_LAG_DELTAS,

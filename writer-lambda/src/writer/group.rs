@@ -72,12 +72,20 @@ impl GroupCommitTask {
             Some(id) => id,
             None => uuid::Uuid::new_v4().to_string(),
         };
-        let meta = DeltaMeta::new(
+        let mut meta = DeltaMeta::new(
             batch_id.clone(),
             self.writer_id.clone(),
             self.store_name.clone(),
             self.partition,
         );
+        // On the writer's clock: the next writer reads it to tell whether its own commit
+        // ends a quiet spell (`ikv_core::bucket::wake`).
+        meta.created_at_ms = self
+            .committer
+            .clock()
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let body =
             encode_delta(&meta, group.iter().flat_map(|p| p.ops.iter())).map_err(Arc::new)?;
         let callers = group.len();

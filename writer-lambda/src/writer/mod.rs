@@ -107,7 +107,7 @@ impl Writer {
                 partition,
                 options.commit_policy.clone(),
                 clock.clone(),
-                ikv_core::partition::fnv1a_64(format!("{writer_id}/{partition}").as_bytes()),
+                &writer_id,
                 stats.clone(),
             );
             hints.push(committer.hint_flusher());
