@@ -22,6 +22,8 @@ pub(crate) struct ReaderCounters {
     pub(crate) fold_seconds: std::sync::Arc<Histogram>,
     pub(crate) corrupt_objects: AtomicU64,
     pub(crate) rebuilds: AtomicU64,
+    /// Partitions the owner leaves to the store's wake signal (`crate::cadence`).
+    pub(crate) quiet_partitions: AtomicU64,
     pub(crate) gets: ShardedCounter,
     pub(crate) multigets: ShardedCounter,
     /// The root this process polls with, while it owns the mount (its requests are counted).

@@ -5,6 +5,7 @@
 
 mod apply;
 mod bootstrap;
+mod cadence;
 mod counters;
 mod doc;
 mod drops;

@@ -22,6 +22,11 @@ pub struct ReaderOptions {
     /// Time between polls for new deltas (owner), and the longest time an attached process
     /// takes to see what its owner applied.
     pub poll_interval: Duration,
+    /// Time between checks of the store's wake signal once every partition of this host
+    /// has been quiet for 30 s (one conditional GET per check, whatever the number of
+    /// partitions; rfcs/0009): how long the first write after a quiet spell takes at most to
+    /// be seen, plus a round trip. Never shorter than `poll_interval`.
+    pub idle_poll_interval: Duration,
     /// fjall block cache size (the owner's durable copy).
     pub cache_bytes: u64,
     /// How often a running reader checks (with a LIST) that no delta it has not applied was
@@ -52,6 +57,7 @@ impl ReaderOptions {
             mount_directory: mount_directory.into(),
             partitions: Vec::new(),
             poll_interval: Duration::from_millis(500),
+            idle_poll_interval: Duration::from_secs(3),
             cache_bytes: 64 << 20,
             gap_check_interval: Duration::from_secs(600),
             storage: None,

@@ -1,6 +1,7 @@
 //! The background task of a reader: the owner's polls of the bucket, an attached process's
 //! following of the owner's overlay, and the change of role when the owner goes away.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
@@ -78,24 +79,23 @@ pub(crate) async fn poll_once(
 ) -> Duration {
     let options = &shared.options;
     let clock = options.clock.clone();
-    let Owned {
-        owner,
-        storage,
-        layout,
-        states,
-        ..
-    } = owned;
-    if owner.take_damage() {
+    if owned.owner.take_damage() {
         tracing::warn!("a read found the shared copy damaged; rebuilding it");
         // The durable copy has its own checksums: a new image from it first, the bucket if
         // that fails too.
-        let repaired = match owner.fold() {
+        let repaired = match owned.owner.fold() {
             Ok(()) => Ok(()),
             Err(e) => {
                 tracing::warn!(error = %e, "the durable copy cannot rebuild the image; bootstrapping from the bucket");
-                rebuild(storage, layout, owner, &shared.status, &shared.partitions)
-                    .await
-                    .map(|rebuilt| *states = rebuilt)
+                rebuild(
+                    &owned.storage,
+                    &owned.layout,
+                    &mut owned.owner,
+                    &shared.status,
+                    &shared.partitions,
+                )
+                .await
+                .map(|rebuilt| owned.states = rebuilt)
             }
         };
         if let Err(e) = repaired {
@@ -109,8 +109,35 @@ pub(crate) async fn poll_once(
             shared.damaged.store(true, Ordering::SeqCst);
         }
     }
-    let check_gaps = *failures > 0
-        || clock.elapsed().saturating_sub(*last_gap_check) >= options.gap_check_interval;
+    let now = clock.elapsed();
+    let plan = owned
+        .cadence
+        .plan(
+            &owned.storage,
+            &owned.layout,
+            now,
+            clock.now(),
+            *failures > 0,
+        )
+        .await;
+    let Owned {
+        owner,
+        storage,
+        layout,
+        states,
+        cadence,
+        ..
+    } = owned;
+    let gaps_due = now.saturating_sub(*last_gap_check) >= options.gap_check_interval;
+    let check_gaps = gaps_due || *failures > 0 || plan.stalled;
+    let gap_checked = if *failures > 0 || plan.stalled {
+        plan.due.clone()
+    } else if gaps_due {
+        plan.active.clone()
+    } else {
+        BTreeSet::new()
+    };
+    let before: Vec<(u32, u64)> = states.iter().map(|(p, s)| (*p, s.applied)).collect();
     let started = clock.elapsed();
     let synced = sync_all(
         storage,
@@ -118,7 +145,10 @@ pub(crate) async fn poll_once(
         owner,
         &shared.status,
         states,
-        check_gaps,
+        crate::sync::Scope {
+            due: &plan.due,
+            check_gaps: &gap_checked,
+        },
         clock.as_ref(),
     )
     .await;
@@ -128,6 +158,39 @@ pub(crate) async fn poll_once(
             .counters
             .polled(synced.is_ok(), clock.elapsed().saturating_sub(started));
     }
+    let advanced: BTreeSet<u32> = before
+        .iter()
+        .filter(|(p, applied)| states.get(p).is_some_and(|s| s.applied != *applied))
+        .map(|(p, _)| *p)
+        .collect();
+    let failed: BTreeSet<u32> = match &synced {
+        Ok(()) => BTreeSet::new(),
+        Err(crate::sync::SyncFailure::Partitions(failed)) => {
+            failed.iter().map(|(p, _)| *p).collect()
+        }
+        Err(crate::sync::SyncFailure::All(_)) => plan.due.clone(),
+    };
+    let polled_ok: BTreeSet<u32> = plan.due.difference(&failed).copied().collect();
+    let (caught_up, as_of, wait) = cadence.after(&plan, &polled_ok, &advanced, clock.elapsed());
+    shared
+        .status
+        .counters
+        .quiet_partitions
+        .store(cadence.quiet() as u64, Ordering::Relaxed);
+    if let Some(at) = as_of {
+        // The signal, read before anything was committed that this owner has not applied,
+        // is unchanged: its quiet partitions are as fresh as that read.
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for p in caught_up {
+            if let Some(s) = states.get(&p)
+                && shared.status.caught_up(p, s.applied, at)
+            {
+                owner.set_caught_up(p, ms);
+            }
+        }
+    }
     match synced {
         Ok(()) => {
             if check_gaps {
@@ -135,7 +198,7 @@ pub(crate) async fn poll_once(
             }
             *failures = 0;
             owned.local_failures = 0;
-            options.poll_interval
+            wait
         }
         // Cut short by shutdown: not a failure.
         Err(_) if *stop.borrow() => Duration::ZERO,

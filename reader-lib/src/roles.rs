@@ -13,6 +13,7 @@ use ikv_core::bucket::load_config;
 use ikv_core::clock::Clock;
 use ikv_core::{Error, Result, Storage, StoreConfig, StoreLayout};
 
+use crate::cadence::Cadence;
 use crate::image::Image;
 use crate::local::PartitionState;
 use crate::mount::{Current, Identity, LOCAL_LAYOUT, MountDir, check_identity, normalized_url};
@@ -45,6 +46,8 @@ pub(crate) struct Owned {
     pub(crate) states: BTreeMap<u32, PartitionState>,
     /// Polls in a row that failed in the local copy (not the bucket).
     pub(crate) local_failures: u32,
+    /// Which partitions each poll looks at.
+    pub(crate) cadence: Cadence,
 }
 
 /// Polls in a row failing in the local copy after which the owner reopens it.
@@ -185,19 +188,29 @@ pub(crate) async fn own(
     };
     // A resumed copy may have fallen behind retention while no reader ran, and any copy may
     // sit below a hole: check once (a LIST or two per partition).
+    let all = states.keys().copied().collect();
     sync_all(
         &storage,
         &layout,
         &mut owner,
         status,
         &mut states,
-        true,
+        crate::sync::Scope {
+            due: &all,
+            check_gaps: &all,
+        },
         options.clock.as_ref(),
     )
     .await
     .map_err(crate::sync::SyncFailure::into_error)?;
     Ok((
         Owned {
+            cadence: Cadence::new(
+                states.keys().copied(),
+                options.clock.elapsed(),
+                options.poll_interval,
+                options.idle_poll_interval,
+            ),
             owner,
             storage,
             layout,

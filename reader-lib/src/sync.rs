@@ -1,7 +1,7 @@
 //! Keeping the local store in step with the bucket: catching a partition up, noticing a gap
 //! left by retention, and (re)bootstrapping.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ikv_core::bucket::committed::decode_committed;
 use ikv_core::bucket::{list_snapshot_seqs, read_delta};
@@ -161,7 +161,17 @@ pub async fn rebuild(
     Ok(states)
 }
 
-/// Catches every partition up. With `check_gaps`, then tells "nothing newer" from a gap: on
+/// Which partitions a round of [`sync_all`] looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// Caught up.
+    pub due: &'a BTreeSet<u32>,
+    /// Then checked for gaps (of those in `due`).
+    pub check_gaps: &'a BTreeSet<u32>,
+}
+
+/// Catches the partitions in `scope.due` up (the others are left as they are: `crate::cadence`
+/// decides). For those in `scope.check_gaps`, then tells "nothing newer" from a gap: on
 /// a retention gap, rebuilds from snapshots (once) and catches up again, so no data is ever
 /// skipped; a hole is reported in the status. Freshness (`caught_up_at`, the time this pass
 /// started) is claimed only after that, and never for a partition with a known hole.
@@ -171,10 +181,12 @@ pub async fn sync_all(
     owner: &mut Owner,
     status: &StatusBoard,
     states: &mut BTreeMap<u32, PartitionState>,
-    check_gaps: bool,
+    scope: Scope<'_>,
     clock: &dyn ikv_core::clock::Clock,
 ) -> std::result::Result<(), SyncFailure> {
+    let Scope { due, check_gaps } = scope;
     let partitions: Vec<u32> = states.keys().copied().collect();
+    let mut due = due.clone();
     let mut rebuilt = false;
     // Partitions whose catch-up failed this poll: the others go on, and each failed one
     // reports its own error.
@@ -186,7 +198,7 @@ pub async fn sync_all(
         loop {
             let mut imports = Vec::new();
             for (p, s) in states.iter_mut() {
-                if failed.iter().any(|(f, _)| f == p) {
+                if !due.contains(p) || failed.iter().any(|(f, _)| f == p) {
                     continue;
                 }
                 let before = s.applied;
@@ -218,8 +230,11 @@ pub async fn sync_all(
             }
         }
         let mut retention_gap = None;
-        if check_gaps {
-            for (p, s) in states.iter() {
+        {
+            for (p, s) in states
+                .iter()
+                .filter(|(p, _)| due.contains(p) && (rebuilt || check_gaps.contains(p)))
+            {
                 match find_gap(storage, layout, *p, s.applied).await? {
                     Gap::None => {}
                     Gap::Retention => {
@@ -247,13 +262,15 @@ pub async fn sync_all(
             Some((p, applied)) if rebuilt => return Err(fell_behind(p, applied).into()),
             Some(_) => {
                 *states = rebuild(storage, layout, owner, status, &partitions).await?;
+                // Every partition starts again from its snapshot: all of them catch up.
+                due = partitions.iter().copied().collect();
                 rebuilt = true;
                 continue;
             }
             None => {}
         }
         for (p, s) in states.iter() {
-            if failed.iter().any(|(f, _)| f == p) {
+            if !due.contains(p) || failed.iter().any(|(f, _)| f == p) {
                 continue;
             }
             if status.caught_up(*p, s.applied, started) {

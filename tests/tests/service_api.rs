@@ -347,14 +347,16 @@ async fn bad_requests_get_4xx_naming_the_problem_and_write_nothing() {
     assert_eq!(status, StatusCode::OK, "{got}");
     assert_eq!(got["operations"], 1);
     assert_eq!(got["commits"].as_array().unwrap().len(), 1);
-    // One delta; the tip hint the commit publishes in the background is not counted.
+    // One delta, and the store's wake signal (the partition's first commit ends a quiet
+    // spell); the tip hint the commit publishes in the background is not counted.
     let after = bucket_contents(&storage).await;
     let written: Vec<&String> = after
         .keys()
         .filter(|k| !before.contains_key(*k) && !k.ends_with("/tip.json"))
         .collect();
-    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(written.len(), 2, "{written:?}");
     assert!(written[0].ends_with(".arrow"), "{written:?}");
+    assert!(written[1].ends_with("/wake.json"), "{written:?}");
 }
 
 #[tokio::test]

@@ -202,6 +202,13 @@ metric!(
     "Objects refused as damaged or foreign (a checksum, a name or a place did not match)."
 );
 metric!(
+    READER_QUIET_PARTITIONS,
+    "ikv_reader_quiet_partitions",
+    Gauge,
+    "Count",
+    "Partitions the mount's owner leaves to the store's wake signal (no change for 30 s): polled directly only every 10 minutes or more."
+);
+metric!(
     READER_REBUILDS,
     "ikv_reader_rebuilds_total",
     Counter,
@@ -361,6 +368,7 @@ pub static ALL: &[&MetricDef] = &[
     &READER_FOLD_SECONDS,
     &READER_CORRUPT_OBJECTS,
     &READER_REBUILDS,
+    &READER_QUIET_PARTITIONS,
     &READER_OWNS_MOUNT,
     &READER_GETS,
     &READER_MULTIGETS,
