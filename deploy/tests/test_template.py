@@ -45,9 +45,10 @@ def test_each_function_writes_only_its_own_keys(text: str) -> None:
     # The writer puts deltas only: never a store's configuration or a snapshot.
     assert 'Action: s3:PutObject\n              Resource: !Sub "${StoreBucket.Arn}/ikv/*/deltas/*"' in writer
     assert "snapshots" not in writer
-    # ... and the tip hint, the one key it overwrites; no other PutObject.
+    # ... and the two keys it overwrites, the tip hint and the wake signal; no other PutObject.
     assert 'Sid: PublishTipHints\n              Effect: Allow\n              Action: s3:PutObject\n              Resource: !Sub "${StoreBucket.Arn}/ikv/*/tip.json"' in writer
-    assert writer.count("s3:PutObject") == 2
+    assert 'Sid: WakeIdleReaders\n              Effect: Allow\n              Action: s3:PutObject\n              Resource: !Sub "${StoreBucket.Arn}/ikv/*/wake.json"' in writer
+    assert writer.count("s3:PutObject") == 3
     # The compactor puts snapshots and deletes covered deltas and old snapshots, nothing else.
     put = snapshot.split("Sid: WriteSnapshots")[1].split("Sid:")[0]
     assert "/ikv/*/snapshots/*" in put and "deltas" not in put
