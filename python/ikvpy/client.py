@@ -92,6 +92,7 @@ class IKVReader:
             partitions=options.partitions,
             poll_interval_ms=max(1, int(options.poll_interval_seconds * 1000)),
             lazy=_lazy,
+            idle_poll_interval_ms=max(1, int(options.idle_poll_interval_seconds * 1000)),
         )
         self._started = _lazy
         if _lazy:

@@ -40,6 +40,7 @@ class ClientOptions:
         partitions: Optional[List[int]],
         poll_interval_seconds: float,
         logging: Optional[Tuple[str, Optional[str]]],
+        idle_poll_interval_seconds: float = 3.0,
     ) -> None:
         self.store_name = store_name
         self.account_id = account_id
@@ -50,6 +51,7 @@ class ClientOptions:
         self.writer_url = writer_url
         self.partitions = None if partitions is None else list(partitions)
         self.poll_interval_seconds = poll_interval_seconds
+        self.idle_poll_interval_seconds = idle_poll_interval_seconds
         self.logging = logging
 
     def __repr__(self) -> str:
@@ -59,6 +61,15 @@ class ClientOptions:
             f"mount_directory={self.mount_directory!r}, storage_url={self.storage_url!r}, "
             f"writer_url={self.writer_url!r}, partitions={self.partitions!r})"
         )
+
+
+def _seconds(seconds: float, what: str) -> float:
+    """A number of seconds in (0, 3600], or the ikvpy error naming ``what``."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise IKVTypeError(f"{what} must be a number of seconds, not {type(seconds).__name__}")
+    if not 0 < seconds <= 3600:
+        raise IKVValueError(f"{what} must be in (0, 3600] seconds, got {seconds}")
+    return float(seconds)
 
 
 class ClientOptionsBuilder:
@@ -74,6 +85,7 @@ class ClientOptionsBuilder:
         self._writer_url: Optional[str] = None
         self._partitions: Optional[List[int]] = None
         self._poll_interval_seconds = 0.5
+        self._idle_poll_interval_seconds = 3.0
         self._logging: Optional[Tuple[str, Optional[str]]] = None
 
     def with_account_id(self, account_id: str) -> "ClientOptionsBuilder":
@@ -133,12 +145,18 @@ class ClientOptionsBuilder:
         return self
 
     def with_poll_interval(self, seconds: float) -> "ClientOptionsBuilder":
-        """Time between a reader's polls for new writes (default 0.5 s)."""
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-            raise IKVTypeError(f"poll interval must be a number of seconds, not {type(seconds).__name__}")
-        if not 0 < seconds <= 3600:
-            raise IKVValueError(f"poll interval must be in (0, 3600] seconds, got {seconds}")
-        self._poll_interval_seconds = float(seconds)
+        """Time between a reader's polls for new writes to partitions that changed within
+        the last 30 s (default 0.5 s)."""
+        self._poll_interval_seconds = _seconds(seconds, "poll interval")
+        return self
+
+    def with_idle_poll_interval(self, seconds: float) -> "ClientOptionsBuilder":
+        """Time between a reader's checks of the store's wake signal once its partitions have
+        been quiet for 30 s (default 3 s; never shorter than the poll interval): the longest
+        the first write after a quiet spell waits to be seen, plus a round trip. One request
+        per check whatever the number of partitions: 3 s costs about $0.35 a month per host,
+        1 s about $1.04 (docs/OPERATIONS.md, "Request budget")."""
+        self._idle_poll_interval_seconds = _seconds(seconds, "idle poll interval")
         return self
 
     def build(self) -> ClientOptions:
@@ -157,4 +175,5 @@ class ClientOptionsBuilder:
             partitions=self._partitions,
             poll_interval_seconds=self._poll_interval_seconds,
             logging=self._logging,
+            idle_poll_interval_seconds=self._idle_poll_interval_seconds,
         )

@@ -304,7 +304,8 @@ impl Drop for NativeReader {
 #[pymethods]
 impl NativeReader {
     #[new]
-    #[pyo3(signature = (store_name, storage_url, mount_directory, storage_options=None, partitions=None, poll_interval_ms=500, lazy=false))]
+    #[pyo3(signature = (store_name, storage_url, mount_directory, storage_options=None, partitions=None, poll_interval_ms=500, lazy=false, idle_poll_interval_ms=3000))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments
     fn new(
         store_name: String,
         storage_url: String,
@@ -313,11 +314,13 @@ impl NativeReader {
         partitions: Option<Vec<u32>>,
         poll_interval_ms: u64,
         lazy: bool,
+        idle_poll_interval_ms: u64,
     ) -> Self {
         let mut options = ReaderOptions::new(&storage_url, &store_name, mount_directory);
         options.storage_options = crate::convert::storage_options(storage_options);
         options.partitions = partitions.unwrap_or_default();
         options.poll_interval = Duration::from_millis(poll_interval_ms.max(1));
+        options.idle_poll_interval = Duration::from_millis(idle_poll_interval_ms.max(1));
         NativeReader {
             options,
             state: ArcSwap::from_pointee(Lifecycle::NotStarted),

@@ -5,6 +5,7 @@
 pub mod counting;
 pub mod faulty;
 pub mod fixture;
+pub mod latency;
 pub mod model;
 pub mod model_check;
 pub mod random_ops;

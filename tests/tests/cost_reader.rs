@@ -6,7 +6,9 @@
 //!   its partitions have been quiet for 30 s, over an hour;
 //! - the first write after a quiet spell is applied at the next check of the wake signal,
 //!   and the partition is then polled at the poll interval again;
-//! - a commit whose wake signal was lost is still applied, by the slow poll of its partition.
+//! - a commit whose wake signal was lost is still applied, by the slow poll of its partition;
+//! - catching up 1,000 deltas of one partition through a store 25 ms away applies them in
+//!   order with at most 32 GETs in flight, about one GET per delta.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -227,4 +229,39 @@ fn a_commit_whose_wake_signal_was_lost_is_applied_by_the_slow_poll() {
     host.run_for(600);
     assert_eq!(host.applied(1), 2, "found by the partition's slow poll");
     host.reader.shutdown().unwrap();
+}
+
+#[test]
+fn catching_up_a_thousand_deltas_keeps_order_with_at_most_32_gets_in_flight() {
+    use ikv_tests::latency::LatencyStore;
+    let rt = runtime();
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let writer_storage = Storage::new(inner.clone(), Path::from("root"), "memory://cost");
+    rt.block_on(create_store(
+        &writer_storage,
+        &StoreConfig::new("s", "id", None, 1).unwrap(),
+    ))
+    .unwrap();
+    let writer = rt
+        .block_on(Writer::open(writer_storage, "s", WriterOptions::default()))
+        .unwrap();
+    for v in 1..=1000 {
+        rt.block_on(writer.upsert_fields(doc("k", v))).unwrap();
+    }
+    let far = Arc::new(LatencyStore::new(inner, Duration::from_millis(25)));
+    let storage = Storage::new(far.clone(), Path::from("root"), "memory://far");
+    let mount = tempfile::tempdir().unwrap();
+    let mut options = ReaderOptions::new("memory://far", "s", mount.path());
+    options.storage = Some(storage.clone());
+    let reader = Reader::open(options).unwrap();
+    assert_eq!(reader.status()[0].applied_sequence, 1000);
+    let got = reader.get(b"k", "v").unwrap();
+    assert_eq!(got, Some(FieldValue::Int64(1000)), "the last write wins");
+    let most = far.most_gets_in_flight();
+    assert!((2..=32).contains(&most), "{most} GETs in flight");
+    let gets = storage
+        .requests()
+        .of_kind(ikv_core::bucket::requests::RequestKind::Get);
+    assert!(gets <= 1000 + 32 + 8, "{gets} GETs for 1,000 deltas");
+    reader.shutdown().unwrap();
 }
