@@ -101,7 +101,42 @@ pub async fn status_table(
             "{p:<9} {tip:>12} {seq:>12} {age:>14} {since:>12}  {log}"
         ));
     }
+    lines.push(String::new());
+    lines.push(wake_line(storage, &layout, now_ms).await?);
     Ok((lines.join("\n"), tips, holes))
+}
+
+/// What the store's wake signal says: which partition last woke quiet readers, and when.
+async fn wake_line(
+    storage: &ikv_core::Storage,
+    layout: &StoreLayout,
+    now_ms: u64,
+) -> Result<String, Fail> {
+    use ikv_core::bucket::wake::Wake;
+    Ok(
+        match ikv_core::bucket::read(storage, &layout.wake()).await? {
+            None => "wake signal: none yet (no commit has ended a quiet spell)".to_owned(),
+            Some(bytes) => match Wake::decode(&bytes, layout) {
+                Ok(wake) => {
+                    let at = wake
+                        .committed_at
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    format!(
+                        "wake signal: partition {} woke at delta {}, {} ago",
+                        wake.partition,
+                        wake.seq,
+                        humantime::format_duration(Duration::from_secs(
+                            now_ms.saturating_sub(at) / 1000
+                        ))
+                    )
+                }
+                Err(e) => format!(
+                    "wake signal: unreadable ({e}); readers poll all partitions when it changes, whatever it says"
+                ),
+            },
+        },
+    )
 }
 
 /// Above the newest snapshot a partition's log must be dense: the first missing delta while

@@ -1,7 +1,8 @@
 //! `ikv status --watch`: a store's status redrawn every interval for a person at a terminal,
 //! with the write rate each partition's tip shows, and, for each `--scrape` endpoint (an
 //! `ikv serve`'s or a process's `/metrics`), what its readers and writers report: lag,
-//! applied deltas, reads, storage requests per second, local copy size, commits.
+//! applied deltas, reads, storage requests per second by kind with what they cost a month at
+//! S3 list prices, local copy size, commits.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -149,6 +150,36 @@ fn max(scrape: &Scrape, name: &str, want: &[(&str, &str)]) -> f64 {
     matching(scrape, name, want).fold(0.0, f64::max)
 }
 
+/// S3 list prices (us-east-1), per request: PUT, COPY, POST, LIST; GET, HEAD and the rest.
+const WRITE_PRICE: f64 = 0.005 / 1000.0;
+const READ_PRICE: f64 = 0.0004 / 1000.0;
+/// Seconds in a 30-day month.
+const MONTH: f64 = 30.0 * 86_400.0;
+
+/// A component's storage requests per second by kind, and what that rate costs a month at S3
+/// list prices ("-" until two frames were taken).
+fn request_rates(
+    scrape: &Scrape,
+    earlier: Option<&Scrape>,
+    secs: Option<f64>,
+    component: &str,
+) -> String {
+    let (Some(earlier), Some(secs)) = (earlier, secs) else {
+        return "-".to_owned();
+    };
+    let per_second = |kind: &str| {
+        let want = [("component", component), ("kind", kind)];
+        let name = "ikv_storage_requests_total";
+        (sum(scrape, name, &want) - sum(earlier, name, &want)).max(0.0) / secs
+    };
+    let [get, head, put, list, delete] = ["get", "head", "put", "list", "delete"].map(per_second);
+    let dollars = ((put + list) * WRITE_PRICE + (get + head) * READ_PRICE) * MONTH;
+    format!(
+        "{:.2} (get {get:.2}, head {head:.2}, put {put:.2}, list {list:.2}, delete {delete:.2}) ≈ ${dollars:.2}/month",
+        get + head + put + list + delete
+    )
+}
+
 fn render(
     store: &str,
     every: Duration,
@@ -192,31 +223,34 @@ fn render(
         let has = |name: &str| scrape.keys().any(|(n, _)| n == name);
         if has("ikv_reader_applied_sequence") {
             out.push_str(&format!(
-                "  reader: lag {:.1} s / {} deltas, applied {}, owner {}, gets/s {}, multigets/s {}, requests/s {}, local copy {:.1} MB\n",
+                "  reader: lag {:.1} s / {} deltas, applied {}, owner {}, quiet partitions {}, gets/s {}, multigets/s {}, local copy {:.1} MB\n    storage requests/s {}\n",
                 max(scrape, "ikv_reader_lag_seconds", &s),
                 max(scrape, "ikv_reader_lag_deltas", &s),
                 sum(scrape, "ikv_reader_applied_sequence", &s),
                 if sum(scrape, "ikv_reader_owns_mount", &s) > 0.0 { "yes" } else { "no" },
+                sum(scrape, "ikv_reader_quiet_partitions", &s),
                 rate(sum(scrape, "ikv_reader_gets_total", &s), was("ikv_reader_gets_total", &s)),
                 rate(sum(scrape, "ikv_reader_multigets_total", &s), was("ikv_reader_multigets_total", &s)),
-                rate(
-                    sum(scrape, "ikv_storage_requests_total", &[("component", "reader")]),
-                    was("ikv_storage_requests_total", &[("component", "reader")])
-                ),
                 sum(scrape, "ikv_reader_local_bytes", &s) / 1e6,
+                request_rates(scrape, earlier, secs, "reader"),
             ));
         }
         if has("ikv_writer_commits_total") {
             out.push_str(&format!(
-                "  writer: commits/s {}, operations/s {}, lost races/s {}, requests/s {}, refusals {}\n",
+                "  writer: commits/s {}, operations/s {}, lost races/s {}, hints/s {}, wake signals/s {}, refusals {}\n    storage requests/s {}\n",
                 rate(sum(scrape, "ikv_writer_commits_total", &s), was("ikv_writer_commits_total", &s)),
                 rate(sum(scrape, "ikv_writer_operations_total", &s), was("ikv_writer_operations_total", &s)),
                 rate(sum(scrape, "ikv_writer_lost_races_total", &s), was("ikv_writer_lost_races_total", &s)),
                 rate(
-                    sum(scrape, "ikv_storage_requests_total", &[("component", "writer")]),
-                    was("ikv_storage_requests_total", &[("component", "writer")])
+                    sum(scrape, "ikv_writer_tip_hint_publishes_total", &s),
+                    was("ikv_writer_tip_hint_publishes_total", &s)
+                ),
+                rate(
+                    sum(scrape, "ikv_writer_wake_signals_total", &s),
+                    was("ikv_writer_wake_signals_total", &s)
                 ),
                 sum(scrape, "ikv_writer_refusals_total", &[]),
+                request_rates(scrape, earlier, secs, "writer"),
             ));
         }
         if !has("ikv_reader_applied_sequence") && !has("ikv_writer_commits_total") {
@@ -229,6 +263,26 @@ fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_rates_are_per_kind_and_priced() {
+        let at = |get: f64, put: f64| {
+            parse_prometheus(&format!(
+                "ikv_storage_requests_total{{component=\"reader\",kind=\"get\",outcome=\"ok\"}} {get}\n\
+                 ikv_storage_requests_total{{component=\"reader\",kind=\"get\",outcome=\"not_modified\"}} {get}\n\
+                 ikv_storage_requests_total{{component=\"reader\",kind=\"put\",outcome=\"ok\"}} {put}\n\
+                 ikv_storage_requests_total{{component=\"writer\",kind=\"put\",outcome=\"ok\"}} 999\n"
+            ))
+        };
+        let before = at(10.0, 1.0);
+        let now = at(20.0, 3.0);
+        assert_eq!(request_rates(&now, None, Some(10.0), "reader"), "-");
+        // 2 GET/s and 0.2 PUT/s: 5.18M GETs ($2.07) and 518k PUTs ($2.59) a month.
+        assert_eq!(
+            request_rates(&now, Some(&before), Some(10.0), "reader"),
+            "2.20 (get 2.00, head 0.00, put 0.20, list 0.00, delete 0.00) ≈ $4.67/month"
+        );
+    }
 
     #[test]
     fn prometheus_text_parses_with_labels_quotes_and_comments() {

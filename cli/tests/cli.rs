@@ -149,8 +149,13 @@ fn store_commands_happy_paths_and_errors() {
     );
 
     let status = ok(&ikv(&url, &["status", "--store", "users"]));
+    // A header, a line per partition, then the wake signal the first commit wrote.
     assert!(
-        status.lines().count() == 3 && status.contains("none"),
+        status.lines().count() == 5 && status.contains("none"),
+        "{status}"
+    );
+    assert!(
+        status.contains("wake signal: partition 1 woke at delta 1, "),
         "{status}"
     );
     let got = ok(&ikv(
