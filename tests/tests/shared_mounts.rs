@@ -245,6 +245,11 @@ fn attached_readers_make_no_storage_requests_and_see_every_write() {
         assert_eq!(m.sum(&READER_GETS, &[]), gets + 1.0);
     }
     assert_eq!(owner.metrics().value(&READER_OWNS_MOUNT, &[]), Some(1.0));
+    // A poll is counted when it ends; the readers see its deltas as it applies them, so the
+    // one that applied the last may still be running (a stop would leave it uncounted).
+    wait_until("the owner counted a poll", || {
+        owner.metrics().sum(&READER_POLLS, &[("outcome", "ok")]) > 0.0
+    });
     owner.stop().unwrap();
     let m = owner.metrics();
     assert!(m.sum(&READER_POLLS, &[("outcome", "ok")]) > 0.0);
