@@ -317,3 +317,30 @@ pub fn get(
     reader.shutdown()?;
     Ok(serde_json::to_string_pretty(&Value::Object(shown)).unwrap_or_default())
 }
+
+/// `ikv prepare-bucket`: what it found and did, one line each, then what readers need.
+pub async fn prepare_bucket(url: &str, notify: bool) -> Result<String, Fail> {
+    let (bucket, prefix) = ikv_aws::bucket_and_prefix(url).map_err(|e| Fail::from(e.to_string()))?;
+    let config = ikv_aws::sdk_config(&StorageOptions::default()).await;
+    let done = ikv_aws::prepare::prepare_bucket(&config, &bucket, &prefix, notify)
+        .await
+        .map_err(ikv_core::Error::from)?;
+    let said = |written: bool| if written { "written" } else { "already in place" };
+    let mut out = vec![format!(
+        "lifecycle rule {} (abort multipart uploads unfinished after {} day): {}",
+        ikv_aws::prepare::LIFECYCLE_RULE,
+        ikv_aws::prepare::ABORT_AFTER_DAYS,
+        said(done.lifecycle_written)
+    )];
+    if let Some(topic) = &done.wake_topic {
+        out.push(format!(
+            "notification {} (PUTs of wake.json under {url}) to {topic}: {}",
+            ikv_aws::prepare::NOTIFICATION,
+            said(done.notification_written)
+        ));
+        out.push(format!(
+            "readers: set the wake topic to {topic} (ReaderOptions::wake_topic, ClientOptionsBuilder.with_wake_topic) to learn of writes after a quiet spell within a long poll"
+        ));
+    }
+    Ok(out.join("\n"))
+}

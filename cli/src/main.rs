@@ -54,6 +54,14 @@ enum Command {
         #[arg(long)]
         store: String,
     },
+    /// Prepare the bucket of an s3:// root (idempotent): a lifecycle rule that aborts multipart
+    /// uploads unfinished after a day and, with --notify, S3 event notifications of the stores'
+    /// wake signals to an SNS topic that reader hosts subscribe to (their wake topic)
+    PrepareBucket {
+        /// Also send the wake signals' PUTs to an SNS topic (created if needed)
+        #[arg(long)]
+        notify: bool,
+    },
     /// Per partition: tip sequence, newest snapshot and its age, deltas since
     Status {
         #[arg(long)]
@@ -174,6 +182,9 @@ async fn run(cli: Cli) -> Result<String, Fail> {
                 partitions,
             )
             .await
+        }
+        Command::PrepareBucket { notify } => {
+            commands::prepare_bucket(&url(&cli.storage_url)?, notify).await
         }
         Command::Describe { store } => commands::describe(&url(&cli.storage_url)?, &store).await,
         Command::Status {

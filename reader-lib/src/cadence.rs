@@ -117,6 +117,7 @@ impl Cadence {
         now: Duration,
         wall: SystemTime,
         all: bool,
+        pushed: bool,
     ) -> Plan {
         let stalled = self
             .next_tick
@@ -126,7 +127,9 @@ impl Cadence {
             .values()
             .any(|t| !t.quiet && now.saturating_sub(t.changed) >= QUIET_AFTER);
         let any_quiet = self.tracks.values().any(|t| t.quiet);
+        // (`idle_poll_interval` as the period: a pushed host's ticks come every 30 s anyway.)
         let check_due = self.last_check.is_none()
+            || pushed
             || turning
             || (any_quiet
                 && self
@@ -189,6 +192,7 @@ impl Cadence {
         polled_ok: &BTreeSet<u32>,
         advanced: &BTreeSet<u32>,
         now: Duration,
+        pushed: bool,
     ) -> (Vec<u32>, Option<SystemTime>, Duration) {
         for (p, t) in self.tracks.iter_mut() {
             if advanced.contains(p) {
@@ -217,6 +221,10 @@ impl Cadence {
         };
         let wait = if self.tracks.values().any(|t| !t.quiet) {
             self.poll_interval
+        } else if pushed {
+            // The wake queue answers: it brings the next wake; checks are a safety net.
+            self.idle_poll_interval
+                .max(crate::push::PUSHED_CHECK_INTERVAL)
         } else {
             self.idle_poll_interval
         };

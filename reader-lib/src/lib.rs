@@ -20,6 +20,7 @@ mod overlay;
 mod owner;
 mod poller;
 mod priority;
+mod push;
 mod reader;
 mod roles;
 mod snapshot_rows;

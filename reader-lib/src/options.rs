@@ -27,6 +27,12 @@ pub struct ReaderOptions {
     /// partitions; rfcs/0009): how long the first write after a quiet spell takes at most to
     /// be seen, plus a round trip. Never shorter than `poll_interval`.
     pub idle_poll_interval: Duration,
+    /// The bucket's wake topic (an SNS topic ARN `ikv prepare-bucket --notify` prints): the
+    /// mount's owner subscribes a queue of its own to it and learns of the first write after
+    /// a quiet spell within a long poll, checking the signal only every 30 s meanwhile. Needs
+    /// SQS (create, receive, delete a queue) and SNS (subscribe, unsubscribe) permissions;
+    /// without them the host polls as without a topic. `None`: polling only.
+    pub wake_topic: Option<String>,
     /// fjall block cache size (the owner's durable copy).
     pub cache_bytes: u64,
     /// How often a running reader checks (with a LIST) that no delta it has not applied was
@@ -58,6 +64,7 @@ impl ReaderOptions {
             partitions: Vec::new(),
             poll_interval: Duration::from_millis(500),
             idle_poll_interval: Duration::from_secs(3),
+            wake_topic: None,
             cache_bytes: 64 << 20,
             gap_check_interval: Duration::from_secs(600),
             storage: None,

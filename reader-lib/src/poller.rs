@@ -69,6 +69,15 @@ pub(crate) fn follow(shared: &Shared, check_current: bool) -> Result<()> {
     Ok(())
 }
 
+/// What the push path (`crate::push`) tells a poll.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Push {
+    /// A wake arrived: check the signal now.
+    pub(crate) woken: bool,
+    /// The wake queue answers: a quiet host may check the signal rarely.
+    pub(crate) healthy: bool,
+}
+
 /// One poll of the owner; returns how long to wait before the next.
 pub(crate) async fn poll_once(
     shared: &Shared,
@@ -76,6 +85,7 @@ pub(crate) async fn poll_once(
     failures: &mut u32,
     last_gap_check: &mut Duration,
     stop: &watch::Receiver<bool>,
+    push: Push,
 ) -> Duration {
     let options = &shared.options;
     let clock = options.clock.clone();
@@ -118,6 +128,7 @@ pub(crate) async fn poll_once(
             now,
             clock.now(),
             *failures > 0,
+            push.woken,
         )
         .await;
     let Owned {
@@ -171,7 +182,13 @@ pub(crate) async fn poll_once(
         Err(crate::sync::SyncFailure::All(_)) => plan.due.clone(),
     };
     let polled_ok: BTreeSet<u32> = plan.due.difference(&failed).copied().collect();
-    let (caught_up, as_of, wait) = cadence.after(&plan, &polled_ok, &advanced, clock.elapsed());
+    let (caught_up, as_of, wait) = cadence.after(
+        &plan,
+        &polled_ok,
+        &advanced,
+        clock.elapsed(),
+        push.healthy,
+    );
     shared
         .status
         .counters
@@ -225,6 +242,8 @@ pub(crate) async fn poll_once(
 
 pub(crate) async fn run(shared: Arc<Shared>, mut role: Role, mut stop: watch::Receiver<bool>) {
     let clock = shared.options.clock.clone();
+    let mut push: Option<(Arc<crate::push::PushState>, tokio::task::JoinHandle<()>)> = None;
+    let mut woken = false;
     let mut failures: u32 = 0;
     let mut last_gap_check = clock.elapsed();
     let mut ticks: u64 = 0;
@@ -249,8 +268,31 @@ pub(crate) async fn run(shared: Arc<Shared>, mut role: Role, mut stop: watch::Re
                         shared.status.failed(*p, &e);
                     }
                 }
-                let wait =
-                    poll_once(&shared, owned, &mut failures, &mut last_gap_check, &stop).await;
+                if push.is_none()
+                    && let Some(topic) = &shared.options.wake_topic
+                {
+                    push = Some(crate::push::start(
+                        topic.clone(),
+                        shared.options.storage_options.clone(),
+                        clock.clone(),
+                        stop.clone(),
+                    ));
+                }
+                let pushed = Push {
+                    woken: std::mem::take(&mut woken),
+                    healthy: push
+                        .as_ref()
+                        .is_some_and(|(p, _)| p.healthy.load(Ordering::SeqCst)),
+                };
+                let wait = poll_once(
+                    &shared,
+                    owned,
+                    &mut failures,
+                    &mut last_gap_check,
+                    &stop,
+                    pushed,
+                )
+                .await;
                 if owned.local_failures >= REOPEN_AFTER_LOCAL_FAILURES {
                     // The durable copy keeps failing (a full disk poisons it: every later
                     // write fails too). Give the mount up and take it again: the copy is
@@ -302,10 +344,21 @@ pub(crate) async fn run(shared: Arc<Shared>, mut role: Role, mut stop: watch::Re
                 follow_tick
             }
         };
+        let wake = async {
+            match &push {
+                Some((state, _)) => state.woken.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = clock.sleep(wait) => {}
+            _ = wake => woken = true,
             _ = stop.changed() => break,
         }
+    }
+    if let Some((_, task)) = push {
+        // Its queue is removed before the runtime goes (the task saw `stop` too).
+        let _ = task.await;
     }
     if let Role::Owner(owned) = role {
         shared.owns.store(false, Ordering::SeqCst);
