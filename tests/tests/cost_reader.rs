@@ -88,6 +88,9 @@ fn host(partitions: u32, inner: Arc<dyn ObjectStore>) -> Host {
     let mut options = ReaderOptions::new("memory://cost", "s", mount.path());
     options.storage = Some(reader_storage.clone());
     options.clock = reader_clock.clone();
+    // The test steps the poller tick by tick: at the default nice 10 its thread starves
+    // behind a busy test run, and every step waits on it.
+    options.background_nice = 0;
     let reader = Reader::open(options).unwrap();
     wait_until("the first poll's sleep", || {
         !reader_clock.sleeps().is_empty()

@@ -76,8 +76,10 @@ fn applied_lag_reads_and_applies_follow_the_log() {
         "one duration per apply"
     );
     write(&store, &writer, 3..8);
-    wait_until("the reader applied 8", || {
-        reader.metrics().value(&READER_APPLIED_SEQUENCE, &at0()) == Some(8.0)
+    // A poll is counted when it ends, after the deltas it applies are visible.
+    wait_until("the reader applied 8 and counted its poll", || {
+        let m = reader.metrics();
+        m.value(&READER_APPLIED_SEQUENCE, &at0()) == Some(8.0) && m.sum(&READER_POLLS, &[]) > 0.0
     });
     let m = reader.metrics();
     assert_eq!(m.value(&READER_DELTAS_APPLIED, &[]), Some(8.0));
