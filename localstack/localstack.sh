@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs and runs the LocalStack S3 emulator on this host, without Docker.
+# Installs and runs the LocalStack S3 emulator on this host, without Docker (with SQS and SNS,
+# for the wake topic of `ikv prepare-bucket --notify`).
 #
 #   localstack/localstack.sh install   create the venv from requirements.lock (idempotent)
 #   localstack/localstack.sh start     install if needed, start on 127.0.0.1:4566, wait until S3 runs
@@ -61,7 +62,7 @@ start() {
   (
     cd "$home"
     OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="$home/fs" XDG_CACHE_HOME="$home/cache" \
-    GATEWAY_LISTEN="127.0.0.1:$port" GATEWAY_SERVER=hypercorn SERVICES=s3 \
+    GATEWAY_LISTEN="127.0.0.1:$port" GATEWAY_SERVER=hypercorn SERVICES=s3,sqs,sns \
     EAGER_SERVICE_LOADING=1 DNS_ADDRESS=0 DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 \
       setsid "$venv/bin/python" -m localstack.runtime.main >"$logfile" 2>&1 &
     echo $! >"$pidfile"

@@ -39,7 +39,13 @@ pub struct Prepared {
 pub fn topic_name(bucket: &str) -> String {
     let safe: String = bucket
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!("ikv-wake-{safe}")
 }
@@ -90,12 +96,21 @@ async fn lifecycle(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Resul
         {
             Vec::new()
         }
-        Err(e) => return Err(AwsError::new(&doing, aws_sdk_s3::error::DisplayErrorContext(e))),
+        Err(e) => {
+            return Err(AwsError::new(
+                &doing,
+                aws_sdk_s3::error::DisplayErrorContext(e),
+            ));
+        }
     };
     let ours = LifecycleRule::builder()
         .id(LIFECYCLE_RULE)
         .status(ExpirationStatus::Enabled)
-        .filter(LifecycleRuleFilter::builder().prefix(key_prefix(prefix)).build())
+        .filter(
+            LifecycleRuleFilter::builder()
+                .prefix(key_prefix(prefix))
+                .build(),
+        )
         .abort_incomplete_multipart_upload(
             AbortIncompleteMultipartUpload::builder()
                 .days_after_initiation(ABORT_AFTER_DAYS)
@@ -184,9 +199,8 @@ async fn notification(
         .send()
         .await
         .map_err(|e| AwsError::new(&doing, aws_sdk_s3::error::DisplayErrorContext(e)))?;
-    let rule = |name: FilterRuleName, value: String| {
-        FilterRule::builder().name(name).value(value).build()
-    };
+    let rule =
+        |name: FilterRuleName, value: String| FilterRule::builder().name(name).value(value).build();
     let ours = TopicConfiguration::builder()
         .id(NOTIFICATION)
         .topic_arn(topic)
@@ -207,10 +221,9 @@ async fn notification(
     let same = |t: &TopicConfiguration| {
         t.id() == Some(NOTIFICATION)
             && t.topic_arn() == topic
-            && t.events().iter().any(|e| {
-                matches!(e, Event::S3ObjectCreated)
-                    || e.as_str() == "s3:ObjectCreated:*"
-            })
+            && t.events()
+                .iter()
+                .any(|e| matches!(e, Event::S3ObjectCreated) || e.as_str() == "s3:ObjectCreated:*")
             && {
                 let mut got: Vec<(String, String)> = t
                     .filter()
@@ -245,9 +258,7 @@ async fn notification(
     let configuration = NotificationConfiguration::builder()
         .set_topic_configurations(Some(topics))
         .set_queue_configurations(Some(current.queue_configurations().to_vec()))
-        .set_lambda_function_configurations(Some(
-            current.lambda_function_configurations().to_vec(),
-        ))
+        .set_lambda_function_configurations(Some(current.lambda_function_configurations().to_vec()))
         .set_event_bridge_configuration(current.event_bridge_configuration().cloned())
         .build();
     s3.put_bucket_notification_configuration()

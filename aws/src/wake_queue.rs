@@ -50,7 +50,10 @@ impl WakeQueue {
             .await
             .map_err(|e| AwsError::new(&doing, aws_sdk_sqs::error::DisplayErrorContext(e)))?
             .attributes
-            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                    .cloned()
+            })
             .ok_or_else(|| AwsError::new(&doing, "no queue ARN"))?;
         let policy = serde_json::json!({
             "Version": "2012-10-17",
@@ -97,8 +100,9 @@ impl WakeQueue {
         })
     }
 
-    /// Waits up to 20 s for wakes; returns how many arrived (removed from the queue).
-    pub async fn receive(&self) -> Result<usize> {
+    /// Waits up to 20 s for wakes; returns how many arrived (removed from the queue) and how
+    /// many requests that took (a receive, and a delete when any arrived).
+    pub async fn receive(&self) -> Result<(usize, u64)> {
         let doing = format!("receiving from {}", self.url);
         let got = self
             .sqs
@@ -127,8 +131,9 @@ impl WakeQueue {
             if let Err(e) = batch.send().await {
                 tracing::debug!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "wake messages not removed");
             }
+            return Ok((messages.len(), 2));
         }
-        Ok(messages.len())
+        Ok((0, 1))
     }
 
     /// Unsubscribes and removes the queue.
@@ -146,6 +151,26 @@ impl WakeQueue {
             tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "the wake queue was not removed");
         }
     }
+}
+
+/// The wake queues that exist (hosts running, or gone without closing theirs), by URL.
+pub async fn queues(config: &aws_config::SdkConfig) -> Result<Vec<String>> {
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let mut urls = sqs
+        .list_queues()
+        .queue_name_prefix("ikv-wake-")
+        .send()
+        .await
+        .map_err(|e| {
+            AwsError::new(
+                "listing wake queues",
+                aws_sdk_sqs::error::DisplayErrorContext(e),
+            )
+        })?
+        .queue_urls
+        .unwrap_or_default();
+    urls.sort();
+    Ok(urls)
 }
 
 /// Backoff after a failed receive.

@@ -320,12 +320,19 @@ pub fn get(
 
 /// `ikv prepare-bucket`: what it found and did, one line each, then what readers need.
 pub async fn prepare_bucket(url: &str, notify: bool) -> Result<String, Fail> {
-    let (bucket, prefix) = ikv_aws::bucket_and_prefix(url).map_err(|e| Fail::from(e.to_string()))?;
+    let (bucket, prefix) =
+        ikv_aws::bucket_and_prefix(url).map_err(|e| Fail::from(e.to_string()))?;
     let config = ikv_aws::sdk_config(&StorageOptions::default()).await;
     let done = ikv_aws::prepare::prepare_bucket(&config, &bucket, &prefix, notify)
         .await
         .map_err(ikv_core::Error::from)?;
-    let said = |written: bool| if written { "written" } else { "already in place" };
+    let said = |written: bool| {
+        if written {
+            "written"
+        } else {
+            "already in place"
+        }
+    };
     let mut out = vec![format!(
         "lifecycle rule {} (abort multipart uploads unfinished after {} day): {}",
         ikv_aws::prepare::LIFECYCLE_RULE,

@@ -63,3 +63,17 @@ def test_the_bucket_refuses_unconditional_writes_of_write_once_keys(text: str) -
         assert key in policy
     assert "s3:if-none-match" in policy and '"Null"' in policy
 
+
+
+def test_wake_signals_reach_a_topic_readers_may_subscribe_to(text: str) -> None:
+    bucket = text.split("StoreBucket:")[1].split("StoreBucketPolicy:")[0]
+    notify = bucket.split("NotificationConfiguration:")[1]
+    assert 'Event: "s3:ObjectCreated:*"' in notify and "Topic: !Ref WakeTopic" in notify
+    assert "Value: ikv/" in notify and "Value: wake.json" in notify
+    assert "DependsOn: WakeTopicPolicy" in bucket
+    policy = text.split("WakeTopicPolicy:\n")[1].split("\n\n")[0]
+    assert "Service: s3.amazonaws.com" in policy and "Action: sns:Publish" in policy
+    reader = text.split("ReaderPolicy:")[1].split("# Alarms")[0]
+    assert "sqs:ReceiveMessage" in reader and '":ikv-wake-*"' in reader
+    assert "sns:Subscribe" in reader and "Resource: !Ref WakeTopic" in reader
+    assert "WakeTopicArn:" in text.split("Outputs:")[1]

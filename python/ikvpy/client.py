@@ -93,6 +93,7 @@ class IKVReader:
             poll_interval_ms=max(1, int(options.poll_interval_seconds * 1000)),
             lazy=_lazy,
             idle_poll_interval_ms=max(1, int(options.idle_poll_interval_seconds * 1000)),
+            wake_topic=options.wake_topic,
         )
         self._started = _lazy
         if _lazy:

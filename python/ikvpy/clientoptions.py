@@ -41,6 +41,7 @@ class ClientOptions:
         poll_interval_seconds: float,
         logging: Optional[Tuple[str, Optional[str]]],
         idle_poll_interval_seconds: float = 3.0,
+        wake_topic: Optional[str] = None,
     ) -> None:
         self.store_name = store_name
         self.account_id = account_id
@@ -52,6 +53,7 @@ class ClientOptions:
         self.partitions = None if partitions is None else list(partitions)
         self.poll_interval_seconds = poll_interval_seconds
         self.idle_poll_interval_seconds = idle_poll_interval_seconds
+        self.wake_topic = wake_topic
         self.logging = logging
 
     def __repr__(self) -> str:
@@ -86,6 +88,7 @@ class ClientOptionsBuilder:
         self._partitions: Optional[List[int]] = None
         self._poll_interval_seconds = 0.5
         self._idle_poll_interval_seconds = 3.0
+        self._wake_topic: Optional[str] = None
         self._logging: Optional[Tuple[str, Optional[str]]] = None
 
     def with_account_id(self, account_id: str) -> "ClientOptionsBuilder":
@@ -159,6 +162,14 @@ class ClientOptionsBuilder:
         self._idle_poll_interval_seconds = _seconds(seconds, "idle poll interval")
         return self
 
+    def with_wake_topic(self, topic_arn: str) -> "ClientOptionsBuilder":
+        """The bucket's wake topic (the SNS topic ARN ``ikv prepare-bucket --notify`` prints): a
+        reader host subscribes a queue of its own and learns of the first write after a quiet
+        spell within a long poll, instead of at its next check. Needs SQS and SNS permissions
+        (docs/DEPLOY.md); without them the reader polls as without a topic."""
+        self._wake_topic = non_blank_str(topic_arn, "wake topic")
+        return self
+
     def build(self) -> ClientOptions:
         if self._store_name is None:
             raise IKVValueError("store_name is required: call with_store_name()")
@@ -176,4 +187,5 @@ class ClientOptionsBuilder:
             poll_interval_seconds=self._poll_interval_seconds,
             logging=self._logging,
             idle_poll_interval_seconds=self._idle_poll_interval_seconds,
+            wake_topic=self._wake_topic,
         )

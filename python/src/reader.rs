@@ -304,7 +304,7 @@ impl Drop for NativeReader {
 #[pymethods]
 impl NativeReader {
     #[new]
-    #[pyo3(signature = (store_name, storage_url, mount_directory, storage_options=None, partitions=None, poll_interval_ms=500, lazy=false, idle_poll_interval_ms=3000))]
+    #[pyo3(signature = (store_name, storage_url, mount_directory, storage_options=None, partitions=None, poll_interval_ms=500, lazy=false, idle_poll_interval_ms=3000, wake_topic=None))]
     #[allow(clippy::too_many_arguments)] // Python's keyword arguments
     fn new(
         store_name: String,
@@ -315,12 +315,14 @@ impl NativeReader {
         poll_interval_ms: u64,
         lazy: bool,
         idle_poll_interval_ms: u64,
+        wake_topic: Option<String>,
     ) -> Self {
         let mut options = ReaderOptions::new(&storage_url, &store_name, mount_directory);
         options.storage_options = crate::convert::storage_options(storage_options);
         options.partitions = partitions.unwrap_or_default();
         options.poll_interval = Duration::from_millis(poll_interval_ms.max(1));
         options.idle_poll_interval = Duration::from_millis(idle_poll_interval_ms.max(1));
+        options.wake_topic = wake_topic;
         NativeReader {
             options,
             state: ArcSwap::from_pointee(Lifecycle::NotStarted),

@@ -338,6 +338,7 @@ def test_surrogates_big_ints_and_bad_storage_options_raise_ikvpy_classes_and_wri
             (ikvpy.IKVValueError, None, lambda: ClientOptionsBuilder().with_idle_poll_interval(0)),
             (ikvpy.IKVValueError, None, lambda: ClientOptionsBuilder().with_idle_poll_interval(7200)),
             (ikvpy.IKVTypeError, None, lambda: ClientOptionsBuilder().with_idle_poll_interval("3")),
+            (ikvpy.IKVValueError, None, lambda: ClientOptionsBuilder().with_wake_topic("  ")),
             (ikvpy.IKVValueError, OverflowError,
              lambda: admin.create_store("big", "id", num_partitions=2**40, storage_url=storage.url)),
             (ikvpy.IKVValueError, None,

@@ -24,6 +24,10 @@ pub(crate) struct ReaderCounters {
     pub(crate) rebuilds: AtomicU64,
     /// Partitions the owner leaves to the store's wake signal (`crate::cadence`).
     pub(crate) quiet_partitions: AtomicU64,
+    /// 1 while the owner's wake queue is subscribed and answers (`crate::push`).
+    pub(crate) wake_queue_up: AtomicU64,
+    /// Requests to the wake queue (receives, deletes; SQS bills them apart from S3).
+    pub(crate) wake_queue_requests: AtomicU64,
     pub(crate) gets: ShardedCounter,
     pub(crate) multigets: ShardedCounter,
     /// The root this process polls with, while it owns the mount (its requests are counted).

@@ -56,6 +56,8 @@ impl Reader {
         set.number(&READER_CORRUPT_OBJECTS, &s, n(&c.corrupt_objects));
         set.number(&READER_REBUILDS, &s, n(&c.rebuilds));
         set.number(&READER_QUIET_PARTITIONS, &s, n(&c.quiet_partitions));
+        set.number(&READER_WAKE_QUEUE_UP, &s, n(&c.wake_queue_up));
+        set.number(&READER_WAKE_QUEUE_REQUESTS, &s, n(&c.wake_queue_requests));
         set.number(&READER_GETS, &s, c.gets.get() as f64);
         set.number(&READER_MULTIGETS, &s, c.multigets.get() as f64);
         let view = shared.view.load();

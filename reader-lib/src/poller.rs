@@ -182,13 +182,8 @@ pub(crate) async fn poll_once(
         Err(crate::sync::SyncFailure::All(_)) => plan.due.clone(),
     };
     let polled_ok: BTreeSet<u32> = plan.due.difference(&failed).copied().collect();
-    let (caught_up, as_of, wait) = cadence.after(
-        &plan,
-        &polled_ok,
-        &advanced,
-        clock.elapsed(),
-        push.healthy,
-    );
+    let (caught_up, as_of, wait) =
+        cadence.after(&plan, &polled_ok, &advanced, clock.elapsed(), push.healthy);
     shared
         .status
         .counters
@@ -275,6 +270,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut role: Role, mut stop: watch::Re
                         topic.clone(),
                         shared.options.storage_options.clone(),
                         clock.clone(),
+                        shared.clone(),
                         stop.clone(),
                     ));
                 }

@@ -6,7 +6,7 @@
 //! host polls as without a topic.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ikv_aws::wake_queue::{RETRY_AFTER, WakeQueue};
@@ -26,20 +26,33 @@ pub(crate) struct PushState {
     pub(crate) healthy: AtomicBool,
 }
 
+impl PushState {
+    fn set_healthy(&self, up: &AtomicU64, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+        up.store(u64::from(healthy), Ordering::Relaxed);
+    }
+}
+
 /// Starts the queue task; it closes the queue (unsubscribes, deletes) when `stop` turns true.
 pub(crate) fn start(
     topic: String,
     options: StorageOptions,
     clock: Arc<dyn Clock>,
+    up: Arc<crate::roles::Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> (Arc<PushState>, tokio::task::JoinHandle<()>) {
     let state = Arc::new(PushState::default());
     let shared = state.clone();
     let task = tokio::spawn(async move {
         let config = ikv_aws::sdk_config(&options).await;
+        let requests = &up.status.counters.wake_queue_requests;
+        let up = &up.status.counters.wake_queue_up;
         let queue = loop {
             match WakeQueue::open(&config, &topic).await {
-                Ok(queue) => break queue,
+                Ok(queue) => {
+                    shared.set_healthy(up, true);
+                    break queue;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "no wake queue: polling as without a wake topic");
                     tokio::select! {
@@ -55,14 +68,16 @@ pub(crate) fn start(
             }
             tokio::select! {
                 received = queue.receive() => match received {
-                    Ok(n) => {
-                        shared.healthy.store(true, Ordering::SeqCst);
+                    Ok((n, made)) => {
+                        requests.fetch_add(made, Ordering::Relaxed);
+                        shared.set_healthy(up, true);
                         if n > 0 {
                             shared.woken.notify_one();
                         }
                     }
                     Err(e) => {
-                        shared.healthy.store(false, Ordering::SeqCst);
+                        requests.fetch_add(1, Ordering::Relaxed);
+                        shared.set_healthy(up, false);
                         tracing::warn!(error = %e, "the wake queue does not answer; polling meanwhile");
                         tokio::select! {
                             _ = clock.sleep(RETRY_AFTER) => {}
@@ -73,7 +88,7 @@ pub(crate) fn start(
                 _ = stop.changed() => {}
             }
         }
-        shared.healthy.store(false, Ordering::SeqCst);
+        shared.set_healthy(up, false);
         queue.close().await;
     });
     (state, task)

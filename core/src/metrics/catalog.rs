@@ -209,6 +209,20 @@ metric!(
     "Partitions the mount's owner leaves to the store's wake signal (no change for 30 s): polled directly only every 10 minutes or more."
 );
 metric!(
+    READER_WAKE_QUEUE_UP,
+    "ikv_reader_wake_queue_up",
+    Gauge,
+    "Count",
+    "1 while the mount owner's queue on the bucket's wake topic is subscribed and answers (only with a wake topic)."
+);
+metric!(
+    READER_WAKE_QUEUE_REQUESTS,
+    "ikv_reader_wake_queue_requests_total",
+    Counter,
+    "Count",
+    "Requests to the owner's wake queue (SQS receives, each a long poll of up to 20 s, and deletes): billed by SQS, apart from the bucket's."
+);
+metric!(
     READER_REBUILDS,
     "ikv_reader_rebuilds_total",
     Counter,
@@ -369,6 +383,8 @@ pub static ALL: &[&MetricDef] = &[
     &READER_CORRUPT_OBJECTS,
     &READER_REBUILDS,
     &READER_QUIET_PARTITIONS,
+    &READER_WAKE_QUEUE_UP,
+    &READER_WAKE_QUEUE_REQUESTS,
     &READER_OWNS_MOUNT,
     &READER_GETS,
     &READER_MULTIGETS,
