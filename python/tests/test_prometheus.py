@@ -174,13 +174,15 @@ def test_prometheus_scrapes_the_writer_service_and_a_python_reader(writer_servic
         prometheus.wait_for(f'sum(ikv_reader_applied_sequence{{store="{store}"}})', float(deltas), "the reader applied every delta")
         prometheus.wait_for(f'max(ikv_reader_lag_deltas{{store="{store}"}})', 0.0, "the reader's lag back to 0")
         prometheus.wait_for(f'sum(ikv_reader_deltas_applied_total{{store="{store}"}})', float(deltas), "deltas applied")
-        # The writer's PUTs, as its root counted them: its deltas and its tip hints, nothing else.
+        # The writer's PUTs, as its root counted them: its deltas, its tip hints and its wake
+        # signals (a partition's first commit ends the longest quiet spell), nothing else.
         prometheus.wait_for(
             'sum(ikv_storage_requests_total{component="writer",kind="put"})'
-            " - sum(ikv_writer_tip_hint_publishes_total)",
+            " - sum(ikv_writer_tip_hint_publishes_total) - sum(ikv_writer_wake_signals_total)",
             float(deltas),
-            "writer PUTs = deltas in the bucket + tip hints",
+            "writer PUTs = deltas in the bucket + tip hints + wake signals",
         )
+        assert prometheus.value("sum(ikv_writer_wake_signals_total)") >= 1.0
         assert prometheus.value('sum(ikv_reader_owns_mount{job="reader"})') == 1.0
         # Every query of the Grafana dashboard is one this Prometheus parses and answers.
         dashboard = json.loads((HERE.parents[1] / "deploy" / "grafana" / "ikv-dashboard.json").read_text())
