@@ -74,6 +74,6 @@ def test_wake_signals_reach_a_topic_readers_may_subscribe_to(text: str) -> None:
     policy = text.split("WakeTopicPolicy:\n")[1].split("\n\n")[0]
     assert "Service: s3.amazonaws.com" in policy and "Action: sns:Publish" in policy
     reader = text.split("ReaderPolicy:")[1].split("# Alarms")[0]
-    assert "sqs:ReceiveMessage" in reader and '":ikv-wake-*"' in reader
+    assert "sqs:ReceiveMessage" in reader and ':ikv-wake-*"' in reader
     assert "sns:Subscribe" in reader and "Resource: !Ref WakeTopic" in reader
     assert "WakeTopicArn:" in text.split("Outputs:")[1]
