@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use ikv_core::bucket::create_store;
 use ikv_core::metrics::catalog::{READER_WAKE_QUEUE_REQUESTS, READER_WAKE_QUEUE_UP};
-use ikv_core::{Document, FieldValue, StorageOptions, StoreConfig};
+use ikv_core::{FieldValue, StorageOptions, StoreConfig};
 use ikv_reader::{Reader, ReaderOptions};
-use ikv_tests::fixture::wait_until;
+use ikv_tests::fixture::{doc_v as doc, key_in, wait_until};
 use ikv_tests::{localstack_storage_at, s3_endpoint};
 use ikv_writer::{Writer, WriterOptions};
 
@@ -20,19 +20,6 @@ const MONTH: f64 = 30.0 * 86_400.0;
 const GET_PRICE: f64 = 0.0004 / 1000.0;
 /// SQS standard queues: $0.40 per million requests (each 64 KiB chunk).
 const SQS_PRICE: f64 = 0.40 / 1_000_000.0;
-
-fn doc(key: &str, v: i64) -> Document {
-    Document::new()
-        .with("id", FieldValue::String(key.into()))
-        .with("v", FieldValue::Int64(v))
-}
-
-fn key_in(p: u32, partitions: u32) -> String {
-    (0..)
-        .map(|i| format!("k{i}"))
-        .find(|k| ikv_core::partition::partition_of(k.as_bytes(), partitions) == p)
-        .unwrap()
-}
 
 fn main() {
     let rt = ikv_tests::runtime();

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use ikv_core::bucket::create_store;
-use ikv_core::{Storage, StoreConfig};
+use ikv_core::{Document, FieldValue, Storage, StoreConfig};
 use ikv_reader::Reader;
 
 /// A store on a fresh local directory (`<dir>/bucket`).
@@ -60,4 +60,19 @@ pub fn wait_caught_up(reader: &Reader, tips: &[u64]) {
             .iter()
             .all(|s| s.applied_sequence >= tips[s.partition as usize])
     });
+}
+
+/// The first key of the form `k<i>` that lands in partition `p` of `partitions`.
+pub fn key_in(p: u32, partitions: u32) -> String {
+    (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| ikv_core::partition::partition_of(k.as_bytes(), partitions) == p)
+        .unwrap_or_default()
+}
+
+/// A document `key` with one int64 field `v`.
+pub fn doc_v(key: &str, v: i64) -> Document {
+    Document::new()
+        .with("id", FieldValue::String(key.into()))
+        .with("v", FieldValue::Int64(v))
 }

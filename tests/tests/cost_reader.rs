@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use ikv_core::bucket::create_store;
 use ikv_core::clock::{Clock, ManualClock, wall_time};
-use ikv_core::{Document, FieldValue, Storage, StoreConfig};
+use ikv_core::{FieldValue, Storage, StoreConfig};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_tests::faulty::{FaultyStore, PutFault};
-use ikv_tests::fixture::wait_until;
+use ikv_tests::fixture::{doc_v as doc, key_in, wait_until};
 use ikv_writer::{Writer, WriterOptions};
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
@@ -43,19 +43,6 @@ struct Host {
     reader_storage: Storage,
     keys: Vec<String>,
     _mount: tempfile::TempDir,
-}
-
-fn key_in(p: u32, partitions: u32) -> String {
-    (0..)
-        .map(|i| format!("k{i}"))
-        .find(|k| ikv_core::partition::partition_of(k.as_bytes(), partitions) == p)
-        .unwrap()
-}
-
-fn doc(key: &str, v: i64) -> Document {
-    Document::new()
-        .with("id", FieldValue::String(key.into()))
-        .with("v", FieldValue::Int64(v))
 }
 
 fn host(partitions: u32, inner: Arc<dyn ObjectStore>) -> Host {

@@ -9,28 +9,15 @@ use std::time::Duration;
 use ikv_core::bucket::create_store;
 use ikv_core::clock::{Clock, ManualClock, wall_time};
 use ikv_core::metrics::catalog::{READER_QUIET_PARTITIONS, READER_WAKE_QUEUE_UP};
-use ikv_core::{Document, FieldValue, StorageOptions, StoreConfig};
+use ikv_core::{StorageOptions, StoreConfig};
 use ikv_reader::{Reader, ReaderOptions};
-use ikv_tests::fixture::wait_until;
+use ikv_tests::fixture::{doc_v as doc, key_in, wait_until};
 use ikv_tests::{localstack_storage_at, s3_endpoint};
 use ikv_writer::{Writer, WriterOptions};
 
 /// A bucket of its own: the wake notification is one per bucket, and other tests' prefixes
 /// must not replace it.
 const BUCKET: &str = "ikv-push-test";
-
-fn doc(key: &str, v: i64) -> Document {
-    Document::new()
-        .with("id", FieldValue::String(key.into()))
-        .with("v", FieldValue::Int64(v))
-}
-
-fn key_in(p: u32, partitions: u32) -> String {
-    (0..)
-        .map(|i| format!("k{i}"))
-        .find(|k| ikv_core::partition::partition_of(k.as_bytes(), partitions) == p)
-        .unwrap()
-}
 
 fn emulator_options() -> StorageOptions {
     StorageOptions::default()
