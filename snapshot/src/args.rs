@@ -32,6 +32,9 @@ pub struct PassArgs {
     /// Bytes of memory one round's folded deltas may hold (bounds memory)
     #[arg(long, default_value_t = SnapshotOptions::DEFAULT_ROUND_BUDGET_BYTES)]
     pub round_budget_bytes: u64,
+    /// Partitions compacted at once, each independently (memory: up to this many round budgets)
+    #[arg(long, env = "IKV_SNAPSHOT_PARALLEL", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
 }
 
 impl PassArgs {
@@ -48,6 +51,7 @@ impl PassArgs {
         let mut o = SnapshotOptions {
             force: self.force,
             round_budget_bytes: Some(self.round_budget_bytes),
+            parallel_partitions: usize::from(self.parallel),
             ..SnapshotOptions::default()
         };
         o.triggers.min_deltas = self.min_deltas;

@@ -16,6 +16,7 @@ pub mod retention;
 // The format it writes, shared with the reader and the importer (`ikv_snapshot_format`).
 use ikv_snapshot_format::{manifest, merge, read, rows, write};
 
+use futures::StreamExt;
 use ikv_core::bucket::load_config;
 use ikv_core::{Error, Result, Storage, StoreLayout};
 
@@ -78,8 +79,9 @@ pub async fn handle_scheduled_event(
 }
 
 /// One compaction pass: for each chosen store (all when `stores` is empty) and partition (all
-/// when `partitions` is empty), snapshot if due, then apply retention. A failing partition
-/// does not stop the others; the first error is returned after all were tried.
+/// when `partitions` is empty), snapshot if due, then apply retention, up to
+/// `options.parallel_partitions` partitions at once. A failing partition does not stop the
+/// others; the first error (in store and partition order) is returned after all were tried.
 pub async fn run_pass(
     storage: &Storage,
     stores: &[String],
@@ -122,9 +124,10 @@ pub async fn run_pass_reporting(
     } else {
         stores.to_vec()
     };
-    let mut pass = PassOutcome::default();
+    // Every partition to do, checked before any is touched.
+    let mut jobs = Vec::new();
     for store in &stores {
-        let config = load_config(storage, store).await?;
+        let config = std::sync::Arc::new(load_config(storage, store).await?);
         let layout = StoreLayout::new(&storage.prefix, store)?;
         let chosen: Vec<u32> = if partitions.is_empty() {
             (0..config.num_partitions).collect()
@@ -138,9 +141,16 @@ pub async fn run_pass_reporting(
                     config.num_partitions
                 )));
             }
+            jobs.push((store.clone(), config.clone(), layout.clone(), partition));
+        }
+    }
+    // Partitions are independent (their own log, snapshots and retention): up to
+    // `parallel_partitions` at once, each failing alone.
+    let done: Vec<(String, u32, Result<PartitionReport>)> = futures::stream::iter(jobs)
+        .map(|(store, config, layout, partition)| async move {
+            // A pass judges ages by the wall clock, read here and passed down.
+            let now = ikv_core::clock::wall_time();
             let result = async {
-                // A pass judges ages by the wall clock, read here and passed down.
-                let now = ikv_core::clock::wall_time();
                 let outcome = snapshot_partition(storage, &config, partition, options, now).await?;
                 let retention =
                     apply_retention(storage, &layout, partition, &options.retention, now).await?;
@@ -152,18 +162,29 @@ pub async fn run_pass_reporting(
                 })
             }
             .await;
-            match result {
-                Ok(report) => pass.reports.push(report),
-                Err(e) => {
-                    tracing::error!(store, partition, error = %e, "snapshot pass failed for partition");
-                    pass.failures.push(PartitionFailure {
-                        store: store.clone(),
-                        partition,
-                        error: e,
-                    });
-                }
+            (store, partition, result)
+        })
+        .buffer_unordered(options.parallel_partitions.max(1))
+        .collect()
+        .await;
+    let mut pass = PassOutcome::default();
+    for (store, partition, result) in done {
+        match result {
+            Ok(report) => pass.reports.push(report),
+            Err(e) => {
+                tracing::error!(store, partition, error = %e, "snapshot pass failed for partition");
+                pass.failures.push(PartitionFailure {
+                    store,
+                    partition,
+                    error: e,
+                });
             }
         }
     }
+    // In store and partition order, whatever order they finished in.
+    pass.reports
+        .sort_by(|a, b| (&a.store, a.partition).cmp(&(&b.store, b.partition)));
+    pass.failures
+        .sort_by(|a, b| (&a.store, a.partition).cmp(&(&b.store, b.partition)));
     Ok(pass)
 }

@@ -73,6 +73,9 @@ pub struct SnapshotOptions {
     pub round_budget_bytes: Option<u64>,
     pub files: FileLayout,
     pub retention: Retention,
+    /// Partitions compacted at once (each independently: one failing does not stop the
+    /// others). Memory grows with it: up to this many round budgets. 0 counts as 1.
+    pub parallel_partitions: usize,
 }
 
 impl SnapshotOptions {
