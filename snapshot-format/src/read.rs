@@ -11,8 +11,25 @@ use crate::manifest::Manifest;
 use crate::object_reader::ObjectReader;
 use crate::rows::{SnapshotDoc, from_batch};
 
-/// Rows decoded per record batch: bounds the memory a stream holds.
+/// Most rows decoded per record batch.
 pub const READ_BATCH_ROWS: usize = 8192;
+
+/// Most bytes (uncompressed, as the file's row groups average them) decoded per record batch:
+/// with large values a batch holds fewer rows, so the memory a stream (a bootstrap, a fold)
+/// holds depends on this budget, not on the size of the values.
+pub const READ_BATCH_BYTES: u64 = 8 << 20;
+
+/// Rows per batch for a file of `rows` rows taking `bytes` uncompressed: as many as fit
+/// [`READ_BATCH_BYTES`], at least 1, at most [`READ_BATCH_ROWS`].
+pub fn batch_rows(bytes: u64, rows: u64) -> usize {
+    if rows == 0 || bytes == 0 {
+        return READ_BATCH_ROWS;
+    }
+    let per_row = bytes.div_ceil(rows).max(1);
+    usize::try_from(READ_BATCH_BYTES / per_row)
+        .unwrap_or(READ_BATCH_ROWS)
+        .clamp(1, READ_BATCH_ROWS)
+}
 
 /// Documents of a snapshot, in ascending key order.
 pub struct SnapshotStream {
@@ -105,9 +122,18 @@ impl SnapshotStream {
                                 reason: "the Parquet footer does not decode".into(),
                             }
                         })?;
+                let builder = builder.map_err(|e| parquet_error(path.as_ref(), e))?;
+                let (bytes, rows) = builder.metadata().row_groups().iter().fold(
+                    (0u64, 0u64),
+                    |(bytes, rows), g| {
+                        (
+                            bytes.saturating_add(u64::try_from(g.total_byte_size()).unwrap_or(0)),
+                            rows.saturating_add(u64::try_from(g.num_rows()).unwrap_or(0)),
+                        )
+                    },
+                );
                 let stream = builder
-                    .map_err(|e| parquet_error(path.as_ref(), e))?
-                    .with_batch_size(READ_BATCH_ROWS)
+                    .with_batch_size(batch_rows(bytes, rows))
                     .build()
                     .map_err(|e| parquet_error(path.as_ref(), e))?;
                 self.current = Some(stream);
@@ -152,5 +178,27 @@ impl SnapshotStream {
             out.extend(batch);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_holds_a_byte_budget_of_rows() {
+        // 160-byte rows: the row cap (1.3 MB a batch).
+        assert_eq!(batch_rows(160 * 1_000_000, 1_000_000), READ_BATCH_ROWS);
+        // 4 KiB rows: 2,048 rows, 8 MiB, where 8,192 rows were 32 MiB.
+        assert_eq!(batch_rows(4096 * 10_000, 10_000), 2048);
+        // Rows larger than the budget: one at a time.
+        assert_eq!(batch_rows(64 << 20, 2), 1);
+        // Nothing known: the row cap.
+        assert_eq!(batch_rows(0, 0), READ_BATCH_ROWS);
+        assert_eq!(batch_rows(5, 0), READ_BATCH_ROWS);
+        for (bytes, rows) in [(1u64, 1u64), (u64::MAX, 1), (u64::MAX, u64::MAX), (7, 3)] {
+            let n = batch_rows(bytes, rows);
+            assert!((1..=READ_BATCH_ROWS).contains(&n), "{bytes} {rows}: {n}");
+        }
     }
 }
