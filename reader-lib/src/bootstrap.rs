@@ -116,6 +116,7 @@ pub async fn bootstrap(
     let mut stats = BootstrapStats::default();
     let mut last_key: Option<Vec<u8>> = None;
     let mut batch = Vec::with_capacity(INGEST_BATCH);
+    let mut batch_bytes = 0usize;
     let produced: Result<()> = async {
         // The smallest primary key among the sources' heads, until all are drained.
         while let Some(min) = sources
@@ -145,10 +146,12 @@ pub async fn bootstrap(
                 });
             }
             last_key = Some(min.clone());
+            batch_bytes += min.len() + value.len();
             batch.push((min, value));
             stats.documents += 1;
-            if batch.len() >= INGEST_BATCH {
+            if batch.len() >= INGEST_BATCH || batch_bytes >= INGEST_BATCH_BYTES {
                 ikv_core::failpoint!("reader.bootstrap.batch");
+                batch_bytes = 0;
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(INGEST_BATCH));
                 if tx.send(full).await.is_err() {
                     break; // the ingester failed; its error is reported below
@@ -177,7 +180,11 @@ pub async fn bootstrap(
     Ok((states, stats, image))
 }
 
+/// Entries handed to the ingestion thread at once: at most this many, and at most
+/// `INGEST_BATCH_BYTES` of keys and values, so that the batches in flight (the channel holds
+/// four) take memory by a byte budget, whatever the size of the values.
 const INGEST_BATCH: usize = 4 * 1024;
+const INGEST_BATCH_BYTES: usize = 4 << 20;
 
 /// Field values an entry holds, over all its sections (for progress counts).
 fn live_field_count(entry: &[u8]) -> u64 {
