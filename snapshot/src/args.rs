@@ -35,6 +35,10 @@ pub struct PassArgs {
     /// Partitions compacted at once, each independently (memory: up to this many round budgets)
     #[arg(long, env = "IKV_SNAPSHOT_PARALLEL", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallel: u16,
+    /// Only partitions whose number is K modulo N (K/N, e.g. 0/4): one pass per shard, on as
+    /// many schedules or machines, covers a store side by side
+    #[arg(long, env = "IKV_SNAPSHOT_SHARD")]
+    pub shard: Option<crate::Shard>,
 }
 
 impl PassArgs {
@@ -52,6 +56,7 @@ impl PassArgs {
             force: self.force,
             round_budget_bytes: Some(self.round_budget_bytes),
             parallel_partitions: usize::from(self.parallel),
+            shard: self.shard,
             ..SnapshotOptions::default()
         };
         o.triggers.min_deltas = self.min_deltas;

@@ -21,7 +21,7 @@ use ikv_core::bucket::load_config;
 use ikv_core::{Error, Result, Storage, StoreLayout};
 
 pub use compact::{PartitionOutcome, snapshot_partition};
-pub use options::{Retention, SnapshotOptions, Triggers};
+pub use options::{Retention, Shard, SnapshotOptions, Triggers};
 pub use retention::{RetentionReport, apply_retention};
 
 /// What a pass did to one partition.
@@ -48,7 +48,8 @@ impl std::fmt::Display for PartitionReport {
     }
 }
 
-/// The Lambda face: one pass per scheduled (EventBridge) event. Returns
+/// The Lambda face: one pass per scheduled (EventBridge) event, over the partitions of the
+/// event's `"shard"` (`"K/N"`) when it names one, else of the options'. Returns
 /// `{"summary": [one line per partition]}`; the event's id and time are logged.
 pub async fn handle_scheduled_event(
     storage: &Storage,
@@ -61,6 +62,25 @@ pub async fn handle_scheduled_event(
         time = event.get("time").and_then(|v| v.as_str()).unwrap_or("-"),
         "scheduled snapshot pass"
     );
+    // One function may serve several schedules, each naming its shard in its input.
+    let options = &match event.get("shard") {
+        None => options.clone(),
+        Some(v) => {
+            let shard = v
+                .as_str()
+                .ok_or_else(|| {
+                    Error::InvalidConfig(format!(
+                        "the event's shard {v} is not a string like \"0/4\""
+                    ))
+                })?
+                .parse::<options::Shard>()
+                .map_err(Error::InvalidConfig)?;
+            SnapshotOptions {
+                shard: Some(shard),
+                ..options.clone()
+            }
+        }
+    };
     let started = ikv_core::clock::Stopwatch::start();
     let pass = run_pass_reporting(storage, stores, &[], options).await?;
     // One embedded-metric line per invocation: CloudWatch graphs the pass from its log.
@@ -135,6 +155,9 @@ pub async fn run_pass_reporting(
             partitions.to_vec()
         };
         for partition in chosen {
+            if options.shard.is_some_and(|s| !s.holds(partition)) {
+                continue;
+            }
             if partition >= config.num_partitions {
                 return Err(Error::InvalidConfig(format!(
                     "store {store:?} has {} partitions; there is no partition {partition}",

@@ -62,6 +62,38 @@ impl Default for Retention {
     }
 }
 
+/// One of `count` disjoint parts of the partitions: those whose number is `index` modulo
+/// `count`. Several schedules (or machines), one per shard, compact a store's partitions
+/// side by side, each pass touching only its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Whether `partition` is in this shard.
+    pub fn holds(&self, partition: u32) -> bool {
+        partition % self.count == self.index
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    /// `K/N`, with `N` at least 1 and `K` below it.
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let bad = || format!("shard {s:?} is not K/N with 0 <= K < N (e.g. 0/4)");
+        let (k, n) = s.trim().split_once('/').ok_or_else(bad)?;
+        let index: u32 = k.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotOptions {
     pub triggers: Triggers,
@@ -76,6 +108,8 @@ pub struct SnapshotOptions {
     /// Partitions compacted at once (each independently: one failing does not stop the
     /// others). Memory grows with it: up to this many round budgets. 0 counts as 1.
     pub parallel_partitions: usize,
+    /// Only the partitions of this shard (all when `None`).
+    pub shard: Option<Shard>,
 }
 
 impl SnapshotOptions {
@@ -85,5 +119,27 @@ impl SnapshotOptions {
         self.round_budget_bytes
             .unwrap_or(Self::DEFAULT_ROUND_BUDGET_BYTES)
             .max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_parse_and_split_the_partitions_disjointly() {
+        let shards: Vec<Shard> = (0..3).map(|k| format!("{k}/3").parse().unwrap()).collect();
+        for p in 0..100u32 {
+            assert_eq!(
+                shards.iter().filter(|s| s.holds(p)).count(),
+                1,
+                "partition {p}"
+            );
+        }
+        assert_eq!(" 1 / 2 ".parse::<Shard>(), Ok(Shard { index: 1, count: 2 }));
+        for bad in ["3/3", "0/0", "1", "a/2", "-1/2", "1/2/3", ""] {
+            let err = bad.parse::<Shard>().unwrap_err();
+            assert!(err.contains("is not K/N"), "{bad}: {err}");
+        }
     }
 }

@@ -114,3 +114,65 @@ async fn a_partition_that_fails_fails_alone_and_the_next_pass_finishes_it() {
     assert!(again.failures.is_empty(), "{:?}", again.failures);
     assert_eq!(newest(&storage, 3).await, Some(3));
 }
+
+/// Passes over the shards 0/3, 1/3 and 2/3 snapshot every partition once between them; a
+/// scheduled event names its shard, and a bad one is refused before anything is touched.
+#[tokio::test]
+async fn shards_split_a_store_between_passes() {
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    store_on(inner.clone()).await;
+    let storage = Storage::new(inner, Path::from("root"), "memory://shards");
+    let mut seen = Vec::new();
+    for k in 0..3 {
+        let shard: ikv_snapshot::Shard = format!("{k}/3").parse().unwrap();
+        let pass = run_pass_reporting(
+            &storage,
+            &[],
+            &[],
+            &SnapshotOptions {
+                shard: Some(shard),
+                ..options(2)
+            },
+        )
+        .await
+        .unwrap();
+        seen.extend(pass.reports.iter().map(|r| r.partition));
+        for p in 0..PARTITIONS {
+            let done = newest(&storage, p).await.is_some();
+            assert_eq!(done, p % 3 <= k, "after shard {k}, partition {p}");
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..PARTITIONS).collect::<Vec<_>>());
+
+    let fresh: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    store_on(fresh.clone()).await;
+    let storage = Storage::new(fresh, Path::from("root"), "memory://event");
+    let event = serde_json::json!({"id": "e", "shard": "1/4"});
+    ikv_snapshot::handle_scheduled_event(&storage, &[], &options(1), &event)
+        .await
+        .unwrap();
+    for p in 0..PARTITIONS {
+        assert_eq!(
+            newest(&storage, p).await.is_some(),
+            p % 4 == 1,
+            "partition {p}"
+        );
+    }
+    for bad in [
+        serde_json::json!({"shard": "4/4"}),
+        serde_json::json!({"shard": 1}),
+    ] {
+        let err = ikv_snapshot::handle_scheduled_event(&storage, &[], &options(1), &bad)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("shard"), "{err}");
+    }
+    for p in 0..PARTITIONS {
+        assert_eq!(
+            newest(&storage, p).await.is_some(),
+            p % 4 == 1,
+            "a refused event touched partition {p}"
+        );
+    }
+}
