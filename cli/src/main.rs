@@ -119,6 +119,10 @@ enum Command {
         /// Names the import: a retry with the same id commits no partition twice
         #[arg(long)]
         import_id: Option<String>,
+        /// The memory the import may use (e.g. 512MiB, 4GiB; default 1GiB): rows are
+        /// written as a sorted run per partition each time they fill half of it
+        #[arg(long, env = "IKV_IMPORT_MEMORY_BUDGET")]
+        memory_budget: Option<String>,
         /// Write the import's metrics here in Prometheus text (for node_exporter's textfile
         /// collector; replaced whole, never half-written)
         #[arg(long)]
@@ -241,14 +245,19 @@ async fn run(cli: Cli) -> Result<String, Fail> {
             parquet,
             mode,
             import_id,
+            memory_budget,
             metrics_file,
         } => {
+            let memory_budget = memory_budget
+                .map(|b| b.parse::<ikv_import::MemoryBudget>())
+                .transpose()?;
             let storage = commands::open(&url(&cli.storage_url)?, true)?;
             let started = ikv_core::clock::Stopwatch::start();
             let mode: ikv_import::ImportMode = mode.parse()?;
             let progress = Progress::start("import");
             let options = ikv_import::ImportOptions {
                 import_id,
+                memory_budget,
                 ..ikv_import::ImportOptions::default()
             };
             let receipt = ikv_import::import_parquet(

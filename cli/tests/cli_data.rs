@@ -183,6 +183,22 @@ fn import_loads_parquet_and_refuses_bad_input_writing_nothing() {
     fails(
         &ikv(
             &url,
+            &[
+                "import",
+                "--store",
+                "users",
+                "--parquet",
+                good_path,
+                "--memory-budget",
+                "2 gallons",
+            ],
+        ),
+        2,
+        "memory budget \"2 gallons\": unit",
+    );
+    fails(
+        &ikv(
+            &url,
             &["import", "--store", "nobody", "--parquet", good_path],
         ),
         3,
@@ -207,6 +223,8 @@ fn import_loads_parquet_and_refuses_bad_input_writing_nothing() {
             good_path,
             "--import-id",
             "day-1",
+            "--memory-budget",
+            "64MiB",
             "--metrics-file",
             metrics_file.to_str().unwrap(),
         ],

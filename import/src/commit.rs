@@ -149,6 +149,18 @@ fn check_same_import(
     Ok(())
 }
 
+/// Whether an earlier attempt of `import_id` committed any partition (one GET a partition).
+pub async fn has_markers(storage: &Storage, store: &str, import_id: &str) -> Result<bool> {
+    let config = ikv_core::bucket::load_config(storage, store).await?;
+    let layout = StoreLayout::new(&storage.prefix, store)?;
+    let found = futures::future::try_join_all((0..config.num_partitions).map(|p| {
+        let path = marker_path(&layout, p, import_id);
+        async move { read(storage, &path).await.map(|m| m.is_some()) }
+    }))
+    .await?;
+    Ok(found.into_iter().any(|f| f))
+}
+
 /// Before anything is uploaded: the receipt of an import whose every target partition (each
 /// with rows, or every one for a replace) was committed by an earlier attempt, read from its
 /// markers (so a retry of a finished import uploads nothing); `None` when some are not

@@ -8,6 +8,7 @@
 //! (serializable); [`commit`] commits one or several of them. Nothing is visible before the
 //! commit, and each partition's commit is atomic.
 
+mod budget;
 mod columns;
 mod commit;
 pub mod parquet_source;
@@ -24,6 +25,7 @@ use ikv_snapshot_format::manifest::Manifest;
 use ikv_snapshot_format::write::FileLayout;
 use serde::{Deserialize, Serialize};
 
+pub use budget::{DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET, MemoryBudget};
 pub use commit::{ImportCommit, ImportReceipt, commit};
 pub use runs::RunStats;
 
@@ -85,7 +87,8 @@ pub struct WrittenImport {
     pub runs: BTreeMap<u32, Vec<Manifest>>,
     /// Input rows.
     pub rows: u64,
-    /// Input rows combined into another row of the same key within one run.
+    /// Input rows combined into another row of the same key within one run (rows of a key
+    /// in several runs are combined when the runs are merged, by readers and the compactor).
     pub rows_combined: u64,
     /// Input rows of each partition (what a retry of the same import must match).
     #[serde(default)]
@@ -132,6 +135,9 @@ pub struct ImportOptions {
     /// fresh id ([`new_import_id`]) when not set.
     pub import_id: Option<String>,
     pub files: FileLayout,
+    /// The memory the importer may use ([`DEFAULT_MEMORY_BUDGET`] when not set): rows are
+    /// written as a run per partition each time they fill half of it.
+    pub memory_budget: Option<MemoryBudget>,
 }
 
 /// Checks, gathers and writes one import's runs.
@@ -140,6 +146,9 @@ pub struct Importer {
     import_id: String,
     files: FileLayout,
     builder: runs::RunBuilder,
+    /// Set when writing runs failed: the rows gathered then are gone, so the import cannot
+    /// go on.
+    failed: bool,
 }
 
 impl Importer {
@@ -161,7 +170,8 @@ impl Importer {
             storage,
             import_id,
             files: options.files,
-            builder: runs::RunBuilder::new(config),
+            builder: runs::RunBuilder::new(config, options.memory_budget.unwrap_or_default()),
+            failed: false,
         })
     }
 
@@ -179,28 +189,62 @@ impl Importer {
         self.builder.partition_rows()
     }
 
-    /// Checks and gathers one batch (in memory until [`Importer::write`]). Every batch has
-    /// the columns of the first. A bad batch is refused whole.
-    pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.builder.add(batch)
+    /// Checks and gathers one batch; once the gathered rows fill half the memory budget they
+    /// are sorted and written as runs (invisible until [`commit`]). Every batch has the
+    /// columns of the first. A bad batch is refused whole and the import can go on; when
+    /// writing runs fails, the import cannot.
+    pub async fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.usable()?;
+        self.builder.add(batch)?;
+        if self.builder.must_flush() {
+            self.failed = true;
+            self.builder
+                .flush(&self.storage, &self.import_id, &self.files)
+                .await?;
+            self.failed = false;
+        }
+        Ok(())
     }
 
-    /// Sorts and writes every partition's run. Nothing is visible until [`commit`].
+    /// Checks one batch and counts its rows by partition without keeping or writing them
+    /// ([`Importer::partition_rows`] then says what a full import would bring each partition).
+    pub fn count(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.usable()?;
+        self.builder.count(batch)
+    }
+
+    fn usable(&self) -> Result<()> {
+        if self.failed {
+            return Err(Error::InvalidImport(format!(
+                "writing the runs of import {:?} failed earlier; start the import again (same id: nothing is committed twice)",
+                self.import_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sorts and writes what is still gathered; returns every partition's runs. Nothing is
+    /// visible until [`commit`].
     pub async fn write(self) -> Result<WrittenImport> {
+        self.usable()?;
         let store = self.builder.store_name().to_owned();
         let rows = self.builder.rows();
+        let partition_rows = self.builder.partition_rows();
         let written = self
             .builder
-            .write(&self.storage, &self.import_id, &self.files)
+            .finish(&self.storage, &self.import_id, &self.files)
             .await?;
-        let rows_combined = written.values().map(|(_, s)| s.rows_combined).sum();
-        let partition_rows = written.iter().map(|(p, (_, s))| (*p, s.rows_in)).collect();
+        let rows_combined = written
+            .values()
+            .flatten()
+            .map(|(_, s)| s.rows_combined)
+            .sum();
         Ok(WrittenImport {
             store,
             import_id: self.import_id,
             runs: written
                 .into_iter()
-                .map(|(p, (run, _))| (p, vec![run]))
+                .map(|(p, runs)| (p, runs.into_iter().map(|(run, _)| run).collect()))
                 .collect(),
             rows,
             rows_combined,
@@ -220,25 +264,34 @@ pub async fn import_parquet(
     options: ImportOptions,
 ) -> Result<ImportReceipt> {
     let source = parquet_source::ParquetSource::resolve(location, source_options).await?;
-    let mut importer = Importer::open(storage.clone(), store, options).await?;
-    source.for_each_batch(|batch| importer.add(&batch)).await?;
+    let mut importer = Importer::open(storage.clone(), store, options.clone()).await?;
+    let import_id = importer.import_id().to_owned();
+    // A retry: runs are written while the data is read, so first count what the data brings
+    // each partition; a retry of an import every partition committed uploads nothing.
+    if commit::has_markers(storage, store, &import_id).await? {
+        let counting = ImportOptions {
+            import_id: Some(import_id.clone()),
+            ..options
+        };
+        let mut counter = Importer::open(storage.clone(), store, counting).await?;
+        source
+            .for_each_batch(async |batch| counter.count(&batch))
+            .await?;
+        let partition_rows = counter.partition_rows();
+        if let Some(receipt) =
+            commit::committed_earlier(storage, store, &import_id, mode, &partition_rows).await?
+        {
+            return Ok(receipt);
+        }
+    }
+    source
+        .for_each_batch(async |batch| importer.add(&batch).await)
+        .await?;
     tracing::info!(
         rows = importer.rows(),
-        import = importer.import_id(),
-        "read the import's rows; writing runs"
+        import = import_id,
+        "read the import's rows; writing the last runs"
     );
-    // A retry of an import every partition already committed uploads nothing.
-    if let Some(receipt) = commit::committed_earlier(
-        storage,
-        store,
-        importer.import_id(),
-        mode,
-        &importer.partition_rows(),
-    )
-    .await?
-    {
-        return Ok(receipt);
-    }
     let written = importer.write().await?;
     let writer =
         ikv_writer::Writer::open(storage.clone(), store, ikv_writer::WriterOptions::default())

@@ -73,11 +73,11 @@ impl ParquetSource {
         Ok(ParquetSource::Files(files))
     }
 
-    /// Calls `each` with every record batch, file after file. Blocking: run it off the
-    /// async threads (object-store sources are fetched whole, one file at a time).
+    /// Calls `each` with every record batch, file after file. Decoding blocks the calling
+    /// thread a batch at a time (object-store sources are fetched whole, one file at a time).
     pub async fn for_each_batch(
         &self,
-        mut each: impl FnMut(RecordBatch) -> Result<()>,
+        mut each: impl AsyncFnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
         match self {
             ParquetSource::Files(files) => {
@@ -85,7 +85,9 @@ impl ParquetSource {
                     let what = file.display().to_string();
                     let f = std::fs::File::open(file)
                         .map_err(|e| Error::InvalidImport(format!("cannot open {what}: {e}")))?;
-                    read_batches(f, &what, &mut each)?;
+                    for batch in batches(f, &what)? {
+                        each(batch.map_err(|e| parquet_error(&what, e))?).await?;
+                    }
                 }
             }
             ParquetSource::Objects(storage, keys) => {
@@ -94,7 +96,9 @@ impl ParquetSource {
                     let bytes: Bytes = ikv_core::bucket::read(storage, key)
                         .await?
                         .ok_or_else(|| Error::InvalidImport(format!("{what} does not exist")))?;
-                    read_batches(bytes, &what, &mut each)?;
+                    for batch in batches(bytes, &what)? {
+                        each(batch.map_err(|e| parquet_error(&what, e))?).await?;
+                    }
                 }
             }
         }
@@ -102,18 +106,13 @@ impl ParquetSource {
     }
 }
 
-fn read_batches<R: parquet::file::reader::ChunkReader + 'static>(
+fn batches<R: parquet::file::reader::ChunkReader + 'static>(
     reader: R,
     what: &str,
-    each: &mut impl FnMut(RecordBatch) -> Result<()>,
-) -> Result<()> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(reader)
+) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
+    ParquetRecordBatchReaderBuilder::try_new(reader)
         .map_err(|e| parquet_error(what, e))?
         .with_batch_size(BATCH_ROWS)
         .build()
-        .map_err(|e| parquet_error(what, e))?;
-    for batch in reader {
-        each(batch.map_err(|e| parquet_error(what, e))?)?;
-    }
-    Ok(())
+        .map_err(|e| parquet_error(what, e))
 }

@@ -17,17 +17,24 @@ use ikv_core::{Error, FieldType, Result, Storage, StoreConfig, StoreLayout};
 use ikv_snapshot_format::manifest::{KEY_COLUMN, Manifest, plan_columns};
 use ikv_snapshot_format::write::{FileLayout, SnapshotWriter};
 
+use crate::budget::MemoryBudget;
 use crate::columns::{ImportSchema, canonical, key_bytes};
-use crate::sort::{batch_of, concat, sort_and_combine};
+use crate::sort::{SortedRows, batch_of};
 
-/// Rows gathered by partition, not yet written.
+/// Rows gathered by partition, not yet written, and the runs written so far.
 pub struct RunBuilder {
     config: StoreConfig,
     schema: Option<ImportSchema>,
     /// `_ikv_key` then one column per imported field, canonical types.
     gathered_schema: Option<SchemaRef>,
     partitions: BTreeMap<u32, Vec<RecordBatch>>,
+    /// Arrow memory held by `partitions`.
+    gathered_bytes: usize,
+    budget: MemoryBudget,
     rows: u64,
+    partition_rows: BTreeMap<u32, u64>,
+    /// Runs written by earlier flushes, per partition in the order written.
+    written: BTreeMap<u32, Vec<(Manifest, RunStats)>>,
 }
 
 /// What one partition's run holds, for progress and receipts.
@@ -39,13 +46,17 @@ pub struct RunStats {
 }
 
 impl RunBuilder {
-    pub fn new(config: StoreConfig) -> RunBuilder {
+    pub fn new(config: StoreConfig, budget: MemoryBudget) -> RunBuilder {
         RunBuilder {
             config,
             schema: None,
             gathered_schema: None,
             partitions: BTreeMap::new(),
+            gathered_bytes: 0,
+            budget,
             rows: 0,
+            partition_rows: BTreeMap::new(),
+            written: BTreeMap::new(),
         }
     }
 
@@ -60,14 +71,19 @@ impl RunBuilder {
 
     /// Rows added so far, by partition.
     pub fn partition_rows(&self) -> BTreeMap<u32, u64> {
-        self.partitions
-            .iter()
-            .map(|(p, batches)| (*p, batches.iter().map(|b| b.num_rows() as u64).sum()))
-            .collect()
+        self.partition_rows.clone()
     }
 
-    /// Checks and gathers one batch. An error leaves what was gathered before unchanged.
-    pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Whether the gathered rows reached their share of the memory budget: time to write
+    /// them as runs ([`RunBuilder::flush`]).
+    pub fn must_flush(&self) -> bool {
+        self.gathered_bytes >= self.budget.gathered_bytes()
+    }
+
+    /// Checks `batch` and returns its rows (`_ikv_key`, then a column per imported field,
+    /// canonical types) with each row's partition. Changes nothing but the import's schema,
+    /// fixed by the first batch.
+    fn canonical_rows(&mut self, batch: &RecordBatch) -> Result<Option<(RecordBatch, Vec<u32>)>> {
         let schema = match &self.schema {
             Some(s) => {
                 s.check_batch(batch)?;
@@ -84,7 +100,7 @@ impl RunBuilder {
             }
         };
         let Some(gathered) = self.gathered_schema.clone() else {
-            return Ok(());
+            return Ok(None);
         };
         let input = batch.schema();
         let key_name = input.field(schema.key).name();
@@ -114,7 +130,27 @@ impl RunBuilder {
                 self.rows,
             )?);
         }
-        let whole = batch_of(&gathered, columns)?;
+        Ok(Some((batch_of(&gathered, columns)?, parts)))
+    }
+
+    /// Checks one batch and counts its rows by partition without keeping them (a retry
+    /// finds out whether an earlier attempt committed everything this way).
+    pub fn count(&mut self, batch: &RecordBatch) -> Result<()> {
+        let Some((_, parts)) = self.canonical_rows(batch)? else {
+            return Ok(());
+        };
+        for p in parts {
+            *self.partition_rows.entry(p).or_default() += 1;
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Checks and gathers one batch. An error leaves what was gathered before unchanged.
+    pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        let Some((whole, parts)) = self.canonical_rows(batch)? else {
+            return Ok(());
+        };
         let mut by_partition: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for (row, p) in parts.iter().enumerate() {
             by_partition.entry(*p).or_default().push(row as u32);
@@ -131,72 +167,95 @@ impl RunBuilder {
             }
         }
         for (p, part) in split {
+            self.gathered_bytes += part.get_array_memory_size();
+            *self.partition_rows.entry(p).or_default() += part.num_rows() as u64;
             self.partitions.entry(p).or_default().push(part);
         }
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
 
-    /// Sorts each partition's rows and writes them as runs named `<import id>.<random>`,
-    /// two partitions at a time. Returns each partition's run description.
-    pub async fn write(
-        self,
+    /// Sorts each partition's gathered rows and writes them as a run named `<import id>.<random>`,
+    /// two partitions at a time, and lets go of them. A later flush's run of a partition
+    /// applies after an earlier one's, so the last row of a key in the input still wins.
+    pub async fn flush(
+        &mut self,
         storage: &Storage,
         import_id: &str,
         files: &FileLayout,
-    ) -> Result<BTreeMap<u32, (Manifest, RunStats)>> {
-        let (Some(gathered), Some(schema)) = (self.gathered_schema, self.schema) else {
-            return Ok(BTreeMap::new());
+    ) -> Result<()> {
+        let (Some(gathered), Some(schema)) = (self.gathered_schema.clone(), self.schema.as_ref())
+        else {
+            return Ok(());
         };
+        let partitions = std::mem::take(&mut self.partitions);
+        let gathered_bytes = std::mem::take(&mut self.gathered_bytes);
+        if partitions.is_empty() {
+            return Ok(());
+        }
         let pairs: BTreeSet<(String, FieldType)> = schema
             .columns
             .iter()
             .map(|c| (c.field.clone(), c.field_type))
             .collect();
         let layout = StoreLayout::new(&storage.prefix, &self.config.store_name)?;
-        let config = Arc::new(self.config);
-        let writes = self.partitions.into_iter().map(|(partition, batches)| {
-            let (storage, layout, config, gathered, files, pairs) = (
-                storage.clone(),
-                layout.clone(),
-                config.clone(),
-                gathered.clone(),
-                files.clone(),
-                pairs.clone(),
-            );
+        let rows: usize = partitions.values().flatten().map(|b| b.num_rows()).sum();
+        let chunk_rows = self.budget.chunk_rows(gathered_bytes, rows);
+        let files = FileLayout {
+            row_group_rows: files.row_group_rows.min(chunk_rows),
+            ..files.clone()
+        };
+        tracing::debug!(
+            rows,
+            gathered_bytes,
+            partitions = partitions.len(),
+            "writing gathered import rows as runs"
+        );
+        let config = &self.config;
+        let writes = partitions.into_iter().map(|(partition, batches)| {
+            let (layout, gathered, files, pairs) = (&layout, gathered.clone(), &files, &pairs);
             let run_id = format!("{import_id}.{}", uuid::Uuid::new_v4().simple());
             async move {
-                let (sorted, stats) = tokio::task::spawn_blocking(move || {
-                    let rows_in = batches.iter().map(|b| b.num_rows() as u64).sum();
-                    let all = concat(&gathered, &batches)?;
-                    drop(batches);
-                    let (sorted, rows_combined) = sort_and_combine(&all)?;
-                    Ok::<_, Error>((
-                        sorted,
-                        RunStats {
-                            rows_in,
-                            rows_combined,
-                        },
-                    ))
-                })
-                .await
-                .map_err(|e| Error::InvalidImport(format!("sorting failed: {e}")))??;
+                let sorted =
+                    tokio::task::spawn_blocking(move || SortedRows::sort(gathered, batches))
+                        .await
+                        .map_err(|e| Error::InvalidImport(format!("sorting failed: {e}")))??;
+                let stats = RunStats {
+                    rows_in: sorted.rows(),
+                    rows_combined: sorted.combined(),
+                };
                 let target = RunTarget {
-                    storage: &storage,
-                    layout: &layout,
-                    config: &config,
+                    storage,
+                    layout,
+                    config,
                     partition,
                     run_id: &run_id,
-                    files: &files,
+                    files,
                 };
-                let run = write_run(target, &pairs, sorted).await?;
+                let run = write_run(target, pairs, Arc::new(sorted), chunk_rows).await?;
                 Ok::<_, Error>((partition, (run, stats)))
             }
         });
-        futures::stream::iter(writes)
+        let runs: Vec<(u32, (Manifest, RunStats))> = futures::stream::iter(writes)
             .buffer_unordered(2)
             .try_collect()
-            .await
+            .await?;
+        for (partition, run) in runs {
+            self.written.entry(partition).or_default().push(run);
+        }
+        Ok(())
+    }
+
+    /// Writes what is still gathered and returns every partition's runs, in the order they
+    /// apply.
+    pub async fn finish(
+        mut self,
+        storage: &Storage,
+        import_id: &str,
+        files: &FileLayout,
+    ) -> Result<BTreeMap<u32, Vec<(Manifest, RunStats)>>> {
+        self.flush(storage, import_id, files).await?;
+        Ok(self.written)
     }
 }
 
@@ -211,11 +270,12 @@ struct RunTarget<'a> {
 }
 
 /// Writes one partition's sorted rows (`_ikv_key`, then a column per field named after it)
-/// as a run holding the fields `pairs`.
+/// as a run holding the fields `pairs`, `chunk_rows` sorted rows at a time.
 async fn write_run(
     target: RunTarget<'_>,
     pairs: &BTreeSet<(String, FieldType)>,
-    sorted: RecordBatch,
+    sorted: Arc<SortedRows>,
+    chunk_rows: usize,
 ) -> Result<Manifest> {
     let RunTarget {
         storage,
@@ -225,7 +285,6 @@ async fn write_run(
         run_id,
         files,
     } = target;
-    let schema = sorted.schema();
     let columns = plan_columns(pairs);
     let mut writer = SnapshotWriter::new(
         storage.clone(),
@@ -234,24 +293,33 @@ async fn write_run(
         columns,
         files.clone(),
     )?;
-    // The writer's columns come in field order: arrange the sorted batch to match.
+    // The writer's columns come in field order: where each is in the sorted rows.
     let target = writer.schema();
-    let mut arranged: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
-    for (i, f) in target.fields().iter().enumerate() {
-        let source = if i == 0 {
+    let source_schema = sorted.schema();
+    let mut sources = Vec::with_capacity(target.fields().len());
+    for i in 0..target.fields().len() {
+        sources.push(if i == 0 {
             0
         } else {
             let field = &writer.columns()[i - 1].field;
-            schema
+            source_schema
                 .index_of(field)
                 .map_err(|e| Error::InvalidImport(format!("arranging columns: {e}")))?
-        };
-        arranged.push(sorted.column(source).clone());
-        debug_assert_eq!(f.data_type(), sorted.column(source).data_type());
+        });
     }
-    let batch = batch_of(&target, arranged)?;
+    let chunk_rows = chunk_rows.max(1);
+    let mut from = 0;
+    while from < sorted.keys() {
+        let to = from + chunk_rows;
+        let rows = Arc::clone(&sorted);
+        let chunk = tokio::task::spawn_blocking(move || rows.chunk(from, to))
+            .await
+            .map_err(|e| Error::InvalidImport(format!("sorting failed: {e}")))??;
+        let arranged = sources.iter().map(|s| chunk.column(*s).clone()).collect();
+        writer.push_batch(&batch_of(&target, arranged)?).await?;
+        from = to;
+    }
     drop(sorted);
-    writer.push_batch(&batch).await?;
     let rows = writer.rows();
     let (mut files, columns) = writer.finish().await?;
     // Paths are relative to the run's own directory.

@@ -69,6 +69,7 @@ def write_runs(
     storage_url: str,
     storage_options: Optional[Dict[str, str]] = ...,
     import_id: Optional[str] = ...,
+    memory_budget: Optional[str] = ...,
 ) -> str: ...
 def commit_runs(
     written: List[str],
@@ -85,5 +86,6 @@ def import_parquet(
     storage_options: Optional[Dict[str, str]] = ...,
     import_id: Optional[str] = ...,
     source_options: Optional[Dict[str, str]] = ...,
+    memory_budget: Optional[str] = ...,
 ) -> str: ...
 def partition_of(key: Union[str, bytes], num_partitions: int) -> int: ...

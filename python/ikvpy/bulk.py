@@ -92,6 +92,17 @@ def _import_id(import_id: Any) -> Optional[str]:
     return non_blank_str(import_id, "import_id")
 
 
+def _memory_budget(budget: Any) -> Optional[str]:
+    """``None``, bytes as an int, or a string with a binary unit (``"512MiB"``, ``"4GiB"``)."""
+    if budget is None:
+        return None
+    if isinstance(budget, bool) or not isinstance(budget, (int, str)):
+        raise IKVTypeError(
+            f"memory_budget must be a number of bytes or a string such as '512MiB', not {type(budget).__name__}"
+        )
+    return str(budget)
+
+
 def _arrow_stream(data: Any) -> Any:
     """Something with ``__arrow_c_stream__``: pyarrow Tables and readers have it; a
     RecordBatch or a pandas DataFrame is converted through pyarrow."""
@@ -128,14 +139,23 @@ def write_runs(
     import_id: str,
     storage_url: Optional[str] = None,
     storage_options: Optional[Dict[str, str]] = None,
+    memory_budget: Union[int, str, None] = None,
 ) -> str:
     """Writes ``data``'s rows as sorted runs for ``store_name`` and returns a description of
-    them (a JSON string) for :func:`commit_runs`. Nothing is visible until that commit."""
+    them (a JSON string) for :func:`commit_runs`. Nothing is visible until that commit.
+    ``memory_budget`` (bytes, or ``"512MiB"``; 1 GiB by default) bounds the memory used: rows
+    are written as a run per partition each time they fill half of it."""
     non_blank_str(store_name, "store_name")
+    budget = _memory_budget(memory_budget)
     stream = _arrow_stream(data)
     return str(
         _internal.write_runs(
-            stream, store_name, _url(storage_url), _storage_options(storage_options), _import_id(import_id)
+            stream,
+            store_name,
+            _url(storage_url),
+            _storage_options(storage_options),
+            _import_id(import_id),
+            budget,
         )
     )
 
@@ -170,10 +190,11 @@ def import_arrow(
     import_id: Optional[str] = None,
     storage_url: Optional[str] = None,
     storage_options: Optional[Dict[str, str]] = None,
+    memory_budget: Union[int, str, None] = None,
 ) -> ImportReceipt:
     """Imports Arrow data (pyarrow Table, RecordBatch, RecordBatchReader, pandas DataFrame, or
     anything with ``__arrow_c_stream__``). A retry with the same ``import_id`` commits no
-    partition twice."""
+    partition twice. ``memory_budget`` as in :func:`write_runs`."""
     _mode(mode)
     written = write_runs(
         data,
@@ -181,6 +202,7 @@ def import_arrow(
         import_id=_import_id(import_id) or new_import_id(),
         storage_url=storage_url,
         storage_options=storage_options,
+        memory_budget=memory_budget,
     )
     return commit_runs([written], store_name, mode, storage_url=storage_url, storage_options=storage_options)
 
@@ -194,11 +216,14 @@ def import_parquet(
     storage_url: Optional[str] = None,
     storage_options: Optional[Dict[str, str]] = None,
     source_options: Optional[Dict[str, str]] = None,
+    memory_budget: Union[int, str, None] = None,
 ) -> ImportReceipt:
     """Imports Parquet data: a local file or directory, or a URL (``s3://bucket/prefix``,
     ``file:///dir``) of one object or a prefix of ``.parquet`` objects (read natively; pyarrow
-    is not needed). ``source_options`` are storage options for the source URL."""
+    is not needed). ``source_options`` are storage options for the source URL;
+    ``memory_budget`` as in :func:`write_runs`."""
     non_blank_str(store_name, "store_name")
+    budget = _memory_budget(memory_budget)
     location = os.fspath(location)
     non_blank_str(location, "location")
     return _receipt(
@@ -210,6 +235,7 @@ def import_parquet(
             _storage_options(storage_options),
             _import_id(import_id),
             _storage_options(source_options),
+            budget,
         )
     )
 

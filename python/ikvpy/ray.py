@@ -22,7 +22,7 @@ actor (readers of one host share the mount's local copy, so N actors cost one co
 Rows whose key the store lacks get nulls.
 """
 
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
 from ray.data.block import Block, BlockAccessor
@@ -51,6 +51,7 @@ class IKVDatasink(Datasink):
         storage_url: Optional[str] = None,
         storage_options: Optional[Dict[str, str]] = None,
         import_id: Optional[str] = None,
+        memory_budget: Union[int, str, None] = None,
     ) -> None:
         if mode not in ("upsert", "replace"):
             raise ValueError(f"mode must be 'upsert' or 'replace', not {mode!r}")
@@ -59,6 +60,8 @@ class IKVDatasink(Datasink):
         self.storage_url = storage_url
         self.storage_options = storage_options
         self.import_id = import_id or bulk.new_import_id()
+        #: Each write task's memory budget for sorting its rows (see :func:`ikvpy.bulk.write_runs`).
+        self.memory_budget = memory_budget
         #: The receipt of the commit, once the write completed.
         self.receipt: Optional[bulk.ImportReceipt] = None
 
@@ -77,6 +80,7 @@ class IKVDatasink(Datasink):
             import_id=self.import_id,
             storage_url=self.storage_url,
             storage_options=self.storage_options,
+            memory_budget=self.memory_budget,
         )
         # The task's place in the Dataset orders its runs, so later rows win at commit.
         return (int(getattr(ctx, "task_idx", 0)), written)

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use arrow_array::ffi_stream::{FFI_ArrowArrayStream, RecordBatchStreamReader};
 use ikv_core::{Error, Storage, StorageOptions};
-use ikv_import::{ImportMode, ImportOptions, Importer, WrittenImport};
+use ikv_import::{ImportMode, ImportOptions, Importer, MemoryBudget, WrittenImport};
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
 
@@ -45,6 +45,13 @@ fn arrow_stream(data: &Bound<'_, PyAny>) -> PyResult<RecordBatchStreamReader> {
     })
 }
 
+fn parse_budget(budget: Option<String>) -> PyResult<Option<MemoryBudget>> {
+    budget
+        .map(|b| b.parse::<MemoryBudget>())
+        .transpose()
+        .map_err(to_py)
+}
+
 fn open_storage(
     storage_url: &str,
     storage_options: Option<BTreeMap<String, String>>,
@@ -58,7 +65,7 @@ fn open_storage(
 /// Reads `data` and writes its runs for `store_name`; returns the written import as JSON
 /// (for [`commit_runs`], possibly in another process).
 #[pyfunction]
-#[pyo3(signature = (data, store_name, storage_url, storage_options=None, import_id=None))]
+#[pyo3(signature = (data, store_name, storage_url, storage_options=None, import_id=None, memory_budget=None))]
 pub fn write_runs(
     py: Python<'_>,
     data: &Bound<'_, PyAny>,
@@ -66,7 +73,9 @@ pub fn write_runs(
     storage_url: String,
     storage_options: Option<BTreeMap<String, String>>,
     import_id: Option<String>,
+    memory_budget: Option<String>,
 ) -> PyResult<String> {
+    let memory_budget = parse_budget(memory_budget)?;
     let reader = arrow_stream(data)?;
     let storage = open_storage(&storage_url, storage_options)?;
     let rt = runtime()?;
@@ -75,6 +84,7 @@ pub fn write_runs(
             rt.block_on(async {
                 let options = ImportOptions {
                     import_id,
+                    memory_budget,
                     ..ImportOptions::default()
                 };
                 let mut importer = Importer::open(storage, &store_name, options).await?;
@@ -82,7 +92,7 @@ pub fn write_runs(
                     let batch = batch.map_err(|e| {
                         Error::InvalidImport(format!("reading the Arrow stream: {e}"))
                     })?;
-                    importer.add(&batch)?;
+                    importer.add(&batch).await?;
                 }
                 importer.write().await
             })
@@ -136,7 +146,7 @@ pub fn commit_runs(
 
 /// Imports Parquet data (local path or URL) and commits it; returns the receipt as JSON.
 #[pyfunction]
-#[pyo3(signature = (location, store_name, mode, storage_url, storage_options=None, import_id=None, source_options=None))]
+#[pyo3(signature = (location, store_name, mode, storage_url, storage_options=None, import_id=None, source_options=None, memory_budget=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn import_parquet(
     py: Python<'_>,
@@ -147,8 +157,10 @@ pub fn import_parquet(
     storage_options: Option<BTreeMap<String, String>>,
     import_id: Option<String>,
     source_options: Option<BTreeMap<String, String>>,
+    memory_budget: Option<String>,
 ) -> PyResult<String> {
     let mode: ImportMode = mode.parse().map_err(to_py)?;
+    let memory_budget = parse_budget(memory_budget)?;
     let storage = open_storage(&storage_url, storage_options)?;
     let source_options = StorageOptions {
         options: source_options.unwrap_or_default(),
@@ -165,6 +177,7 @@ pub fn import_parquet(
                 mode,
                 ImportOptions {
                     import_id,
+                    memory_budget,
                     ..ImportOptions::default()
                 },
             ))

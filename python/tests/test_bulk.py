@@ -138,6 +138,29 @@ def test_write_runs_in_parts_then_commit_once_and_retry(local_storage, tmp_path:
         bulk.commit_runs([first, other], "parts", storage_url=local_storage.url)
 
 
+def test_an_import_over_its_memory_budget_lands_as_several_runs_equal_to_one(local_storage, tmp_path: pathlib.Path) -> None:
+    admin.create_store("budget", "id", num_partitions=2, storage_url=local_storage.url)
+    n = 30_000
+    # Every key twice, the second half's rows later: the later value must win across runs.
+    table = pa.table(
+        {
+            "id": [f"k{i % (n // 2):06d}" for i in range(n)],
+            "v": list(range(n)),
+            "pad": ["x" * 40] * n,
+        }
+    )
+    receipt = bulk.import_arrow(pa.Table.from_batches(table.to_batches(max_chunksize=1000)), "budget", memory_budget="1MiB", storage_url=local_storage.url)
+    assert receipt.rows == n
+    assert receipt.runs >= 4, f"a 1 MiB budget writes several runs per partition: {receipt.runs}"
+    reader = open_reader(local_storage, "budget", tmp_path / "mount")
+    try:
+        wait_for(reader, receipt)
+        for i in (0, 1, 7_777, n // 2 - 1):
+            assert reader.get_value(f"k{i:06d}", "v") == i + n // 2, i
+    finally:
+        reader.shutdown()
+
+
 def test_bad_input_is_refused_and_writes_nothing(local_storage, tmp_path: pathlib.Path) -> None:
     admin.create_store("strict", "id", storage_url=local_storage.url)
     bucket = pathlib.Path(local_storage.url[len("file://"):]) / "strict"
@@ -156,6 +179,12 @@ def test_bad_input_is_refused_and_writes_nothing(local_storage, tmp_path: pathli
         bulk.import_arrow(pa.table({"id": ["x"]}), "strict", mode="merge", storage_url=local_storage.url)
     with pytest.raises(IKVValueError, match="import id"):
         bulk.import_arrow(pa.table({"id": ["x"]}), "strict", import_id="../x", storage_url=local_storage.url)
+    with pytest.raises(IKVValueError, match='memory budget "lots"'):
+        bulk.import_arrow(pa.table({"id": ["x"]}), "strict", memory_budget="lots", storage_url=local_storage.url)
+    with pytest.raises(IKVValueError, match="below the smallest"):
+        bulk.import_parquet(tmp_path, "strict", memory_budget=1000, storage_url=local_storage.url)
+    with pytest.raises(IKVTypeError, match="memory_budget must be"):
+        bulk.import_arrow(pa.table({"id": ["x"]}), "strict", memory_budget=1.5, storage_url=local_storage.url)
     with pytest.raises(IKVValueError, match="no .parquet files"):
         (tmp_path / "empty").mkdir()
         bulk.import_parquet(tmp_path / "empty", "strict", storage_url=local_storage.url)

@@ -103,7 +103,7 @@ fn bad_input_is_refused_by_name_before_anything_is_written() {
             ImportOptions::default(),
         )
         .unwrap();
-        let err = importer.add(&batch).unwrap_err();
+        let err = f.rt.block_on(importer.add(&batch)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
         assert!(
             err.to_string().contains(expected),
@@ -117,12 +117,13 @@ fn bad_input_is_refused_by_name_before_anything_is_written() {
         ImportOptions::default(),
     )
     .unwrap();
-    importer.add(&with_key(vec![Some("a")], None)).unwrap();
-    let err = importer
-        .add(&with_key(
+    f.rt.block_on(importer.add(&with_key(vec![Some("a")], None)))
+        .unwrap();
+    let err =
+        f.rt.block_on(importer.add(&with_key(
             vec![Some("b")],
             Some(("a", Arc::new(Int64Array::from(vec![1])) as ArrayRef)),
-        ))
+        )))
         .unwrap_err();
     assert!(
         err.to_string()

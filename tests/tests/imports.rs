@@ -13,7 +13,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema};
 use ikv_core::bucket::create_store;
 use ikv_core::{Document, FieldValue, Operation, Storage, StoreConfig, StoreLayout};
-use ikv_import::{ImportMode, ImportOptions, Importer, WrittenImport, commit};
+use ikv_import::{ImportMode, ImportOptions, Importer, MemoryBudget, WrittenImport, commit};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_tests::fixture::wait_caught_up;
 use ikv_tests::model::{Committed, Model};
@@ -136,6 +136,8 @@ struct Fixture {
     storage: Storage,
     config: StoreConfig,
     rt: tokio::runtime::Runtime,
+    /// The importers' memory budget (the default when `None`).
+    memory_budget: Option<MemoryBudget>,
 }
 
 fn fixture() -> Fixture {
@@ -152,6 +154,7 @@ fn fixture() -> Fixture {
         storage,
         config,
         rt,
+        memory_budget: None,
     }
 }
 
@@ -175,12 +178,13 @@ impl Fixture {
     fn write_runs(&self, batches: &[RecordBatch], import_id: Option<&str>) -> WrittenImport {
         let options = ImportOptions {
             import_id: import_id.map(str::to_owned),
+            memory_budget: self.memory_budget,
             ..ImportOptions::default()
         };
         let mut importer =
             Importer::with_config(self.storage.clone(), self.config.clone(), options).unwrap();
         for b in batches {
-            importer.add(b).unwrap();
+            self.rt.block_on(importer.add(b)).unwrap();
         }
         self.rt.block_on(importer.write()).unwrap()
     }
@@ -275,6 +279,51 @@ fn imports_equal_the_same_rows_through_upsert_fields_in_log_order() {
     assert_equals_model(&running, &keys, &model.state());
 }
 
+/// An import larger than its memory budget is written as several runs per partition, each
+/// sorted alone; readers (catching up, and bootstrapping from the compactor's snapshot) merge
+/// them so that the last row of a key in the input still wins, field by field.
+#[test]
+fn an_import_over_its_memory_budget_writes_several_runs_and_equals_the_model() {
+    let mut f = fixture();
+    f.memory_budget = Some(MemoryBudget::new(ikv_import::MIN_MEMORY_BUDGET).unwrap());
+    let writer = f.writer();
+    let mut model = Model::new(PRIMARY_KEY, None, PARTITIONS);
+    let mut work = Workload::new(12, KEYS);
+    let keys = work.all_keys();
+    for _ in 0..5 {
+        let ops = work.batch(6);
+        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
+    }
+    let running = f.reader("running");
+    let batches: Vec<(RecordBatch, Vec<Document>)> =
+        (0..40).map(|i| random_rows(100 + i, 1000)).collect();
+    let only: Vec<RecordBatch> = batches.iter().map(|(b, _)| b.clone()).collect();
+    let written = f.write_runs(&only, Some("over-budget"));
+    let runs: Vec<usize> = written.runs.values().map(Vec::len).collect();
+    assert!(
+        runs.iter().all(|r| *r >= 3),
+        "every partition gets several runs at a 1 MiB budget: {runs:?}"
+    );
+    assert_eq!(written.rows, 40_000);
+    let receipt =
+        f.rt.block_on(commit(&writer, &f.storage, &written, ImportMode::Upsert))
+            .unwrap();
+    let ops: Vec<Operation> = batches
+        .iter()
+        .flat_map(|(_, docs)| docs.iter().cloned().map(Operation::UpsertFields))
+        .collect();
+    model.record(&ops, &committed(&receipt));
+    for _ in 0..5 {
+        let ops = work.batch(6);
+        f.rt.block_on(write_and_record(&writer, &mut model, &ops));
+    }
+    wait_caught_up(&running, &f.tips(&model));
+    assert_equals_model(&running, &keys, &model.state());
+    f.snapshot_all();
+    let fresh = f.reader("fresh");
+    assert_equals_model(&fresh, &keys, &model.state());
+}
+
 #[test]
 fn runs_written_but_not_committed_are_invisible_and_a_retry_commits_once() {
     let f = fixture();
@@ -348,7 +397,7 @@ fn writes_racing_an_import_land_in_log_order_on_localstack() {
     let (batch, docs) = random_rows(21, 200);
     let mut importer =
         Importer::with_config(storage.clone(), config.clone(), ImportOptions::default()).unwrap();
-    importer.add(&batch).unwrap();
+    rt.block_on(importer.add(&batch)).unwrap();
     let written = rt.block_on(importer.write()).unwrap();
     // Writes to the same keys go on while the import commits.
     let mut work = Workload::new(5, KEYS);
@@ -538,7 +587,7 @@ fn imports_into_a_store_with_a_partitioning_key_equal_the_model() {
         let mut importer =
             Importer::with_config(storage.clone(), config.clone(), ImportOptions::default())
                 .unwrap();
-        importer.add(&batch).unwrap();
+        rt.block_on(importer.add(&batch)).unwrap();
         let written = rt.block_on(importer.write()).unwrap();
         let receipt = rt
             .block_on(commit(&writer, &storage, &written, mode))

@@ -47,7 +47,7 @@ fn main() {
             ),
         ])
         .map_err(|e| ikv_core::Error::InvalidImport(e.to_string()))?;
-        importer.add(&batch)?;
+        importer.add(&batch).await?;
         let written = importer.write().await?;
         let writer = Writer::open(storage.clone(), &args[2], WriterOptions::default()).await?;
         commit(&writer, &storage, &written, ImportMode::Upsert).await
