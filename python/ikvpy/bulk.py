@@ -61,6 +61,9 @@ class ImportReceipt:
     rows: int
     documents: int
     commits: List[ImportCommit]
+    #: Run files this attempt uploaded and their bytes (0 when an earlier attempt had).
+    runs: int = 0
+    bytes: int = 0
 
 
 def _receipt(raw: str) -> ImportReceipt:
@@ -70,6 +73,8 @@ def _receipt(raw: str) -> ImportReceipt:
         rows=data["rows"],
         documents=data["documents"],
         commits=[ImportCommit(c["partition"], c["sequence"], c["earlier"]) for c in data["commits"]],
+        runs=data.get("runs", 0),
+        bytes=data.get("bytes", 0),
     )
 
 
