@@ -1,5 +1,6 @@
 //! Bad import input is refused by name, before anything is written: a missing or mistyped key
-//! column, null, empty or oversized keys, unsupported column types, bad import ids.
+//! column, null, empty or oversized keys, unsupported column types, bad import ids; and an
+//! import whose run upload fails midway refuses to go on.
 #![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::sync::Arc;
@@ -148,4 +149,77 @@ fn bad_input_is_refused_by_name_before_anything_is_written() {
         vec!["imports/store.json".to_owned()],
         "nothing but the store's configuration"
     );
+}
+
+/// Rows of `n` distinct keys starting at `from`, each with a 200-byte value.
+fn padded_rows(from: usize, n: usize) -> RecordBatch {
+    let keys: Vec<String> = (from..from + n).map(|i| format!("key-{i:08}")).collect();
+    let pad = "p".repeat(200);
+    with_key(
+        keys.iter().map(|k| Some(k.as_str())).collect(),
+        Some((
+            "pad",
+            Arc::new(StringArray::from(vec![pad.as_str(); n])) as ArrayRef,
+        )),
+    )
+}
+
+/// When writing runs fails while an import goes on (a storage error in the middle of a
+/// flush), the rows gathered for that flush are gone: the importer says so on every later
+/// call rather than commit part of the input, and a retry with the same id imports all.
+#[tokio::test]
+async fn a_failed_flush_stops_the_import_and_a_retry_imports_everything() {
+    use ikv_core::{Storage, StoreConfig};
+    use ikv_import::{ImportMode, MIN_MEMORY_BUDGET, MemoryBudget, commit};
+    use ikv_tests::faulty::{FaultyStore, PutFault};
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+
+    let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
+    let storage = Storage::new(faulty.clone(), Path::from("root"), "memory://faulty");
+    let config = StoreConfig::new("budget", PRIMARY_KEY, None, 2).unwrap();
+    ikv_core::bucket::create_store(&storage, &config)
+        .await
+        .unwrap();
+    let options = || ImportOptions {
+        import_id: Some("day-1".into()),
+        memory_budget: Some(MemoryBudget::new(MIN_MEMORY_BUDGET).unwrap()),
+        ..ImportOptions::default()
+    };
+    faulty.inject("imports/day-1.", PutFault::FailBeforeLanding);
+    let mut importer = Importer::with_config(storage.clone(), config.clone(), options()).unwrap();
+    let mut failed = None;
+    for i in 0..40 {
+        if let Err(e) = importer.add(&padded_rows(i * 500, 500)).await {
+            failed = Some(e);
+            break;
+        }
+    }
+    let failed = failed.expect("a flush met the injected failure");
+    assert!(failed.to_string().contains("injected"), "{failed}");
+    let again = importer.add(&padded_rows(0, 10)).await.unwrap_err();
+    assert!(
+        again
+            .to_string()
+            .contains("failed earlier; start the import again"),
+        "{again}"
+    );
+    assert!(importer.write().await.is_err(), "nothing to commit");
+
+    let mut retry = Importer::with_config(storage.clone(), config.clone(), options()).unwrap();
+    for i in 0..40 {
+        retry.add(&padded_rows(i * 500, 500)).await.unwrap();
+    }
+    let written = retry.write().await.unwrap();
+    assert!(
+        written.runs.values().all(|r| r.len() > 1),
+        "several flushes"
+    );
+    let writer = ikv_writer::Writer::open(storage.clone(), "budget", Default::default())
+        .await
+        .unwrap();
+    let receipt = commit(&writer, &storage, &written, ImportMode::Upsert)
+        .await
+        .unwrap();
+    assert_eq!((receipt.rows, receipt.documents), (20_000, 20_000));
 }
