@@ -17,46 +17,13 @@ import sys
 import tempfile
 import time
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from import_data import PARTITIONS, parquet_file
 from ikvpy import admin, bulk
 from ikvpy.clientoptions import ClientOptionsBuilder
 from ikvpy.document import IKVDocumentBuilder
 from ikvpy.factory import create_new_reader, create_new_writer
-
-PARTITIONS = 4
-
-
-def parquet_file(docs: int) -> pathlib.Path:
-    root = pathlib.Path(os.environ.get("IKV_BENCH_DIR", "/tmp/ikv-bench-import"))
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / f"docs-{docs}.parquet"
-    if path.exists():
-        return path
-    writer = None
-    step = 1_000_000
-    for start in range(0, docs, step):
-        n = min(step, docs - start)
-        ids = pc.cast(pa.array(range(start, start + n)), pa.string())
-        pad = pc.utf8_lpad(ids, 9, "0")
-        table = pa.table(
-            {
-                "id": pc.binary_join_element_wise("k", pad, ""),
-                "f1": pc.binary_join_element_wise("1", pc.utf8_lpad(ids, 49, "0"), ""),
-                "f2": pc.binary_join_element_wise("2", pc.utf8_lpad(ids, 49, "0"), ""),
-                "f3": pc.binary_join_element_wise("3", pc.utf8_lpad(ids, 49, "0"), ""),
-            }
-        )
-        if writer is None:
-            writer = pq.ParquetWriter(path.with_suffix(".tmp"), table.schema)
-        writer.write_table(table)
-    if writer is not None:
-        writer.close()
-    path.with_suffix(".tmp").rename(path)
-    return path
-
 
 def options(url: str, mount: str):
     return (

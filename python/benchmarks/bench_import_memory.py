@@ -22,7 +22,7 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from bench_import import PARTITIONS, parquet_file  # noqa: E402
+from import_data import PARTITIONS, parquet_file  # noqa: E402
 
 
 def run_measured(cmd: list, env: dict) -> tuple:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import bench_processes  # noqa: E402
 import lmdb  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from bench_import import PARTITIONS, parquet_file  # noqa: E402
+from import_data import PARTITIONS, parquet_file  # noqa: E402
 from bench_import_memory import run_measured  # noqa: E402
 
 from ikvpy.document import IKVDocumentBuilder  # noqa: E402

@@ -22,14 +22,14 @@
 use std::collections::VecDeque;
 
 use ikv_core::{Error, Result, Storage, StoreLayout};
-use ikv_snapshot_format::{Manifest, MergedRuns, SnapshotStream};
+use ikv_snapshot_format::{Manifest, SnapshotStream};
 
 use crate::apply::{PartitionImport, imported_entry};
-use crate::doc::OwnedDoc;
 use crate::drops::DropState;
 use crate::image::ImageWriter;
 use crate::keys::{doc_key, epoch, split_doc_key};
 use crate::owner::Owner;
+use crate::run_merge::RunMerge;
 use crate::snapshot_rows::encode_rows;
 use crate::sync::PendingImport;
 
@@ -54,8 +54,13 @@ enum Documents {
         rows: VecDeque<(Vec<u8>, Vec<u8>)>,
         done: bool,
     },
-    /// Several runs, merged by key (later runs win) and encoded document by document.
-    Merged(MergedRuns),
+    /// Several runs, merged by key (later runs win): stretches of one run encoded as slices,
+    /// keys several runs hold document by document.
+    Merged {
+        merge: RunMerge,
+        rows: VecDeque<(Vec<u8>, Vec<u8>)>,
+        done: bool,
+    },
 }
 
 /// One partition's import, with its next document read ahead and its order checked.
@@ -88,13 +93,12 @@ impl Source {
                 }
                 rows.pop_front()
             }
-            Documents::Merged(runs) => runs.next_doc().await?.map(|(key, fields)| {
-                let mut doc = OwnedDoc::new(self.import.partition);
-                for (name, value) in &fields {
-                    doc.set(name, value, e);
+            Documents::Merged { merge, rows, done } => {
+                while rows.is_empty() && !*done {
+                    *done = !merge.next_rows(self.import.partition, e, rows).await?;
                 }
-                (key, doc.encode())
-            }),
+                rows.pop_front()
+            }
         };
         if let Some((key, _)) = &next {
             if self.last.as_ref().is_some_and(|l| l >= key) {
@@ -105,7 +109,7 @@ impl Source {
                         self.import.partition,
                         self.import.seq
                     ),
-                    Documents::Merged(_) => format!(
+                    Documents::Merged { .. } => format!(
                         "import of partition {} (committed by delta {})",
                         self.import.partition, self.import.seq
                     ),
@@ -155,7 +159,11 @@ pub async fn apply_imports(
                 done: false,
             }
         } else {
-            Documents::Merged(MergedRuns::open(runs).await?)
+            Documents::Merged {
+                merge: RunMerge::new(runs),
+                rows: VecDeque::new(),
+                done: false,
+            }
         };
         let mut source = Source {
             import: PartitionImport {

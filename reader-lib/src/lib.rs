@@ -23,6 +23,7 @@ mod priority;
 mod push;
 mod reader;
 mod roles;
+mod run_merge;
 mod snapshot_rows;
 mod status;
 mod sync;
