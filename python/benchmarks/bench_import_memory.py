@@ -67,7 +67,7 @@ def measure(name: str, ikv: str, extra: list, source: pathlib.Path, docs: int) -
         )
         assert "f1" in out, out
         result["fresh_s"], result["fresh_rss"] = took, rss
-        took, rss, _ = run_measured([ikv, "snapshot", "--store", "bench"], env)
+        took, rss, _ = run_measured([ikv, "snapshot", "--store", "bench", "--force"], env)
         result["pass_s"], result["pass_rss"] = took, rss
         return result
     finally:

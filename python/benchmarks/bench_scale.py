@@ -120,7 +120,7 @@ def main() -> None:
             [ikv, "import", "--store", "bench", "--parquet", str(source), "--memory-budget", "1GiB"], env
         )
         row("import (Parquet → committed, 1 GiB budget)", took, f"{docs / took / 1e6:.2f} M docs/s", f"peak RSS {rss:,.0f} MB")
-        took, rss, _ = run_measured([ikv, "snapshot", "--store", "bench"], env)
+        took, rss, _ = run_measured([ikv, "snapshot", "--store", "bench", "--force"], env)
         full_pass = took
         row("snapshot pass folding the import", took, f"{docs * 3 / took / 1e6:.2f} M values/s", f"peak RSS {rss:,.0f} MB")
         bucket_alloc, _ = du(pathlib.Path(root, "bucket"))
@@ -169,7 +169,7 @@ def main() -> None:
             time.sleep(0.01)
         row("a running reader catching up on them (after the writes ended)", time.perf_counter() - t, "")
         running.shutdown()
-        took, rss, _ = run_measured([ikv, "snapshot", "--store", "bench"], env)
+        took, rss, _ = run_measured([ikv, "snapshot", "--store", "bench", "--force"], env)
         row("snapshot pass after 1% changed", took, f"{took / full_pass:.2f}× the full pass", f"peak RSS {rss:,.0f} MB")
     finally:
         if not os.environ.get("IKV_SCALE_DIR"):
