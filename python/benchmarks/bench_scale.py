@@ -147,7 +147,7 @@ def main() -> None:
                 f"file {lmdb_alloc / 1e9:.2f} GB ({lmdb_alloc / data:.2f}×)")
             sides.append("lmdb")
         n = args.processes
-        for side in sides:
+        for side in sides if n > 0 else []:
             reports, pss = bench_processes.run_side(side, root, docs, n)
             p50 = statistics.median(r[2] for r in reports)
             p99 = statistics.median(r[3] for r in reports)
