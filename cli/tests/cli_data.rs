@@ -204,6 +204,13 @@ fn import_loads_parquet_and_refuses_bad_input_writing_nothing() {
         3,
         "does not exist",
     );
+    // A URL naming an object that is not there.
+    let missing = format!("file://{}/no-such.parquet", dir.path().display());
+    fails(
+        &ikv(&url, &["import", "--store", "users", "--parquet", &missing]),
+        2,
+        "no-such.parquet: No such file",
+    );
     let store_dir = dir.path().join("bucket/users");
     let metrics_file = dir.path().join("import.prom");
     let entries: Vec<_> = std::fs::read_dir(&store_dir)
@@ -220,7 +227,9 @@ fn import_loads_parquet_and_refuses_bad_input_writing_nothing() {
             "--store",
             "users",
             "--parquet",
-            good_path,
+            // The source as a file:// URL (the retry below names the same file by its path
+            // and must bring the same rows).
+            &format!("file://{good_path}"),
             "--import-id",
             "day-1",
             "--memory-budget",
