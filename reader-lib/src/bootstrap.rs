@@ -189,7 +189,7 @@ const INGEST_BATCH_BYTES: usize = 4 << 20;
 /// Field values an entry holds, over all its sections (for progress counts).
 fn live_field_count(entry: &[u8]) -> u64 {
     match DocView::parse(entry) {
-        Ok(single) => single.field_count() as u64,
+        Ok(single) => single.field_count(),
         _ => crate::doc::decode_entry_live(entry, &[], "")
             .map(|s| s.values().map(|d| d.fields.len() as u64).sum())
             .unwrap_or(0),

@@ -1,8 +1,11 @@
 //! A document as stored locally: one entry per primary key, all its fields in one value.
 //!
-//! A section is one partition's document: `[version 1: u8][partition: u16 LE][field count:
-//! u16 LE]`, then per field, sorted by name: `[name length: u16 LE][name][type: u8][epoch: u64
-//! LE][length: u32 LE][value]`. The epoch of each field orders it against store-wide drops of
+//! A section is one partition's document: `[version 3: u8][partition: varint][field count:
+//! varint][base epoch: varint]`, then per field, sorted by name: `[name length: varint][name]
+//! [type: u8][epoch − base epoch, zigzag: varint][length: varint][value]` (varints are
+//! `varint.rs`'s LEB128; the base epoch is the first field's, so fields written together
+//! spend one byte on their epoch; version 1, fixed-width, was written by local layouts before
+//! 4, which owners rebuild). The epoch of each field orders it against store-wide drops of
 //! that section's partition (`drops.rs`): epochs of different partitions' logs are never
 //! compared.
 //!
@@ -19,8 +22,15 @@ use ikv_core::{Error, FieldType, FieldValue, Result};
 
 use crate::drops::DropState;
 
-const VERSION: u8 = 1;
+use crate::varint;
+
 const VERSION_SECTIONS: u8 = 2;
+const VERSION: u8 = 3;
+
+/// Whether `bytes` starts a single section rather than a list of them.
+fn is_section(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&VERSION)
+}
 
 fn corrupt(reason: &str) -> Error {
     Error::Corrupt {
@@ -32,20 +42,23 @@ fn corrupt(reason: &str) -> Error {
 /// Writes one section in the layout above: the only encoder of it (deltas, bootstraps and
 /// snapshot rows all go through here). Fields must come in name order.
 pub struct SectionEncoder {
-    out: Vec<u8>,
-    count: u16,
+    partition: u32,
+    body: Vec<u8>,
+    count: u64,
+    base: u64,
 }
 
 impl SectionEncoder {
     pub fn new(partition: u32, capacity: usize) -> SectionEncoder {
-        let mut out = Vec::with_capacity(5 + capacity);
-        out.push(VERSION);
-        out.extend_from_slice(&(partition as u16).to_le_bytes());
-        out.extend_from_slice(&[0, 0]); // field count, set by finish()
-        SectionEncoder { out, count: 0 }
+        SectionEncoder {
+            partition,
+            body: Vec::with_capacity(capacity),
+            count: 0,
+            base: 0,
+        }
     }
 
-    /// One field; `payload` appends the encoded value (its length is filled in after).
+    /// One field; `payload` appends the encoded value (its length is put before it after).
     pub fn field(
         &mut self,
         name: &str,
@@ -53,22 +66,36 @@ impl SectionEncoder {
         epoch: u64,
         payload: impl FnOnce(&mut Vec<u8>),
     ) {
+        if self.count == 0 {
+            self.base = epoch;
+        }
         self.count += 1;
-        self.out
-            .extend_from_slice(&(name.len() as u16).to_le_bytes());
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.push(field_type.code());
-        self.out.extend_from_slice(&epoch.to_le_bytes());
-        let len_at = self.out.len();
-        self.out.extend_from_slice(&[0; 4]);
-        payload(&mut self.out);
-        let len = (self.out.len() - len_at - 4) as u32;
-        self.out[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
+        varint::put(&mut self.body, name.len() as u64);
+        self.body.extend_from_slice(name.as_bytes());
+        self.body.push(field_type.code());
+        varint::put(
+            &mut self.body,
+            varint::zigzag(epoch.wrapping_sub(self.base) as i64),
+        );
+        let at = self.body.len();
+        payload(&mut self.body);
+        // The length goes before the value, known only now: shift the value past it.
+        let (prefix, n) = varint::encode((self.body.len() - at) as u64);
+        self.body.splice(at..at, prefix[..n].iter().copied());
     }
 
-    pub fn finish(mut self) -> Vec<u8> {
-        self.out[3..5].copy_from_slice(&self.count.to_le_bytes());
-        self.out
+    pub fn finish(self) -> Vec<u8> {
+        let head = 1
+            + varint::len(self.partition as u64)
+            + varint::len(self.count)
+            + varint::len(self.base);
+        let mut out = Vec::with_capacity(head + self.body.len());
+        out.push(VERSION);
+        varint::put(&mut out, self.partition as u64);
+        varint::put(&mut out, self.count);
+        varint::put(&mut out, self.base);
+        out.extend_from_slice(&self.body);
+        out
     }
 }
 
@@ -110,7 +137,7 @@ impl OwnedDoc {
         let size: usize = self
             .fields
             .iter()
-            .map(|(n, f)| 2 + n.len() + 1 + 8 + 4 + f.payload.len())
+            .map(|(n, f)| 1 + n.len() + 1 + 2 + 2 + f.payload.len())
             .sum();
         let mut section = SectionEncoder::new(self.partition, size);
         for (name, f) in &self.fields {
@@ -192,14 +219,14 @@ pub fn join_sections(mut sections: Vec<Vec<u8>>) -> Vec<u8> {
 /// The single-partition sections of an entry, in stored (ascending partition) order.
 fn split_sections(bytes: &[u8]) -> Result<impl Iterator<Item = Result<&[u8]>>> {
     let (mut rest, mut left) = match bytes.first() {
-        Some(&VERSION) => (bytes, 1usize),
+        _ if is_section(bytes) => (bytes, 1usize),
         Some(&VERSION_SECTIONS) if bytes.len() >= 3 => (
             &bytes[3..],
             u16::from_le_bytes([bytes[1], bytes[2]]) as usize,
         ),
         _ => return Err(corrupt("bad header")),
     };
-    let single = bytes[0] == VERSION;
+    let single = is_section(bytes);
     Ok(std::iter::from_fn(move || {
         if left == 0 {
             return None;
@@ -234,7 +261,7 @@ pub fn select<'a>(
     drops: &[DropState],
     primary_key: &str,
 ) -> Result<Option<DocView<'a>>> {
-    if bytes.first() == Some(&VERSION) {
+    if is_section(bytes) {
         return DocView::parse(bytes).map(Some);
     }
     for section in split_sections(bytes)? {
@@ -255,7 +282,8 @@ pub fn select<'a>(
 /// A borrowed view of a stored document.
 pub struct DocView<'a> {
     pub partition: u32,
-    count: u16,
+    count: u64,
+    base: u64,
     body: &'a [u8],
 }
 
@@ -276,17 +304,27 @@ impl<'a> FieldRef<'a> {
 
 impl<'a> DocView<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<DocView<'a>> {
-        if bytes.len() < 5 || bytes[0] != VERSION {
+        if !is_section(bytes) {
             return Err(corrupt("bad header"));
         }
+        let mut at = 1;
+        let mut next = || {
+            let (v, used) = varint::get(&bytes[at..]).ok_or_else(|| corrupt("bad header"))?;
+            at += used;
+            Ok::<u64, Error>(v)
+        };
+        let partition = u32::try_from(next()?).map_err(|_| corrupt("bad header"))?;
+        let count = next()?;
+        let base = next()?;
         Ok(DocView {
-            partition: u16::from_le_bytes([bytes[1], bytes[2]]) as u32,
-            count: u16::from_le_bytes([bytes[3], bytes[4]]),
-            body: &bytes[5..],
+            partition,
+            count,
+            base,
+            body: &bytes[at..],
         })
     }
 
-    pub fn field_count(&self) -> u16 {
+    pub fn field_count(&self) -> u64 {
         self.count
     }
 
@@ -294,6 +332,7 @@ impl<'a> DocView<'a> {
         FieldIter {
             rest: self.body,
             left: self.count,
+            base: self.base,
         }
     }
 
@@ -311,7 +350,8 @@ impl<'a> DocView<'a> {
 
 pub struct FieldIter<'a> {
     rest: &'a [u8],
-    left: u16,
+    left: u64,
+    base: u64,
 }
 
 impl<'a> FieldIter<'a> {
@@ -324,19 +364,23 @@ impl<'a> FieldIter<'a> {
         Ok(head)
     }
 
+    fn varint(&mut self, what: &str) -> Result<u64> {
+        let (value, used) = varint::get(self.rest).ok_or_else(|| corrupt(what))?;
+        self.rest = &self.rest[used..];
+        Ok(value)
+    }
+
     fn next_field(&mut self) -> Result<FieldRef<'a>> {
-        let name_len = u16::from_le_bytes(
-            self.take(2)?
-                .try_into()
-                .map_err(|_| corrupt("name length"))?,
-        ) as usize;
+        let name_len =
+            usize::try_from(self.varint("name length")?).map_err(|_| corrupt("name length"))?;
         let name = std::str::from_utf8(self.take(name_len)?)
             .map_err(|_| corrupt("field name is not UTF-8"))?;
         let field_type =
             FieldType::from_code(self.take(1)?[0]).ok_or_else(|| corrupt("unknown type"))?;
-        let epoch = u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| corrupt("epoch"))?);
-        let len =
-            u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| corrupt("length"))?) as usize;
+        let epoch = self
+            .base
+            .wrapping_add(varint::unzigzag(self.varint("epoch")?) as u64);
+        let len = usize::try_from(self.varint("length")?).map_err(|_| corrupt("length"))?;
         let payload = self.take(len)?;
         Ok(FieldRef {
             name,
@@ -432,6 +476,80 @@ mod tests {
         }
         assert!(decode_entry_live(&bytes[..bytes.len() - 1], &[], "id").is_err());
         assert!(select(&[9, 0, 0], &[], "id").is_err());
+    }
+
+    /// A section in the fixed-width layout that local layouts before 4 wrote.
+    fn fixed_width(doc: &OwnedDoc) -> Vec<u8> {
+        let mut out = vec![1];
+        out.extend_from_slice(&(doc.partition as u16).to_le_bytes());
+        out.extend_from_slice(&(doc.fields.len() as u16).to_le_bytes());
+        for (name, f) in &doc.fields {
+            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+            out.push(f.field_type.code());
+            out.extend_from_slice(&f.epoch.to_le_bytes());
+            out.extend_from_slice(&(f.payload.len() as u32).to_le_bytes());
+            out.extend_from_slice(&f.payload);
+        }
+        out
+    }
+
+    #[test]
+    fn fields_written_together_cost_their_names_and_values_and_five_bytes() {
+        let mut doc = OwnedDoc::new(2);
+        let at = epoch_of(1_000_000);
+        doc.set("id", &FieldValue::Bytes(vec![7; 10]), at);
+        for name in ["f0", "f1", "f2"] {
+            doc.set(name, &FieldValue::Bytes(vec![1; 50]), at);
+        }
+        let bytes = doc.encode();
+        // Header: version, partition, count, base epoch; a field: name length, name, type,
+        // epoch difference, value length, value.
+        let header = 1 + 1 + 1 + varint::len(at);
+        assert_eq!(bytes.len(), header + (1 + 2 + 1 + 1 + 1) * 4 + 10 + 3 * 50);
+        // The fixed-width layout spent 39 bytes more on this document (a quarter of its data).
+        assert_eq!(fixed_width(&doc).len() - bytes.len(), 39);
+        // Epochs before the base and far apart round trip.
+        doc.set("e", &FieldValue::Int64(1), 3);
+        doc.set("z", &FieldValue::Int64(2), u64::MAX);
+        assert_eq!(
+            OwnedDoc::decode_live(&doc.encode(), &[], "id").unwrap(),
+            doc
+        );
+    }
+
+    #[test]
+    fn sections_of_the_fixed_width_layout_are_refused_by_name() {
+        let mut doc = OwnedDoc::new(3);
+        doc.set("id", &FieldValue::String("k".into()), epoch_of(4));
+        let old = fixed_width(&doc);
+        let e = OwnedDoc::decode_live(&old, &[], "id").unwrap_err();
+        assert!(e.to_string().contains("bad header"), "{e}");
+        assert!(select(&old, &[], "id").is_err());
+    }
+
+    /// Every prefix and every single-byte change of a section decodes or is refused: never a
+    /// panic (a changed byte may decode: entries are checksummed where they are stored).
+    #[test]
+    fn damaged_sections_never_panic() {
+        let mut doc = OwnedDoc::new(5);
+        doc.set("id", &FieldValue::String("key".into()), epoch_of(9));
+        doc.set("v", &FieldValue::Bytes(vec![3; 300]), epoch_of(10));
+        let bytes = doc.encode();
+        for cut in 0..bytes.len() {
+            assert!(
+                OwnedDoc::decode_live(&bytes[..cut], &[], "id").is_err(),
+                "{cut}"
+            );
+        }
+        for i in 0..bytes.len() {
+            for b in [0u8, 0x7F, 0x80, 0xFF] {
+                let mut changed = bytes.clone();
+                changed[i] = b;
+                let _ = decode_entry_live(&changed, &[], "id");
+                let _ = select(&changed, &[], "id").map(|v| v.map(|v| v.fields().count()));
+            }
+        }
     }
 
     fn epoch_of(seq: u64) -> u64 {

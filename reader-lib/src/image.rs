@@ -2,13 +2,17 @@
 //! point, shared by all reader processes of a host through the page cache.
 //!
 //! Layout (little endian; `docs/READER.md`, "The read image"):
-//! - header, 64 bytes: magic `IKVIMG01`, entry count, offsets of the state, the slots and the
+//! - header, 64 bytes: magic `IKVIMG02`, entry count, offsets of the state, the slots and the
 //!   directory, the directory's bit width, and a CRC32C of the header.
-//! - entries from byte 64: `[crc32c u32][key length u32][document length u32][key][document]`
-//!   (the document in the `doc.rs` format; the CRC covers everything after itself).
+//! - entries from byte 64: `[crc32c u32][key length: varint][document length: varint][key]
+//!   [document]` (the document in the `doc.rs` format; the CRC covers everything after
+//!   itself).
 //! - the state: JSON of each partition's applied delta, snapshot and drop state (sealed with
 //!   a checksum member).
-//! - slots, 8-aligned: `(xxh3 hash of the key u64, entry offset u64)` sorted by hash.
+//! - slots, 8-aligned, one u64 per key sorted by the key's xxh3 hash: the 24 bits of the hash
+//!   that follow the directory's `bits` (the tag) above the entry's offset (40 bits: images
+//!   up to 1 TiB). A lookup compares tags, then the entry's key: the bucket and the tag are
+//!   46 bits of hash at 20M keys, so another key's entry is read about once in 4M misses.
 //! - the directory: `2^bits + 1` slot indexes (u64); the slots of the hashes whose top `bits`
 //!   bits are `b` are `directory[b]..directory[b + 1]`, about four per bucket.
 //! - CRC32Cs of the slots and directory, one per MiB.
@@ -26,12 +30,17 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use ikv_core::checksum::crc32c;
+
+use crate::varint;
 use ikv_core::{Error, Result};
 use memmap2::Mmap;
 
-const MAGIC: &[u8; 8] = b"IKVIMG01";
+const MAGIC: &[u8; 8] = b"IKVIMG02";
 const HEADER_LEN: u64 = 64;
-const ENTRY_HEADER_LEN: usize = 12;
+/// Bytes of a slot.
+const SLOT: usize = 8;
+const OFFSET_BITS: u32 = 40;
+const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
 const CRC_BLOCK: usize = 1 << 20;
 /// Misses in a CRC block of slots between two checks of it (a miss-heavy workload pays one
 /// block's CRC, about 50 µs, per this many misses in the block; damage is found within as
@@ -67,6 +76,7 @@ pub struct ImageWriter {
     temp: PathBuf,
     out: BufWriter<File>,
     offset: u64,
+    /// (hash, offset) of every entry.
     slots: Vec<(u64, u64)>,
 }
 
@@ -88,24 +98,27 @@ impl ImageWriter {
 
     /// Adds one document; every key at most once.
     pub fn add(&mut self, key: &[u8], doc: &[u8]) -> Result<()> {
-        let (Ok(key_len), Ok(doc_len)) = (u32::try_from(key.len()), u32::try_from(doc.len()))
-        else {
-            return Err(io_err(&self.temp, "a document is larger than 4 GiB"));
-        };
-        let mut crc = crc32c::crc32c(&key_len.to_le_bytes());
-        crc = crc32c::crc32c_append(crc, &doc_len.to_le_bytes());
+        if self.offset > OFFSET_MASK {
+            return Err(io_err(&self.temp, "a read image is limited to 1 TiB"));
+        }
+        let mut lengths = [0u8; 20];
+        let (k, kn) = varint::encode(key.len() as u64);
+        let (d, dn) = varint::encode(doc.len() as u64);
+        lengths[..kn].copy_from_slice(&k[..kn]);
+        lengths[kn..kn + dn].copy_from_slice(&d[..dn]);
+        let lengths = &lengths[..kn + dn];
+        let mut crc = crc32c::crc32c(lengths);
         crc = crc32c::crc32c_append(crc, key);
         crc = crc32c::crc32c_append(crc, doc);
         let write = |out: &mut BufWriter<File>| -> std::io::Result<()> {
             out.write_all(&crc.to_le_bytes())?;
-            out.write_all(&key_len.to_le_bytes())?;
-            out.write_all(&doc_len.to_le_bytes())?;
+            out.write_all(lengths)?;
             out.write_all(key)?;
             out.write_all(doc)
         };
         write(&mut self.out).map_err(|e| io_err(&self.temp, e))?;
         self.slots.push((key_hash(key), self.offset));
-        self.offset += (ENTRY_HEADER_LEN + key.len() + doc.len()) as u64;
+        self.offset += (4 + lengths.len() + key.len() + doc.len()) as u64;
         Ok(())
     }
 
@@ -138,15 +151,14 @@ impl ImageWriter {
             directory.push(next as u64);
         }
         directory.push(count);
-        let mut tail = Vec::with_capacity((self.slots.len() * 2 + directory.len()) * 8);
+        let mut tail = Vec::with_capacity((self.slots.len() + directory.len()) * 8);
         for (hash, offset) in &self.slots {
-            tail.extend_from_slice(&hash.to_le_bytes());
-            tail.extend_from_slice(&offset.to_le_bytes());
+            tail.extend_from_slice(&slot_of(*hash, bits, *offset).to_le_bytes());
         }
         for index in &directory {
             tail.extend_from_slice(&index.to_le_bytes());
         }
-        let directory_offset = slots_offset + count * 16;
+        let directory_offset = slots_offset + count * SLOT as u64;
         let crcs_offset = slots_offset + tail.len() as u64;
         let crcs: Vec<u32> = tail.chunks(CRC_BLOCK).map(crc32c).collect();
         for crc in crcs {
@@ -190,6 +202,15 @@ impl ImageWriter {
 
 fn bucket_of(hash: u64, bits: u32) -> u64 {
     if bits == 0 { 0 } else { hash >> (64 - bits) }
+}
+
+/// The 24 bits of `hash` after the bucket's `bits` (at most 40).
+fn tag_of(hash: u64, bits: u32) -> u64 {
+    (hash << bits) >> OFFSET_BITS
+}
+
+fn slot_of(hash: u64, bits: u32, offset: u64) -> u64 {
+    (tag_of(hash, bits) << OFFSET_BITS) | offset
 }
 
 fn word(bytes: &[u8], at: usize) -> u64 {
@@ -258,7 +279,10 @@ impl Image {
             && state_offset
                 .checked_add(state_len)
                 .is_some_and(|e| e <= slots)
-            && count.checked_mul(16).and_then(|s| s.checked_add(slots)) == Some(directory)
+            && count
+                .checked_mul(SLOT as u64)
+                .and_then(|s| s.checked_add(slots))
+                == Some(directory)
             && directory.checked_add(directory_len * 8) == Some(crcs)
             && crcs <= len as u64;
         if !consistent {
@@ -326,27 +350,26 @@ impl Image {
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
         let hash = key_hash(key);
         let bucket = bucket_of(hash, self.bits) as usize;
+        let tag = tag_of(hash, self.bits);
         let (from, to) = (self.dir(bucket) as usize, self.dir(bucket + 1) as usize);
         for slot in from..to {
-            let at = self.slots + slot * 16;
-            let slot_hash = word(&self.map, at);
-            if slot_hash < hash {
+            let word = word(&self.map, self.slots + slot * SLOT);
+            let slot_tag = word >> OFFSET_BITS;
+            if slot_tag < tag {
                 continue;
             }
-            if slot_hash > hash {
+            if slot_tag > tag {
                 break;
             }
-            let (entry_key, doc) = self.entry(word(&self.map, at + 8))?;
+            let (entry_key, doc) = self.entry(word & OFFSET_MASK)?;
             if entry_key == key {
                 return Ok(Some(doc));
             }
         }
-        // A miss: the slots and directory words it read must still be what was checked at
-        // open, or damage would read as "not found".
         let dir_at = self.directory + bucket * 8;
         self.check_tail(dir_at, dir_at + 16)?;
         if to > from {
-            self.check_tail(self.slots + from * 16, self.slots + to * 16)?;
+            self.check_tail(self.slots + from * SLOT, self.slots + to * SLOT)?;
         }
         Ok(None)
     }
@@ -394,23 +417,23 @@ impl Image {
             let hash = key_hash(k.as_ref());
             let bucket = bucket_of(hash, self.bits) as usize;
             self.prefetch_at(self.directory + bucket * 8);
-            *w = (hash, bucket);
+            *w = (tag_of(hash, self.bits), bucket);
         }
         for w in work.iter_mut().take(keys.len()) {
             let from = self.dir(w.1) as usize;
-            self.prefetch_at(self.slots + from * 16);
+            self.prefetch_at(self.slots + from * SLOT);
             w.1 = from;
         }
-        for &(hash, from) in work.iter().take(keys.len()) {
+        for &(tag, from) in work.iter().take(keys.len()) {
             let mut slot = from;
             while slot < self.count as usize {
-                let at = self.slots + slot * 16;
-                let slot_hash = word(&self.map, at);
-                if slot_hash > hash {
+                let word = word(&self.map, self.slots + slot * SLOT);
+                let slot_tag = word >> OFFSET_BITS;
+                if slot_tag > tag {
                     break;
                 }
-                if slot_hash == hash {
-                    let entry = word(&self.map, at + 8) as usize;
+                if slot_tag == tag {
+                    let entry = (word & OFFSET_MASK) as usize;
                     self.prefetch_at(entry);
                     self.prefetch_at(entry + 64);
                     self.prefetch_at(entry + 128);
@@ -437,32 +460,33 @@ impl Image {
     /// The checked key and document of the entry at `offset`.
     fn entry(&self, offset: u64) -> Result<(&[u8], &[u8])> {
         let start = offset as usize;
-        if offset < HEADER_LEN || start + ENTRY_HEADER_LEN > self.entries_end {
+        if offset < HEADER_LEN || start + 4 > self.entries_end {
             return Err(damaged(&self.path, "a slot points outside the entries"));
         }
         let crc = half(&self.map, start);
-        let key_len = half(&self.map, start + 4) as usize;
-        let doc_len = half(&self.map, start + 8) as usize;
-        let body = start + ENTRY_HEADER_LEN;
-        let end = body
-            .checked_add(key_len)
-            .and_then(|e| e.checked_add(doc_len))
+        let entries = &self.map[..self.entries_end];
+        let past = || damaged(&self.path, "an entry runs past the entries");
+        let (key_len, kn) = varint::get(&entries[start + 4..]).ok_or_else(past)?;
+        let (doc_len, dn) = varint::get(&entries[start + 4 + kn..]).ok_or_else(past)?;
+        let body = start + 4 + kn + dn;
+        let end = usize::try_from(key_len)
+            .ok()
+            .zip(usize::try_from(doc_len).ok())
+            .and_then(|(k, d)| body.checked_add(k)?.checked_add(d))
             .filter(|e| *e <= self.entries_end)
-            .ok_or_else(|| damaged(&self.path, "an entry runs past the entries"))?;
+            .ok_or_else(past)?;
         if crc32c(&self.map[start + 4..end]) != crc {
             return Err(damaged(&self.path, "entry checksum mismatch"));
         }
-        Ok((
-            &self.map[body..body + key_len],
-            &self.map[body + key_len..end],
-        ))
+        let key_end = body + key_len as usize;
+        Ok((&self.map[body..key_end], &self.map[key_end..end]))
     }
 
     /// Every entry in file order (checked), for tests and rebuilding.
     #[cfg(test)]
     pub fn entries(&self) -> impl Iterator<Item = Result<(&[u8], &[u8])>> + '_ {
         (0..self.count as usize)
-            .map(move |slot| self.entry(word(&self.map, self.slots + slot * 16 + 8)))
+            .map(move |slot| self.entry(word(&self.map, self.slots + slot * SLOT) & OFFSET_MASK))
     }
 }
 

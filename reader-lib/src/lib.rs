@@ -27,6 +27,7 @@ mod run_merge;
 mod snapshot_rows;
 mod status;
 mod sync;
+mod varint;
 mod view;
 
 pub use options::ReaderOptions;

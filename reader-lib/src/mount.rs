@@ -45,8 +45,9 @@ pub struct Identity {
     pub layout: u32,
 }
 
-/// Version of the local layout: 3 made the image and overlay the copy that reads use.
-pub const LOCAL_LAYOUT: u32 = 3;
+/// Version of the local layout: 3 made the image and overlay the copy that reads use; 4
+/// made documents and image entries compact (varint lengths, an epoch a section).
+pub const LOCAL_LAYOUT: u32 = 4;
 
 /// A storage root URL as compared between processes (a trailing `/` is not a difference).
 pub fn normalized_url(url: &str) -> &str {
