@@ -341,16 +341,18 @@ impl LocalStore {
         (self.db.clone(), self.docs.clone())
     }
 
-    /// Every document in key order, as (primary key, entry), read from one snapshot.
-    pub fn for_each_doc(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
-        let snapshot = self.db.snapshot();
-        for kv in fjall::Readable::iter(&snapshot, &self.docs) {
-            let (k, v) = kv.into_inner().map_err(|e| self.err(e))?;
-            let key = crate::keys::split_doc_key(&k)
-                .ok_or_else(|| self.err("a document key is malformed"))?;
-            f(&key, &v)?;
+    /// The documents as they are now, readable from another thread while writes go on.
+    pub fn docs_snapshot(&self) -> DocsSnapshot {
+        DocsSnapshot {
+            snapshot: self.db.snapshot(),
+            docs: self.docs.clone(),
+            path: self.path.clone(),
         }
-        Ok(())
+    }
+
+    /// Every document in key order, as (primary key, entry), read from one snapshot.
+    pub fn for_each_doc(&self, f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        self.docs_snapshot().for_each_doc(f)
     }
 
     /// Persists everything written so far to disk (fsync).
@@ -366,6 +368,27 @@ impl LocalStore {
         self.meta
             .insert(format!("drops/{partition}"), b"{not json".to_vec())
             .unwrap();
+    }
+}
+
+/// The documents keyspace at one point (a fjall snapshot): what a background fold reads.
+pub struct DocsSnapshot {
+    snapshot: fjall::Snapshot,
+    docs: Keyspace,
+    path: PathBuf,
+}
+
+impl DocsSnapshot {
+    /// Every document in key order, as (primary key, entry).
+    pub fn for_each_doc(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        let err = |e: &dyn std::fmt::Display| local_err(&self.path, e);
+        for kv in fjall::Readable::iter(&self.snapshot, &self.docs) {
+            let (k, v) = kv.into_inner().map_err(|e| err(&e))?;
+            let key = crate::keys::split_doc_key(&k)
+                .ok_or_else(|| err(&"a document key is malformed"))?;
+            f(&key, &v)?;
+        }
+        Ok(())
     }
 }
 

@@ -35,6 +35,10 @@ pub struct ReaderOptions {
     pub wake_topic: Option<String>,
     /// fjall block cache size (the owner's durable copy).
     pub cache_bytes: u64,
+    /// Bytes of changes since the read image past which the owner folds a new image in the
+    /// background (at least a quarter of the image, whatever this says: a fold rewrites the
+    /// whole image). Smaller folds more often; the overlay holds four times this much.
+    pub fold_min_bytes: u64,
     /// How often a running reader checks (with a LIST) that no delta it has not applied was
     /// removed by retention or is missing below a later one. Also checked at open and after
     /// a failed poll.
@@ -66,6 +70,7 @@ impl ReaderOptions {
             idle_poll_interval: Duration::from_secs(3),
             wake_topic: None,
             cache_bytes: 64 << 20,
+            fold_min_bytes: 64 << 20,
             gap_check_interval: Duration::from_secs(600),
             storage: None,
             background_nice: 10,

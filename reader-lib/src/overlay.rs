@@ -409,6 +409,31 @@ impl Overlay {
         Ok(true)
     }
 
+    /// Appends to `to` the deltas committed here from record offset `from` on, delta by
+    /// delta (a background fold's image holds what came before); `false` when they do not
+    /// fit. Owner only.
+    pub fn carry_to(&self, from: u64, to: &Overlay) -> Result<bool> {
+        let mut entries = Vec::new();
+        for record in self.records(from, self.committed())? {
+            match record {
+                Record::Entry { key, doc, .. } => {
+                    entries.push((key.to_vec(), doc.map(<[u8]>::to_vec)));
+                }
+                Record::Commit {
+                    partition,
+                    sequence,
+                    drops,
+                } => {
+                    if !to.append(&entries, partition, sequence, &drops)? {
+                        return Ok(false);
+                    }
+                    entries.clear();
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// Records that the owner found `partition` caught up at `ms`. Owner only.
     pub fn set_caught_up(&self, partition: u32, ms: u64) {
         if self.writable && partition < self.partitions {

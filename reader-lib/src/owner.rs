@@ -9,24 +9,85 @@
 //! - A new generation is published in this order: image and empty overlay written and synced,
 //!   `current` replaced, the old overlay marked superseded, old files deleted. A process that
 //!   sees "superseded" therefore finds the new generation in `current`.
+//! - Folds run in the background: a fold reads a snapshot of the durable copy on a thread of
+//!   its own while the owner keeps applying deltas to the current generation, so freshness
+//!   never waits for a fold. The snapshot and the overlay's committed length are taken
+//!   together, between two deltas: the deltas committed after that length are exactly what
+//!   the new image lacks, and they are carried into the new generation's overlay before it
+//!   is published. Anything that replaces the durable copy or folds in the foreground (a
+//!   bootstrap, an import's rebuild, a repair, a full overlay) first cancels a fold in
+//!   flight, whose image is then never published.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 
 use fjall::Keyspace;
 use ikv_core::{DeltaOp, Error, Result};
 
 use crate::apply::stage;
 use crate::image::{Image, ImageWriter};
-use crate::local::{LocalStore, PartitionState};
+use crate::local::{DocsSnapshot, LocalStore, PartitionState};
 use crate::mount::{Current, Identity, MountDir};
 use crate::overlay::Overlay;
 use crate::view::{ImagePartition, ImageState, PublishedView, ReadView};
 
-/// Overlay bytes past which the owner folds a new image: a quarter of the image, at least
-/// this much (folding rewrites the whole image).
-const FOLD_MIN_BYTES: u64 = 64 << 20;
+/// Least capacity of an overlay (a sparse file: what is not written takes no disk), so that
+/// deltas keep landing while a background fold runs however low the fold threshold is.
+const OVERLAY_MIN_CAPACITY: u64 = 64 << 20;
+
+/// A fold writing a new image on a thread of its own.
+struct Fold {
+    generation: u64,
+    /// Overlay records committed from here on came after the fold's snapshot of the durable
+    /// copy: they are carried into the new generation's overlay.
+    from: u64,
+    started: ikv_core::clock::Stopwatch,
+    cancel: Arc<AtomicBool>,
+    thread: JoinHandle<Result<Image>>,
+}
+
+impl Fold {
+    /// Stops the thread (it checks between two documents and removes what it wrote) and
+    /// waits for it: nothing of a cancelled fold outlives this call, not even its hold on the
+    /// durable copy's files.
+    fn cancel(self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+    }
+}
+
+/// Writes generation `generation`'s image from `docs` with `state` (a fold's thread).
+fn write_image(
+    path: &std::path::Path,
+    docs: &DocsSnapshot,
+    state: &ImageState,
+    cancel: &AtomicBool,
+) -> Result<Image> {
+    ikv_core::failpoint!("reader.fold.background");
+    let cancelled = || Error::Local {
+        path: path.display().to_string(),
+        message: "the fold was cancelled".into(),
+    };
+    let mut image = ImageWriter::create(path)?;
+    let added = docs.for_each_doc(|k, v| {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(cancelled());
+        }
+        image.add(k, v)
+    });
+    if let Err(e) = added {
+        image.abandon();
+        return Err(e);
+    }
+    image.finish(&state.encode())?;
+    if cancel.load(Ordering::SeqCst) {
+        let _ = std::fs::remove_file(path);
+        return Err(cancelled());
+    }
+    Image::open(path)
+}
 
 pub struct Owner {
     mount: Arc<MountDir>,
@@ -38,6 +99,13 @@ pub struct Owner {
     damaged: Arc<AtomicBool>,
     /// Durations of the folds of new read images, for the reader's metrics.
     folds: Arc<ikv_core::metrics::Histogram>,
+    /// Overlay bytes past which a fold starts (at least a quarter of the image: folding
+    /// rewrites the whole image).
+    fold_min_bytes: u64,
+    /// The highest generation number handed out (published, folding or cancelled): a
+    /// cancelled fold's number is never reused.
+    last_generation: u64,
+    folding: Option<Fold>,
 }
 
 impl Owner {
@@ -52,6 +120,7 @@ impl Owner {
         published: Option<Arc<PublishedView>>,
         damaged: Arc<AtomicBool>,
         folds: Arc<ikv_core::metrics::Histogram>,
+        fold_min_bytes: u64,
     ) -> Result<(Owner, Option<BTreeMap<u32, PartitionState>>)> {
         let (local, resumed) = LocalStore::open(&mount.db_path(), &identity, cache_bytes)?;
         let mut owner = Owner {
@@ -62,6 +131,9 @@ impl Owner {
             published,
             damaged,
             folds,
+            fold_min_bytes,
+            last_generation: 0,
+            folding: None,
         };
         let current = owner.mount.read_current().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "the mount's current generation is unreadable; replacing it");
@@ -166,15 +238,96 @@ impl Owner {
             })
     }
 
-    /// The next generation number (past every file and the published one).
-    fn next_generation(&self) -> Result<u64> {
+    /// The next generation number (past every file, the published one and any handed out).
+    fn next_generation(&mut self) -> Result<u64> {
         let files = self.mount.generations()?.last().copied().unwrap_or(0);
         let published = self.overlay.as_ref().map_or(0, |(g, _)| *g);
-        Ok(files.max(published) + 1)
+        self.last_generation = files.max(published).max(self.last_generation) + 1;
+        Ok(self.last_generation)
+    }
+
+    fn fold_threshold(&self, image: &Image) -> u64 {
+        self.fold_min_bytes.max(image.bytes() / 4)
+    }
+
+    fn cancel_fold(&mut self) {
+        if let Some(fold) = self.folding.take() {
+            tracing::info!(generation = fold.generation, "cancelled a background fold");
+            fold.cancel();
+        }
+    }
+
+    /// Starts a background fold of the durable copy as it is now.
+    fn start_fold(&mut self) -> Result<()> {
+        let Some((_, overlay)) = &self.overlay else {
+            return Ok(());
+        };
+        let from = overlay.committed();
+        let state = ImageState {
+            partitions: self.local.states(&self.identity.partitions)?,
+        };
+        let docs = self.local.docs_snapshot();
+        let generation = self.next_generation()?;
+        let path = self.mount.image_path(generation);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = cancel.clone();
+        let thread = std::thread::Builder::new()
+            .name("ikv-fold".into())
+            .spawn(move || write_image(&path, &docs, &state, &stop))
+            .map_err(|e| Error::Local {
+                path: self.mount.path().display().to_string(),
+                message: format!("cannot start a fold thread: {e}"),
+            })?;
+        tracing::debug!(generation, "started a background fold");
+        self.folding = Some(Fold {
+            generation,
+            from,
+            started: ikv_core::clock::Stopwatch::start(),
+            cancel,
+            thread,
+        });
+        Ok(())
+    }
+
+    /// Publishes a background fold that has finished (carrying the deltas applied since it
+    /// started into the new overlay); nothing while it runs. A failed fold is reported and
+    /// the next delta past the threshold starts another.
+    pub fn publish_finished_fold(&mut self) -> Result<()> {
+        if !self
+            .folding
+            .as_ref()
+            .is_some_and(|f| f.thread.is_finished())
+        {
+            return Ok(());
+        }
+        let Some(fold) = self.folding.take() else {
+            return Ok(());
+        };
+        let image = match fold.thread.join() {
+            Ok(image) => image?,
+            Err(_) => {
+                return Err(Error::Local {
+                    path: self.mount.path().display().to_string(),
+                    message: "the fold thread panicked".into(),
+                });
+            }
+        };
+        match self.publish_image(fold.generation, image, Some(fold.from)) {
+            Ok(()) => {
+                self.folds.record(fold.started.elapsed());
+                tracing::info!(generation = fold.generation, elapsed = ?fold.started.elapsed(), "published a background fold");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing a background fold failed; folding in the foreground");
+                self.fold()
+            }
+        }
     }
 
     /// Starts a bootstrap: a fresh keyspace of the durable copy and a new image beside it.
     pub fn start_bootstrap(&mut self) -> Result<(u64, Keyspace, u64, ImageWriter)> {
+        self.cancel_fold();
         let (docs_generation, docs) = self.local.new_generation()?;
         let generation = self.next_generation()?;
         let image = ImageWriter::create(&self.mount.image_path(generation))?;
@@ -209,8 +362,10 @@ impl Owner {
         self.publish_generation(generation, image, &state)
     }
 
-    /// Writes a new image from the durable copy and publishes it with an empty overlay.
+    /// Writes a new image from the durable copy in the foreground and publishes it with an
+    /// empty overlay (cancelling a background fold in flight).
     pub fn fold(&mut self) -> Result<()> {
+        self.cancel_fold();
         let started = ikv_core::clock::Stopwatch::start();
         let generation = self.next_generation()?;
         let mut image = ImageWriter::create(&self.mount.image_path(generation))?;
@@ -235,13 +390,27 @@ impl Owner {
         state: &ImageState,
     ) -> Result<()> {
         image.finish(&state.encode())?;
-        let image = Arc::new(Image::open(&self.mount.image_path(generation))?);
-        let threshold = FOLD_MIN_BYTES.max(image.bytes() / 4);
+        let image = Image::open(&self.mount.image_path(generation))?;
+        self.publish_image(generation, image, None)
+    }
+
+    /// Publishes `image` as generation `generation` with a new overlay, holding the current
+    /// overlay's deltas from record offset `carry` on when given.
+    fn publish_image(&mut self, generation: u64, image: Image, carry: Option<u64>) -> Result<()> {
+        let image = Arc::new(image);
         let overlay = Arc::new(Overlay::create(
             &self.mount.overlay_path(generation),
             self.identity.config.num_partitions,
-            threshold * 4,
+            (self.fold_threshold(&image) * 4).max(OVERLAY_MIN_CAPACITY),
         )?);
+        if let (Some(from), Some((_, current))) = (carry, &self.overlay)
+            && !current.carry_to(from, &overlay)?
+        {
+            return Err(Error::Local {
+                path: overlay.path().display().to_string(),
+                message: "the deltas applied during the fold do not fit the new overlay".into(),
+            });
+        }
         let view = self.view_of(generation, image, &overlay)?;
         ikv_core::failpoint!("reader.generation.before_current");
         self.mount.write_current(&Current {
@@ -280,16 +449,27 @@ impl Owner {
             return self.fold();
         };
         if !overlay.append(&staged.entries, partition, seq, &staged.drops)? {
+            // Full: the changes since the image outran a fold (or none was started).
             drop(view);
             return self.fold();
         }
-        let threshold = FOLD_MIN_BYTES.max(view.image.bytes() / 4);
-        let over = overlay.committed() > threshold;
         if let Some(next) = view.advanced()? {
             drop(view);
             self.publish(next);
         }
-        if over { self.fold() } else { Ok(()) }
+        if let Err(e) = self.publish_finished_fold() {
+            // The delta is applied and served; the next one past the threshold folds again.
+            tracing::warn!(error = %e, "a background fold failed");
+        }
+        let view = self.view()?;
+        let over = self
+            .overlay
+            .as_ref()
+            .is_some_and(|(_, o)| o.committed() > self.fold_threshold(&view.image));
+        if over && self.folding.is_none() {
+            self.start_fold()?;
+        }
+        Ok(())
     }
 
     /// The durable copy's documents and every partition's state, for rebuilding it with an
@@ -333,7 +513,8 @@ impl Owner {
     }
 
     /// Persists, closes the durable copy and gives the mount up to the next process.
-    pub fn release(self) -> Result<()> {
+    pub fn release(mut self) -> Result<()> {
+        self.cancel_fold();
         let persisted = self.local.persist();
         let mount = self.mount.clone();
         drop(self);

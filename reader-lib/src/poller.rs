@@ -119,6 +119,10 @@ pub(crate) async fn poll_once(
             shared.damaged.store(true, Ordering::SeqCst);
         }
     }
+    // A fold that finished while no delta came is published now, not at the next delta.
+    if let Err(e) = owned.owner.publish_finished_fold() {
+        tracing::warn!(error = %e, "a background fold failed");
+    }
     let now = clock.elapsed();
     let plan = owned
         .cadence

@@ -174,6 +174,7 @@ pub(crate) async fn own(
         view,
         damaged.clone(),
         status.counters.fold_seconds.clone(),
+        options.fold_min_bytes,
     )?;
     let mut states = match resumed {
         Some(states) => {

@@ -21,6 +21,7 @@ use ikv_core::{Document, FieldValue, Operation, Storage, StorageOptions, StoreCo
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_snapshot::{SnapshotOptions, snapshot_partition};
 use ikv_snapshot_format::{Manifest, SnapshotStream};
+use ikv_tests::fixture::wait_caught_up;
 use ikv_tests::model::{Committed, Model};
 use ikv_tests::model_check::{assert_equals_model, write_and_record};
 use ikv_tests::random_ops::Workload;
@@ -329,6 +330,70 @@ fn a_reader_killed_in_bootstrap_or_in_delta_apply_resumes_to_the_model() {
         };
         kill_somewhere(&mut rng, 25, seed, point, || b.reader_cmd(&mount));
         b.assert_mount_matches(&mount, seed);
+    }
+}
+
+/// A fold runs on a thread of its own: stopped there, its owner keeps applying deltas (a
+/// process attached to the mount sees every one), and a kill -9 in the middle of it leaves a
+/// mount that resumes to the model.
+#[test]
+fn a_reader_killed_while_folding_in_the_background_served_every_delta_and_resumes() {
+    let seed = seed();
+    let mut b = Bucket::new(2, seed);
+    b.write_random(20);
+    b.write_bulk(2_000, 0);
+    let mount = b.root.join("mount");
+    let mut child = KillOnDrop(
+        b.reader_cmd(&mount)
+            .env("IKV_TEST_FOLD_BYTES", "1")
+            .env("IKV_FAILPOINTS", "reader.fold.background=1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The first delta the owner applies past the 1-byte threshold (catching up from the
+    // bootstrap, before or after it says it is ready) starts a fold, whose thread stops.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut said: Vec<String> = (0..2)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("seed {seed}: the owner never folded in the background"))
+        })
+        .collect();
+    said.sort();
+    assert_eq!(
+        said,
+        ["failpoint reader.fold.background 1", "ready owner"],
+        "seed {seed}"
+    );
+    b.write_random(30);
+    b.write_bulk(300, 2);
+    let mut options = ReaderOptions::new(&b.url, STORE, &mount);
+    options.poll_interval = Duration::from_millis(10);
+    let attached = Reader::open(options).unwrap();
+    assert!(!attached.owns_mount(), "seed {seed}");
+    wait_caught_up(&attached, &b.tips());
+    assert_equals_model(&attached, &b.keys, &b.model.state());
+    attached.shutdown().unwrap();
+    child.0.kill().unwrap();
+    assert_eq!(child.0.wait().unwrap().signal(), Some(9), "seed {seed}");
+    b.assert_mount_matches(&mount, seed);
+}
+
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -27,6 +27,8 @@ struct Store {
     /// Whether readers opened on a mount in use attach to it (a second process on the host)
     /// rather than replacing the one there.
     shared: bool,
+    /// The readers' fold threshold (1: a background fold after every delta).
+    fold_min_bytes: u64,
     storage: Storage,
     url: String,
     options: StorageOptions,
@@ -90,6 +92,7 @@ fn make(
     let layout = StoreLayout::new(&storage.prefix, name).unwrap();
     Store {
         shared: false,
+        fold_min_bytes: ReaderOptions::new("", "", "").fold_min_bytes,
         storage,
         url,
         options,
@@ -103,6 +106,7 @@ impl Store {
         let mut o = ReaderOptions::new(&self.url, &self.config.store_name, mount);
         o.storage_options = self.options.clone();
         o.poll_interval = Duration::from_millis(20);
+        o.fold_min_bytes = self.fold_min_bytes;
         o
     }
 
@@ -199,6 +203,15 @@ fn run(store: Store, seed: u64, rt: &tokio::runtime::Runtime) {
         wait_caught_up(reader, &tips);
         assert_equals_model(reader, &keys, &state);
     }
+    if store.fold_min_bytes == 1 {
+        // Every delta past a 1-byte threshold started a background fold: many were published
+        // (each carrying the deltas applied while it ran) and cancelled (by shutdowns).
+        let generations = (0..3)
+            .filter_map(|m| newest_generation(&mounts.path().join(m.to_string()), &store))
+            .max()
+            .unwrap_or(0);
+        assert!(generations >= 10, "seed {seed}: {generations} generations");
+    }
     // And every mount resumes to the same state.
     drop(live);
     for mount in 0..3 {
@@ -239,6 +252,42 @@ fn local_directory_one_and_four_partitions_match_the_model() {
             ..local_store(dir.path(), "four-disk", 4, &rt)
         },
         24,
+        &rt,
+    );
+}
+
+/// The highest image generation of `store` under `mount` (from the files' names).
+fn newest_generation(mount: &std::path::Path, store: &Store) -> Option<u64> {
+    std::fs::read_dir(mount.join(&store.config.store_name))
+        .ok()?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_prefix("image-")?.parse().ok()
+        })
+        .max()
+}
+
+/// Folds in the background after every delta (a 1-byte threshold), with readers opened,
+/// attached, handed over and shut down meanwhile: every view equals the model.
+#[test]
+fn readers_folding_in_the_background_after_every_delta_match_the_model() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    run(
+        Store {
+            fold_min_bytes: 1,
+            ..local_store(dir.path(), "folds", 2, &rt)
+        },
+        25,
+        &rt,
+    );
+    run(
+        Store {
+            shared: true,
+            fold_min_bytes: 1,
+            ..local_store(dir.path(), "folds-disk", 4, &rt)
+        },
+        26,
         &rt,
     );
 }

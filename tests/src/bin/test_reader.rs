@@ -1,7 +1,7 @@
 //! A process that opens a reader and keeps it polling, for crash and mount-sharing tests:
 //! `ikv-test-reader STORAGE_URL STORE MOUNT_DIR [PARTITIONS]` (partitions as `0,2`). Prints
 //! `ready owner` or `ready attached` once open; exits 3 with the error on stderr if the reader
-//! cannot open.
+//! cannot open. `IKV_TEST_FOLD_BYTES` sets the fold threshold (1: fold after every delta).
 
 use std::time::Duration;
 
@@ -15,6 +15,12 @@ fn main() {
     }
     let mut options = ReaderOptions::new(&args[1], &args[2], &args[3]);
     options.poll_interval = Duration::from_millis(5);
+    if let Some(bytes) = std::env::var("IKV_TEST_FOLD_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        options.fold_min_bytes = bytes;
+    }
     if let Some(list) = args.get(4) {
         options.partitions = list.split(',').filter_map(|p| p.parse().ok()).collect();
     }
