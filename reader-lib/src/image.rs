@@ -459,7 +459,26 @@ impl Image {
 
     /// The checked key and document of the entry at `offset`.
     fn entry(&self, offset: u64) -> Result<(&[u8], &[u8])> {
-        let start = offset as usize;
+        self.entry_at(offset as usize).map(|(k, d, _)| (k, d))
+    }
+
+    /// The first entry: where [`Image::entry_at`] starts a walk of every entry in file order.
+    pub fn first_entry(&self) -> usize {
+        HEADER_LEN as usize
+    }
+
+    /// The entry at byte `start` (checked) and where the next one starts; `None` past the
+    /// last. A walk from [`Image::first_entry`] reads the entries sequentially (a scan),
+    /// each once, whatever the slots say.
+    pub fn next_entry(&self, start: usize) -> Result<Option<(&[u8], &[u8], usize)>> {
+        if start >= self.entries_end {
+            return Ok(None);
+        }
+        self.entry_at(start).map(Some)
+    }
+
+    fn entry_at(&self, start: usize) -> Result<(&[u8], &[u8], usize)> {
+        let offset = start as u64;
         if offset < HEADER_LEN || start + 4 > self.entries_end {
             return Err(damaged(&self.path, "a slot points outside the entries"));
         }
@@ -479,7 +498,7 @@ impl Image {
             return Err(damaged(&self.path, "entry checksum mismatch"));
         }
         let key_end = body + key_len as usize;
-        Ok((&self.map[body..key_end], &self.map[key_end..end]))
+        Ok((&self.map[body..key_end], &self.map[key_end..end], end))
     }
 
     /// Every entry in file order (checked), for tests and rebuilding.
@@ -518,6 +537,24 @@ mod tests {
             }
             assert_eq!(image.get(b"key-absent").unwrap(), None);
             assert_eq!(image.entries().count(), n as usize);
+            let mut at = image.first_entry();
+            let mut walked = Vec::new();
+            while let Some((k, d, next)) = image.next_entry(at).unwrap() {
+                walked.push((k.to_vec(), d.to_vec()));
+                at = next;
+            }
+            let want: Vec<(Vec<u8>, Vec<u8>)> = (0..n)
+                .map(|i| {
+                    (
+                        format!("key{i}").into_bytes(),
+                        format!("doc{i}").into_bytes(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                walked, want,
+                "a walk reads every entry in the order written"
+            );
             // Warming the cache for any keys, present or not, more than one window of them
             // or none, changes no answer.
             let mut keys: Vec<String> = (0..n.min(100)).map(|i| format!("key{i}")).collect();

@@ -24,6 +24,7 @@ mod push;
 mod reader;
 mod roles;
 mod run_merge;
+mod scan;
 mod snapshot_rows;
 mod status;
 mod sync;
@@ -32,5 +33,6 @@ mod view;
 
 pub use options::ReaderOptions;
 pub use reader::Reader;
+pub use scan::Scan;
 pub use status::PartitionStatus;
 pub use view::drop_when_unshared;

@@ -21,6 +21,7 @@ use crate::image::PREFETCH_MAX;
 use crate::options::ReaderOptions;
 use crate::poller::run;
 use crate::roles::*;
+use crate::scan::Scan;
 use crate::status::PartitionStatus;
 use crate::view::ReadView;
 
@@ -230,6 +231,17 @@ impl Reader {
                 requested: "bool",
             }),
         }
+    }
+
+    /// Every live document with the values of `fields` (a [`Scan`], an iterator and a
+    /// batch visitor): one consistent view, the one current now; no storage request.
+    pub fn scan<F: AsRef<str>>(&self, fields: &[F]) -> Scan {
+        let fields = fields.iter().map(|f| f.as_ref().to_owned()).collect();
+        Scan::new(
+            self.shared.view.load_full(),
+            fields,
+            self.shared.config.primary_key_field.clone(),
+        )
     }
 
     /// Values of `fields` for each of `keys`, key-major (`keys[0]`'s fields first), `None`

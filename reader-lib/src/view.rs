@@ -165,6 +165,20 @@ impl ReadView {
         Ok(())
     }
 
+    /// Whether the overlay changed `key` since the image (the image's entry is not current).
+    pub fn changed(&self, key: &[u8]) -> bool {
+        !self.index.is_empty() && self.index.contains_key(key)
+    }
+
+    /// The keys the overlay holds a document for (deleted ones left out) with the
+    /// document's location, for scans.
+    pub fn overlay_docs(&self) -> Vec<(Arc<[u8]>, (usize, usize))> {
+        self.index
+            .iter()
+            .filter_map(|(k, at)| at.map(|at| (k.clone(), at)))
+            .collect()
+    }
+
     /// The stored document of `key` (live fields and dropped ones alike).
     pub fn doc(&self, key: &[u8]) -> Result<Option<&[u8]>> {
         // Right after a fold the overlay is empty: skip its hash and probe.

@@ -1,7 +1,7 @@
 //! Glue between the code under test and the reference model: writes that record their
 //! receipts in the model, and comparisons of what readers and snapshots show with it.
 
-use ikv_core::Operation;
+use ikv_core::{FieldValue, Operation};
 use ikv_reader::Reader;
 use ikv_writer::{WriteReceipt, Writer};
 
@@ -53,6 +53,44 @@ pub fn assert_equals_model(reader: &Reader, keys: &[Vec<u8>], model: &[Partition
         "multiget, {} fields",
         fields.len()
     );
+    // A scan yields every live document once, with the same values as the lookups.
+    // Every key of the mounted partitions, not only the `keys` looked up.
+    let every_key: std::collections::BTreeSet<&Vec<u8>> = mounted
+        .iter()
+        .flat_map(|p| model[*p as usize].keys())
+        .collect();
+    let mut expected_scan: Vec<(Vec<u8>, Vec<Option<FieldValue>>)> = every_key
+        .into_iter()
+        .filter_map(|key| {
+            let doc = Model::answer(model, &mounted, key)?;
+            Some((
+                key.clone(),
+                fields.iter().map(|f| doc.get(*f).cloned()).collect(),
+            ))
+        })
+        .collect();
+    let mut scanned: Vec<_> = reader.scan(&fields).collect::<Result<_, _>>().unwrap();
+    expected_scan.sort_by(|a, b| a.0.cmp(&b.0));
+    scanned.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some((got, want)) = scanned
+        .iter()
+        .map(Some)
+        .chain(std::iter::repeat(None))
+        .zip(
+            expected_scan
+                .iter()
+                .map(Some)
+                .chain(std::iter::repeat(None)),
+        )
+        .take(scanned.len().max(expected_scan.len()))
+        .find(|(g, w)| g != w)
+    {
+        panic!(
+            "scan: {} documents, the model {}; first difference: scanned {got:?}, model {want:?}",
+            scanned.len(),
+            expected_scan.len()
+        );
+    }
     let two: Vec<&str> = vec!["a", PRIMARY_KEY];
     let got = reader.multiget(keys, &two).unwrap();
     for (i, key) in keys.iter().enumerate() {

@@ -688,3 +688,82 @@ fn a_document_in_two_partitions_is_judged_by_each_partitions_own_drops() {
         }
     }
 }
+
+/// A scan holds the view it started from: writes applied while it runs (and the background
+/// folds they start, replacing the image it walks) are not seen by it; the next scan sees
+/// them. Documents deleted before it started are not yielded.
+#[test]
+fn a_scan_reads_one_view_while_writes_and_folds_go_on() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store {
+        fold_min_bytes: 1,
+        ..local_store(dir.path(), "scan", 2, &rt)
+    };
+    let writer = rt
+        .block_on(Writer::open(
+            store.storage.clone(),
+            "scan",
+            WriterOptions::default(),
+        ))
+        .unwrap();
+    let doc = |i: usize, round: i64| {
+        ikv_core::Document::new()
+            .with(PRIMARY_KEY, FieldValue::String(format!("k{i:03}")))
+            .with("n", FieldValue::Int64(round))
+    };
+    let upsert = |range: std::ops::Range<usize>, round: i64| {
+        let ops: Vec<_> = range
+            .map(|i| ikv_core::Operation::UpsertFields(doc(i, round)))
+            .collect();
+        rt.block_on(writer.write(&ops)).unwrap();
+    };
+    upsert(0..100, 1);
+    let deleted = ikv_core::Document::new().with(PRIMARY_KEY, FieldValue::String("k007".into()));
+    rt.block_on(writer.delete_document(deleted)).unwrap();
+    let reader = Reader::open(store.reader_options(&dir.path().join("mount"))).unwrap();
+    let mount = dir.path().join("mount");
+    let before = newest_generation(&mount, &store).unwrap();
+    let mut scan = reader.scan(&["n", PRIMARY_KEY]);
+    let first = scan.next().unwrap().unwrap();
+    upsert(0..200, 2);
+    wait_caught_up(&reader, &store.tips(&rt));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while newest_generation(&mount, &store).unwrap() == before {
+        assert!(
+            Instant::now() < deadline,
+            "no fold replaced the image the scan walks"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        reader.get(b"k150", "n").unwrap(),
+        Some(FieldValue::Int64(2))
+    );
+    let mut seen: Vec<_> = std::iter::once(Ok(first))
+        .chain(scan)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    let expected: Vec<_> = (0..100)
+        .filter(|i| *i != 7)
+        .map(|i| {
+            let key = format!("k{i:03}");
+            let values = vec![
+                Some(FieldValue::Int64(1)),
+                Some(FieldValue::String(key.clone())),
+            ];
+            (key.into_bytes(), values)
+        })
+        .collect();
+    assert_eq!(seen, expected);
+    let after: Vec<_> = reader.scan(&["n"]).collect::<Result<_, _>>().unwrap();
+    assert_eq!(after.len(), 200);
+    assert!(
+        after
+            .iter()
+            .all(|(_, v)| v == &[Some(FieldValue::Int64(2))])
+    );
+    // No field asked for: every live document, keys only.
+    assert_eq!(reader.scan::<&str>(&[]).count(), 200);
+}
