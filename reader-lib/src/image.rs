@@ -51,6 +51,9 @@ const FOUND_DAMAGED: u64 = u64::MAX;
 /// Most keys [`Image::prefetch`] warms at once (their lines fit the L1 and L2 caches).
 pub const PREFETCH_MAX: usize = 32;
 
+/// An entry's key, its document and where the next entry starts.
+pub type WalkedEntry<'a> = (&'a [u8], &'a [u8], usize);
+
 /// The hash that places a key among the slots: xxh3, the same in every process and version.
 pub fn key_hash(key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key)
@@ -470,14 +473,14 @@ impl Image {
     /// The entry at byte `start` (checked) and where the next one starts; `None` past the
     /// last. A walk from [`Image::first_entry`] reads the entries sequentially (a scan),
     /// each once, whatever the slots say.
-    pub fn next_entry(&self, start: usize) -> Result<Option<(&[u8], &[u8], usize)>> {
+    pub fn next_entry(&self, start: usize) -> Result<Option<WalkedEntry<'_>>> {
         if start >= self.entries_end {
             return Ok(None);
         }
         self.entry_at(start).map(Some)
     }
 
-    fn entry_at(&self, start: usize) -> Result<(&[u8], &[u8], usize)> {
+    fn entry_at(&self, start: usize) -> Result<WalkedEntry<'_>> {
         let offset = start as u64;
         if offset < HEADER_LEN || start + 4 > self.entries_end {
             return Err(damaged(&self.path, "a slot points outside the entries"));

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use ikv_core::{FieldValue, Result, ValueRef};
 
 use crate::doc::select;
-use crate::view::ReadView;
+use crate::view::{OverlayDoc, ReadView};
 
 /// A scan in progress; see the module's documentation.
 pub struct Scan {
@@ -25,7 +25,7 @@ pub struct Scan {
     primary_key: String,
     /// Where the walk of the image stands (`None` once it is done).
     image_at: Option<usize>,
-    overlay: Vec<(Arc<[u8]>, (usize, usize))>,
+    overlay: Vec<OverlayDoc>,
     overlay_at: usize,
 }
 

@@ -24,6 +24,9 @@ use crate::drops::DropState;
 use crate::image::Image;
 use crate::overlay::{Overlay, Record};
 
+/// A key the overlay holds a document for, and the document's location in it.
+pub type OverlayDoc = (Arc<[u8]>, (usize, usize));
+
 /// Overlay entries indexed by this process: key → document location (`None`: deleted).
 type OverlayIndex = imbl::GenericHashMap<
     Arc<[u8]>,
@@ -172,7 +175,7 @@ impl ReadView {
 
     /// The keys the overlay holds a document for (deleted ones left out) with the
     /// document's location, for scans.
-    pub fn overlay_docs(&self) -> Vec<(Arc<[u8]>, (usize, usize))> {
+    pub fn overlay_docs(&self) -> Vec<OverlayDoc> {
         self.index
             .iter()
             .filter_map(|(k, at)| at.map(|at| (k.clone(), at)))
