@@ -6,7 +6,7 @@ import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ikvpy import _internal
-from ikvpy._validate import non_blank_str, sequence_of, str_list
+from ikvpy._validate import int_in, non_blank_str, sequence_of, str_list
 from ikvpy.clientoptions import ClientOptions
 from ikvpy.document import IKVDocument
 from ikvpy.errors import IKVRuntimeError, IKVTypeError, IKVValueError, IKVWarning
@@ -176,6 +176,31 @@ class IKVReader:
         fields = str_list(field_names, "field_names")
         batch = pa.record_batch(self._native.multiget_batch(keys, fields))
         return pa.Table.from_batches([batch])
+
+    def scan(self, field_names: Sequence[str], batch_size: int = 65_536) -> Iterator[Any]:
+        """Every live document, as ``pyarrow.RecordBatch``es of at most ``batch_size`` rows:
+        column ``_ikv_key`` (binary) first, then one column per field (null where a document
+        has no value; typed by the values in that batch, of type null when none of its
+        documents has the field: ``pyarrow.concat_tables(..., promote_options="default")``
+        unifies them). All batches come from one consistent view, the one current when the
+        scan starts: writes applied later are not seen. Reads the local copy only (no storage
+        request); order unspecified. Needs pyarrow (``pip install ikvpy[arrow]``)."""
+        try:
+            import pyarrow as pa
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise IKVRuntimeError("scan needs pyarrow: pip install 'ikvpy[arrow]'") from e
+        fields = str_list(field_names, "field_names")
+        rows = int_in(batch_size, "batch_size", 1, 1 << 24)
+        scan = self._native.scan(fields)
+
+        def batches() -> Iterator[Any]:
+            while True:
+                batch = scan.next_batch(rows)
+                if batch is None:
+                    return
+                yield pa.record_batch(batch)
+
+        return batches()
 
     def status(self) -> List[Dict[str, Any]]:
         """Per mounted partition: applied_sequence, snapshot_sequence, caught_up_at (Unix

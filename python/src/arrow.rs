@@ -8,7 +8,7 @@ use arrow_array::ffi::{FFI_ArrowArray, FFI_ArrowSchema, to_ffi};
 use arrow_array::{Array, ArrayRef, RecordBatch, StructArray};
 use arrow_schema::{DataType, Field, Schema};
 use ikv_core::arrow_column::ColumnBuilder;
-use ikv_core::{FieldType, FieldValue};
+use ikv_core::{FieldType, FieldValue, ValueRef};
 use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyTuple};
 
@@ -97,4 +97,83 @@ pub fn table_of(
     Ok(ArrowBatch {
         batch: Mutex::new(Some(batch)),
     })
+}
+
+/// One column of a scan's batch: typed by the first value found, nulls before it counted.
+enum ScanColumn {
+    Pending(usize),
+    Typed(FieldType, ColumnBuilder),
+}
+
+/// Builds a scan's record batch a document at a time, straight from the values borrowed from
+/// the mapped copy: `_ikv_key` (binary), then one column per field typed by its values in
+/// this batch (a field none of the batch's documents has is all-null, of Arrow type null).
+pub struct ScanBatchBuilder {
+    fields: Vec<String>,
+    keys: BinaryBuilder,
+    columns: Vec<ScanColumn>,
+    rows: usize,
+}
+
+impl ScanBatchBuilder {
+    pub fn new(fields: &[String]) -> ScanBatchBuilder {
+        ScanBatchBuilder {
+            fields: fields.to_vec(),
+            keys: BinaryBuilder::new(),
+            columns: fields.iter().map(|_| ScanColumn::Pending(0)).collect(),
+            rows: 0,
+        }
+    }
+
+    /// One document: its key and one value per field (the fields given to `new`).
+    pub fn append(&mut self, key: &[u8], values: &[Option<ValueRef<'_>>]) -> Result<(), String> {
+        for (j, (column, value)) in self.columns.iter_mut().zip(values).enumerate() {
+            match column {
+                ScanColumn::Pending(nulls) => match value {
+                    None => *nulls += 1,
+                    Some(v) => {
+                        let mut builder = ColumnBuilder::new(v.field_type());
+                        for _ in 0..*nulls {
+                            builder.append(None);
+                        }
+                        builder.append(Some(*v));
+                        *column = ScanColumn::Typed(v.field_type(), builder);
+                    }
+                },
+                ScanColumn::Typed(t, builder) => {
+                    if let Some(v) = value
+                        && v.field_type() != *t
+                    {
+                        return Err(format!(
+                            "field {:?} holds both {t} and {} values; a column needs one type (read it with get_value)",
+                            self.fields[j],
+                            v.field_type()
+                        ));
+                    }
+                    builder.append(*value);
+                }
+            }
+        }
+        self.keys.append_value(key);
+        self.rows += 1;
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<ArrowBatch, String> {
+        let mut schema_fields = vec![Field::new("_ikv_key", DataType::Binary, false)];
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(self.keys.finish())];
+        for (name, column) in self.fields.iter().zip(self.columns) {
+            let array: ArrayRef = match column {
+                ScanColumn::Pending(_) => Arc::new(arrow_array::NullArray::new(self.rows)),
+                ScanColumn::Typed(_, mut b) => b.finish(),
+            };
+            schema_fields.push(Field::new(name, array.data_type().clone(), true));
+            arrays.push(array);
+        }
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), arrays)
+            .map_err(|e| e.to_string())?;
+        Ok(ArrowBatch {
+            batch: Mutex::new(Some(batch)),
+        })
+    }
 }

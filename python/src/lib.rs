@@ -167,6 +167,7 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     fork::install();
     m.add_class::<writer::NativeWriter>()?;
     m.add_class::<reader::NativeReader>()?;
+    m.add_class::<reader::NativeScan>()?;
     m.add_class::<arrow::ArrowBatch>()?;
     m.add_function(wrap_pyfunction!(create_store, m)?)?;
     m.add_function(wrap_pyfunction!(run_snapshot, m)?)?;

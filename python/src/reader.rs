@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -24,9 +24,9 @@ use ikv_reader::{Reader, ReaderOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
-use crate::arrow::{ArrowBatch, table_of};
+use crate::arrow::{ArrowBatch, ScanBatchBuilder, table_of};
 use crate::convert::{key_bytes, to_python};
-use crate::errors::{raise, to_py};
+use crate::errors::{self, raise, to_py};
 use crate::fork;
 
 enum Lifecycle {
@@ -509,6 +509,15 @@ impl NativeReader {
             .map_err(|m| raise("IKVTypeError", m))
     }
 
+    /// A scan of every live document of the current view (see `NativeScan`).
+    fn scan(&self, py: Python<'_>, fields: Vec<String>) -> PyResult<NativeScan> {
+        let reader = self.running(py)?;
+        Ok(NativeScan {
+            fields: fields.clone(),
+            scan: Mutex::new(Some(reader.scan(&fields))),
+        })
+    }
+
     /// This process's reader metrics as plain data (see `ikvpy.metrics`).
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let reader = self.running(py)?;
@@ -540,5 +549,56 @@ impl NativeReader {
             out.append(d)?;
         }
         Ok(out)
+    }
+}
+
+/// A scan in progress: record batches of the view it started from, until it is over.
+#[pyclass(frozen, module = "ikvpy._internal")]
+pub struct NativeScan {
+    fields: Vec<String>,
+    /// `None` once over (or failed: the same entry would fail again).
+    scan: Mutex<Option<ikv_reader::Scan>>,
+}
+
+#[pymethods]
+impl NativeScan {
+    /// The next batch of at most `max_rows` documents; `None` once the scan is over.
+    fn next_batch(&self, py: Python<'_>, max_rows: usize) -> PyResult<Option<ArrowBatch>> {
+        let fields = &self.fields;
+        let scan = &self.scan;
+        let built = py
+            .detach(|| {
+                let mut guard = scan.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(running) = guard.as_mut() else {
+                    return Ok(None);
+                };
+                let mut batch = ScanBatchBuilder::new(fields);
+                let mut refused = None;
+                let visited = running.next_batch(max_rows.max(1), |key, values| {
+                    if refused.is_none()
+                        && let Err(m) = batch.append(key, values)
+                    {
+                        refused = Some(m);
+                    }
+                    Ok(())
+                });
+                // Errors leave the closure as (class, message): raising needs the GIL.
+                let failed = match (visited, refused) {
+                    (Err(e), _) => Some((errors::class_for(&e), e.to_string())),
+                    (Ok(_), Some(m)) => Some(("IKVTypeError", m)),
+                    (Ok(0), None) => {
+                        *guard = None;
+                        return Ok(None);
+                    }
+                    (Ok(_), None) => None,
+                };
+                if let Some(failed) = failed {
+                    *guard = None;
+                    return Err(failed);
+                }
+                batch.finish().map(Some).map_err(|m| ("IKVRuntimeError", m))
+            })
+            .map_err(|(class, message)| raise(class, message))?;
+        Ok(built)
     }
 }

@@ -5,6 +5,8 @@ getters and multiget equals the model. And: the GIL is released while ikvpy bloc
 
 import pathlib
 import random
+
+import pytest
 import threading
 import time
 import uuid
@@ -13,6 +15,7 @@ from typing import Any, Dict, List, Union
 from ikvpy import admin
 from ikvpy.clientoptions import ClientOptionsBuilder
 from ikvpy.document import IKVDocumentBuilder
+from ikvpy.errors import IKVTypeError
 from ikvpy.factory import create_new_reader, create_new_writer
 
 FIELDS = ["a", "b", "city", "tmp_x", "tmp_y", "n", "id"]
@@ -165,6 +168,21 @@ def test_random_calls_read_back_as_the_model_says(local_storage, tmp_path: pathl
         want = [model.docs.get(key_bytes(k), {}).get(field) for k in bytes_keys + str_keys]
         assert any(w is not None for w in want), "the multiget checks at least one value"
         assert got == want
+        # A scan yields every live document once; a field whose values share one type comes
+        # back as one column with the model's values, one with several types is refused by
+        # name (the model's random values mostly mix types: test_sdk checks typed columns).
+        pa = pytest.importorskip("pyarrow")
+        table = pa.Table.from_batches(list(reader.scan([], batch_size=7)))
+        assert sorted(table.column("_ikv_key").to_pylist()) == sorted(model.docs)
+        for field in FIELDS[:-1]:
+            types = {type(d[field]) for d in model.docs.values() if field in d}
+            if len(types) > 1:
+                with pytest.raises(IKVTypeError, match=f'field "{field}" holds both'):
+                    list(reader.scan([field], batch_size=1000))
+                continue
+            table = pa.Table.from_batches(list(reader.scan([field])))
+            got = dict(zip(table.column("_ikv_key").to_pylist(), table.column(field).to_pylist()))
+            assert got == {k: d.get(field) for k, d in model.docs.items()}, field
 
 def test_another_thread_runs_while_ikvpy_blocks(local_storage, tmp_path: pathlib.Path) -> None:
     """A pure-Python counter thread keeps counting during a large batch write and during a

@@ -278,6 +278,49 @@ def test_columnar_multiget_returns_a_pyarrow_table(store):
         assert table.column("nothing").null_count == 12
 
 
+def test_a_scan_yields_every_live_document_once_in_batches_of_one_view(store):
+    pa = pytest.importorskip("pyarrow")
+    _, _, options = store
+    with create_new_writer(options()) as writer:
+        writer.upsert_fields_batch(
+            [doc(f"k{i:03}", n=i, **({"s": f"v{i}"} if i % 2 == 0 else {})) for i in range(250)]
+        )
+        writer.delete_document(doc("k000"))
+        with create_new_reader(options()) as reader:
+            scan = reader.scan(["n", "s", "nothing"], batch_size=100)
+            first = next(scan)
+            # Written after the scan started: not seen by it.
+            writer.upsert_fields(doc("k001", n=-1))
+            writer.upsert_fields(doc("late", n=1000))
+            batches = [first] + list(scan)
+            assert all(isinstance(b, pa.RecordBatch) for b in batches)
+            assert [b.num_rows for b in batches] == [100, 100, 49]
+            table = pa.Table.from_batches(batches)
+            assert table.column_names == ["_ikv_key", "n", "s", "nothing"]
+            assert table.column("n").type == pa.int64()
+            assert table.column("nothing").null_count == 249
+            rows = sorted(zip(*(table.column(c).to_pylist() for c in ["_ikv_key", "n", "s"])))
+            assert rows == [(f"k{i:03}".encode(), i, f"v{i}" if i % 2 == 0 else None) for i in range(1, 250)]
+            # A scan started now sees the later writes; no field asked for gives keys only.
+            deadline = time.monotonic() + 10
+            while reader.get_int64_value("late", "n") is None:
+                assert time.monotonic() < deadline, "the write never became visible"
+                time.sleep(0.01)
+            keys = pa.Table.from_batches(list(reader.scan([]))).column("_ikv_key").to_pylist()
+            assert sorted(keys) == sorted([f"k{i:03}".encode() for i in range(1, 250)] + [b"late"])
+            # Bad arguments say what is wrong, before anything is read.
+            with pytest.raises(ikvpy.IKVValueError, match="batch_size"):
+                reader.scan(["n"], batch_size=0)
+            with pytest.raises(ikvpy.IKVTypeError, match="field_names"):
+                reader.scan("n")
+            # A field holding values of two types cannot be one column: the scan says which.
+            writer.upsert_fields(doc("k002", s=b"\x00bytes"))
+            while reader.get_bytes_value("k002", "s") != b"\x00bytes":
+                time.sleep(0.01)
+            with pytest.raises(ikvpy.IKVTypeError, match='field "s" holds both'):
+                list(reader.scan(["s"]))
+
+
 def test_reserved_field_names_are_refused_and_nothing_is_written(store):
     _, _, options = store
     with create_new_writer(options()) as writer:
