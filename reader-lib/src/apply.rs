@@ -35,7 +35,7 @@ fn staged_entry<'s>(
         std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
         std::collections::btree_map::Entry::Vacant(e) => {
             let sections = match view.doc(key)? {
-                Some(bytes) => decode_entry_live(bytes, &view.drops, primary_key)?,
+                Some(bytes) => decode_entry_live(bytes, key, &view.drops, primary_key)?,
                 None => Sections::new(),
             };
             e.insert(sections)
@@ -110,7 +110,10 @@ pub fn stage(
     }
     let entries = staged
         .into_iter()
-        .map(|(k, sections)| (k, encode_entry(&sections)))
+        .map(|(k, sections)| {
+            let entry = encode_entry(&sections, &k);
+            (k, entry)
+        })
         .collect();
     let drops_changed = drops != before;
     Ok(Staged {
@@ -134,6 +137,7 @@ pub struct PartitionImport {
 /// drop-all row) set on it. `imported` comes in ascending partition order. `None` when
 /// nothing remains.
 pub fn imported_entry(
+    key: &[u8],
     existing: Option<&[u8]>,
     imported: Vec<(PartitionImport, Vec<u8>)>,
     drops: &[DropState],
@@ -145,17 +149,17 @@ pub fn imported_entry(
         let sections: Vec<Vec<u8>> = imported.into_iter().map(|(_, s)| s).collect();
         return Ok((!sections.is_empty()).then(|| crate::doc::join_sections(sections)));
     };
-    let mut sections = decode_entry_live(existing, drops, primary_key)?;
+    let mut sections = decode_entry_live(existing, key, drops, primary_key)?;
     for (import, section) in imported {
         if import.replace {
             sections.remove(&import.partition);
         }
-        let fields = OwnedDoc::decode_live(&section, &[], primary_key)?.fields;
+        let fields = OwnedDoc::decode_live(&section, key, &[], primary_key)?.fields;
         sections
             .entry(import.partition)
             .or_insert_with(|| OwnedDoc::new(import.partition))
             .fields
             .extend(fields);
     }
-    Ok(encode_entry(&sections))
+    Ok(encode_entry(&sections, key))
 }

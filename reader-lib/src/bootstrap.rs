@@ -136,7 +136,7 @@ pub async fn bootstrap(
             }
             // Sources are in ascending partition order, as entries keep their sections.
             let value = join_sections(encoded);
-            stats.values += live_field_count(&value);
+            stats.values += live_field_count(&min, &value);
             // Ingestion needs strictly ascending keys (local keys keep the primary keys'
             // order); a snapshot out of order is corrupt.
             if last_key.as_ref().is_some_and(|l| *l >= min) {
@@ -187,10 +187,10 @@ const INGEST_BATCH: usize = 4 * 1024;
 const INGEST_BATCH_BYTES: usize = 4 << 20;
 
 /// Field values an entry holds, over all its sections (for progress counts).
-fn live_field_count(entry: &[u8]) -> u64 {
-    match DocView::parse(entry) {
+fn live_field_count(key: &[u8], entry: &[u8]) -> u64 {
+    match DocView::parse(entry, key) {
         Ok(single) => single.field_count(),
-        _ => crate::doc::decode_entry_live(entry, &[], "")
+        _ => crate::doc::decode_entry_live(entry, key, &[], "")
             .map(|s| s.values().map(|d| d.fields.len() as u64).sum())
             .unwrap_or(0),
     }

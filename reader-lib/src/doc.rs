@@ -5,7 +5,10 @@
 //! [type: u8][epoch − base epoch, zigzag: varint][length: varint][value]` (varints are
 //! `varint.rs`'s LEB128; the base epoch is the first field's, so fields written together
 //! spend one byte on their epoch; version 1, fixed-width, was written by local layouts before
-//! 4, which owners rebuild). The epoch of each field orders it against store-wide drops of
+//! 4, which owners rebuild). A field whose value is the document's key (the primary-key
+//! field, always) has the type's high bit set and neither length nor value: the key is
+//! stored beside the document wherever a document is (image and overlay entries, the durable
+//! copy's keys), so every decoder is given it. The epoch of each field orders it against store-wide drops of
 //! that section's partition (`drops.rs`): epochs of different partitions' logs are never
 //! compared.
 //!
@@ -26,6 +29,8 @@ use crate::varint;
 
 const VERSION_SECTIONS: u8 = 2;
 const VERSION: u8 = 3;
+/// On a field's type: its value is the document's key, not stored again.
+const KEY_VALUE: u8 = 0x80;
 
 /// Whether `bytes` starts a single section rather than a list of them.
 fn is_section(bytes: &[u8]) -> bool {
@@ -41,17 +46,20 @@ fn corrupt(reason: &str) -> Error {
 
 /// Writes one section in the layout above: the only encoder of it (deltas, bootstraps and
 /// snapshot rows all go through here). Fields must come in name order.
-pub struct SectionEncoder {
+pub struct SectionEncoder<'k> {
     partition: u32,
+    key: &'k [u8],
     body: Vec<u8>,
     count: u64,
     base: u64,
 }
 
-impl SectionEncoder {
-    pub fn new(partition: u32, capacity: usize) -> SectionEncoder {
+impl<'k> SectionEncoder<'k> {
+    /// A section of the document `key` in `partition`.
+    pub fn new(partition: u32, key: &'k [u8], capacity: usize) -> SectionEncoder<'k> {
         SectionEncoder {
             partition,
+            key,
             body: Vec::with_capacity(capacity),
             count: 0,
             base: 0,
@@ -72,6 +80,7 @@ impl SectionEncoder {
         self.count += 1;
         varint::put(&mut self.body, name.len() as u64);
         self.body.extend_from_slice(name.as_bytes());
+        let type_at = self.body.len();
         self.body.push(field_type.code());
         varint::put(
             &mut self.body,
@@ -79,6 +88,11 @@ impl SectionEncoder {
         );
         let at = self.body.len();
         payload(&mut self.body);
+        if self.body[at..] == *self.key {
+            self.body.truncate(at);
+            self.body[type_at] |= KEY_VALUE;
+            return;
+        }
         // The length goes before the value, known only now: shift the value past it.
         let (prefix, n) = varint::encode((self.body.len() - at) as u64);
         self.body.splice(at..at, prefix[..n].iter().copied());
@@ -133,13 +147,14 @@ impl OwnedDoc {
         );
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    /// The section, as a document of `key`.
+    pub fn encode(&self, key: &[u8]) -> Vec<u8> {
         let size: usize = self
             .fields
             .iter()
             .map(|(n, f)| 1 + n.len() + 1 + 2 + 2 + f.payload.len())
             .sum();
-        let mut section = SectionEncoder::new(self.partition, size);
+        let mut section = SectionEncoder::new(self.partition, key, size);
         for (name, f) in &self.fields {
             section.field(name, f.field_type, f.epoch, |out| {
                 out.extend_from_slice(&f.payload)
@@ -149,8 +164,13 @@ impl OwnedDoc {
     }
 
     /// Decodes a stored section, keeping only the fields still live under `drops`.
-    pub fn decode_live(bytes: &[u8], drops: &[DropState], primary_key: &str) -> Result<OwnedDoc> {
-        Self::live_of(&DocView::parse(bytes)?, drops, primary_key)
+    pub fn decode_live(
+        bytes: &[u8],
+        key: &[u8],
+        drops: &[DropState],
+        primary_key: &str,
+    ) -> Result<OwnedDoc> {
+        Self::live_of(&DocView::parse(bytes, key)?, drops, primary_key)
     }
 
     /// The fields of `view` still live under `drops`.
@@ -179,10 +199,15 @@ pub type Sections = BTreeMap<u32, OwnedDoc>;
 
 /// The sections of a stored entry, each keeping only its fields still live under `drops`;
 /// sections left without fields (deleted by a drop) are left out.
-pub fn decode_entry_live(bytes: &[u8], drops: &[DropState], primary_key: &str) -> Result<Sections> {
+pub fn decode_entry_live(
+    bytes: &[u8],
+    key: &[u8],
+    drops: &[DropState],
+    primary_key: &str,
+) -> Result<Sections> {
     let mut out = Sections::new();
     for section in split_sections(bytes)? {
-        let doc = OwnedDoc::decode_live(section?, drops, primary_key)?;
+        let doc = OwnedDoc::decode_live(section?, key, drops, primary_key)?;
         if !doc.fields.is_empty() {
             out.insert(doc.partition, doc);
         }
@@ -190,12 +215,13 @@ pub fn decode_entry_live(bytes: &[u8], drops: &[DropState], primary_key: &str) -
     Ok(out)
 }
 
-/// Encodes the sections of one primary key; `None` when there are none (delete the entry).
-pub fn encode_entry(sections: &Sections) -> Option<Vec<u8>> {
+/// Encodes the sections of the primary key `key`; `None` when there are none (delete the
+/// entry).
+pub fn encode_entry(sections: &Sections, key: &[u8]) -> Option<Vec<u8>> {
     let encoded: Vec<Vec<u8>> = sections
         .values()
         .filter(|d| !d.fields.is_empty())
-        .map(OwnedDoc::encode)
+        .map(|d| d.encode(key))
         .collect();
     (!encoded.is_empty()).then(|| join_sections(encoded))
 }
@@ -258,14 +284,15 @@ fn split_sections(bytes: &[u8]) -> Result<impl Iterator<Item = Result<&[u8]>>> {
 /// is dead, so is every other field.
 pub fn select<'a>(
     bytes: &'a [u8],
+    key: &'a [u8],
     drops: &[DropState],
     primary_key: &str,
 ) -> Result<Option<DocView<'a>>> {
     if is_section(bytes) {
-        return DocView::parse(bytes).map(Some);
+        return DocView::parse(bytes, key).map(Some);
     }
     for section in split_sections(bytes)? {
-        let view = DocView::parse(section?)?;
+        let view = DocView::parse(section?, key)?;
         let Some(pk) = view.find(primary_key)? else {
             continue;
         };
@@ -285,6 +312,7 @@ pub struct DocView<'a> {
     count: u64,
     base: u64,
     body: &'a [u8],
+    key: &'a [u8],
 }
 
 /// One field of a [`DocView`].
@@ -303,7 +331,8 @@ impl<'a> FieldRef<'a> {
 }
 
 impl<'a> DocView<'a> {
-    pub fn parse(bytes: &'a [u8]) -> Result<DocView<'a>> {
+    /// The section `bytes` of the document `key`.
+    pub fn parse(bytes: &'a [u8], key: &'a [u8]) -> Result<DocView<'a>> {
         if !is_section(bytes) {
             return Err(corrupt("bad header"));
         }
@@ -321,6 +350,7 @@ impl<'a> DocView<'a> {
             count,
             base,
             body: &bytes[at..],
+            key,
         })
     }
 
@@ -333,6 +363,7 @@ impl<'a> DocView<'a> {
             rest: self.body,
             left: self.count,
             base: self.base,
+            key: self.key,
         }
     }
 
@@ -352,6 +383,7 @@ pub struct FieldIter<'a> {
     rest: &'a [u8],
     left: u64,
     base: u64,
+    key: &'a [u8],
 }
 
 impl<'a> FieldIter<'a> {
@@ -375,13 +407,18 @@ impl<'a> FieldIter<'a> {
             usize::try_from(self.varint("name length")?).map_err(|_| corrupt("name length"))?;
         let name = std::str::from_utf8(self.take(name_len)?)
             .map_err(|_| corrupt("field name is not UTF-8"))?;
+        let code = self.take(1)?[0];
         let field_type =
-            FieldType::from_code(self.take(1)?[0]).ok_or_else(|| corrupt("unknown type"))?;
+            FieldType::from_code(code & !KEY_VALUE).ok_or_else(|| corrupt("unknown type"))?;
         let epoch = self
             .base
             .wrapping_add(varint::unzigzag(self.varint("epoch")?) as u64);
-        let len = usize::try_from(self.varint("length")?).map_err(|_| corrupt("length"))?;
-        let payload = self.take(len)?;
+        let payload = if code & KEY_VALUE != 0 {
+            self.key
+        } else {
+            let len = usize::try_from(self.varint("length")?).map_err(|_| corrupt("length"))?;
+            self.take(len)?
+        };
         Ok(FieldRef {
             name,
             field_type,
@@ -411,29 +448,45 @@ impl<'a> Iterator for FieldIter<'a> {
 mod tests {
     use super::*;
 
+    /// The key every test document is stored under (its primary-key field says the same
+    /// where it has one, so that field's value is not stored twice).
+    const K: &[u8] = b"k";
+
+    fn decode_live_k(bytes: &[u8], drops: &[DropState], pk: &str) -> Result<OwnedDoc> {
+        OwnedDoc::decode_live(bytes, K, drops, pk)
+    }
+
+    fn decode_entry_live_k(bytes: &[u8], drops: &[DropState], pk: &str) -> Result<Sections> {
+        decode_entry_live(bytes, K, drops, pk)
+    }
+
+    fn select_k<'a>(bytes: &'a [u8], drops: &[DropState], pk: &str) -> Result<Option<DocView<'a>>> {
+        select(bytes, K, drops, pk)
+    }
+
     #[test]
     fn documents_round_trip_and_drops_filter() {
         let mut doc = OwnedDoc::new(3);
-        doc.set("id", &FieldValue::String("a".into()), 5);
+        doc.set("id", &FieldValue::String("k".into()), 5);
         doc.set("n", &FieldValue::Int64(-7), 6);
         doc.set("tmp_x", &FieldValue::Bytes(vec![0, 1]), 7);
-        let bytes = doc.encode();
-        let view = DocView::parse(&bytes).unwrap();
+        let bytes = doc.encode(K);
+        let view = DocView::parse(&bytes, K).unwrap();
         assert_eq!(view.partition, 3);
         assert_eq!(
             view.find("n").unwrap().unwrap().value().unwrap(),
             FieldValue::Int64(-7)
         );
         assert!(view.find("missing").unwrap().is_none());
-        assert_eq!(OwnedDoc::decode_live(&bytes, &[], "id").unwrap(), doc);
+        assert_eq!(decode_live_k(&bytes, &[], "id").unwrap(), doc);
         let mut drops = vec![DropState::default(); 4];
         drops[3].prefixes.insert("tmp".into(), 10);
-        let live = OwnedDoc::decode_live(&bytes, &drops, "id").unwrap();
+        let live = decode_live_k(&bytes, &drops, "id").unwrap();
         assert_eq!(live.fields.keys().collect::<Vec<_>>(), vec!["id", "n"]);
-        assert!(DocView::parse(&bytes[..3]).is_err());
+        assert!(DocView::parse(&bytes[..3], K).is_err());
         let truncated = &bytes[..bytes.len() - 1];
         assert!(
-            DocView::parse(truncated)
+            DocView::parse(truncated, K)
                 .unwrap()
                 .fields()
                 .any(|f| f.is_err())
@@ -449,33 +502,36 @@ mod tests {
         in_1.set("id", &FieldValue::String("k".into()), epoch_of(2));
         in_1.set("e", &FieldValue::Int64(1), epoch_of(2));
         let sections: Sections = [(3, in_3.clone()), (1, in_1.clone())].into();
-        let bytes = encode_entry(&sections).unwrap();
+        let bytes = encode_entry(&sections, K).unwrap();
         assert_eq!(bytes[0], VERSION_SECTIONS);
-        assert_eq!(decode_entry_live(&bytes, &[], "id").unwrap(), sections);
-        let view = select(&bytes, &[], "id").unwrap().unwrap();
+        assert_eq!(decode_entry_live_k(&bytes, &[], "id").unwrap(), sections);
+        let view = select_k(&bytes, &[], "id").unwrap().unwrap();
         assert_eq!(view.partition, 1, "the lowest partition answers");
         // Partition 1 dropped everything after its document was written: partition 3 answers.
         let mut drops = vec![DropState::default(); 4];
         drops[1].all = epoch_of(3);
-        assert_eq!(select(&bytes, &drops, "id").unwrap().unwrap().partition, 3);
-        let live = decode_entry_live(&bytes, &drops, "id").unwrap();
+        assert_eq!(
+            select_k(&bytes, &drops, "id").unwrap().unwrap().partition,
+            3
+        );
+        let live = decode_entry_live_k(&bytes, &drops, "id").unwrap();
         assert_eq!(live.keys().collect::<Vec<_>>(), vec![&3]);
         // Partition 3's drops never judge partition 1's fields, whatever the epochs.
         let mut drops = vec![DropState::default(); 4];
         drops[3].fields.insert("e".into(), epoch_of(60));
-        let view = select(&bytes, &drops, "id").unwrap().unwrap();
+        let view = select_k(&bytes, &drops, "id").unwrap().unwrap();
         assert!(view.find("e").unwrap().is_some());
         // One section encodes as a plain document; none deletes the entry.
-        let single = encode_entry(&[(1, in_1.clone())].into()).unwrap();
-        assert_eq!(single, in_1.encode());
-        assert!(encode_entry(&Sections::new()).is_none());
+        let single = encode_entry(&[(1, in_1.clone())].into(), K).unwrap();
+        assert_eq!(single, in_1.encode(K));
+        assert!(encode_entry(&Sections::new(), K).is_none());
         // Truncated or malformed entries are errors, not panics.
         for cut in 0..bytes.len() {
-            let _ = decode_entry_live(&bytes[..cut], &[], "id");
-            let _ = select(&bytes[..cut], &[], "id");
+            let _ = decode_entry_live_k(&bytes[..cut], &[], "id");
+            let _ = select_k(&bytes[..cut], &[], "id");
         }
-        assert!(decode_entry_live(&bytes[..bytes.len() - 1], &[], "id").is_err());
-        assert!(select(&[9, 0, 0], &[], "id").is_err());
+        assert!(decode_entry_live_k(&bytes[..bytes.len() - 1], &[], "id").is_err());
+        assert!(select_k(&[9, 0, 0], &[], "id").is_err());
     }
 
     /// A section in the fixed-width layout that local layouts before 4 wrote.
@@ -495,27 +551,36 @@ mod tests {
     }
 
     #[test]
-    fn fields_written_together_cost_their_names_and_values_and_five_bytes() {
+    fn fields_written_together_cost_their_names_and_values_and_five_bytes_and_the_key_none() {
+        let key = [7u8; 10];
         let mut doc = OwnedDoc::new(2);
         let at = epoch_of(1_000_000);
-        doc.set("id", &FieldValue::Bytes(vec![7; 10]), at);
+        doc.set("id", &FieldValue::Bytes(key.to_vec()), at);
         for name in ["f0", "f1", "f2"] {
             doc.set(name, &FieldValue::Bytes(vec![1; 50]), at);
         }
-        let bytes = doc.encode();
+        let bytes = doc.encode(&key);
         // Header: version, partition, count, base epoch; a field: name length, name, type,
-        // epoch difference, value length, value.
+        // epoch difference, value length, value; the key's field: no length, no value.
         let header = 1 + 1 + 1 + varint::len(at);
-        assert_eq!(bytes.len(), header + (1 + 2 + 1 + 1 + 1) * 4 + 10 + 3 * 50);
-        // The fixed-width layout spent 39 bytes more on this document (a quarter of its data).
-        assert_eq!(fixed_width(&doc).len() - bytes.len(), 39);
+        assert_eq!(
+            bytes.len(),
+            header + (1 + 2 + 1 + 1) + (1 + 2 + 1 + 1 + 1 + 50) * 3
+        );
+        // The fixed-width layout spent 50 bytes more on this document (31% of its data).
+        assert_eq!(fixed_width(&doc).len() - bytes.len(), 50);
+        assert_eq!(OwnedDoc::decode_live(&bytes, &key, &[], "id").unwrap(), doc);
+        // Stored under another key, the same fields keep their values (none is the key).
+        let other = doc.encode(b"other");
+        assert_eq!(other.len(), bytes.len() + 11);
+        assert_eq!(
+            OwnedDoc::decode_live(&other, b"other", &[], "id").unwrap(),
+            doc
+        );
         // Epochs before the base and far apart round trip.
         doc.set("e", &FieldValue::Int64(1), 3);
         doc.set("z", &FieldValue::Int64(2), u64::MAX);
-        assert_eq!(
-            OwnedDoc::decode_live(&doc.encode(), &[], "id").unwrap(),
-            doc
-        );
+        assert_eq!(decode_live_k(&doc.encode(K), &[], "id").unwrap(), doc);
     }
 
     #[test]
@@ -523,9 +588,9 @@ mod tests {
         let mut doc = OwnedDoc::new(3);
         doc.set("id", &FieldValue::String("k".into()), epoch_of(4));
         let old = fixed_width(&doc);
-        let e = OwnedDoc::decode_live(&old, &[], "id").unwrap_err();
+        let e = decode_live_k(&old, &[], "id").unwrap_err();
         assert!(e.to_string().contains("bad header"), "{e}");
-        assert!(select(&old, &[], "id").is_err());
+        assert!(select_k(&old, &[], "id").is_err());
     }
 
     /// Every prefix and every single-byte change of a section decodes or is refused: never a
@@ -533,21 +598,18 @@ mod tests {
     #[test]
     fn damaged_sections_never_panic() {
         let mut doc = OwnedDoc::new(5);
-        doc.set("id", &FieldValue::String("key".into()), epoch_of(9));
+        doc.set("id", &FieldValue::String("k".into()), epoch_of(9));
         doc.set("v", &FieldValue::Bytes(vec![3; 300]), epoch_of(10));
-        let bytes = doc.encode();
+        let bytes = doc.encode(K);
         for cut in 0..bytes.len() {
-            assert!(
-                OwnedDoc::decode_live(&bytes[..cut], &[], "id").is_err(),
-                "{cut}"
-            );
+            assert!(decode_live_k(&bytes[..cut], &[], "id").is_err(), "{cut}");
         }
         for i in 0..bytes.len() {
             for b in [0u8, 0x7F, 0x80, 0xFF] {
                 let mut changed = bytes.clone();
                 changed[i] = b;
-                let _ = decode_entry_live(&changed, &[], "id");
-                let _ = select(&changed, &[], "id").map(|v| v.map(|v| v.fields().count()));
+                let _ = decode_entry_live_k(&changed, &[], "id");
+                let _ = select_k(&changed, &[], "id").map(|v| v.map(|v| v.fields().count()));
             }
         }
     }

@@ -222,7 +222,8 @@ pub async fn apply_imports(
                     while let Some((ik, imported)) =
                         head.take_if(|(ik, _)| $bound.is_none_or(|b: &[u8]| ik.as_slice() < b))
                     {
-                        let entry = imported_entry(None, imported, &drops_before, &primary_key)?;
+                        let entry =
+                            imported_entry(&ik, None, imported, &drops_before, &primary_key)?;
                         write(&ik, entry)?;
                         documents += 1;
                         head = next_imported();
@@ -237,7 +238,7 @@ pub async fn apply_imports(
                 match head.take_if(|(ik, _)| *ik == pk) {
                     Some((_, imported)) => {
                         let entry =
-                            imported_entry(Some(&v), imported, &drops_before, &primary_key)?;
+                            imported_entry(&pk, Some(&v), imported, &drops_before, &primary_key)?;
                         write(&pk, entry)?;
                         documents += 1;
                         head = next_imported();

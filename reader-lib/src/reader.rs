@@ -122,7 +122,7 @@ impl Reader {
             return Ok(None);
         };
         let pk_name = &self.shared.config.primary_key_field;
-        let Some(doc) = select(bytes, &view.drops, pk_name)? else {
+        let Some(doc) = select(bytes, key, &view.drops, pk_name)? else {
             return Ok(None);
         };
         let Some(stored) = doc.find(field)? else {
@@ -160,7 +160,7 @@ impl Reader {
             return Ok(None);
         };
         let pk = &self.shared.config.primary_key_field;
-        let Some(doc) = select(bytes, &view.drops, pk)? else {
+        let Some(doc) = select(bytes, key, &view.drops, pk)? else {
             return Ok(None);
         };
         let live = OwnedDoc::live_of(&doc, &view.drops, pk)?;
@@ -287,7 +287,7 @@ impl Reader {
             let Some(bytes) = view.doc(key.as_ref())? else {
                 continue;
             };
-            let Some(doc) = select(bytes, &view.drops, pk)? else {
+            let Some(doc) = select(bytes, key.as_ref(), &view.drops, pk)? else {
                 continue;
             };
             let drops = view.drops.get(doc.partition as usize);

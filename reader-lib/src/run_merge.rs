@@ -176,7 +176,8 @@ impl RunMerge {
             }
             run.offset += 1;
         }
-        out.push_back((key, doc.encode()));
+        let doc = doc.encode(&key);
+        out.push_back((key, doc));
         Ok(true)
     }
 }

@@ -69,7 +69,7 @@ impl Scan {
                 break;
             };
             self.image_at = Some(next);
-            if !view.changed(key) && live_values(fields, pk, &view, doc, &mut values)? {
+            if !view.changed(key) && live_values(fields, pk, &view, key, doc, &mut values)? {
                 visit(key, &values)?;
                 visited += 1;
             }
@@ -77,7 +77,14 @@ impl Scan {
         while visited < max && self.overlay_at < self.overlay.len() {
             let (key, at) = &self.overlay[self.overlay_at];
             self.overlay_at += 1;
-            if live_values(fields, pk, &view, view.overlay.doc_at(*at), &mut values)? {
+            if live_values(
+                fields,
+                pk,
+                &view,
+                key,
+                view.overlay.doc_at(*at),
+                &mut values,
+            )? {
                 visit(key, &values)?;
                 visited += 1;
             }
@@ -92,12 +99,13 @@ fn live_values<'d>(
     fields: &[String],
     primary_key: &str,
     view: &ReadView,
+    key: &'d [u8],
     bytes: &'d [u8],
     values: &mut Vec<Option<ValueRef<'d>>>,
 ) -> Result<bool> {
     values.clear();
     values.resize(fields.len(), None);
-    let Some(doc) = select(bytes, &view.drops, primary_key)? else {
+    let Some(doc) = select(bytes, key, &view.drops, primary_key)? else {
         return Ok(false);
     };
     let drops = view.drops.get(doc.partition as usize);

@@ -43,14 +43,15 @@ pub fn encode_rows(
     }
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
-        let mut doc = SectionEncoder::new(partition, 128);
+        let key = keys.value(i);
+        let mut doc = SectionEncoder::new(partition, key, 128);
         for (c, col) in &cols {
             if let Some(v) = col.value(i) {
                 doc.field(&c.field, c.field_type, epoch, |out| v.encode_into(out));
             }
         }
         let doc = doc.finish();
-        out.push((keys.value(i).to_vec(), doc));
+        out.push((key.to_vec(), doc));
     }
     Ok(out)
 }
@@ -102,7 +103,7 @@ mod tests {
                 expected.set(name, value, 77);
             }
             assert_eq!(&got_key, key);
-            assert_eq!(got, expected.encode());
+            assert_eq!(got, expected.encode(key));
         }
     }
 }
