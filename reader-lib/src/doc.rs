@@ -46,10 +46,13 @@ fn corrupt(reason: &str) -> Error {
 
 /// Writes one section in the layout above: the only encoder of it (deltas, bootstraps and
 /// snapshot rows all go through here). Fields must come in name order.
+///
+/// Written in place, without a second buffer: the field count and each value's length get a
+/// one-byte slot that a larger number (128 or more, rare) widens by shifting what follows.
 pub struct SectionEncoder<'k> {
-    partition: u32,
     key: &'k [u8],
-    body: Vec<u8>,
+    out: Vec<u8>,
+    count_at: usize,
     count: u64,
     base: u64,
 }
@@ -57,16 +60,21 @@ pub struct SectionEncoder<'k> {
 impl<'k> SectionEncoder<'k> {
     /// A section of the document `key` in `partition`.
     pub fn new(partition: u32, key: &'k [u8], capacity: usize) -> SectionEncoder<'k> {
+        let mut out = Vec::with_capacity(capacity + 16);
+        out.push(VERSION);
+        varint::put(&mut out, u64::from(partition));
+        let count_at = out.len();
+        out.push(0);
         SectionEncoder {
-            partition,
             key,
-            body: Vec::with_capacity(capacity),
+            out,
+            count_at,
             count: 0,
             base: 0,
         }
     }
 
-    /// One field; `payload` appends the encoded value (its length is put before it after).
+    /// One field; `payload` appends the encoded value (its length is put before it).
     pub fn field(
         &mut self,
         name: &str,
@@ -76,41 +84,47 @@ impl<'k> SectionEncoder<'k> {
     ) {
         if self.count == 0 {
             self.base = epoch;
+            varint::put(&mut self.out, epoch);
         }
         self.count += 1;
-        varint::put(&mut self.body, name.len() as u64);
-        self.body.extend_from_slice(name.as_bytes());
-        let type_at = self.body.len();
-        self.body.push(field_type.code());
+        varint::put(&mut self.out, name.len() as u64);
+        self.out.extend_from_slice(name.as_bytes());
+        let type_at = self.out.len();
+        self.out.push(field_type.code());
         varint::put(
-            &mut self.body,
+            &mut self.out,
             varint::zigzag(epoch.wrapping_sub(self.base) as i64),
         );
-        let at = self.body.len();
-        payload(&mut self.body);
-        if self.body[at..] == *self.key {
-            self.body.truncate(at);
-            self.body[type_at] |= KEY_VALUE;
+        let len_at = self.out.len();
+        self.out.push(0);
+        payload(&mut self.out);
+        if self.out[len_at + 1..] == *self.key {
+            self.out.truncate(len_at);
+            self.out[type_at] |= KEY_VALUE;
             return;
         }
-        // The length goes before the value, known only now: shift the value past it.
-        let (prefix, n) = varint::encode((self.body.len() - at) as u64);
-        self.body.splice(at..at, prefix[..n].iter().copied());
+        let len = (self.out.len() - len_at - 1) as u64;
+        put_in_slot(&mut self.out, len_at, len);
     }
 
-    pub fn finish(self) -> Vec<u8> {
-        let head = 1
-            + varint::len(self.partition as u64)
-            + varint::len(self.count)
-            + varint::len(self.base);
-        let mut out = Vec::with_capacity(head + self.body.len());
-        out.push(VERSION);
-        varint::put(&mut out, self.partition as u64);
-        varint::put(&mut out, self.count);
-        varint::put(&mut out, self.base);
-        out.extend_from_slice(&self.body);
-        out
+    pub fn finish(mut self) -> Vec<u8> {
+        if self.count == 0 {
+            varint::put(&mut self.out, 0); // base epoch
+        }
+        put_in_slot(&mut self.out, self.count_at, self.count);
+        self.out
     }
+}
+
+/// Writes `value` as a varint into the one-byte slot at `at`, widening it when needed.
+fn put_in_slot(out: &mut Vec<u8>, at: usize, value: u64) {
+    if value < 0x80 {
+        out[at] = value as u8;
+        return;
+    }
+    let (bytes, n) = varint::encode(value);
+    out[at] = bytes[0];
+    out.splice(at + 1..at + 1, bytes[1..n].iter().copied());
 }
 
 /// One field as stored.
@@ -581,6 +595,20 @@ mod tests {
         doc.set("e", &FieldValue::Int64(1), 3);
         doc.set("z", &FieldValue::Int64(2), u64::MAX);
         assert_eq!(decode_live_k(&doc.encode(K), &[], "id").unwrap(), doc);
+    }
+
+    /// Counts and lengths past a one-byte varint widen their slots; an empty section decodes.
+    #[test]
+    fn many_fields_and_long_values_round_trip() {
+        let mut doc = OwnedDoc::new(70_000);
+        for i in 0..300 {
+            let value = vec![i as u8; i * 7];
+            doc.set(&format!("f{i:03}"), &FieldValue::Bytes(value), epoch_of(i as u64));
+        }
+        let bytes = doc.encode(K);
+        assert_eq!(decode_live_k(&bytes, &[], "id").unwrap(), doc);
+        let empty = OwnedDoc::new(1);
+        assert_eq!(decode_live_k(&empty.encode(K), &[], "id").unwrap(), empty);
     }
 
     #[test]
