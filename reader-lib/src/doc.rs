@@ -603,7 +603,11 @@ mod tests {
         let mut doc = OwnedDoc::new(70_000);
         for i in 0..300 {
             let value = vec![i as u8; i * 7];
-            doc.set(&format!("f{i:03}"), &FieldValue::Bytes(value), epoch_of(i as u64));
+            doc.set(
+                &format!("f{i:03}"),
+                &FieldValue::Bytes(value),
+                epoch_of(i as u64),
+            );
         }
         let bytes = doc.encode(K);
         assert_eq!(decode_live_k(&bytes, &[], "id").unwrap(), doc);
