@@ -24,7 +24,8 @@ pub fn encode(mut value: u64) -> ([u8; 10], usize) {
     (out, n + 1)
 }
 
-/// Bytes [`put`] writes for `value`.
+/// Bytes [`put`] writes for `value` (tests state sizes with it).
+#[cfg(test)]
 pub fn len(value: u64) -> usize {
     (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
