@@ -17,11 +17,17 @@ field ``<view>:@event_ts`` holding the row's event timestamp (microseconds since
 8 bytes little-endian). So every Feast type round-trips unchanged, and one view's features
 are one embedded multiget per ``online_read`` call.
 
-Writes (``materialize``, ``write_to_online_store``) go through ikv's writer in batches; a
-newer write of a feature overwrites the stored value (no event-time comparison). Reads in
-the process that wrote wait until its own reader has applied those writes, so
-``get_online_features`` after ``materialize`` in one process sees what was materialized;
-other processes see it within their poll interval.
+Writes (``materialize``, ``write_to_online_store``) go through ikv's writer in batches, in
+event-time order per feature view: a row whose event timestamp is older than the one stored
+for its entity is skipped (a backfill never overwrites newer features), equal timestamps by
+write order, and of several rows of one entity in a batch the newest wins. The stored
+timestamps are read through this process's embedded reader just before the batch is written,
+as Feast's Redis store reads them: two processes materializing the same view at once may
+interleave. Reads honour the feature view's ``ttl``: a row whose event timestamp is older than
+``now - ttl`` is not served (``ttl`` of zero or none: served forever). Reads in the process
+that wrote wait until its own reader has applied those writes, so ``get_online_features``
+after ``materialize`` in one process sees what was materialized; other processes see it
+within their poll interval.
 """
 
 import struct
@@ -205,6 +211,9 @@ class IKVOnlineStore(OnlineStore):
         version = config.entity_key_serialization_version
         ts_field = f"{table.name}:{_TS}"
         batch: List[Any] = []
+        rows = self._newest_rows(config, ts_field, data, version)
+        if progress and len(rows) < len(data):
+            progress(len(data) - len(rows))  # rows older than what is stored, or than a later row
 
         def flush() -> None:
             if not batch:
@@ -218,15 +227,43 @@ class IKVOnlineStore(OnlineStore):
                 progress(len(batch))
             batch.clear()
 
-        for entity_key, values, event_ts, _created_ts in data:
-            b = IKVDocumentBuilder().put_bytes_field(ENTITY_KEY_FIELD, serialize_entity_key(entity_key, version))
+        for key, (micros, values) in rows.items():
+            b = IKVDocumentBuilder().put_bytes_field(ENTITY_KEY_FIELD, key)
             for name, value in values.items():
                 b.put_bytes_field(f"{table.name}:{name}", value.SerializeToString())
-            b.put_bytes_field(ts_field, _MICROS.pack(_micros(event_ts)))
+            b.put_bytes_field(ts_field, _MICROS.pack(micros))
             batch.append(b.build())
             if len(batch) >= online.write_batch_size:
                 flush()
         flush()
+
+    def _newest_rows(
+        self,
+        config: RepoConfig,
+        ts_field: str,
+        data: List[Tuple[EntityKeyProto, Dict[str, ValueProto], datetime, Optional[datetime]]],
+        version: int,
+    ) -> Dict[bytes, Tuple[int, Dict[str, ValueProto]]]:
+        """The rows to write, by serialized entity key: each entity's newest row of ``data``
+        (later rows win ties), unless the store holds a newer row of it (an equal one is
+        rewritten: equal event times are ordered by write)."""
+        rows: Dict[bytes, Tuple[int, Dict[str, ValueProto]]] = {}
+        for entity_key, values, event_ts, _created_ts in data:
+            key = serialize_entity_key(entity_key, version)
+            micros = _micros(event_ts)
+            held = rows.get(key)
+            if held is None or micros >= held[0]:
+                rows[key] = (micros, values)
+        if not rows:
+            return rows
+        reader = self._get_reader(config)
+        self._await_own_writes(reader)
+        keys = list(rows)
+        stored = reader.multiget_bytes_values(bytes_primary_keys=keys, field_names=[ts_field])
+        for key, ts in zip(keys, stored):
+            if ts is not None and _MICROS.unpack(ts)[0] > rows[key][0]:
+                del rows[key]
+        return rows
 
     async def online_write_batch_async(
         self,
@@ -255,6 +292,9 @@ class IKVOnlineStore(OnlineStore):
         fields.append(f"{table.name}:{_TS}")
         keys = [serialize_entity_key(k, version) for k in entity_keys]
         values = reader.multiget_bytes_values(bytes_primary_keys=keys, field_names=fields)
+        ttl = table.ttl.total_seconds() if table.ttl else 0.0
+        # Rows older than this (microseconds since the epoch) have expired.
+        expired_before = int((time.time() - ttl) * 1_000_000) if ttl > 0 else None
         width = len(fields)
         flat = list(values)
         out: List[Tuple[Optional[datetime], Optional[Dict[str, ValueProto]]]] = []
@@ -262,11 +302,12 @@ class IKVOnlineStore(OnlineStore):
         for i in range(len(keys)):
             row = flat[i * width : (i + 1) * width]
             ts = row[-1]
-            if ts is None:
+            micros = None if ts is None else _MICROS.unpack(ts)[0]
+            if micros is None or (expired_before is not None and micros < expired_before):
                 out.append((None, None))
                 continue
             features = {name: parse(v) for name, v in zip(names, row) if v is not None}
-            when = datetime.fromtimestamp(_MICROS.unpack(ts)[0] / 1_000_000, tz=timezone.utc)
+            when = datetime.fromtimestamp(micros / 1_000_000, tz=timezone.utc)
             out.append((when, features))
         return out
 

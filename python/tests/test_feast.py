@@ -1,6 +1,8 @@
 """A real Feast repository whose online store is ikv: `feast apply` from the command line,
 then materialize from a local Parquet offline store, get_online_features (sync and async),
-a second materialization that changes values, and a feature view deleted by apply."""
+a second materialization that changes values, a backfill of an older window that does not
+(event-time order), a view whose ttl has passed serving nothing, and a feature view deleted
+by apply."""
 
 import asyncio
 import os
@@ -36,6 +38,13 @@ driver_stats = FeatureView(
     ],
     source=stats,
 )
+driver_recent = FeatureView(
+    name="driver_recent",
+    entities=[driver],
+    ttl=timedelta(hours=1),
+    schema=[Field(name="trips", dtype=Int64)],
+    source=stats,
+)
 '''
 
 
@@ -58,7 +67,8 @@ def test_a_feast_repository_materializes_into_ikv_and_serves_online(local_storag
     repo = tmp_path / "repo"
     repo.mkdir()
     data = tmp_path / "driver_stats.parquet"
-    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    # Event times a few days back: inside driver_stats' 30-day ttl, past driver_recent's hour.
+    start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(days=3)
     write_data(data, start + timedelta(hours=1), 0)
     (repo / "features.py").write_text(FEATURES.format(data=data))
     (repo / "feature_store.yaml").write_text(
@@ -100,6 +110,27 @@ def test_a_feast_repository_materializes_into_ikv_and_serves_online(local_storag
     store.materialize(start + timedelta(days=1), start + timedelta(days=2))
     got = store.get_online_features(features=refs, entity_rows=[{"driver_id": 1003}]).to_dict()
     assert got["trips"] == [35] and got["city"] == ["city-3-5"] and got["scores"] == [[3, 5]]
+
+    # A backfill of the older window, materialized after the newer one, changes nothing: rows
+    # older than the stored ones are skipped.
+    write_data(data, start + timedelta(hours=2), 9)
+    store = FeatureStore(repo_path=str(repo))
+    store.materialize(start, start + timedelta(days=1))
+    got = store.get_online_features(features=refs, entity_rows=[{"driver_id": 1003}]).to_dict()
+    assert got["trips"] == [35] and got["city"] == ["city-3-5"] and got["scores"] == [[3, 5]]
+
+    # driver_recent has a one-hour ttl: a row written now is served; a row two hours old
+    # (newer than what the materialization stored for its driver, so it is written) is not.
+    now = datetime.now(timezone.utc)
+    fresh = pd.DataFrame({"driver_id": [1001, 1002], "trips": [7, 8], "event_timestamp": [now, now - timedelta(hours=2)]})
+    store.write_to_online_store("driver_recent", fresh)
+    got = store.get_online_features(
+        features=["driver_recent:trips", "driver_stats:trips"],
+        entity_rows=[{"driver_id": 1001}, {"driver_id": 1002}],
+        full_feature_names=True,
+    ).to_dict()
+    assert got["driver_recent__trips"] == [7, None]
+    assert got["driver_stats__trips"] == [15, 25]
 
     # The async read path.
     got = asyncio.run(store.get_online_features_async(features=refs[:2], entity_rows=[{"driver_id": 1001}])).to_dict()
