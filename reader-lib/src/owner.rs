@@ -37,6 +37,9 @@ use crate::view::{ImagePartition, ImageState, PublishedView, ReadView};
 /// deltas keep landing while a background fold runs however low the fold threshold is.
 const OVERLAY_MIN_CAPACITY: u64 = 64 << 20;
 
+/// Nice increment of a fold's thread over the poller that starts it.
+const FOLD_NICE: i32 = 5;
+
 /// A fold writing a new image on a thread of its own.
 struct Fold {
     generation: u64,
@@ -65,6 +68,9 @@ fn write_image(
     state: &ImageState,
     cancel: &AtomicBool,
 ) -> Result<Image> {
+    // Below the poller, which applies deltas (freshness), as the poller is below the
+    // application: on a busy host the fold waits, not the next delta.
+    crate::priority::lower_this_thread(FOLD_NICE);
     ikv_core::failpoint!("reader.fold.background");
     let cancelled = || Error::Local {
         path: path.display().to_string(),
