@@ -53,74 +53,45 @@ pub fn table_of(
     values: Vec<Option<FieldValue>>,
 ) -> Result<ArrowBatch, String> {
     let nf = fields.len();
-    let mut types: Vec<Option<FieldType>> = vec![None; nf];
-    for (i, v) in values.iter().enumerate() {
-        if let Some(v) = v {
-            let slot = &mut types[i % nf];
-            match slot {
-                None => *slot = Some(v.field_type()),
-                Some(t) if *t != v.field_type() => {
-                    return Err(format!(
-                        "field {:?} holds both {t} and {} values; a column needs one type (read it with get_value)",
-                        fields[i % nf],
-                        v.field_type()
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
+    let mut batch = BatchBuilder::new(fields);
+    let mut row: Vec<Option<ValueRef<'_>>> = Vec::with_capacity(nf);
+    for (i, key) in keys.iter().enumerate() {
+        row.clear();
+        row.extend(
+            values[i * nf..(i + 1) * nf]
+                .iter()
+                .map(|v| v.as_ref().map(FieldValue::as_value_ref)),
+        );
+        batch.append(key, &row)?;
     }
-    // `None`: a field no document has, all null.
-    let mut columns: Vec<Option<ColumnBuilder>> =
-        types.iter().map(|t| t.map(ColumnBuilder::new)).collect();
-    for (i, v) in values.iter().enumerate() {
-        if let Some(column) = &mut columns[i % nf] {
-            column.append(v.as_ref().map(FieldValue::as_value_ref));
-        }
-    }
-    let mut key_col = BinaryBuilder::new();
-    for k in keys {
-        key_col.append_value(k);
-    }
-    let mut schema_fields = vec![Field::new("_ikv_key", DataType::Binary, false)];
-    let mut arrays: Vec<ArrayRef> = vec![Arc::new(key_col.finish())];
-    for (name, column) in fields.iter().zip(columns) {
-        let array: ArrayRef = match column {
-            None => Arc::new(arrow_array::NullArray::new(keys.len())),
-            Some(mut b) => b.finish(),
-        };
-        schema_fields.push(Field::new(name, array.data_type().clone(), true));
-        arrays.push(array);
-    }
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), arrays)
-        .map_err(|e| e.to_string())?;
-    Ok(ArrowBatch {
-        batch: Mutex::new(Some(batch)),
-    })
+    batch.finish()
 }
 
-/// One column of a scan's batch: typed by the first value found, nulls before it counted.
-enum ScanColumn {
+/// One column of a batch being built: typed by the first value found, nulls before it
+/// counted.
+enum BatchColumn {
     Pending(usize),
     Typed(FieldType, ColumnBuilder),
 }
 
-/// Builds a scan's record batch a document at a time, straight from the values borrowed from
-/// the mapped copy: `_ikv_key` (binary), then one column per field typed by its values in
-/// this batch (a field none of the batch's documents has is all-null, of Arrow type null).
-pub struct ScanBatchBuilder {
+/// Builds a record batch a document at a time (a scan's batches straight from the values
+/// borrowed from the mapped copy, a columnar multiget's from its values): `_ikv_key`
+/// (binary), then one column per field typed by its values in this batch (a field none of the
+/// batch's documents has is all-null, of Arrow type null; one holding two types is refused,
+/// naming it).
+pub struct BatchBuilder {
     fields: Vec<String>,
     keys: BinaryBuilder,
-    columns: Vec<ScanColumn>,
+    columns: Vec<BatchColumn>,
     rows: usize,
 }
 
-impl ScanBatchBuilder {
-    pub fn new(fields: &[String]) -> ScanBatchBuilder {
-        ScanBatchBuilder {
+impl BatchBuilder {
+    pub fn new(fields: &[String]) -> BatchBuilder {
+        BatchBuilder {
             fields: fields.to_vec(),
             keys: BinaryBuilder::new(),
-            columns: fields.iter().map(|_| ScanColumn::Pending(0)).collect(),
+            columns: fields.iter().map(|_| BatchColumn::Pending(0)).collect(),
             rows: 0,
         }
     }
@@ -129,7 +100,7 @@ impl ScanBatchBuilder {
     pub fn append(&mut self, key: &[u8], values: &[Option<ValueRef<'_>>]) -> Result<(), String> {
         for (j, (column, value)) in self.columns.iter_mut().zip(values).enumerate() {
             match column {
-                ScanColumn::Pending(nulls) => match value {
+                BatchColumn::Pending(nulls) => match value {
                     None => *nulls += 1,
                     Some(v) => {
                         let mut builder = ColumnBuilder::new(v.field_type());
@@ -137,10 +108,10 @@ impl ScanBatchBuilder {
                             builder.append(None);
                         }
                         builder.append(Some(*v));
-                        *column = ScanColumn::Typed(v.field_type(), builder);
+                        *column = BatchColumn::Typed(v.field_type(), builder);
                     }
                 },
-                ScanColumn::Typed(t, builder) => {
+                BatchColumn::Typed(t, builder) => {
                     if let Some(v) = value
                         && v.field_type() != *t
                     {
@@ -164,8 +135,8 @@ impl ScanBatchBuilder {
         let mut arrays: Vec<ArrayRef> = vec![Arc::new(self.keys.finish())];
         for (name, column) in self.fields.iter().zip(self.columns) {
             let array: ArrayRef = match column {
-                ScanColumn::Pending(_) => Arc::new(arrow_array::NullArray::new(self.rows)),
-                ScanColumn::Typed(_, mut b) => b.finish(),
+                BatchColumn::Pending(_) => Arc::new(arrow_array::NullArray::new(self.rows)),
+                BatchColumn::Typed(_, mut b) => b.finish(),
             };
             schema_fields.push(Field::new(name, array.data_type().clone(), true));
             arrays.push(array);

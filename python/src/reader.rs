@@ -24,7 +24,7 @@ use ikv_reader::{Reader, ReaderOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
-use crate::arrow::{ArrowBatch, ScanBatchBuilder, table_of};
+use crate::arrow::{ArrowBatch, BatchBuilder, table_of};
 use crate::convert::{key_bytes, to_python};
 use crate::errors::{self, raise, to_py};
 use crate::fork;
@@ -572,7 +572,7 @@ impl NativeScan {
                 let Some(running) = guard.as_mut() else {
                     return Ok(None);
                 };
-                let mut batch = ScanBatchBuilder::new(fields);
+                let mut batch = BatchBuilder::new(fields);
                 let mut refused = None;
                 let visited = running.next_batch(max_rows.max(1), |key, values| {
                     if refused.is_none()
