@@ -237,8 +237,12 @@ impl Reader {
     /// batch visitor): one consistent view, the one current now; no storage request.
     pub fn scan<F: AsRef<str>>(&self, fields: &[F]) -> Scan {
         let fields = fields.iter().map(|f| f.as_ref().to_owned()).collect();
+        // A clone, not the published view itself: the owner waits for the view it replaces to
+        // be released before freeing it (up to 200 ms), and a scan may hold its view far
+        // longer than a lookup; the files stay mapped through the clone's own references.
+        let view = ReadView::clone(&self.shared.view.load());
         Scan::new(
-            self.shared.view.load_full(),
+            Arc::new(view),
             fields,
             self.shared.config.primary_key_field.clone(),
         )

@@ -64,7 +64,9 @@ impl ImageState {
     }
 }
 
-/// Data and drop state that reads need, published together.
+/// Data and drop state that reads need, published together. A clone shares the files and
+/// the index's unchanged paths (cheap).
+#[derive(Clone)]
 pub struct ReadView {
     pub generation: u64,
     pub image: Arc<Image>,
