@@ -347,5 +347,6 @@ async fn write_run(
         columns,
         import_id: Some(run_id.to_owned()),
         imports: Vec::new(),
+        stacked_on: Vec::new(),
     })
 }

@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 use fjall::Keyspace;
 use ikv_core::{Error, Result, Storage, StoreLayout};
-use ikv_snapshot_format::{Manifest, SnapshotStream};
+use ikv_snapshot_format::layer::{LayerChange, LayerChanges};
+use ikv_snapshot_format::{Manifest, SnapshotStream, Stack};
 
-use crate::doc::{DocView, join_sections};
+use crate::doc::{DocView, OwnedDoc, join_sections};
 use crate::image::ImageWriter;
 use crate::keys::{doc_key, epoch};
 use crate::local::PartitionState;
@@ -20,33 +21,122 @@ fn local(e: fjall::Error) -> Error {
     }
 }
 
+/// One partition's documents, encoded, in key order: its full snapshot's rows, with the
+/// changes of the layers stacked on it (if any) applied.
 struct Source {
     partition: u32,
     epoch: u64,
     stream: SnapshotStream,
+    /// Rows of the full snapshot, encoded, not yet merged with the layers.
+    base: VecDeque<(Vec<u8>, Vec<u8>)>,
+    base_done: bool,
+    layers: Option<LayerChanges>,
+    /// Rows ready, in key order.
     rows: VecDeque<(Vec<u8>, Vec<u8>)>,
-    done: bool,
 }
 
 impl Source {
-    /// Makes sure the next row (if any) is buffered.
+    async fn open(
+        storage: &Storage,
+        layout: &StoreLayout,
+        partition: u32,
+        top: Manifest,
+    ) -> Result<Source> {
+        let epoch = epoch(top.sequence, 0);
+        let stack = Stack::load(storage, layout, top).await?;
+        let layers = if stack.layers.is_empty() {
+            None
+        } else {
+            Some(LayerChanges::open(storage, layout, stack.layers).await?)
+        };
+        let mut source = Source {
+            partition,
+            epoch,
+            stream: SnapshotStream::new(storage.clone(), layout.clone(), stack.full),
+            base: VecDeque::new(),
+            base_done: false,
+            layers,
+            rows: VecDeque::new(),
+        };
+        source.fill().await?;
+        Ok(source)
+    }
+
+    /// Makes sure the next row (if any) is ready.
     async fn fill(&mut self) -> Result<()> {
-        while self.rows.is_empty() && !self.done {
-            match self.stream.next_record_batch().await? {
-                Some(batch) => {
-                    let m = self.stream.manifest();
-                    self.rows.extend(encode_rows(
-                        &batch,
-                        &m.key_column,
-                        &m.columns,
-                        self.partition,
-                        self.epoch,
-                    )?);
+        while self.rows.is_empty() {
+            if self.base.is_empty() && !self.base_done {
+                match self.stream.next_record_batch().await? {
+                    Some(batch) => {
+                        let m = self.stream.manifest();
+                        self.base.extend(encode_rows(
+                            &batch,
+                            &m.key_column,
+                            &m.columns,
+                            self.partition,
+                            self.epoch,
+                        )?);
+                    }
+                    None => self.base_done = true,
                 }
-                None => self.done = true,
+                continue;
+            }
+            let layer_key = self.layers.as_ref().and_then(|l| l.peek_key());
+            let Some(layer_key) = layer_key else {
+                if self.base.is_empty() {
+                    return Ok(()); // both drained
+                }
+                std::mem::swap(&mut self.rows, &mut self.base);
+                continue;
+            };
+            // Rows no layer touched go as they are; a touched one is decoded and changed.
+            let untouched = self
+                .base
+                .iter()
+                .take_while(|(k, _)| k.as_slice() < layer_key)
+                .count();
+            if untouched > 0 {
+                self.rows.extend(self.base.drain(..untouched));
+                continue;
+            }
+            if self.base.is_empty() && !self.base_done {
+                continue; // the next batch may hold the key
+            }
+            let Some((key, change)) = (match self.layers.as_mut() {
+                Some(layers) => layers.next_change().await?,
+                None => None,
+            }) else {
+                continue;
+            };
+            let below = match self.base.front() {
+                Some((k, _)) if *k == key => self.base.pop_front().map(|(_, doc)| doc),
+                _ => None,
+            };
+            if let Some(doc) = self.changed(&key, below.as_deref(), &change)? {
+                self.rows.push_back((key, doc));
             }
         }
         Ok(())
+    }
+
+    /// The document of `key` after a layer's change, encoded; `None` when none remains.
+    fn changed(
+        &self,
+        key: &[u8],
+        below: Option<&[u8]>,
+        change: &LayerChange,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut doc = match below {
+            Some(bytes) if !change.replaces => OwnedDoc::decode_live(bytes, key, &[], "")?,
+            _ => OwnedDoc::new(self.partition),
+        };
+        for field in &change.unset {
+            doc.fields.remove(field);
+        }
+        for (field, value) in &change.set {
+            doc.set(field, value, self.epoch);
+        }
+        Ok((!doc.fields.is_empty()).then(|| doc.encode(key)))
     }
 }
 
@@ -83,15 +173,7 @@ pub async fn bootstrap(
             },
         );
         if let Some(m) = manifest {
-            let mut source = Source {
-                partition,
-                epoch: epoch(seq, 0),
-                stream: SnapshotStream::new(storage.clone(), layout.clone(), m),
-                rows: VecDeque::new(),
-                done: false,
-            };
-            source.fill().await?;
-            sources.push(source);
+            sources.push(Source::open(storage, layout, partition, m).await?);
         }
     }
     // fjall's ingestion is not Send: it runs on a blocking thread, fed sorted entries in

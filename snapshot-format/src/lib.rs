@@ -6,6 +6,7 @@
 //! Readers depend on this crate only; the compactor (`ikv-snapshot`) and the importer
 //! (`ikv-import`) are peers above it.
 
+pub mod layer;
 pub mod manifest;
 pub mod merge;
 pub mod object_reader;
@@ -14,6 +15,7 @@ pub mod read;
 pub mod rows;
 pub mod write;
 
+pub use layer::{LayerChange, Stack, StackDocs};
 pub use manifest::Manifest;
 pub use merge::MergedRuns;
 pub use read::SnapshotStream;

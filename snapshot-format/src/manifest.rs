@@ -41,6 +41,11 @@ pub struct Manifest {
     /// be in the log: retention removes an import's files once its delta is gone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub imports: Vec<FoldedImport>,
+    /// Empty for a full snapshot. For a layer (`layer.rs`), the snapshots it lies on, bottom
+    /// first: a full snapshot, then the layers between it and this one. Its files hold only
+    /// the changes after the last of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stacked_on: Vec<u64>,
 }
 
 /// An import folded into a snapshot, by the sequence number of the delta that committed it.
@@ -100,7 +105,15 @@ pub fn plan_columns(pairs: &BTreeSet<(String, FieldType)>) -> Vec<SnapshotColumn
     for (field, t) in pairs {
         types.entry(field).or_default().push(*t);
     }
-    let mut used: BTreeSet<String> = BTreeSet::from([KEY_COLUMN.to_owned()]);
+    // The key column's name, and a layer's own columns' (`layer.rs`), are never a field's.
+    let mut used: BTreeSet<String> = [
+        KEY_COLUMN,
+        crate::layer::REPLACES_COLUMN,
+        crate::layer::UNSET_COLUMN,
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
     let mut plain: BTreeSet<&str> = BTreeSet::new();
     let mut columns = Vec::new();
     // Plain names first, so a field literally named "a::int64" keeps its name. A field whose
@@ -137,6 +150,11 @@ pub fn plan_columns(pairs: &BTreeSet<(String, FieldType)>) -> Vec<SnapshotColumn
 }
 
 impl Manifest {
+    /// Whether this is a layer: changes over the snapshots it is stacked on.
+    pub fn is_layer(&self) -> bool {
+        !self.stacked_on.is_empty()
+    }
+
     pub fn new_version() -> u32 {
         FORMAT_VERSION
     }
@@ -196,6 +214,22 @@ impl Manifest {
             what: what.to_owned(),
             reason: e.to_string(),
         })?;
+        // A stack lies below its top, bottom first.
+        let ascending = manifest.stacked_on.windows(2).all(|w| w[0] < w[1]);
+        if !ascending
+            || manifest
+                .stacked_on
+                .last()
+                .is_some_and(|s| *s >= manifest.sequence)
+        {
+            return Err(Error::Corrupt {
+                what: what.to_owned(),
+                reason: format!(
+                    "stacked on {:?}, not ascending below sequence {}",
+                    manifest.stacked_on, manifest.sequence
+                ),
+            });
+        }
         for file in &manifest.files {
             if let Some(sums) = &file.checksums {
                 sums.validate(what)?;

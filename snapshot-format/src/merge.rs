@@ -8,32 +8,62 @@
 
 use ikv_core::{Error, Result};
 
+use crate::layer::StackDocs;
 use crate::read::SnapshotStream;
 use crate::rows::SnapshotDoc;
 
+/// A sorted input: one snapshot's or import's files, or a layer's whole stack resolved.
+pub enum RunInput {
+    Files(SnapshotStream),
+    Stack(StackDocs),
+}
+
+impl RunInput {
+    async fn next_doc(&mut self) -> Result<Option<SnapshotDoc>> {
+        match self {
+            RunInput::Files(s) => s.next_doc().await,
+            RunInput::Stack(s) => s.next_doc().await,
+        }
+    }
+}
+
+impl From<SnapshotStream> for RunInput {
+    fn from(stream: SnapshotStream) -> RunInput {
+        RunInput::Files(stream)
+    }
+}
+
 /// One sorted input, with its next document read ahead and its order checked.
 struct Run {
-    stream: SnapshotStream,
+    stream: RunInput,
+    what: String,
     next: Option<SnapshotDoc>,
     last_key: Option<Vec<u8>>,
 }
 
 impl Run {
-    async fn open(mut stream: SnapshotStream) -> Result<Run> {
+    async fn open(mut stream: RunInput) -> Result<Run> {
+        let what = match &stream {
+            RunInput::Files(s) => {
+                let m = s.manifest();
+                match &m.import_id {
+                    Some(id) => format!("import {id} of partition {}", m.partition),
+                    None => format!("snapshot {} of partition {}", m.sequence, m.partition),
+                }
+            }
+            RunInput::Stack(_) => "a snapshot's stack".to_owned(),
+        };
         let next = stream.next_doc().await?;
         Ok(Run {
             stream,
+            what,
             next,
             last_key: None,
         })
     }
 
     fn what(&self) -> String {
-        let m = self.stream.manifest();
-        match &m.import_id {
-            Some(id) => format!("import {id} of partition {}", m.partition),
-            None => format!("snapshot {} of partition {}", m.sequence, m.partition),
-        }
+        self.what.clone()
     }
 
     async fn take(&mut self) -> Result<Option<SnapshotDoc>> {
@@ -59,7 +89,7 @@ pub struct MergedRuns {
 
 impl MergedRuns {
     /// `runs` in the order they apply (later runs win).
-    pub async fn open(runs: Vec<SnapshotStream>) -> Result<MergedRuns> {
+    pub async fn open(runs: Vec<RunInput>) -> Result<MergedRuns> {
         let mut opened = Vec::with_capacity(runs.len());
         for stream in runs {
             opened.push(Run::open(stream).await?);

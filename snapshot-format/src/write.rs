@@ -95,6 +95,20 @@ impl SnapshotWriter {
         })
     }
 
+    /// A writer of a layer's files (`layer.rs`): its batches, built by a
+    /// [`crate::layer::LayerBatchBuilder`], go through [`SnapshotWriter::push_batch`].
+    pub fn new_layer(
+        storage: Storage,
+        snapshot_dir: &Path,
+        run_name: &str,
+        columns: Vec<SnapshotColumn>,
+        layout: FileLayout,
+    ) -> Result<Self> {
+        let mut writer = SnapshotWriter::new(storage, snapshot_dir, run_name, columns, layout)?;
+        writer.schema = crate::layer::layer_schema(&writer.columns);
+        Ok(writer)
+    }
+
     pub fn rows(&self) -> u64 {
         self.rows
     }

@@ -39,6 +39,14 @@ pub struct PassArgs {
     /// many schedules or machines, covers a store side by side
     #[arg(long, env = "IKV_SNAPSHOT_SHARD")]
     pub shard: Option<crate::Shard>,
+    /// Most layers (snapshots of only what changed) over one full snapshot; 0 writes a full
+    /// snapshot every pass
+    #[arg(long, env = "IKV_SNAPSHOT_MAX_LAYERS", default_value_t = crate::options::Layering::default().max_layers)]
+    pub max_layers: usize,
+    /// Most rows a full snapshot's layers hold together, in percent of its rows, before a pass
+    /// folds them into a new full snapshot
+    #[arg(long, default_value_t = crate::options::Layering::default().max_rows_percent, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub layer_rows_percent: u64,
 }
 
 impl PassArgs {
@@ -57,6 +65,10 @@ impl PassArgs {
             round_budget_bytes: Some(self.round_budget_bytes),
             parallel_partitions: usize::from(self.parallel),
             shard: self.shard,
+            layering: crate::options::Layering {
+                max_layers: self.max_layers,
+                max_rows_percent: self.layer_rows_percent,
+            },
             ..SnapshotOptions::default()
         };
         o.triggers.min_deltas = self.min_deltas;

@@ -271,3 +271,30 @@ fn new_row<'a>(
     }
     Ok(())
 }
+
+/// Writes the overlay's changes as a layer (`layer.rs`): a row per key touched, in key order,
+/// with whether the document below shows through, the fields deleted and the fields set. The
+/// store's documents are not read: the cost follows what changed.
+pub async fn write_layer(overlay: &Overlay, writer: &mut SnapshotWriter) -> Result<()> {
+    let columns = writer.columns().to_vec();
+    let schema = writer.schema();
+    let table = overlay.column_table(&columns);
+    let mut builder = crate::layer::LayerBatchBuilder::new(&columns);
+    let mut cells = Vec::new();
+    for (key, change) in overlay.sorted() {
+        overlay.fill_row(change, &table, &mut cells)?;
+        builder.push(
+            key,
+            !change.base_visible,
+            overlay.deleted_fields(change),
+            &cells,
+        );
+        if builder.len() >= FLUSH_ROWS {
+            writer.push_batch(&builder.finish(&schema)?).await?;
+        }
+    }
+    if !builder.is_empty() {
+        writer.push_batch(&builder.finish(&schema)?).await?;
+    }
+    Ok(())
+}

@@ -14,14 +14,14 @@ pub mod pass_metrics;
 pub mod retention;
 
 // The format it writes, shared with the reader and the importer (`ikv_snapshot_format`).
-use ikv_snapshot_format::{manifest, merge, read, rows, write};
+use ikv_snapshot_format::{layer, manifest, merge, read, rows, write};
 
 use futures::StreamExt;
 use ikv_core::bucket::load_config;
 use ikv_core::{Error, Result, Storage, StoreLayout};
 
 pub use compact::{PartitionOutcome, snapshot_partition};
-pub use options::{Retention, Shard, SnapshotOptions, Triggers};
+pub use options::{Layering, Retention, Shard, SnapshotOptions, Triggers};
 pub use retention::{RetentionReport, apply_retention};
 
 /// What a pass did to one partition.

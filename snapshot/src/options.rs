@@ -94,6 +94,36 @@ impl std::str::FromStr for Shard {
     }
 }
 
+/// When a pass writes a layer (only what changed, over the snapshots below it) rather than a
+/// full snapshot (docs/SNAPSHOTS.md, "Layers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layering {
+    /// Most layers over one full snapshot; 0 writes a full snapshot every time.
+    pub max_layers: usize,
+    /// Most rows all the layers of a stack hold together, as a percentage of the full
+    /// snapshot's rows: beyond it, the next pass folds the stack into a full snapshot.
+    pub max_rows_percent: u64,
+}
+
+impl Default for Layering {
+    fn default() -> Self {
+        Layering {
+            max_layers: 8,
+            max_rows_percent: 25,
+        }
+    }
+}
+
+impl Layering {
+    /// Whether a stack of `layers` layers holding `layer_rows` rows over a full snapshot of
+    /// `full_rows` rows may stand (or take one more layer of that size).
+    pub fn allows(&self, layers: usize, layer_rows: u64, full_rows: u64) -> bool {
+        layers <= self.max_layers
+            && u128::from(layer_rows) * 100
+                <= u128::from(full_rows) * u128::from(self.max_rows_percent)
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotOptions {
     pub triggers: Triggers,
@@ -110,6 +140,7 @@ pub struct SnapshotOptions {
     pub parallel_partitions: usize,
     /// Only the partitions of this shard (all when `None`).
     pub shard: Option<Shard>,
+    pub layering: Layering,
 }
 
 impl SnapshotOptions {

@@ -473,6 +473,15 @@ impl Overlay {
         }
     }
 
+    /// The fields a change deleted.
+    pub fn deleted_fields<'a>(&'a self, change: &'a KeyChange) -> impl Iterator<Item = &'a str> {
+        change
+            .fields
+            .iter()
+            .filter(|(_, stored)| matches!(stored, Stored::Deleted))
+            .map(|(id, _)| self.field_name(*id))
+    }
+
     /// The row of a key no base document lies under: its set fields, placed in the table's
     /// columns (`row[i]` for column `i`). False when no field is set: no document.
     pub fn fill_row<'a>(

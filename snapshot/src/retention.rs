@@ -7,7 +7,8 @@
 //!   the snapshot that superseded it was committed more than `W` ago; its manifest goes first,
 //!   so it stops being visible before its files go;
 //! - files no manifest references (crashed or lost compactor runs) are deleted once older
-//!   than `W`.
+//!   than `W`;
+//! - a snapshot a kept layer is stacked on is kept with it, whatever its age.
 //!
 //! Guarantee to readers: a reader that has applied sequence `a` and polled within `W` finds
 //! delta `a + 1` (or newer deltas) still there; one that has not polled for longer than `W`
@@ -142,25 +143,55 @@ pub async fn apply_retention(
     };
     let newest = *newest;
 
-    // Snapshots: beyond the newest few, and superseded longer than the window ago.
-    let mut deleted_snapshots = BTreeSet::new();
-    for (i, (seq, _)) in committed
+    // Manifests of the committed snapshots, read once: what each references, and what the
+    // layers among them are stacked on.
+    let mut manifests: BTreeMap<u64, Option<Manifest>> = BTreeMap::new();
+    for (seq, _) in &committed {
+        let loaded = match Manifest::load(storage, layout, partition, *seq).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(partition, seq, error = %e, "unreadable manifest; leaving its directory alone");
+                None
+            }
+        };
+        manifests.insert(*seq, loaded);
+    }
+
+    // Snapshots: beyond the newest few, and superseded longer than the window ago, unless a
+    // snapshot that stays is stacked on them (a layer needs every snapshot below it).
+    let deletable: BTreeSet<u64> = committed
         .iter()
         .enumerate()
         .skip(retention.keep_snapshots.max(1))
-    {
-        let superseded_by = &committed[i - 1].1;
-        if older_than(superseded_by, now, retention) {
-            let manifest_path = Manifest::path(layout, partition, *seq);
-            delete(storage, &manifest_path).await?;
-            for m in &by_seq[seq] {
-                if m.location != manifest_path {
-                    delete(storage, &m.location).await?;
-                }
-            }
-            deleted_snapshots.insert(*seq);
-            report.snapshots_deleted += 1;
+        .filter(|(i, _)| older_than(&committed[i - 1].1, now, retention))
+        .map(|(_, (seq, _))| *seq)
+        .collect();
+    let mut needed: BTreeSet<u64> = BTreeSet::new();
+    for (seq, _) in &committed {
+        if deletable.contains(seq) {
+            continue;
         }
+        match manifests.get(seq) {
+            Some(Some(m)) => needed.extend(m.stacked_on.iter().copied()),
+            // Unreadable: what it stands on is unknown, so nothing older goes.
+            _ => needed.extend(committed.iter().map(|(s, _)| *s).filter(|s| s < seq)),
+        }
+    }
+    // Newest first: a layer's manifest goes before the snapshots it is stacked on.
+    let mut deleted_snapshots = BTreeSet::new();
+    for (seq, _) in &committed {
+        if !deletable.contains(seq) || needed.contains(seq) {
+            continue;
+        }
+        let manifest_path = Manifest::path(layout, partition, *seq);
+        delete(storage, &manifest_path).await?;
+        for m in &by_seq[seq] {
+            if m.location != manifest_path {
+                delete(storage, &m.location).await?;
+            }
+        }
+        deleted_snapshots.insert(*seq);
+        report.snapshots_deleted += 1;
     }
 
     // Orphans: files of runs no manifest references.
@@ -168,15 +199,17 @@ pub async fn apply_retention(
         if deleted_snapshots.contains(seq) {
             continue;
         }
-        let referenced: BTreeSet<Path> = match Manifest::load(storage, layout, partition, *seq)
-            .await
-        {
-            Ok(Some(m)) => m.files.iter().map(|f| m.file_path(layout, f)).collect(),
-            Ok(None) => BTreeSet::new(),
-            Err(e) => {
-                tracing::warn!(partition, seq, error = %e, "unreadable manifest; leaving its directory alone");
-                continue;
-            }
+        let referenced: BTreeSet<Path> = match manifests.get(seq) {
+            Some(Some(m)) => m.files.iter().map(|f| m.file_path(layout, f)).collect(),
+            Some(None) => continue, // unreadable: left alone
+            None => match Manifest::load(storage, layout, partition, *seq).await {
+                Ok(Some(m)) => m.files.iter().map(|f| m.file_path(layout, f)).collect(),
+                Ok(None) => BTreeSet::new(),
+                Err(e) => {
+                    tracing::warn!(partition, seq, error = %e, "unreadable manifest; leaving its directory alone");
+                    continue;
+                }
+            },
         };
         for m in objs {
             let is_manifest = m.location.filename() == Some(SNAPSHOT_MANIFEST);

@@ -20,7 +20,7 @@ use ikv_core::bucket::{create_store, discover_tip, list_delta_seqs};
 use ikv_core::{Document, FieldValue, Operation, Storage, StorageOptions, StoreConfig};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_snapshot::{SnapshotOptions, snapshot_partition};
-use ikv_snapshot_format::{Manifest, SnapshotStream};
+use ikv_snapshot_format::{Manifest, StackDocs};
 use ikv_tests::fixture::wait_caught_up;
 use ikv_tests::model::{Committed, Model};
 use ikv_tests::model_check::{assert_equals_model, write_and_record};
@@ -266,10 +266,12 @@ impl Bucket {
         let seq = manifest.sequence;
         let docs = self
             .rt
-            .block_on(
-                SnapshotStream::new(self.storage.clone(), self.layout.clone(), manifest)
-                    .collect_all(),
-            )
+            .block_on(async {
+                StackDocs::open(&self.storage, &self.layout, manifest)
+                    .await?
+                    .collect_all()
+                    .await
+            })
             .unwrap();
         let got: std::collections::BTreeMap<_, _> = docs.into_iter().collect();
         assert_eq!(

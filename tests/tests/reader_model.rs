@@ -11,7 +11,7 @@ use ikv_core::bucket::{create_store, discover_tip};
 use ikv_core::partition::partition_of;
 use ikv_core::{ErrorKind, FieldValue, Storage, StorageOptions, StoreConfig, StoreLayout};
 use ikv_reader::{Reader, ReaderOptions};
-use ikv_snapshot::{Retention, SnapshotOptions, apply_retention, snapshot_partition};
+use ikv_snapshot::{Layering, Retention, SnapshotOptions, apply_retention, snapshot_partition};
 use ikv_tests::fixture::wait_caught_up;
 use ikv_tests::model::Model;
 use ikv_tests::model_check::{assert_equals_model, write_and_record};
@@ -156,8 +156,14 @@ fn run(store: Store, seed: u64, rt: &tokio::runtime::Runtime) {
         let roll = work.rng().random_range(0..100);
         if roll < 5 {
             let p = work.rng().random_range(0..store.config.num_partitions);
+            // Readers opened later bootstrap from full snapshots and from layers' stacks.
             let options = SnapshotOptions {
                 force: true,
+                layering: Layering {
+                    // Not drawn from the workload's generator: its sequence stays the seed's.
+                    max_layers: step % 4,
+                    max_rows_percent: 1000,
+                },
                 ..SnapshotOptions::default()
             };
             rt.block_on(snapshot_partition(

@@ -1,7 +1,8 @@
 //! Model equivalence: seeded random sequences of all six operations through the writer;
 //! snapshots taken at random points (with tiny files, row groups and round budgets so that
 //! splitting and multi-round compaction are exercised); each snapshot's content equals the
-//! reference model of the generated operations up to the sequence it covers. With and
+//! reference model of the generated operations up to the sequence it covers; layers of random
+//! depth and size are written and folded back into full snapshots. With and
 //! without a partitioning key.
 #![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
@@ -9,9 +10,9 @@ use std::time::SystemTime;
 
 use ikv_core::bucket::create_store;
 use ikv_core::{Storage, StoreConfig, StoreLayout};
-use ikv_snapshot::{PartitionOutcome, SnapshotOptions, snapshot_partition};
+use ikv_snapshot::{Layering, PartitionOutcome, SnapshotOptions, snapshot_partition};
 use ikv_snapshot_format::write::FileLayout;
-use ikv_snapshot_format::{Manifest, SnapshotStream};
+use ikv_snapshot_format::{Manifest, StackDocs};
 use ikv_tests::model::Model;
 use ikv_tests::model_check::write_and_record;
 use ikv_tests::random_ops::{PARTITIONING_KEY, PRIMARY_KEY, Workload};
@@ -32,12 +33,16 @@ async fn check_newest_snapshot(
         return 0;
     };
     let seq = manifest.sequence;
-    let rows = manifest.row_count;
-    let docs = SnapshotStream::new(storage.clone(), layout.clone(), manifest)
+    let rows = (!manifest.is_layer()).then_some(manifest.row_count);
+    let docs = StackDocs::open(storage, &layout, manifest)
+        .await
+        .unwrap()
         .collect_all()
         .await
         .unwrap();
-    assert_eq!(docs.len() as u64, rows, "manifest row count");
+    if let Some(rows) = rows {
+        assert_eq!(docs.len() as u64, rows, "manifest row count");
+    }
     assert!(
         docs.windows(2).all(|w| w[0].0 < w[1].0),
         "sorted by key, no duplicates"
@@ -64,6 +69,7 @@ async fn run(seed: u64, partitions: u32, batches: usize, partitioned: bool) {
     let mut model = Model::new(PRIMARY_KEY, partitioning, partitions);
     let mut snapshots = 0;
     let mut multi_round = 0;
+    let (mut layers, mut stacks_folded) = (0, 0);
     for _ in 0..batches {
         let ops = work.batch(12);
         write_and_record(&writer, &mut model, &ops).await;
@@ -80,17 +86,33 @@ async fn run(seed: u64, partitions: u32, batches: usize, partitioned: bool) {
                     row_group_rows: work.rng().random_range(1..40),
                     target_file_bytes: work.rng().random_range(1..8000),
                 },
+                // Layers of every depth and size, and stacks folded into full snapshots.
+                layering: Layering {
+                    max_layers: work.rng().random_range(0..5),
+                    max_rows_percent: [10, 100, 400, 1000][work.rng().random_range(0..4)],
+                },
                 ..SnapshotOptions::default()
             };
+            let layout = StoreLayout::new(&storage.prefix, &config.store_name).unwrap();
+            let before = ikv_core::bucket::list_snapshot_seqs(&storage, &layout, partition)
+                .await
+                .unwrap();
             let outcome =
                 snapshot_partition(&storage, &config, partition, &options, SystemTime::now())
                     .await
                     .unwrap();
-            if let PartitionOutcome::Snapshotted { rounds, .. } = outcome {
+            if let PartitionOutcome::Snapshotted {
+                rounds,
+                layers: layered,
+                ..
+            } = outcome
+            {
                 snapshots += 1;
+                layers += layered;
                 if rounds > 1 {
                     multi_round += 1;
                 }
+                stacks_folded += stacks_folded_by(&storage, &layout, partition, &before).await;
             }
             check_newest_snapshot(&storage, &config, &model, partition).await;
         }
@@ -117,6 +139,39 @@ async fn run(seed: u64, partitions: u32, batches: usize, partitioned: bool) {
         multi_round > 0,
         "seed {seed}: no multi-round compaction exercised"
     );
+    assert!(
+        layers > 2 && stacks_folded > 0,
+        "seed {seed}: {layers} layers written, {stacks_folded} stacks folded"
+    );
+}
+
+/// How many of the snapshots not in `before` are full snapshots over a layer.
+async fn stacks_folded_by(
+    storage: &Storage,
+    layout: &StoreLayout,
+    partition: u32,
+    before: &[u64],
+) -> usize {
+    let mut folded = 0;
+    for seq in ikv_core::bucket::list_snapshot_seqs(storage, layout, partition)
+        .await
+        .unwrap()
+    {
+        if before.contains(&seq) {
+            continue;
+        }
+        let m = Manifest::load(storage, layout, partition, seq)
+            .await
+            .unwrap()
+            .unwrap();
+        let below = Manifest::load(storage, layout, partition, m.base_sequence)
+            .await
+            .unwrap();
+        if !m.is_layer() && below.is_some_and(|b| b.is_layer()) {
+            folded += 1;
+        }
+    }
+    folded
 }
 
 #[tokio::test]

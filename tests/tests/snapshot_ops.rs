@@ -10,7 +10,7 @@ use ikv_snapshot::{
     PartitionOutcome, Retention, RetentionReport, SnapshotOptions, apply_retention,
     snapshot_partition,
 };
-use ikv_snapshot_format::{Manifest, SnapshotStream};
+use ikv_snapshot_format::{Manifest, StackDocs};
 use ikv_tests::localstack_storage;
 use ikv_tests::model::Model;
 use ikv_tests::model_check::write_and_record;
@@ -27,7 +27,9 @@ fn forced() -> SnapshotOptions {
 
 async fn assert_valid(storage: &Storage, layout: &StoreLayout, model: &Model, manifest: Manifest) {
     let seq = manifest.sequence;
-    let docs = SnapshotStream::new(storage.clone(), layout.clone(), manifest)
+    let docs = StackDocs::open(storage, layout, manifest)
+        .await
+        .unwrap()
         .collect_all()
         .await
         .unwrap();
@@ -176,7 +178,9 @@ async fn retention_keeps_the_window_and_reclaims_the_rest() {
         .await
         .unwrap()
         .unwrap();
-    let docs = SnapshotStream::new(storage.clone(), layout.clone(), newest)
+    let docs = StackDocs::open(&storage, &layout, newest)
+        .await
+        .unwrap()
         .collect_all()
         .await
         .unwrap();
