@@ -42,6 +42,35 @@ pub async fn describe(url: &str, store: &str) -> Result<String, Fail> {
     Ok(serde_json::to_string_pretty(&config).unwrap_or_default())
 }
 
+/// A DuckDB query of the store's documents as of each partition's newest snapshot.
+pub async fn snapshot_sql(url: &str, store: &str) -> Result<String, Fail> {
+    let storage = open(url, false)?;
+    let config = load_config(&storage, store).await?;
+    let layout = StoreLayout::new(&storage.prefix, store)?;
+    let mut stacks = Vec::new();
+    for p in 0..config.num_partitions {
+        if let Some(top) = Manifest::load_newest(&storage, &layout, p).await? {
+            stacks.push(ikv_snapshot_format::Stack::load(&storage, &layout, top).await?);
+        }
+    }
+    let root = storage.local_dir();
+    let remote = url::Url::parse(url).ok();
+    let url_of = |m: &Manifest, f: &ikv_snapshot_format::manifest::SnapshotFile| {
+        let path = m.file_path(&layout, f);
+        match (&root, &remote) {
+            (Some(dir), _) => dir.join(path.as_ref()).display().to_string(),
+            (None, Some(u)) => format!("{}://{}/{}", u.scheme(), u.host_str().unwrap_or(""), path),
+            (None, None) => path.to_string(),
+        }
+    };
+    ikv_snapshot_format::sql::duckdb_query(&stacks, url_of).ok_or_else(|| {
+        Fail::new(
+            NOT_FOUND,
+            format!("store {store:?} has no snapshot yet: run `ikv snapshot --store {store}`"),
+        )
+    })
+}
+
 /// Per partition: tip, newest snapshot and its age, deltas since.
 pub async fn status(url: &str, store: &str) -> Result<String, Fail> {
     let storage = open(url, false)?;

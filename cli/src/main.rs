@@ -62,6 +62,12 @@ enum Command {
         #[arg(long)]
         notify: bool,
     },
+    /// Print a DuckDB query of the store's documents as of its newest snapshots (layers
+    /// resolved), reading the snapshot files where they are
+    SnapshotSql {
+        #[arg(long)]
+        store: String,
+    },
     /// Per partition: tip sequence, newest snapshot and its age, deltas since
     Status {
         #[arg(long)]
@@ -191,6 +197,9 @@ async fn run(cli: Cli) -> Result<String, Fail> {
             commands::prepare_bucket(&url(&cli.storage_url)?, notify).await
         }
         Command::Describe { store } => commands::describe(&url(&cli.storage_url)?, &store).await,
+        Command::SnapshotSql { store } => {
+            commands::snapshot_sql(&url(&cli.storage_url)?, &store).await
+        }
         Command::Status {
             store, watch: None, ..
         } => commands::status(&url(&cli.storage_url)?, &store).await,

@@ -13,6 +13,7 @@ pub mod object_reader;
 mod parquet_upload;
 pub mod read;
 pub mod rows;
+pub mod sql;
 pub mod write;
 
 pub use layer::{LayerChange, Stack, StackDocs};

@@ -1,5 +1,6 @@
 //! Snapshots are ordinary tables: pyarrow, pandas and DuckDB read one written from a random
-//! workload (type changes included) and find exactly the model's documents.
+//! workload (type changes included) and find exactly the model's documents; DuckDB reads a
+//! store whose newest snapshots are layers through the query `ikv snapshot-sql` prints.
 #![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::collections::BTreeMap;
@@ -7,9 +8,9 @@ use std::time::SystemTime;
 
 use ikv_core::bucket::create_store;
 use ikv_core::{FieldValue, Storage, StorageOptions, StoreConfig, StoreLayout};
-use ikv_snapshot::{SnapshotOptions, snapshot_partition};
-use ikv_snapshot_format::Manifest;
+use ikv_snapshot::{Layering, PartitionOutcome, SnapshotOptions, snapshot_partition};
 use ikv_snapshot_format::write::FileLayout;
+use ikv_snapshot_format::{Manifest, Stack};
 use ikv_tests::model::Model;
 use ikv_tests::model_check::write_and_record;
 use ikv_tests::random_ops::Workload;
@@ -118,6 +119,126 @@ async fn pyarrow_pandas_and_duckdb_read_a_snapshot() {
     let out = std::process::Command::new(python())
         .arg(script)
         .arg(&snapshot_dir)
+        .arg(&expected_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python check failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok:"));
+}
+
+/// The model's documents, as the Python checks read them: key → field → [type, value].
+fn expected_json(
+    docs: ikv_tests::model::PartitionDocs,
+) -> BTreeMap<String, BTreeMap<String, Value>> {
+    docs.into_iter()
+        .map(|(k, doc)| {
+            (
+                String::from_utf8(k).unwrap(),
+                doc.iter().map(|(f, v)| (f.clone(), to_json(v))).collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn duckdb_reads_layers_through_the_generated_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(
+        &format!("file://{}", dir.path().display()),
+        &StorageOptions::default(),
+    )
+    .unwrap();
+    let config = StoreConfig::new("stacked", "id", None, 2).unwrap();
+    create_store(&storage, &config).await.unwrap();
+    let writer = Writer::open(storage.clone(), "stacked", WriterOptions::default())
+        .await
+        .unwrap();
+    let mut work = Workload::new(5, 300).with_ascii_keys();
+    let mut model = Model::new("id", None, 2);
+    // Per-key changes only (a store-wide drop makes a full snapshot), type changes included.
+    let keyed = |work: &mut Workload, n: usize| -> Vec<ikv_core::Operation> {
+        work.batch(n)
+            .into_iter()
+            .filter(|op| {
+                !matches!(
+                    op,
+                    ikv_core::Operation::DropFieldsByName(_)
+                        | ikv_core::Operation::DropFieldsByNamePrefix(_)
+                        | ikv_core::Operation::DropAllFields
+                )
+            })
+            .collect()
+    };
+    for _ in 0..80 {
+        let ops = keyed(&mut work, 10);
+        write_and_record(&writer, &mut model, &ops).await;
+    }
+    let layered = SnapshotOptions {
+        force: true,
+        layering: Layering {
+            max_layers: 8,
+            max_rows_percent: 1000,
+        },
+        ..SnapshotOptions::default()
+    };
+    let layout = StoreLayout::new(&storage.prefix, "stacked").unwrap();
+    let mut stacks = Vec::new();
+    for p in 0..2 {
+        for round in 0..4 {
+            if round > 0 {
+                for _ in 0..5 {
+                    let ops = keyed(&mut work, 10);
+                    write_and_record(&writer, &mut model, &ops).await;
+                }
+            }
+            let outcome = snapshot_partition(&storage, &config, p, &layered, SystemTime::now())
+                .await
+                .unwrap();
+            assert!(
+                matches!(outcome, PartitionOutcome::Snapshotted { .. }),
+                "{outcome}"
+            );
+        }
+        let top = Manifest::load_newest(&storage, &layout, p)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(top.stacked_on.len(), 3, "a full snapshot and three layers");
+        stacks.push(Stack::load(&storage, &layout, top).await.unwrap());
+    }
+    let mut expected = BTreeMap::new();
+    for (p, stack) in stacks.iter().enumerate() {
+        expected.extend(expected_json(
+            model.partition_at(p as u32, stack.top().sequence),
+        ));
+    }
+    assert!(!expected.is_empty());
+    let root = dir.path().to_path_buf();
+    let query = ikv_snapshot_format::sql::duckdb_query(&stacks, |m, f| {
+        root.join(m.file_path(&layout, f).as_ref())
+            .display()
+            .to_string()
+    })
+    .unwrap();
+    let columns = ikv_snapshot_format::sql::query_columns(&stacks);
+    let (query_path, columns_path, expected_path) = (
+        dir.path().join("query.sql"),
+        dir.path().join("columns.json"),
+        dir.path().join("expected.json"),
+    );
+    std::fs::write(&query_path, &query).unwrap();
+    std::fs::write(&columns_path, serde_json::to_vec(&columns).unwrap()).unwrap();
+    std::fs::write(&expected_path, serde_json::to_vec(&expected).unwrap()).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/check_sql.py");
+    let out = std::process::Command::new(python())
+        .arg(script)
+        .arg(&query_path)
+        .arg(&columns_path)
         .arg(&expected_path)
         .output()
         .unwrap();
