@@ -1,7 +1,7 @@
 //! Layers (docs/SNAPSHOTS.md, "Layers"): a pass after a small change writes only what changed;
 //! readers bootstrap from a stack of layers to the model's state; retention keeps every
 //! snapshot a kept layer stands on and reclaims the stack once it is folded; a layer pass
-//! reads no document of the store.
+//! reads no document of the store; a broken or forged stack is refused by name, never served.
 #![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::time::{Duration, SystemTime};
@@ -219,4 +219,89 @@ fn a_layer_pass_reads_no_document_and_retention_keeps_its_stack() {
         vec![rt.block_on(newest(storage, &layout, 0)).sequence]
     );
     rt.block_on(assert_stack_is_model(storage, &layout, &model, 0));
+}
+
+#[test]
+fn a_broken_or_forged_stack_is_refused_by_name() {
+    let store = local_store("forged", PRIMARY_KEY, None, 1);
+    let rt = &store.rt;
+    let storage = &store.storage;
+    let layout = StoreLayout::new(&storage.prefix, "forged").unwrap();
+    let writer = rt
+        .block_on(Writer::open(
+            storage.clone(),
+            "forged",
+            WriterOptions::default(),
+        ))
+        .unwrap();
+    let mut work = Workload::new(9, KEYS);
+    let mut model = Model::new(PRIMARY_KEY, None, 1);
+    for _ in 0..40 {
+        let ops = keyed_batch(&mut work, 10);
+        rt.block_on(write_and_record(&writer, &mut model, &ops));
+    }
+    rt.block_on(pass(storage, &store.config, 0, &layered(0)));
+    for _ in 0..2 {
+        let ops = keyed_batch(&mut work, 5);
+        rt.block_on(write_and_record(&writer, &mut model, &ops));
+        assert_eq!(rt.block_on(pass(storage, &store.config, 0, &layered(8))), 1);
+    }
+    let top = rt.block_on(newest(storage, &layout, 0));
+    let [full, first] = top.stacked_on[..] else {
+        panic!("stacked on {:?}", top.stacked_on)
+    };
+    let root = storage.local_dir().unwrap();
+    let manifest_file = |seq: u64| root.join(Manifest::path(&layout, 0, seq).as_ref());
+    let open =
+        |m: Manifest| rt.block_on(async { StackDocs::open(storage, &layout, m).await.map(|_| ()) });
+
+    // A forged top (valid checksum) that leaves out the full snapshot: the layer below says
+    // it stands on one, so the stacks disagree.
+    let mut forged = top.clone();
+    forged.stacked_on = vec![first];
+    let original = std::fs::read(manifest_file(top.sequence)).unwrap();
+    let sealed = ikv_core::checksum::seal_json(serde_json::to_vec_pretty(&forged).unwrap());
+    std::fs::write(manifest_file(top.sequence), sealed).unwrap();
+    let err = open(rt.block_on(newest(storage, &layout, 0))).unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("snapshot {first}"))
+            && err.to_string().contains("stacked on"),
+        "{err}"
+    );
+    std::fs::write(manifest_file(top.sequence), original).unwrap();
+
+    // Stacked on an order no stack has: refused as the manifest is read.
+    let mut unordered = top.clone();
+    unordered.stacked_on = vec![first, full];
+    let sealed = ikv_core::checksum::seal_json(serde_json::to_vec_pretty(&unordered).unwrap());
+    let err = Manifest::decode(&sealed, "test manifest").unwrap_err();
+    assert!(err.to_string().contains("not ascending"), "{err}");
+
+    // The full snapshot's manifest gone (a broken bucket): readers of the stack, and the
+    // compactor, name what is missing; nothing is served from half a stack.
+    std::fs::remove_file(manifest_file(full)).unwrap();
+    let err = open(top.clone()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("stacked on snapshot {full}, which is gone")),
+        "{err}"
+    );
+    let ops = keyed_batch(&mut work, 5);
+    rt.block_on(write_and_record(&writer, &mut model, &ops));
+    let err = rt
+        .block_on(snapshot_partition(
+            storage,
+            &store.config,
+            0,
+            &layered(8),
+            SystemTime::now(),
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("which is gone"), "{err}");
+    let mounts = tempfile::tempdir().unwrap();
+    let options = ReaderOptions::new(&store.url, "forged", mounts.path().join("m"));
+    let err = Reader::open(options)
+        .err()
+        .expect("a reader refuses half a stack");
+    assert!(err.to_string().contains("which is gone"), "{err}");
 }
