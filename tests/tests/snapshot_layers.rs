@@ -300,8 +300,8 @@ fn a_broken_or_forged_stack_is_refused_by_name() {
     assert!(err.to_string().contains("which is gone"), "{err}");
     let mounts = tempfile::tempdir().unwrap();
     let options = ReaderOptions::new(&store.url, "forged", mounts.path().join("m"));
-    let err = Reader::open(options)
-        .err()
-        .expect("a reader refuses half a stack");
+    let Err(err) = Reader::open(options) else {
+        panic!("a reader refuses half a stack")
+    };
     assert!(err.to_string().contains("which is gone"), "{err}");
 }
