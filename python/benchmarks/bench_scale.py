@@ -9,7 +9,9 @@ machine, each step's time, rate and peak memory measured, beside py-lmdb where i
 4. 8 reader processes on that mount: PSS they add, get p50 / p99, 100-key batches (the
    multi-process benchmark's worker), beside 8 py-lmdb processes on the same values;
 5. 1% of the documents changed through the writer (`upsert_fields_batch`), a running reader
-   catching up, and the pass after it, beside the full pass.
+   catching up, and the pass after it (a layer), beside the full pass; a fresh reader's
+   bootstrap from the stack it left; the same change again under `--max-layers 0` (every
+   snapshot full: the previous design, in the same run).
 
 ``python bench_scale.py [DOCS] [--skip-lmdb]`` with a release wheel installed, py-lmdb
 (``python/requirements-bench.txt``) and $IKV_BIN pointing at a release `ikv` binary. The
@@ -180,7 +182,21 @@ def main() -> None:
         row("a running reader catching up on them (after the writes ended)", time.perf_counter() - t, "")
         running.shutdown()
         took, rss, _ = run_measured([ikv, "snapshot", "--store", "bench", "--force"], env)
-        row("snapshot pass after 1% changed", took, f"{took / full_pass:.2f}× the full pass", f"peak RSS {rss:,.0f} MB")
+        row("snapshot pass after 1% changed (a layer, where the tree writes them)", took,
+            f"{took / full_pass:.2f}× the full pass", f"peak RSS {rss:,.0f} MB")
+        # A fresh reader bootstraps from what that pass left (a full snapshot and a layer).
+        shutil.rmtree(pathlib.Path(root, "mount"), ignore_errors=True)
+        t = time.perf_counter()
+        reader = create_new_reader(bench_processes.options(root))
+        reader.startup()
+        stacked_boot = time.perf_counter() - t
+        reader.shutdown()
+        row("fresh reader bootstrap after it", stacked_boot, f"{stacked_boot / boot:.2f}× the first bootstrap")
+        # The same change again, with every snapshot full (the previous design, same run).
+        changed, took = change_one_percent(root, docs)
+        took, rss, _ = run_measured([ikv, "snapshot", "--store", "bench", "--force", "--max-layers", "0"], env)
+        row("snapshot pass after 1% changed again, --max-layers 0 (full rewrite; folds the layer)", took,
+            f"{took / full_pass:.2f}× the full pass", f"peak RSS {rss:,.0f} MB")
     finally:
         if not os.environ.get("IKV_SCALE_DIR"):
             shutil.rmtree(root, ignore_errors=True)

@@ -30,6 +30,14 @@ pub fn pass_metrics(storage: &Storage, pass: &PassOutcome, took: Duration) -> Me
             })
             .sum();
         set.number(&COMPACTOR_SNAPSHOTS, &l, snapshots as f64);
+        let layers: usize = reports
+            .clone()
+            .map(|r| match r.outcome {
+                PartitionOutcome::Snapshotted { layers, .. } => layers,
+                _ => 0,
+            })
+            .sum();
+        set.number(&COMPACTOR_LAYERS, &l, layers as f64);
         let (mut deltas, mut rows, mut bytes) = (0u64, 0u64, 0u64);
         for r in reports.clone() {
             if let PartitionOutcome::Snapshotted {

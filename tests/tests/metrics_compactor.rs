@@ -83,6 +83,29 @@ fn a_pass_reports_snapshots_backlog_and_failures() {
         ) > 0.0
     );
 
+    assert_eq!(
+        m.value(&COMPACTOR_LAYERS, &s),
+        Some(0.0),
+        "first snapshots are full"
+    );
+
+    // One more document: its partition's pass writes only that change, a layer.
+    write(1);
+    let layered = SnapshotOptions {
+        force: true,
+        layering: ikv_snapshot::Layering {
+            max_layers: 8,
+            max_rows_percent: 1000,
+        },
+        ..SnapshotOptions::default()
+    };
+    let pass = rt
+        .block_on(run_pass_reporting(&store.storage, &[], &[], &layered))
+        .unwrap();
+    let m = pass_metrics(&store.storage, &pass, Duration::from_millis(30));
+    assert_eq!(m.value(&COMPACTOR_SNAPSHOTS, &s), Some(1.0));
+    assert_eq!(m.value(&COMPACTOR_LAYERS, &s), Some(1.0));
+
     // Three new deltas, no trigger fires: the backlog is reported per partition.
     write(3);
     let pass = rt

@@ -274,6 +274,13 @@ metric!(
     "Snapshots committed."
 );
 metric!(
+    COMPACTOR_LAYERS,
+    "ikv_compactor_layers_total",
+    Counter,
+    "Count",
+    "Snapshots committed as layers: only what changed, over the snapshots below."
+);
+metric!(
     COMPACTOR_DELTAS_FOLDED,
     "ikv_compactor_deltas_folded_total",
     Counter,
@@ -391,6 +398,7 @@ pub static ALL: &[&MetricDef] = &[
     &READER_LOCAL_BYTES,
     &COMPACTOR_PASS_SECONDS,
     &COMPACTOR_SNAPSHOTS,
+    &COMPACTOR_LAYERS,
     &COMPACTOR_DELTAS_FOLDED,
     &COMPACTOR_ROWS_FOLDED,
     &COMPACTOR_BYTES_WRITTEN,
