@@ -62,7 +62,7 @@ start() {
   (
     cd "$home"
     OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="$home/fs" XDG_CACHE_HOME="$home/cache" \
-    GATEWAY_LISTEN="127.0.0.1:$port" GATEWAY_SERVER=hypercorn SERVICES=s3,sqs,sns \
+    GATEWAY_LISTEN="127.0.0.1:$port" GATEWAY_SERVER=hypercorn SERVICES=s3,sqs,sns,stepfunctions \
     EAGER_SERVICE_LOADING=1 DNS_ADDRESS=0 DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 \
       setsid "$venv/bin/python" -m localstack.runtime.main >"$logfile" 2>&1 &
     echo $! >"$pidfile"
