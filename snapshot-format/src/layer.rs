@@ -498,6 +498,15 @@ impl Stack {
         self.layers.last().unwrap_or(&self.full)
     }
 
+    /// Bytes of all the layers' files.
+    pub fn layer_bytes(&self) -> u64 {
+        self.layers
+            .iter()
+            .flat_map(|m| &m.files)
+            .map(|f| f.bytes)
+            .sum()
+    }
+
     /// Rows of all the layers (changes; the full snapshot's rows not counted).
     pub fn layer_rows(&self) -> u64 {
         self.layers.iter().map(|m| m.row_count).sum()

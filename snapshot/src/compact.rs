@@ -218,7 +218,10 @@ pub async fn snapshot_partition(
         };
         // A stack due for folding is folded by this round: its layers' changes go into the
         // overlay first, so the round merges with the full snapshot alone (the fast path).
-        // Not under an import, whose documents lie below the overlay.
+        // Not under an import, whose documents lie below the overlay, nor when the layers
+        // would take the overlay past the round's budget (their files, decompressed, are
+        // counted at four times their size): then the round merges documents with the
+        // stack as it streams, in bounded memory.
         if round.deltas == 0
             && !matches!(delta, Fetched::Import(_))
             && let Some(stack) = base.as_ref()
@@ -228,6 +231,7 @@ pub async fn snapshot_partition(
                 stack.layer_rows(),
                 stack.full.row_count,
             )
+            && stack.layer_bytes().saturating_mul(4) <= options.round_budget()
         {
             round.preload(storage, &layout, stack).await?;
         }
