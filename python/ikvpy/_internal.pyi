@@ -24,6 +24,25 @@ class NativeScan:
 
     def next_batch(self, max_rows: int) -> Optional[ArrowBatch]: ...
 
+class NativePartitionRead:
+    """One partition's documents as committed up to ``upto``, read from the bucket."""
+
+    def __init__(
+        self,
+        store_name: str,
+        partition: int,
+        upto: int,
+        field_names: List[str],
+        storage_url: str,
+        storage_options: Optional[Dict[str, str]] = ...,
+        batch_size: int = ...,
+    ) -> None: ...
+    def next_batch(self) -> Optional[ArrowBatch]: ...
+
+def store_tips(
+    store_name: str, storage_url: str, storage_options: Optional[Dict[str, str]] = ...
+) -> List[int]: ...
+
 class NativeReader:
     def __init__(
         self,

@@ -2,6 +2,7 @@
 //! give the IKV API; this module holds the reader, the writer and the admin calls.
 
 mod arrow;
+mod bucket_read;
 mod bulk;
 mod convert;
 mod errors;
@@ -169,6 +170,8 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<reader::NativeReader>()?;
     m.add_class::<reader::NativeScan>()?;
     m.add_class::<arrow::ArrowBatch>()?;
+    m.add_class::<bucket_read::NativePartitionRead>()?;
+    m.add_function(wrap_pyfunction!(bucket_read::store_tips, m)?)?;
     m.add_function(wrap_pyfunction!(create_store, m)?)?;
     m.add_function(wrap_pyfunction!(run_snapshot, m)?)?;
     m.add_function(wrap_pyfunction!(init_logging, m)?)?;

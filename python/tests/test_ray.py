@@ -1,6 +1,7 @@
 """Ray Data on a local cluster: a Dataset written through IKVDatasink (tasks write runs, the
 driver commits once per partition) and features read inside map_batches, one reader per
-actor, exactly as ikvpy/ray.py's docstring shows."""
+actor, exactly as ikvpy/ray.py's docstring shows; a store read straight from the bucket with
+read_ikv (snapshots, layers and deltas after them), pinned at the call."""
 
 import pathlib
 from typing import Iterator
@@ -11,7 +12,10 @@ import pytest
 ray = pytest.importorskip("ray")  # installed by scripts/python-env.sh; skipped only by hand
 
 from ikvpy import admin  # noqa: E402
-from ikvpy.ray import IKVDatasink, IKVFeatureLookup  # noqa: E402
+from ikvpy.clientoptions import ClientOptionsBuilder  # noqa: E402
+from ikvpy.document import IKVDocumentBuilder  # noqa: E402
+from ikvpy.factory import create_new_writer  # noqa: E402
+from ikvpy.ray import IKVDatasink, IKVFeatureLookup, read_ikv  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +64,70 @@ def test_a_dataset_imports_through_the_datasink_and_is_read_in_map_batches(clust
         "u00003": (3, "Lima"),
         "nobody": (None, None),
     }
+
+
+def _doc(key: str, **fields):
+    b = IKVDocumentBuilder().put_string_field("id", key)
+    for name, value in fields.items():
+        if isinstance(value, int):
+            b.put_int64_field(name, value)
+        else:
+            b.put_string_field(name, value)
+    return b.build()
+
+
+def test_read_ikv_reads_the_bucket_pinned_at_the_call(cluster, local_storage, tmp_path: pathlib.Path) -> None:
+    admin.create_store("feats", "id", num_partitions=3, storage_url=local_storage.url)
+    options = (
+        ClientOptionsBuilder().with_store_name("feats").with_storage_url(local_storage.url)
+        .with_mount_directory(str(tmp_path / "unused")).build()
+    )
+    expected = {}
+    with create_new_writer(options) as writer:
+        batch = []
+        for i in range(3000):
+            batch.append(_doc(f"k{i:05}", age=i, city=["Oslo", "Lima"][i % 2]))
+            expected[f"k{i:05}"] = (i, ["Oslo", "Lima"][i % 2])
+        writer.upsert_fields_batch(batch)
+        admin.run_snapshot("feats", storage_url=local_storage.url)  # full snapshots
+        for i in range(0, 3000, 40):  # a small change: the next pass writes layers
+            writer.upsert_fields(_doc(f"k{i:05}", age=-i))
+            expected[f"k{i:05}"] = (-i, expected[f"k{i:05}"][1])
+        admin.run_snapshot("feats", storage_url=local_storage.url)
+        # Deltas after the newest snapshots: deletes, field deletes, new documents.
+        for i in range(1, 3000, 97):
+            writer.delete_document(_doc(f"k{i:05}"))
+            expected.pop(f"k{i:05}")
+        for i in range(2, 3000, 89):
+            writer.delete_fields(_doc(f"k{i:05}"), ["city"])
+            expected[f"k{i:05}"] = (expected[f"k{i:05}"][0], None)
+        writer.upsert_fields(_doc("new", city="Rome"))
+        expected["new"] = (None, "Rome")
+        ds = read_ikv("feats", ["age", "city"], storage_url=local_storage.url)
+        # Written after the call: not in the Dataset, however late its tasks run.
+        writer.upsert_fields(_doc("late", age=1))
+        writer.upsert_fields(_doc("k00000", age=12345))
+    rows = ds.take_all()
+    got = {bytes(r["_ikv_key"]).decode(): (r["age"], r["city"]) for r in rows}
+    assert len(rows) == len(got), "each document once"
+    assert got == expected
+    assert ds.schema().names == ["_ikv_key", "age", "city"]
+
+
+def test_read_ikv_refuses_bad_arguments_and_an_uncompacted_import(cluster, local_storage) -> None:
+    from ikvpy.errors import StoreNotFoundError
+
+    with pytest.raises(StoreNotFoundError):
+        read_ikv("nope", ["a"], storage_url=local_storage.url)
+    admin.create_store("imp", "id", num_partitions=2, storage_url=local_storage.url)
+    with pytest.raises(ValueError):
+        read_ikv("imp", ["a"], storage_url=local_storage.url, batch_size=0)
+    with pytest.raises(ValueError):
+        read_ikv("imp", [" "], storage_url=local_storage.url)
+    ds = ray.data.from_arrow(pa.table({"id": ["a", "b", "c"], "v": [1, 2, 3]}))
+    ds.write_datasink(IKVDatasink("imp", storage_url=local_storage.url))
+    with pytest.raises(Exception, match="run a snapshot pass first"):
+        read_ikv("imp", ["v"], storage_url=local_storage.url).take_all()
+    admin.run_snapshot("imp", storage_url=local_storage.url)
+    got = {bytes(r["_ikv_key"]).decode(): r["v"] for r in read_ikv("imp", ["v"], storage_url=local_storage.url).take_all()}
+    assert got == {"a": 1, "b": 2, "c": 3}

@@ -12,6 +12,7 @@ pub mod options;
 pub mod overlay;
 pub mod pass_metrics;
 pub mod retention;
+pub mod state;
 
 // The format it writes, shared with the reader and the importer (`ikv_snapshot_format`).
 use ikv_snapshot_format::{layer, manifest, merge, read, rows, write};

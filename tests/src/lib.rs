@@ -47,6 +47,31 @@ pub async fn force_snapshot(
     .await
 }
 
+/// One forced pass over `partition` that writes a full snapshot (never a layer): what a test
+/// of reading the previous snapshot needs (a layer pass reads none of it).
+pub async fn force_full_snapshot(
+    storage: &Storage,
+    config: &ikv_core::StoreConfig,
+    partition: u32,
+) -> ikv_core::Result<ikv_snapshot::PartitionOutcome> {
+    let options = ikv_snapshot::SnapshotOptions {
+        force: true,
+        layering: ikv_snapshot::Layering {
+            max_layers: 0,
+            ..ikv_snapshot::Layering::default()
+        },
+        ..ikv_snapshot::SnapshotOptions::default()
+    };
+    ikv_snapshot::snapshot_partition(
+        storage,
+        config,
+        partition,
+        &options,
+        std::time::SystemTime::now(),
+    )
+    .await
+}
+
 /// Bucket the tests use on the emulator (created by the test script).
 pub const TEST_BUCKET: &str = "ikv-test";
 

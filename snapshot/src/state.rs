@@ -1,0 +1,137 @@
+//! A partition's documents as committed up to a sequence number, read from the bucket alone:
+//! the newest snapshot at or below it (a layer's stack resolved) with the deltas after it
+//! folded in, in key order. What a batch job reads without a mount (Ray's `read_ikv`).
+//!
+//! Memory: the deltas after the snapshot (an overlay, as a compaction round holds) plus one
+//! read batch and the batches in flight to the consumer. An import committed after the
+//! snapshot is refused by name (its runs would be merged as a compaction round merges them;
+//! a snapshot pass first folds it).
+
+use ikv_core::{Error, Result, Storage, StoreConfig, StoreLayout};
+use tokio::sync::mpsc;
+
+use crate::compact::deltas_after;
+use crate::fetch::{DeltaFetcher, Fetched};
+use crate::layer::StackDocs;
+use crate::manifest::Manifest;
+use crate::overlay::Overlay;
+use crate::rows::SnapshotDoc;
+
+/// Batches of documents, sent as they are resolved; an error ends the stream.
+pub type DocBatches = mpsc::Receiver<Result<Vec<SnapshotDoc>>>;
+
+/// Starts reading partition `partition` as committed up to `upto` on the current runtime,
+/// `batch_rows` documents a batch (at most two batches wait for the consumer).
+pub fn read_partition(
+    storage: Storage,
+    config: StoreConfig,
+    partition: u32,
+    upto: u64,
+    batch_rows: usize,
+) -> DocBatches {
+    let (tx, rx) = mpsc::channel(2);
+    tokio::spawn(async move {
+        let failed = tx.clone();
+        if let Err(e) = send_partition(&storage, &config, partition, upto, batch_rows, tx).await {
+            let _ = failed.send(Err(e)).await;
+        }
+    });
+    rx
+}
+
+async fn send_partition(
+    storage: &Storage,
+    config: &StoreConfig,
+    partition: u32,
+    upto: u64,
+    batch_rows: usize,
+    tx: mpsc::Sender<Result<Vec<SnapshotDoc>>>,
+) -> Result<()> {
+    let layout = StoreLayout::new(&storage.prefix, &config.store_name)?;
+    let what = || format!("partition {partition} of store {:?}", config.store_name);
+    // The newest snapshot at or below `upto`.
+    let seqs = ikv_core::bucket::list_snapshot_seqs(storage, &layout, partition).await?;
+    let snapshot = match seqs.iter().rev().find(|s| **s <= upto) {
+        Some(seq) => Manifest::load(storage, &layout, partition, *seq).await?,
+        None => None,
+    };
+    let from = snapshot.as_ref().map_or(0, |m| m.sequence);
+    let (deltas, _) = deltas_after(storage, &layout, partition, from).await?;
+    let deltas: Vec<_> = deltas.into_iter().filter(|(s, _)| *s <= upto).collect();
+    if deltas.last().map_or(from, |(s, _)| *s) < upto {
+        return Err(Error::Corrupt {
+            what: what(),
+            reason: format!(
+                "its state at {upto} is no longer in the bucket: the deltas after snapshot {from} end before it (retention removed them, or the sequence was never committed)"
+            ),
+        });
+    }
+    let mut overlay = Overlay::new(&config.primary_key_field);
+    let mut fetcher = DeltaFetcher::new(storage, &layout, partition, &deltas);
+    while let Some((seq, _, delta)) = fetcher.next().await? {
+        match delta {
+            Fetched::Rows(delta) => overlay.apply_delta(&delta)?,
+            Fetched::Import(_) => {
+                return Err(Error::InvalidConfig(format!(
+                    "{} has an import (delta {seq}) after its newest snapshot ({from}): run a snapshot pass first (`ikv snapshot --store {} --partition {partition}`)",
+                    what(),
+                    config.store_name
+                )));
+            }
+        }
+    }
+    let mut base = match snapshot {
+        Some(m) => Some(StackDocs::open(storage, &layout, m).await?),
+        None => None,
+    };
+    let mut next_base = match base.as_mut() {
+        Some(b) => b.next_doc().await?,
+        None => None,
+    };
+    // Walked by index: an iterator adapter held across the awaits below would not be Send.
+    let sorted = overlay.sorted();
+    let mut at = 0;
+    let mut batch = Vec::with_capacity(batch_rows);
+    loop {
+        let order = match (&next_base, sorted.get(at)) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((bk, _)), Some((ck, _))) => bk.as_slice().cmp(ck),
+        };
+        let below = if order == std::cmp::Ordering::Greater {
+            None
+        } else {
+            let taken = next_base.take();
+            next_base = match base.as_mut() {
+                Some(b) => b.next_doc().await?,
+                None => None,
+            };
+            taken
+        };
+        let change = if order == std::cmp::Ordering::Less {
+            None
+        } else {
+            at += 1;
+            sorted.get(at - 1).copied()
+        };
+        let key = match (&below, change) {
+            (Some((k, _)), _) => k.clone(),
+            (None, Some((k, _))) => k.to_vec(),
+            (None, None) => break,
+        };
+        if let Some(doc) = overlay.resolve(below.map(|(_, d)| d), change.map(|(_, c)| c))? {
+            batch.push((key, doc));
+            if batch.len() >= batch_rows.max(1) {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_rows));
+                if tx.send(Ok(full)).await.is_err() {
+                    return Ok(()); // the consumer is gone
+                }
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(Ok(batch)).await;
+    }
+    Ok(())
+}
