@@ -42,6 +42,46 @@ pub async fn describe(url: &str, store: &str) -> Result<String, Fail> {
     Ok(serde_json::to_string_pretty(&config).unwrap_or_default())
 }
 
+fn checkpoint_line(c: &ikv_snapshot::checkpoint::Checkpoint) -> String {
+    let pins: Vec<String> = c
+        .partitions
+        .iter()
+        .map(|p| format!("p{}={}@{}", p.partition, p.sequence, p.snapshot))
+        .collect();
+    format!("{} {} {}", c.name, c.created_at_ms, pins.join(" "))
+}
+
+/// Pins the store as committed now.
+pub async fn checkpoint_create(url: &str, store: &str, name: &str) -> Result<String, Fail> {
+    let storage = open(url, false)?;
+    let c = ikv_snapshot::checkpoint::create_checkpoint(
+        &storage,
+        store,
+        name,
+        ikv_core::clock::wall_time(),
+    )
+    .await?;
+    Ok(format!("created checkpoint {}", checkpoint_line(&c)))
+}
+
+/// One line per checkpoint: name, creation time (ms), `p<partition>=<sequence>@<snapshot>`.
+pub async fn checkpoint_list(url: &str, store: &str) -> Result<String, Fail> {
+    let storage = open(url, false)?;
+    load_config(&storage, store).await?;
+    let all = ikv_snapshot::checkpoint::list_checkpoints(&storage, store).await?;
+    Ok(all
+        .iter()
+        .map(checkpoint_line)
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+pub async fn checkpoint_delete(url: &str, store: &str, name: &str) -> Result<String, Fail> {
+    let storage = open(url, false)?;
+    ikv_snapshot::checkpoint::delete_checkpoint(&storage, store, name).await?;
+    Ok(format!("deleted checkpoint {name:?} of store {store:?}"))
+}
+
 /// A DuckDB query of the store's documents as of each partition's newest snapshot.
 pub async fn snapshot_sql(url: &str, store: &str) -> Result<String, Fail> {
     let storage = open(url, false)?;

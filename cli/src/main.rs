@@ -37,6 +37,29 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum CheckpointAction {
+    /// Pin the store as committed now under NAME
+    Create {
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// The store's checkpoints: name, time, per partition the sequence and its snapshot
+    List {
+        #[arg(long)]
+        store: String,
+    },
+    /// Delete a checkpoint: what only it kept becomes retention's to reclaim
+    Delete {
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Create a store (never overwrites an existing one)
     CreateStore {
@@ -61,6 +84,12 @@ enum Command {
         /// Also send the wake signals' PUTs to an SNS topic (created if needed)
         #[arg(long)]
         notify: bool,
+    },
+    /// Pin the store as committed now, list or delete pins (reads of that state stay possible
+    /// whatever is written and compacted later: `read_ikv(checkpoint=...)`)
+    Checkpoint {
+        #[command(subcommand)]
+        action: CheckpointAction,
     },
     /// Print a DuckDB query of the store's documents as of its newest snapshots (layers
     /// resolved), reading the snapshot files where they are
@@ -197,6 +226,17 @@ async fn run(cli: Cli) -> Result<String, Fail> {
             commands::prepare_bucket(&url(&cli.storage_url)?, notify).await
         }
         Command::Describe { store } => commands::describe(&url(&cli.storage_url)?, &store).await,
+        Command::Checkpoint { action } => match action {
+            CheckpointAction::Create { store, name } => {
+                commands::checkpoint_create(&url(&cli.storage_url)?, &store, &name).await
+            }
+            CheckpointAction::List { store } => {
+                commands::checkpoint_list(&url(&cli.storage_url)?, &store).await
+            }
+            CheckpointAction::Delete { store, name } => {
+                commands::checkpoint_delete(&url(&cli.storage_url)?, &store, &name).await
+            }
+        },
         Command::SnapshotSql { store } => {
             commands::snapshot_sql(&url(&cli.storage_url)?, &store).await
         }

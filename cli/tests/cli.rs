@@ -228,6 +228,53 @@ fn store_commands_happy_paths_and_errors() {
         snap.contains("users p0") && snap.contains("users p1"),
         "{snap}"
     );
+    // Checkpoints: made, listed (p<partition>=<sequence>@<snapshot>), refused twice or by a
+    // bad name, deleted once.
+    let made = ok(&ikv(
+        &url,
+        &["checkpoint", "create", "--store", "users", "--name", "c1"],
+    ));
+    assert!(
+        made.starts_with("created checkpoint c1 ") && made.contains(" p1=3@3"),
+        "{made}"
+    );
+    fails(
+        &ikv(
+            &url,
+            &["checkpoint", "create", "--store", "users", "--name", "c1"],
+        ),
+        5,
+        "already has a checkpoint \"c1\"",
+    );
+    fails(
+        &ikv(
+            &url,
+            &["checkpoint", "create", "--store", "users", "--name", "a/b"],
+        ),
+        2,
+        "checkpoint name",
+    );
+    let listed = ok(&ikv(&url, &["checkpoint", "list", "--store", "users"]));
+    assert!(
+        listed.starts_with("c1 ") && listed.lines().count() == 1,
+        "{listed}"
+    );
+    ok(&ikv(
+        &url,
+        &["checkpoint", "delete", "--store", "users", "--name", "c1"],
+    ));
+    fails(
+        &ikv(
+            &url,
+            &["checkpoint", "delete", "--store", "users", "--name", "c1"],
+        ),
+        3,
+        "no checkpoint",
+    );
+    assert_eq!(
+        ok(&ikv(&url, &["checkpoint", "list", "--store", "users"])).trim(),
+        ""
+    );
     // A query over the snapshot files where they are (DuckDB runs one over layers in the
     // snapshot tests); every document was deleted, so it selects nothing, typed.
     let sql = ok(&ikv(&url, &["snapshot-sql", "--store", "users"]));

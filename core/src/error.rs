@@ -58,6 +58,10 @@ pub enum Error {
     StoreNotFound(String),
     #[error("store {0:?} already exists")]
     StoreExists(String),
+    #[error("store {store:?} has no checkpoint {name:?}")]
+    CheckpointNotFound { store: String, name: String },
+    #[error("store {store:?} already has a checkpoint {name:?}")]
+    CheckpointExists { store: String, name: String },
     #[error("storage error while {context}: {source}")]
     Storage {
         context: String,
@@ -111,8 +115,9 @@ impl Error {
             | Error::InvalidImport(_)
             | Error::InvalidStorageUrl { .. }
             | Error::InvalidStorageOption { .. } => ErrorKind::InvalidInput,
-            Error::StoreNotFound(_) => ErrorKind::StoreNotFound,
-            Error::StoreExists(_) => ErrorKind::StoreExists,
+            // What was looked for, or is there already, by name: a store's kinds.
+            Error::StoreNotFound(_) | Error::CheckpointNotFound { .. } => ErrorKind::StoreNotFound,
+            Error::StoreExists(_) | Error::CheckpointExists { .. } => ErrorKind::StoreExists,
             Error::Storage { source, .. } if access_denied(source) => ErrorKind::NoAccess,
             Error::Storage { .. } | Error::StorageMessage { .. } => ErrorKind::Storage,
             Error::Corrupt { .. } => ErrorKind::Corrupt,

@@ -65,6 +65,11 @@ impl StoreLayout {
         self.store_dir.clone().join("wake.json")
     }
 
+    /// The store's checkpoints, one object each (`docs/SNAPSHOTS.md`, "Checkpoints").
+    pub fn checkpoints_dir(&self) -> Path {
+        self.store_dir.clone().join("checkpoints")
+    }
+
     pub fn snapshots_dir(&self, partition: u32) -> Path {
         self.partition_dir(partition).join("snapshots")
     }

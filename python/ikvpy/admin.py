@@ -1,7 +1,9 @@
-"""Store administration: create a store, run a snapshot pass."""
+"""Store administration: create a store, run a snapshot pass, pin checkpoints."""
 
+import datetime
 import os
-from typing import Dict, List, Optional
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
 
 from ikvpy import _internal
 from ikvpy._validate import int_in, non_blank_str, storage_options as _storage_options
@@ -53,3 +55,70 @@ def run_snapshot(
         raise IKVTypeError(f"force must be a bool, not {type(force).__name__}")
     options = _storage_options(storage_options)
     return list(_internal.run_snapshot(store_name, _url(storage_url), options, force))
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A store pinned as committed at one moment: per partition, the sequence it was at and
+    the snapshot that state builds on. Retention keeps what it needs until it is deleted."""
+
+    name: str
+    created_at: datetime.datetime
+    #: Per partition (in order): (sequence, snapshot it builds on; 0 for none).
+    partitions: Tuple[Tuple[int, int], ...]
+
+
+def _checkpoint(raw: Tuple[str, int, List[Tuple[int, int]]]) -> Checkpoint:
+    name, created_ms, pins = raw
+    created = datetime.datetime.fromtimestamp(created_ms / 1000, tz=datetime.timezone.utc)
+    return Checkpoint(name, created, tuple((int(s), int(b)) for s, b in pins))
+
+
+def create_checkpoint(
+    store_name: str,
+    name: str,
+    storage_url: Optional[str] = None,
+    storage_options: Optional[Dict[str, str]] = None,
+) -> Checkpoint:
+    """Pins ``store_name`` as committed now under ``name`` (1 to 128 of ``A-Z a-z 0-9 . _ -``).
+    An existing checkpoint of that name raises StoreExistsError and is not touched. Read it with
+    :func:`ikvpy.ray.read_ikv` (``checkpoint=name``)."""
+    non_blank_str(store_name, "store_name")
+    non_blank_str(name, "name")
+    return _checkpoint(_internal.create_checkpoint(store_name, name, _url(storage_url), _storage_options(storage_options)))
+
+
+def list_checkpoints(
+    store_name: str,
+    storage_url: Optional[str] = None,
+    storage_options: Optional[Dict[str, str]] = None,
+) -> List[Checkpoint]:
+    """The store's checkpoints, by name."""
+    non_blank_str(store_name, "store_name")
+    raw = _internal.list_checkpoints(store_name, _url(storage_url), _storage_options(storage_options))
+    return [_checkpoint(c) for c in raw]
+
+
+def get_checkpoint(
+    store_name: str,
+    name: str,
+    storage_url: Optional[str] = None,
+    storage_options: Optional[Dict[str, str]] = None,
+) -> Checkpoint:
+    """Checkpoint ``name``; StoreNotFoundError (naming the checkpoint) when there is none."""
+    non_blank_str(store_name, "store_name")
+    non_blank_str(name, "name")
+    raw = _internal.list_checkpoints(store_name, _url(storage_url), _storage_options(storage_options), name)
+    return _checkpoint(raw[0])
+
+
+def delete_checkpoint(
+    store_name: str,
+    name: str,
+    storage_url: Optional[str] = None,
+    storage_options: Optional[Dict[str, str]] = None,
+) -> None:
+    """Deletes checkpoint ``name``: what only it kept becomes retention's to reclaim."""
+    non_blank_str(store_name, "store_name")
+    non_blank_str(name, "name")
+    _internal.delete_checkpoint(store_name, name, _url(storage_url), _storage_options(storage_options))

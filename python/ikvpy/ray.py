@@ -160,14 +160,15 @@ class IKVFeatureLookup:
 def _read_partition(
     store_name: str,
     partition: int,
-    upto: int,
+    point: Tuple[int, Optional[int]],
     fields: List[str],
     storage_url: str,
     storage_options: Optional[Dict[str, str]],
     batch_size: int,
 ) -> Iterable[pa.Table]:
+    upto, snapshot = point
     read = _internal.NativePartitionRead(
-        store_name, partition, upto, fields, storage_url, storage_options, batch_size
+        store_name, partition, upto, fields, storage_url, storage_options, batch_size, snapshot
     )
     while True:
         batch = read.next_batch()
@@ -177,22 +178,23 @@ def _read_partition(
 
 
 class IKVDatasource(Datasource):
-    """A store's documents as committed at ``tips`` (one sequence per partition), read from the
-    bucket: the ``_ikv_key`` column, then one column per field in ``field_names`` (typed by its
-    values; a field absent from a whole batch is a null column). One read task per partition."""
+    """A store's documents as committed at ``points`` (per partition, a sequence and the
+    snapshot to start from, ``None`` for the newest at or below it), read from the bucket: the
+    ``_ikv_key`` column, then one column per field in ``field_names`` (typed by its values; a
+    field absent from a whole batch is a null column). One read task per partition."""
 
     def __init__(
         self,
         store_name: str,
         field_names: Sequence[str],
-        tips: Sequence[int],
+        points: Sequence[Tuple[int, Optional[int]]],
         storage_url: str,
         storage_options: Optional[Dict[str, str]] = None,
         batch_size: int = 65536,
     ) -> None:
         self.store_name = store_name
         self.field_names = list(field_names)
-        self.tips = list(tips)
+        self.points = list(points)
         self.storage_url = storage_url
         self.storage_options = storage_options
         self.batch_size = batch_size
@@ -205,8 +207,8 @@ class IKVDatasource(Datasource):
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: Optional[int] = None, data_context: Any = None) -> List[ReadTask]:
         tasks = []
-        for partition, upto in enumerate(self.tips):
-            args = (self.store_name, partition, upto, self.field_names, self.storage_url, self.storage_options, self.batch_size)
+        for partition, point in enumerate(self.points):
+            args = (self.store_name, partition, point, self.field_names, self.storage_url, self.storage_options, self.batch_size)
             metadata = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=None)
             tasks.append(ReadTask(lambda args=args: _read_partition(*args), metadata))
         return tasks
@@ -219,20 +221,28 @@ def read_ikv(
     storage_url: Optional[str] = None,
     storage_options: Optional[Dict[str, str]] = None,
     batch_size: int = 65536,
+    checkpoint: Optional[str] = None,
 ) -> "ray.data.Dataset":
     """Every live document of ``store_name`` as a Ray Dataset, read straight from the bucket
     (no mount): consistent at each partition's tip when this is called (later writes are not
-    in it, however late the tasks run). ``field_names`` are the columns after ``_ikv_key``.
-    A partition with an import committed after its newest snapshot is refused by name: run a
-    snapshot pass first."""
+    in it, however late the tasks run), or at ``checkpoint`` (made by
+    :func:`ikvpy.admin.create_checkpoint`) whatever was written and compacted since.
+    ``field_names`` are the columns after ``_ikv_key``. A partition with an import committed
+    after the snapshot its read starts from is refused by name: run a snapshot pass first (a
+    checkpoint made after that pass then reads it)."""
     store_name = non_blank_str(store_name, "store_name")
     fields = [non_blank_str(f, "field name") for f in field_names]
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     url = bulk._url(storage_url)
     options = _storage_options(storage_options)
-    tips = _internal.store_tips(store_name, url, options)
+    if checkpoint is None:
+        points: List[Tuple[int, Optional[int]]] = [(t, None) for t in _internal.store_tips(store_name, url, options)]
+    else:
+        name = non_blank_str(checkpoint, "checkpoint")
+        (_, _, pins), = _internal.list_checkpoints(store_name, url, options, name)
+        points = [(sequence, snapshot) for sequence, snapshot in pins]
     return ray.data.read_datasource(
-        IKVDatasource(store_name, fields, tips, url, options, batch_size),
-        override_num_blocks=len(tips),
+        IKVDatasource(store_name, fields, points, url, options, batch_size),
+        override_num_blocks=len(points),
     )

@@ -6,7 +6,8 @@ use std::sync::Mutex;
 
 use ikv_core::bucket::{discover_tip, load_config};
 use ikv_core::{Storage, StoreConfig, StoreLayout, ValueRef};
-use ikv_snapshot::state::{DocBatches, read_partition};
+use ikv_snapshot::checkpoint::Checkpoint;
+use ikv_snapshot::state::{DocBatches, ReadPoint, read_partition};
 use pyo3::prelude::*;
 
 use crate::arrow::{ArrowBatch, BatchBuilder};
@@ -42,6 +43,101 @@ pub fn store_tips(
     .map_err(to_py)
 }
 
+fn open_storage(url: &str, options: Option<BTreeMap<String, String>>) -> PyResult<Storage> {
+    Storage::open(url, &crate::convert::storage_options(options)).map_err(to_py)
+}
+
+/// A checkpoint as Python's admin module builds it: (name, created at in ms, per partition
+/// (sequence, snapshot)).
+type CheckpointTuple = (String, u64, Vec<(u64, u64)>);
+
+fn as_tuple(c: Checkpoint) -> CheckpointTuple {
+    let pins = c
+        .partitions
+        .iter()
+        .map(|p| (p.sequence, p.snapshot))
+        .collect();
+    (c.name, c.created_at_ms, pins)
+}
+
+/// Pins the store as committed now under `name`.
+#[pyfunction]
+#[pyo3(signature = (store_name, name, storage_url, storage_options=None))]
+pub fn create_checkpoint(
+    py: Python<'_>,
+    store_name: String,
+    name: String,
+    storage_url: String,
+    storage_options: Option<BTreeMap<String, String>>,
+) -> PyResult<CheckpointTuple> {
+    let storage = open_storage(&storage_url, storage_options)?;
+    let rt = runtime()?;
+    let now = ikv_core::clock::wall_time();
+    py.detach(|| {
+        rt.block_on(ikv_snapshot::checkpoint::create_checkpoint(
+            &storage,
+            &store_name,
+            &name,
+            now,
+        ))
+    })
+    .map(as_tuple)
+    .map_err(to_py)
+}
+
+/// The store's checkpoints, by name; or only `name`'s (an error when it does not exist).
+#[pyfunction]
+#[pyo3(signature = (store_name, storage_url, storage_options=None, name=None))]
+pub fn list_checkpoints(
+    py: Python<'_>,
+    store_name: String,
+    storage_url: String,
+    storage_options: Option<BTreeMap<String, String>>,
+    name: Option<String>,
+) -> PyResult<Vec<CheckpointTuple>> {
+    let storage = open_storage(&storage_url, storage_options)?;
+    let rt = runtime()?;
+    py.detach(|| {
+        rt.block_on(async {
+            match name {
+                Some(name) => {
+                    ikv_snapshot::checkpoint::load_checkpoint(&storage, &store_name, &name)
+                        .await
+                        .map(|c| vec![c])
+                }
+                None => {
+                    load_config(&storage, &store_name).await?;
+                    ikv_snapshot::checkpoint::list_checkpoints(&storage, &store_name).await
+                }
+            }
+        })
+    })
+    .map(|all| all.into_iter().map(as_tuple).collect())
+    .map_err(to_py)
+}
+
+/// Deletes checkpoint `name` (an error when it does not exist).
+#[pyfunction]
+#[pyo3(signature = (store_name, name, storage_url, storage_options=None))]
+pub fn delete_checkpoint(
+    py: Python<'_>,
+    store_name: String,
+    name: String,
+    storage_url: String,
+    storage_options: Option<BTreeMap<String, String>>,
+) -> PyResult<()> {
+    let storage = open_storage(&storage_url, storage_options)?;
+    let rt = runtime()?;
+    py.detach(|| {
+        rt.block_on(ikv_snapshot::checkpoint::delete_checkpoint(
+            &storage,
+            &store_name,
+            &name,
+        ))
+    })
+    .map_err(to_py)
+}
+
 /// One partition's documents as committed up to a sequence, in key order, as Arrow batches.
 #[pyclass(module = "ikvpy._internal")]
 pub struct NativePartitionRead {
@@ -52,7 +148,7 @@ pub struct NativePartitionRead {
 #[pymethods]
 impl NativePartitionRead {
     #[new]
-    #[pyo3(signature = (store_name, partition, upto, field_names, storage_url, storage_options=None, batch_size=65536))]
+    #[pyo3(signature = (store_name, partition, upto, field_names, storage_url, storage_options=None, batch_size=65536, snapshot=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -63,6 +159,7 @@ impl NativePartitionRead {
         storage_url: String,
         storage_options: Option<BTreeMap<String, String>>,
         batch_size: usize,
+        snapshot: Option<u64>,
     ) -> PyResult<NativePartitionRead> {
         if batch_size == 0 {
             return Err(raise(
@@ -91,7 +188,13 @@ impl NativePartitionRead {
         }
         let batches = {
             let _entered = rt.enter();
-            read_partition(storage, config, partition, upto, batch_size)
+            read_partition(
+                storage,
+                config,
+                partition,
+                ReadPoint { upto, snapshot },
+                batch_size,
+            )
         };
         Ok(NativePartitionRead {
             fields: field_names,

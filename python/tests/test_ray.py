@@ -131,3 +131,53 @@ def test_read_ikv_refuses_bad_arguments_and_an_uncompacted_import(cluster, local
     admin.run_snapshot("imp", storage_url=local_storage.url)
     got = {bytes(r["_ikv_key"]).decode(): r["v"] for r in read_ikv("imp", ["v"], storage_url=local_storage.url).take_all()}
     assert got == {"a": 1, "b": 2, "c": 3}
+
+
+def test_read_ikv_at_a_checkpoint_after_more_writes_and_passes(cluster, local_storage, tmp_path: pathlib.Path) -> None:
+    from ikvpy.errors import IKVValueError, StoreExistsError, StoreNotFoundError
+
+    url = local_storage.url
+    admin.create_store("ck", "id", num_partitions=2, storage_url=url)
+    options = (
+        ClientOptionsBuilder().with_store_name("ck").with_storage_url(url)
+        .with_mount_directory(str(tmp_path / "unused")).build()
+    )
+    now = {}
+    with create_new_writer(options) as writer:
+        writer.upsert_fields_batch([_doc(f"k{i:04}", age=i) for i in range(600)])
+        now.update({f"k{i:04}": i for i in range(600)})
+        admin.run_snapshot("ck", storage_url=url)
+        for i in range(0, 600, 7):
+            writer.upsert_fields(_doc(f"k{i:04}", age=-i))
+            now[f"k{i:04}"] = -i
+        checkpoint = admin.create_checkpoint("ck", "train-v1", storage_url=url)
+        pinned = dict(now)
+        for i in range(0, 600, 5):
+            writer.delete_document(_doc(f"k{i:04}"))
+            now.pop(f"k{i:04}")
+        writer.upsert_fields(_doc("k9999", age=9999))
+        now["k9999"] = 9999
+        admin.run_snapshot("ck", storage_url=url)
+        writer.upsert_fields(_doc("k0001", age=111))
+        now["k0001"] = 111
+        admin.run_snapshot("ck", storage_url=url)
+    assert checkpoint.name == "train-v1" and len(checkpoint.partitions) == 2
+    assert admin.list_checkpoints("ck", storage_url=url) == [checkpoint]
+    assert admin.get_checkpoint("ck", "train-v1", storage_url=url) == checkpoint
+
+    def read(**kwargs):
+        rows = read_ikv("ck", ["age"], storage_url=url, **kwargs).take_all()
+        return {bytes(r["_ikv_key"]).decode(): r["age"] for r in rows}
+
+    assert read(checkpoint="train-v1") == pinned
+    assert read() == now
+    with pytest.raises(StoreExistsError, match="train-v1"):
+        admin.create_checkpoint("ck", "train-v1", storage_url=url)
+    with pytest.raises(IKVValueError, match="checkpoint name"):
+        admin.create_checkpoint("ck", "a/b", storage_url=url)
+    with pytest.raises(StoreNotFoundError, match="no checkpoint"):
+        read_ikv("ck", ["age"], storage_url=url, checkpoint="nope")
+    admin.delete_checkpoint("ck", "train-v1", storage_url=url)
+    assert admin.list_checkpoints("ck", storage_url=url) == []
+    with pytest.raises(StoreNotFoundError):
+        admin.delete_checkpoint("ck", "train-v1", storage_url=url)

@@ -4,6 +4,7 @@
 
 #[cfg(feature = "args")]
 pub mod args;
+pub mod checkpoint;
 mod columnar;
 pub mod compact;
 mod fetch;

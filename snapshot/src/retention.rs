@@ -8,7 +8,9 @@
 //!   so it stops being visible before its files go;
 //! - files no manifest references (crashed or lost compactor runs) are deleted once older
 //!   than `W`;
-//! - a snapshot a kept layer is stacked on is kept with it, whatever its age.
+//! - a snapshot a kept layer is stacked on is kept with it, whatever its age;
+//! - a checkpoint keeps the snapshot it builds on (with its stack) and every delta above the
+//!   lowest such snapshot, until it is deleted (`checkpoint.rs`).
 //!
 //! Guarantee to readers: a reader that has applied sequence `a` and polled within `W` finds
 //! delta `a + 1` (or newer deltas) still there; one that has not polled for longer than `W`
@@ -166,7 +168,21 @@ pub async fn apply_retention(
         .filter(|(i, _)| older_than(&committed[i - 1].1, now, retention))
         .map(|(_, (seq, _))| *seq)
         .collect();
+    // Checkpoints keep the snapshots they build on, with their stacks, and every delta above
+    // the lowest of them.
+    let pins = crate::checkpoint::pins(storage, layout, partition).await?;
     let mut needed: BTreeSet<u64> = BTreeSet::new();
+    if pins.keep_all {
+        needed.extend(committed.iter().map(|(s, _)| *s));
+    }
+    for seq in &pins.snapshots {
+        needed.insert(*seq);
+        match manifests.get(seq) {
+            Some(Some(m)) => needed.extend(m.stacked_on.iter().copied()),
+            Some(None) => needed.extend(committed.iter().map(|(s, _)| *s).filter(|s| s < seq)),
+            None => {}
+        }
+    }
     for (seq, _) in &committed {
         if deletable.contains(seq) {
             continue;
@@ -229,7 +245,12 @@ pub async fn apply_retention(
         .collect();
     let mut covered: Vec<&(u64, ObjectMeta)> = log
         .iter()
-        .filter(|(seq, m)| *seq <= newest && older_than(m, now, retention))
+        .filter(|(seq, m)| {
+            *seq <= newest
+                && older_than(m, now, retention)
+                && !pins.keep_all
+                && pins.lowest.is_none_or(|lowest| *seq <= lowest)
+        })
         .collect();
     covered.sort_by_key(|(seq, _)| *seq);
     let mut deleted = BTreeSet::new();

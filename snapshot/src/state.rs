@@ -20,19 +20,28 @@ use crate::rows::SnapshotDoc;
 /// Batches of documents, sent as they are resolved; an error ends the stream.
 pub type DocBatches = mpsc::Receiver<Result<Vec<SnapshotDoc>>>;
 
-/// Starts reading partition `partition` as committed up to `upto` on the current runtime,
+/// Where a read starts and ends in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPoint {
+    /// The state after deltas 1..=upto.
+    pub upto: u64,
+    /// The snapshot to start from (0: none); `None`: the newest at or below `upto`.
+    pub snapshot: Option<u64>,
+}
+
+/// Starts reading partition `partition` as committed at `at` on the current runtime,
 /// `batch_rows` documents a batch (at most two batches wait for the consumer).
 pub fn read_partition(
     storage: Storage,
     config: StoreConfig,
     partition: u32,
-    upto: u64,
+    at: ReadPoint,
     batch_rows: usize,
 ) -> DocBatches {
     let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
         let failed = tx.clone();
-        if let Err(e) = send_partition(&storage, &config, partition, upto, batch_rows, tx).await {
+        if let Err(e) = send_partition(&storage, &config, partition, at, batch_rows, tx).await {
             let _ = failed.send(Err(e)).await;
         }
     });
@@ -43,17 +52,37 @@ async fn send_partition(
     storage: &Storage,
     config: &StoreConfig,
     partition: u32,
-    upto: u64,
+    at: ReadPoint,
     batch_rows: usize,
     tx: mpsc::Sender<Result<Vec<SnapshotDoc>>>,
 ) -> Result<()> {
+    let upto = at.upto;
     let layout = StoreLayout::new(&storage.prefix, &config.store_name)?;
     let what = || format!("partition {partition} of store {:?}", config.store_name);
-    // The newest snapshot at or below `upto`.
-    let seqs = ikv_core::bucket::list_snapshot_seqs(storage, &layout, partition).await?;
-    let snapshot = match seqs.iter().rev().find(|s| **s <= upto) {
-        Some(seq) => Manifest::load(storage, &layout, partition, *seq).await?,
-        None => None,
+    // The snapshot named, or the newest at or below `upto`.
+    let snapshot = match at.snapshot {
+        Some(0) => None,
+        Some(seq) if seq > upto => {
+            return Err(Error::InvalidOperation(format!(
+                "snapshot {seq} is past sequence {upto} in {}",
+                what()
+            )));
+        }
+        Some(seq) => Some(
+            Manifest::load(storage, &layout, partition, seq)
+                .await?
+                .ok_or_else(|| Error::Corrupt {
+                    what: what(),
+                    reason: format!("snapshot {seq} is gone"),
+                })?,
+        ),
+        None => {
+            let seqs = ikv_core::bucket::list_snapshot_seqs(storage, &layout, partition).await?;
+            match seqs.iter().rev().find(|s| **s <= upto) {
+                Some(seq) => Manifest::load(storage, &layout, partition, *seq).await?,
+                None => None,
+            }
+        }
     };
     let from = snapshot.as_ref().map_or(0, |m| m.sequence);
     let (deltas, _) = deltas_after(storage, &layout, partition, from).await?;
