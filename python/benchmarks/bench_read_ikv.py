@@ -19,29 +19,10 @@ import pyarrow.parquet as pq
 import ray
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import bench_processes  # noqa: E402
+from bench_scale import change_one_percent  # noqa: E402
 from import_data import PARTITIONS, parquet_file  # noqa: E402
 
-from ikvpy.document import IKVDocumentBuilder  # noqa: E402
-from ikvpy.factory import create_new_writer  # noqa: E402
 from ikvpy.ray import read_ikv  # noqa: E402
-
-
-def change_one_percent(root: str, docs: int) -> int:
-    """Rewrites field f1 (a string, as imported) of every 100th document."""
-    changed = 0
-    with create_new_writer(bench_processes.options(root)) as writer:
-        batch = []
-        for i in range(0, docs, 100):
-            batch.append(IKVDocumentBuilder().put_string_field("id", bench_processes.key(i)).put_string_field("f1", "changed").build())
-            if len(batch) == 20_000:
-                writer.upsert_fields_batch(batch)
-                changed += len(batch)
-                batch = []
-        if batch:
-            writer.upsert_fields_batch(batch)
-            changed += len(batch)
-    return changed
 
 
 def main() -> None:
@@ -55,7 +36,7 @@ def main() -> None:
     run("create-store", "--store", "bench", "--primary-key", "id", "--partitions", str(PARTITIONS))
     run("import", "--store", "bench", "--parquet", str(parquet_file(docs)))
     run("snapshot", "--store", "bench", "--force")
-    changed = change_one_percent(root, docs)
+    changed, _ = change_one_percent(root, docs, as_string=True)
     values = docs * 3
 
     files = sorted(glob.glob(f"{root}/bucket/bench/p*/snapshots/*/*/*.parquet"))

@@ -79,14 +79,16 @@ def load_lmdb(source: pathlib.Path, path: str) -> float:
     return time.perf_counter() - t
 
 
-def change_one_percent(root: str, docs: int) -> tuple:
-    """Rewrites field f1 of every 100th document; returns (documents, seconds)."""
+def change_one_percent(root: str, docs: int, as_string: bool = False) -> tuple:
+    """Rewrites field f1 of every 100th document (as bytes, or as the string the import wrote
+    when `as_string`); returns (documents, seconds)."""
     changed = 0
     t = time.perf_counter()
     with create_new_writer(bench_processes.options(root)) as writer:
         batch = []
         for i in range(0, docs, 100):
-            b = IKVDocumentBuilder().put_string_field("id", bench_processes.key(i)).put_bytes_field("f1", b"changed")
+            b = IKVDocumentBuilder().put_string_field("id", bench_processes.key(i))
+            b = b.put_string_field("f1", "changed") if as_string else b.put_bytes_field("f1", b"changed")
             batch.append(b.build())
             if len(batch) == 20_000:
                 writer.upsert_fields_batch(batch)

@@ -22,6 +22,20 @@ def typed(field_type: str, value):
     return value
 
 
+def assert_documents(got: dict, expected: dict) -> None:
+    """Every expected document is in `got` with the same fields, types and values."""
+    for key, doc in expected.items():
+        assert key in got, f"missing document {key}"
+        for field, (t, v) in doc.items():
+            gt, gv = got[key][field]
+            assert gt == t, (key, field, gt, t)
+            if t == "float64":
+                assert math.isclose(gv, v, rel_tol=0, abs_tol=0) or gv == v, (key, field, gv, v)
+            else:
+                assert gv == v, (key, field, gv, v)
+        assert set(got[key]) == set(doc), (key, sorted(got[key]), sorted(doc))
+
+
 def main() -> None:
     snapshot_dir = pathlib.Path(sys.argv[1])
     expected = json.loads(pathlib.Path(sys.argv[2]).read_text())
@@ -42,16 +56,7 @@ def main() -> None:
                 assert c["field"] not in doc, f"{key}: field {c['field']} in two columns"
                 doc[c["field"]] = [c["field_type"], typed(c["field_type"], v)]
         got[key] = doc
-    for key, doc in expected.items():
-        assert key in got, f"missing document {key}"
-        for field, (t, v) in doc.items():
-            gt, gv = got[key][field]
-            assert gt == t, (key, field, gt, t)
-            if t == "float64":
-                assert math.isclose(gv, v, rel_tol=0, abs_tol=0) or gv == v, (key, field, gv, v)
-            else:
-                assert gv == v, (key, field, gv, v)
-        assert set(got[key]) == set(doc), (key, sorted(got[key]), sorted(doc))
+    assert_documents(got, expected)
 
     # pandas: the same rows, keys sorted.
     frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)

@@ -33,16 +33,11 @@ pub async fn force_snapshot(
     config: &ikv_core::StoreConfig,
     partition: u32,
 ) -> ikv_core::Result<ikv_snapshot::PartitionOutcome> {
-    let options = ikv_snapshot::SnapshotOptions {
-        force: true,
-        ..ikv_snapshot::SnapshotOptions::default()
-    };
-    ikv_snapshot::snapshot_partition(
+    forced_pass(
         storage,
         config,
         partition,
-        &options,
-        std::time::SystemTime::now(),
+        ikv_snapshot::Layering::default(),
     )
     .await
 }
@@ -54,12 +49,22 @@ pub async fn force_full_snapshot(
     config: &ikv_core::StoreConfig,
     partition: u32,
 ) -> ikv_core::Result<ikv_snapshot::PartitionOutcome> {
+    let full = ikv_snapshot::Layering {
+        max_layers: 0,
+        ..ikv_snapshot::Layering::default()
+    };
+    forced_pass(storage, config, partition, full).await
+}
+
+async fn forced_pass(
+    storage: &Storage,
+    config: &ikv_core::StoreConfig,
+    partition: u32,
+    layering: ikv_snapshot::Layering,
+) -> ikv_core::Result<ikv_snapshot::PartitionOutcome> {
     let options = ikv_snapshot::SnapshotOptions {
         force: true,
-        layering: ikv_snapshot::Layering {
-            max_layers: 0,
-            ..ikv_snapshot::Layering::default()
-        },
+        layering,
         ..ikv_snapshot::SnapshotOptions::default()
     };
     ikv_snapshot::snapshot_partition(
