@@ -28,6 +28,7 @@ partition's tip when it is called::
     ds = read_ikv("users", ["age", "city"], storage_url="s3://bucket/ikv")
 """
 
+import datetime
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
@@ -222,6 +223,7 @@ def read_ikv(
     storage_options: Optional[Dict[str, str]] = None,
     batch_size: int = 65536,
     checkpoint: Optional[str] = None,
+    as_of: Optional[datetime.datetime] = None,
 ) -> "ray.data.Dataset":
     """Every live document of ``store_name`` as a Ray Dataset, read straight from the bucket
     (no mount): consistent at each partition's tip when this is called (later writes are not
@@ -236,8 +238,17 @@ def read_ikv(
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     url = bulk._url(storage_url)
     options = _storage_options(storage_options)
-    if checkpoint is None:
-        points: List[Tuple[int, Optional[int]]] = [(t, None) for t in _internal.store_tips(store_name, url, options)]
+    if checkpoint is not None and as_of is not None:
+        raise ValueError("read_ikv takes a checkpoint or as_of, not both")
+    if as_of is not None:
+        if not isinstance(as_of, datetime.datetime) or as_of.tzinfo is None:
+            raise TypeError(f"as_of must be a timezone-aware datetime, not {as_of!r}")
+        millis = int(as_of.timestamp() * 1000)
+        if millis < 0:
+            raise ValueError(f"as_of {as_of} is before 1970")
+        points: List[Tuple[int, Optional[int]]] = list(_internal.points_as_of(store_name, millis, url, options))
+    elif checkpoint is None:
+        points = [(t, None) for t in _internal.store_tips(store_name, url, options)]
     else:
         name = non_blank_str(checkpoint, "checkpoint")
         (_, _, pins), = _internal.list_checkpoints(store_name, url, options, name)

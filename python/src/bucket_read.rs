@@ -138,6 +138,33 @@ pub fn delete_checkpoint(
     .map_err(to_py)
 }
 
+/// Per partition, (sequence, snapshot) committed at or before `time_ms` (ms since the epoch).
+#[pyfunction]
+#[pyo3(signature = (store_name, time_ms, storage_url, storage_options=None))]
+pub fn points_as_of(
+    py: Python<'_>,
+    store_name: String,
+    time_ms: u64,
+    storage_url: String,
+    storage_options: Option<BTreeMap<String, String>>,
+) -> PyResult<Vec<(u64, Option<u64>)>> {
+    let storage = open_storage(&storage_url, storage_options)?;
+    let rt = runtime()?;
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(time_ms);
+    py.detach(|| {
+        rt.block_on(async {
+            let config = load_config(&storage, &store_name).await?;
+            let mut points = Vec::with_capacity(config.num_partitions as usize);
+            for p in 0..config.num_partitions {
+                let at = ikv_snapshot::state::point_as_of(&storage, &store_name, p, time).await?;
+                points.push((at.upto, at.snapshot));
+            }
+            Ok(points)
+        })
+    })
+    .map_err(to_py)
+}
+
 /// One partition's documents as committed up to a sequence, in key order, as Arrow batches.
 #[pyclass(module = "ikvpy._internal")]
 pub struct NativePartitionRead {

@@ -172,6 +172,7 @@ fn _internal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<arrow::ArrowBatch>()?;
     m.add_class::<bucket_read::NativePartitionRead>()?;
     m.add_function(wrap_pyfunction!(bucket_read::store_tips, m)?)?;
+    m.add_function(wrap_pyfunction!(bucket_read::points_as_of, m)?)?;
     m.add_function(wrap_pyfunction!(bucket_read::create_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(bucket_read::list_checkpoints, m)?)?;
     m.add_function(wrap_pyfunction!(bucket_read::delete_checkpoint, m)?)?;

@@ -181,3 +181,40 @@ def test_read_ikv_at_a_checkpoint_after_more_writes_and_passes(cluster, local_st
     assert admin.list_checkpoints("ck", storage_url=url) == []
     with pytest.raises(StoreNotFoundError):
         admin.delete_checkpoint("ck", "train-v1", storage_url=url)
+
+
+def test_read_ikv_as_of_a_time_reads_what_was_committed_by_then(cluster, local_storage, tmp_path: pathlib.Path) -> None:
+    import datetime
+    import time
+
+    url = local_storage.url
+    admin.create_store("asof", "id", num_partitions=2, storage_url=url)
+    options = (
+        ClientOptionsBuilder().with_store_name("asof").with_storage_url(url)
+        .with_mount_directory(str(tmp_path / "unused")).build()
+    )
+    with create_new_writer(options) as writer:
+        for i in range(40):
+            writer.upsert_fields(_doc(f"k{i:02}", age=i))
+        admin.run_snapshot("asof", storage_url=url)
+        writer.upsert_fields(_doc("k00", age=100))
+        time.sleep(0.05)
+        then = datetime.datetime.now(datetime.timezone.utc)
+        time.sleep(0.05)
+        writer.upsert_fields(_doc("k01", age=101))
+        writer.delete_document(_doc("k02"))
+    expected = {f"k{i:02}": i for i in range(40)}
+    expected["k00"] = 100
+
+    def read(**kwargs):
+        rows = read_ikv("asof", ["age"], storage_url=url, **kwargs).take_all()
+        return {bytes(r["_ikv_key"]).decode(): r["age"] for r in rows}
+
+    assert read(as_of=then) == expected
+    assert read(as_of=datetime.datetime(1971, 1, 1, tzinfo=datetime.timezone.utc)) == {}
+    now = read()
+    assert now["k01"] == 101 and "k02" not in now
+    with pytest.raises(TypeError, match="timezone-aware"):
+        read_ikv("asof", ["age"], storage_url=url, as_of=datetime.datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="not both"):
+        read_ikv("asof", ["age"], storage_url=url, as_of=then, checkpoint="x")

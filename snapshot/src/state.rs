@@ -29,6 +29,47 @@ pub struct ReadPoint {
     pub snapshot: Option<u64>,
 }
 
+/// The point of `partition` committed at or before `time`: the highest sequence whose delta
+/// was written by then (a delta's write time is its object's modification time; sequence order
+/// is commit order). Within retention only: when the deltas written by then are gone, a state
+/// that old cannot be told and the error says so; when every delta was written later (and
+/// the log still starts at 1), the partition was empty.
+pub async fn point_as_of(
+    storage: &Storage,
+    store: &str,
+    partition: u32,
+    time: std::time::SystemTime,
+) -> Result<ReadPoint> {
+    let layout = StoreLayout::new(&storage.prefix, store)?;
+    let deltas = ikv_core::bucket::list_deltas(storage, &layout, partition).await?;
+    let written_by =
+        |m: &ikv_core::bucket::ObjectMeta| std::time::SystemTime::from(m.last_modified) <= time;
+    match deltas.iter().rev().find(|(_, m)| written_by(m)) {
+        Some((seq, _)) => Ok(ReadPoint {
+            upto: *seq,
+            snapshot: None,
+        }),
+        // Nothing written by then: empty, if the log still starts at the first delta (or
+        // nothing was ever written); otherwise retention took what would tell.
+        None if match deltas.first() {
+            Some((first, _)) => *first == 1,
+            None => ikv_core::bucket::list_snapshot_seqs(storage, &layout, partition)
+                .await?
+                .is_empty(),
+        } =>
+        {
+            Ok(ReadPoint {
+                upto: 0,
+                snapshot: Some(0),
+            })
+        }
+        None => Err(Error::InvalidOperation(format!(
+            "partition {partition} of store {store:?} at that time is no longer in the bucket: no delta written by then is left (retention removed them; the oldest left is {:?})",
+            deltas.first().map(|(s, _)| *s)
+        ))),
+    }
+}
+
 /// Starts reading partition `partition` as committed at `at` on the current runtime,
 /// `batch_rows` documents a batch (at most two batches wait for the consumer).
 pub fn read_partition(
@@ -85,6 +126,18 @@ async fn send_partition(
         }
     };
     let from = snapshot.as_ref().map_or(0, |m| m.sequence);
+    // Retention removed the deltas right after the snapshot: that state is gone (a hole
+    // higher up is corruption, which `deltas_after` names).
+    let listed = ikv_core::bucket::list_deltas(storage, &layout, partition).await?;
+    let next = listed.iter().map(|(s, _)| *s).find(|s| *s > from);
+    if from < upto && next.is_none_or(|first| first > from + 1) {
+        let last_gone = next.map_or(upto, |first| (first - 1).min(upto));
+        return Err(Error::InvalidOperation(format!(
+            "{}'s state at {upto} is no longer in the bucket: it builds on snapshot {from}, and deltas {} to {last_gone} are gone (retention removed them, or they were never committed)",
+            what(),
+            from + 1,
+        )));
+    }
     let (deltas, _) = deltas_after(storage, &layout, partition, from).await?;
     let deltas: Vec<_> = deltas.into_iter().filter(|(s, _)| *s <= upto).collect();
     if deltas.last().map_or(from, |(s, _)| *s) < upto {

@@ -12,7 +12,7 @@ use ikv_core::{Error, ErrorKind, Storage, StoreConfig, StoreLayout};
 use ikv_snapshot::checkpoint::{
     create_checkpoint, delete_checkpoint, list_checkpoints, load_checkpoint,
 };
-use ikv_snapshot::state::{ReadPoint, read_partition};
+use ikv_snapshot::state::{ReadPoint, point_as_of, read_partition};
 use ikv_snapshot::{Layering, Retention, SnapshotOptions, apply_retention, snapshot_partition};
 use ikv_tests::fixture::local_store;
 use ikv_tests::model::Model;
@@ -212,6 +212,23 @@ fn a_checkpoint_reads_back_as_it_was_after_writes_passes_and_retention() {
         };
         let err = rt.block_on(read_at(storage, config, p, at)).unwrap_err();
         assert!(err.to_string().contains("is gone"), "{err}");
+        // Nor can a time that early be told any more: its deltas are gone too.
+        let early = SystemTime::UNIX_EPOCH + Duration::from_secs(86_400);
+        let err = rt
+            .block_on(point_as_of(storage, "pinned", p, early))
+            .unwrap_err();
+        assert!(err.to_string().contains("no longer in the bucket"), "{err}");
+        // A point whose snapshot is gone and whose deltas were reclaimed is refused by name.
+        let newest = *snapshots.last().unwrap();
+        let at = ReadPoint {
+            upto: newest,
+            snapshot: Some(0),
+        };
+        let err = rt.block_on(read_at(storage, config, p, at)).unwrap_err();
+        assert!(
+            err.to_string().contains("deltas 1 to"),
+            "{err}"
+        );
     }
     assert!(
         rt.block_on(list_checkpoints(storage, "pinned"))
