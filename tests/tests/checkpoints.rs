@@ -225,10 +225,7 @@ fn a_checkpoint_reads_back_as_it_was_after_writes_passes_and_retention() {
             snapshot: Some(0),
         };
         let err = rt.block_on(read_at(storage, config, p, at)).unwrap_err();
-        assert!(
-            err.to_string().contains("deltas 1 to"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("deltas 1 to"), "{err}");
     }
     assert!(
         rt.block_on(list_checkpoints(storage, "pinned"))
