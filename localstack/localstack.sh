@@ -10,6 +10,10 @@
 #
 # State lives in $IKV_LOCALSTACK_HOME (default: <repo>/.localstack). LocalStack core needs
 # Python 3.13: taken from $IKV_LOCALSTACK_PYTHON, else pyenv's 3.13, else python3.13 on PATH.
+# A second instance (the deployment tests' Step Functions) sets IKV_LOCALSTACK_HOME,
+# IKV_LOCALSTACK_PORT, IKV_LOCALSTACK_SERVICES (default s3,sqs,sns) and IKV_LOCALSTACK_EXTRAS (a
+# further pinned requirements file): the emulator the storage tests use stays without them
+# (Step Functions and its dependencies made its S3 half again slower).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -20,6 +24,8 @@ venv=$home/venv
 pidfile=$home/localstack.pid
 logfile=$home/localstack.log
 port=${IKV_LOCALSTACK_PORT:-4566}
+services=${IKV_LOCALSTACK_SERVICES:-s3,sqs,sns}
+extras=${IKV_LOCALSTACK_EXTRAS:-}
 health=http://127.0.0.1:$port/_localstack/health
 
 find_python() {
@@ -35,12 +41,13 @@ find_python() {
 }
 
 install() {
-  local stamp=$venv/.installed
-  if [ -f "$stamp" ] && cmp -s "$stamp" "$here/requirements.lock"; then return; fi
+  local stamp=$venv/.installed wanted
+  wanted=$(cat "$here/requirements.lock" ${extras:+"$extras"})
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then return; fi
   rm -rf "$venv"
   "$(find_python)" -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.lock"
-  cp "$here/requirements.lock" "$stamp"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.lock" ${extras:+-r "$extras"}
+  printf '%s' "$wanted" >"$stamp"
 }
 
 is_healthy() {
@@ -62,7 +69,7 @@ start() {
   (
     cd "$home"
     OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="$home/fs" XDG_CACHE_HOME="$home/cache" \
-    GATEWAY_LISTEN="127.0.0.1:$port" GATEWAY_SERVER=hypercorn SERVICES=s3,sqs,sns,stepfunctions \
+    GATEWAY_LISTEN="127.0.0.1:$port" GATEWAY_SERVER=hypercorn SERVICES="$services" \
     EAGER_SERVICE_LOADING=1 DNS_ADDRESS=0 DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 \
       setsid "$venv/bin/python" -m localstack.runtime.main >"$logfile" 2>&1 &
     echo $! >"$pidfile"
@@ -88,8 +95,9 @@ stop() {
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$pidfile"
-  # LocalStack keeps object data here whatever FILESYSTEM_ROOT says.
-  rm -rf /tmp/localstack-s3-storage
+  # LocalStack keeps object data here whatever FILESYSTEM_ROOT says (the default instance's:
+  # a second one leaves it to the instance the storage tests use).
+  if [ "$port" = 4566 ]; then rm -rf /tmp/localstack-s3-storage; fi
   echo "localstack: stopped"
 }
 

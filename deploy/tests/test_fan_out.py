@@ -7,17 +7,22 @@ The snapshot function's handling of that payload runs for real in test_lambda_ru
 
 import json
 import os
+import pathlib
+import subprocess
 import time
 import urllib.request
 import uuid
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 import yaml
 
 from test_template import TEMPLATE
 
-ENDPOINT = os.environ.get("IKV_TEST_S3_ENDPOINT", "http://127.0.0.1:4566")
+REPO = pathlib.Path(__file__).resolve().parents[2]
+# A LocalStack of its own, with Step Functions: the storage tests' emulator stays without it.
+PORT = int(os.environ.get("IKV_TEST_STEPFUNCTIONS_PORT", "4599"))
+ENDPOINT = f"http://127.0.0.1:{PORT}"
 # A function that does not exist: each task fails, and is caught per shard.
 MISSING_FUNCTION = "arn:aws:lambda:us-east-1:000000000000:function:ikv-snapshot-missing"
 
@@ -56,14 +61,23 @@ def _sfn(action: str, body: Dict[str, Any]) -> Dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def stepfunctions() -> None:
+def stepfunctions() -> Iterator[None]:
+    env = dict(
+        os.environ,
+        IKV_LOCALSTACK_HOME=str(REPO / ".localstack-stepfunctions"),
+        IKV_LOCALSTACK_PORT=str(PORT),
+        IKV_LOCALSTACK_SERVICES="s3,stepfunctions",
+        IKV_LOCALSTACK_EXTRAS=str(REPO / "localstack" / "requirements-stepfunctions.lock"),
+    )
+    script = str(REPO / "localstack" / "localstack.sh")
+    subprocess.run([script, "start"], env=env, check=True, timeout=900)
     try:
         with urllib.request.urlopen(ENDPOINT + "/_localstack/health", timeout=5) as r:
-            health = json.loads(r.read())
-    except OSError as e:
-        pytest.fail(f"LocalStack is not reachable at {ENDPOINT} ({e}): localstack/localstack.sh start")
-    state = health["services"].get("stepfunctions")
-    assert state in ("running", "available"), f"LocalStack's Step Functions is {state}: localstack/localstack.sh starts it"
+            state = json.loads(r.read())["services"].get("stepfunctions")
+        assert state in ("running", "available"), f"LocalStack's Step Functions is {state}"
+        yield
+    finally:
+        subprocess.run([script, "stop"], env=env, timeout=120)
 
 
 def _run(shards: int, concurrency: int) -> List[Dict[str, Any]]:
