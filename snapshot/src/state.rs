@@ -10,7 +10,6 @@
 use ikv_core::{Error, Result, Storage, StoreConfig, StoreLayout};
 use tokio::sync::mpsc;
 
-use crate::compact::deltas_after;
 use crate::fetch::{DeltaFetcher, Fetched};
 use crate::layer::StackDocs;
 use crate::manifest::Manifest;
@@ -127,7 +126,7 @@ async fn send_partition(
     };
     let from = snapshot.as_ref().map_or(0, |m| m.sequence);
     // Retention removed the deltas right after the snapshot: that state is gone (a hole
-    // higher up is corruption, which `deltas_after` names).
+    // higher up is corruption, named below).
     let listed = ikv_core::bucket::list_deltas(storage, &layout, partition).await?;
     let next = listed.iter().map(|(s, _)| *s).find(|s| *s > from);
     if from < upto && next.is_none_or(|first| first > from + 1) {
@@ -138,8 +137,21 @@ async fn send_partition(
             from + 1,
         )));
     }
-    let (deltas, _) = deltas_after(storage, &layout, partition, from).await?;
-    let deltas: Vec<_> = deltas.into_iter().filter(|(s, _)| *s <= upto).collect();
+    // The deltas after the snapshot, up to the point: dense, or the log is corrupt.
+    let deltas: Vec<_> = listed
+        .into_iter()
+        .filter(|(s, _)| *s > from && *s <= upto)
+        .collect();
+    for (expected, (seq, _)) in (from + 1..).zip(&deltas) {
+        if *seq != expected {
+            return Err(Error::Corrupt {
+                what: format!("log of {}", what()),
+                reason: format!(
+                    "delta {expected} is missing but {seq} exists (snapshot covers {from})"
+                ),
+            });
+        }
+    }
     if deltas.last().map_or(from, |(s, _)| *s) < upto {
         return Err(Error::Corrupt {
             what: what(),
