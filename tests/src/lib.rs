@@ -27,6 +27,19 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// Options of a forced pass that writes a layer whenever the round allows one and the stack
+/// has fewer than `max_layers` (0: always a full snapshot); layer rows are not limited.
+pub fn layered_pass(max_layers: usize) -> ikv_snapshot::SnapshotOptions {
+    ikv_snapshot::SnapshotOptions {
+        force: true,
+        layering: ikv_snapshot::Layering {
+            max_layers,
+            max_rows_percent: 1000,
+        },
+        ..ikv_snapshot::SnapshotOptions::default()
+    }
+}
+
 /// One forced compaction pass over `partition`, now: how the tests make a snapshot.
 pub async fn force_snapshot(
     storage: &Storage,

@@ -173,4 +173,20 @@ impl Workload {
         let n = self.rng.random_range(1..=max);
         (0..n).map(|_| self.operation()).collect()
     }
+
+    /// A batch without store-wide drops: per-key changes only, what a snapshot layer holds (a
+    /// round with a drop writes a full snapshot).
+    pub fn keyed_batch(&mut self, max: usize) -> Vec<Operation> {
+        self.batch(max)
+            .into_iter()
+            .filter(|op| {
+                !matches!(
+                    op,
+                    Operation::DropFieldsByName(_)
+                        | Operation::DropFieldsByNamePrefix(_)
+                        | Operation::DropAllFields
+                )
+            })
+            .collect()
+    }
 }

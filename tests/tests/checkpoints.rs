@@ -13,23 +13,13 @@ use ikv_snapshot::checkpoint::{
     create_checkpoint, delete_checkpoint, list_checkpoints, load_checkpoint,
 };
 use ikv_snapshot::state::{ReadPoint, point_as_of, read_partition};
-use ikv_snapshot::{Layering, Retention, SnapshotOptions, apply_retention, snapshot_partition};
+use ikv_snapshot::{Retention, apply_retention, snapshot_partition};
 use ikv_tests::fixture::local_store;
+use ikv_tests::layered_pass;
 use ikv_tests::model::Model;
 use ikv_tests::model_check::write_and_record;
 use ikv_tests::random_ops::{PRIMARY_KEY, Workload};
 use ikv_writer::{Writer, WriterOptions};
-
-fn pass_options(max_layers: usize) -> SnapshotOptions {
-    SnapshotOptions {
-        force: true,
-        layering: Layering {
-            max_layers,
-            max_rows_percent: 1000,
-        },
-        ..SnapshotOptions::default()
-    }
-}
 
 async fn read_at(
     storage: &Storage,
@@ -72,7 +62,7 @@ fn a_checkpoint_reads_back_as_it_was_after_writes_passes_and_retention() {
             storage,
             config,
             p,
-            &pass_options(0),
+            &layered_pass(0),
             SystemTime::now(),
         ))
         .unwrap();
@@ -134,7 +124,7 @@ fn a_checkpoint_reads_back_as_it_was_after_writes_passes_and_retention() {
                 storage,
                 config,
                 p,
-                &pass_options(if round == 5 { 0 } else { 2 }),
+                &layered_pass(if round == 5 { 0 } else { 2 }),
                 SystemTime::now(),
             ))
             .unwrap();

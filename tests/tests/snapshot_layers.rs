@@ -7,30 +7,20 @@
 use std::time::{Duration, SystemTime};
 
 use ikv_core::bucket::list_snapshot_seqs;
-use ikv_core::{Operation, Storage, StoreConfig, StoreLayout};
+use ikv_core::{Storage, StoreConfig, StoreLayout};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_snapshot::{
-    Layering, PartitionOutcome, Retention, SnapshotOptions, apply_retention, snapshot_partition,
+    PartitionOutcome, Retention, SnapshotOptions, apply_retention, snapshot_partition,
 };
 use ikv_snapshot_format::{Manifest, StackDocs};
 use ikv_tests::fixture::local_store;
+use ikv_tests::layered_pass;
 use ikv_tests::model::Model;
 use ikv_tests::model_check::{assert_equals_model, write_and_record};
 use ikv_tests::random_ops::{PRIMARY_KEY, Workload};
 use ikv_writer::{Writer, WriterOptions};
 
 const KEYS: usize = 400;
-
-fn layered(max_layers: usize) -> SnapshotOptions {
-    SnapshotOptions {
-        force: true,
-        layering: Layering {
-            max_layers,
-            max_rows_percent: 1000,
-        },
-        ..SnapshotOptions::default()
-    }
-}
 
 async fn pass(storage: &Storage, config: &StoreConfig, p: u32, options: &SnapshotOptions) -> usize {
     match snapshot_partition(storage, config, p, options, SystemTime::now())
@@ -40,22 +30,6 @@ async fn pass(storage: &Storage, config: &StoreConfig, p: u32, options: &Snapsho
         PartitionOutcome::Snapshotted { layers, .. } => layers,
         other => panic!("partition {p}: {other}"),
     }
-}
-
-/// A batch of the workload without store-wide drops (a round with one writes a full
-/// snapshot; the snapshot model test covers them): per-key changes, as layers hold.
-fn keyed_batch(work: &mut Workload, max: usize) -> Vec<Operation> {
-    work.batch(max)
-        .into_iter()
-        .filter(|op| {
-            !matches!(
-                op,
-                Operation::DropFieldsByName(_)
-                    | Operation::DropFieldsByNamePrefix(_)
-                    | Operation::DropAllFields
-            )
-        })
-        .collect()
 }
 
 async fn newest(storage: &Storage, layout: &StoreLayout, p: u32) -> Manifest {
@@ -98,18 +72,18 @@ fn readers_bootstrap_from_stacks_of_layers_to_the_model() {
         rt.block_on(write_and_record(&writer, &mut model, &work.batch(10)));
     }
     for p in 0..2 {
-        rt.block_on(pass(&store.storage, &store.config, p, &layered(0)));
+        rt.block_on(pass(&store.storage, &store.config, p, &layered_pass(0)));
     }
     let mounts = tempfile::tempdir().unwrap();
     let (mut layers, mut deepest, mut folds) = (0, 0, 0);
     for round in 0..10 {
         for _ in 0..6 {
-            let ops = keyed_batch(&mut work, 10);
+            let ops = work.keyed_batch(10);
             rt.block_on(write_and_record(&writer, &mut model, &ops));
         }
         for p in 0..2 {
             let was_layer = rt.block_on(newest(&store.storage, &layout, p)).is_layer();
-            let wrote = rt.block_on(pass(&store.storage, &store.config, p, &layered(3)));
+            let wrote = rt.block_on(pass(&store.storage, &store.config, p, &layered_pass(3)));
             let top = rt.block_on(newest(&store.storage, &layout, p));
             layers += wrote;
             deepest = deepest.max(top.stacked_on.len());
@@ -156,7 +130,7 @@ fn a_layer_pass_reads_no_document_and_retention_keeps_its_stack() {
     for _ in 0..80 {
         rt.block_on(write_and_record(&writer, &mut model, &work.batch(10)));
     }
-    rt.block_on(pass(storage, &store.config, 0, &layered(0)));
+    rt.block_on(pass(storage, &store.config, 0, &layered_pass(0)));
     let full = rt.block_on(newest(storage, &layout, 0));
     assert!(!full.is_layer() && full.row_count > 0);
 
@@ -172,9 +146,12 @@ fn a_layer_pass_reads_no_document_and_retention_keeps_its_stack() {
             (path, aside)
         })
         .collect();
-    let ops = keyed_batch(&mut work, 5);
+    let ops = work.keyed_batch(5);
     rt.block_on(write_and_record(&writer, &mut model, &ops));
-    assert_eq!(rt.block_on(pass(storage, &store.config, 0, &layered(8))), 1);
+    assert_eq!(
+        rt.block_on(pass(storage, &store.config, 0, &layered_pass(8))),
+        1
+    );
     for (path, aside) in moved {
         std::fs::rename(aside, path).unwrap();
     }
@@ -183,9 +160,12 @@ fn a_layer_pass_reads_no_document_and_retention_keeps_its_stack() {
     // Two more layers: the full snapshot and the first layer are older than any window and
     // beyond the newest two, yet the newest layer stands on them.
     for _ in 0..2 {
-        let ops = keyed_batch(&mut work, 5);
+        let ops = work.keyed_batch(5);
         rt.block_on(write_and_record(&writer, &mut model, &ops));
-        assert_eq!(rt.block_on(pass(storage, &store.config, 0, &layered(8))), 1);
+        assert_eq!(
+            rt.block_on(pass(storage, &store.config, 0, &layered_pass(8))),
+            1
+        );
     }
     let later = SystemTime::now() + Duration::from_secs(3 * 3600);
     let retention = Retention {
@@ -203,7 +183,7 @@ fn a_layer_pass_reads_no_document_and_retention_keeps_its_stack() {
 
     // Folded: the stack below the new full snapshot is reclaimed.
     rt.block_on(write_and_record(&writer, &mut model, &work.batch(5)));
-    rt.block_on(pass(storage, &store.config, 0, &layered(0)));
+    rt.block_on(pass(storage, &store.config, 0, &layered_pass(0)));
     let report = rt
         .block_on(apply_retention(storage, &layout, 0, &retention, later))
         .unwrap();
@@ -237,14 +217,17 @@ fn a_broken_or_forged_stack_is_refused_by_name() {
     let mut work = Workload::new(9, KEYS);
     let mut model = Model::new(PRIMARY_KEY, None, 1);
     for _ in 0..40 {
-        let ops = keyed_batch(&mut work, 10);
+        let ops = work.keyed_batch(10);
         rt.block_on(write_and_record(&writer, &mut model, &ops));
     }
-    rt.block_on(pass(storage, &store.config, 0, &layered(0)));
+    rt.block_on(pass(storage, &store.config, 0, &layered_pass(0)));
     for _ in 0..2 {
-        let ops = keyed_batch(&mut work, 5);
+        let ops = work.keyed_batch(5);
         rt.block_on(write_and_record(&writer, &mut model, &ops));
-        assert_eq!(rt.block_on(pass(storage, &store.config, 0, &layered(8))), 1);
+        assert_eq!(
+            rt.block_on(pass(storage, &store.config, 0, &layered_pass(8))),
+            1
+        );
     }
     let top = rt.block_on(newest(storage, &layout, 0));
     let [full, first] = top.stacked_on[..] else {
@@ -286,14 +269,14 @@ fn a_broken_or_forged_stack_is_refused_by_name() {
             .contains(&format!("stacked on snapshot {full}, which is gone")),
         "{err}"
     );
-    let ops = keyed_batch(&mut work, 5);
+    let ops = work.keyed_batch(5);
     rt.block_on(write_and_record(&writer, &mut model, &ops));
     let err = rt
         .block_on(snapshot_partition(
             storage,
             &store.config,
             0,
-            &layered(8),
+            &layered_pass(8),
             SystemTime::now(),
         ))
         .unwrap_err();

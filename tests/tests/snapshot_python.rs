@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use ikv_core::bucket::create_store;
 use ikv_core::{FieldValue, Storage, StorageOptions, StoreConfig, StoreLayout};
-use ikv_snapshot::{Layering, PartitionOutcome, SnapshotOptions, snapshot_partition};
+use ikv_snapshot::{PartitionOutcome, SnapshotOptions, snapshot_partition};
 use ikv_snapshot_format::write::FileLayout;
 use ikv_snapshot_format::{Manifest, Stack};
 use ikv_tests::model::Model;
@@ -161,38 +161,18 @@ async fn duckdb_reads_layers_through_the_generated_query() {
     let mut work = Workload::new(5, 300).with_ascii_keys();
     let mut model = Model::new("id", None, 2);
     // Per-key changes only (a store-wide drop makes a full snapshot), type changes included.
-    let keyed = |work: &mut Workload, n: usize| -> Vec<ikv_core::Operation> {
-        work.batch(n)
-            .into_iter()
-            .filter(|op| {
-                !matches!(
-                    op,
-                    ikv_core::Operation::DropFieldsByName(_)
-                        | ikv_core::Operation::DropFieldsByNamePrefix(_)
-                        | ikv_core::Operation::DropAllFields
-                )
-            })
-            .collect()
-    };
     for _ in 0..80 {
-        let ops = keyed(&mut work, 10);
+        let ops = work.keyed_batch(10);
         write_and_record(&writer, &mut model, &ops).await;
     }
-    let layered = SnapshotOptions {
-        force: true,
-        layering: Layering {
-            max_layers: 8,
-            max_rows_percent: 1000,
-        },
-        ..SnapshotOptions::default()
-    };
+    let layered = ikv_tests::layered_pass(8);
     let layout = StoreLayout::new(&storage.prefix, "stacked").unwrap();
     let mut stacks = Vec::new();
     for p in 0..2 {
         for round in 0..4 {
             if round > 0 {
                 for _ in 0..5 {
-                    let ops = keyed(&mut work, 10);
+                    let ops = work.keyed_batch(10);
                     write_and_record(&writer, &mut model, &ops).await;
                 }
             }
