@@ -94,6 +94,8 @@ class IKVReader:
             lazy=_lazy,
             idle_poll_interval_ms=max(1, int(options.idle_poll_interval_seconds * 1000)),
             wake_topic=options.wake_topic,
+            checkpoint=getattr(options, "checkpoint", None),
+            as_of_ms=getattr(options, "as_of_ms", None),
         )
         self._started = _lazy
         if _lazy:

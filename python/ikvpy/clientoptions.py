@@ -7,6 +7,7 @@ writer commits directly to storage), and the standard AWS variables (``AWS_ENDPO
 for S3, which the native layer reads itself.
 """
 
+import datetime
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -42,6 +43,8 @@ class ClientOptions:
         logging: Optional[Tuple[str, Optional[str]]],
         idle_poll_interval_seconds: float = 3.0,
         wake_topic: Optional[str] = None,
+        checkpoint: Optional[str] = None,
+        as_of_ms: Optional[int] = None,
     ) -> None:
         self.store_name = store_name
         self.account_id = account_id
@@ -55,13 +58,19 @@ class ClientOptions:
         self.idle_poll_interval_seconds = idle_poll_interval_seconds
         self.wake_topic = wake_topic
         self.logging = logging
+        # A point-in-time reader's pin (at most one of the two).
+        self.checkpoint = checkpoint
+        self.as_of_ms = as_of_ms
 
     def __repr__(self) -> str:
         # Never shows the passkey or credentials.
         return (
             f"ClientOptions(store_name={self.store_name!r}, account_id={self.account_id!r}, "
             f"mount_directory={self.mount_directory!r}, storage_url={self.storage_url!r}, "
-            f"writer_url={self.writer_url!r}, partitions={self.partitions!r})"
+            f"writer_url={self.writer_url!r}, partitions={self.partitions!r}"
+            + (f", checkpoint={self.checkpoint!r}" if self.checkpoint is not None else "")
+            + (f", as_of_ms={self.as_of_ms!r}" if self.as_of_ms is not None else "")
+            + ")"
         )
 
 
@@ -90,6 +99,8 @@ class ClientOptionsBuilder:
         self._idle_poll_interval_seconds = 3.0
         self._wake_topic: Optional[str] = None
         self._logging: Optional[Tuple[str, Optional[str]]] = None
+        self._checkpoint: Optional[str] = None
+        self._as_of_ms: Optional[int] = None
 
     def with_account_id(self, account_id: str) -> "ClientOptionsBuilder":
         self._account_id = non_blank_str(account_id, "account_id")
@@ -170,6 +181,33 @@ class ClientOptionsBuilder:
         self._wake_topic = non_blank_str(topic_arn, "wake topic")
         return self
 
+    def with_checkpoint(self, name: str) -> "ClientOptionsBuilder":
+        """A point-in-time reader: serves exactly the state checkpoint ``name`` pinned
+        (``ikvpy.admin.create_checkpoint``) and never polls. Its local copy is a directory of
+        its own under the mount directory, shared by every reader of the same point on the
+        host, beside the live copy. Not with :meth:`with_as_of`."""
+        if self._as_of_ms is not None:
+            raise IKVValueError("a reader is pinned to a checkpoint or to a time, not both: with_as_of() was called")
+        self._checkpoint = non_blank_str(name, "checkpoint name")
+        return self
+
+    def with_as_of(self, time: datetime.datetime) -> "ClientOptionsBuilder":
+        """A point-in-time reader: serves the newest state committed at or before ``time``
+        (a timezone-aware datetime; in each partition, the last write whose commit reached the
+        bucket by then) and never polls. Within retention only: older is refused by name when
+        the reader starts. Not with :meth:`with_checkpoint`."""
+        if self._checkpoint is not None:
+            raise IKVValueError("a reader is pinned to a checkpoint or to a time, not both: with_checkpoint() was called")
+        if not isinstance(time, datetime.datetime):
+            raise IKVTypeError(f"as_of must be a timezone-aware datetime, not {type(time).__name__}")
+        if time.tzinfo is None:
+            raise IKVValueError(f"as_of must be timezone-aware (a naive datetime names no instant): {time!r}")
+        ms = int(time.timestamp() * 1000)
+        if ms < 0:
+            raise IKVValueError(f"as_of {time} is before 1970")
+        self._as_of_ms = ms
+        return self
+
     def build(self) -> ClientOptions:
         if self._store_name is None:
             raise IKVValueError("store_name is required: call with_store_name()")
@@ -188,4 +226,6 @@ class ClientOptionsBuilder:
             logging=self._logging,
             idle_poll_interval_seconds=self._idle_poll_interval_seconds,
             wake_topic=self._wake_topic,
+            checkpoint=self._checkpoint,
+            as_of_ms=self._as_of_ms,
         )

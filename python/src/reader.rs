@@ -20,7 +20,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use ikv_core::{FieldType, FieldValue};
-use ikv_reader::{Reader, ReaderOptions};
+use ikv_reader::{Pin, Reader, ReaderOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
@@ -304,7 +304,7 @@ impl Drop for NativeReader {
 #[pymethods]
 impl NativeReader {
     #[new]
-    #[pyo3(signature = (store_name, storage_url, mount_directory, storage_options=None, partitions=None, poll_interval_ms=500, lazy=false, idle_poll_interval_ms=3000, wake_topic=None))]
+    #[pyo3(signature = (store_name, storage_url, mount_directory, storage_options=None, partitions=None, poll_interval_ms=500, lazy=false, idle_poll_interval_ms=3000, wake_topic=None, checkpoint=None, as_of_ms=None))]
     #[allow(clippy::too_many_arguments)] // Python's keyword arguments
     fn new(
         store_name: String,
@@ -316,18 +316,30 @@ impl NativeReader {
         lazy: bool,
         idle_poll_interval_ms: u64,
         wake_topic: Option<String>,
-    ) -> Self {
+        checkpoint: Option<String>,
+        as_of_ms: Option<u64>,
+    ) -> PyResult<Self> {
         let mut options = ReaderOptions::new(&storage_url, &store_name, mount_directory);
         options.storage_options = crate::convert::storage_options(storage_options);
         options.partitions = partitions.unwrap_or_default();
         options.poll_interval = Duration::from_millis(poll_interval_ms.max(1));
         options.idle_poll_interval = Duration::from_millis(idle_poll_interval_ms.max(1));
         options.wake_topic = wake_topic;
-        NativeReader {
+        options.pin = match (checkpoint, as_of_ms) {
+            (Some(_), Some(_)) => {
+                return Err(pyo3::exceptions::PyValueError::new_err(
+                    "a reader is pinned to a checkpoint or to a time (as_of), not both",
+                ));
+            }
+            (Some(name), None) => Some(Pin::Checkpoint(name)),
+            (None, Some(ms)) => Some(Pin::AsOf(std::time::UNIX_EPOCH + Duration::from_millis(ms))),
+            (None, None) => None,
+        };
+        Ok(NativeReader {
             options,
             state: ArcSwap::from_pointee(Lifecycle::NotStarted),
             lazy,
-        }
+        })
     }
 
     /// Opens the local copy (attaching to the one another process of the host serves) and

@@ -18,6 +18,7 @@ mod mount;
 mod options;
 mod overlay;
 mod owner;
+mod pin;
 mod poller;
 mod priority;
 mod push;
@@ -32,6 +33,7 @@ mod varint;
 mod view;
 
 pub use options::ReaderOptions;
+pub use pin::{Pin, PinnedPoint};
 pub use reader::Reader;
 pub use scan::Scan;
 pub use status::PartitionStatus;

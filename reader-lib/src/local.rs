@@ -406,6 +406,7 @@ mod tests {
             partitions: vec![0],
             config: config.clone(),
             layout: crate::mount::LOCAL_LAYOUT,
+            pinned: None,
         }
     }
 

@@ -43,6 +43,9 @@ pub struct Identity {
     pub config: StoreConfig,
     /// The local layout version that wrote the mount; another is rebuilt by its owner.
     pub layout: u32,
+    /// A point-in-time copy's points (`crate::pin`); absent for a live copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<Vec<crate::pin::PinnedPoint>>,
 }
 
 /// Version of the local layout: 3 made the image and overlay the copy that reads use; 4

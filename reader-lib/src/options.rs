@@ -7,6 +7,8 @@ use std::time::Duration;
 use ikv_core::clock::{Clock, SystemClock};
 use ikv_core::{Storage, StorageOptions};
 
+use crate::pin::Pin;
+
 /// How to open a reader.
 #[derive(Debug, Clone)]
 pub struct ReaderOptions {
@@ -53,6 +55,10 @@ pub struct ReaderOptions {
     /// it should wait for the application's threads rather than preempt them, as database
     /// engines run compaction below foreground work.
     pub background_nice: i32,
+    /// A point-in-time reader: `Some` serves exactly the state the pin names (a checkpoint,
+    /// or the newest state committed at or before a time) and never polls; `None` follows
+    /// the tip.
+    pub pin: Option<Pin>,
     /// The reader's time: poll and backoff sleeps, gap-check intervals, freshness stamps. The
     /// real clock unless a test drives it (`ikv_core::clock::ManualClock`).
     pub clock: Arc<dyn Clock>,
@@ -74,6 +80,7 @@ impl ReaderOptions {
             gap_check_interval: Duration::from_secs(600),
             storage: None,
             background_nice: 10,
+            pin: None,
             clock: SystemClock::shared(),
         }
     }

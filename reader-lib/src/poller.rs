@@ -268,6 +268,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut role: Role, mut stop: watch::Re
                     }
                 }
                 if push.is_none()
+                    && shared.pinned.is_none()
                     && let Some(topic) = &shared.options.wake_topic
                 {
                     push = Some(crate::push::start(
@@ -284,15 +285,20 @@ pub(crate) async fn run(shared: Arc<Shared>, mut role: Role, mut stop: watch::Re
                         .as_ref()
                         .is_some_and(|(p, _)| p.healthy.load(Ordering::SeqCst)),
                 };
-                let wait = poll_once(
-                    &shared,
-                    owned,
-                    &mut failures,
-                    &mut last_gap_check,
-                    &stop,
-                    pushed,
-                )
-                .await;
+                let wait = match &shared.pinned {
+                    Some(pinned) => keep_pinned(&shared, owned, pinned).await,
+                    None => {
+                        poll_once(
+                            &shared,
+                            owned,
+                            &mut failures,
+                            &mut last_gap_check,
+                            &stop,
+                            pushed,
+                        )
+                        .await
+                    }
+                };
                 if owned.local_failures >= REOPEN_AFTER_LOCAL_FAILURES {
                     // The durable copy keeps failing (a full disk poisons it: every later
                     // write fails too). Give the mount up and take it again: the copy is
@@ -319,7 +325,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut role: Role, mut stop: watch::Re
                         shared.status.failed(*p, &e.to_string());
                     }
                 }
-                if ticks.is_multiple_of(50) {
+                if ticks.is_multiple_of(50) && shared.pinned.is_none() {
                     check_owner_freshness(&shared);
                 }
                 match shared.mount.try_own() {
@@ -366,6 +372,62 @@ pub(crate) async fn run(shared: Arc<Shared>, mut role: Role, mut stop: watch::Re
             tracing::warn!(error = %e, "persisting the local copy at shutdown failed");
         }
     }
+}
+
+/// How often a pinned copy's owner looks for damage a read reported (it never polls).
+const PINNED_TICK: Duration = Duration::from_millis(200);
+
+/// A pinned copy's owner between opens: no requests at all, only a repair when a read found
+/// the shared copy damaged (a new image from the durable copy; failing that, the pinned state
+/// again from the bucket).
+async fn keep_pinned(shared: &Shared, owned: &mut Owned, pinned: &crate::pin::Pinned) -> Duration {
+    if owned.owner.take_damage() {
+        tracing::warn!("a read found the pinned copy damaged; rebuilding it");
+        let repaired = match owned.owner.fold() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "the durable copy cannot rebuild the image; reading the pinned state from the bucket again");
+                rebuild_pinned(shared, owned, pinned).await
+            }
+        };
+        if let Err(e) = repaired {
+            tracing::warn!(error = %e, "rebuilding the damaged pinned copy failed; retrying");
+            for p in &shared.partitions {
+                shared.status.failed(
+                    *p,
+                    &format!("the local copy is damaged and rebuilding it failed: {e}"),
+                );
+            }
+            shared.damaged.store(true, Ordering::SeqCst);
+        }
+    }
+    PINNED_TICK
+}
+
+async fn rebuild_pinned(
+    shared: &Shared,
+    owned: &mut Owned,
+    pinned: &crate::pin::Pinned,
+) -> Result<()> {
+    let snapshots = pinned.snapshots(&owned.storage, &owned.layout).await?;
+    owned.states = crate::sync::rebuild_from(
+        &owned.storage,
+        &owned.layout,
+        &mut owned.owner,
+        &shared.status,
+        snapshots,
+    )
+    .await?;
+    pinned
+        .catch_up(
+            &owned.storage,
+            &owned.layout,
+            &mut owned.owner,
+            &shared.status,
+            &mut owned.states,
+            shared.options.clock.as_ref(),
+        )
+        .await
 }
 
 /// Prefix of the `last_error` an attached process sets when its owner stops catching up.

@@ -20,9 +20,10 @@ use crate::mount::{Current, Identity, LOCAL_LAYOUT, MountDir, check_identity, no
 use crate::options::ReaderOptions;
 use crate::overlay::Overlay;
 use crate::owner::Owner;
+use crate::pin::Pinned;
 use crate::poller::{follow, refresh_status};
 use crate::status::StatusBoard;
-use crate::sync::{rebuild, sync_all};
+use crate::sync::{rebuild, rebuild_from, sync_all};
 use crate::view::{PublishedView, ReadView};
 
 pub(crate) struct Shared {
@@ -36,6 +37,8 @@ pub(crate) struct Shared {
     /// Whether this process owns the mount now.
     pub(crate) owns: AtomicBool,
     pub(crate) damaged: Arc<AtomicBool>,
+    /// A point-in-time reader's points, resolved once at open (`crate::pin`).
+    pub(crate) pinned: Option<Arc<Pinned>>,
 }
 
 /// What the owner's poller works with.
@@ -141,13 +144,30 @@ pub(crate) fn identity_of(
     options: &ReaderOptions,
     config: StoreConfig,
     partitions: Vec<u32>,
+    pinned: Option<&Pinned>,
 ) -> Identity {
     Identity {
         storage_url: normalized_url(&options.storage_url).to_owned(),
         partitions,
         config,
         layout: LOCAL_LAYOUT,
+        pinned: pinned.map(|p| p.points.clone()),
     }
+}
+
+/// A pinned reader's points and the name of its copy's directory (the store's name for a
+/// live reader): a LIST or GET or two per partition before the mount is even looked at.
+async fn resolve_pin(options: &ReaderOptions) -> Result<(Option<Arc<Pinned>>, String)> {
+    let Some(pin) = &options.pin else {
+        return Ok((None, options.store_name.clone()));
+    };
+    let storage = open_storage(options).await?;
+    let config = load_config(&storage, &options.store_name).await?;
+    let partitions = resolve_partitions(options, &config)?;
+    let pinned = Pinned::resolve(&storage, &config, &partitions, pin).await?;
+    let name = pinned.mount_name(&options.store_name);
+    tracing::info!(%pin, mount = %name, "a point-in-time reader");
+    Ok((Some(Arc::new(pinned)), name))
 }
 
 /// Becomes the owner: opens the durable copy (resuming it, or bootstrapping from the bucket
@@ -159,6 +179,7 @@ pub(crate) async fn own(
     view: Option<Arc<PublishedView>>,
     status: &StatusBoard,
     damaged: &Arc<AtomicBool>,
+    pinned: Option<&Pinned>,
 ) -> Result<(Owned, StoreConfig)> {
     let storage = open_storage(options).await?;
     status.counters.set_storage(&storage);
@@ -166,7 +187,7 @@ pub(crate) async fn own(
     let layout = StoreLayout::new(&storage.prefix, &config.store_name)?;
     let partitions = resolve_partitions(options, &config)?;
     status.set_partitions(&partitions);
-    let identity = identity_of(options, config.clone(), partitions.clone());
+    let identity = identity_of(options, config.clone(), partitions.clone(), pinned);
     let (mut owner, resumed) = Owner::open(
         mount.clone(),
         identity,
@@ -185,8 +206,28 @@ pub(crate) async fn own(
             }
             states
         }
-        None => rebuild(&storage, &layout, &mut owner, status, &partitions).await?,
+        None => match pinned {
+            Some(pinned) => {
+                let snapshots = pinned.snapshots(&storage, &layout).await?;
+                rebuild_from(&storage, &layout, &mut owner, status, snapshots).await?
+            }
+            None => rebuild(&storage, &layout, &mut owner, status, &partitions).await?,
+        },
     };
+    if let Some(pinned) = pinned {
+        // Up to the points, once; a pinned copy never polls.
+        pinned
+            .catch_up(
+                &storage,
+                &layout,
+                &mut owner,
+                status,
+                &mut states,
+                options.clock.as_ref(),
+            )
+            .await?;
+        return Ok((owned(options, owner, storage, layout, states), config));
+    }
     // A resumed copy may have fallen behind retention while no reader ran, and any copy may
     // sit below a hole: check once (a LIST or two per partition).
     let all = states.keys().copied().collect();
@@ -204,22 +245,29 @@ pub(crate) async fn own(
     )
     .await
     .map_err(crate::sync::SyncFailure::into_error)?;
-    Ok((
-        Owned {
-            cadence: Cadence::new(
-                states.keys().copied(),
-                options.clock.elapsed(),
-                options.poll_interval,
-                options.idle_poll_interval,
-            ),
-            owner,
-            storage,
-            layout,
-            states,
-            local_failures: 0,
-        },
-        config,
-    ))
+    Ok((owned(options, owner, storage, layout, states), config))
+}
+
+fn owned(
+    options: &ReaderOptions,
+    owner: Owner,
+    storage: Storage,
+    layout: StoreLayout,
+    states: BTreeMap<u32, PartitionState>,
+) -> Owned {
+    Owned {
+        cadence: Cadence::new(
+            states.keys().copied(),
+            options.clock.elapsed(),
+            options.poll_interval,
+            options.idle_poll_interval,
+        ),
+        owner,
+        storage,
+        layout,
+        states,
+        local_failures: 0,
+    }
 }
 
 /// The view of the generation `current` names, or `None` when its files were replaced
@@ -255,17 +303,15 @@ pub(crate) enum Role {
 }
 
 pub(crate) async fn start(options: &ReaderOptions) -> Result<(Shared, Role)> {
-    let mount = Arc::new(MountDir::open(
-        &options.mount_directory,
-        &options.store_name,
-    )?);
+    let (pinned, mount_name) = resolve_pin(options).await?;
+    let mount = Arc::new(MountDir::open(&options.mount_directory, &mount_name)?);
     let damaged = Arc::new(AtomicBool::new(false));
     let clock = options.clock.clone();
     let mut waited_for_bootstrap = false;
     loop {
         if mount.try_own()? {
             let status = StatusBoard::new(&[]);
-            let owned = own(options, &mount, None, &status, &damaged).await;
+            let owned = own(options, &mount, None, &status, &damaged, pinned.as_deref()).await;
             let (owned, config) = match owned {
                 Ok(o) => o,
                 Err(e) => {
@@ -279,7 +325,7 @@ pub(crate) async fn start(options: &ReaderOptions) -> Result<(Shared, Role)> {
             })?;
             let partitions = owned.owner.identity().partitions.clone();
             let shared = shared(
-                options, config, partitions, mount, view, status, true, damaged,
+                options, config, partitions, mount, view, status, true, damaged, pinned,
             );
             return Ok((shared, Role::Owner(Box::new(owned))));
         }
@@ -303,6 +349,7 @@ pub(crate) async fn start(options: &ReaderOptions) -> Result<(Shared, Role)> {
                     status,
                     false,
                     damaged,
+                    pinned,
                 );
                 refresh_status(&shared);
                 wait_for_owner_catch_up(&shared, &clock).await?;
@@ -331,6 +378,7 @@ pub(crate) fn shared(
     status: StatusBoard,
     owns: bool,
     damaged: Arc<AtomicBool>,
+    pinned: Option<Arc<Pinned>>,
 ) -> Shared {
     let mut mounted = vec![false; config.num_partitions as usize];
     for p in &partitions {
@@ -346,6 +394,7 @@ pub(crate) fn shared(
         status,
         owns: AtomicBool::new(owns),
         damaged,
+        pinned,
     }
 }
 
@@ -356,6 +405,7 @@ pub(crate) async fn take_over(shared: &Shared) -> Result<Owned> {
         Some(shared.view.clone()),
         &shared.status,
         &shared.damaged,
+        shared.pinned.as_deref(),
     )
     .await?;
     if config != shared.config {

@@ -23,9 +23,9 @@ pub struct PendingImport {
     pub delta: ikv_core::Delta,
 }
 
-/// Applies every delta after `applied` that exists, in order, stopping before an import
-/// delta (returned for the caller to apply); returns the new applied sequence (the caller
-/// decides whether that is "caught up"). Idle, that is one GET (the one that finds nothing new); while deltas keep
+/// Applies every delta after `applied` that exists, up to `upto` and no further, in order,
+/// stopping before an import delta (returned for the caller to apply); returns the new
+/// applied sequence (the caller decides whether that is "caught up"). Idle, that is one GET (the one that finds nothing new); while deltas keep
 /// coming, the GETs of the next ones go out together, in a window that grows to 32, so a
 /// reader far behind is bounded by bandwidth rather than by one round trip per delta. A
 /// missing delta ends the run: a delta exists only after every earlier one does.
@@ -36,12 +36,16 @@ pub async fn catch_up(
     status: &StatusBoard,
     partition: u32,
     mut applied: u64,
+    upto: u64,
 ) -> Result<(u64, Option<PendingImport>)> {
     let mut window = 1;
     let mut found = 0;
     loop {
-        let fetches =
-            (applied + 1..=applied + window).map(|seq| read_delta(storage, layout, partition, seq));
+        let last = applied.saturating_add(window).min(upto);
+        if last <= applied {
+            return Ok((applied, None));
+        }
+        let fetches = (applied + 1..=last).map(|seq| read_delta(storage, layout, partition, seq));
         let fetched = futures::future::join_all(fetches).await;
         // Deltas now known to exist beyond `applied` (those found before the first missing
         // one), for `lag_deltas`: each apply below counts one down.
@@ -140,6 +144,18 @@ pub async fn rebuild(
     let snapshots = newest_snapshots(storage, layout, partitions)
         .await
         .map_err(|e| status.counters.note(e))?;
+    rebuild_from(storage, layout, owner, status, snapshots).await
+}
+
+/// Builds a fresh local copy from the given snapshots (partition → manifest, `None`: empty),
+/// activates it, and returns the states.
+pub async fn rebuild_from(
+    storage: &Storage,
+    layout: &StoreLayout,
+    owner: &mut Owner,
+    status: &StatusBoard,
+    snapshots: BTreeMap<u32, Option<ikv_snapshot_format::Manifest>>,
+) -> Result<BTreeMap<u32, PartitionState>> {
     let (docs_generation, docs, generation, image) = owner.start_bootstrap()?;
     let started = ikv_core::clock::Stopwatch::start();
     let (states, stats, image) = bootstrap(storage, layout, &docs, image, snapshots, |s| {
@@ -202,7 +218,7 @@ pub async fn sync_all(
                     continue;
                 }
                 let before = s.applied;
-                match catch_up(storage, layout, owner, status, *p, s.applied).await {
+                match catch_up(storage, layout, owner, status, *p, s.applied, u64::MAX).await {
                     Ok((applied, import)) => {
                         s.applied = applied;
                         imports.extend(import);
