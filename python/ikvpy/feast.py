@@ -50,9 +50,9 @@ from ikvpy import admin
 from ikvpy.client import IKVReader, IKVWriter
 from ikvpy.clientoptions import ClientOptionsBuilder
 from ikvpy.document import IKVDocumentBuilder
-from ikvpy.errors import StoreExistsError
+from ikvpy.errors import IKVTypeError, IKVValueError, StoreExistsError
 
-__all__ = ["IKVOnlineStore", "IKVOnlineStoreConfig"]
+__all__ = ["IKVOnlineStore", "IKVOnlineStoreConfig", "read_features"]
 
 #: The primary-key field of the documents this store writes.
 ENTITY_KEY_FIELD = "feast_entity_key"
@@ -320,3 +320,236 @@ class IKVOnlineStore(OnlineStore):
     ) -> List[Tuple[Optional[datetime], Optional[Dict[str, ValueProto]]]]:
         # An embedded read takes microseconds: running it inline beats a thread hop.
         return self.online_read(config, table, entity_keys, requested_features)
+
+
+# -- read_features: serving code's direct path -------------------------------------------------
+
+#: Column kinds `NativeReader.feast_read` decodes natively, by Feast ValueType name (the rest,
+#: lists, sets, maps, JSON, UUIDs..., is decoded by Feast's own code from the stored bytes).
+_NATIVE_KINDS = {
+    "BYTES": 1,
+    "STRING": 2,
+    "INT32": 3,
+    "INT64": 4,
+    "DOUBLE": 5,
+    "FLOAT": 6,
+    "BOOL": 7,
+    "UNIX_TIMESTAMP": 8,
+}
+#: Seconds a plan (views, types, ttls read from the registry) is reused before it is built again.
+_PLAN_SECONDS = 10.0
+
+
+class _ViewPlan:
+    """How one feature view's requested features are read: join keys (sorted, as Feast
+    serializes them), their prefix bytes, the stored field names and column kinds."""
+
+    def __init__(self, view: FeatureView, features: List[str], full_names: bool, version: int) -> None:
+        from feast.value_type import ValueType
+
+        self.name = view.name
+        by_name = {f.name: f for f in view.features}
+        missing = [f for f in features if f not in by_name]
+        if missing:
+            raise IKVValueError(f"feature view {view.name!r} has no feature {', '.join(map(repr, missing))}")
+        self.features = features
+        self.fields = [f"{view.name}:{f}" for f in features]
+        self.columns = [f"{view.name}__{f}" if full_names else f for f in features]
+        self.value_types = [by_name[f].dtype.to_value_type() for f in features]
+        self.kinds = [_NATIVE_KINDS.get(t.name, 0) for t in self.value_types]
+        self.ts_field = f"{view.name}:{_TS}"
+        self.ttl = view.ttl.total_seconds() if view.ttl else 0.0
+        join = sorted((c.name, c.dtype.to_value_type()) for c in view.entity_columns)
+        if not join:
+            raise IKVValueError(f"feature view {view.name!r} has no entity: read it with get_online_features")
+        self.join_keys = [k for k, _ in join]
+        self.join_types: List[Any] = [t for _, t in join]
+        head: List[bytes] = []
+        if version > 2:
+            head.append(struct.pack("<I", len(join)))
+        for k in self.join_keys:
+            encoded = k.encode("utf8")
+            head.append(struct.pack("<I", ValueType.STRING.value))
+            if version > 2:
+                head.append(struct.pack("<I", len(encoded)))
+            head.append(encoded)
+        self.prefix = b"".join(head)
+        self.version = version
+
+    def keys(self, columns: Dict[str, Sequence[Any]], rows: int) -> List[bytes]:
+        """The serialized entity keys of ``rows`` rows, as Feast's ``serialize_entity_key``."""
+        parts = []
+        for name, value_type in zip(self.join_keys, self.join_types):
+            values = columns.get(name)
+            if values is None:
+                raise IKVValueError(f"entity_rows lack the join key {name!r} of feature view {self.name!r}")
+            parts.append(_encode_entity_values(values, value_type, self.version, name))
+        prefix = self.prefix
+        if len(parts) == 1:
+            return [prefix + p for p in parts[0]]
+        return [prefix + b"".join(row) for row in zip(*parts)]
+
+
+def _encode_entity_values(values: Sequence[Any], value_type: Any, version: int, name: str) -> List[bytes]:
+    """Each value's type, length and bytes, as ``serialize_entity_key`` writes them."""
+    from feast.value_type import ValueType
+
+    def fixed(fmt: str, code: int) -> List[bytes]:
+        packer = struct.Struct(f"<II{fmt}")
+        size = struct.calcsize(f"<{fmt}")
+        try:
+            return [packer.pack(code, size, v) for v in values]
+        except struct.error as e:
+            raise IKVValueError(f"join key {name!r} needs integers of its type ({value_type.name}): {e}") from None
+
+    if value_type == ValueType.INT64:
+        return fixed("l" if 0 <= version <= 1 else "q", ValueType.INT64.value)
+    if value_type == ValueType.INT32:
+        return fixed("i", ValueType.INT32.value)
+    if value_type == ValueType.UNIX_TIMESTAMP:
+        return fixed("q", ValueType.UNIX_TIMESTAMP.value)
+    if value_type == ValueType.STRING:
+        out = []
+        for v in values:
+            if not isinstance(v, str):
+                raise IKVValueError(f"join key {name!r} is a string key, not {type(v).__name__}: {v!r}")
+            b = v.encode("utf8")
+            out.append(struct.pack("<II", ValueType.STRING.value, len(b)) + b)
+        return out
+    if value_type == ValueType.BYTES:
+        out = []
+        for v in values:
+            if not isinstance(v, bytes):
+                raise IKVValueError(f"join key {name!r} is a bytes key, not {type(v).__name__}: {v!r}")
+            out.append(struct.pack("<II", ValueType.BYTES.value, len(v)) + v)
+        return out
+    raise IKVValueError(f"join key {name!r} of type {value_type.name} is not supported by Feast's entity keys")
+
+
+class _Plan:
+    def __init__(self, views: List[_ViewPlan], made: float) -> None:
+        self.views = views
+        self.made = made
+
+
+_plans: Dict[Tuple[int, Tuple[str, ...], bool], Tuple[Any, _Plan]] = {}
+_stores: Dict[int, Tuple[Any, Any]] = {}
+_plans_lock = threading.Lock()
+
+
+def _feature_store(store: Any) -> Any:
+    from feast import FeatureStore
+
+    if isinstance(store, FeatureStore):
+        return store
+    if isinstance(store, RepoConfig):
+        with _plans_lock:
+            held = _stores.get(id(store))
+            if held is None or held[0] is not store:
+                held = (store, FeatureStore(config=store))
+                _stores[id(store)] = held
+            return held[1]
+    raise IKVTypeError(f"read_features needs a feast.FeatureStore or RepoConfig, not {type(store).__name__}")
+
+
+def _plan(fs: Any, refs: Tuple[str, ...], full_names: bool) -> _Plan:
+    key = (id(fs), refs, full_names)
+    now = time.monotonic()
+    with _plans_lock:
+        held = _plans.get(key)
+    if held is not None and held[0] is fs and now - held[1].made < _PLAN_SECONDS:
+        return held[1]
+    grouped: Dict[str, List[str]] = {}
+    for ref in refs:
+        if not isinstance(ref, str) or ref.count(":") != 1:
+            raise IKVValueError(f"a feature reference is 'view:feature', not {ref!r}")
+        view, feature = ref.split(":")
+        grouped.setdefault(view, []).append(feature)
+    version = fs.config.entity_key_serialization_version
+    views = [_ViewPlan(fs.get_feature_view(name), features, full_names, version) for name, features in grouped.items()]
+    columns = [c for v in views for c in v.columns]
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise IKVValueError(f"features named {', '.join(map(repr, twice))} come from several views: pass full_feature_names=True")
+    plan = _Plan(views, now)
+    with _plans_lock:
+        _plans[key] = (fs, plan)
+    return plan
+
+
+def _entity_columns(entity_rows: Any) -> Tuple[Dict[str, List[Any]], int]:
+    if isinstance(entity_rows, dict):
+        columns = {k: list(v) for k, v in entity_rows.items()}
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) > 1:
+            raise IKVValueError(f"entity_rows columns differ in length: {sorted(lengths)}")
+        return columns, lengths.pop() if lengths else 0
+    if isinstance(entity_rows, (str, bytes)) or not hasattr(entity_rows, "__iter__"):
+        raise IKVTypeError(f"entity_rows must be a list of dicts or a dict of lists, not {type(entity_rows).__name__}")
+    rows = list(entity_rows)
+    if not rows:
+        return {}, 0
+    names = list(rows[0])
+    columns = {n: [] for n in names}
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or list(row) != names:
+            raise IKVValueError(f"entity row {i} has other keys than the first ({names}): {row!r}")
+        for n in names:
+            columns[n].append(row[n])
+    return columns, len(rows)
+
+
+def read_features(
+    store: Any,
+    feature_refs: Sequence[str],
+    entity_rows: Any,
+    *,
+    full_feature_names: bool = False,
+) -> Any:
+    """The features ``IKVOnlineStore`` materialized, read at embedded speed for serving code:
+    a ``pyarrow.Table`` equal, column for column and value for value, to
+    ``store.get_online_features(features=feature_refs, entity_rows=entity_rows,
+    full_feature_names=...).to_arrow()`` (the join keys as given, then the features; views'
+    ``ttl`` honoured; missing or expired values null), without Feast's per-call work.
+
+    ``store`` is a ``feast.FeatureStore`` (or its ``RepoConfig``) whose online store is
+    ``IKVOnlineStore``; ``entity_rows`` a list of dicts (as ``get_online_features`` takes) or
+    a dict of equal-length lists. Feature views only (on-demand views go through Feast). The
+    registry is read once per ten seconds per set of references (a ``feast apply`` is seen
+    within that time)."""
+    import pyarrow as pa
+    from feast.type_map import feast_value_type_to_python_type
+
+    if isinstance(feature_refs, str):
+        raise IKVTypeError("feature_refs must be a list of 'view:feature' strings, not one string")
+    fs = _feature_store(store)
+    online = fs._get_provider().online_store
+    if not isinstance(online, IKVOnlineStore):
+        raise IKVValueError(f"read_features reads IKVOnlineStore; this repository's online store is {type(online).__name__}")
+    plan = _plan(fs, tuple(feature_refs), bool(full_feature_names))
+    columns, rows = _entity_columns(entity_rows)
+    reader = online._get_reader(fs.config)
+    online._await_own_writes(reader)
+    names: List[str] = []
+    arrays: List[Any] = []
+    for join_key, values in columns.items():
+        names.append(join_key)
+        arrays.append(pa.array(values))
+    now = time.time()
+    for view in plan.views:
+        keys = view.keys(columns, rows)
+        expired_before = int((now - view.ttl) * 1_000_000) if view.ttl > 0 else None
+        batch = pa.record_batch(reader._native.feast_read(keys, view.fields, view.kinds, view.ts_field, expired_before))
+        for j, column in enumerate(view.columns):
+            array = batch.column(j)
+            if view.kinds[j] == 0:
+                value_type = view.value_types[j]
+                parse = ValueProto.FromString
+                array = pa.array(
+                    [None if b is None else feast_value_type_to_python_type(parse(b), value_type) for b in array.to_pylist()]
+                )
+            if array.null_count == len(array):
+                array = pa.nulls(len(array))  # as Feast's to_arrow() types a column of None only
+            names.append(column)
+            arrays.append(array)
+    return pa.Table.from_arrays(arrays, names=names)

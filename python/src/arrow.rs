@@ -20,6 +20,14 @@ pub struct ArrowBatch {
     batch: Mutex<Option<RecordBatch>>,
 }
 
+impl ArrowBatch {
+    pub fn new(batch: RecordBatch) -> ArrowBatch {
+        ArrowBatch {
+            batch: Mutex::new(Some(batch)),
+        }
+    }
+}
+
 #[pymethods]
 impl ArrowBatch {
     /// The Arrow PyCapsule interface: `(schema capsule, array capsule)`.

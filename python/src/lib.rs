@@ -6,6 +6,7 @@ mod bucket_read;
 mod bulk;
 mod convert;
 mod errors;
+mod feast_read;
 mod fork;
 mod metrics;
 mod reader;

@@ -521,6 +521,74 @@ impl NativeReader {
             .map_err(|m| raise("IKVTypeError", m))
     }
 
+    /// One Feast feature view's features of `keys` (serialized entity keys) as an Arrow batch:
+    /// a column per field of `fields` decoded as `kinds` says (`feast_read.rs`), the row's
+    /// event time read from `ts_field`; a row without one, or older than `expired_before`
+    /// (microseconds since the epoch), is all null. The GIL is released throughout.
+    fn feast_read(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyList>,
+        fields: Vec<String>,
+        kinds: Vec<u8>,
+        ts_field: String,
+        expired_before: Option<i64>,
+    ) -> PyResult<ArrowBatch> {
+        if kinds.len() != fields.len() {
+            return Err(raise(
+                "IKVValueError",
+                format!("{} kinds for {} fields", kinds.len(), fields.len()),
+            ));
+        }
+        let kinds = kinds
+            .iter()
+            .map(|k| {
+                crate::feast_read::Kind::from_code(*k)
+                    .ok_or_else(|| raise("IKVValueError", format!("unknown column kind {k}")))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let keys = Self::keys(keys)?;
+        let reader = self.running(py)?;
+        let batch = py.detach(|| -> ikv_core::Result<Result<_, String>> {
+            let mut all = fields.clone();
+            all.push(ts_field);
+            let width = all.len();
+            let mut values: Vec<Option<Vec<u8>>> = vec![None; keys.len() * width];
+            let mut refused = None;
+            reader.multiget_visit(&keys, &all, |i, j, stored| {
+                match stored.field_type {
+                    FieldType::Bytes | FieldType::String => {
+                        values[i * width + j] = Some(stored.payload.to_vec())
+                    }
+                    other => {
+                        refused.get_or_insert_with(|| {
+                            format!(
+                                "field {:?} holds a {other} value; IKVOnlineStore writes bytes",
+                                all[j]
+                            )
+                        });
+                    }
+                }
+                Ok(())
+            })?;
+            if let Some(e) = refused {
+                return Ok(Err(e));
+            }
+            Ok(crate::feast_read::build(
+                &fields,
+                &kinds,
+                keys.len(),
+                &values,
+                expired_before,
+            ))
+        });
+        drop(reader);
+        batch
+            .map_err(to_py)?
+            .map(ArrowBatch::new)
+            .map_err(|m| raise("CorruptDataError", m))
+    }
+
     /// A scan of every live document of the current view (see `NativeScan`).
     fn scan(&self, py: Python<'_>, fields: Vec<String>) -> PyResult<NativeScan> {
         let reader = self.running(py)?;

@@ -160,3 +160,156 @@ def test_a_feast_repository_materializes_into_ikv_and_serves_online(local_storag
         key = serialize_entity_key(EntityKey(join_keys=["driver_id"], entity_values=[Value(int64_val=1003)]), 3)
         assert reader.get_bytes_value(key, "feast_entity_key") == key
         assert reader.get_bytes_value(key, "driver_stats:trips") is None
+
+
+TYPED_FEATURES = '''
+from datetime import timedelta
+from feast import Entity, FeatureView, Field, FileSource
+from feast.types import Array, Bool, Bytes, Float32, Float64, Int32, Int64, String, UnixTimestamp
+
+driver = Entity(name="driver", join_keys=["driver_id"])
+zone = Entity(name="zone", join_keys=["zone"])
+typed_source = FileSource(path="{typed}", timestamp_field="event_timestamp")
+pair_source = FileSource(path="{pairs}", timestamp_field="event_timestamp")
+typed = FeatureView(
+    name="typed",
+    entities=[driver],
+    ttl=timedelta(days=30),
+    schema=[
+        Field(name="i32", dtype=Int32),
+        Field(name="i64", dtype=Int64),
+        Field(name="f32", dtype=Float32),
+        Field(name="f64", dtype=Float64),
+        Field(name="s", dtype=String),
+        Field(name="b", dtype=Bytes),
+        Field(name="ok", dtype=Bool),
+        Field(name="at", dtype=UnixTimestamp),
+        Field(name="arr", dtype=Array(Int64)),
+        Field(name="never", dtype=Int64),
+    ],
+    source=typed_source,
+)
+stale = FeatureView(
+    name="stale",
+    entities=[driver],
+    ttl=timedelta(hours=1),
+    schema=[Field(name="i64", dtype=Int64)],
+    source=typed_source,
+)
+pairs = FeatureView(
+    name="pairs",
+    entities=[driver, zone],
+    ttl=timedelta(days=30),
+    schema=[Field(name="score", dtype=Float64), Field(name="label", dtype=String)],
+    source=pair_source,
+)
+'''
+
+
+def test_read_features_equals_get_online_features_value_for_value(local_storage, tmp_path: pathlib.Path) -> None:
+    from ikvpy.errors import IKVTypeError, IKVValueError
+    from ikvpy.feast import read_features
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    when = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=2)
+    n = 40
+    ids = list(range(2000, 2000 + n))
+    typed = pd.DataFrame(
+        {
+            "driver_id": ids,
+            "i32": [(-1) ** i * i * 1000 for i in range(n)],
+            "i64": [(-1) ** i * i * 10**12 for i in range(n)],
+            "f32": [i / 3 for i in range(n)],
+            "f64": [-i / 7 for i in range(n)],
+            "s": [f"é-{i}" if i % 5 else None for i in range(n)],
+            "b": [bytes([i, 0, 255]) for i in range(n)],
+            "ok": [i % 2 == 0 for i in range(n)],
+            "at": [when - timedelta(minutes=i) for i in range(n)],
+            "arr": [[i, -i] for i in range(n)],
+            "never": [None] * n,
+            "event_timestamp": [when] * n,
+        }
+    )
+    typed["never"] = typed["never"].astype("Int64")
+    typed.to_parquet(tmp_path / "typed.parquet")
+    pairs = pd.DataFrame(
+        {
+            "driver_id": [2000, 2000, 2001],
+            "zone": ["north", "south", "north"],
+            "score": [0.25, 0.5, 0.75],
+            "label": ["a", "b", "c"],
+            "event_timestamp": [when] * 3,
+        }
+    )
+    pairs.to_parquet(tmp_path / "pairs.parquet")
+    (repo / "features.py").write_text(TYPED_FEATURES.format(typed=tmp_path / "typed.parquet", pairs=tmp_path / "pairs.parquet"))
+    (repo / "feature_store.yaml").write_text(
+        textwrap.dedent(
+            f"""\
+            project: typed
+            registry: {tmp_path / 'registry.db'}
+            provider: local
+            entity_key_serialization_version: 3
+            offline_store:
+              type: file
+            online_store:
+              type: ikvpy.feast.IKVOnlineStore
+              storage_url: {local_storage.url}
+              mount_directory: {tmp_path / 'mount'}
+              num_partitions: 2
+              poll_interval_seconds: 0.02
+            """
+        )
+    )
+    feast_cli = pathlib.Path(sys.executable).parent / "feast"
+    env = dict(os.environ, FEAST_USAGE="False")
+    applied = subprocess.run([str(feast_cli), "apply"], cwd=repo, env=env, capture_output=True, text=True)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    store = FeatureStore(repo_path=str(repo))
+    store.materialize(when - timedelta(days=1), when + timedelta(hours=1))
+
+    typed_refs = [f"typed:{f}" for f in ["i32", "i64", "f32", "f64", "s", "b", "ok", "at", "arr", "never"]]
+    cases = [
+        (typed_refs + ["stale:i64"], [{"driver_id": i} for i in [2003, 2000, 1, 2039, 2005]], True),
+        (typed_refs, [{"driver_id": i} for i in [2003, 2000, 1, 2039, 2005]], False),
+        (typed_refs[:3] + ["stale:i64"], [{"driver_id": i} for i in ids], True),
+        (["pairs:score", "pairs:label", "typed:s"], [{"driver_id": d, "zone": z} for d, z in [(2000, "south"), (2001, "north"), (2001, "south"), (2000, "north")]], False),
+        (["typed:i64"], [{"driver_id": 7}], False),
+    ]
+    for refs, rows, full in cases:
+        want = store.get_online_features(features=refs, entity_rows=rows, full_feature_names=full).to_arrow()
+        got = read_features(store, refs, rows, full_feature_names=full)
+        # Feast orders a view's features by a set (its order changes between processes): the
+        # same columns, here in the order asked for.
+        assert got.column_names == list(rows[0]) + [r.split(":")[1] if not full else r.replace(":", "__") for r in refs]
+        assert sorted(got.column_names) == sorted(want.column_names), (got.column_names, want.column_names)
+        for name in want.column_names:
+            assert got.column(name).type == want.column(name).type, (name, got.column(name).type, want.column(name).type)
+            assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
+        assert got.select(want.column_names).equals(want)
+        # The same rows as a dict of lists, and through the repository's configuration.
+        columns = {k: [r[k] for r in rows] for k in rows[0]}
+        assert read_features(store.config, refs, columns, full_feature_names=full).equals(got)
+    # Something was served, and the one-hour view served nothing (its rows are two days old).
+    got = read_features(store, ["typed:i64", "stale:i64"], [{"driver_id": 2003}], full_feature_names=True)
+    assert got.column("typed__i64").to_pylist() == [-3 * 10**12]
+    assert got.column("stale__i64").to_pylist() == [None]
+
+    with pytest.raises(IKVValueError, match="full_feature_names"):
+        read_features(store, ["typed:i64", "stale:i64"], [{"driver_id": 1}])
+
+    with pytest.raises(IKVValueError, match="no feature 'nope'"):
+        read_features(store, ["typed:nope"], [{"driver_id": 1}])
+    with pytest.raises(IKVValueError, match="view:feature"):
+        read_features(store, ["typed.i64"], [{"driver_id": 1}])
+    with pytest.raises(IKVValueError, match="join key 'zone'"):
+        read_features(store, ["pairs:score"], [{"driver_id": 1}])
+    with pytest.raises(IKVValueError, match="string key"):
+        read_features(store, ["pairs:score"], [{"driver_id": 1, "zone": 5}])
+    with pytest.raises(IKVValueError, match="other keys"):
+        read_features(store, ["typed:i64"], [{"driver_id": 1}, {"zone": "x"}])
+    with pytest.raises(IKVTypeError, match="one string"):
+        read_features(store, "typed:i64", [{"driver_id": 1}])
+    with pytest.raises(IKVTypeError, match="FeatureStore"):
+        read_features(object(), ["typed:i64"], [{"driver_id": 1}])
