@@ -4,7 +4,9 @@ repository, same data, same run.
 10,000 entities, one feature view of 10 features (4 float, 3 int, 3 string), a local Parquet
 offline store, materialized into each online store. Then `get_online_features` for 1 entity
 and for 100 entities x 10 features: p50 / p99 over many calls after a warm-up, the stores
-taking turns (three rounds, the median round reported). Redis runs as redis-server on
+taking turns (three rounds, the median round reported). Beside them, ``ikvpy.feast.read_features``
+on the ikv repository (serving code's direct path to the same features), checked equal to
+``get_online_features(...).to_arrow()`` value for value before it is timed. Redis runs as redis-server on
 127.0.0.1 (started here). Prints a Markdown table for BENCHMARKS.md.
 
 ``python python/benchmarks/bench_feast.py``
@@ -81,17 +83,35 @@ def repo(root: str, name: str, online: str, parquet: str) -> FeatureStore:
     return store
 
 
-def measure(store: FeatureStore, entities: int, calls: int, rng: random.Random) -> list:
-    refs = [f"stats:f{i}" for i in range(10)]
+REFS = [f"stats:f{i}" for i in range(10)]
+
+
+def measure(read, entities: int, calls: int, rng: random.Random) -> list:
     rows = [[{"driver_id": rng.randrange(ENTITIES)} for _ in range(entities)] for _ in range(calls)]
     for r in rows[: calls // 5]:  # warm-up
-        store.get_online_features(features=refs, entity_rows=r)
+        read(r)
     times = []
     for r in rows:
         t = time.perf_counter_ns()
-        store.get_online_features(features=refs, entity_rows=r)
+        read(r)
         times.append(time.perf_counter_ns() - t)
     return times
+
+
+def online(store: FeatureStore):
+    return lambda rows: store.get_online_features(features=REFS, entity_rows=rows)
+
+
+def direct(store: FeatureStore):
+    from ikvpy.feast import read_features
+
+    rng = random.Random(5)
+    for n in (1, 100):  # equal to Feast's answer first (Feast orders columns by a set)
+        rows = [{"driver_id": rng.randrange(ENTITIES + 50)} for _ in range(n)]
+        want = store.get_online_features(features=REFS, entity_rows=rows).to_arrow()
+        got = read_features(store, REFS, rows)
+        assert got.select(want.column_names).equals(want), (got, want)
+    return lambda rows: read_features(store, REFS, rows)
 
 
 def main() -> None:
@@ -104,25 +124,29 @@ def main() -> None:
         time.sleep(0.5)
         parquet = os.path.join(root, "stats.parquet")
         data(parquet)
+        ikv = repo(
+            root,
+            "ikv",
+            f"type: ikvpy.feast.IKVOnlineStore\nstorage_url: file://{root}/bucket\nmount_directory: {root}/mount\n",
+            parquet,
+        )
         stores = {
-            "ikv (ikvpy.feast)": repo(
-                root,
-                "ikv",
-                f"type: ikvpy.feast.IKVOnlineStore\nstorage_url: file://{root}/bucket\nmount_directory: {root}/mount\n",
-                parquet,
+            "ikv (ikvpy.feast), get_online_features": online(ikv),
+            "ikv, ikvpy.feast.read_features": direct(ikv),
+            "SQLite, get_online_features": online(repo(root, "sqlite", f"type: sqlite\npath: {root}/online.db\n", parquet)),
+            "Redis, get_online_features": online(
+                repo(root, "redis", f"type: redis\nconnection_string: 127.0.0.1:{REDIS_PORT}\n", parquet)
             ),
-            "SQLite": repo(root, "sqlite", f"type: sqlite\npath: {root}/online.db\n", parquet),
-            "Redis": repo(root, "redis", f"type: redis\nconnection_string: 127.0.0.1:{REDIS_PORT}\n", parquet),
         }
         results = {(name, n): [] for name in stores for n in CALLS}
         rng = random.Random(11)
         for _ in range(ROUNDS):
-            for name, store in stores.items():
+            for name, read in stores.items():
                 for n, calls in CALLS.items():
-                    times = measure(store, n, calls, rng)
+                    times = measure(read, n, calls, rng)
                     q = statistics.quantiles(times, n=100)
                     results[(name, n)].append((statistics.median(times), q[98]))
-        print("| online store | entities x features | get_online_features p50 | p99 |")
+        print("| online store, call | entities x features | p50 | p99 |")
         print("|---|---|---|---|")
         for (name, n), rounds in results.items():
             p50s = sorted(r[0] for r in rounds)

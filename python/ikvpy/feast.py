@@ -357,6 +357,7 @@ class _ViewPlan:
         self.columns = [f"{view.name}__{f}" if full_names else f for f in features]
         self.value_types = [by_name[f].dtype.to_value_type() for f in features]
         self.kinds = [_NATIVE_KINDS.get(t.name, 0) for t in self.value_types]
+        self.raw = [j for j, k in enumerate(self.kinds) if k == 0]
         self.ts_field = f"{view.name}:{_TS}"
         self.ttl = view.ttl.total_seconds() if view.ttl else 0.0
         join = sorted((c.name, c.dtype.to_value_type()) for c in view.entity_columns)
@@ -375,30 +376,40 @@ class _ViewPlan:
             head.append(encoded)
         self.prefix = b"".join(head)
         self.version = version
+        # One int64 join key (the common case): the native reader builds the keys from the
+        # prefix and the values, and the join key's column.
+        self.int_head: Optional[bytes] = None
+        if len(join) == 1 and self.join_types[0] == ValueType.INT64 and version > 1:
+            self.int_head = self.prefix + struct.pack("<II", ValueType.INT64.value, 8)
 
     def keys(self, columns: Dict[str, Sequence[Any]], rows: int) -> List[bytes]:
         """The serialized entity keys of ``rows`` rows, as Feast's ``serialize_entity_key``."""
+        single = len(self.join_keys) == 1
         parts = []
         for name, value_type in zip(self.join_keys, self.join_types):
             values = columns.get(name)
             if values is None:
                 raise IKVValueError(f"entity_rows lack the join key {name!r} of feature view {self.name!r}")
-            parts.append(_encode_entity_values(values, value_type, self.version, name))
+            # One join key: its encoding carries the prefix (one pack a row, no concatenation).
+            parts.append(_encode_entity_values(values, value_type, self.version, name, self.prefix if single else b""))
+        if single:
+            return parts[0]
         prefix = self.prefix
-        if len(parts) == 1:
-            return [prefix + p for p in parts[0]]
         return [prefix + b"".join(row) for row in zip(*parts)]
 
 
-def _encode_entity_values(values: Sequence[Any], value_type: Any, version: int, name: str) -> List[bytes]:
-    """Each value's type, length and bytes, as ``serialize_entity_key`` writes them."""
+def _encode_entity_values(
+    values: Sequence[Any], value_type: Any, version: int, name: str, prefix: bytes = b""
+) -> List[bytes]:
+    """Each value's type, length and bytes, as ``serialize_entity_key`` writes them, after
+    ``prefix``."""
     from feast.value_type import ValueType
 
     def fixed(fmt: str, code: int) -> List[bytes]:
-        packer = struct.Struct(f"<II{fmt}")
+        packer = struct.Struct(f"<{len(prefix)}sII{fmt}")
         size = struct.calcsize(f"<{fmt}")
         try:
-            return [packer.pack(code, size, v) for v in values]
+            return [packer.pack(prefix, code, size, v) for v in values]
         except struct.error as e:
             raise IKVValueError(f"join key {name!r} needs integers of its type ({value_type.name}): {e}") from None
 
@@ -414,14 +425,14 @@ def _encode_entity_values(values: Sequence[Any], value_type: Any, version: int, 
             if not isinstance(v, str):
                 raise IKVValueError(f"join key {name!r} is a string key, not {type(v).__name__}: {v!r}")
             b = v.encode("utf8")
-            out.append(struct.pack("<II", ValueType.STRING.value, len(b)) + b)
+            out.append(prefix + struct.pack("<II", ValueType.STRING.value, len(b)) + b)
         return out
     if value_type == ValueType.BYTES:
         out = []
         for v in values:
             if not isinstance(v, bytes):
                 raise IKVValueError(f"join key {name!r} is a bytes key, not {type(v).__name__}: {v!r}")
-            out.append(struct.pack("<II", ValueType.BYTES.value, len(v)) + v)
+            out.append(prefix + struct.pack("<II", ValueType.BYTES.value, len(v)) + v)
         return out
     raise IKVValueError(f"join key {name!r} of type {value_type.name} is not supported by Feast's entity keys")
 
@@ -486,16 +497,22 @@ def _entity_columns(entity_rows: Any) -> Tuple[Dict[str, List[Any]], int]:
         return columns, lengths.pop() if lengths else 0
     if isinstance(entity_rows, (str, bytes)) or not hasattr(entity_rows, "__iter__"):
         raise IKVTypeError(f"entity_rows must be a list of dicts or a dict of lists, not {type(entity_rows).__name__}")
-    rows = list(entity_rows)
+    rows = entity_rows if isinstance(entity_rows, list) else list(entity_rows)
     if not rows:
         return {}, 0
-    names = list(rows[0])
-    columns = {n: [] for n in names}
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict) or list(row) != names:
-            raise IKVValueError(f"entity row {i} has other keys than the first ({names}): {row!r}")
-        for n in names:
-            columns[n].append(row[n])
+    first = rows[0]
+    if not isinstance(first, dict):
+        raise IKVTypeError(f"entity row 0 must be a dict, not {type(first).__name__}")
+    names = list(first)
+    width = len(names)
+    try:
+        columns = {n: [r[n] for r in rows] for n in names}
+        same = all(len(r) == width for r in rows)
+    except (KeyError, TypeError):
+        same = False
+    if not same:
+        bad = next(i for i, r in enumerate(rows) if not isinstance(r, dict) or sorted(r) != sorted(names))
+        raise IKVValueError(f"entity row {bad} has other keys than the first ({names}): {rows[bad]!r}")
     return columns, len(rows)
 
 
@@ -518,7 +535,6 @@ def read_features(
     registry is read once per ten seconds per set of references (a ``feast apply`` is seen
     within that time)."""
     import pyarrow as pa
-    from feast.type_map import feast_value_type_to_python_type
 
     if isinstance(feature_refs, str):
         raise IKVTypeError("feature_refs must be a list of 'view:feature' strings, not one string")
@@ -530,26 +546,51 @@ def read_features(
     columns, rows = _entity_columns(entity_rows)
     reader = online._get_reader(fs.config)
     online._await_own_writes(reader)
-    names: List[str] = []
-    arrays: List[Any] = []
-    for join_key, values in columns.items():
-        names.append(join_key)
-        arrays.append(pa.array(values))
     now = time.time()
+    if len(plan.views) == 1 and not plan.views[0].raw and plan.views[0].int_head is not None and len(columns) == 1:
+        view = plan.views[0]
+        name = view.join_keys[0]
+        values = columns.get(name)
+        if values is None:
+            raise IKVValueError(f"entity_rows lack the join key {name!r} of feature view {view.name!r}")
+        expired_before = int((now - view.ttl) * 1_000_000) if view.ttl > 0 else None
+        try:
+            native = reader._native.feast_read(
+                [], view.fields, view.kinds, view.ts_field, expired_before, view.columns, (name, view.int_head, values)
+            )
+        except (TypeError, OverflowError) as e:
+            raise IKVValueError(f"join key {name!r} needs integers of its type (INT64): {e}") from None
+        return pa.Table.from_batches([pa.record_batch(native)])
+    batches = []
     for view in plan.views:
         keys = view.keys(columns, rows)
         expired_before = int((now - view.ttl) * 1_000_000) if view.ttl > 0 else None
-        batch = pa.record_batch(reader._native.feast_read(keys, view.fields, view.kinds, view.ts_field, expired_before))
-        for j, column in enumerate(view.columns):
-            array = batch.column(j)
-            if view.kinds[j] == 0:
-                value_type = view.value_types[j]
-                parse = ValueProto.FromString
-                array = pa.array(
-                    [None if b is None else feast_value_type_to_python_type(parse(b), value_type) for b in array.to_pylist()]
-                )
-            if array.null_count == len(array):
-                array = pa.nulls(len(array))  # as Feast's to_arrow() types a column of None only
-            names.append(column)
-            arrays.append(array)
+        native = reader._native.feast_read(keys, view.fields, view.kinds, view.ts_field, expired_before, view.columns)
+        batches.append(pa.record_batch(native))
+    if len(plan.views) == 1 and not plan.views[0].raw:
+        # The common case in one piece: the view's batch as a table, the join keys put first.
+        table = pa.Table.from_batches(batches)
+        for i, (name, values) in enumerate(columns.items()):
+            table = table.add_column(i, name, pa.array(values))
+        return table
+    names: List[str] = list(columns)
+    arrays: List[Any] = [pa.array(values) for values in columns.values()]
+    for view, batch in zip(plan.views, batches):
+        got = batch.columns
+        for j in view.raw:
+            got[j] = _decode_raw(got[j], view.value_types[j])
+        names.extend(view.columns)
+        arrays.extend(got)
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def _decode_raw(array: Any, value_type: Any) -> Any:
+    """A column of stored ``ValueProto``s of a type decoded by Feast's own code."""
+    import pyarrow as pa
+    from feast.type_map import feast_value_type_to_python_type
+
+    parse = ValueProto.FromString
+    values = [None if b is None else feast_value_type_to_python_type(parse(b), value_type) for b in array.to_pylist()]
+    if all(v is None for v in values):
+        return pa.nulls(len(values))  # as Feast's to_arrow() types a column of None only
+    return pa.array(values)

@@ -14,7 +14,7 @@ use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{Array, ArrayRef, NullArray, RecordBatch};
 use arrow_schema::{Field, Schema};
 
 /// How a column is decoded; the numbers are what Python passes (Feast's `ValueType` numbers
@@ -132,117 +132,225 @@ pub fn decode(bytes: &[u8]) -> Result<Scalar<'_>, String> {
 /// Feast's null timestamp (`NaT` as an int64).
 const NULL_TIMESTAMP: i64 = i64::MIN;
 
-enum Column {
-    Raw(BinaryBuilder),
-    Bytes(BinaryBuilder),
-    String(StringBuilder),
-    Int(Int64Builder),
-    Float(Float64Builder),
-    Bool(BooleanBuilder),
-    Timestamp(TimestampMicrosecondBuilder),
+/// What is kept of one stored value until its row's event time is known: scalars as they
+/// are, bytes and strings as a range of one shared buffer (no allocation per value).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cell {
+    Missing,
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Timestamp(i64),
+    /// `start, len` in the buffer.
+    Span(usize, usize),
 }
 
-impl Column {
-    fn new(kind: Kind) -> Column {
-        match kind {
-            Kind::Raw => Column::Raw(BinaryBuilder::new()),
-            Kind::Bytes => Column::Bytes(BinaryBuilder::new()),
-            Kind::String => Column::String(StringBuilder::new()),
-            Kind::Int => Column::Int(Int64Builder::new()),
-            Kind::Float => Column::Float(Float64Builder::new()),
-            Kind::Bool => Column::Bool(BooleanBuilder::new()),
-            Kind::Timestamp => {
-                Column::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
-            }
-        }
-    }
-
-    fn null(&mut self) {
-        match self {
-            Column::Raw(b) | Column::Bytes(b) => b.append_null(),
-            Column::String(b) => b.append_null(),
-            Column::Int(b) => b.append_null(),
-            Column::Float(b) => b.append_null(),
-            Column::Bool(b) => b.append_null(),
-            Column::Timestamp(b) => b.append_null(),
-        }
-    }
-
-    /// Appends the stored value `stored` (a serialized `ValueProto`).
-    fn append(&mut self, stored: &[u8]) -> Result<(), String> {
-        if let Column::Raw(b) = self {
-            b.append_value(stored);
-            return Ok(());
-        }
-        let value = decode(stored)?;
-        match (self, value) {
-            (c, Scalar::Null) => c.null(),
-            (Column::Bytes(b), Scalar::Bytes(v)) => b.append_value(v),
-            (Column::String(b), Scalar::String(v)) => {
-                b.append_value(std::str::from_utf8(v).map_err(|_| "a string is not UTF-8")?)
-            }
-            (Column::Int(b), Scalar::Int(v)) => b.append_value(v),
-            (Column::Float(b), Scalar::Float(v)) => b.append_value(v),
-            (Column::Bool(b), Scalar::Bool(v)) => b.append_value(v),
-            (Column::Timestamp(b), Scalar::Timestamp(NULL_TIMESTAMP)) => b.append_null(),
-            (Column::Timestamp(b), Scalar::Timestamp(secs)) => b.append_value(
-                secs.checked_mul(1_000_000)
-                    .ok_or("a timestamp out of range")?,
-            ),
-            (_, other) => return Err(format!("holds {other:?}, not the view's type")),
-        }
-        Ok(())
-    }
-
-    fn finish(self) -> ArrayRef {
-        match self {
-            Column::Raw(mut b) | Column::Bytes(mut b) => Arc::new(b.finish()),
-            Column::String(mut b) => Arc::new(b.finish()),
-            Column::Int(mut b) => Arc::new(b.finish()),
-            Column::Float(mut b) => Arc::new(b.finish()),
-            Column::Bool(mut b) => Arc::new(b.finish()),
-            Column::Timestamp(mut b) => Arc::new(b.finish()),
-        }
-    }
+/// Collects one feature view's values as a multiget visits them (`visit`), then builds the
+/// view's columns (`finish`). Column `kinds.len()` is the row's event time (8 bytes,
+/// little-endian microseconds); a row without one, or older than `expired_before`, is all
+/// null (never written, or expired).
+pub struct Collector {
+    names: Vec<String>,
+    kinds: Vec<Kind>,
+    cells: Vec<Cell>,
+    times: Vec<Option<i64>>,
+    buffer: Vec<u8>,
+    error: Option<String>,
 }
 
-/// One feature view's rows: `values[i * (n + 1) + j]` is row `i`'s stored value of column `j`
-/// (the last column is the row's event time, 8 bytes little-endian microseconds). A row with
-/// no event time, or one older than `expired_before`, is all null (not stored, or expired).
-pub fn build(
-    names: &[String],
-    kinds: &[Kind],
-    rows: usize,
-    values: &[Option<Vec<u8>>],
-    expired_before: Option<i64>,
-) -> Result<RecordBatch, String> {
-    let width = names.len() + 1;
-    let mut columns: Vec<Column> = kinds.iter().map(|k| Column::new(*k)).collect();
-    for i in 0..rows {
-        let row = &values[i * width..(i + 1) * width];
-        let micros = match &row[width - 1] {
-            Some(ts) => Some(i64::from_le_bytes(ts.as_slice().try_into().map_err(
-                |_| format!("the event time of row {i} is {} bytes, not 8", ts.len()),
-            )?)),
-            None => None,
+impl Collector {
+    pub fn new(names: Vec<String>, kinds: Vec<Kind>, rows: usize) -> Collector {
+        Collector {
+            names,
+            cells: vec![Cell::Missing; rows * kinds.len()],
+            times: vec![None; rows],
+            kinds,
+            buffer: Vec::new(),
+            error: None,
+        }
+    }
+
+    fn span(&mut self, bytes: &[u8]) -> Cell {
+        let start = self.buffer.len();
+        self.buffer.extend_from_slice(bytes);
+        Cell::Span(start, bytes.len())
+    }
+
+    /// Row `row`'s stored value of column `column` (the event time when `column` is the
+    /// number of kinds). The first malformed value is kept as the error `finish` returns.
+    pub fn visit(&mut self, row: usize, column: usize, stored: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        let Some(kind) = self.kinds.get(column).copied() else {
+            match <[u8; 8]>::try_from(stored) {
+                Ok(b) => self.times[row] = Some(i64::from_le_bytes(b)),
+                Err(_) => {
+                    self.error = Some(format!(
+                        "the event time of row {row} is {} bytes, not 8",
+                        stored.len()
+                    ))
+                }
+            }
+            return;
         };
-        let served = micros.is_some_and(|m| expired_before.is_none_or(|e| m >= e));
-        for (j, column) in columns.iter_mut().enumerate() {
-            match (&row[j], served) {
-                (Some(stored), true) => column
-                    .append(stored)
-                    .map_err(|e| format!("field {:?}: {e}", names[j]))?,
-                _ => column.null(),
+        let cell = if kind == Kind::Raw {
+            self.span(stored)
+        } else {
+            match decode(stored) {
+                Err(e) => {
+                    self.error = Some(format!("field {:?}: {e}", self.names[column]));
+                    return;
+                }
+                Ok(value) => match (kind, value) {
+                    (_, Scalar::Null) => Cell::Missing,
+                    (Kind::Bytes, Scalar::Bytes(v)) => self.span(v),
+                    (Kind::String, Scalar::String(v)) => {
+                        if std::str::from_utf8(v).is_err() {
+                            self.error = Some(format!(
+                                "field {:?}: a string is not UTF-8",
+                                self.names[column]
+                            ));
+                            return;
+                        }
+                        self.span(v)
+                    }
+                    (Kind::Int, Scalar::Int(v)) => Cell::Int(v),
+                    (Kind::Float, Scalar::Float(v)) => Cell::Float(v),
+                    (Kind::Bool, Scalar::Bool(v)) => Cell::Bool(v),
+                    (Kind::Timestamp, Scalar::Timestamp(NULL_TIMESTAMP)) => Cell::Missing,
+                    (Kind::Timestamp, Scalar::Timestamp(secs)) => match secs.checked_mul(1_000_000)
+                    {
+                        Some(micros) => Cell::Timestamp(micros),
+                        None => {
+                            self.error = Some(format!(
+                                "field {:?}: a timestamp out of range",
+                                self.names[column]
+                            ));
+                            return;
+                        }
+                    },
+                    (_, other) => {
+                        self.error = Some(format!(
+                            "field {:?} holds {other:?}, not the view's type",
+                            self.names[column]
+                        ));
+                        return;
+                    }
+                },
             }
-        }
+        };
+        self.cells[row * self.kinds.len() + column] = cell;
     }
-    let arrays: Vec<ArrayRef> = columns.into_iter().map(Column::finish).collect();
-    let fields: Vec<Field> = names
-        .iter()
-        .zip(&arrays)
-        .map(|(n, a)| Field::new(n, a.data_type().clone(), true))
-        .collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| e.to_string())
+
+    /// The columns; a malformed value met by `visit` is the error, naming its field.
+    pub fn finish(self, expired_before: Option<i64>) -> Result<RecordBatch, String> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let width = self.kinds.len();
+        let served: Vec<bool> = self
+            .times
+            .iter()
+            .map(|t| t.is_some_and(|m| expired_before.is_none_or(|e| m >= e)))
+            .collect();
+        let rows = self.times.len();
+        let buffer = &self.buffer;
+        let span = |c: Cell| match c {
+            Cell::Span(start, len) => Some(&buffer[start..start + len]),
+            _ => None,
+        };
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(width);
+        for (j, kind) in self.kinds.iter().enumerate() {
+            let cells = (0..rows).map(|i| {
+                if served[i] {
+                    self.cells[i * width + j]
+                } else {
+                    Cell::Missing
+                }
+            });
+            let array: ArrayRef = match kind {
+                Kind::Raw | Kind::Bytes => {
+                    let mut b = BinaryBuilder::new();
+                    cells.for_each(|c| b.append_option(span(c)));
+                    Arc::new(b.finish())
+                }
+                Kind::String => {
+                    let mut b = StringBuilder::new();
+                    // Checked as UTF-8 when visited.
+                    cells.for_each(|c| {
+                        b.append_option(span(c).map(|v| std::str::from_utf8(v).unwrap_or_default()))
+                    });
+                    Arc::new(b.finish())
+                }
+                Kind::Int => {
+                    let mut b = Int64Builder::with_capacity(rows);
+                    cells.for_each(|c| {
+                        b.append_option(if let Cell::Int(v) = c { Some(v) } else { None })
+                    });
+                    Arc::new(b.finish())
+                }
+                Kind::Float => {
+                    let mut b = Float64Builder::with_capacity(rows);
+                    cells.for_each(|c| {
+                        b.append_option(if let Cell::Float(v) = c {
+                            Some(v)
+                        } else {
+                            None
+                        })
+                    });
+                    Arc::new(b.finish())
+                }
+                Kind::Bool => {
+                    let mut b = BooleanBuilder::with_capacity(rows);
+                    cells.for_each(|c| {
+                        b.append_option(if let Cell::Bool(v) = c { Some(v) } else { None })
+                    });
+                    Arc::new(b.finish())
+                }
+                Kind::Timestamp => {
+                    let mut b =
+                        TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
+                    cells.for_each(|c| {
+                        b.append_option(if let Cell::Timestamp(v) = c {
+                            Some(v)
+                        } else {
+                            None
+                        })
+                    });
+                    Arc::new(b.finish())
+                }
+            };
+            // A column with no value at all is of type null, as Feast's `to_arrow()` types it.
+            arrays.push(if array.null_count() == array.len() {
+                Arc::new(NullArray::new(array.len()))
+            } else {
+                array
+            });
+        }
+        let fields: Vec<Field> = self
+            .names
+            .iter()
+            .zip(&arrays)
+            .map(|(n, a)| Field::new(n, a.data_type().clone(), true))
+            .collect();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| e.to_string())
+    }
+}
+
+/// `batch` with an int64 column `name` of `values` first (the join key's column, typed as
+/// pyarrow types a list of Python ints).
+pub fn with_int_column(
+    batch: RecordBatch,
+    name: &str,
+    values: Vec<i64>,
+) -> Result<RecordBatch, String> {
+    let column: ArrayRef = Arc::new(arrow_array::Int64Array::from(values));
+    let mut fields = vec![Arc::new(Field::new(name, column.data_type().clone(), true))];
+    fields.extend(batch.schema().fields().iter().cloned());
+    let mut columns = vec![column];
+    columns.extend(batch.columns().iter().cloned());
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -292,6 +400,41 @@ mod tests {
         );
         assert!(decode(&tagged(4, 2)).is_err());
         assert!(decode(&[0x0f]).is_err());
+    }
+
+    #[test]
+    fn rows_without_or_past_their_event_time_are_null_and_bad_values_named() {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::Int64Type;
+        let names = vec!["v:a".to_string(), "v:s".to_string()];
+        let mut int = tagged(4, 0);
+        int.push(7);
+        let mut s = tagged(2, 2);
+        s.extend([1, b'x']);
+        let mut c = Collector::new(names.clone(), vec![Kind::Int, Kind::String], 3);
+        for row in 0..3 {
+            c.visit(row, 0, &int);
+            c.visit(row, 1, &s);
+        }
+        c.visit(0, 2, &100i64.to_le_bytes()); // served
+        c.visit(1, 2, &10i64.to_le_bytes()); // expired
+        // row 2: no event time (never written through the store)
+        let batch = c.finish(Some(50)).unwrap();
+        let a = batch.column(0).as_primitive::<Int64Type>();
+        assert_eq!(a.iter().collect::<Vec<_>>(), vec![Some(7), None, None]);
+        assert_eq!(batch.column(1).as_string::<i32>().value(0), "x");
+        assert_eq!(batch.column(1).null_count(), 2);
+
+        let mut c = Collector::new(names.clone(), vec![Kind::Int, Kind::String], 1);
+        c.visit(0, 1, &int);
+        assert!(
+            c.finish(None)
+                .unwrap_err()
+                .contains("field \"v:s\" holds Int(7)")
+        );
+        let mut c = Collector::new(names, vec![Kind::Int, Kind::String], 1);
+        c.visit(0, 2, b"short");
+        assert!(c.finish(None).unwrap_err().contains("5 bytes, not 8"));
     }
 
     #[test]

@@ -524,7 +524,10 @@ impl NativeReader {
     /// One Feast feature view's features of `keys` (serialized entity keys) as an Arrow batch:
     /// a column per field of `fields` decoded as `kinds` says (`feast_read.rs`), the row's
     /// event time read from `ts_field`; a row without one, or older than `expired_before`
-    /// (microseconds since the epoch), is all null. The GIL is released throughout.
+    /// (microseconds since the epoch), is all null. Columns are named `columns` (default: the
+    /// fields' names). The GIL is released throughout.
+    #[pyo3(signature = (keys, fields, kinds, ts_field, expired_before, columns=None, int_key=None))]
+    #[allow(clippy::too_many_arguments)] // Python's arguments
     fn feast_read(
         &self,
         py: Python<'_>,
@@ -533,6 +536,8 @@ impl NativeReader {
         kinds: Vec<u8>,
         ts_field: String,
         expired_before: Option<i64>,
+        columns: Option<Vec<String>>,
+        int_key: Option<(String, Vec<u8>, Vec<i64>)>,
     ) -> PyResult<ArrowBatch> {
         if kinds.len() != fields.len() {
             return Err(raise(
@@ -547,19 +552,38 @@ impl NativeReader {
                     .ok_or_else(|| raise("IKVValueError", format!("unknown column kind {k}")))
             })
             .collect::<PyResult<Vec<_>>>()?;
-        let keys = Self::keys(keys)?;
+        // One int64 join key: the keys are its values after one prefix (Feast's key names and
+        // the value's type and length), built here, and its column leads the batch.
+        let (keys, key_column) = match int_key {
+            Some((name, prefix, values)) => {
+                let keys = values
+                    .iter()
+                    .map(|v| [prefix.as_slice(), &v.to_le_bytes()].concat())
+                    .collect();
+                (keys, Some((name, values)))
+            }
+            None => (Self::keys(keys)?, None),
+        };
         let reader = self.running(py)?;
         let batch = py.detach(|| -> ikv_core::Result<Result<_, String>> {
             let mut all = fields.clone();
             all.push(ts_field);
-            let width = all.len();
-            let mut values: Vec<Option<Vec<u8>>> = vec![None; keys.len() * width];
+            let names = match columns {
+                Some(names) if names.len() == fields.len() => names,
+                Some(names) => {
+                    return Ok(Err(format!(
+                        "{} column names for {} fields",
+                        names.len(),
+                        fields.len()
+                    )));
+                }
+                None => fields,
+            };
+            let mut collected = crate::feast_read::Collector::new(names, kinds, keys.len());
             let mut refused = None;
             reader.multiget_visit(&keys, &all, |i, j, stored| {
                 match stored.field_type {
-                    FieldType::Bytes | FieldType::String => {
-                        values[i * width + j] = Some(stored.payload.to_vec())
-                    }
+                    FieldType::Bytes | FieldType::String => collected.visit(i, j, stored.payload),
                     other => {
                         refused.get_or_insert_with(|| {
                             format!(
@@ -571,16 +595,17 @@ impl NativeReader {
                 }
                 Ok(())
             })?;
-            if let Some(e) = refused {
-                return Ok(Err(e));
-            }
-            Ok(crate::feast_read::build(
-                &fields,
-                &kinds,
-                keys.len(),
-                &values,
-                expired_before,
-            ))
+            Ok(match refused {
+                Some(e) => Err(e),
+                None => collected
+                    .finish(expired_before)
+                    .and_then(|batch| match key_column {
+                        Some((name, values)) => {
+                            crate::feast_read::with_int_column(batch, &name, values)
+                        }
+                        None => Ok(batch),
+                    }),
+            })
         });
         drop(reader);
         batch

@@ -276,6 +276,9 @@ def test_read_features_equals_get_online_features_value_for_value(local_storage,
         (typed_refs[:3] + ["stale:i64"], [{"driver_id": i} for i in ids], True),
         (["pairs:score", "pairs:label", "typed:s"], [{"driver_id": d, "zone": z} for d, z in [(2000, "south"), (2001, "north"), (2001, "south"), (2000, "north")]], False),
         (["typed:i64"], [{"driver_id": 7}], False),
+        # One view, one int64 join key, scalar features: the native path builds keys and column.
+        (["typed:i64", "typed:s", "typed:at", "typed:never", "typed:ok"], [{"driver_id": i} for i in [2001, 5, 2002, 2010, 2001]], False),
+        (["stale:i64"], [{"driver_id": i} for i in ids[:5]], True),
     ]
     for refs, rows, full in cases:
         want = store.get_online_features(features=refs, entity_rows=rows, full_feature_names=full).to_arrow()
@@ -307,6 +310,11 @@ def test_read_features_equals_get_online_features_value_for_value(local_storage,
         read_features(store, ["pairs:score"], [{"driver_id": 1}])
     with pytest.raises(IKVValueError, match="string key"):
         read_features(store, ["pairs:score"], [{"driver_id": 1, "zone": 5}])
+    for refs in (["typed:i64"], ["typed:arr"]):  # the native path and the general one
+        with pytest.raises(IKVValueError, match="integers"):
+            read_features(store, refs, [{"driver_id": "x"}])
+        with pytest.raises(IKVValueError, match="integers"):
+            read_features(store, refs, [{"driver_id": 2**70}])
     with pytest.raises(IKVValueError, match="other keys"):
         read_features(store, ["typed:i64"], [{"driver_id": 1}, {"zone": "x"}])
     with pytest.raises(IKVTypeError, match="one string"):

@@ -283,6 +283,7 @@ impl Reader {
         }
         let view = self.shared.view.load();
         let pk = &self.shared.config.primary_key_field;
+        let wanted = Wanted::new(fields);
         for (i, key) in keys.iter().enumerate() {
             // The lookups of a batch wait on memory together, not one after another.
             if i % PREFETCH_MAX == 0 && keys.len() - i > 1 {
@@ -297,15 +298,14 @@ impl Reader {
             let drops = view.drops.get(doc.partition as usize);
             for stored in doc.fields() {
                 let stored = stored?;
-                if !fields.iter().any(|f| f.as_ref() == stored.name) {
+                let Some(j) = wanted.first(stored.name) else {
                     continue;
-                }
+                };
                 let is_pk = stored.name == pk.as_str();
                 if drops.is_none_or(|d| d.is_live(stored.name, is_pk, stored.epoch)) {
-                    for (j, f) in fields.iter().enumerate() {
-                        if f.as_ref() == stored.name {
-                            visit(i, j, stored)?;
-                        }
+                    visit(i, j, stored)?;
+                    for again in wanted.repeats(j) {
+                        visit(i, again, stored)?;
                     }
                 }
             }
@@ -348,5 +348,86 @@ impl Reader {
 impl Drop for Reader {
     fn drop(&mut self) {
         self.stop_poller();
+    }
+}
+
+/// The fields a multiget asks for, matched against each stored field of each document: by
+/// comparison when they are few, by a hash map when they are many (a document of 12 fields
+/// matched against 11 names took about 130 comparisons a key). A name asked for twice is
+/// visited at each of its places.
+struct Wanted<'f> {
+    names: Vec<&'f str>,
+    index: Option<rustc_hash::FxHashMap<&'f str, usize>>,
+    /// (first place, later place) of names asked for more than once.
+    repeats: Vec<(usize, usize)>,
+}
+
+impl<'f> Wanted<'f> {
+    /// Past this many names, a hash map beats comparing each.
+    const LINEAR_MAX: usize = 4;
+
+    fn new<F: AsRef<str>>(fields: &'f [F]) -> Wanted<'f> {
+        let names: Vec<&str> = fields.iter().map(|f| f.as_ref()).collect();
+        let mut repeats = Vec::new();
+        for (j, name) in names.iter().enumerate() {
+            if let Some(first) = names[..j].iter().position(|n| n == name) {
+                repeats.push((first, j));
+            }
+        }
+        let index = (names.len() > Self::LINEAR_MAX).then(|| {
+            let mut index = rustc_hash::FxHashMap::default();
+            for (j, name) in names.iter().enumerate().rev() {
+                index.insert(*name, j);
+            }
+            index
+        });
+        Wanted {
+            names,
+            index,
+            repeats,
+        }
+    }
+
+    /// The first place `name` is asked for at.
+    fn first(&self, name: &str) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(name).copied(),
+            None => self.names.iter().position(|n| *n == name),
+        }
+    }
+
+    /// The later places of the name first asked for at `first`.
+    fn repeats(&self, first: usize) -> impl Iterator<Item = usize> + '_ {
+        self.repeats
+            .iter()
+            .filter(move |(f, _)| *f == first)
+            .map(|(_, j)| *j)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Wanted;
+
+    #[test]
+    fn wanted_names_are_found_at_every_place_by_either_path() {
+        for names in [
+            vec!["a", "b", "a"],
+            vec!["f0", "f1", "f2", "f3", "f4", "f1", "f5", "f1"],
+        ] {
+            let wanted = Wanted::new(&names);
+            assert_eq!(wanted.index.is_some(), names.len() > Wanted::LINEAR_MAX);
+            for (j, name) in names.iter().enumerate() {
+                let first = wanted.first(name).unwrap();
+                let mut places: Vec<usize> = std::iter::once(first)
+                    .chain(wanted.repeats(first))
+                    .collect();
+                places.sort_unstable();
+                let expected: Vec<usize> =
+                    (0..names.len()).filter(|k| names[*k] == *name).collect();
+                assert_eq!(places, expected, "{name} at {j}");
+            }
+            assert_eq!(wanted.first("missing"), None);
+        }
     }
 }

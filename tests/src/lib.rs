@@ -10,6 +10,7 @@ pub mod model;
 pub mod model_check;
 pub mod random_ops;
 pub mod stepping_clock;
+pub mod unordered;
 
 use std::collections::BTreeMap;
 

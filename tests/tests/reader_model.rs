@@ -32,6 +32,8 @@ struct Store {
     storage: Storage,
     url: String,
     options: StorageOptions,
+    /// Readers use `storage` itself rather than opening `url` (a wrapped store).
+    inject: bool,
     config: StoreConfig,
     layout: StoreLayout,
 }
@@ -93,6 +95,7 @@ fn make(
     Store {
         shared: false,
         fold_min_bytes: ReaderOptions::new("", "", "").fold_min_bytes,
+        inject: false,
         storage,
         url,
         options,
@@ -107,6 +110,9 @@ impl Store {
         o.storage_options = self.options.clone();
         o.poll_interval = Duration::from_millis(20);
         o.fold_min_bytes = self.fold_min_bytes;
+        if self.inject {
+            o.storage = Some(self.storage.clone());
+        }
         o
     }
 
@@ -260,6 +266,49 @@ fn local_directory_one_and_four_partitions_match_the_model() {
         24,
         &rt,
     );
+}
+
+#[test]
+fn listings_in_no_order_from_no_offset_match_the_model() {
+    // As an S3 Express directory bucket lists: shuffled, and refusing `start-after`.
+    let rt = runtime();
+    for (partitions, seed) in [(1, 25), (4, 26)] {
+        let unordered = std::sync::Arc::new(ikv_tests::unordered::UnorderedListings::new(
+            std::sync::Arc::new(object_store::memory::InMemory::new()),
+            seed,
+        ));
+        let storage = Storage::new(
+            unordered.clone(),
+            object_store::path::Path::from("root"),
+            "memory://unordered",
+        )
+        .with_unordered_listings();
+        let store = Store {
+            inject: true,
+            shared: partitions == 4,
+            ..make(
+                storage,
+                "memory://unordered".into(),
+                StorageOptions::default(),
+                "unordered",
+                partitions,
+                None,
+                &rt,
+            )
+        };
+        run(store, seed, &rt);
+        assert!(
+            unordered.listings() > 10,
+            "{} listings",
+            unordered.listings()
+        );
+        assert_eq!(
+            unordered
+                .offsets_refused
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+    }
 }
 
 /// The highest image generation of `store` under `mount` (from the files' names).

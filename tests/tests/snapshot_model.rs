@@ -6,6 +6,7 @@
 //! without a partitioning key.
 #![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use ikv_core::bucket::create_store;
@@ -54,7 +55,10 @@ async fn check_newest_snapshot(
 }
 
 async fn run(seed: u64, partitions: u32, batches: usize, partitioned: bool) {
-    let storage = Storage::memory();
+    run_on(Storage::memory(), seed, partitions, batches, partitioned).await;
+}
+
+async fn run_on(storage: Storage, seed: u64, partitions: u32, batches: usize, partitioned: bool) {
     let partitioning = partitioned.then_some(PARTITIONING_KEY);
     let config = StoreConfig::new("model", PRIMARY_KEY, partitioning, partitions).unwrap();
     create_store(&storage, &config).await.unwrap();
@@ -187,6 +191,33 @@ async fn several_partitions_match_the_model() {
         run(seed, 4, 500, false).await;
     }
     run(12, 7, 300, false).await;
+}
+
+#[tokio::test]
+async fn listings_in_no_order_from_no_offset_match_the_model() {
+    // As an S3 Express directory bucket lists: shuffled, and refusing `start-after`.
+    let unordered = Arc::new(ikv_tests::unordered::UnorderedListings::new(
+        Arc::new(object_store::memory::InMemory::new()),
+        15,
+    ));
+    let storage = Storage::new(
+        unordered.clone(),
+        object_store::path::Path::from("root"),
+        "memory://unordered",
+    )
+    .with_unordered_listings();
+    run_on(storage, 15, 3, 300, false).await;
+    assert!(
+        unordered.listings() > 50,
+        "{} listings",
+        unordered.listings()
+    );
+    assert_eq!(
+        unordered
+            .offsets_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }
 
 #[tokio::test]

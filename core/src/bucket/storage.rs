@@ -53,6 +53,10 @@ pub struct Storage {
     clock: Arc<dyn Clock>,
     /// Every request made through this root and its clones, by kind and outcome.
     requests: Arc<RequestCounts>,
+    /// Whether listings come back in key order and can start after a key (S3 general purpose
+    /// buckets, memory). A local directory lists in directory order; an S3 Express One Zone
+    /// directory bucket in no order and from no offset.
+    key_ordered_listings: bool,
 }
 
 impl Storage {
@@ -69,7 +73,16 @@ impl Storage {
             made: None,
             clock: SystemClock::shared(),
             requests,
+            key_ordered_listings: true,
         }
+    }
+
+    /// This root with listings taken as unordered and never asked for from an offset (every
+    /// caller then lists a whole directory and sorts what it needs): for stores that list as
+    /// S3 Express One Zone directory buckets do.
+    pub fn with_unordered_listings(mut self) -> Storage {
+        self.key_ordered_listings = false;
+        self
     }
 
     /// The object store behind this root, for tests that forge, damage or remove objects
@@ -116,10 +129,12 @@ impl Storage {
             .flatten()
     }
 
-    /// Whether listings come back in key order (S3 and in-memory stores; a local directory
-    /// lists in directory order), so that the first page of a listing is its lowest keys.
+    /// Whether listings come back in key order and start after a given key (S3 general
+    /// purpose buckets and in-memory stores), so that the first page of a listing from an
+    /// offset holds the lowest keys after it. Not for a local directory (directory order) nor
+    /// an S3 Express directory bucket (no order, no `start-after`).
     pub fn lists_in_key_order(&self) -> bool {
-        !self.url.starts_with("file:")
+        self.key_ordered_listings
     }
 
     /// A fresh in-memory root (each call is a new, empty one).
@@ -145,6 +160,7 @@ impl Storage {
                 let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(&e.to_string()))?;
                 let fs = Arc::new(fs);
                 let mut storage = Storage::new(fs.clone(), Path::default(), url);
+                storage.key_ordered_listings = false;
                 storage.local = Some(fs);
                 storage.made = Some(storage.store.clone());
                 Ok(storage)
@@ -185,8 +201,22 @@ impl Storage {
                         ..RetryConfig::default()
                     });
                 }
+                // A directory bucket (S3 Express One Zone: `<name>--<zone id>--x-s3`) takes
+                // its session authentication, and lists in no order from no offset.
+                let express = bucket.ends_with("--x-s3")
+                    || builder
+                        .get_config_value(&AmazonS3ConfigKey::S3Express)
+                        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                if express {
+                    builder = builder.with_s3_express(true);
+                }
                 let s3 = builder.build().map_err(|e| bad(&e.to_string()))?;
-                Ok(Storage::new(Arc::new(s3), prefix, url))
+                let storage = Storage::new(Arc::new(s3), prefix, url);
+                Ok(if express {
+                    storage.with_unordered_listings()
+                } else {
+                    storage
+                })
             }
             other => Err(bad(&format!(
                 "unsupported scheme {other:?} (use s3://, file:// or memory://)"
@@ -248,5 +278,21 @@ mod tests {
             .with("aws_region", "us-east-1");
         let s = Storage::open("s3://bucket/a/b/", &opts).unwrap();
         assert_eq!(s.prefix.as_ref(), "a/b");
+        assert!(s.lists_in_key_order());
+        // Directory buckets (by name, or declared) list in no order.
+        let express = Storage::open("s3://feats--usw2-az1--x-s3/p", &opts).unwrap();
+        assert!(!express.lists_in_key_order());
+        let declared = opts.clone().with("aws_s3_express", "true");
+        assert!(
+            !Storage::open("s3://b/p", &declared)
+                .unwrap()
+                .lists_in_key_order()
+        );
+        assert!(
+            !Storage::open(&url, &StorageOptions::default())
+                .unwrap()
+                .lists_in_key_order()
+        );
+        assert!(Storage::memory().lists_in_key_order());
     }
 }

@@ -198,7 +198,8 @@ fn dense_run(from: u64, after: &[u64]) -> Run {
 }
 
 /// Sequence numbers after `from`, ascending: the first page's worth where the store lists
-/// in key order (one request), everything where it does not (a local directory).
+/// in key order from an offset (one request); where it does not (a local directory, an S3
+/// Express directory bucket), the whole directory, in whatever order it comes, sorted here.
 async fn list_after(
     storage: &Storage,
     layout: &StoreLayout,
@@ -206,16 +207,19 @@ async fn list_after(
     from: u64,
 ) -> Result<Vec<u64>> {
     let dir = layout.deltas_dir(partition);
-    let offset = layout.delta(partition, from);
-    let listing = storage.store.list_with_offset(Some(&dir), &offset);
     let metas: Vec<_> = if storage.lists_in_key_order() {
-        listing
+        let offset = layout.delta(partition, from);
+        storage
+            .store
+            .list_with_offset(Some(&dir), &offset)
             .take(LIST_PAGE as usize)
             .try_collect()
             .await
             .map_err(|e| Error::storage(format!("listing {dir}"), e))?
     } else {
-        listing
+        storage
+            .store
+            .list(Some(&dir))
             .try_collect()
             .await
             .map_err(|e| Error::storage(format!("listing {dir}"), e))?
