@@ -206,7 +206,7 @@ async fn listings_in_no_order_from_no_offset_match_the_model() {
         "memory://unordered",
     )
     .with_unordered_listings();
-    run_on(storage, 15, 3, 300, false).await;
+    run_on(storage, 10, 4, 500, false).await;
     assert!(
         unordered.listings() > 50,
         "{} listings",

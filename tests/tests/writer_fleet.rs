@@ -491,3 +491,78 @@ async fn a_writer_leaving_flushes_its_pending_hint() {
         Some(5)
     );
 }
+
+/// As on an S3 Express directory bucket (listings shuffled, none from an offset): a writer
+/// 2,500 deltas behind without a hint finds the tip and commits after it; a stray delta past
+/// the tip is still found to be a hole, and nothing is written.
+#[tokio::test]
+async fn on_listings_in_no_order_a_writer_far_behind_finds_the_tip_and_a_hole_is_refused() {
+    let unordered = Arc::new(ikv_tests::unordered::UnorderedListings::new(
+        Arc::new(InMemory::new()),
+        29,
+    ));
+    let storage = Storage::new(unordered.clone(), Path::from("root"), "memory://unordered")
+        .with_unordered_listings();
+    create_store(&storage, &StoreConfig::new("s", "id", None, 1).unwrap())
+        .await
+        .unwrap();
+    let layout = StoreLayout::new(&storage.prefix, "s").unwrap();
+    let idle = Writer::open(storage.clone(), "s", WriterOptions::default())
+        .await
+        .unwrap();
+    idle.upsert_fields(doc("a", "first")).await.unwrap();
+    let busy = Writer::open(storage.clone(), "s", WriterOptions::default())
+        .await
+        .unwrap();
+    for i in 0..2_500 {
+        busy.upsert_fields(doc("b", &i.to_string())).await.unwrap();
+    }
+    drop(busy);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Without a hint the idle writer must search: HEADs, then a whole listing, in any order.
+    storage
+        .object_store()
+        .delete(&layout.tip_hint(0))
+        .await
+        .unwrap();
+    let listings = unordered.listings();
+    let receipt = idle.upsert_fields(doc("a", "late")).await.unwrap();
+    assert_eq!(receipt.commits[0].sequence, 2_502);
+    assert!(unordered.listings() > listings, "the search listed");
+    assert_eq!(
+        list_delta_seqs(&storage, &layout, 0).await.unwrap(),
+        (1..=2_502).collect::<Vec<_>>()
+    );
+    // A stray delta far past the tip: a new writer finds the hole whatever the order.
+    let stray = encode_delta(
+        &DeltaMeta::new("stray".into(), "elsewhere".into(), "s".into(), 0),
+        &[DeltaOp::SetField {
+            key: b"x".to_vec(),
+            field: "m".into(),
+            value: FieldValue::String("stray".into()),
+        }],
+    )
+    .unwrap();
+    let stray = ikv_core::delta::place_delta(&stray, 5_000).unwrap();
+    storage
+        .object_store()
+        .put(&layout.delta(0, 5_000), stray)
+        .await
+        .unwrap();
+    let fresh = Writer::open(storage.clone(), "s", WriterOptions::default())
+        .await
+        .unwrap();
+    let err = fresh.upsert_fields(doc("c", "refused")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(
+        err.to_string()
+            .contains("delta 2503 is missing while delta 5000 exists"),
+        "{err}"
+    );
+    assert_eq!(
+        unordered
+            .offsets_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
