@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy, the Rust tests (unit, in-memory, local
-# directory, and against the LocalStack S3 emulator, which this script installs and starts),
+# directory, and against the LocalStack S3 emulator and Azurite, which this script installs
+# and starts),
 # the Python SDK's tests (the native module built with maturin into .venv), and the
 # deployment template's cfn-lint check.
 set -euo pipefail
@@ -12,9 +13,18 @@ if ! localstack/localstack.sh status >/dev/null 2>&1; then
   localstack/localstack.sh start
   started_localstack=1
 fi
-cleanup() { if [ "$started_localstack" = 1 ]; then localstack/localstack.sh stop >/dev/null; fi; }
+started_azurite=0
+if ! emulators/azurite.sh status >/dev/null 2>&1; then
+  emulators/azurite.sh start
+  started_azurite=1
+fi
+cleanup() {
+  if [ "$started_localstack" = 1 ]; then localstack/localstack.sh stop >/dev/null; fi
+  if [ "$started_azurite" = 1 ]; then emulators/azurite.sh stop >/dev/null; fi
+}
 trap cleanup EXIT
 localstack/localstack.sh bucket ikv-test
+emulators/azurite.sh container ikv-test
 
 echo "== python venv"
 IKV_TEST_PYTHON=$(scripts/python-env.sh)

@@ -7,6 +7,7 @@ import pathlib
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 from typing import Dict, Iterator, NamedTuple
@@ -42,6 +43,22 @@ def s3_storage() -> Storage:
     except OSError as e:  # the S3 tests must not pass silently without the emulator
         pytest.fail(f"the S3 emulator is not reachable at {ENDPOINT} ({e}); run scripts/test.sh or localstack/localstack.sh start")
     return Storage(f"s3://{BUCKET}/py-{uuid.uuid4()}", dict(S3_OPTIONS))
+
+
+AZURITE = os.environ.get("AZURITE_BLOB_STORAGE_URL", "http://127.0.0.1:10000")
+
+
+@pytest.fixture
+def azurite_storage() -> Storage:
+    """A fresh prefix in the test container on Azurite (emulators/azurite.sh; scripts/test.sh
+    starts it)."""
+    try:
+        urllib.request.urlopen(AZURITE, timeout=2)
+    except urllib.error.HTTPError:
+        pass  # it answers (400 to a bare GET): running
+    except OSError as e:
+        pytest.fail(f"Azurite is not reachable at {AZURITE} ({e}); run scripts/test.sh or emulators/azurite.sh start")
+    return Storage(f"az://{BUCKET}/py-{uuid.uuid4()}", {"azure_storage_use_emulator": "true"})
 
 
 def _free_port() -> int:

@@ -127,6 +127,31 @@ pub fn localstack_storage_at(url: &str, disable_retries: bool) -> Storage {
     Storage::open(url, &options).expect("open the emulator bucket")
 }
 
+/// Azurite's blob endpoint (`emulators/azurite.sh` starts it; scripts/test.sh does).
+pub fn azurite_endpoint() -> String {
+    std::env::var("AZURITE_BLOB_STORAGE_URL").unwrap_or_else(|_| "http://127.0.0.1:10000".into())
+}
+
+/// The storage options that reach Azurite (its well-known account and key, at
+/// `AZURITE_BLOB_STORAGE_URL` or http://127.0.0.1:10000): what a reader or the CLI is given too.
+pub fn azurite_options() -> StorageOptions {
+    StorageOptions::default().with("azure_storage_use_emulator", "true")
+}
+
+/// A fresh, empty prefix in the test container on Azurite, with its URL. Panics with what to
+/// do when Azurite is not running: these tests must not silently pass without it.
+pub async fn azurite_storage() -> (String, Storage) {
+    let endpoint = azurite_endpoint();
+    if reqwest::Client::new().get(&endpoint).send().await.is_err() {
+        panic!(
+            "Azurite is not reachable at {endpoint}; start it with `emulators/azurite.sh start && emulators/azurite.sh container {TEST_BUCKET}` (scripts/test.sh does both)"
+        );
+    }
+    let url = format!("az://{TEST_BUCKET}/t-{}", uuid::Uuid::new_v4());
+    let storage = Storage::open(&url, &azurite_options()).expect("open the Azurite container");
+    (url, storage)
+}
+
 /// Every object under the storage root with its bytes.
 pub async fn bucket_contents(storage: &Storage) -> BTreeMap<String, Bytes> {
     let metas: Vec<_> = storage

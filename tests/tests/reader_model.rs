@@ -380,6 +380,24 @@ fn localstack_one_and_four_partitions_match_the_model() {
 }
 
 #[test]
+fn azurite_one_and_four_partitions_match_the_model() {
+    let rt = runtime();
+    for (partitions, seed) in [(1, 27), (4, 28)] {
+        let (url, storage) = rt.block_on(ikv_tests::azurite_storage());
+        let store = make(
+            storage,
+            url,
+            ikv_tests::azurite_options(),
+            "azure",
+            partitions,
+            None,
+            &rt,
+        );
+        run(store, seed, &rt);
+    }
+}
+
+#[test]
 fn a_write_becomes_visible_to_a_running_reader() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();

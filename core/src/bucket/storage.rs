@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -142,7 +144,11 @@ impl Storage {
         Storage::new(Arc::new(InMemory::new()), Path::default(), "memory://")
     }
 
-    /// Opens `s3://bucket/prefix`, `file:///abs/dir` (created if missing) or `memory://`.
+    /// Opens `s3://bucket/prefix`, `gs://bucket/prefix` (Google Cloud Storage),
+    /// `az://container/prefix` (Azure Blob Storage; the account from the options or
+    /// `AZURE_STORAGE_ACCOUNT_NAME`), `file:///abs/dir` (created if missing) or `memory://`.
+    /// Credentials and endpoints come from each cloud's usual environment variables and from
+    /// `options` (object_store's configuration keys of that cloud).
     pub fn open(url: &str, options: &StorageOptions) -> Result<Storage> {
         let bad = |reason: &str| Error::InvalidStorageUrl {
             url: url.to_owned(),
@@ -195,11 +201,7 @@ impl Storage {
                     builder = builder.with_allow_http(true);
                 }
                 if options.disable_retries {
-                    builder = builder.with_retry(RetryConfig {
-                        max_retries: 0,
-                        retry_timeout: Duration::from_secs(30),
-                        ..RetryConfig::default()
-                    });
+                    builder = builder.with_retry(no_retries());
                 }
                 // A directory bucket (S3 Express One Zone: `<name>--<zone id>--x-s3`) takes
                 // its session authentication, and lists in no order from no offset.
@@ -218,10 +220,66 @@ impl Storage {
                     storage
                 })
             }
+            "gs" => {
+                let bucket = parsed
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| bad("missing bucket name (gs://BUCKET/prefix)"))?;
+                let prefix = Path::from(parsed.path().trim_matches('/'));
+                let mut builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+                for (key, value) in &options.options {
+                    let config_key: GoogleConfigKey = key
+                        .to_ascii_lowercase()
+                        .parse()
+                        .map_err(|_| unknown_option(key, "Google Cloud Storage"))?;
+                    builder = builder.with_config(config_key, value);
+                }
+                if options.disable_retries {
+                    builder = builder.with_retry(no_retries());
+                }
+                let gcs = builder.build().map_err(|e| bad(&e.to_string()))?;
+                Ok(Storage::new(Arc::new(gcs), prefix, url))
+            }
+            "az" | "azure" => {
+                let container = parsed
+                    .host_str()
+                    .filter(|c| !c.is_empty())
+                    .ok_or_else(|| bad("missing container name (az://CONTAINER/prefix)"))?;
+                let prefix = Path::from(parsed.path().trim_matches('/'));
+                let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(container);
+                for (key, value) in &options.options {
+                    let config_key: AzureConfigKey = key
+                        .to_ascii_lowercase()
+                        .parse()
+                        .map_err(|_| unknown_option(key, "Azure Blob Storage"))?;
+                    builder = builder.with_config(config_key, value);
+                }
+                if options.disable_retries {
+                    builder = builder.with_retry(no_retries());
+                }
+                let azure = builder.build().map_err(|e| bad(&e.to_string()))?;
+                Ok(Storage::new(Arc::new(azure), prefix, url))
+            }
             other => Err(bad(&format!(
-                "unsupported scheme {other:?} (use s3://, file:// or memory://)"
+                "unsupported scheme {other:?} (use s3://, gs://, az://, file:// or memory://)"
             ))),
         }
+    }
+}
+
+/// Requests tried once (tests that inject faults count every attempt).
+fn no_retries() -> RetryConfig {
+    RetryConfig {
+        max_retries: 0,
+        retry_timeout: Duration::from_secs(30),
+        ..RetryConfig::default()
+    }
+}
+
+fn unknown_option(key: &str, cloud: &str) -> Error {
+    Error::InvalidStorageOption {
+        key: key.to_owned(),
+        reason: format!("not a {cloud} configuration key"),
     }
 }
 
@@ -265,6 +323,17 @@ mod tests {
         let opts = StorageOptions::default().with("no_such_key", "1");
         let err = Storage::open("s3://b/p", &opts).unwrap_err();
         assert!(err.to_string().contains("no_such_key"), "{err}");
+        for url in ["gs://b/p", "az://c/p"] {
+            let err = Storage::open(url, &opts).unwrap_err();
+            assert!(err.to_string().contains("no_such_key"), "{url}: {err}");
+        }
+        for (url, want) in [
+            ("gs:///p", "missing bucket"),
+            ("az:///p", "missing container"),
+        ] {
+            let err = Storage::open(url, &StorageOptions::default()).unwrap_err();
+            assert!(err.to_string().contains(want), "{url}: {err}");
+        }
     }
 
     #[test]
@@ -283,16 +352,27 @@ mod tests {
         let express = Storage::open("s3://feats--usw2-az1--x-s3/p", &opts).unwrap();
         assert!(!express.lists_in_key_order());
         let declared = opts.clone().with("aws_s3_express", "true");
-        assert!(
-            !Storage::open("s3://b/p", &declared)
-                .unwrap()
-                .lists_in_key_order()
-        );
+        let express = Storage::open("s3://b--use1-az4--x-s3/p", &declared).unwrap();
+        assert!(!express.lists_in_key_order());
+        // Declared on a bucket whose name is not a directory bucket's: refused by name.
+        let err = Storage::open("s3://b/p", &declared).unwrap_err();
+        assert!(err.to_string().contains("Zone suffix"), "{err}");
         assert!(
             !Storage::open(&url, &StorageOptions::default())
                 .unwrap()
                 .lists_in_key_order()
         );
         assert!(Storage::memory().lists_in_key_order());
+        // Google Cloud Storage and Azure Blob Storage: their URLs, options, emulators.
+        let gcs = StorageOptions::default()
+            .with("google_base_url", "http://127.0.0.1:4443")
+            .with("google_skip_signature", "true");
+        let s = Storage::open("gs://feats/a/b", &gcs).unwrap();
+        assert_eq!(s.prefix.as_ref(), "a/b");
+        assert!(s.lists_in_key_order());
+        let azurite = StorageOptions::default().with("azure_storage_use_emulator", "true");
+        let s = Storage::open("az://feats/x", &azurite).unwrap();
+        assert_eq!(s.prefix.as_ref(), "x");
+        assert!(s.lists_in_key_order());
     }
 }
