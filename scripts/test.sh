@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy, the Rust tests (unit, in-memory, local
-# directory, and against the LocalStack S3 emulator and Azurite, which this script installs
-# and starts),
+# directory, and against the LocalStack S3 emulator, moto's S3 and Azurite, which this script
+# installs and starts),
 # the Python SDK's tests (the native module built with maturin into .venv), and the
 # deployment template's cfn-lint check.
 set -euo pipefail
@@ -18,13 +18,20 @@ if ! emulators/azurite.sh status >/dev/null 2>&1; then
   emulators/azurite.sh start
   started_azurite=1
 fi
+started_moto=0
+if ! emulators/moto.sh status >/dev/null 2>&1; then
+  emulators/moto.sh start
+  started_moto=1
+fi
 cleanup() {
   if [ "$started_localstack" = 1 ]; then localstack/localstack.sh stop >/dev/null; fi
   if [ "$started_azurite" = 1 ]; then emulators/azurite.sh stop >/dev/null; fi
+  if [ "$started_moto" = 1 ]; then emulators/moto.sh stop >/dev/null; fi
 }
 trap cleanup EXIT
 localstack/localstack.sh bucket ikv-test
 emulators/azurite.sh container ikv-test
+emulators/moto.sh bucket ikv-test
 
 echo "== python venv"
 IKV_TEST_PYTHON=$(scripts/python-env.sh)
@@ -47,6 +54,13 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+echo "== the S3 suites again, on moto (a second S3 implementation, to catch what only LocalStack accepts)"
+# Not the writers' race (it passes there too, but takes 3 minutes) nor the push path (moto's
+# bucket-notification answer is refused by the AWS SDK): docs/CLOUDS.md, "moto".
+IKV_TEST_S3_ENDPOINT=http://127.0.0.1:5001 cargo nextest run -p ikv-tests --locked --no-fail-fast \
+  --test integrity --test service_api --test writer_fleet --test snapshot_ops --test imports --test reader_model \
+  -E 'test(/localstack|sixteen|bad_requests_get_4xx|racing_compactors/)'
 
 echo "== python SDK: build the native module, run pytest"
 # A separate target dir: the cdylib's feature set differs from the workspace build's.
