@@ -134,12 +134,14 @@ class ClientOptionsBuilder:
         return self
 
     def with_storage_url(self, storage_url: str) -> "ClientOptionsBuilder":
-        """Storage root: ``s3://bucket/prefix``, ``file:///abs/dir``. Default: ``IKV_STORAGE_URL``."""
+        """Storage root: ``s3://bucket/prefix``, ``az://container/prefix``, ``gs://bucket/prefix``,
+        ``file:///abs/dir`` (docs/CLOUDS.md). Default: ``IKV_STORAGE_URL``."""
         self._storage_url = non_blank_str(storage_url, "storage_url")
         return self
 
     def with_storage_option(self, key: str, value: str) -> "ClientOptionsBuilder":
-        """One object-store option, e.g. ``aws_endpoint``, ``aws_region``, ``aws_access_key_id``."""
+        """One object-store option of the URL's cloud, e.g. ``aws_endpoint``, ``aws_region``,
+        ``azure_storage_account_name``, ``google_service_account``."""
         self._storage_options[non_blank_str(key, "storage option key")] = utf8_str(value, f"storage option {key!r}")
         return self
 
