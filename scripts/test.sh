@@ -55,6 +55,9 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
+echo "== the crash suites again, every listing shuffled and none from an offset (as S3 Express lists)"
+IKV_TEST_SHUFFLED_LISTINGS=7 cargo nextest run -p ikv-tests --locked --no-fail-fast --test crash_points --test writer_crash
+
 echo "== the S3 suites again, on moto (a second S3 implementation, to catch what only LocalStack accepts)"
 # Not the writers' race (it passes there too, but takes 3 minutes) nor the push path (moto's
 # bucket-notification answer is refused by the AWS SDK): docs/CLOUDS.md, "moto".

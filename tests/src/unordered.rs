@@ -130,3 +130,18 @@ impl ObjectStore for UnorderedListings {
         self.inner.copy_opts(from, to, options).await
     }
 }
+
+/// The environment variable that makes the crash tests' child processes list through
+/// [`UnorderedListings`] (its value seeds the shuffles).
+pub const SHUFFLE_ENV: &str = "IKV_TEST_SHUFFLED_LISTINGS";
+
+/// `storage` itself, or, when [`SHUFFLE_ENV`] is set, the same root with every listing
+/// shuffled and listings from an offset refused (and declared so).
+pub fn shuffled_if_asked(storage: ikv_core::Storage) -> ikv_core::Storage {
+    let Some(seed) = std::env::var(SHUFFLE_ENV).ok().and_then(|v| v.parse().ok()) else {
+        return storage;
+    };
+    let wrapped = Arc::new(UnorderedListings::new(storage.object_store().clone(), seed));
+    ikv_core::Storage::new(wrapped, storage.prefix.clone(), storage.url.clone())
+        .with_unordered_listings()
+}

@@ -67,15 +67,17 @@ impl Storage {
     pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, url: impl Into<String>) -> Storage {
         let counted = CountedStore::new(store);
         let requests = counted.requests().clone();
+        let url = url.into();
         Storage {
             store: Arc::new(counted),
             prefix,
-            url: url.into(),
+            // A wrapper around a local directory's store lists as the directory does.
+            key_ordered_listings: !url.starts_with("file:"),
+            url,
             local: None,
             made: None,
             clock: SystemClock::shared(),
             requests,
-            key_ordered_listings: true,
         }
     }
 
@@ -166,7 +168,6 @@ impl Storage {
                 let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(&e.to_string()))?;
                 let fs = Arc::new(fs);
                 let mut storage = Storage::new(fs.clone(), Path::default(), url);
-                storage.key_ordered_listings = false;
                 storage.local = Some(fs);
                 storage.made = Some(storage.store.clone());
                 Ok(storage)

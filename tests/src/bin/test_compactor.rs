@@ -31,7 +31,10 @@ fn main() {
         .build()
         .expect("a runtime");
     let result = rt.block_on(async {
-        let storage = Storage::open(&url, &StorageOptions::default())?;
+        let storage = ikv_tests::unordered::shuffled_if_asked(Storage::open(
+            &url,
+            &StorageOptions::default(),
+        )?);
         let layout = StoreLayout::new(&storage.prefix, &store)?;
         match mode.as_str() {
             "snapshot" => {

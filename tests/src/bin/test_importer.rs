@@ -20,7 +20,8 @@ fn main() {
     let round: i64 = args[5].parse().unwrap_or(0);
     let rt = ikv_tests::runtime();
     let result = rt.block_on(async {
-        let storage = Storage::open(&args[1], &Default::default())?;
+        let storage =
+            ikv_tests::unordered::shuffled_if_asked(Storage::open(&args[1], &Default::default())?);
         let options = ImportOptions {
             import_id: Some(args[3].clone()),
             ..ImportOptions::default()

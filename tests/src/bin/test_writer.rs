@@ -21,13 +21,19 @@ fn main() {
     let tag = &args[4];
     let rt = ikv_tests::runtime();
     let result = rt.block_on(async {
-        let opened = Storage::open(&args[1], &Default::default())?;
+        let opened =
+            ikv_tests::unordered::shuffled_if_asked(Storage::open(&args[1], &Default::default())?);
         let storage = if args.get(5).map(String::as_str) == Some("ambiguous") {
             let faulty = Arc::new(FaultyStore::new(opened.object_store().clone()));
             for _ in 0..2 {
                 faulty.inject("deltas/", PutFault::LandThenTimeout);
             }
-            Storage::new(faulty, opened.prefix.clone(), args[1].as_str())
+            let wrapped = Storage::new(faulty, opened.prefix.clone(), args[1].as_str());
+            if opened.lists_in_key_order() {
+                wrapped
+            } else {
+                wrapped.with_unordered_listings()
+            }
         } else {
             opened
         };
