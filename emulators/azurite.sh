@@ -21,9 +21,8 @@ pidfile=$home/azurite.pid
 logfile=$home/azurite.log
 bin=$home/node_modules/.bin/azurite-blob
 
-running() {
-  [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
-}
+# shellcheck source=service.sh
+. "$here/service.sh"
 
 install() {
   if [ -x "$bin" ] && grep -q "\"version\": \"$version\"" "$home/node_modules/azurite/package.json" 2>/dev/null; then
@@ -40,20 +39,10 @@ case "${1:-}" in
     "$bin" --blobHost 127.0.0.1 --blobPort "$port" --inMemoryPersistence --skipApiVersionCheck \
       --silent >"$logfile" 2>&1 &
     echo $! >"$pidfile"
-    for _ in $(seq 1 100); do
-      if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
-        echo "azurite: blob service running on 127.0.0.1:$port"
-        exit 0
-      fi
-      sleep 0.1
-    done
-    echo "azurite: did not start; see $logfile" >&2
-    exit 1
+    wait_for_http azurite "http://127.0.0.1:$port/"
+    echo "azurite: blob service running on 127.0.0.1:$port"
     ;;
-  stop)
-    if running; then kill "$(cat "$pidfile")"; fi
-    rm -f "$pidfile"
-    ;;
+  stop) stop_service ;;
   status)
     if running; then echo running; else echo stopped; exit 1; fi
     ;;

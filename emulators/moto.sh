@@ -21,9 +21,8 @@ pidfile=$home/moto.pid
 logfile=$home/moto.log
 lock=$here/moto-requirements.lock
 
-running() {
-  [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
-}
+# shellcheck source=service.sh
+. "$here/service.sh"
 
 install() {
   if [ -x "$venv/bin/moto_server" ] && cmp -s "$lock" "$venv/installed.lock"; then
@@ -41,20 +40,10 @@ case "${1:-}" in
     if running; then exit 0; fi
     "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 &
     echo $! >"$pidfile"
-    for _ in $(seq 1 100); do
-      if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
-        echo "moto: S3 running on 127.0.0.1:$port"
-        exit 0
-      fi
-      sleep 0.1
-    done
-    echo "moto: did not start; see $logfile" >&2
-    exit 1
+    wait_for_http moto "http://127.0.0.1:$port/"
+    echo "moto: S3 running on 127.0.0.1:$port"
     ;;
-  stop)
-    if running; then kill "$(cat "$pidfile")"; fi
-    rm -f "$pidfile"
-    ;;
+  stop) stop_service ;;
   status)
     if running; then echo running; else echo stopped; exit 1; fi
     ;;

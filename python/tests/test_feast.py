@@ -48,6 +48,34 @@ driver_recent = FeatureView(
 '''
 
 
+def _apply(repo: pathlib.Path, project: str, tmp_path: pathlib.Path, storage_url: str):
+    """Writes the repository's feature_store.yaml (ikv as the online store) and runs `feast
+    apply` from the command line; returns the feast command and its environment."""
+    (repo / "feature_store.yaml").write_text(
+        textwrap.dedent(
+            f"""\
+            project: {project}
+            registry: {tmp_path / 'registry.db'}
+            provider: local
+            entity_key_serialization_version: 3
+            offline_store:
+              type: file
+            online_store:
+              type: ikvpy.feast.IKVOnlineStore
+              storage_url: {storage_url}
+              mount_directory: {tmp_path / 'mount'}
+              num_partitions: 2
+              poll_interval_seconds: 0.02
+            """
+        )
+    )
+    feast_cli = pathlib.Path(sys.executable).parent / "feast"
+    env = dict(os.environ, FEAST_USAGE="False")
+    applied = subprocess.run([str(feast_cli), "apply"], cwd=repo, env=env, capture_output=True, text=True)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    return feast_cli, env
+
+
 def write_data(path: pathlib.Path, when: datetime, bump: int) -> None:
     ids = list(range(1000, 1010))
     frame = pd.DataFrame(
@@ -71,28 +99,7 @@ def test_a_feast_repository_materializes_into_ikv_and_serves_online(local_storag
     start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(days=3)
     write_data(data, start + timedelta(hours=1), 0)
     (repo / "features.py").write_text(FEATURES.format(data=data))
-    (repo / "feature_store.yaml").write_text(
-        textwrap.dedent(
-            f"""\
-            project: rides
-            registry: {tmp_path / 'registry.db'}
-            provider: local
-            entity_key_serialization_version: 3
-            offline_store:
-              type: file
-            online_store:
-              type: ikvpy.feast.IKVOnlineStore
-              storage_url: {local_storage.url}
-              mount_directory: {tmp_path / 'mount'}
-              num_partitions: 2
-              poll_interval_seconds: 0.02
-            """
-        )
-    )
-    feast_cli = pathlib.Path(sys.executable).parent / "feast"
-    env = dict(os.environ, FEAST_USAGE="False")
-    applied = subprocess.run([str(feast_cli), "apply"], cwd=repo, env=env, capture_output=True, text=True)
-    assert applied.returncode == 0, applied.stdout + applied.stderr
+    feast_cli, env = _apply(repo, "rides", tmp_path, local_storage.url)
 
     store = FeatureStore(repo_path=str(repo))
     store.materialize(start, start + timedelta(days=1))
@@ -244,28 +251,7 @@ def test_read_features_equals_get_online_features_value_for_value(local_storage,
     )
     pairs.to_parquet(tmp_path / "pairs.parquet")
     (repo / "features.py").write_text(TYPED_FEATURES.format(typed=tmp_path / "typed.parquet", pairs=tmp_path / "pairs.parquet"))
-    (repo / "feature_store.yaml").write_text(
-        textwrap.dedent(
-            f"""\
-            project: typed
-            registry: {tmp_path / 'registry.db'}
-            provider: local
-            entity_key_serialization_version: 3
-            offline_store:
-              type: file
-            online_store:
-              type: ikvpy.feast.IKVOnlineStore
-              storage_url: {local_storage.url}
-              mount_directory: {tmp_path / 'mount'}
-              num_partitions: 2
-              poll_interval_seconds: 0.02
-            """
-        )
-    )
-    feast_cli = pathlib.Path(sys.executable).parent / "feast"
-    env = dict(os.environ, FEAST_USAGE="False")
-    applied = subprocess.run([str(feast_cli), "apply"], cwd=repo, env=env, capture_output=True, text=True)
-    assert applied.returncode == 0, applied.stdout + applied.stderr
+    _apply(repo, "typed", tmp_path, local_storage.url)
     store = FeatureStore(repo_path=str(repo))
     store.materialize(when - timedelta(days=1), when + timedelta(hours=1))
 

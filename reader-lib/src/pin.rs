@@ -213,13 +213,8 @@ impl Pinned {
             if imports.is_empty() {
                 break;
             }
-            crate::import::apply_imports(storage, layout, owner, &imports).await?;
-            for i in &imports {
-                if let Some(s) = states.get_mut(&i.partition) {
-                    s.applied = i.sequence;
-                }
-                status.applied(i.partition, i.sequence);
-            }
+            crate::sync::apply_pending_imports(storage, layout, owner, status, states, &imports)
+                .await?;
         }
         for point in &self.points {
             let applied = states.get(&point.partition).map_or(0, |s| s.applied);

@@ -94,6 +94,26 @@ pub async fn catch_up(
     }
 }
 
+/// Applies the imports the partitions' catch-ups stopped at, all in one rebuild of the local
+/// copy, and moves each partition's state past its import.
+pub async fn apply_pending_imports(
+    storage: &Storage,
+    layout: &StoreLayout,
+    owner: &mut Owner,
+    status: &StatusBoard,
+    states: &mut BTreeMap<u32, PartitionState>,
+    imports: &[PendingImport],
+) -> Result<()> {
+    crate::import::apply_imports(storage, layout, owner, imports).await?;
+    for i in imports {
+        if let Some(s) = states.get_mut(&i.partition) {
+            s.applied = i.sequence;
+        }
+        status.applied(i.partition, i.sequence);
+    }
+    Ok(())
+}
+
 /// What lies after a partition's applied delta when the next one is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gap {
@@ -237,13 +257,7 @@ pub async fn sync_all(
             if imports.is_empty() {
                 break;
             }
-            crate::import::apply_imports(storage, layout, owner, &imports).await?;
-            for i in &imports {
-                if let Some(s) = states.get_mut(&i.partition) {
-                    s.applied = i.sequence;
-                }
-                status.applied(i.partition, i.sequence);
-            }
+            apply_pending_imports(storage, layout, owner, status, states, &imports).await?;
         }
         let mut retention_gap = None;
         {

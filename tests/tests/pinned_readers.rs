@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use ikv_core::clock::ManualClock;
 use ikv_core::{ErrorKind, Storage, StoreLayout};
 use ikv_reader::{Pin, Reader, ReaderOptions};
-use ikv_snapshot::checkpoint::{create_checkpoint, delete_checkpoint};
+use ikv_snapshot::checkpoint::{Checkpoint, create_checkpoint, delete_checkpoint};
 use ikv_snapshot::{Retention, apply_retention, snapshot_partition};
 use ikv_tests::fixture::{LocalStore, local_store, wait_caught_up, wait_until};
 use ikv_tests::layered_pass;
@@ -71,6 +71,19 @@ impl Scene {
                 ))
                 .unwrap();
         }
+    }
+
+    /// Checkpoint `name` of the store as committed now.
+    fn checkpoint(&self, name: &str) -> Checkpoint {
+        self.store
+            .rt
+            .block_on(create_checkpoint(
+                &self.store.storage,
+                &self.store.config.store_name,
+                name,
+                SystemTime::now(),
+            ))
+            .unwrap()
     }
 
     /// The model's state with each partition at `tips`.
@@ -135,16 +148,7 @@ fn a_reader_pinned_to_a_checkpoint_serves_it_beside_the_tip_and_never_polls() {
     scene.write(40);
     scene.pass(2);
     scene.write(10);
-    let made = scene
-        .store
-        .rt
-        .block_on(create_checkpoint(
-            &scene.store.storage,
-            "pinned",
-            "train",
-            SystemTime::now(),
-        ))
-        .unwrap();
+    let made = scene.checkpoint("train");
     let at_checkpoint = scene.state_at(&scene.tips());
     // Much later: layers, a full pass, retention three hours on.
     for round in 0..4 {
@@ -289,16 +293,7 @@ fn a_pinned_point_whose_deltas_are_gone_is_refused_and_nothing_is_served() {
     scene.write(20);
     scene.pass(0);
     scene.write(10);
-    let made = scene
-        .store
-        .rt
-        .block_on(create_checkpoint(
-            &scene.store.storage,
-            "holed",
-            "cp",
-            SystemTime::now(),
-        ))
-        .unwrap();
+    let made = scene.checkpoint("cp");
     // A delta the checkpoint needs is removed behind its back (a retention that ignored it).
     let layout = StoreLayout::new(&scene.store.storage.prefix, "holed").unwrap();
     let pin = &made.partitions[1];

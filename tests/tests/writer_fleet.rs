@@ -246,6 +246,26 @@ async fn a_hint_behind_the_tip_costs_one_list_not_a_lost_race_per_number() {
     );
 }
 
+/// A valid delta of store `s`, partition 0, put at `seq` behind the writers' backs (no
+/// conditional create): a stray far past the tip, as a bug or a hand-made copy would leave.
+async fn put_stray_delta(storage: &Storage, layout: &StoreLayout, seq: u64) {
+    let stray = encode_delta(
+        &DeltaMeta::new("stray".into(), "elsewhere".into(), "s".into(), 0),
+        &[DeltaOp::SetField {
+            key: b"x".to_vec(),
+            field: "m".into(),
+            value: FieldValue::String("stray".into()),
+        }],
+    )
+    .unwrap();
+    let stray = ikv_core::delta::place_delta(&stray, seq).unwrap();
+    storage
+        .object_store()
+        .put(&layout.delta(0, seq), stray)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_stray_delta_past_the_tip_is_refused_and_nothing_is_written() {
     let storage = Storage::memory();
@@ -262,21 +282,7 @@ async fn a_stray_delta_past_the_tip_is_refused_and_nothing_is_written() {
             .await
             .unwrap();
     }
-    let stray = encode_delta(
-        &DeltaMeta::new("stray".into(), "elsewhere".into(), "s".into(), 0),
-        &[DeltaOp::SetField {
-            key: b"x".to_vec(),
-            field: "m".into(),
-            value: FieldValue::String("stray".into()),
-        }],
-    )
-    .unwrap();
-    let stray = ikv_core::delta::place_delta(&stray, 1000).unwrap();
-    storage
-        .object_store()
-        .put(&layout.delta(0, 1000), stray)
-        .await
-        .unwrap();
+    put_stray_delta(&storage, &layout, 1000).await;
     let before = list_delta_seqs(&storage, &layout, 0).await.unwrap();
     // A writer that starts now (a new Lambda instance) must find the hole, not commit 1001.
     let fresh = Writer::open(storage.clone(), "s", WriterOptions::default())
@@ -534,21 +540,7 @@ async fn on_listings_in_no_order_a_writer_far_behind_finds_the_tip_and_a_hole_is
         (1..=2_502).collect::<Vec<_>>()
     );
     // A stray delta far past the tip: a new writer finds the hole whatever the order.
-    let stray = encode_delta(
-        &DeltaMeta::new("stray".into(), "elsewhere".into(), "s".into(), 0),
-        &[DeltaOp::SetField {
-            key: b"x".to_vec(),
-            field: "m".into(),
-            value: FieldValue::String("stray".into()),
-        }],
-    )
-    .unwrap();
-    let stray = ikv_core::delta::place_delta(&stray, 5_000).unwrap();
-    storage
-        .object_store()
-        .put(&layout.delta(0, 5_000), stray)
-        .await
-        .unwrap();
+    put_stray_delta(&storage, &layout, 5_000).await;
     let fresh = Writer::open(storage.clone(), "s", WriterOptions::default())
         .await
         .unwrap();
