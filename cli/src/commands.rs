@@ -325,16 +325,21 @@ fn json_value(v: &FieldValue) -> Value {
     }
 }
 
-/// Reads a document through an embedded reader on `mount` (blocking: call from a thread).
+/// Reads a document through an embedded reader on `mount` (blocking: call from a thread),
+/// at the tip or, with `pin`, at a checkpoint or a time.
 pub fn get(
     url: &str,
     store: &str,
     key: &str,
     fields: &[String],
     mount: &std::path::Path,
+    pin: Option<ikv_reader::Pin>,
 ) -> Result<String, Fail> {
     let progress = Progress::start("opening a reader (bootstrap or catch-up)");
-    let reader = Reader::open(ReaderOptions::new(url, store, mount))?;
+    let mut options = ReaderOptions::new(url, store, mount);
+    let pinned = pin.is_some();
+    options.pin = pin;
+    let reader = Reader::open(options)?;
     // A hole in the key's partition stops the reader before it: an answer from there may be
     // stale or missing, so say so instead of answering.
     // (With a partitioning key, the document may be in any partition.)
@@ -346,6 +351,8 @@ pub fn get(
         )],
         Some(_) => (0..config.num_partitions).collect(),
     };
+    // A pinned reader opened only if its point's deltas are all there: no hole below it.
+    let partitions = if pinned { Vec::new() } else { partitions };
     let hole = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -138,6 +138,13 @@ enum Command {
         /// Mount directory for the reader's local copy
         #[arg(long, env = "IKV_MOUNT_DIRECTORY")]
         mount: PathBuf,
+        /// Read the state checkpoint NAME pinned (a point-in-time reader: no polling)
+        #[arg(long, value_name = "NAME", conflicts_with = "as_of")]
+        checkpoint: Option<String>,
+        /// Read the newest state committed at or before this time (RFC 3339, e.g.
+        /// 2026-12-03T10:00:00Z; within retention)
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
     },
     /// Bulk-import Parquet data (a file, a directory, or an s3:// or file:// URL): one column
     /// is the primary key, the others become fields
@@ -259,11 +266,29 @@ async fn run(cli: Cli) -> Result<String, Fail> {
             key,
             fields,
             mount,
+            checkpoint,
+            as_of,
         } => {
             let u = url(&cli.storage_url)?;
-            tokio::task::spawn_blocking(move || commands::get(&u, &store, &key, &fields, &mount))
-                .await
-                .map_err(|e| Fail::from(e.to_string()))?
+            let pin = match (checkpoint, as_of) {
+                (Some(name), _) => Some(ikv_reader::Pin::Checkpoint(name)),
+                (None, Some(time)) => Some(ikv_reader::Pin::AsOf(
+                    humantime::parse_rfc3339_weak(&time).map_err(|e| {
+                        Fail::new(
+                            fail::BAD_ARGUMENTS,
+                            format!(
+                                "--as-of {time:?} is not an RFC 3339 time (2026-12-03T10:00:00Z): {e}"
+                            ),
+                        )
+                    })?,
+                )),
+                (None, None) => None,
+            };
+            tokio::task::spawn_blocking(move || {
+                commands::get(&u, &store, &key, &fields, &mount, pin)
+            })
+            .await
+            .map_err(|e| Fail::from(e.to_string()))?
         }
         Command::Serve {
             listen,

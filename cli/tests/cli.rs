@@ -289,6 +289,109 @@ fn store_commands_happy_paths_and_errors() {
         !p1.contains("none") && p1.trim_end().ends_with(" 0  dense"),
         "partition 1 has a snapshot and nothing since: {status}"
     );
+    ok(&ikv(
+        &url,
+        &["checkpoint", "create", "--store", "users", "--name", "c2"],
+    ));
+    // Alice comes back after the checkpoint: the tip has her, a reader pinned to c2 (or to a
+    // time before any write) does not; both pins at once, or a time that is not one, refused.
+    ok(&ikv(
+        &url,
+        &[
+            "put",
+            "--store",
+            "users",
+            "--key",
+            "Alice",
+            "--field",
+            "city=Rome",
+        ],
+    ));
+    let got = ok(&ikv(
+        &url,
+        &[
+            "get", "--store", "users", "--key", "Alice", "--mount", mount,
+        ],
+    ));
+    assert!(got.contains("Rome"), "{got}");
+    fails(
+        &ikv(
+            &url,
+            &[
+                "get",
+                "--store",
+                "users",
+                "--key",
+                "Alice",
+                "--mount",
+                mount,
+                "--checkpoint",
+                "c2",
+            ],
+        ),
+        3,
+        "no document",
+    );
+    fails(
+        &ikv(
+            &url,
+            &[
+                "get",
+                "--store",
+                "users",
+                "--key",
+                "Alice",
+                "--mount",
+                mount,
+                "--as-of",
+                "2000-01-01T00:00:00Z",
+            ],
+        ),
+        3,
+        "no document",
+    );
+    fails(
+        &ikv(
+            &url,
+            &[
+                "get",
+                "--store",
+                "users",
+                "--key",
+                "Alice",
+                "--mount",
+                mount,
+                "--checkpoint",
+                "c2",
+                "--as-of",
+                "2000-01-01T00:00:00Z",
+            ],
+        ),
+        2,
+        "cannot be used with",
+    );
+    fails(
+        &ikv(
+            &url,
+            &[
+                "get",
+                "--store",
+                "users",
+                "--key",
+                "Alice",
+                "--mount",
+                mount,
+                "--as-of",
+                "yesterday",
+            ],
+        ),
+        2,
+        "not an RFC 3339 time",
+    );
+    ok(&ikv(
+        &url,
+        &["checkpoint", "delete", "--store", "users", "--name", "c2"],
+    ));
     fails(
         &ikv(&url, &["snapshot", "--store", "nope"]),
         3,
