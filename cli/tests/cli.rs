@@ -307,84 +307,28 @@ fn store_commands_happy_paths_and_errors() {
             "city=Rome",
         ],
     ));
-    let got = ok(&ikv(
-        &url,
-        &[
+    let get_alice = |pin: &[&str]| {
+        let mut args = vec![
             "get", "--store", "users", "--key", "Alice", "--mount", mount,
-        ],
-    ));
+        ];
+        args.extend_from_slice(pin);
+        ikv(&url, &args)
+    };
+    let got = ok(&get_alice(&[]));
     assert!(got.contains("Rome"), "{got}");
+    fails(&get_alice(&["--checkpoint", "c2"]), 3, "no document");
     fails(
-        &ikv(
-            &url,
-            &[
-                "get",
-                "--store",
-                "users",
-                "--key",
-                "Alice",
-                "--mount",
-                mount,
-                "--checkpoint",
-                "c2",
-            ],
-        ),
+        &get_alice(&["--as-of", "2000-01-01T00:00:00Z"]),
         3,
         "no document",
     );
     fails(
-        &ikv(
-            &url,
-            &[
-                "get",
-                "--store",
-                "users",
-                "--key",
-                "Alice",
-                "--mount",
-                mount,
-                "--as-of",
-                "2000-01-01T00:00:00Z",
-            ],
-        ),
-        3,
-        "no document",
-    );
-    fails(
-        &ikv(
-            &url,
-            &[
-                "get",
-                "--store",
-                "users",
-                "--key",
-                "Alice",
-                "--mount",
-                mount,
-                "--checkpoint",
-                "c2",
-                "--as-of",
-                "2000-01-01T00:00:00Z",
-            ],
-        ),
+        &get_alice(&["--checkpoint", "c2", "--as-of", "2000-01-01T00:00:00Z"]),
         2,
         "cannot be used with",
     );
     fails(
-        &ikv(
-            &url,
-            &[
-                "get",
-                "--store",
-                "users",
-                "--key",
-                "Alice",
-                "--mount",
-                mount,
-                "--as-of",
-                "yesterday",
-            ],
-        ),
+        &get_alice(&["--as-of", "yesterday"]),
         2,
         "not an RFC 3339 time",
     );
