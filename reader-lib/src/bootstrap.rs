@@ -1,25 +1,18 @@
 //! Bootstrap: stream the newest snapshot of every mounted partition, merged by primary key,
-//! into fjall's sorted bulk ingestion. Memory holds one read batch per partition.
+//! into a new read image (the durable state's base to be: in key order, which folds and
+//! imports rely on). Memory holds one read batch per partition and a few batches in flight.
 
 use std::collections::{BTreeMap, VecDeque};
 
-use fjall::Keyspace;
 use ikv_core::{Error, Result, Storage, StoreLayout};
 use ikv_snapshot_format::layer::{LayerChange, LayerChanges};
 use ikv_snapshot_format::{Manifest, SnapshotStream, Stack};
 
 use crate::doc::{DocView, OwnedDoc, join_sections};
 use crate::image::ImageWriter;
-use crate::keys::{doc_key, epoch};
+use crate::keys::epoch;
 use crate::local::PartitionState;
 use crate::snapshot_rows::encode_rows;
-
-fn local(e: fjall::Error) -> Error {
-    Error::Local {
-        path: "local store".into(),
-        message: e.to_string(),
-    }
-}
 
 /// One partition's documents, encoded, in key order: its full snapshot's rows, with the
 /// changes of the layers stacked on it (if any) applied.
@@ -151,12 +144,11 @@ pub struct BootstrapStats {
 /// and the read image with every document added (to be finished with the state).
 pub type Bootstrapped = (BTreeMap<u32, PartitionState>, BootstrapStats, ImageWriter);
 
-/// Ingests the given snapshots (partition → manifest; partitions without one start empty) into
-/// `docs`, which must be empty, and into `image`, from the same sorted stream.
+/// Writes the given snapshots (partition → manifest; partitions without one start empty) into
+/// `image`, in key order.
 pub async fn bootstrap(
     storage: &Storage,
     layout: &StoreLayout,
-    docs: &Keyspace,
     image: ImageWriter,
     snapshots: BTreeMap<u32, Option<Manifest>>,
     mut progress: impl FnMut(&BootstrapStats),
@@ -176,22 +168,18 @@ pub async fn bootstrap(
             sources.push(Source::open(storage, layout, partition, m).await?);
         }
     }
-    // fjall's ingestion is not Send: it runs on a blocking thread, fed sorted entries in
-    // batches through a small bounded channel (decode and ingest overlap on two cores). The
-    // same thread writes the read image.
+    // The image is written on a blocking thread, fed sorted entries in batches through a
+    // small bounded channel (decoding and writing overlap on two cores).
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(Vec<u8>, Vec<u8>)>>(4);
-    let ingest_into = docs.clone();
     let mut image = image;
     let ingester = tokio::task::spawn_blocking(move || -> (Result<()>, ImageWriter) {
         let ingested = (|| {
-            let mut ingestion = ingest_into.start_ingestion().map_err(local)?;
             while let Some(batch) = rx.blocking_recv() {
                 for (pk, v) in batch {
                     image.add(&pk, &v)?;
-                    ingestion.write(doc_key(&pk), v).map_err(local)?;
                 }
             }
-            ingestion.finish().map_err(local)
+            Ok(())
         })();
         (ingested, image)
     });
@@ -219,8 +207,8 @@ pub async fn bootstrap(
             // Sources are in ascending partition order, as entries keep their sections.
             let value = join_sections(encoded);
             stats.values += live_field_count(&min, &value);
-            // Ingestion needs strictly ascending keys (local keys keep the primary keys'
-            // order); a snapshot out of order is corrupt.
+            // Images are written in strictly ascending key order (folds and imports merge
+            // them by key); a snapshot out of order is corrupt.
             if last_key.as_ref().is_some_and(|l| *l >= min) {
                 return Err(Error::Corrupt {
                     what: "snapshot".into(),
@@ -251,8 +239,8 @@ pub async fn bootstrap(
     .await;
     drop(tx);
     let (ingested, image) = ingester.await.map_err(|e| Error::Local {
-        path: docs.path().display().to_string(),
-        message: format!("ingestion thread failed: {e}"),
+        path: "read image".into(),
+        message: format!("the image writing thread failed: {e}"),
     })?;
     if let Err(e) = produced.and(ingested) {
         image.abandon();

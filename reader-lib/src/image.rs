@@ -192,6 +192,12 @@ impl ImageWriter {
         file.sync_all().map_err(err)?;
         drop(file);
         std::fs::rename(&temp, &self.path).map_err(|e| io_err(&self.path, e))?;
+        // The rename synced too: the durable state may name this image as its base next.
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_err(dir, e))?;
+        }
         Ok(())
     }
 

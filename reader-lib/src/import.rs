@@ -1,17 +1,18 @@
-//! Applying import deltas ([FORMAT.md], "Imports"): the durable copy and the read image are
-//! rebuilt in one sorted pass that merges the copy's documents with the imports' runs, the
-//! way a bootstrap merges snapshots, through fjall's sorted ingestion.
+//! Applying import deltas ([FORMAT.md], "Imports"): the read image is rebuilt in one sorted
+//! pass that merges the durable state's documents (base image and tail, [`crate::durable`])
+//! with the imports' runs, the way a bootstrap merges snapshots; the new image becomes the
+//! base.
 //!
 //! Why a rebuild rather than applying the imported documents one by one: an import is large
 //! (it is how millions of documents arrive), and the read image must be rewritten afterwards
 //! anyway; a sorted merge writes each document once, sequentially, at bootstrap speed, where
-//! millions of single writes would churn the LSM tree. One import commits a delta in every
+//! millions of single writes would churn the tail. One import commits a delta in every
 //! partition it touches: the poller stops each partition at its import delta and applies all
 //! of them in one rebuild (`sync.rs`). Atomicity and crash safety come with it: the new
-//! keyspace, the partitions' states and the image become the state together
-//! ([`Owner::finish_rebuild`]), so readers switch from the state before the imports to the
-//! state after them in one step, and a process killed midway leaves the previous state and
-//! an unfinished keyspace that the next open deletes.
+//! image (as the base, with an empty tail) and the partitions' states become the state in one
+//! batch ([`Owner::finish_rebuild`]), so readers switch from the state before the imports to
+//! the state after them in one step, and a process killed midway leaves the previous state and
+//! an unfinished image that the next publication deletes.
 //!
 //! Documents the imports do not name are copied as they are: a replacing import's drop-all
 //! epoch hides their old sections in its partition (removed physically when the document is
@@ -27,7 +28,7 @@ use ikv_snapshot_format::{Manifest, SnapshotStream};
 use crate::apply::{PartitionImport, imported_entry};
 use crate::drops::DropState;
 use crate::image::ImageWriter;
-use crate::keys::{doc_key, epoch, split_doc_key};
+use crate::keys::epoch;
 use crate::owner::Owner;
 use crate::run_merge::RunMerge;
 use crate::snapshot_rows::encode_rows;
@@ -178,7 +179,7 @@ pub async fn apply_imports(
         source.head = source.next().await?;
         sources.push(source);
     }
-    let ((db, old_docs), mut states) = owner.rebuild_source()?;
+    let (durable, mut states) = owner.rebuild_source()?;
     let drops_before: Vec<DropState> = {
         let n = states.keys().max().map_or(0, |p| *p as usize + 1);
         let mut d = vec![DropState::default(); n];
@@ -187,15 +188,13 @@ pub async fn apply_imports(
         }
         d
     };
-    let (docs_generation, docs, generation, image) = owner.start_bootstrap()?;
+    let (generation, image) = owner.start_bootstrap()?;
     let primary_key = owner.identity().config.primary_key_field.clone();
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Imported>>(4);
-    let ingest_into = docs.clone();
     let merger = tokio::task::spawn_blocking(move || -> (Result<u64>, ImageWriter) {
         let mut image = image;
         let merged = (|| -> Result<u64> {
-            let mut ingestion = ingest_into.start_ingestion().map_err(local)?;
             let mut pending: VecDeque<Imported> = VecDeque::new();
             let mut done = false;
             let mut next_imported = || -> Option<Imported> {
@@ -210,7 +209,6 @@ pub async fn apply_imports(
             let mut write = |pk: &[u8], entry: Option<Vec<u8>>| -> Result<()> {
                 if let Some(entry) = entry {
                     image.add(pk, &entry)?;
-                    ingestion.write(doc_key(pk), entry).map_err(local)?;
                 }
                 Ok(())
             };
@@ -230,24 +228,21 @@ pub async fn apply_imports(
                     }
                 };
             }
-            let snapshot = db.snapshot();
-            for kv in fjall::Readable::iter(&snapshot, &old_docs) {
-                let (k, v) = kv.into_inner().map_err(local)?;
-                let pk = split_doc_key(&k).ok_or_else(|| local("a document key is malformed"))?;
-                new_documents_below!(Some(pk.as_slice()));
-                match head.take_if(|(ik, _)| *ik == pk) {
+            durable.for_each_doc(|pk, v| {
+                new_documents_below!(Some(pk));
+                match head.take_if(|(ik, _)| ik.as_slice() == pk) {
                     Some((_, imported)) => {
                         let entry =
-                            imported_entry(&pk, Some(&v), imported, &drops_before, &primary_key)?;
-                        write(&pk, entry)?;
+                            imported_entry(pk, Some(v), imported, &drops_before, &primary_key)?;
+                        write(pk, entry)?;
                         documents += 1;
                         head = next_imported();
                     }
-                    None => write(&pk, Some(v.to_vec()))?,
+                    None => write(pk, Some(v.to_vec()))?,
                 }
-            }
+                Ok(())
+            })?;
             new_documents_below!(None::<&[u8]>);
-            ingestion.finish().map_err(local)?;
             Ok(documents)
         })();
         (merged, image)
@@ -310,7 +305,7 @@ pub async fn apply_imports(
             };
         }
     }
-    owner.finish_rebuild(docs_generation, docs, generation, image, states)?;
+    owner.finish_rebuild(generation, image, states)?;
     tracing::info!(
         partitions = sources.len(),
         documents,

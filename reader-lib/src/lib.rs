@@ -9,6 +9,7 @@ mod cadence;
 mod counters;
 mod doc;
 mod drops;
+mod durable;
 mod image;
 mod import;
 mod keys;

@@ -1,22 +1,27 @@
-//! The owner's durable copy: a fjall database under `<mount>/<store>/db`, from which a
-//! restarted or new owner resumes without a bootstrap and from which read images are folded.
+//! The owner's durable state, with the read image it names: a fjall database under
+//! `<mount>/<store>/db` holding the **tail** (the documents changed since the base image) and
+//! the partitions' states. The base image (`image-<base>`, the file readers map) holds every
+//! other document: each value has one home on disk (rfcs/0010). A restarted or new owner
+//! resumes from base image + tail without a bootstrap, and folds new images from them.
 //!
 //! Layout (documented in `docs/READER.md`):
-//! - keyspace `meta`: `identity` (what the mount serves, JSON), `active` (name of the docs
-//!   keyspace in use), `generation`, and per partition `applied/<p>` (u64 LE: last delta
-//!   applied), `snapshot/<p>` (u64 LE: snapshot bootstrapped from), `drops/<p>` (JSON
-//!   [`DropState`]).
-//! - keyspace `docs-<generation>`: one entry per document (key: `keys::doc_key`, value:
-//!   `doc.rs`).
+//! - keyspace `meta`: `identity` (what the mount serves, JSON), `active` (name of the tail
+//!   keyspace in use), `generation` (its number), `base` (u64 LE: the generation of the base
+//!   image), and per partition `applied/<p>` (u64 LE: last delta applied), `snapshot/<p>` (u64
+//!   LE: snapshot bootstrapped from), `drops/<p>` (JSON [`DropState`]).
+//! - keyspace `tail-<generation>`: one entry per document changed since the base image (key:
+//!   `keys::doc_key`, value: `doc.rs`; an empty value is a deletion, hiding the image's entry).
 //!
 //! Invariants:
 //! - A delta's changes, the partition's new applied sequence and its drop state are written in
 //!   one atomic batch.
-//! - A bootstrap ingests into a fresh `docs-<generation>` keyspace and only then points
-//!   `active` at it (with the applied sequences) in one batch. Any other `docs-*` keyspace found
-//!   at open is a leftover of an interrupted bootstrap or a replaced generation, and is deleted.
-//! - The state is "complete" only when `identity` matches and every mounted partition has an
-//!   applied sequence and a readable drop state; anything else is wiped and rebuilt.
+//! - The base image is complete and synced before any batch names it; a batch names a new base
+//!   together with the tail that belongs to it (empty after a bootstrap or an import, the
+//!   changes carried past a fold otherwise), and is synced before the old base's file may be
+//!   deleted. Any other tail keyspace found at open is a leftover and is deleted.
+//! - The state is "complete" only when `identity` matches, a base and a tail are named and
+//!   every mounted partition has an applied sequence and a readable drop state; anything else
+//!   is wiped and rebuilt (the owner also rebuilds when the base image does not open).
 //! - Only the mount's owner opens it (fjall is single-process).
 
 use std::collections::BTreeMap;
@@ -31,6 +36,11 @@ use crate::mount::Identity;
 use crate::view::ImagePartition;
 
 const META: &str = "meta";
+const TAIL: &str = "tail-";
+/// Keyspaces of local layouts up to 4, which held every document: deleted when found.
+const OLD_DOCS: &str = "docs-";
+/// A tail entry's value for a deleted document.
+const DELETED: &[u8] = &[];
 
 fn local_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Local {
@@ -50,13 +60,15 @@ pub struct LocalStore {
     path: PathBuf,
     db: Database,
     meta: Keyspace,
-    docs: Keyspace,
+    tail: Keyspace,
     generation: u64,
+    /// Generation of the base image (0: none yet).
+    base: u64,
 }
 
-/// Options of the documents keyspace: reads go to the mapped image, so fjall is written in
-/// bulk and scanned in order; compressed blocks keep the durable copy small.
-fn docs_options() -> KeyspaceCreateOptions {
+/// Options of the tail keyspace: reads go to the mapped image and overlay, so fjall is
+/// written by deltas and scanned in order by folds.
+fn tail_options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default()
 }
 
@@ -104,8 +116,10 @@ impl LocalStore {
         let active: Option<String> =
             get("active")?.map(|v| String::from_utf8_lossy(&v).into_owned());
         let generation = get("generation")?.and_then(|v| u64_of(&v)).unwrap_or(0);
+        let base = get("base")?.and_then(|v| u64_of(&v)).unwrap_or(0);
         let mut states = BTreeMap::new();
-        let mut complete = stored_identity.as_ref() == Some(identity) && active.is_some();
+        let mut complete =
+            stored_identity.as_ref() == Some(identity) && active.is_some() && base > 0;
         if complete {
             for &p in &identity.partitions {
                 let applied = get(&format!("applied/{p}"))?.and_then(|v| u64_of(&v));
@@ -140,11 +154,14 @@ impl LocalStore {
                 }
             }
         }
-        // Delete docs keyspaces that are not the active one (interrupted bootstraps).
+        // Delete tail keyspaces that are not the active one (interrupted bootstraps and
+        // folds), and the full copies of older layouts.
         let keep = if complete { active.clone() } else { None };
         for name in db.list_keyspace_names() {
             let name: &str = name.as_ref();
-            if name.starts_with("docs-") && Some(name) != keep.as_deref() {
+            if (name.starts_with(TAIL) || name.starts_with(OLD_DOCS))
+                && Some(name) != keep.as_deref()
+            {
                 let ks = db
                     .keyspace(name, KeyspaceCreateOptions::default)
                     .map_err(|e| local_err(db_path, e))?;
@@ -152,9 +169,9 @@ impl LocalStore {
                 tracing::info!(keyspace = name, "deleted a stale local keyspace");
             }
         }
-        let docs_name = keep.unwrap_or_else(|| format!("docs-{}", generation + 1));
-        let docs = db
-            .keyspace(&docs_name, docs_options)
+        let tail_name = keep.unwrap_or_else(|| format!("{TAIL}{}", generation + 1));
+        let tail = db
+            .keyspace(&tail_name, tail_options)
             .map_err(|e| local_err(db_path, e))?;
         if !complete {
             // Start over: identity first, no active keyspace until a bootstrap completes.
@@ -165,6 +182,7 @@ impl LocalStore {
                 serde_json::to_vec(identity).unwrap_or_default(),
             );
             batch.remove(&meta, "active");
+            batch.remove(&meta, "base");
             for p in 0..identity.config.num_partitions {
                 batch.remove(&meta, format!("applied/{p}"));
                 batch.remove(&meta, format!("snapshot/{p}"));
@@ -176,10 +194,16 @@ impl LocalStore {
             path: db_path.to_owned(),
             db,
             meta,
-            docs,
+            tail,
             generation,
+            base: if complete { base } else { 0 },
         };
         Ok((store, complete.then_some(states)))
+    }
+
+    /// The generation of the base image (0 before the first bootstrap).
+    pub fn base(&self) -> u64 {
+        self.base
     }
 
     fn err(&self, e: impl std::fmt::Display) -> Error {
@@ -214,12 +238,12 @@ impl LocalStore {
         Ok(out)
     }
 
-    /// Starts a bootstrap into a fresh keyspace.
-    pub fn new_generation(&mut self) -> Result<(u64, Keyspace)> {
+    /// A fresh, empty tail keyspace and its number.
+    fn new_tail(&mut self) -> Result<(u64, Keyspace)> {
         let generation = self.generation + 1;
-        let name = format!("docs-{generation}");
-        // A leftover of the same name (an interrupted bootstrap of this process) starts over.
-        if self.db.keyspace_exists(&name) && self.docs.name().as_ref() != name.as_str() {
+        let name = format!("{TAIL}{generation}");
+        // A leftover of the same name (an interrupted switch of this process) starts over.
+        if self.db.keyspace_exists(&name) && self.tail.name().as_ref() != name.as_str() {
             let ks = self
                 .db
                 .keyspace(&name, KeyspaceCreateOptions::default)
@@ -228,50 +252,42 @@ impl LocalStore {
         }
         let ks = self
             .db
-            .keyspace(&name, docs_options)
+            .keyspace(&name, tail_options)
             .map_err(|e| self.err(e))?;
         Ok((generation, ks))
     }
 
-    /// Makes a bootstrapped keyspace the active one, with the partitions' states, atomically;
-    /// then deletes the previous keyspace.
-    pub fn activate(
-        &mut self,
-        generation: u64,
-        docs: Keyspace,
-        states: &BTreeMap<u32, PartitionState>,
-    ) -> Result<()> {
-        let states = states
-            .iter()
-            .map(|(p, s)| {
-                (
-                    *p,
-                    ImagePartition {
-                        applied: s.applied,
-                        snapshot: s.snapshot,
-                        drops: DropState::default(),
-                    },
-                )
-            })
-            .collect();
-        self.activate_with_drops(generation, docs, &states)
+    /// Makes image `base` (complete and synced) the base of the durable state, with an empty
+    /// tail and each partition's state, in one batch (a bootstrap or an import's rebuild).
+    pub fn activate(&mut self, base: u64, states: &BTreeMap<u32, ImagePartition>) -> Result<()> {
+        self.switch(base, &[], Some(states))
     }
 
-    /// As [`LocalStore::activate`], with each partition's drop state.
-    pub fn activate_with_drops(
+    /// Makes image `base` (complete and synced, folded from the old base and tail) the base,
+    /// with a tail holding `carried`: the changes applied after the fold read the old tail.
+    pub fn rebase(&mut self, base: u64, carried: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()> {
+        self.switch(base, carried, None)
+    }
+
+    fn switch(
         &mut self,
-        generation: u64,
-        docs: Keyspace,
-        states: &BTreeMap<u32, ImagePartition>,
+        base: u64,
+        tail_entries: &[(Vec<u8>, Option<Vec<u8>>)],
+        states: Option<&BTreeMap<u32, ImagePartition>>,
     ) -> Result<()> {
+        let (generation, tail) = self.new_tail()?;
         let mut batch = self.db.batch();
+        for (k, v) in tail_entries {
+            batch.insert(&tail, doc_key(k), v.as_deref().unwrap_or(DELETED).to_vec());
+        }
         batch.insert(
             &self.meta,
             "active",
-            docs.name().as_ref().as_bytes().to_vec(),
+            tail.name().as_ref().as_bytes().to_vec(),
         );
         batch.insert(&self.meta, "generation", generation.to_le_bytes().to_vec());
-        for (p, s) in states {
+        batch.insert(&self.meta, "base", base.to_le_bytes().to_vec());
+        for (p, s) in states.into_iter().flatten() {
             batch.insert(
                 &self.meta,
                 format!("applied/{p}"),
@@ -292,11 +308,21 @@ impl LocalStore {
                 );
             }
         }
+        ikv_core::failpoint!("reader.base.before_switch");
         batch.commit().map_err(|e| self.err(e))?;
-        let old = std::mem::replace(&mut self.docs, docs);
+        // Synced before the caller deletes the old base's file: the state on disk names a
+        // file that exists whatever happens next, a power loss included.
+        self.persist()?;
+        ikv_core::failpoint!("reader.base.after_switch");
+        let old = std::mem::replace(&mut self.tail, tail);
         self.generation = generation;
-        if old.name() != self.docs.name() {
-            self.db.delete_keyspace(old).map_err(|e| self.err(e))?;
+        self.base = base;
+        // The switch is done: a tail that cannot be deleted now (its files damaged, which is
+        // why a repair switches) is a leftover the next open deletes.
+        if old.name() != self.tail.name()
+            && let Err(e) = self.db.delete_keyspace(old)
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot delete the replaced tail; the next open will");
         }
         Ok(())
     }
@@ -312,10 +338,12 @@ impl LocalStore {
     ) -> Result<()> {
         let mut batch = self.db.batch();
         for (k, v) in entries {
-            match v {
-                Some(v) => batch.insert(&self.docs, doc_key(k), v.clone()),
-                None => batch.remove(&self.docs, doc_key(k)),
-            }
+            // A deletion is written, not removed: the base image may hold the document.
+            batch.insert(
+                &self.tail,
+                doc_key(k),
+                v.as_deref().unwrap_or(DELETED).to_vec(),
+            );
         }
         batch.insert(
             &self.meta,
@@ -335,24 +363,13 @@ impl LocalStore {
         Ok(())
     }
 
-    /// The active documents keyspace and the database, for reading every document from
-    /// another thread (an import's rebuild).
-    pub fn docs_handle(&self) -> (fjall::Database, Keyspace) {
-        (self.db.clone(), self.docs.clone())
-    }
-
-    /// The documents as they are now, readable from another thread while writes go on.
-    pub fn docs_snapshot(&self) -> DocsSnapshot {
-        DocsSnapshot {
+    /// The tail as it is now, readable from another thread while writes go on.
+    pub fn tail_snapshot(&self) -> TailSnapshot {
+        TailSnapshot {
             snapshot: self.db.snapshot(),
-            docs: self.docs.clone(),
+            tail: self.tail.clone(),
             path: self.path.clone(),
         }
-    }
-
-    /// Every document in key order, as (primary key, entry), read from one snapshot.
-    pub fn for_each_doc(&self, f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
-        self.docs_snapshot().for_each_doc(f)
     }
 
     /// Persists everything written so far to disk (fsync).
@@ -371,24 +388,24 @@ impl LocalStore {
     }
 }
 
-/// The documents keyspace at one point (a fjall snapshot): what a background fold reads.
-pub struct DocsSnapshot {
+/// The tail at one point (a fjall snapshot): what a fold or an import merges with the base
+/// image.
+pub struct TailSnapshot {
     snapshot: fjall::Snapshot,
-    docs: Keyspace,
+    tail: Keyspace,
     path: PathBuf,
 }
 
-impl DocsSnapshot {
-    /// Every document in key order, as (primary key, entry).
-    pub fn for_each_doc(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+impl TailSnapshot {
+    /// Every changed document in key order, as (primary key, entry; `None`: deleted).
+    pub fn iter(&self) -> impl Iterator<Item = Result<(Vec<u8>, Option<Vec<u8>>)>> + '_ {
         let err = |e: &dyn std::fmt::Display| local_err(&self.path, e);
-        for kv in fjall::Readable::iter(&self.snapshot, &self.docs) {
+        fjall::Readable::iter(&self.snapshot, &self.tail).map(move |kv| {
             let (k, v) = kv.into_inner().map_err(|e| err(&e))?;
             let key = crate::keys::split_doc_key(&k)
                 .ok_or_else(|| err(&"a document key is malformed"))?;
-            f(&key, &v)?;
-        }
-        Ok(())
+            Ok((key, (!v.is_empty()).then(|| v.to_vec())))
+        })
     }
 }
 
@@ -419,36 +436,57 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, state) = open(dir.path());
         assert!(state.is_none(), "a new mount needs a bootstrap");
-        let (generation, docs) = store.new_generation().unwrap();
         let states = BTreeMap::from([(
             0,
-            PartitionState {
+            ImagePartition {
                 applied: 5,
                 snapshot: 5,
+                drops: DropState::default(),
             },
         )]);
-        store.activate(generation, docs, &states).unwrap();
+        store.activate(7, &states).unwrap();
         let drops = DropState {
             fields: BTreeMap::from([("x".to_owned(), 6)]),
             ..DropState::default()
         };
         store
-            .commit(0, 6, &[(b"k".to_vec(), Some(b"v".to_vec()))], Some(&drops))
+            .commit(
+                0,
+                6,
+                &[
+                    (b"k".to_vec(), Some(b"v".to_vec())),
+                    (b"gone".to_vec(), None),
+                ],
+                Some(&drops),
+            )
             .unwrap();
         store.persist().unwrap();
         drop(store);
-        let (store, state) = open(dir.path());
+        let (mut store, state) = open(dir.path());
         let state = state.unwrap();
         assert_eq!(state[&0].applied, 6, "an intact copy resumes");
         assert_eq!(state[&0].drops, drops);
-        let mut docs = Vec::new();
+        assert_eq!(store.base(), 7);
+        let tail = |store: &LocalStore| -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+            store.tail_snapshot().iter().map(Result::unwrap).collect()
+        };
+        assert_eq!(
+            tail(&store),
+            vec![
+                (b"gone".to_vec(), None),
+                (b"k".to_vec(), Some(b"v".to_vec()))
+            ],
+            "a deletion stays in the tail (it hides the base image's entry)"
+        );
+        // A fold's switch: the new base with the changes carried, nothing else.
         store
-            .for_each_doc(|k, v| {
-                docs.push((k.to_vec(), v.to_vec()));
-                Ok(())
-            })
+            .rebase(9, &[(b"late".to_vec(), Some(b"l".to_vec()))])
             .unwrap();
-        assert_eq!(docs, vec![(b"k".to_vec(), b"v".to_vec())]);
+        drop(store);
+        let (store, state) = open(dir.path());
+        assert_eq!(state.unwrap()[&0].applied, 6);
+        assert_eq!(store.base(), 9);
+        assert_eq!(tail(&store), vec![(b"late".to_vec(), Some(b"l".to_vec()))]);
 
         // Unreadable drop state: damage, rebuilt (never read as "no drops").
         store.damage_drops(0);

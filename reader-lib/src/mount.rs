@@ -49,8 +49,9 @@ pub struct Identity {
 }
 
 /// Version of the local layout: 3 made the image and overlay the copy that reads use; 4
-/// made documents and image entries compact (varint lengths, an epoch a section).
-pub const LOCAL_LAYOUT: u32 = 4;
+/// made documents and image entries compact (varint lengths, an epoch a section); 5 made
+/// the image the only home of values (the durable state keeps the changes since it).
+pub const LOCAL_LAYOUT: u32 = 5;
 
 /// A storage root URL as compared between processes (a trailing `/` is not a difference).
 pub fn normalized_url(url: &str) -> &str {

@@ -2,19 +2,23 @@
 //! and writes what every reader process maps (the read image and its overlay).
 //!
 //! Invariants (`docs/READER.md`, "One local copy per host"):
-//! - A delta is committed to the durable copy first, then appended to the overlay. So the
-//!   overlay never holds what the durable copy lacks; an owner that finds the overlay behind
-//!   the durable copy (its predecessor died between the two) folds a new image from the
-//!   durable copy rather than trusting the overlay.
+//! - The durable state is the base image plus the tail of changes since it
+//!   ([`crate::local`]): each value has one home on disk. The published generation's image is
+//!   the base image; only a crash between naming a new base and publishing it leaves them
+//!   apart, and the next owner then folds rather than adopts.
+//! - A delta is committed to the tail first, then appended to the overlay. So the overlay
+//!   never holds what the durable state lacks; an owner that finds the overlay behind the
+//!   durable state (its predecessor died between the two) folds a new image from base and
+//!   tail rather than trusting the overlay.
 //! - A new generation is published in this order: image and empty overlay written and synced,
 //!   `current` replaced, the old overlay marked superseded, old files deleted. A process that
 //!   sees "superseded" therefore finds the new generation in `current`.
-//! - Folds run in the background: a fold reads a snapshot of the durable copy on a thread of
-//!   its own while the owner keeps applying deltas to the current generation, so freshness
-//!   never waits for a fold. The snapshot and the overlay's committed length are taken
-//!   together, between two deltas: the deltas committed after that length are exactly what
-//!   the new image lacks, and they are carried into the new generation's overlay before it
-//!   is published. Anything that replaces the durable copy or folds in the foreground (a
+//! - Folds run in the background: a fold merges the base image with a snapshot of the tail on
+//!   a thread of its own while the owner keeps applying deltas to the current generation, so
+//!   freshness never waits for a fold. The snapshot and the overlay's committed length are
+//!   taken together, between two deltas: the deltas committed after that length are exactly
+//!   what the new image lacks, and they are carried into the new generation's overlay and
+//!   into the new tail (named with the new base in one batch) before it is published. Anything that replaces the durable copy or folds in the foreground (a
 //!   bootstrap, an import's rebuild, a repair, a full overlay) first cancels a fold in
 //!   flight, whose image is then never published.
 
@@ -23,14 +27,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use fjall::Keyspace;
 use ikv_core::{DeltaOp, Error, Result};
 
-use crate::apply::stage;
+use crate::apply::{Entries, stage};
+use crate::durable::Durable;
 use crate::image::{Image, ImageWriter};
-use crate::local::{DocsSnapshot, LocalStore, PartitionState};
+use crate::local::{LocalStore, PartitionState};
 use crate::mount::{Current, Identity, MountDir};
-use crate::overlay::Overlay;
+use crate::overlay::{Overlay, Record};
 use crate::view::{ImagePartition, ImageState, PublishedView, ReadView};
 
 /// Least capacity of an overlay (a sparse file: what is not written takes no disk), so that
@@ -61,10 +65,19 @@ impl Fold {
     }
 }
 
+/// How a published image becomes the durable state's base.
+enum NewBase {
+    /// Rebuilt from the bucket (a bootstrap, an import): an empty tail and these states.
+    Rebuilt(BTreeMap<u32, ImagePartition>),
+    /// Folded from the old base and tail: the tail keeps the deltas the old overlay committed
+    /// from this record offset on (none for a foreground fold).
+    Folded { carry: Option<u64> },
+}
+
 /// Writes generation `generation`'s image from `docs` with `state` (a fold's thread).
 fn write_image(
     path: &std::path::Path,
-    docs: &DocsSnapshot,
+    docs: &Durable,
     state: &ImageState,
     cancel: &AtomicBool,
 ) -> Result<Image> {
@@ -95,10 +108,24 @@ fn write_image(
     Image::open(path)
 }
 
+/// The documents an overlay holds (the last entry of each key; `None`: deleted): what a
+/// fold's new tail keeps.
+fn carried(overlay: &Overlay) -> Result<Entries> {
+    let mut last = BTreeMap::new();
+    for record in overlay.records(0, overlay.committed())? {
+        if let Record::Entry { key, doc, .. } = record {
+            last.insert(key.to_vec(), doc.map(<[u8]>::to_vec));
+        }
+    }
+    Ok(last.into_iter().collect())
+}
+
 pub struct Owner {
     mount: Arc<MountDir>,
     identity: Identity,
     local: LocalStore,
+    /// The base image (the durable state's, also the published one's), once there is one.
+    base: Option<Arc<Image>>,
     /// The generation being appended to, once one is published.
     overlay: Option<(u64, Arc<Overlay>)>,
     published: Option<Arc<PublishedView>>,
@@ -133,6 +160,7 @@ impl Owner {
             mount,
             identity,
             local,
+            base: None,
             overlay: None,
             published,
             damaged,
@@ -145,15 +173,28 @@ impl Owner {
             tracing::warn!(error = %e, "the mount's current generation is unreadable; replacing it");
             None
         });
-        let Some(states) = resumed else {
-            if current.is_some_and(|c| c.identity != owner.identity) {
+        let base = resumed.as_ref().and_then(|_| {
+            let path = owner.mount.image_path(owner.local.base());
+            Image::open(&path)
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "the base image of the durable state does not open; bootstrapping");
+                })
+                .ok()
+        });
+        let (Some(states), Some(base)) = (resumed, base) else {
+            if current
+                .as_ref()
+                .is_some_and(|c| c.identity != owner.identity)
+            {
                 // Processes of the old identity keep their view; new ones wait for ours.
                 owner.mount.clear_current()?;
             }
             return Ok((owner, None));
         };
+        owner.base = Some(Arc::new(base));
+        let base_generation = owner.local.base();
         let adopted = current
-            .filter(|c| c.identity == owner.identity)
+            .filter(|c| c.identity == owner.identity && c.generation == base_generation)
             .map(|c| owner.adopt(c.generation, &states));
         match adopted {
             Some(Ok(true)) => {}
@@ -181,7 +222,9 @@ impl Owner {
     /// Takes over generation `generation` if its image and overlay hold exactly the durable
     /// copy's state.
     fn adopt(&mut self, generation: u64, states: &BTreeMap<u32, ImagePartition>) -> Result<bool> {
-        let image = Arc::new(Image::open(&self.mount.image_path(generation))?);
+        let Some(image) = self.base.clone() else {
+            return Ok(false);
+        };
         let overlay = Arc::new(Overlay::open(&self.mount.overlay_path(generation), true)?);
         let view = self.view_of(generation, image, &overlay)?;
         let same = states.iter().all(|(p, s)| {
@@ -263,7 +306,19 @@ impl Owner {
         }
     }
 
-    /// Starts a background fold of the durable copy as it is now.
+    /// The durable state as it is now: the base image and a snapshot of the tail.
+    fn durable(&self) -> Result<Durable> {
+        let image = self.base.clone().ok_or_else(|| Error::Local {
+            path: self.mount.path().display().to_string(),
+            message: "the durable state has no base image yet".into(),
+        })?;
+        Ok(Durable {
+            image,
+            tail: self.local.tail_snapshot(),
+        })
+    }
+
+    /// Starts a background fold of the durable state as it is now.
     fn start_fold(&mut self) -> Result<()> {
         let Some((_, overlay)) = &self.overlay else {
             return Ok(());
@@ -272,7 +327,7 @@ impl Owner {
         let state = ImageState {
             partitions: self.local.states(&self.identity.partitions)?,
         };
-        let docs = self.local.docs_snapshot();
+        let docs = self.durable()?;
         let generation = self.next_generation()?;
         let path = self.mount.image_path(generation);
         let cancel = Arc::new(AtomicBool::new(false));
@@ -318,7 +373,8 @@ impl Owner {
                 });
             }
         };
-        match self.publish_image(fold.generation, image, Some(fold.from)) {
+        let carry = Some(fold.from);
+        match self.publish_image(fold.generation, image, NewBase::Folded { carry }) {
             Ok(()) => {
                 self.folds.record(fold.started.elapsed());
                 tracing::info!(generation = fold.generation, elapsed = ?fold.started.elapsed(), "published a background fold");
@@ -331,59 +387,58 @@ impl Owner {
         }
     }
 
-    /// Starts a bootstrap: a fresh keyspace of the durable copy and a new image beside it.
-    pub fn start_bootstrap(&mut self) -> Result<(u64, Keyspace, u64, ImageWriter)> {
+    /// Starts a bootstrap or an import's rebuild: a new image, the base to be.
+    pub fn start_bootstrap(&mut self) -> Result<(u64, ImageWriter)> {
         self.cancel_fold();
-        let (docs_generation, docs) = self.local.new_generation()?;
         let generation = self.next_generation()?;
         let image = ImageWriter::create(&self.mount.image_path(generation))?;
-        Ok((docs_generation, docs, generation, image))
+        Ok((generation, image))
     }
 
-    /// Makes a finished bootstrap the state of the durable copy and of every reader.
+    /// Makes a finished bootstrap the durable state (its image the base, an empty tail) and
+    /// the state of every reader.
     pub fn finish_bootstrap(
         &mut self,
-        docs_generation: u64,
-        docs: Keyspace,
         generation: u64,
         image: ImageWriter,
         states: &BTreeMap<u32, PartitionState>,
     ) -> Result<()> {
-        self.local.activate(docs_generation, docs, states)?;
-        let state = ImageState {
-            partitions: states
-                .iter()
-                .map(|(p, s)| {
-                    (
-                        *p,
-                        ImagePartition {
-                            applied: s.applied,
-                            snapshot: s.snapshot,
-                            drops: Default::default(),
-                        },
-                    )
-                })
-                .collect(),
-        };
-        self.publish_generation(generation, image, &state)
+        let partitions = states
+            .iter()
+            .map(|(p, s)| {
+                (
+                    *p,
+                    ImagePartition {
+                        applied: s.applied,
+                        snapshot: s.snapshot,
+                        drops: Default::default(),
+                    },
+                )
+            })
+            .collect();
+        self.finish_rebuild(generation, image, partitions)
     }
 
-    /// Writes a new image from the durable copy in the foreground and publishes it with an
-    /// empty overlay (cancelling a background fold in flight).
+    /// Writes a new image from the durable state (base image and tail) in the foreground and
+    /// publishes it, as the new base with an empty tail and overlay (cancelling a background
+    /// fold in flight). Fails on a damaged base image: the caller bootstraps.
     pub fn fold(&mut self) -> Result<()> {
         self.cancel_fold();
         let started = ikv_core::clock::Stopwatch::start();
+        let docs = self.durable()?;
         let generation = self.next_generation()?;
         let mut image = ImageWriter::create(&self.mount.image_path(generation))?;
         let state = ImageState {
             partitions: self.local.states(&self.identity.partitions)?,
         };
-        if let Err(e) = self.local.for_each_doc(|k, v| image.add(k, v)) {
+        if let Err(e) = docs.for_each_doc(|k, v| image.add(k, v)) {
             image.abandon();
             return Err(e);
         }
+        drop(docs);
         let documents = image.len();
-        self.publish_generation(generation, image, &state)?;
+        let folded = NewBase::Folded { carry: None };
+        self.publish_generation(generation, image, &state, folded)?;
         self.folds.record(started.elapsed());
         tracing::info!(generation, documents, elapsed = ?started.elapsed(), "folded a new read image");
         Ok(())
@@ -394,16 +449,22 @@ impl Owner {
         generation: u64,
         image: ImageWriter,
         state: &ImageState,
+        base: NewBase,
     ) -> Result<()> {
         image.finish(&state.encode())?;
         let image = Image::open(&self.mount.image_path(generation))?;
-        self.publish_image(generation, image, None)
+        self.publish_image(generation, image, base)
     }
 
-    /// Publishes `image` as generation `generation` with a new overlay, holding the current
-    /// overlay's deltas from record offset `carry` on when given.
-    fn publish_image(&mut self, generation: u64, image: Image, carry: Option<u64>) -> Result<()> {
+    /// Makes `image` (complete and synced) the durable state's base and publishes it as
+    /// generation `generation` with a new overlay (holding the current overlay's deltas from
+    /// a fold's record offset on).
+    fn publish_image(&mut self, generation: u64, image: Image, base: NewBase) -> Result<()> {
         let image = Arc::new(image);
+        let carry = match &base {
+            NewBase::Folded { carry } => *carry,
+            NewBase::Rebuilt(_) => None,
+        };
         let overlay = Arc::new(Overlay::create(
             &self.mount.overlay_path(generation),
             self.identity.config.num_partitions,
@@ -417,7 +478,12 @@ impl Owner {
                 message: "the deltas applied during the fold do not fit the new overlay".into(),
             });
         }
-        let view = self.view_of(generation, image, &overlay)?;
+        let view = self.view_of(generation, image.clone(), &overlay)?;
+        match base {
+            NewBase::Rebuilt(states) => self.local.activate(generation, &states)?,
+            NewBase::Folded { .. } => self.local.rebase(generation, &carried(&overlay)?)?,
+        }
+        self.base = Some(image);
         ikv_core::failpoint!("reader.generation.before_current");
         self.mount.write_current(&Current {
             generation,
@@ -478,30 +544,27 @@ impl Owner {
         Ok(())
     }
 
-    /// The durable copy's documents and every partition's state, for rebuilding it with an
+    /// The durable state's documents and every partition's state, for rebuilding it with an
     /// import merged in ([`crate::import`]).
-    pub fn rebuild_source(
-        &self,
-    ) -> Result<((fjall::Database, Keyspace), BTreeMap<u32, ImagePartition>)> {
+    pub fn rebuild_source(&self) -> Result<(Durable, BTreeMap<u32, ImagePartition>)> {
         Ok((
-            self.local.docs_handle(),
+            self.durable()?,
             self.local.states(&self.identity.partitions)?,
         ))
     }
 
-    /// Makes a rebuilt keyspace and image (started with [`Owner::start_bootstrap`]) the state
-    /// of the durable copy and of every reader, with each partition's state.
+    /// Makes a rebuilt image (started with [`Owner::start_bootstrap`]) the durable state's
+    /// base, with an empty tail and each partition's state, and the state of every reader.
     pub fn finish_rebuild(
         &mut self,
-        docs_generation: u64,
-        docs: Keyspace,
         generation: u64,
         image: ImageWriter,
         partitions: BTreeMap<u32, ImagePartition>,
     ) -> Result<()> {
-        self.local
-            .activate_with_drops(docs_generation, docs, &partitions)?;
-        self.publish_generation(generation, image, &ImageState { partitions })
+        let state = ImageState {
+            partitions: partitions.clone(),
+        };
+        self.publish_generation(generation, image, &state, NewBase::Rebuilt(partitions))
     }
 
     /// Records that `partition` was caught up at `ms` (ms since the epoch) for every process.

@@ -176,15 +176,15 @@ pub async fn rebuild_from(
     status: &StatusBoard,
     snapshots: BTreeMap<u32, Option<ikv_snapshot_format::Manifest>>,
 ) -> Result<BTreeMap<u32, PartitionState>> {
-    let (docs_generation, docs, generation, image) = owner.start_bootstrap()?;
+    let (generation, image) = owner.start_bootstrap()?;
     let started = ikv_core::clock::Stopwatch::start();
-    let (states, stats, image) = bootstrap(storage, layout, &docs, image, snapshots, |s| {
+    let (states, stats, image) = bootstrap(storage, layout, image, snapshots, |s| {
         tracing::info!(documents = s.documents, values = s.values, "bootstrapping");
     })
     .await
     .map_err(|e| status.counters.note(e))?;
     ikv_core::failpoint!("reader.bootstrap.before_activate");
-    owner.finish_bootstrap(docs_generation, docs, generation, image, &states)?;
+    owner.finish_bootstrap(generation, image, &states)?;
     for (p, s) in &states {
         status.bootstrapped(*p, s.snapshot);
     }

@@ -389,6 +389,76 @@ fn a_reader_killed_while_folding_in_the_background_served_every_delta_and_resume
     b.assert_mount_matches(&mount, seed);
 }
 
+/// The image is the only home of values (rfcs/0010): a fold names its image the new base,
+/// with the changes carried past it as the new tail, in one batch. Killed before that batch,
+/// after it (the old generation still published), or between publishing and `current`, with
+/// a fold after every delta and deltas landing while folds run: every reopened mount resumes
+/// to the model, from its base and tail where they are complete.
+#[test]
+fn a_reader_killed_at_each_step_of_a_folds_switch_resumes_to_the_model() {
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut b = Bucket::new(2, seed);
+    b.write_random(30);
+    b.write_bulk(3_000, 0);
+    b.snapshot_all();
+    let mount = b.root.join("mount");
+    let folding = |b: &Bucket| {
+        let mut cmd = b.reader_cmd(&mount);
+        cmd.env("IKV_TEST_FOLD_BYTES", "1");
+        cmd
+    };
+    for round in 0..6 {
+        b.write_random(20);
+        b.write_bulk(if round == 3 { 2_000 } else { 100 }, round + 1);
+        let point = match round % 3 {
+            0 => "reader.base.before_switch",
+            1 => "reader.base.after_switch",
+            _ => "reader.generation.before_current",
+        };
+        // Folds go on after the reader is ready, as long as deltas come: keep writing until
+        // the hit, then kill.
+        let n = rng.random_range(1..=4);
+        let mut child = KillOnDrop(
+            folding(&b)
+                .env("IKV_FAILPOINTS", format!("{point}={n}"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let lines = lines_of(&mut child.0);
+        let want = format!("failpoint {point} {n}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            match lines.recv_timeout(Duration::from_millis(20)) {
+                Ok(line) if line == want => break,
+                Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => b.write_random(3),
+                Err(e) => panic!("seed {seed}: the reader ended before {want}: {e}"),
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "seed {seed}: never reached {want}"
+            );
+        }
+        child.0.kill().unwrap();
+        assert_eq!(child.0.wait().unwrap().signal(), Some(9), "seed {seed}");
+        b.assert_mount_matches(&mount, seed);
+    }
+}
+
+/// The lines a child prints, as they come.
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
 /// A child process killed when the test ends, passed or not.
 struct KillOnDrop(std::process::Child);
 

@@ -336,9 +336,10 @@ fn assert_recovers(reader: &Reader) {
 }
 
 /// The mapped read image damaged under a running reader: reads of a damaged entry fail
-/// (never serve it) and say the copy is being rebuilt; the owner folds a new image from its
-/// durable copy. Then the image and the durable copy's table files both damaged: the owner
-/// rebuilds from the bucket. Every read then answers as before.
+/// (never serve it) and say the copy is being rebuilt; the image is the only local home of
+/// its values (rfcs/0010), so the owner's fold from it fails on the damage and the owner
+/// rebuilds from the bucket. Then the image and the durable state's table files both
+/// damaged: rebuilt from the bucket again. Every read then answers as before.
 #[test]
 fn a_damaged_local_copy_is_rebuilt_while_running() {
     let f = fixture();
