@@ -191,6 +191,14 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         every: Option<std::time::Duration>,
     },
+    /// Print the plan a deployed pass runs: every partition of every store (or --store)
+    /// grouped into tasks of at most --task-seconds of estimated work (JSON; docs/DEPLOY.md)
+    SnapshotPlan {
+        #[arg(long = "store")]
+        stores: Vec<String>,
+        #[arg(long, default_value_t = 600.0)]
+        task_seconds: f64,
+    },
     /// Print the passkey_hash of a passkey read from stdin, or --generate a passkey
     HashPasskey {
         #[arg(long)]
@@ -371,6 +379,24 @@ async fn run(cli: Cli) -> Result<String, Fail> {
                     _ = interrupt.recv() => return Ok(String::new()),
                 }
             }
+        }
+        Command::SnapshotPlan {
+            stores,
+            task_seconds,
+        } => {
+            if !(task_seconds.is_finite() && task_seconds > 0.0) {
+                return Err(Fail::usage(format!(
+                    "--task-seconds must be a positive number of seconds, not {task_seconds}"
+                )));
+            }
+            let options = ikv_snapshot::plan::PlanOptions {
+                task_seconds,
+                ..Default::default()
+            };
+            let storage = commands::open(&url(&cli.storage_url)?, false)?;
+            let tasks = ikv_snapshot::plan::plan(&storage, &stores, &options).await?;
+            serde_json::to_string_pretty(&serde_json::json!({ "tasks": tasks }))
+                .map_err(|e| Fail::from(e.to_string()))
         }
         Command::HashPasskey { generate } => {
             if generate {

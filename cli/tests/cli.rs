@@ -223,6 +223,38 @@ fn store_commands_happy_paths_and_errors() {
         3,
         "has no snapshot yet",
     );
+    // The deployed pass's plan: the store's two partitions, one task under the default budget,
+    // one each under a budget below their estimates; a bad budget or store refused by name.
+    let plan: serde_json::Value =
+        serde_json::from_str(&ok(&ikv(&url, &["snapshot-plan", "--store", "users"]))).unwrap();
+    assert_eq!(plan["tasks"].as_array().unwrap().len(), 1, "{plan}");
+    assert_eq!(
+        plan["tasks"][0]["work"].as_array().unwrap().len(),
+        2,
+        "{plan}"
+    );
+    let tight: serde_json::Value = serde_json::from_str(&ok(&ikv(
+        &url,
+        &[
+            "snapshot-plan",
+            "--store",
+            "users",
+            "--task-seconds",
+            "1e-9",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(tight["tasks"].as_array().unwrap().len(), 2, "{tight}");
+    fails(
+        &ikv(&url, &["snapshot-plan", "--task-seconds", "0"]),
+        2,
+        "--task-seconds must be a positive number",
+    );
+    fails(
+        &ikv(&url, &["snapshot-plan", "--store", "nope"]),
+        3,
+        "does not exist",
+    );
     let snap = ok(&ikv(&url, &["snapshot", "--store", "users", "--force"]));
     assert!(
         snap.contains("users p0") && snap.contains("users p1"),

@@ -1,9 +1,13 @@
 """The template's snapshot fan-out, executed: LocalStack's Step Functions runs the state
-machine's definition as CloudFormation would substitute it, and every shard's task is
-scheduled with the payload the snapshot function reads ({"shard": "K/N"}), K from 0 to N-1,
-once each; a shard whose invocation fails ends alone and the pass still completes.
+machine's definition as CloudFormation would substitute it. The plan step asks the snapshot
+function for {"plan": {"task_seconds": ...}}; every task of the plan it returns is invoked
+once with the payload the function reads ({"work": [...]}); a task whose invocation fails
+ends alone and the pass still completes; a plan that fails fails the pass.
 
-The snapshot function's handling of that payload runs for real in test_lambda_runtime.py."""
+LocalStack runs no Lambda here (no container engine), so the tests that need a plan put the
+plan the function returned in place of its invocation (a Pass state with that result); the
+function's own planning and its handling of both payloads run for real in
+test_lambda_runtime.py and snapshot/src/plan.rs."""
 
 import json
 import os
@@ -12,7 +16,7 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 import yaml
@@ -35,15 +39,21 @@ for _tag in ("!Ref", "!Sub", "!GetAtt", "!If", "!Equals", "!Not", "!Join", "!Sel
     _CfnLoader.add_constructor(_tag, lambda loader, node: loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else loader.construct_sequence(node))
 
 
-def _definition(shards: int, concurrency: int) -> str:
+def _definition(task_seconds: int, concurrency: int, planned: Optional[List[Dict[str, Any]]] = None) -> str:
     template = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
     props = template["Resources"]["SnapshotFanOut"]["Properties"]
     text = json.dumps(props["Definition"])
-    values = {"Shards": str(shards), "Concurrency": str(concurrency), "SnapshotFunctionArn": MISSING_FUNCTION}
+    values = {"TaskSeconds": str(task_seconds), "Concurrency": str(concurrency), "SnapshotFunctionArn": MISSING_FUNCTION}
     assert set(props["DefinitionSubstitutions"]) == set(values)
     for name, value in values.items():
         text = text.replace("${" + name + "}", value)
-    return text
+    if planned is None:
+        return text
+    definition = json.loads(text)
+    plan = definition["States"]["Plan"]
+    # The plan step's output as the ResultSelector shapes the function's answer.
+    definition["States"]["Plan"] = {"Type": "Pass", "Result": {"tasks": planned}, "Next": plan["Next"]}
+    return json.dumps(definition)
 
 
 def _sfn(action: str, body: Dict[str, Any]) -> Dict[str, Any]:
@@ -80,12 +90,12 @@ def stepfunctions() -> Iterator[None]:
         subprocess.run([script, "stop"], env=env, timeout=120)
 
 
-def _run(shards: int, concurrency: int) -> List[Dict[str, Any]]:
+def _run(definition: str, expect: str = "SUCCEEDED") -> List[Dict[str, Any]]:
     machine = _sfn(
         "CreateStateMachine",
         {
             "name": f"ikv-fan-out-{uuid.uuid4().hex[:8]}",
-            "definition": _definition(shards, concurrency),
+            "definition": definition,
             "roleArn": "arn:aws:iam::000000000000:role/ikv-fan-out",
         },
     )["stateMachineArn"]
@@ -95,32 +105,45 @@ def _run(shards: int, concurrency: int) -> List[Dict[str, Any]]:
         if status != "RUNNING":
             break
         time.sleep(0.1)
-    assert status == "SUCCEEDED", status
+    assert status == expect, status
     events = _sfn("GetExecutionHistory", {"executionArn": execution, "maxResults": 1000})["events"]
     _sfn("DeleteStateMachine", {"stateMachineArn": machine})
     return events
 
 
-def test_one_pass_schedules_every_shard_once(stepfunctions: None) -> None:
-    events = _run(5, 2)
+def _scheduled(events: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     payloads = []
     for e in events:
         if e["type"] == "TaskScheduled":
             parameters = json.loads(e["taskScheduledEventDetails"]["parameters"])
             assert parameters["FunctionName"] == MISSING_FUNCTION
             payloads.append(parameters["Payload"])
-    assert sorted(p["shard"] for p in payloads) == [f"{k}/5" for k in range(5)], payloads
-    assert all(set(p) == {"shard"} for p in payloads), payloads
-    # Each failing invocation was caught for its shard alone.
-    caught = [e for e in events if e["type"] == "PassStateEntered" and e["stateEnteredEventDetails"]["name"] == "ShardFailed"]
-    assert len(caught) == 5
+    return payloads
 
 
-def test_one_shard_is_the_whole_store(stepfunctions: None) -> None:
-    events = _run(1, 16)
-    payloads = [
-        json.loads(e["taskScheduledEventDetails"]["parameters"])["Payload"]
-        for e in events
-        if e["type"] == "TaskScheduled"
+def test_one_pass_invokes_every_planned_task_once(stepfunctions: None) -> None:
+    planned = [
+        {"work": [{"store": "big", "partition": p}], "estimated_seconds": 580.0} for p in range(3)
+    ] + [
+        {"work": [{"store": "small", "partition": 0}, {"store": "small", "partition": 1}], "estimated_seconds": 2.0},
+        {"work": [{"store": "big", "partition": 3}, {"store": "small", "partition": 2}], "estimated_seconds": 300.0},
     ]
-    assert payloads == [{"shard": "0/1"}]
+    events = _run(_definition(600, 2, planned))
+    payloads = _scheduled(events)
+    key = lambda p: json.dumps(p, sort_keys=True)  # noqa: E731
+    assert sorted(payloads, key=key) == sorted(({"work": t["work"]} for t in planned), key=key), payloads
+    # Each failing invocation was caught for its task alone.
+    caught = [e for e in events if e["type"] == "PassStateEntered" and e["stateEnteredEventDetails"]["name"] == "TaskFailed"]
+    assert len(caught) == len(planned)
+
+
+def test_an_empty_plan_invokes_nothing(stepfunctions: None) -> None:
+    assert _scheduled(_run(_definition(600, 16, []))) == []
+
+
+def test_a_failed_plan_fails_the_pass_and_compacts_nothing(stepfunctions: None) -> None:
+    events = _run(_definition(450, 16), expect="FAILED")
+    # The plan's invocation is all that was scheduled (retries follow only throttling and
+    # service errors), with the budget as the function reads it.
+    payloads = _scheduled(events)
+    assert payloads and all(p == {"plan": {"task_seconds": "450"}} for p in payloads), payloads

@@ -198,6 +198,14 @@ def test_the_real_binaries_under_the_lambda_runtime(s3_url: str, functions, tmp_
 
     snapshot = Function(_binary("IKV_SNAPSHOT_BIN"), {"IKV_STORAGE_URL": s3_url, "IKV_SNAPSHOT_FORCE": "true"})
     functions.append(snapshot)
+    # A deployed pass: the plan (the budget as Step Functions substitutes it, a string), then
+    # one invocation per task; then the plain scheduled event, as other schedules send it.
+    planned = snapshot.invoke({"plan": {"task_seconds": "600"}}, tmp_path)
+    work = [w for t in planned["tasks"] for w in t["work"]]
+    assert sorted((w["store"], w["partition"]) for w in work) == [(store, 0), (store, 1)], planned
+    for task in planned["tasks"]:
+        done = snapshot.invoke({"work": task["work"]}, tmp_path)
+        assert len(done["summary"]) == len(task["work"]), done
     snapshot.invoke(SCHEDULED_EVENT, tmp_path)
 
     builder = ClientOptionsBuilder().with_store_name(store).with_storage_url(s3_url)

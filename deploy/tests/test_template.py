@@ -79,11 +79,11 @@ def test_wake_signals_reach_a_topic_readers_may_subscribe_to(text: str) -> None:
     assert "WakeTopicArn:" in text.split("Outputs:")[1]
 
 
-def test_one_schedule_fans_a_pass_out_over_the_shards(text: str) -> None:
+def test_one_schedule_plans_a_pass_and_fans_it_out(text: str) -> None:
     snapshot = text.split("SnapshotFunction:")[1].split("SnapshotFanOut:")[0]
     assert "Events:" not in snapshot, "the function runs when the fan-out invokes it"
     fan_out = text.split("SnapshotFanOut:")[1].split("ReaderPolicy:")[0]
     assert "Schedule: !Ref SnapshotSchedule" in fan_out
     # It may invoke the snapshot function and nothing else.
     assert "LambdaInvokePolicy:\n            FunctionName: !Ref SnapshotFunction" in fan_out
-    assert "Shards: !Ref SnapshotShards" in fan_out and "Concurrency: !Ref SnapshotConcurrency" in fan_out
+    assert "TaskSeconds: !Ref SnapshotTaskSeconds" in fan_out and "Concurrency: !Ref SnapshotConcurrency" in fan_out

@@ -12,6 +12,7 @@ mod import_retention;
 pub mod options;
 pub mod overlay;
 pub mod pass_metrics;
+pub mod plan;
 pub mod retention;
 pub mod state;
 
@@ -50,9 +51,12 @@ impl std::fmt::Display for PartitionReport {
     }
 }
 
-/// The Lambda face: one pass per scheduled (EventBridge) event, over the partitions of the
-/// event's `"shard"` (`"K/N"`) when it names one, else of the options'. Returns
-/// `{"summary": [one line per partition]}`; the event's id and time are logged.
+/// The Lambda face. An event `{"plan": {"task_seconds": S}}` (`S` a number or a numeric
+/// string; `{"plan": true}` for the default budget) answers `{"tasks": [{"work": [{"store",
+/// "partition"}, …], "estimated_seconds"}, …]}` ([`plan`]) and compacts nothing. Any other
+/// event runs one pass: over the partitions of its `"work"` (a task of a plan) when it names
+/// them, else of its `"shard"` (`"K/N"`), else of the options'; it answers `{"summary": [one
+/// line per partition]}`. The event's id and time are logged.
 pub async fn handle_scheduled_event(
     storage: &Storage,
     stores: &[String],
@@ -64,6 +68,24 @@ pub async fn handle_scheduled_event(
         time = event.get("time").and_then(|v| v.as_str()).unwrap_or("-"),
         "scheduled snapshot pass"
     );
+    if let Some(asked) = event.get("plan") {
+        let tasks = plan::plan(storage, stores, &plan_options(asked)?).await?;
+        tracing::info!(tasks = tasks.len(), "planned a snapshot pass");
+        return Ok(serde_json::json!({ "tasks": tasks }));
+    }
+    let work: Option<Vec<plan::Work>> = match event.get("work") {
+        None => None,
+        Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
+            Error::InvalidConfig(format!(
+                "the event's work is not a list of {{\"store\": name, \"partition\": number}}: {e}"
+            ))
+        })?),
+    };
+    if work.is_some() && event.get("shard").is_some() {
+        return Err(Error::InvalidConfig(
+            "the event names both work and a shard; a task names its partitions with one".into(),
+        ));
+    }
     // One function may serve several schedules, each naming its shard in its input.
     let options = &match event.get("shard") {
         None => options.clone(),
@@ -84,7 +106,10 @@ pub async fn handle_scheduled_event(
         }
     };
     let started = ikv_core::clock::Stopwatch::start();
-    let pass = run_pass_reporting(storage, stores, &[], options).await?;
+    let pass = match &work {
+        Some(work) => run_work_reporting(storage, work, options).await?,
+        None => run_pass_reporting(storage, stores, &[], options).await?,
+    };
     // One embedded-metric line per invocation: CloudWatch graphs the pass from its log.
     let set = pass_metrics::pass_metrics(storage, &pass, started.elapsed());
     let ms = ikv_core::clock::wall_time()
@@ -98,6 +123,36 @@ pub async fn handle_scheduled_event(
     }
     let summary: Vec<String> = pass.reports.iter().map(ToString::to_string).collect();
     Ok(serde_json::json!({ "summary": summary }))
+}
+
+/// The budget a plan event asks for: `true` (the defaults) or `{"task_seconds": S}`.
+fn plan_options(asked: &serde_json::Value) -> Result<plan::PlanOptions> {
+    let bad = || {
+        Error::InvalidConfig(format!(
+            "the event's plan {asked} is not true or {{\"task_seconds\": seconds}}"
+        ))
+    };
+    let mut options = plan::PlanOptions::default();
+    match asked {
+        serde_json::Value::Bool(true) => {}
+        serde_json::Value::Object(fields) => {
+            for (name, value) in fields {
+                let number = match value {
+                    serde_json::Value::Number(n) => n.as_f64(),
+                    // Step Functions substitutes a template parameter as a string.
+                    serde_json::Value::String(s) => s.trim().parse().ok(),
+                    _ => None,
+                }
+                .ok_or_else(bad)?;
+                match name.as_str() {
+                    "task_seconds" => options.task_seconds = number,
+                    _ => return Err(bad()),
+                }
+            }
+        }
+        _ => return Err(bad()),
+    }
+    Ok(options)
 }
 
 /// One compaction pass: for each chosen store (all when `stores` is empty) and partition (all
@@ -169,6 +224,50 @@ pub async fn run_pass_reporting(
             jobs.push((store.clone(), config.clone(), layout.clone(), partition));
         }
     }
+    Ok(run_jobs(storage, jobs, options).await)
+}
+
+/// One pass over exactly the partitions of `work` (a task of a plan, [`plan`]), as
+/// [`run_pass_reporting`] does it; `Err` only for an unknown store, a partition a store does
+/// not have, or a configuration.
+pub async fn run_work_reporting(
+    storage: &Storage,
+    work: &[plan::Work],
+    options: &SnapshotOptions,
+) -> Result<PassOutcome> {
+    options.retention.check()?;
+    let mut configs = std::collections::BTreeMap::new();
+    let mut jobs = Vec::with_capacity(work.len());
+    for w in work {
+        let (config, layout) = match configs.get(&w.store) {
+            Some(found) => Clone::clone(found),
+            None => {
+                let config = std::sync::Arc::new(load_config(storage, &w.store).await?);
+                let layout = StoreLayout::new(&storage.prefix, &w.store)?;
+                configs.insert(w.store.clone(), (config.clone(), layout.clone()));
+                (config, layout)
+            }
+        };
+        if w.partition >= config.num_partitions {
+            return Err(Error::InvalidConfig(format!(
+                "store {:?} has {} partitions; there is no partition {}",
+                w.store, config.num_partitions, w.partition
+            )));
+        }
+        jobs.push((w.store.clone(), config, layout, w.partition));
+    }
+    Ok(run_jobs(storage, jobs, options).await)
+}
+
+type Job = (
+    String,
+    std::sync::Arc<ikv_core::StoreConfig>,
+    StoreLayout,
+    u32,
+);
+
+/// Snapshots and cleans each job's partition.
+async fn run_jobs(storage: &Storage, jobs: Vec<Job>, options: &SnapshotOptions) -> PassOutcome {
     // Partitions are independent (their own log, snapshots and retention): up to
     // `parallel_partitions` at once, each failing alone.
     let done: Vec<(String, u32, Result<PartitionReport>)> = futures::stream::iter(jobs)
@@ -211,5 +310,5 @@ pub async fn run_pass_reporting(
         .sort_by(|a, b| (&a.store, a.partition).cmp(&(&b.store, b.partition)));
     pass.failures
         .sort_by(|a, b| (&a.store, a.partition).cmp(&(&b.store, b.partition)));
-    Ok(pass)
+    pass
 }
