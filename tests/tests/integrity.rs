@@ -426,3 +426,54 @@ fn a_deleted_snapshot_and_the_deltas_below_it_show_as_a_gap_not_an_empty_store()
         "nothing past the hole is applied"
     );
 }
+
+/// The base image is the only local home of the values it holds (rfcs/0010): removed while no
+/// process runs (an operator, a cleaner), the next owner finds its durable state without a
+/// base and rebuilds from the bucket, with the changes made since the snapshot; it never
+/// serves an empty or partial store. The same with fjall's database removed instead.
+#[test]
+fn a_removed_base_image_or_tail_is_rebuilt_from_the_bucket_never_served_partly() {
+    let f = fixture();
+    let store_dir = f.dir.path().join("m/rot");
+    let expected = |i: usize| {
+        Some(s(&match i {
+            1 => "changed after the snapshot".to_owned(),
+            _ => format!("value-{i:03}-{}", "x".repeat(40)),
+        }))
+    };
+    let reader = Reader::open(f.options("m")).unwrap();
+    f.rt.block_on(
+        f.writer.upsert_fields(
+            Document::new()
+                .with("id", s("k001"))
+                .with("v", s("changed after the snapshot")),
+        ),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reader.get(b"k001", "v").unwrap() != expected(1) {
+        assert!(Instant::now() < deadline, "the change was never applied");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    reader.shutdown().unwrap();
+    for removed in ["image-", "db"] {
+        for entry in std::fs::read_dir(&store_dir).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(removed) {
+                let path = entry.path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path).unwrap();
+                } else {
+                    std::fs::remove_file(&path).unwrap();
+                }
+            }
+        }
+        let reader = Reader::open(f.options("m")).unwrap();
+        assert!(reader.owns_mount());
+        for i in 0..200 {
+            let got = reader.get(format!("k{i:03}").as_bytes(), "v").unwrap();
+            assert_eq!(got, expected(i), "k{i:03} after {removed}* was removed");
+        }
+        reader.shutdown().unwrap();
+    }
+}
