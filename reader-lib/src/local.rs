@@ -310,13 +310,16 @@ impl LocalStore {
         }
         ikv_core::failpoint!("reader.base.before_switch");
         batch.commit().map_err(|e| self.err(e))?;
-        // Synced before the caller deletes the old base's file: the state on disk names a
-        // file that exists whatever happens next, a power loss included.
-        self.persist()?;
-        ikv_core::failpoint!("reader.base.after_switch");
+        // Committed: this handle follows the batch whatever happens next, so a failure below
+        // never leaves it writing to the replaced tail.
         let old = std::mem::replace(&mut self.tail, tail);
         self.generation = generation;
         self.base = base;
+        // Synced before the caller deletes the old base's file: the state on disk names a
+        // file that exists whatever happens next, a power loss included. On failure the
+        // caller keeps the old files (it deletes nothing after an error).
+        self.persist()?;
+        ikv_core::failpoint!("reader.base.after_switch");
         // The switch is done: a tail that cannot be deleted now (its files damaged, which is
         // why a repair switches) is a leftover the next open deletes.
         if old.name() != self.tail.name()

@@ -479,11 +479,18 @@ impl Owner {
             });
         }
         let view = self.view_of(generation, image.clone(), &overlay)?;
-        match base {
-            NewBase::Rebuilt(states) => self.local.activate(generation, &states)?,
-            NewBase::Folded { .. } => self.local.rebase(generation, &carried(&overlay)?)?,
+        let switched = match base {
+            NewBase::Rebuilt(states) => self.local.activate(generation, &states),
+            NewBase::Folded { .. } => {
+                carried(&overlay).and_then(|c| self.local.rebase(generation, &c))
+            }
+        };
+        // The durable state names the base even when its sync failed after the batch: folds
+        // then read this image with the new tail, never the old image with it.
+        if self.local.base() == generation {
+            self.base = Some(image);
         }
-        self.base = Some(image);
+        switched?;
         ikv_core::failpoint!("reader.generation.before_current");
         self.mount.write_current(&Current {
             generation,
