@@ -78,20 +78,8 @@ mod tests {
     use crate::drops::DropState;
     use crate::image::ImageWriter;
     use crate::local::LocalStore;
-    use crate::mount::Identity;
+    use crate::local::tests::identity;
     use crate::view::ImagePartition;
-
-    fn identity() -> Identity {
-        static CONFIG: std::sync::OnceLock<ikv_core::StoreConfig> = std::sync::OnceLock::new();
-        let config = CONFIG.get_or_init(|| ikv_core::StoreConfig::new("s", "id", None, 1).unwrap());
-        Identity {
-            storage_url: "memory:///".into(),
-            partitions: vec![0],
-            config: config.clone(),
-            layout: crate::mount::LOCAL_LAYOUT,
-            pinned: None,
-        }
-    }
 
     fn image_of(path: &std::path::Path, docs: &BTreeMap<Vec<u8>, Vec<u8>>) -> Arc<Image> {
         let mut writer = ImageWriter::create(path).unwrap();

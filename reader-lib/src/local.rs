@@ -413,11 +413,13 @@ impl TailSnapshot {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use ikv_core::StoreConfig;
 
-    fn identity() -> Identity {
+    /// The identity of a one-partition test store (one configuration per test process, as a
+    /// store's is: it carries its creation time).
+    pub(crate) fn identity() -> Identity {
         // One configuration for the whole test, as a store's is (it carries its creation time).
         static CONFIG: std::sync::OnceLock<StoreConfig> = std::sync::OnceLock::new();
         let config = CONFIG.get_or_init(|| StoreConfig::new("s", "id", None, 1).unwrap());

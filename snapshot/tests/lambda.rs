@@ -20,21 +20,29 @@ const SCHEDULED_EVENT: &str = r#"{
   "detail": {}
 }"#;
 
-#[tokio::test]
-async fn a_scheduled_event_runs_a_pass() {
-    let storage = Storage::memory();
-    create_store(&storage, &StoreConfig::new("users", "id", None, 2).unwrap())
+/// Store `name` created with `partitions` partitions and `documents` one-field documents.
+async fn store_with_documents(storage: &Storage, name: &str, partitions: u32, documents: u32) {
+    create_store(
+        storage,
+        &StoreConfig::new(name, "id", None, partitions).unwrap(),
+    )
+    .await
+    .unwrap();
+    let writer = Writer::open(storage.clone(), name, WriterOptions::default())
         .await
         .unwrap();
-    let writer = Writer::open(storage.clone(), "users", WriterOptions::default())
-        .await
-        .unwrap();
-    for i in 0..20 {
+    for i in 0..documents {
         writer
             .upsert_fields(Document::new().with("id", FieldValue::String(format!("k{i}"))))
             .await
             .unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_scheduled_event_runs_a_pass() {
+    let storage = Storage::memory();
+    store_with_documents(&storage, "users", 2, 20).await;
     let options = SnapshotOptions {
         force: true,
         ..SnapshotOptions::default()
@@ -74,21 +82,7 @@ async fn a_scheduled_event_runs_a_pass() {
 async fn a_plan_covers_every_partition_and_each_task_compacts_exactly_its_own() {
     let storage = Storage::memory();
     for (store, partitions) in [("users", 3), ("items", 2)] {
-        create_store(
-            &storage,
-            &StoreConfig::new(store, "id", None, partitions).unwrap(),
-        )
-        .await
-        .unwrap();
-        let writer = Writer::open(storage.clone(), store, WriterOptions::default())
-            .await
-            .unwrap();
-        for i in 0..30 {
-            writer
-                .upsert_fields(Document::new().with("id", FieldValue::String(format!("k{i}"))))
-                .await
-                .unwrap();
-        }
+        store_with_documents(&storage, store, partitions, 30).await;
     }
     let options = SnapshotOptions {
         force: true,
