@@ -89,13 +89,17 @@ fn make(
     partitioning: Option<&str>,
     rt: &tokio::runtime::Runtime,
 ) -> Store {
+    // The whole suite runs again with every listing shuffled when the test script asks
+    // (`IKV_TEST_SHUFFLED_LISTINGS`): the readers then list through the same wrapper.
+    let shuffled = std::env::var_os(ikv_tests::unordered::SHUFFLE_ENV).is_some();
+    let storage = ikv_tests::unordered::shuffled_if_asked(storage);
     let config = StoreConfig::new(name, PRIMARY_KEY, partitioning, partitions).unwrap();
     rt.block_on(create_store(&storage, &config)).unwrap();
     let layout = StoreLayout::new(&storage.prefix, name).unwrap();
     Store {
         shared: false,
         fold_min_bytes: ReaderOptions::new("", "", "").fold_min_bytes,
-        inject: false,
+        inject: shuffled,
         storage,
         url,
         options,

@@ -55,7 +55,9 @@ async fn check_newest_snapshot(
 }
 
 async fn run(seed: u64, partitions: u32, batches: usize, partitioned: bool) {
-    run_on(Storage::memory(), seed, partitions, batches, partitioned).await;
+    // Every listing shuffled when the test script asks (`IKV_TEST_SHUFFLED_LISTINGS`).
+    let storage = ikv_tests::unordered::shuffled_if_asked(Storage::memory());
+    run_on(storage, seed, partitions, batches, partitioned).await;
 }
 
 async fn run_on(storage: Storage, seed: u64, partitions: u32, batches: usize, partitioned: bool) {

@@ -28,13 +28,23 @@ fn doc(key: &str, marker: &str) -> Document {
         .with("m", FieldValue::String(marker.into()))
 }
 
+/// `storage`, or with every listing shuffled when the test script asks
+/// (`IKV_TEST_SHUFFLED_LISTINGS`: the whole suite runs again on listings in no order).
+fn shuffled(storage: Storage) -> Storage {
+    ikv_tests::unordered::shuffled_if_asked(storage)
+}
+
 /// A storage view of `inner` that counts its requests.
 fn counted(
     inner: Arc<dyn object_store::ObjectStore>,
     prefix: &str,
 ) -> (Arc<CountingStore>, Storage) {
     let counting = Arc::new(CountingStore::new(inner));
-    let storage = Storage::new(counting.clone(), Path::from(prefix), "memory://counted");
+    let storage = shuffled(Storage::new(
+        counting.clone(),
+        Path::from(prefix),
+        "memory://counted",
+    ));
     (counting, storage)
 }
 
@@ -66,7 +76,11 @@ struct Overtaken {
 async fn overtaken(n: usize) -> Overtaken {
     let inner: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
     let (counts, idle_view) = counted(inner.clone(), "root");
-    let storage = Storage::new(inner.clone(), Path::from("root"), "memory://busy");
+    let storage = shuffled(Storage::new(
+        inner.clone(),
+        Path::from("root"),
+        "memory://busy",
+    ));
     create_store(&storage, &StoreConfig::new("s", "id", None, 1).unwrap())
         .await
         .unwrap();
@@ -268,7 +282,7 @@ async fn put_stray_delta(storage: &Storage, layout: &StoreLayout, seq: u64) {
 
 #[tokio::test]
 async fn a_stray_delta_past_the_tip_is_refused_and_nothing_is_written() {
-    let storage = Storage::memory();
+    let storage = shuffled(Storage::memory());
     create_store(&storage, &StoreConfig::new("s", "id", None, 1).unwrap())
         .await
         .unwrap();
@@ -422,7 +436,11 @@ async fn a_burst_publishes_every_64th_number_and_its_end() {
 async fn failing_hint_reads_and_writes_never_fail_a_commit() {
     use ikv_tests::faulty::{FaultyStore, PutFault, ReadFault};
     let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
-    let storage = Storage::new(faulty.clone(), Path::from("root"), "memory://faulty");
+    let storage = shuffled(Storage::new(
+        faulty.clone(),
+        Path::from("root"),
+        "memory://faulty",
+    ));
     create_store(&storage, &StoreConfig::new("s", "id", None, 1).unwrap())
         .await
         .unwrap();
@@ -474,7 +492,7 @@ async fn failing_hint_reads_and_writes_never_fail_a_commit() {
 /// commit in it, not one up to 100 ms older.
 #[tokio::test]
 async fn a_writer_leaving_flushes_its_pending_hint() {
-    let storage = Storage::memory();
+    let storage = shuffled(Storage::memory());
     create_store(&storage, &StoreConfig::new("s", "id", None, 1).unwrap())
         .await
         .unwrap();
