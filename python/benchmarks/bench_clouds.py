@@ -1,6 +1,7 @@
 """Commit latency and bootstrap rate on each storage ikv's tests run against, in one run: a
-local directory, LocalStack's S3 and Azurite's Azure Blob Storage (both on 127.0.0.1, started
-by scripts/test.sh or localstack/localstack.sh and emulators/azurite.sh). Emulators are not the
+local directory, LocalStack's S3, moto's S3 and Azurite's Azure Blob Storage (all on
+127.0.0.1, started by scripts/test.sh or localstack/localstack.sh, emulators/moto.sh and
+emulators/azurite.sh). Emulators are not the
 clouds: the table compares the code paths (request counts and shapes), not the services.
 
 Per storage: a 4-partition store; 300 single-document upserts, one at a time (commit p50/p99);
@@ -15,6 +16,8 @@ import shutil
 import statistics
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 from ikvpy import admin
@@ -28,6 +31,7 @@ S3 = {
     "aws_access_key_id": "test",
     "aws_secret_access_key": "test",
 }
+MOTO = dict(S3, aws_endpoint="http://127.0.0.1:5001")
 AZURITE = {"azure_storage_use_emulator": "true"}
 COMMITS = 300
 DOCS = 100_000
@@ -76,9 +80,17 @@ def one(url: str, opts: dict, root: str):
 
 def main() -> None:
     root = tempfile.mkdtemp(prefix="ikv-clouds-bench-")
+    # An emulator may start empty: the bucket (a PUT, idempotent on both; they check no signature).
+    for endpoint in (S3["aws_endpoint"], MOTO["aws_endpoint"]):
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/ikv-test", method="PUT"), timeout=10).read()
+        except urllib.error.HTTPError as e:
+            if e.code != 409:  # already owned by us
+                raise
     storages = {
         "local directory (file://)": lambda: (f"file://{root}/bucket-{uuid.uuid4()}", {}),
         "LocalStack S3 (s3://)": lambda: (f"s3://ikv-test/bench-{uuid.uuid4()}", S3),
+        "moto S3 (s3://)": lambda: (f"s3://ikv-test/bench-{uuid.uuid4()}", MOTO),
         "Azurite (az://)": lambda: (f"az://ikv-test/bench-{uuid.uuid4()}", AZURITE),
     }
     results = {name: [] for name in storages}
