@@ -1,6 +1,6 @@
 //! What one delta changes, computed from the view it applies to: the new entries of the keys
-//! it touches and the partition's new drop state. Both the durable copy and the overlay are
-//! written from this one result.
+//! it touches and the partition's new drop state. Both the durable state (its tail) and the
+//! overlay are written from this one result.
 
 use std::collections::BTreeMap;
 

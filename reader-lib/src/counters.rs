@@ -18,7 +18,7 @@ pub(crate) struct ReaderCounters {
     pub(crate) deltas_applied: AtomicU64,
     pub(crate) operations_applied: AtomicU64,
     pub(crate) apply_seconds: Histogram,
-    /// Shared with the owner's durable copy, which folds new read images.
+    /// Shared with the owner, which folds new read images.
     pub(crate) fold_seconds: std::sync::Arc<Histogram>,
     pub(crate) corrupt_objects: AtomicU64,
     pub(crate) rebuilds: AtomicU64,

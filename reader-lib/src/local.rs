@@ -77,7 +77,7 @@ fn u64_of(bytes: &[u8]) -> Option<u64> {
 }
 
 impl LocalStore {
-    /// Opens (creating if needed) the durable copy at `db_path` for `identity`. Returns each
+    /// Opens (creating if needed) the durable state at `db_path` for `identity`. Returns each
     /// mounted partition's state when a complete state for exactly this identity exists.
     pub fn open(
         db_path: &Path,

@@ -9,7 +9,8 @@
 //!   name while the first still owns the mount. (Layouts before 3 locked `owner.lock`; a
 //!   leftover one is ignored.) The owner checks that the directory at the path is still the
 //!   one it locked ([`MountDir::in_place`]).
-//! - `db/`: the owner's durable copy (fjall).
+//! - `db/`: the owner's durable state beside the base image: the tail of changes and the
+//!   partitions' states (fjall).
 //! - `image-<generation>`, `overlay-<generation>`: the read image and overlay every process
 //!   maps; `current` (JSON, sealed with a checksum, replaced by rename) names the generation
 //!   in use and what the mount serves (storage root, store, partitions, configuration).

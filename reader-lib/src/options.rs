@@ -35,7 +35,7 @@ pub struct ReaderOptions {
     /// SQS (create, receive, delete a queue) and SNS (subscribe, unsubscribe) permissions;
     /// without them the host polls as without a topic. `None`: polling only.
     pub wake_topic: Option<String>,
-    /// fjall block cache size (the owner's durable copy).
+    /// fjall block cache size (the owner's tail of changes since the image).
     pub cache_bytes: u64,
     /// Bytes of changes since the read image past which the owner folds a new image in the
     /// background (at least a quarter of the image, whatever this says: a fold rewrites the

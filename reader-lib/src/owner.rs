@@ -1,4 +1,4 @@
-//! The mount's owner: the one process of a host that holds the durable copy, applies deltas
+//! The mount's owner: the one process of a host that holds the durable state, applies deltas
 //! and writes what every reader process maps (the read image and its overlay).
 //!
 //! Invariants (`docs/READER.md`, "One local copy per host"):
@@ -18,9 +18,10 @@
 //!   freshness never waits for a fold. The snapshot and the overlay's committed length are
 //!   taken together, between two deltas: the deltas committed after that length are exactly
 //!   what the new image lacks, and they are carried into the new generation's overlay and
-//!   into the new tail (named with the new base in one batch) before it is published. Anything that replaces the durable copy or folds in the foreground (a
-//!   bootstrap, an import's rebuild, a repair, a full overlay) first cancels a fold in
-//!   flight, whose image is then never published.
+//!   into the new tail (named with the new base in one batch) before it is published.
+//!   Anything that replaces the durable state or folds in the foreground (a bootstrap, an
+//!   import's rebuild, a repair, a full overlay) first cancels a fold in flight, whose image
+//!   is then never published.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,7 +59,7 @@ struct Fold {
 impl Fold {
     /// Stops the thread (it checks between two documents and removes what it wrote) and
     /// waits for it: nothing of a cancelled fold outlives this call, not even its hold on the
-    /// durable copy's files.
+    /// durable state's files.
     fn cancel(self) {
         self.cancel.store(true, Ordering::SeqCst);
         let _ = self.thread.join();
@@ -142,7 +143,7 @@ pub struct Owner {
 }
 
 impl Owner {
-    /// Opens the durable copy as the mount's owner. With a complete copy, adopts the
+    /// Opens the durable state as the mount's owner. With a complete copy, adopts the
     /// published generation when it holds exactly what the copy holds, and otherwise folds a
     /// new one from the copy: either way, reads are served on return and each partition's
     /// state is returned. `None`: a bootstrap is needed ([`crate::sync::rebuild`]).
@@ -231,7 +232,7 @@ impl Owner {
             view.applied[*p as usize] == s.applied && view.drops[*p as usize] == s.drops
         });
         if !same {
-            tracing::info!("the read image is behind the durable copy; folding a new one");
+            tracing::info!("the read image is behind the durable state; folding a new one");
             return Ok(false);
         }
         tracing::info!(generation, "adopted the published read image");
