@@ -1,7 +1,8 @@
 //! ikv embedded reader: one local copy of a store per host (a memory-mapped read image, the
 //! only home of values, and its overlay, with fjall keeping the changes since the image),
 //! bootstrapped from the newest Parquet snapshots and kept fresh by polling the partition
-//! delta logs; any number of processes read it. Reads are local point lookups. Layout and guarantees: `docs/READER.md`.
+//! delta logs; any number of processes read it. Reads are local point lookups. Layout and
+//! guarantees: `docs/READER.md`.
 
 mod apply;
 mod bootstrap;
