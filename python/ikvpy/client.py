@@ -54,6 +54,23 @@ def _document(document: Any) -> IKVDocument:
     return document
 
 
+# Field names already checked by `_field` (bounded: a store has few names; past the bound a
+# name is checked at every call, as before).
+_CHECKED_FIELDS: "set[str]" = set()
+_CHECKED_FIELDS_MAX = 4096
+
+
+def _field(name: Any) -> str:
+    """``name`` checked as a field name (a str, valid Unicode, not blank). A get's hot path:
+    a name seen before costs one set lookup, not the checks (which encode the name)."""
+    if type(name) is str and name in _CHECKED_FIELDS:
+        return name
+    non_blank_str(name, "field_name")
+    if type(name) is str and len(_CHECKED_FIELDS) < _CHECKED_FIELDS_MAX:
+        _CHECKED_FIELDS.add(name)
+    return name
+
+
 def _key(key: Any) -> Key:
     if not isinstance(key, (str, bytes)):
         raise IKVTypeError(f"a primary key must be str or bytes, not {type(key).__name__}")
@@ -124,26 +141,28 @@ class IKVReader:
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
+    # The getters pass the key as it is: the native side checks it (str or bytes, valid
+    # Unicode) and raises the same IKVTypeError `_key` would, without a Python call per get.
     def get_bytes_value(self, primary_key: Key, field_name: str) -> Optional[bytes]:
         """A string or bytes field as bytes, or None."""
-        return self._native.get_bytes(_key(primary_key), non_blank_str(field_name, 'field_name'))
+        return self._native.get_bytes(primary_key, _field(field_name))
 
     def get_string_value(self, primary_key: Key, field_name: str) -> Optional[str]:
         """A string field (or a bytes field holding UTF-8), or None."""
-        return self._native.get_string(_key(primary_key), non_blank_str(field_name, 'field_name'))
+        return self._native.get_string(primary_key, _field(field_name))
 
     def get_int64_value(self, primary_key: Key, field_name: str) -> Optional[int]:
-        return self._native.get_int64(_key(primary_key), non_blank_str(field_name, 'field_name'))
+        return self._native.get_int64(primary_key, _field(field_name))
 
     def get_float64_value(self, primary_key: Key, field_name: str) -> Optional[float]:
-        return self._native.get_float64(_key(primary_key), non_blank_str(field_name, 'field_name'))
+        return self._native.get_float64(primary_key, _field(field_name))
 
     def get_bool_value(self, primary_key: Key, field_name: str) -> Optional[bool]:
-        return self._native.get_bool(_key(primary_key), non_blank_str(field_name, 'field_name'))
+        return self._native.get_bool(primary_key, _field(field_name))
 
     def get_value(self, primary_key: Key, field_name: str) -> Any:
         """A field's value with the type it was written with (str, bytes, int, float, bool), or None."""
-        return self._native.get_value(_key(primary_key), non_blank_str(field_name, 'field_name'))
+        return self._native.get_value(primary_key, _field(field_name))
 
     def multiget_bytes_values(
         self,

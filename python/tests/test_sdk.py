@@ -363,6 +363,18 @@ def test_a_str_is_not_a_list_of_keys_and_bad_arguments_raise_ikvpy_classes(store
             reader.get_value("a", None)
         with pytest.raises(TypeError):  # and still the built-in class the original raised
             reader.get_string_value("a", 5)
+        # A name checked once is not checked again; a bad one is refused every time, and a
+        # bad key is refused by the native side with the same class and words.
+        assert reader.get_string_value("a", "city") == "Paris"
+        for _ in range(2):
+            with pytest.raises(ikvpy.IKVValueError, match="field_name must not be blank"):
+                reader.get_string_value("a", "  ")
+            with pytest.raises(ikvpy.IKVValueError, match="lone surrogate"):
+                reader.get_bytes_value("a", "ci\udc80ty")
+        with pytest.raises(ikvpy.IKVTypeError, match="a primary key must be str or bytes, not int"):
+            reader.get_string_value(7, "city")
+        with pytest.raises(ikvpy.IKVValueError, match="lone surrogate|not valid Unicode"):
+            reader.get_int64_value("\ud800", "city")
         assert list(reader.multiget_string_values(str_primary_keys=["a", "b"], field_names=["city"])) == ["Paris", "Rome"]
 
 
