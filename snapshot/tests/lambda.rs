@@ -75,6 +75,15 @@ async fn a_scheduled_event_runs_a_pass() {
     assert_eq!(rows, 20);
 }
 
+/// Every partition of the two stores of the planned-pass test, in plan order.
+const EVERY_PARTITION: [(&str, u32); 5] = [
+    ("items", 0),
+    ("items", 1),
+    ("users", 0),
+    ("users", 1),
+    ("users", 2),
+];
+
 /// A planned pass: the plan event groups every partition of every store into tasks (a tiny
 /// budget: one partition a task here), compacting nothing; each task's work event compacts
 /// exactly its partitions. Malformed plans and work are refused by name.
@@ -116,16 +125,10 @@ async fn a_plan_covers_every_partition_and_each_task_compacts_exactly_its_own() 
         })
         .collect();
     planned.sort();
-    let want: Vec<(String, u64)> = [
-        ("items", 0),
-        ("items", 1),
-        ("users", 0),
-        ("users", 1),
-        ("users", 2),
-    ]
-    .iter()
-    .map(|(s, p)| (s.to_string(), *p))
-    .collect();
+    let want: Vec<(String, u64)> = EVERY_PARTITION
+        .iter()
+        .map(|(s, p)| (s.to_string(), u64::from(*p)))
+        .collect();
     assert_eq!(planned, want, "every partition of every store, once");
     assert_eq!(tasks.len(), 5);
     assert!(
@@ -146,13 +149,7 @@ async fn a_plan_covers_every_partition_and_each_task_compacts_exactly_its_own() 
         first[0]["partition"].as_u64().unwrap() as u32,
     );
     let mut done = 0;
-    for (s, q) in [
-        ("items", 0),
-        ("items", 1),
-        ("users", 0),
-        ("users", 1),
-        ("users", 2),
-    ] {
+    for (s, q) in EVERY_PARTITION {
         let has = snapshots(s, q).await.is_some();
         assert_eq!(
             has,
@@ -167,13 +164,7 @@ async fn a_plan_covers_every_partition_and_each_task_compacts_exactly_its_own() 
             .await
             .unwrap();
     }
-    for (s, q) in [
-        ("items", 0),
-        ("items", 1),
-        ("users", 0),
-        ("users", 1),
-        ("users", 2),
-    ] {
+    for (s, q) in EVERY_PARTITION {
         assert!(snapshots(s, q).await.is_some(), "{s} p{q} after every task");
     }
 
