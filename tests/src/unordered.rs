@@ -46,6 +46,21 @@ impl UnorderedListings {
     pub fn listings(&self) -> u64 {
         self.listings.load(Ordering::Relaxed)
     }
+
+    /// Asserts that more than `at_least` listings went through the wrapper (so the test
+    /// exercised it) and that nobody asked for a listing from an offset.
+    pub fn assert_listed_without_offsets(&self, at_least: u64) {
+        assert!(
+            self.listings() > at_least,
+            "{} listings, expected more than {at_least}",
+            self.listings()
+        );
+        assert_eq!(
+            self.offsets_refused.load(Ordering::Relaxed),
+            0,
+            "a listing from an offset was asked for"
+        );
+    }
 }
 
 impl fmt::Debug for UnorderedListings {

@@ -301,17 +301,7 @@ fn listings_in_no_order_from_no_offset_match_the_model() {
             )
         };
         run(store, seed, &rt);
-        assert!(
-            unordered.listings() > 10,
-            "{} listings",
-            unordered.listings()
-        );
-        assert_eq!(
-            unordered
-                .offsets_refused
-                .load(std::sync::atomic::Ordering::Relaxed),
-            0
-        );
+        unordered.assert_listed_without_offsets(10);
     }
 }
 

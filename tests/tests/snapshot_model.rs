@@ -209,17 +209,7 @@ async fn listings_in_no_order_from_no_offset_match_the_model() {
     )
     .with_unordered_listings();
     run_on(storage, 10, 4, 500, false).await;
-    assert!(
-        unordered.listings() > 50,
-        "{} listings",
-        unordered.listings()
-    );
-    assert_eq!(
-        unordered
-            .offsets_refused
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    unordered.assert_listed_without_offsets(50);
 }
 
 #[tokio::test]

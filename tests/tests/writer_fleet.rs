@@ -569,10 +569,5 @@ async fn on_listings_in_no_order_a_writer_far_behind_finds_the_tip_and_a_hole_is
             .contains("delta 2503 is missing while delta 5000 exists"),
         "{err}"
     );
-    assert_eq!(
-        unordered
-            .offsets_refused
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    unordered.assert_listed_without_offsets(0);
 }
