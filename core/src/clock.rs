@@ -25,6 +25,15 @@ pub trait Clock: Send + Sync + Debug + 'static {
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
 }
 
+/// `clock`'s wall time in milliseconds since the Unix epoch (0 before it): what expiries are
+/// made of and compared with.
+pub fn epoch_ms(clock: &dyn Clock) -> i64 {
+    clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// The real clock (tokio's timer for sleeps).
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::limits::{MAX_FIELD_NAME_BYTES, MAX_PARTITIONS, MAX_STORE_NAME_BYTES};
+use crate::limits::{MAX_FIELD_NAME_BYTES, MAX_PARTITIONS, MAX_STORE_NAME_BYTES, MAX_TTL_SECONDS};
 
 /// Version of the on-bucket format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -21,6 +21,9 @@ pub struct StoreConfig {
     /// Milliseconds since the Unix epoch when the store was created (informational).
     #[serde(default)]
     pub created_at_ms: u64,
+    /// The time to live of a write that gives none (seconds; `None`: values never expire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
 }
 
 impl StoreConfig {
@@ -38,6 +41,7 @@ impl StoreConfig {
             partitioning_key_field: partitioning_key_field.map(str::to_owned),
             num_partitions,
             created_at_ms: now_ms(),
+            ttl_seconds: None,
         };
         config.validate()?;
         Ok(config)
@@ -64,7 +68,17 @@ impl StoreConfig {
                 self.num_partitions
             )));
         }
+        if let Some(ttl) = self.ttl_seconds {
+            check_ttl_seconds(ttl).map_err(|r| Error::InvalidConfig(format!("ttl_seconds {r}")))?;
+        }
         Ok(())
+    }
+
+    /// The configuration with a default time to live for its writes.
+    pub fn with_ttl_seconds(mut self, ttl_seconds: Option<u64>) -> Result<StoreConfig> {
+        self.ttl_seconds = ttl_seconds;
+        self.validate()?;
+        Ok(self)
     }
 
     /// The field whose value picks a document's partition.
@@ -88,6 +102,17 @@ impl StoreConfig {
         config.validate()?;
         Ok(config)
     }
+}
+
+/// A time to live: 1 second to [`MAX_TTL_SECONDS`] (0, "never expires", is only meaningful on
+/// a write, where it overrides a store's default).
+pub fn check_ttl_seconds(ttl: u64) -> std::result::Result<(), String> {
+    if ttl == 0 || ttl > MAX_TTL_SECONDS {
+        return Err(format!(
+            "must be between 1 and {MAX_TTL_SECONDS} seconds, got {ttl}"
+        ));
+    }
+    Ok(())
 }
 
 /// A store name becomes one path segment under the storage root, so it must not be able to

@@ -28,3 +28,6 @@ pub const MAX_STORE_WIDE_ROWS_PER_BATCH: usize = 100_000;
 pub const MAX_BATCH_PAYLOAD_BYTES: usize = 64 << 20;
 /// Most partitions a store may have.
 pub const MAX_PARTITIONS: u32 = 4096;
+
+/// The longest time to live a write may have: 100 years (expiries stay far from `i64`'s end).
+pub const MAX_TTL_SECONDS: u64 = 100 * 365 * 24 * 3600;

@@ -1,6 +1,6 @@
 //! The six write operations of the API, and their validation into per-partition delta rows.
 
-use crate::config::{StoreConfig, validate_field_name};
+use crate::config::{StoreConfig, check_ttl_seconds, validate_field_name};
 use crate::delta::DeltaOp;
 use crate::document::Document;
 use crate::error::{Error, Result};
@@ -13,8 +13,16 @@ use crate::partition::partition_of;
 /// One write operation, as the IKV API names them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Operation {
-    /// Union the document's fields into the stored document (later values overwrite).
+    /// Union the document's fields into the stored document (later values overwrite). The
+    /// values expire after the store's default time to live, if it has one.
     UpsertFields(Document),
+    /// `upsert_fields` with its own time to live: the values stop being served
+    /// `ttl_seconds` after the writer builds the delta; 0 means never, even when the store
+    /// has a default.
+    UpsertFieldsWithTtl {
+        document: Document,
+        ttl_seconds: u64,
+    },
     /// Delete the named fields of the document the given one identifies.
     DeleteFields {
         document: Document,
@@ -35,7 +43,7 @@ impl Operation {
     /// The API name of the operation (`upsert_fields`, ...), used in messages.
     pub fn name(&self) -> &'static str {
         match self {
-            Operation::UpsertFields(_) => "upsert_fields",
+            Operation::UpsertFields(_) | Operation::UpsertFieldsWithTtl { .. } => "upsert_fields",
             Operation::DeleteFields { .. } => "delete_fields",
             Operation::DeleteDocument(_) => "delete_document",
             Operation::DropFieldsByName(_) => "drop_fields_by_name",
@@ -73,8 +81,13 @@ impl PartitionedOps {
 
 /// Validates every operation against the store's configuration and the limits, and splits
 /// the batch by partition. Either every operation is valid or nothing is returned: callers
-/// write nothing on error. Store-wide drops go to every partition.
-pub fn partition_operations(config: &StoreConfig, ops: &[Operation]) -> Result<PartitionedOps> {
+/// write nothing on error. Store-wide drops go to every partition. `now_ms` (the writer's
+/// clock, ms since the Unix epoch) turns times to live into expiries.
+pub fn partition_operations(
+    config: &StoreConfig,
+    ops: &[Operation],
+    now_ms: i64,
+) -> Result<PartitionedOps> {
     if ops.len() > MAX_OPERATIONS_PER_BATCH {
         return Err(Error::InvalidOperation(format!(
             "a batch may hold at most {MAX_OPERATIONS_PER_BATCH} operations, got {}",
@@ -104,7 +117,18 @@ pub fn partition_operations(config: &StoreConfig, ops: &[Operation]) -> Result<P
     for (index, op) in ops.iter().enumerate() {
         let at = |msg: String| format!("operation {index} ({}): {msg}", op.name());
         match op {
-            Operation::UpsertFields(doc) => {
+            Operation::UpsertFields(doc) | Operation::UpsertFieldsWithTtl { document: doc, .. } => {
+                let ttl = match op {
+                    Operation::UpsertFieldsWithTtl { ttl_seconds: 0, .. } => None,
+                    Operation::UpsertFieldsWithTtl { ttl_seconds, .. } => {
+                        check_ttl_seconds(*ttl_seconds)
+                            .map_err(|m| Error::InvalidOperation(at(format!("ttl_seconds {m}"))))?;
+                        Some(*ttl_seconds)
+                    }
+                    _ => config.ttl_seconds,
+                };
+                // Both are bounded (a TTL by MAX_TTL_SECONDS): the sum cannot overflow.
+                let expires_ms = ttl.map(|t| now_ms.saturating_add(t as i64 * 1000));
                 let (key, part) =
                     identify(config, doc).map_err(|m| Error::InvalidDocument(at(m)))?;
                 check_document(doc).map_err(|m| Error::InvalidDocument(at(m)))?;
@@ -114,6 +138,7 @@ pub fn partition_operations(config: &StoreConfig, ops: &[Operation]) -> Result<P
                         key: key.clone(),
                         field: field.to_owned(),
                         value: value.clone(),
+                        expires_ms,
                     });
                 }
             }

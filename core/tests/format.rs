@@ -17,36 +17,12 @@ fn meta() -> DeltaMeta {
 fn every_op() -> Vec<DeltaOp> {
     let key = b"Alice".to_vec();
     vec![
-        DeltaOp::SetField {
-            key: key.clone(),
-            field: "name".into(),
-            value: FieldValue::String("Alice".into()),
-        },
-        DeltaOp::SetField {
-            key: key.clone(),
-            field: "blob".into(),
-            value: FieldValue::Bytes(vec![0, 1, 255]),
-        },
-        DeltaOp::SetField {
-            key: key.clone(),
-            field: "age".into(),
-            value: FieldValue::Int64(-22),
-        },
-        DeltaOp::SetField {
-            key: key.clone(),
-            field: "score".into(),
-            value: FieldValue::Float64(0.25),
-        },
-        DeltaOp::SetField {
-            key: key.clone(),
-            field: "active".into(),
-            value: FieldValue::Bool(true),
-        },
-        DeltaOp::SetField {
-            key: vec![0xff, 0],
-            field: "empty".into(),
-            value: FieldValue::String(String::new()),
-        },
+        DeltaOp::set(key.clone(), "name", FieldValue::String("Alice".into())),
+        DeltaOp::set(key.clone(), "blob", FieldValue::Bytes(vec![0, 1, 255])),
+        DeltaOp::set(key.clone(), "age", FieldValue::Int64(-22)),
+        DeltaOp::set(key.clone(), "score", FieldValue::Float64(0.25)),
+        DeltaOp::set(key.clone(), "active", FieldValue::Bool(true)),
+        DeltaOp::set(vec![0xffu8, 0], "empty", FieldValue::String(String::new())),
         DeltaOp::DeleteField {
             key: key.clone(),
             field: "age".into(),
@@ -112,23 +88,19 @@ fn operations_split_by_partition_and_drops_reach_every_partition() {
         Operation::DropFieldsByNamePrefix(vec!["tmp".into()]),
         Operation::DropAllFields,
     ];
-    let parts = partition_operations(&config, &ops).unwrap();
+    let parts = partition_operations(&config, &ops, 0).unwrap();
     let alice = partition_of(b"Alice", 4) as usize;
     let bob = partition_of(b"Bob", 4) as usize;
     assert_ne!(alice, bob, "the pinned vectors put them apart");
     assert_eq!(
         parts.partitions[alice],
         vec![
-            DeltaOp::SetField {
-                key: b"Alice".to_vec(),
-                field: "age".into(),
-                value: FieldValue::Int64(22)
-            },
-            DeltaOp::SetField {
-                key: b"Alice".to_vec(),
-                field: "userid".into(),
-                value: FieldValue::String("Alice".into())
-            },
+            DeltaOp::set(b"Alice".to_vec(), "age", FieldValue::Int64(22)),
+            DeltaOp::set(
+                b"Alice".to_vec(),
+                "userid",
+                FieldValue::String("Alice".into())
+            ),
             // Deleting the primary-key field is ignored.
             DeltaOp::DeleteField {
                 key: b"Alice".to_vec(),
@@ -156,10 +128,11 @@ fn operations_split_by_partition_and_drops_reach_every_partition() {
 fn partitioning_key_decides_the_partition() {
     let config = StoreConfig::new("users", "userid", Some("country"), 16).unwrap();
     let d = doc("Alice").with("country", FieldValue::String("Bob".into()));
-    let parts = partition_operations(&config, &[Operation::UpsertFields(d)]).unwrap();
+    let parts = partition_operations(&config, &[Operation::UpsertFields(d)], 0).unwrap();
     let p = partition_of(b"Bob", 16) as usize;
     assert_eq!(parts.partitions[p].len(), 2);
-    let err = partition_operations(&config, &[Operation::UpsertFields(doc("Alice"))]).unwrap_err();
+    let err =
+        partition_operations(&config, &[Operation::UpsertFields(doc("Alice"))], 0).unwrap_err();
     assert!(
         err.to_string()
             .contains("lacks its partitioning key field \"country\""),
@@ -168,7 +141,7 @@ fn partitioning_key_decides_the_partition() {
 }
 
 fn refused(config: &StoreConfig, ops: Vec<Operation>, want: &str) {
-    let err = partition_operations(config, &ops).unwrap_err();
+    let err = partition_operations(config, &ops, 0).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert!(err.to_string().contains(want), "wanted {want:?} in {err}");
 }

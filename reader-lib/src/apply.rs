@@ -65,11 +65,20 @@ pub fn stage(
     for (row, op) in ops.iter().enumerate() {
         let e = epoch(seq, row);
         match op {
-            DeltaOp::SetField { key, field, value } => {
-                staged_entry(view, &mut staged, key, primary_key)?
+            DeltaOp::SetField {
+                key,
+                field,
+                value,
+                expires_ms,
+            } => {
+                let doc = staged_entry(view, &mut staged, key, primary_key)?
                     .entry(partition)
-                    .or_insert_with(|| OwnedDoc::new(partition))
-                    .set(field, value, e);
+                    .or_insert_with(|| OwnedDoc::new(partition));
+                if field == primary_key {
+                    doc.set_key(field, value, e, *expires_ms);
+                } else {
+                    doc.set_expiring(field, value, e, *expires_ms);
+                }
             }
             DeltaOp::DeleteField { key, field } => {
                 if field != primary_key {

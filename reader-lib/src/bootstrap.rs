@@ -126,9 +126,7 @@ impl Source {
         for field in &change.unset {
             doc.fields.remove(field);
         }
-        for (field, value) in &change.set {
-            doc.set(field, value, self.epoch);
-        }
+        doc.set_snapshot_fields(change.set.iter().map(|(f, v)| (f.as_str(), v)), self.epoch);
         Ok((!doc.fields.is_empty()).then(|| doc.encode(key)))
     }
 }

@@ -4,7 +4,8 @@
 //! varint][base epoch: varint]`, then per field, sorted by name: `[name length: varint][name]
 //! [type: u8][epoch − base epoch, zigzag: varint][length: varint][value]` (varints are
 //! `varint.rs`'s LEB128; the base epoch is the first field's, so fields written together
-//! spend one byte on their epoch; version 1, fixed-width, was written by local layouts before
+//! spend one byte on their epoch; a field with a time to live has the type's bit 0x40 set
+//! and its expiry, ms since the Unix epoch as a zigzag varint, after the epoch; version 1, fixed-width, was written by local layouts before
 //! 4, which owners rebuild). A field whose value is the document's key (the primary-key
 //! field, always) has the type's high bit set and neither length nor value: the key is
 //! stored beside the document wherever a document is (image and overlay entries, the durable
@@ -24,6 +25,7 @@ use std::collections::BTreeMap;
 use ikv_core::{Error, FieldType, FieldValue, Result};
 
 use crate::drops::DropState;
+use crate::read_time::ReadTime;
 
 use crate::varint;
 
@@ -31,6 +33,8 @@ const VERSION_SECTIONS: u8 = 2;
 const VERSION: u8 = 3;
 /// On a field's type: its value is the document's key, not stored again.
 const KEY_VALUE: u8 = 0x80;
+/// On a field's type: an expiry follows the epoch (zigzag varint, ms since the Unix epoch).
+const EXPIRES: u8 = 0x40;
 
 /// Whether `bytes` starts a single section rather than a list of them.
 fn is_section(bytes: &[u8]) -> bool {
@@ -74,12 +78,14 @@ impl<'k> SectionEncoder<'k> {
         }
     }
 
-    /// One field; `payload` appends the encoded value (its length is put before it).
-    pub fn field(
+    /// One field that stops being served at `expires_ms` (`None`: never); `payload` appends
+    /// the encoded value (its length is put before it).
+    pub fn expiring_field(
         &mut self,
         name: &str,
         field_type: FieldType,
         epoch: u64,
+        expires_ms: Option<i64>,
         payload: impl FnOnce(&mut Vec<u8>),
     ) {
         if self.count == 0 {
@@ -90,11 +96,15 @@ impl<'k> SectionEncoder<'k> {
         varint::put(&mut self.out, name.len() as u64);
         self.out.extend_from_slice(name.as_bytes());
         let type_at = self.out.len();
-        self.out.push(field_type.code());
+        let flags = if expires_ms.is_some() { EXPIRES } else { 0 };
+        self.out.push(field_type.code() | flags);
         varint::put(
             &mut self.out,
             varint::zigzag(epoch.wrapping_sub(self.base) as i64),
         );
+        if let Some(e) = expires_ms {
+            varint::put(&mut self.out, varint::zigzag(e));
+        }
         let len_at = self.out.len();
         self.out.push(0);
         payload(&mut self.out);
@@ -133,6 +143,8 @@ pub struct StoredField {
     pub field_type: FieldType,
     pub epoch: u64,
     pub payload: Vec<u8>,
+    /// When it stops being served (ms since the Unix epoch); `None`: never.
+    pub expires_ms: Option<i64>,
 }
 
 /// A document being edited by a delta, or built by a bootstrap.
@@ -151,14 +163,59 @@ impl OwnedDoc {
     }
 
     pub fn set(&mut self, name: &str, value: &FieldValue, epoch: u64) {
+        self.set_expiring(name, value, epoch, None);
+    }
+
+    /// Sets a field that stops being served at `expires_ms` (`None`: never).
+    pub fn set_expiring(
+        &mut self,
+        name: &str,
+        value: &FieldValue,
+        epoch: u64,
+        expires_ms: Option<i64>,
+    ) {
         self.fields.insert(
             name.to_owned(),
             StoredField {
                 field_type: value.field_type(),
                 epoch,
                 payload: value.encode(),
+                expires_ms,
             },
         );
+    }
+
+    /// A write's set of the document's primary-key field: it keeps the latest expiry set on
+    /// it (`None`, never, wins), so a document outlives every field written into it and
+    /// disappears when all of them expired (the compactor's overlay does the same).
+    pub fn set_key(&mut self, name: &str, value: &FieldValue, epoch: u64, expires_ms: Option<i64>) {
+        let expires_ms = match self.fields.get(name) {
+            Some(old) => old.expires_ms.zip(expires_ms).map(|(a, b)| a.max(b)),
+            None => expires_ms,
+        };
+        self.set_expiring(name, value, epoch, expires_ms);
+    }
+
+    /// Sets the fields of a snapshot's document: a companion field
+    /// (`ikv_core::expiry`) gives its field an expiry instead of being a field.
+    pub fn set_snapshot_fields<'v>(
+        &mut self,
+        fields: impl IntoIterator<Item = (&'v str, &'v FieldValue)>,
+        epoch: u64,
+    ) {
+        let mut expiries = Vec::new();
+        for (name, value) in fields {
+            match (ikv_core::expiry::field_of_expiry(name), value) {
+                (Some(field), FieldValue::Int64(e)) => expiries.push((field, *e)),
+                (Some(_), _) => {}
+                (None, _) => self.set(name, value, epoch),
+            }
+        }
+        for (field, e) in expiries {
+            if let Some(f) = self.fields.get_mut(field) {
+                f.expires_ms = Some(e);
+            }
+        }
     }
 
     /// The section, as a document of `key`.
@@ -170,7 +227,7 @@ impl OwnedDoc {
             .sum();
         let mut section = SectionEncoder::new(self.partition, key, size);
         for (name, f) in &self.fields {
-            section.field(name, f.field_type, f.epoch, |out| {
+            section.expiring_field(name, f.field_type, f.epoch, f.expires_ms, |out| {
                 out.extend_from_slice(&f.payload)
             });
         }
@@ -200,6 +257,7 @@ impl OwnedDoc {
                         field_type: f.field_type,
                         epoch: f.epoch,
                         payload: f.payload.to_vec(),
+                        expires_ms: f.expires_ms,
                     },
                 );
             }
@@ -294,13 +352,14 @@ fn split_sections(bytes: &[u8]) -> Result<impl Iterator<Item = Result<&[u8]>>> {
 }
 
 /// The section reads answer from: the lowest-numbered partition whose document exists (its
-/// primary-key field is live). A single-section entry is returned as is: when its primary key
+/// primary-key field is live and not expired at `time`). A single-section entry is returned as is: when its primary key
 /// is dead, so is every other field.
 pub fn select<'a>(
     bytes: &'a [u8],
     key: &'a [u8],
     drops: &[DropState],
     primary_key: &str,
+    time: &ReadTime<'_>,
 ) -> Result<Option<DocView<'a>>> {
     if is_section(bytes) {
         return DocView::parse(bytes, key).map(Some);
@@ -310,9 +369,12 @@ pub fn select<'a>(
         let Some(pk) = view.find(primary_key)? else {
             continue;
         };
+        // The key field outlives every field written with it: once it expired, the
+        // partition's document is gone.
         let live = drops
             .get(view.partition as usize)
-            .is_none_or(|d| d.is_live(primary_key, true, pk.epoch));
+            .is_none_or(|d| d.is_live(primary_key, true, pk.epoch))
+            && time.serves(&pk);
         if live {
             return Ok(Some(view));
         }
@@ -336,9 +398,16 @@ pub struct FieldRef<'a> {
     pub field_type: FieldType,
     pub epoch: u64,
     pub payload: &'a [u8],
+    /// When it stops being served (ms since the Unix epoch); `None`: never.
+    pub expires_ms: Option<i64>,
 }
 
 impl<'a> FieldRef<'a> {
+    /// Whether it is served at `now_ms`.
+    pub fn is_live_at(&self, now_ms: i64) -> bool {
+        ikv_core::expiry::is_live(self.expires_ms, now_ms)
+    }
+
     pub fn value(&self) -> Result<FieldValue> {
         FieldValue::decode(self.field_type, self.payload)
     }
@@ -422,11 +491,16 @@ impl<'a> FieldIter<'a> {
         let name = std::str::from_utf8(self.take(name_len)?)
             .map_err(|_| corrupt("field name is not UTF-8"))?;
         let code = self.take(1)?[0];
-        let field_type =
-            FieldType::from_code(code & !KEY_VALUE).ok_or_else(|| corrupt("unknown type"))?;
+        let field_type = FieldType::from_code(code & !(KEY_VALUE | EXPIRES))
+            .ok_or_else(|| corrupt("unknown type"))?;
         let epoch = self
             .base
             .wrapping_add(varint::unzigzag(self.varint("epoch")?) as u64);
+        let expires_ms = if code & EXPIRES != 0 {
+            Some(varint::unzigzag(self.varint("expiry")?))
+        } else {
+            None
+        };
         let payload = if code & KEY_VALUE != 0 {
             self.key
         } else {
@@ -438,6 +512,7 @@ impl<'a> FieldIter<'a> {
             field_type,
             epoch,
             payload,
+            expires_ms,
         })
     }
 }
@@ -461,6 +536,7 @@ impl<'a> Iterator for FieldIter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::read_time::TimeSource;
 
     /// The key every test document is stored under (its primary-key field says the same
     /// where it has one, so that field's value is not stored twice).
@@ -475,7 +551,7 @@ mod tests {
     }
 
     fn select_k<'a>(bytes: &'a [u8], drops: &[DropState], pk: &str) -> Result<Option<DocView<'a>>> {
-        select(bytes, K, drops, pk)
+        select(bytes, K, drops, pk, &ReadTime::new(&TimeSource::Fixed(0)))
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod pin;
 mod poller;
 mod priority;
 mod push;
+mod read_time;
 mod reader;
 mod roles;
 mod run_merge;

@@ -65,6 +65,9 @@ pub struct PinnedPoint {
 pub struct Pinned {
     pub pin: Pin,
     pub points: Vec<PinnedPoint>,
+    /// The time expiries are judged at (ms since the Unix epoch): the checkpoint's creation,
+    /// or the time asked for, so that a point-in-time read serves what was live then.
+    pub at_ms: i64,
 }
 
 impl Pinned {
@@ -77,10 +80,12 @@ impl Pinned {
         pin: &Pin,
     ) -> Result<Pinned> {
         let store = &config.store_name;
+        let at_ms: i64;
         let points = match pin {
             Pin::Checkpoint(name) => {
                 let checkpoint =
                     ikv_snapshot::checkpoint::load_checkpoint(storage, store, name).await?;
+                at_ms = i64::try_from(checkpoint.created_at_ms).unwrap_or(i64::MAX);
                 partitions
                     .iter()
                     .map(|p| {
@@ -101,6 +106,9 @@ impl Pinned {
                     .collect::<Result<Vec<_>>>()?
             }
             Pin::AsOf(time) => {
+                at_ms = time
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
                 let layout = StoreLayout::new(&storage.prefix, store)?;
                 let mut points = Vec::with_capacity(partitions.len());
                 for &p in partitions {
@@ -125,6 +133,7 @@ impl Pinned {
         Ok(Pinned {
             pin: pin.clone(),
             points,
+            at_ms,
         })
     }
 

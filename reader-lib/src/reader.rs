@@ -20,6 +20,7 @@ use crate::doc::{FieldRef, OwnedDoc, select};
 use crate::image::PREFETCH_MAX;
 use crate::options::ReaderOptions;
 use crate::poller::run;
+use crate::read_time::ReadTime;
 use crate::roles::*;
 use crate::scan::Scan;
 use crate::status::PartitionStatus;
@@ -121,8 +122,9 @@ impl Reader {
         let Some(bytes) = view.doc(key)? else {
             return Ok(None);
         };
+        let time = ReadTime::new(&self.shared.time);
         let pk_name = &self.shared.config.primary_key_field;
-        let Some(doc) = select(bytes, key, &view.drops, pk_name)? else {
+        let Some(doc) = select(bytes, key, &view.drops, pk_name, &time)? else {
             return Ok(None);
         };
         let Some(stored) = doc.find(field)? else {
@@ -132,7 +134,8 @@ impl Reader {
         let live = view
             .drops
             .get(doc.partition as usize)
-            .is_none_or(|d| d.is_live(field, pk, stored.epoch));
+            .is_none_or(|d| d.is_live(field, pk, stored.epoch))
+            && time.serves(&stored);
         if !live {
             return Ok(None);
         }
@@ -160,13 +163,15 @@ impl Reader {
             return Ok(None);
         };
         let pk = &self.shared.config.primary_key_field;
-        let Some(doc) = select(bytes, key, &view.drops, pk)? else {
+        let time = ReadTime::new(&self.shared.time);
+        let Some(doc) = select(bytes, key, &view.drops, pk, &time)? else {
             return Ok(None);
         };
         let live = OwnedDoc::live_of(&doc, &view.drops, pk)?;
         let doc: BTreeMap<String, FieldValue> = live
             .fields
             .into_iter()
+            .filter(|(_, f)| time.serves_expiry(f.expires_ms))
             .map(|(name, f)| FieldValue::decode(f.field_type, &f.payload).map(|v| (name, v)))
             .collect::<Result<_>>()?;
         Ok((!doc.is_empty()).then_some(doc))
@@ -241,10 +246,13 @@ impl Reader {
         // be released before freeing it (up to 200 ms), and a scan may hold its view far
         // longer than a lookup; the files stay mapped through the clone's own references.
         let view = ReadView::clone(&self.shared.view.load());
+        // The scan's one time, read now: every document is judged by it.
+        let at_ms = ReadTime::new(&self.shared.time).ms();
         Scan::new(
             Arc::new(view),
             fields,
             self.shared.config.primary_key_field.clone(),
+            at_ms,
         )
     }
 
@@ -284,6 +292,7 @@ impl Reader {
         let view = self.shared.view.load();
         let pk = &self.shared.config.primary_key_field;
         let wanted = Wanted::new(fields);
+        let time = ReadTime::new(&self.shared.time);
         for (i, key) in keys.iter().enumerate() {
             // The lookups of a batch wait on memory together, not one after another.
             if i % PREFETCH_MAX == 0 && keys.len() - i > 1 {
@@ -292,7 +301,7 @@ impl Reader {
             let Some(bytes) = view.doc(key.as_ref())? else {
                 continue;
             };
-            let Some(doc) = select(bytes, key.as_ref(), &view.drops, pk)? else {
+            let Some(doc) = select(bytes, key.as_ref(), &view.drops, pk, &time)? else {
                 continue;
             };
             let drops = view.drops.get(doc.partition as usize);
@@ -302,7 +311,9 @@ impl Reader {
                     continue;
                 };
                 let is_pk = stored.name == pk.as_str();
-                if drops.is_none_or(|d| d.is_live(stored.name, is_pk, stored.epoch)) {
+                if drops.is_none_or(|d| d.is_live(stored.name, is_pk, stored.epoch))
+                    && time.serves(&stored)
+                {
                     visit(i, j, stored)?;
                     for again in wanted.repeats(j) {
                         visit(i, again, stored)?;

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) damaged: Arc<AtomicBool>,
     /// A point-in-time reader's points, resolved once at open (`crate::pin`).
     pub(crate) pinned: Option<Arc<Pinned>>,
+    /// What reads judge expiries by: the clock, or a pinned reader's point in time.
+    pub(crate) time: crate::read_time::TimeSource,
 }
 
 /// What the owner's poller works with.
@@ -384,6 +386,10 @@ pub(crate) fn shared(
     for p in &partitions {
         mounted[*p as usize] = true;
     }
+    let time = match &pinned {
+        Some(p) => crate::read_time::TimeSource::Fixed(p.at_ms),
+        None => crate::read_time::TimeSource::Clock(options.clock.clone()),
+    };
     Shared {
         options: options.clone(),
         config,
@@ -395,6 +401,7 @@ pub(crate) fn shared(
         owns: AtomicBool::new(owns),
         damaged,
         pinned,
+        time,
     }
 }
 

@@ -170,9 +170,7 @@ impl RunMerge {
                 &mut docs,
             )?;
             for (_, fields) in &docs {
-                for (name, value) in fields {
-                    doc.set(name, value, epoch);
-                }
+                doc.set_snapshot_fields(fields.iter().map(|(n, v)| (n.as_str(), v)), epoch);
             }
             run.offset += 1;
         }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use ikv_core::{FieldValue, Result, ValueRef};
 
 use crate::doc::select;
+use crate::read_time::{ReadTime, TimeSource};
 use crate::view::{OverlayDoc, ReadView};
 
 /// A scan in progress; see the module's documentation.
@@ -27,10 +28,18 @@ pub struct Scan {
     image_at: Option<usize>,
     overlay: Vec<OverlayDoc>,
     overlay_at: usize,
+    /// The time expiries are judged at, the same for the whole scan.
+    time: TimeSource,
 }
 
 impl Scan {
-    pub(crate) fn new(view: Arc<ReadView>, fields: Vec<String>, primary_key: String) -> Scan {
+    /// A scan of `view` judging expiries at `at_ms` (ms since the Unix epoch).
+    pub(crate) fn new(
+        view: Arc<ReadView>,
+        fields: Vec<String>,
+        primary_key: String,
+        at_ms: i64,
+    ) -> Scan {
         let overlay = view.overlay_docs();
         let image_at = Some(view.image.first_entry());
         Scan {
@@ -40,6 +49,7 @@ impl Scan {
             image_at,
             overlay,
             overlay_at: 0,
+            time: TimeSource::Fixed(at_ms),
         }
     }
 
@@ -58,6 +68,7 @@ impl Scan {
     ) -> Result<usize> {
         let view = self.view.clone();
         let (fields, pk) = (&self.fields, &self.primary_key);
+        let time = ReadTime::new(&self.time);
         let mut values: Vec<Option<ValueRef<'_>>> = Vec::with_capacity(fields.len());
         let mut visited = 0;
         while visited < max {
@@ -69,7 +80,7 @@ impl Scan {
                 break;
             };
             self.image_at = Some(next);
-            if !view.changed(key) && live_values(fields, pk, &view, key, doc, &mut values)? {
+            if !view.changed(key) && live_values(fields, pk, &view, &time, key, doc, &mut values)? {
                 visit(key, &values)?;
                 visited += 1;
             }
@@ -81,6 +92,7 @@ impl Scan {
                 fields,
                 pk,
                 &view,
+                &time,
                 key,
                 view.overlay.doc_at(*at),
                 &mut values,
@@ -94,18 +106,19 @@ impl Scan {
 }
 
 /// Fills `values` with the live values of `fields` of the stored document `bytes`; false
-/// when the document itself is not live (its primary key dropped).
+/// when the document itself is not live (its primary key dropped or expired).
 fn live_values<'d>(
     fields: &[String],
     primary_key: &str,
     view: &ReadView,
+    time: &ReadTime<'_>,
     key: &'d [u8],
     bytes: &'d [u8],
     values: &mut Vec<Option<ValueRef<'d>>>,
 ) -> Result<bool> {
     values.clear();
     values.resize(fields.len(), None);
-    let Some(doc) = select(bytes, key, &view.drops, primary_key)? else {
+    let Some(doc) = select(bytes, key, &view.drops, primary_key, time)? else {
         return Ok(false);
     };
     let drops = view.drops.get(doc.partition as usize);
@@ -113,7 +126,9 @@ fn live_values<'d>(
     for stored in doc.fields() {
         let stored = stored?;
         let is_pk = stored.name == primary_key;
-        if !drops.is_none_or(|d| d.is_live(stored.name, is_pk, stored.epoch)) {
+        if !drops.is_none_or(|d| d.is_live(stored.name, is_pk, stored.epoch))
+            || !time.serves(&stored)
+        {
             continue;
         }
         exists |= is_pk;

@@ -1,9 +1,10 @@
 //! Encoding snapshot record batches straight into local documents, without building a typed
 //! document per row: the bootstrap's hot loop.
 
-use arrow_array::{BinaryArray, RecordBatch};
+use arrow_array::{Array, BinaryArray, Int64Array, RecordBatch};
 use ikv_core::arrow_column::TypedColumn;
-use ikv_core::{Error, Result};
+use ikv_core::expiry::field_of_expiry;
+use ikv_core::{Error, FieldType, Result};
 
 use crate::doc::SectionEncoder;
 use ikv_snapshot_format::manifest::SnapshotColumn;
@@ -33,21 +34,46 @@ pub fn encode_rows(
 ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let keys = downcast::<BinaryArray>(batch, key_column)?;
     let mut cols = Vec::with_capacity(columns.len());
+    // Companion columns (`ikv_core::expiry`) are no fields: each gives its field's values
+    // their expiries.
+    let mut expiries: Vec<(&str, &Int64Array)> = Vec::new();
     for c in columns {
         let array = batch
             .column_by_name(&c.name)
             .ok_or_else(|| corrupt(format!("column {:?} is missing", c.name)))?;
+        if let Some(field) = field_of_expiry(&c.field) {
+            let expiry = array
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .filter(|_| c.field_type == FieldType::Int64)
+                .ok_or_else(|| corrupt(format!("column {:?} is of another type", c.name)))?;
+            expiries.push((field, expiry));
+            continue;
+        }
         let col = TypedColumn::of(array.as_ref(), c.field_type)
             .ok_or_else(|| corrupt(format!("column {:?} is of another type", c.name)))?;
         cols.push((c, col));
     }
+    let cols: Vec<_> = cols
+        .into_iter()
+        .map(|(c, col)| {
+            let expiry = expiries
+                .iter()
+                .find(|(f, _)| *f == c.field)
+                .map(|(_, e)| *e);
+            (c, col, expiry)
+        })
+        .collect();
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let key = keys.value(i);
         let mut doc = SectionEncoder::new(partition, key, 128);
-        for (c, col) in &cols {
+        for (c, col, expiry) in &cols {
             if let Some(v) = col.value(i) {
-                doc.field(&c.field, c.field_type, epoch, |out| v.encode_into(out));
+                let expires_ms = expiry.filter(|e| e.is_valid(i)).map(|e| e.value(i));
+                doc.expiring_field(&c.field, c.field_type, epoch, expires_ms, |out| {
+                    v.encode_into(out)
+                });
             }
         }
         let doc = doc.finish();

@@ -122,6 +122,23 @@ fn age(now: SystemTime, meta: &ObjectMeta) -> Duration {
     now.duration_since(modified).unwrap_or_default()
 }
 
+/// The expiry (ms since the Unix epoch) at or before which a pass at `now` drops values.
+pub fn expired_by(now: SystemTime, options: &SnapshotOptions) -> i64 {
+    let by = now
+        .checked_sub(options.retention.window)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    by.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Whether a manifest's columns hold expiries (companion fields).
+fn has_expiry_columns(manifest: &Manifest) -> bool {
+    manifest
+        .columns
+        .iter()
+        .any(|c| ikv_core::expiry::field_of_expiry(&c.field).is_some())
+}
+
 /// Runs the compactor on one partition.
 pub async fn snapshot_partition(
     storage: &Storage,
@@ -158,7 +175,10 @@ pub async fn snapshot_partition(
     // A round ends before the delta that would take the fold's memory past the budget, and
     // before an import (an import opens its round: its documents are merged with the
     // previous snapshot before later deltas fold onto them).
-    let mut round = Round::new(&config.primary_key_field);
+    // Expired values are dropped once the pass's clock is a retention window past their
+    // expiry: a reader whose clock lags the pass's by less still judged them expired.
+    let expired_by = expired_by(now, options);
+    let mut round = Round::new(&config.primary_key_field, expired_by);
     // When the current round began folding: the log reports the fold and the write apart.
     let mut round_started = Stopwatch::start();
     loop {
@@ -172,7 +192,10 @@ pub async fn snapshot_partition(
             None => true,
         };
         if opens_round && round.deltas > 0 {
-            let finished = std::mem::replace(&mut round, Round::new(&config.primary_key_field));
+            let finished = std::mem::replace(
+                &mut round,
+                Round::new(&config.primary_key_field, expired_by),
+            );
             let round_rows = finished.overlay.rows_applied;
             delta_rows += round_rows;
             let (fold, write_started) = (round_started.elapsed(), Stopwatch::start());
@@ -282,12 +305,15 @@ struct Round {
 }
 
 impl Round {
-    fn new(primary_key_field: &str) -> Round {
+    /// A round that leaves out values expired by `expired_by` (ms since the Unix epoch).
+    fn new(primary_key_field: &str, expired_by: i64) -> Round {
+        let mut overlay = Overlay::new(primary_key_field);
+        overlay.drop_expired_by(expired_by);
         Round {
             deltas: 0,
             sequence: 0,
             import: None,
-            overlay: Overlay::new(primary_key_field),
+            overlay,
             preloaded: false,
         }
     }
@@ -318,6 +344,7 @@ impl Round {
                     key: key.clone(),
                     field,
                     value,
+                    expires_ms: None,
                 });
             }
         }
@@ -386,9 +413,17 @@ async fn write_snapshot(
             stacked_on,
         }
     };
+    // Values with expiries are dropped when they expire, which only a merge of every row
+    // does: a store holding any compacts by full snapshots (docs/OPERATIONS.md).
+    let expiries = overlay.has_expiries()
+        || base.as_ref().is_some_and(|s| {
+            std::iter::once(&s.full)
+                .chain(&s.layers)
+                .any(has_expiry_columns)
+        });
     // Only what changed, over the stack below, when the round allows it: no import, no
     // store-wide drop, and the stack stays within its limits with one more layer.
-    if let Some(stack) = base.as_ref().filter(|_| !preloaded)
+    if let Some(stack) = base.as_ref().filter(|_| !preloaded && !expiries)
         && import.is_none()
         && overlay.globals.is_empty()
         && !overlay.base_dropped
@@ -457,8 +492,12 @@ async fn write_snapshot(
     // One full snapshot as the only base and no store-wide drop: untouched rows are copied as
     // Arrow slices.
     let stacked = base.as_ref().is_some_and(|s| !s.layers.is_empty());
-    let columnar =
-        base.is_some() && runs.is_empty() && !from_import && !stacked && overlay.globals.is_empty();
+    let columnar = base.is_some()
+        && runs.is_empty()
+        && !from_import
+        && !stacked
+        && overlay.globals.is_empty()
+        && !expiries;
     if columnar && let Some(base) = base {
         let stream = SnapshotStream::new(storage.clone(), layout.clone(), base.full);
         crate::columnar::merge(stream, overlay, &mut writer).await?;

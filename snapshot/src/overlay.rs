@@ -17,9 +17,11 @@
 //! round is merged ([`Overlay::sorted`]). Dropping an overlay frees a few large blocks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 
 use hashbrown::HashTable;
 use ikv_core::delta::DeltaBatches;
+use ikv_core::expiry::{EXPIRY_PREFIX, expiry_field, field_of_expiry, owning_field};
 use ikv_core::{DeltaOp, DeltaRow, Error, FieldType, FieldValue, Result, ValueRef};
 use smallvec::SmallVec;
 
@@ -118,6 +120,13 @@ pub struct KeyChange {
 }
 
 impl KeyChange {
+    fn get(&self, id: FieldId) -> Option<Stored> {
+        self.fields
+            .binary_search_by_key(&id, |(f, _)| *f)
+            .ok()
+            .map(|at| self.fields[at].1)
+    }
+
     fn set(&mut self, id: FieldId, value: Stored) {
         match self.fields.binary_search_by_key(&id, |(f, _)| *f) {
             Ok(at) => self.fields[at].1 = value,
@@ -138,13 +147,60 @@ pub struct Overlay {
     changes: Vec<KeyChange>,
     arena: Arena,
     pub globals: Vec<GlobalDrop>,
+    /// Per field id, the id of its expiry's companion field, once a delta gave it one.
+    companions: Vec<Option<FieldId>>,
+    /// Values expiring at or before this (ms since the Unix epoch) are left out of what the
+    /// overlay resolves: the pass's clock less its margin ([`Overlay::drop_expired_by`]).
+    expired_by: Option<i64>,
     /// A drop_all happened: no document of the previous snapshot survives unless re-written.
     pub base_dropped: bool,
     pub rows_applied: u64,
 }
 
+/// Whether a prefix drop removes `field` (a companion goes with its field).
 fn matches_prefix(field: &str, prefix: &str, pk: &str) -> bool {
+    let field = owning_field(field);
     field != pk && field.starts_with(prefix)
+}
+
+/// Whether a document holds any companion field (they sort together, after `_ikv_`).
+fn has_companions(doc: &BTreeMap<String, FieldValue>) -> bool {
+    doc.range::<str, _>((Bound::Included(EXPIRY_PREFIX), Bound::Unbounded))
+        .next()
+        .is_some_and(|(name, _)| name.starts_with(EXPIRY_PREFIX))
+}
+
+/// The expiry a document's primary-key field keeps: the latest of what was set on it (`None`,
+/// never, wins), so that a document outlives every field written into it and disappears
+/// once every one of them expired.
+fn latest_expiry(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    Some(a?.max(b?))
+}
+
+/// Removes from `doc` every value expiring at or before `by`, with its companion; a companion
+/// without its field goes too.
+fn drop_expired(doc: &mut BTreeMap<String, FieldValue>, by: i64) {
+    if !has_companions(doc) {
+        return;
+    }
+    let expired: Vec<String> = doc
+        .range::<str, _>((Bound::Included(EXPIRY_PREFIX), Bound::Unbounded))
+        .take_while(|(name, _)| name.starts_with(EXPIRY_PREFIX))
+        .filter_map(|(name, value)| {
+            let field = field_of_expiry(name)?;
+            let gone = match value {
+                FieldValue::Int64(e) => *e <= by,
+                _ => true,
+            };
+            (gone || !doc.contains_key(field)).then(|| name.clone())
+        })
+        .collect();
+    for companion in expired {
+        if let Some(field) = field_of_expiry(&companion) {
+            doc.remove(field);
+        }
+        doc.remove(&companion);
+    }
 }
 
 fn stored_corrupt(reason: &str) -> Error {
@@ -160,6 +216,35 @@ impl Overlay {
             primary_key_field: primary_key_field.to_owned(),
             ..Overlay::default()
         }
+    }
+
+    /// Leaves values expiring at or before `by_ms` out of every document it resolves.
+    pub fn drop_expired_by(&mut self, by_ms: i64) {
+        self.expired_by = Some(by_ms);
+    }
+
+    /// Whether a delta gave any value an expiry.
+    pub fn has_expiries(&self) -> bool {
+        self.companions.iter().any(Option::is_some)
+    }
+
+    /// The id of field `id`'s companion, interned on first use.
+    fn companion_of(&mut self, id: FieldId) -> FieldId {
+        if let Some(Some(c)) = self.companions.get(id as usize) {
+            return *c;
+        }
+        let name = expiry_field(self.field_name(id));
+        let c = self.intern(&name);
+        if self.companions.len() <= id as usize {
+            self.companions.resize(id as usize + 1, None);
+        }
+        self.companions[id as usize] = Some(c);
+        c
+    }
+
+    /// The companion of field `id`, if one was interned.
+    fn existing_companion(&self, id: FieldId) -> Option<FieldId> {
+        self.companions.get(id as usize).copied().flatten()
     }
 
     /// The name of an interned field.
@@ -269,7 +354,13 @@ impl Overlay {
     /// Applies one row; `last` is the change the previous row set a field of, if any.
     fn apply_row(&mut self, row: DeltaRow<'_>, last: &mut Option<usize>) {
         self.rows_applied += 1;
-        let DeltaRow::SetField { key, field, value } = row else {
+        let DeltaRow::SetField {
+            key,
+            field,
+            value,
+            expires_ms,
+        } = row
+        else {
             *last = None;
             self.apply_other(row);
             return;
@@ -281,7 +372,30 @@ impl Overlay {
         *last = Some(i);
         let id = self.intern(field);
         let stored = self.store(value);
-        self.changes[i].set(id, stored);
+        let is_key = field == self.primary_key_field;
+        let change = &mut self.changes[i];
+        let before = change.get(id);
+        change.set(id, stored);
+        match expires_ms {
+            Some(e) => {
+                let c = self.companion_of(id);
+                let change = &mut self.changes[i];
+                // The key field keeps the latest expiry of what was set on it in this round
+                // (a set of it without one, kept as a deletion of the companion, is "never");
+                // the base's is weighed at resolve time.
+                let e = match (is_key && before.is_some(), change.get(c)) {
+                    (true, Some(Stored::Int64(prior))) => e.max(prior),
+                    (true, _) => return,
+                    (false, _) => e,
+                };
+                change.set(c, Stored::Int64(e));
+            }
+            None => {
+                if let Some(c) = self.existing_companion(id) {
+                    self.changes[i].set(c, Stored::Deleted);
+                }
+            }
+        }
     }
 
     /// Every row but a field set.
@@ -293,6 +407,9 @@ impl Overlay {
                     let id = self.intern(field);
                     let i = self.entry(key);
                     self.changes[i].set(id, Stored::Deleted);
+                    if let Some(c) = self.existing_companion(id) {
+                        self.changes[i].set(c, Stored::Deleted);
+                    }
                 }
             }
             DeltaRow::DeleteDocument { key } => {
@@ -307,9 +424,13 @@ impl Overlay {
                     return;
                 }
                 let id = self.intern(field);
+                let companion = self.existing_companion(id);
                 for change in &mut self.changes {
                     // Deleting covers both an overridden value and the base's value.
                     change.set(id, Stored::Deleted);
+                    if let Some(c) = companion {
+                        change.set(c, Stored::Deleted);
+                    }
                 }
                 self.globals.push(GlobalDrop::Field(field.to_owned()));
             }
@@ -384,6 +505,7 @@ impl Overlay {
         if self.base_dropped {
             return false;
         }
+        let field = owning_field(field);
         field == self.primary_key_field
             || !self.globals.iter().any(|g| match g {
                 GlobalDrop::Field(f) => f == field,
@@ -398,6 +520,9 @@ impl Overlay {
             match g {
                 GlobalDrop::Field(f) => {
                     doc.remove(f);
+                    if has_companions(doc) {
+                        doc.remove(&expiry_field(f));
+                    }
                 }
                 GlobalDrop::Prefix(p) => doc.retain(|name, _| !matches_prefix(name, p, pk)),
             }
@@ -433,8 +558,20 @@ impl Overlay {
                 } else {
                     BTreeMap::new()
                 };
+                let base_key_expiry = key_expiry(&doc, &self.primary_key_field);
+                let base_companions = has_companions(&doc);
                 for (id, stored) in &change.fields {
                     let field = self.field_name(*id);
+                    // A field set or deleted without an expiry loses the base's: the
+                    // change's own companion, if it has one, is written after.
+                    if base_companions
+                        && field_of_expiry(field).is_none()
+                        && self
+                            .existing_companion(*id)
+                            .is_none_or(|c| change.get(c).is_none())
+                    {
+                        doc.remove(&expiry_field(field));
+                    }
                     match self.value(*stored)? {
                         Some(v) => {
                             doc.insert(field.to_owned(), v.to_owned_value());
@@ -444,11 +581,37 @@ impl Overlay {
                         }
                     }
                 }
+                // The key field's expiry is the latest of the base's and this round's.
+                if let Some(base) = base_key_expiry {
+                    let companion = expiry_field(&self.primary_key_field);
+                    let round = key_expiry(&doc, &self.primary_key_field);
+                    match latest_expiry(base, round.flatten()) {
+                        Some(e) => doc.insert(companion, FieldValue::Int64(e)),
+                        None => doc.remove(&companion),
+                    };
+                }
                 doc
             }
         };
+        let mut doc = doc;
+        if let Some(by) = self.expired_by {
+            drop_expired(&mut doc, by);
+        }
         Ok((!doc.is_empty()).then_some(doc))
     }
+}
+
+/// The expiry of `doc`'s key field when the document has that field: `Some(None)` for
+/// never, `None` when the field is absent.
+fn key_expiry(doc: &BTreeMap<String, FieldValue>, pk: &str) -> Option<Option<i64>> {
+    doc.get(pk)?;
+    if !has_companions(doc) {
+        return Some(None);
+    }
+    Some(match doc.get(&expiry_field(pk)) {
+        Some(FieldValue::Int64(e)) => Some(*e),
+        _ => None,
+    })
 }
 
 /// Where each interned field's values go among a snapshot's columns: per field id, the
@@ -473,6 +636,25 @@ impl Overlay {
         }
     }
 
+    /// The ids of a change's fields (and their companions) that expire by the overlay's
+    /// cutoff. Empty unless deltas gave expiries.
+    fn expired_fields(&self, change: &KeyChange) -> SmallVec<[FieldId; 4]> {
+        let mut out = SmallVec::new();
+        let Some(by) = self.expired_by else {
+            return out;
+        };
+        for (id, _) in &change.fields {
+            if let Some(Some(c)) = self.companions.get(*id as usize)
+                && let Some(Stored::Int64(e)) = change.get(*c)
+                && e <= by
+            {
+                out.push(*id);
+                out.push(*c);
+            }
+        }
+        out
+    }
+
     /// The fields a change deleted.
     pub fn deleted_fields<'a>(&'a self, change: &'a KeyChange) -> impl Iterator<Item = &'a str> {
         change
@@ -493,7 +675,11 @@ impl Overlay {
         row.clear();
         row.resize(table.width, None);
         let mut any = false;
+        let expired = self.expired_fields(change);
         for (id, stored) in &change.fields {
+            if expired.contains(id) {
+                continue;
+            }
             let Some(v) = self.value(*stored)? else {
                 continue;
             };
@@ -523,6 +709,7 @@ mod tests {
             key: key.as_bytes().to_vec(),
             field: field.into(),
             value,
+            expires_ms: None,
         }
     }
 

@@ -61,7 +61,7 @@ async fn main() {
         .unwrap();
 
     // The bytes one commit of one document PUTs.
-    let parts = partition_operations(&config, &[Operation::UpsertFields(doc(0))]).unwrap();
+    let parts = partition_operations(&config, &[Operation::UpsertFields(doc(0))], 0).unwrap();
     let meta = DeltaMeta::new("b".into(), "w".into(), "bench".into(), 0);
     let body = encode_delta(&meta, &parts.partitions[0]).unwrap();
 

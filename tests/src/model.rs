@@ -16,6 +16,11 @@
 //! - `drop_all_fields` removes every document.
 //! - A partition is `fnv1a_64(partitioning key, or primary key) mod partitions`.
 //! - A reader answers a key from the lowest-numbered mounted partition holding a document of it.
+//! - Times to live (rfcs/0013): a write's values expire `ttl` after the time the call was
+//!   recorded at (the writer's clock; `ttl` 0 is never, none is the store's default), and are
+//!   absent from every answer from then on. The primary-key field expires with the latest
+//!   expiry it was written with (a write without one makes it permanent): a document outlives
+//!   its fields and is gone once every write into it expired.
 
 use std::collections::BTreeMap;
 
@@ -38,7 +43,12 @@ struct LoggedCall {
     sequence: u64,
     call: u64,
     ops: Vec<Operation>,
+    /// The writer's clock when the call was made (ms since the Unix epoch).
+    at_ms: i64,
 }
+
+/// A document as the model keeps it: each value with its expiry (`None`: never).
+type TimedDoc = BTreeMap<String, (FieldValue, Option<i64>)>;
 
 /// The store's expected state, from the calls recorded so far.
 #[derive(Debug, Clone)]
@@ -49,6 +59,10 @@ pub struct Model {
     /// Per partition, the calls that committed there with the operations that concern it.
     logs: Vec<Vec<LoggedCall>>,
     calls: u64,
+    /// The store's default time to live (seconds).
+    default_ttl: Option<u64>,
+    /// The time answers are judged at (ms since the Unix epoch); nothing expires before it.
+    now_ms: i64,
 }
 
 /// FNV-1a 64, written here again (not imported) so that a change to the store's own hashing
@@ -76,7 +90,20 @@ impl Model {
             partitions,
             logs: vec![Vec::new(); partitions as usize],
             calls: 0,
+            default_ttl: None,
+            now_ms: i64::MIN,
         }
+    }
+
+    /// The model of a store whose writes without a time to live get `ttl_seconds`.
+    pub fn with_default_ttl(mut self, ttl_seconds: Option<u64>) -> Model {
+        self.default_ttl = ttl_seconds;
+        self
+    }
+
+    /// Judges every later answer at `now_ms` (the readers' clock).
+    pub fn judge_at(&mut self, now_ms: i64) {
+        self.now_ms = now_ms;
     }
 
     pub fn partitions(&self) -> u32 {
@@ -98,7 +125,9 @@ impl Model {
         let all = || (0..self.partitions).collect();
         let not_pk = |names: &[String]| names.iter().any(|n| *n != self.primary_key);
         match op {
-            Operation::UpsertFields(doc) | Operation::DeleteDocument(doc) => {
+            Operation::UpsertFields(doc)
+            | Operation::UpsertFieldsWithTtl { document: doc, .. }
+            | Operation::DeleteDocument(doc) => {
                 vec![self.partition_of(doc)]
             }
             Operation::DeleteFields {
@@ -125,6 +154,11 @@ impl Model {
     /// Records one successful call with its receipt. Panics when the receipt does not commit
     /// exactly the partitions the operations touch, which is itself a writer bug.
     pub fn record(&mut self, ops: &[Operation], receipt: &[Committed]) {
+        self.record_at(ops, receipt, 0);
+    }
+
+    /// [`Model::record`] of a call the writer made when its clock read `at_ms`.
+    pub fn record_at(&mut self, ops: &[Operation], receipt: &[Committed], at_ms: i64) {
         let call = self.calls;
         self.calls += 1;
         let mut per_partition: BTreeMap<u32, Vec<Operation>> = BTreeMap::new();
@@ -146,6 +180,7 @@ impl Model {
                 sequence: c.sequence,
                 call,
                 ops,
+                at_ms,
             });
         }
     }
@@ -167,13 +202,24 @@ impl Model {
             .filter(|c| c.sequence <= upto)
             .collect();
         calls.sort_by_key(|c| (c.sequence, c.call));
-        let mut docs = PartitionDocs::new();
+        let mut docs: BTreeMap<Vec<u8>, TimedDoc> = BTreeMap::new();
         for c in calls {
             for op in &c.ops {
-                self.apply(&mut docs, op);
+                self.apply(&mut docs, op, c.at_ms);
             }
         }
-        docs
+        let live = |e: &Option<i64>| e.is_none_or(|e| self.now_ms < e);
+        docs.into_iter()
+            .filter(|(_, doc)| doc.get(&self.primary_key).is_some_and(|(_, e)| live(e)))
+            .map(|(key, doc)| {
+                let doc = doc
+                    .into_iter()
+                    .filter(|(_, (_, e))| live(e))
+                    .map(|(name, (value, _))| (name, value))
+                    .collect();
+                (key, doc)
+            })
+            .collect()
     }
 
     /// Documents of `partition` after every recorded call.
@@ -195,14 +241,27 @@ impl Model {
     }
 
     /// Applies one operation already routed to this partition.
-    fn apply(&self, docs: &mut PartitionDocs, op: &Operation) {
+    fn apply(&self, docs: &mut BTreeMap<Vec<u8>, TimedDoc>, op: &Operation, at_ms: i64) {
         let pk = self.primary_key.as_str();
         let key_of = |doc: &ikv_core::Document| key_bytes(doc.get(pk).expect("a primary key"));
         match op {
-            Operation::UpsertFields(doc) => {
+            Operation::UpsertFields(doc) | Operation::UpsertFieldsWithTtl { document: doc, .. } => {
+                let ttl = match op {
+                    Operation::UpsertFieldsWithTtl { ttl_seconds: 0, .. } => None,
+                    Operation::UpsertFieldsWithTtl { ttl_seconds, .. } => Some(*ttl_seconds),
+                    _ => self.default_ttl,
+                };
+                let expires = ttl.map(|t| at_ms + t as i64 * 1000);
                 let stored = docs.entry(key_of(doc)).or_default();
                 for (name, value) in doc.fields() {
-                    stored.insert(name.to_owned(), value.clone());
+                    let expires = match stored.get(name) {
+                        Some((_, before)) if name == pk => match (before, expires) {
+                            (Some(a), Some(b)) => Some((*a).max(b)),
+                            _ => None,
+                        },
+                        _ => expires,
+                    };
+                    stored.insert(name.to_owned(), (value.clone(), expires));
                 }
             }
             Operation::DeleteFields {

@@ -239,16 +239,8 @@ fn a_call_failing_in_one_partition_keeps_the_others_and_is_a_503_over_http() {
     assert_eq!(
         ikv_core::delta::decode_delta(&delta, "delta").unwrap().ops,
         vec![
-            DeltaOp::SetField {
-                key: k0.clone().into_bytes(),
-                field: "id".into(),
-                value: s(&k0)
-            },
-            DeltaOp::SetField {
-                key: k0.clone().into_bytes(),
-                field: "x".into(),
-                value: s("0")
-            },
+            DeltaOp::set(k0.clone().into_bytes(), "id", s(&k0)),
+            DeltaOp::set(k0.clone().into_bytes(), "x", s("0")),
         ]
     );
 
@@ -402,11 +394,7 @@ fn caught_up_at_is_never_claimed_across_a_hole() {
     let delta = |v: i64| {
         let encoded = encode_delta(
             &DeltaMeta::new(format!("b{v}"), "test".into(), "hole".into(), 0),
-            &[DeltaOp::SetField {
-                key: b"k".to_vec(),
-                field: "v".into(),
-                value: FieldValue::Int64(v),
-            }],
+            &[DeltaOp::set(b"k".to_vec(), "v", FieldValue::Int64(v))],
         )
         .unwrap();
         ikv_core::delta::place_delta(&encoded, v as u64).unwrap()

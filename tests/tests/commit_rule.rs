@@ -153,6 +153,7 @@ fn placed(store: &str, partition: u32, seq: u64) -> Bytes {
             key: b"x".to_vec(),
             field: "m".into(),
             value: FieldValue::String("forged".into()),
+            expires_ms: None,
         }],
     )
     .unwrap();

@@ -89,6 +89,7 @@ fn ops(n: usize, tag: &str) -> Vec<DeltaOp> {
             key: format!("{tag}-{i}").into_bytes(),
             field: "f".into(),
             value: FieldValue::String(format!("value {i} of {tag}")),
+            expires_ms: None,
         })
         .chain([
             DeltaOp::DeleteDocument {

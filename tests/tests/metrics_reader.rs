@@ -166,6 +166,7 @@ fn a_damaged_delta_counts_as_corrupt_and_a_hole_sets_the_gap() {
             key: b"k9".to_vec(),
             field: "v".into(),
             value: FieldValue::Int64(9),
+            expires_ms: None,
         }],
     )
     .unwrap();

@@ -634,6 +634,7 @@ fn a_failing_poll_backs_off_keeps_serving_and_recovers() {
         key: b"k".to_vec(),
         field: "n".into(),
         value: FieldValue::Int64(2),
+        expires_ms: None,
     }];
     let good = encode_delta(
         &DeltaMeta::new("repair".into(), "test".into(), "flaky".into(), 0),

@@ -143,6 +143,7 @@ fn a_writer_killed_anywhere_on_its_commit_path_loses_no_acknowledged_write() {
                 key,
                 field,
                 value: FieldValue::String(v),
+                ..
             } = op
                 && field == "m"
             {

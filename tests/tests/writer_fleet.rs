@@ -269,6 +269,7 @@ async fn put_stray_delta(storage: &Storage, layout: &StoreLayout, seq: u64) {
             key: b"x".to_vec(),
             field: "m".into(),
             value: FieldValue::String("stray".into()),
+            expires_ms: None,
         }],
     )
     .unwrap();

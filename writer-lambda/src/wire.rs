@@ -23,6 +23,9 @@ pub struct OperationsRequest {
 pub enum OperationJson {
     UpsertFields {
         document: DocumentJson,
+        /// Seconds the values are served (0: never expire); the store's default when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_seconds: Option<u64>,
     },
     DeleteFields {
         document: DocumentJson,
@@ -178,9 +181,17 @@ impl OperationJson {
     /// Converts to the library's operation; `index` is used in messages.
     pub fn to_operation(&self, index: usize) -> Result<Operation, String> {
         Ok(match self {
-            OperationJson::UpsertFields { document } => {
-                Operation::UpsertFields(to_document(document, index)?)
-            }
+            OperationJson::UpsertFields {
+                document,
+                ttl_seconds: None,
+            } => Operation::UpsertFields(to_document(document, index)?),
+            OperationJson::UpsertFields {
+                document,
+                ttl_seconds: Some(ttl_seconds),
+            } => Operation::UpsertFieldsWithTtl {
+                document: to_document(document, index)?,
+                ttl_seconds: *ttl_seconds,
+            },
             OperationJson::DeleteFields {
                 document,
                 field_names,
@@ -209,7 +220,17 @@ impl OperationJson {
                 .collect()
         };
         match op {
-            Operation::UpsertFields(d) => OperationJson::UpsertFields { document: doc(d) },
+            Operation::UpsertFields(d) => OperationJson::UpsertFields {
+                document: doc(d),
+                ttl_seconds: None,
+            },
+            Operation::UpsertFieldsWithTtl {
+                document,
+                ttl_seconds,
+            } => OperationJson::UpsertFields {
+                document: doc(document),
+                ttl_seconds: Some(*ttl_seconds),
+            },
             Operation::DeleteFields {
                 document,
                 field_names,

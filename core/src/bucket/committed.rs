@@ -94,6 +94,7 @@ mod tests {
                 key: b"k".to_vec(),
                 field: "f".into(),
                 value: FieldValue::Int64(1),
+                expires_ms: None,
             }],
         )
         .unwrap()
@@ -150,6 +151,7 @@ mod tests {
             key,
             field: field.into(),
             value: FieldValue::Int64(1),
+            expires_ms: None,
         };
         for (op, says) in [
             (set(b"k".to_vec(), "_ikv_key"), "_ikv_key"),

@@ -2,7 +2,7 @@
 
 use std::io::Cursor;
 
-use arrow_array::{Array, BinaryArray, RecordBatch, StringArray, UInt8Array};
+use arrow_array::{Array, BinaryArray, Int64Array, RecordBatch, StringArray, UInt8Array};
 use arrow_ipc::reader::FileReader;
 use bytes::Bytes;
 
@@ -223,6 +223,10 @@ fn walk_batch(batch: &RecordBatch, f: &mut impl FnMut(DeltaRow<'_>) -> Result<()
     let field = column::<StringArray>(batch, "field")?;
     let ty = column::<UInt8Array>(batch, "type")?;
     let value = column::<BinaryArray>(batch, "value")?;
+    let expires = match batch.column_by_name(EXPIRES_COLUMN) {
+        None => None,
+        Some(_) => Some(column::<Int64Array>(batch, EXPIRES_COLUMN)?),
+    };
     let missing =
         |row: usize, col: &str| Error::corrupt("delta", format!("row {row}: {col} is null"));
     for row in 0..batch.num_rows() {
@@ -277,6 +281,7 @@ fn walk_batch(batch: &RecordBatch, f: &mut impl FnMut(DeltaRow<'_>) -> Result<()
                     key: key_at()?,
                     field: name_at()?,
                     value: ValueRef::decode(t, value.value(row))?,
+                    expires_ms: expires.filter(|e| !e.is_null(row)).map(|e| e.value(row)),
                 }
             }
             2 => DeltaRow::DeleteField {

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
-use arrow_array::builder::{BinaryBuilder, StringBuilder, UInt8Builder};
+use arrow_array::builder::{BinaryBuilder, Int64Builder, StringBuilder, UInt8Builder};
+use arrow_array::{Array, RecordBatch};
 use arrow_ipc::writer::FileWriter;
 use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
@@ -12,17 +12,25 @@ use crate::error::{Error, Result};
 
 use super::*;
 
-pub(crate) fn schema(meta: &DeltaMeta) -> Schema {
-    Schema::new_with_metadata(
-        vec![
-            Field::new("op", DataType::UInt8, false),
-            Field::new("key", DataType::Binary, true),
-            Field::new("field", DataType::Utf8, true),
-            Field::new("type", DataType::UInt8, true),
-            Field::new("value", DataType::Binary, true),
-        ],
-        meta.to_metadata(),
-    )
+/// The delta's schema; `timed` adds the `expires_ms` column (and says format version
+/// [`TIMED_FORMAT_VERSION`], which builds before it refuse rather than serve expired values).
+pub(crate) fn schema(meta: &DeltaMeta, timed: bool) -> Schema {
+    let mut fields = vec![
+        Field::new("op", DataType::UInt8, false),
+        Field::new("key", DataType::Binary, true),
+        Field::new("field", DataType::Utf8, true),
+        Field::new("type", DataType::UInt8, true),
+        Field::new("value", DataType::Binary, true),
+    ];
+    let mut metadata = meta.to_metadata();
+    if timed {
+        fields.push(Field::new(EXPIRES_COLUMN, DataType::Int64, true));
+        metadata.insert(
+            "ikv.format_version".into(),
+            TIMED_FORMAT_VERSION.to_string(),
+        );
+    }
+    Schema::new_with_metadata(fields, metadata)
 }
 
 /// Encodes a delta as Arrow IPC file bytes.
@@ -35,10 +43,14 @@ pub fn encode_delta<'a>(
     let mut field_col = StringBuilder::new();
     let mut type_col = UInt8Builder::new();
     let mut value_col = BinaryBuilder::new();
+    let mut expires_col = Int64Builder::new();
     for op in ops {
         op_col.append_value(op.code());
+        expires_col.append_option(op.expires_ms());
         match op {
-            DeltaOp::SetField { key, field, value } => {
+            DeltaOp::SetField {
+                key, field, value, ..
+            } => {
                 key_col.append_value(key);
                 field_col.append_value(field);
                 type_col.append_value(value.field_type().code());
@@ -76,18 +88,22 @@ pub fn encode_delta<'a>(
             }
         }
     }
-    let schema = Arc::new(schema(meta));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(op_col.finish()),
-            Arc::new(key_col.finish()),
-            Arc::new(field_col.finish()),
-            Arc::new(type_col.finish()),
-            Arc::new(value_col.finish()),
-        ],
-    )
-    .map_err(|e| Error::corrupt("delta being encoded", e))?;
+    let expires = expires_col.finish();
+    // A delta without expiries is written as before TTLs existed: no column, version 1.
+    let timed = expires.null_count() < expires.len();
+    let schema = Arc::new(schema(meta, timed));
+    let mut columns: Vec<arrow_array::ArrayRef> = vec![
+        Arc::new(op_col.finish()),
+        Arc::new(key_col.finish()),
+        Arc::new(field_col.finish()),
+        Arc::new(type_col.finish()),
+        Arc::new(value_col.finish()),
+    ];
+    if timed {
+        columns.push(Arc::new(expires));
+    }
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| Error::corrupt("delta being encoded", e))?;
     let mut writer = FileWriter::try_new(Vec::new(), &schema)
         .map_err(|e| Error::corrupt("delta being encoded", e))?;
     writer

@@ -58,11 +58,12 @@ impl DeltaMeta {
                 .map_err(|_| Error::corrupt("delta metadata", format!("{k} is not a number")))
         };
         let format_version = num("ikv.format_version")? as u32;
-        if format_version != FORMAT_VERSION {
+        if !(FORMAT_VERSION..=super::TIMED_FORMAT_VERSION).contains(&format_version) {
             return Err(Error::corrupt(
                 "delta",
                 format!(
-                    "format version {format_version} is not supported (this build reads {FORMAT_VERSION})"
+                    "format version {format_version} is not supported (this build reads {FORMAT_VERSION} to {})",
+                    super::TIMED_FORMAT_VERSION
                 ),
             ));
         }

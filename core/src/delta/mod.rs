@@ -9,7 +9,11 @@
 //! | `field` | Utf8, null for 3 and 6 | field name (1, 2, 4), prefix (5) or run id (7) |
 //! | `type` | UInt8, null unless op 1 | [`FieldType`] code |
 //! | `value` | Binary, null unless op 1 or 7 | [`FieldValue::encode`] bytes (1), the run's description (7) |
+//! | `expires_ms` | Int64, optional column, null unless op 1 | when the value set expires (ms since the Unix epoch) |
 //!
+//! A delta holding an expiry has the `expires_ms` column and says format version 2 (builds
+//! that read only version 1 refuse it instead of serving expired values); every other delta
+//! is written as version 1, without the column.
 //! The reference is `docs/FORMAT.md` (version 1). [`decode_delta`] gives owned rows;
 //! [`decode_delta_batches`] keeps the record batches and hands out rows borrowed, checked the
 //! same way (the compactor's path).
@@ -30,4 +34,9 @@ pub use decode::{Delta, DeltaBatches, decode_delta, decode_delta_batches, decode
 pub use encode::{encode_delta, place_delta};
 pub use import::{ImportDelta, ImportRun, validate_import_id};
 pub use meta::DeltaMeta;
+
+/// The format version of a delta with an `expires_ms` column.
+pub const TIMED_FORMAT_VERSION: u32 = 2;
+/// The column of expiries.
+pub const EXPIRES_COLUMN: &str = "expires_ms";
 pub use rows::{DeltaOp, DeltaRow};

@@ -5,10 +5,13 @@ use crate::value::{FieldValue, ValueRef};
 /// One elementary change inside a delta.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeltaOp {
+    /// `expires_ms`: when the value stops being served (ms since the Unix epoch, judged by
+    /// each reader's clock); `None` never.
     SetField {
         key: Vec<u8>,
         field: String,
         value: FieldValue,
+        expires_ms: Option<i64>,
     },
     DeleteField {
         key: Vec<u8>,
@@ -42,6 +45,7 @@ pub enum DeltaRow<'a> {
         key: &'a [u8],
         field: &'a str,
         value: ValueRef<'a>,
+        expires_ms: Option<i64>,
     },
     DeleteField {
         key: &'a [u8],
@@ -67,10 +71,16 @@ impl DeltaRow<'_> {
     /// The row owned.
     pub fn to_op(&self) -> DeltaOp {
         match *self {
-            DeltaRow::SetField { key, field, value } => DeltaOp::SetField {
+            DeltaRow::SetField {
+                key,
+                field,
+                value,
+                expires_ms,
+            } => DeltaOp::SetField {
                 key: key.to_vec(),
                 field: field.to_owned(),
                 value: value.to_owned_value(),
+                expires_ms,
             },
             DeltaRow::DeleteField { key, field } => DeltaOp::DeleteField {
                 key: key.to_vec(),
@@ -96,10 +106,16 @@ impl DeltaOp {
     /// The row borrowed.
     pub fn as_row(&self) -> DeltaRow<'_> {
         match self {
-            DeltaOp::SetField { key, field, value } => DeltaRow::SetField {
+            DeltaOp::SetField {
+                key,
+                field,
+                value,
+                expires_ms,
+            } => DeltaRow::SetField {
                 key,
                 field,
                 value: value.as_value_ref(),
+                expires_ms: *expires_ms,
             },
             DeltaOp::DeleteField { key, field } => DeltaRow::DeleteField { key, field },
             DeltaOp::DeleteDocument { key } => DeltaRow::DeleteDocument { key },
@@ -112,6 +128,24 @@ impl DeltaOp {
 }
 
 impl DeltaOp {
+    /// A set of `field` to `value` that never expires.
+    pub fn set(key: impl Into<Vec<u8>>, field: impl Into<String>, value: FieldValue) -> DeltaOp {
+        DeltaOp::SetField {
+            key: key.into(),
+            field: field.into(),
+            value,
+            expires_ms: None,
+        }
+    }
+
+    /// When the value this row sets expires (`None` for other rows and values that never do).
+    pub fn expires_ms(&self) -> Option<i64> {
+        match self {
+            DeltaOp::SetField { expires_ms, .. } => *expires_ms,
+            _ => None,
+        }
+    }
+
     pub(crate) fn code(&self) -> u8 {
         match self {
             DeltaOp::SetField { .. } => 1,
@@ -127,8 +161,16 @@ impl DeltaOp {
     /// Approximate bytes this row adds to a delta, for batch sizing.
     pub fn payload_bytes(&self) -> usize {
         8 + match self {
-            DeltaOp::SetField { key, field, value } => {
-                key.len() + field.len() + value.encoded_len()
+            DeltaOp::SetField {
+                key,
+                field,
+                value,
+                expires_ms,
+            } => {
+                key.len()
+                    + field.len()
+                    + value.encoded_len()
+                    + 8 * usize::from(expires_ms.is_some())
             }
             DeltaOp::DeleteField { key, field } => key.len() + field.len(),
             DeltaOp::DeleteDocument { key } => key.len(),

@@ -57,6 +57,8 @@ struct WriterInner {
     hints: Vec<ikv_core::bucket::HintFlush>,
     stats: Arc<CommitStats>,
     storage: Storage,
+    /// What times to live count from.
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -130,6 +132,7 @@ impl Writer {
                 hints,
                 stats,
                 storage,
+                clock,
             }),
         })
     }
@@ -168,7 +171,8 @@ impl Writer {
     /// validation error nothing is written. Operations on one partition are atomic (one
     /// delta); a call touching several partitions commits one delta in each.
     pub async fn write(&self, ops: &[Operation]) -> Result<WriteReceipt> {
-        let partitioned = partition_operations(&self.inner.config, ops)?;
+        let now_ms = ikv_core::clock::epoch_ms(self.inner.clock.as_ref());
+        let partitioned = partition_operations(&self.inner.config, ops, now_ms)?;
         let mut waits = Vec::new();
         // Check every partition's size, and the whole call's, before enqueuing any, so
         // nothing lands on error.

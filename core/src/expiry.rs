@@ -1,0 +1,61 @@
+//! Times to live: how an expiry is named beside its field where documents are tables (the
+//! compactor's overlay and snapshot files), and how it is judged.
+//!
+//! In a delta an expiry is a column of its row (`delta`), in a reader's local document a
+//! flag and a number of its field (`ikv-reader`'s `doc.rs`); in a snapshot it is a
+//! *companion field* of the document, `_ikv_expires_ms:<field>` (Int64, ms since the Unix
+//! epoch), so that every merge of snapshots and layers carries it as it carries any field.
+//! Its name begins with the reserved prefix, so no user field can collide with it, and no
+//! delta can set it (decoders refuse reserved names in deltas).
+
+/// The prefix of a companion field's name.
+pub const EXPIRY_PREFIX: &str = "_ikv_expires_ms:";
+
+/// The name of `field`'s companion.
+pub fn expiry_field(field: &str) -> String {
+    let mut name = String::with_capacity(EXPIRY_PREFIX.len() + field.len());
+    name.push_str(EXPIRY_PREFIX);
+    name.push_str(field);
+    name
+}
+
+/// The field a companion belongs to; `None` for a name that is not a companion's.
+pub fn field_of_expiry(name: &str) -> Option<&str> {
+    name.strip_prefix(EXPIRY_PREFIX).filter(|f| !f.is_empty())
+}
+
+/// The field a name stands for where drops judge it: a companion stands for its field.
+pub fn owning_field(name: &str) -> &str {
+    field_of_expiry(name).unwrap_or(name)
+}
+
+/// Whether a value expiring at `expires_ms` is still served at `now_ms`: until the clock
+/// reaches the expiry.
+pub fn is_live(expires_ms: Option<i64>, now_ms: i64) -> bool {
+    expires_ms.is_none_or(|e| now_ms < e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn companions_name_their_field_and_nothing_else() {
+        assert_eq!(expiry_field("score"), "_ikv_expires_ms:score");
+        assert_eq!(field_of_expiry(&expiry_field("a:b")), Some("a:b"));
+        assert_eq!(field_of_expiry("score"), None);
+        assert_eq!(field_of_expiry(EXPIRY_PREFIX), None);
+        assert_eq!(owning_field("_ikv_expires_ms:x"), "x");
+        assert_eq!(owning_field("x"), "x");
+        // A user field cannot be a companion: reserved names are refused for fields.
+        assert!(crate::config::validate_field_name(&expiry_field("x")).is_err());
+    }
+
+    #[test]
+    fn a_value_is_served_until_the_clock_reaches_its_expiry() {
+        assert!(is_live(None, i64::MAX));
+        assert!(is_live(Some(1000), 999));
+        assert!(!is_live(Some(1000), 1000));
+        assert!(!is_live(Some(1000), 1001));
+    }
+}
