@@ -75,6 +75,15 @@ pub fn stage(
                     .entry(partition)
                     .or_insert_with(|| OwnedDoc::new(partition));
                 if field == primary_key {
+                    // A key field a drop of this same delta removed is no prior value: its
+                    // expiry must not outlive the drop.
+                    if doc
+                        .fields
+                        .get(field.as_str())
+                        .is_some_and(|f| !drops.is_live(field, true, f.epoch))
+                    {
+                        doc.fields.remove(field.as_str());
+                    }
                     doc.set_key(field, value, e, *expires_ms);
                 } else {
                     doc.set_expiring(field, value, e, *expires_ms);

@@ -47,6 +47,9 @@ pub struct Workload {
     pub partitioned: bool,
     /// Only ASCII string keys (for checks in tools that want text keys).
     pub ascii_keys: bool,
+    /// Upserts give times to live (0, never, among them) half of the time; the others
+    /// take the store's default.
+    pub ttls: bool,
 }
 
 impl Workload {
@@ -56,7 +59,14 @@ impl Workload {
             keys,
             partitioned: false,
             ascii_keys: false,
+            ttls: false,
         }
+    }
+
+    /// The same workload with times to live on its upserts.
+    pub fn with_ttls(mut self) -> Workload {
+        self.ttls = true;
+        self
     }
 
     /// The same workload with ASCII string keys only.
@@ -137,6 +147,14 @@ impl Workload {
                     }
                     let v = self.value();
                     doc.put(f, v);
+                }
+                if self.ttls && self.rng.random_bool(0.5) {
+                    const TTLS: [u64; 7] = [0, 1, 5, 30, 120, 900, 1200];
+                    let ttl_seconds = TTLS[self.rng.random_range(0..TTLS.len())];
+                    return Operation::UpsertFieldsWithTtl {
+                        document: doc,
+                        ttl_seconds,
+                    };
                 }
                 Operation::UpsertFields(doc)
             }

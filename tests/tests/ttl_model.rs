@@ -1,0 +1,269 @@
+//! Times to live against the reference model (rfcs/0013): a seeded workload whose upserts
+//! carry times to live (and a store default for those that do not), written, compacted and
+//! read under one manual clock that the test moves — by seconds, and past the compactor's
+//! drop margin. Every reader (opened fresh from snapshots and deltas, or resumed) answers
+//! what the model says is live at the clock's time, on every read path; every snapshot holds
+//! the model's documents as of its sequence, keeps each expiry beside its value, and holds
+//! no value expired a retention window before the pass.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use ikv_core::bucket::create_store;
+use ikv_core::clock::{Clock, ManualClock, epoch_ms};
+use ikv_core::expiry::field_of_expiry;
+use ikv_core::{FieldValue, Storage, StorageOptions, StoreConfig, StoreLayout};
+use ikv_reader::{Reader, ReaderOptions};
+use ikv_snapshot::{Layering, Retention, SnapshotOptions, snapshot_partition};
+use ikv_snapshot_format::{Manifest, StackDocs};
+use ikv_tests::model::{Model, PartitionDocs};
+use ikv_tests::model_check::{assert_equals_model, commits};
+use ikv_tests::random_ops::{PARTITIONING_KEY, PRIMARY_KEY, Workload};
+use ikv_tests::runtime;
+use ikv_writer::{Writer, WriterOptions};
+use rand::Rng;
+
+const KEYS: usize = 60;
+/// The store's default time to live.
+const DEFAULT_TTL: u64 = 60;
+/// The compactor's retention window: values are dropped this long after they expired.
+const WINDOW: Duration = Retention::MIN_WINDOW;
+
+/// A snapshot's documents as a reader at `now_ms` would see them: expired values, their
+/// companions and documents whose key expired left out.
+fn live_at(docs: Vec<(Vec<u8>, BTreeMap<String, FieldValue>)>, now_ms: i64) -> PartitionDocs {
+    let mut out = PartitionDocs::new();
+    for (key, doc) in docs {
+        let expiry = |field: &str| match doc.get(&ikv_core::expiry::expiry_field(field)) {
+            Some(FieldValue::Int64(e)) => Some(*e),
+            _ => None,
+        };
+        if expiry(PRIMARY_KEY).is_some_and(|e| e <= now_ms) {
+            continue;
+        }
+        let live: BTreeMap<String, FieldValue> = doc
+            .iter()
+            .filter(|(name, _)| field_of_expiry(name).is_none())
+            .filter(|(name, _)| expiry(name).is_none_or(|e| now_ms < e))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        out.insert(key, live);
+    }
+    out
+}
+
+struct Run {
+    storage: Storage,
+    url: String,
+    config: StoreConfig,
+    layout: StoreLayout,
+    clock: std::sync::Arc<ManualClock>,
+    /// Expiries seen in snapshots, and values the snapshots no longer hold because they
+    /// expired: the run checks nothing unless both happened.
+    companions_seen: usize,
+}
+
+impl Run {
+    fn reader(&self, mount: &std::path::Path) -> Reader {
+        let mut o = ReaderOptions::new(&self.url, &self.config.store_name, mount);
+        o.storage_options = StorageOptions::default();
+        o.clock = self.clock.clone();
+        Reader::open(o).unwrap()
+    }
+
+    fn now_ms(&self) -> i64 {
+        epoch_ms(self.clock.as_ref())
+    }
+
+    /// Compacts `partition` at the clock's time and checks the snapshot against the model.
+    fn compact(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        model: &mut Model,
+        partition: u32,
+        layers: usize,
+    ) {
+        let options = SnapshotOptions {
+            force: true,
+            retention: Retention {
+                window: WINDOW,
+                ..Retention::default()
+            },
+            layering: Layering {
+                max_layers: layers,
+                max_rows_percent: 1000,
+            },
+            ..SnapshotOptions::default()
+        };
+        let now = self.clock.now();
+        rt.block_on(snapshot_partition(
+            &self.storage,
+            &self.config,
+            partition,
+            &options,
+            now,
+        ))
+        .unwrap();
+        let Some(manifest) = rt
+            .block_on(Manifest::load_newest(
+                &self.storage,
+                &self.layout,
+                partition,
+            ))
+            .unwrap()
+        else {
+            return;
+        };
+        let seq = manifest.sequence;
+        let docs = rt
+            .block_on(async {
+                StackDocs::open(&self.storage, &self.layout, manifest)
+                    .await?
+                    .collect_all()
+                    .await
+            })
+            .unwrap();
+        let dropped_by = self.now_ms() - WINDOW.as_millis() as i64;
+        for (key, doc) in &docs {
+            for (name, value) in doc {
+                let Some(field) = field_of_expiry(name) else {
+                    continue;
+                };
+                self.companions_seen += 1;
+                let FieldValue::Int64(e) = value else {
+                    panic!("{key:?}: companion {name} holds {value:?}");
+                };
+                assert!(
+                    *e > dropped_by,
+                    "{key:?}: {field} expired at {e}, kept past the pass's cutoff {dropped_by}"
+                );
+                assert!(doc.contains_key(field), "{key:?}: {name} without its field");
+            }
+        }
+        model.judge_at(self.now_ms());
+        assert_eq!(
+            live_at(docs, self.now_ms()),
+            model.partition_at(partition, seq),
+            "snapshot {seq} of partition {partition} at {}",
+            self.now_ms()
+        );
+    }
+}
+
+fn run(seed: u64, partitions: u32, partitioning: Option<&str>) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/bucket", dir.path().display());
+    let storage = Storage::open(&url, &StorageOptions::default()).unwrap();
+    let config = StoreConfig::new("ttl", PRIMARY_KEY, partitioning, partitions)
+        .unwrap()
+        .with_ttl_seconds(Some(DEFAULT_TTL))
+        .unwrap();
+    rt.block_on(create_store(&storage, &config)).unwrap();
+    let layout = StoreLayout::new(&storage.prefix, "ttl").unwrap();
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let mut run = Run {
+        storage: storage.clone(),
+        url,
+        config: config.clone(),
+        layout,
+        clock: clock.clone(),
+        companions_seen: 0,
+    };
+    let writer = rt
+        .block_on(Writer::open(
+            storage.clone(),
+            "ttl",
+            WriterOptions {
+                clock: Some(clock.clone()),
+                ..WriterOptions::default()
+            },
+        ))
+        .unwrap();
+    let mut work = if partitioning.is_some() {
+        Workload::partitioned(seed, KEYS)
+    } else {
+        Workload::new(seed, KEYS)
+    }
+    .with_ttls();
+    let keys = work.all_keys();
+    let mut model =
+        Model::new(PRIMARY_KEY, partitioning, partitions).with_default_ttl(Some(DEFAULT_TTL));
+    let mounts = tempfile::tempdir().unwrap();
+    let mut expired_reads = 0;
+    for step in 0..160 {
+        let ops = work.batch(8);
+        let receipt = rt.block_on(writer.write(&ops)).unwrap();
+        model.record_at(&ops, &commits(&receipt), run.now_ms());
+        // Mostly seconds pass; now and then more than a retention window, so that passes
+        // drop what expired.
+        let roll = work.rng().random_range(0..100);
+        let by = match roll {
+            0..=59 => Duration::from_millis(work.rng().random_range(0..4000)),
+            60..=94 => Duration::from_secs(work.rng().random_range(5..200)),
+            _ => WINDOW + Duration::from_secs(work.rng().random_range(1..600)),
+        };
+        clock.advance(by);
+        if work.rng().random_range(0..100) < 12 {
+            let p = work.rng().random_range(0..partitions);
+            run.compact(&rt, &mut model, p, step % 3);
+        }
+        if step % 20 == 19 {
+            // A reader on a fresh or a used mount, caught up at open, then the same reader
+            // after time passed with no delta: expiry is judged at read time.
+            let mount = mounts
+                .path()
+                .join(work.rng().random_range(0..2).to_string());
+            let reader = run.reader(&mount);
+            model.judge_at(run.now_ms());
+            let state = model.state();
+            assert_equals_model(&reader, &keys, &state);
+            let before: usize = state
+                .iter()
+                .map(|p| p.values().map(|d| d.len()).sum::<usize>())
+                .sum();
+            clock.advance(Duration::from_secs(work.rng().random_range(1..90)));
+            model.judge_at(run.now_ms());
+            let later = model.state();
+            let after: usize = later
+                .iter()
+                .map(|p| p.values().map(|d| d.len()).sum::<usize>())
+                .sum();
+            expired_reads += before - after.min(before);
+            if later.iter().any(|p| !p.is_empty()) {
+                assert_equals_model(&reader, &keys, &later);
+            }
+            reader.shutdown().unwrap();
+        }
+    }
+    // Every partition compacted at the end; a reader bootstrapping from those snapshots
+    // alone answers as the model.
+    for p in 0..partitions {
+        run.compact(&rt, &mut model, p, 0);
+    }
+    let reader = run.reader(&mounts.path().join("fresh"));
+    model.judge_at(run.now_ms());
+    let state = model.state();
+    if state.iter().any(|p| !p.is_empty()) {
+        assert_equals_model(&reader, &keys, &state);
+    }
+    assert!(
+        run.companions_seen > 0,
+        "seed {seed}: no snapshot held an expiry"
+    );
+    assert!(
+        expired_reads > 0,
+        "seed {seed}: no value expired between two reads"
+    );
+}
+
+#[test]
+fn times_to_live_on_one_and_three_partitions_match_the_model() {
+    run(31, 1, None);
+    run(32, 3, None);
+}
+
+#[test]
+fn times_to_live_with_a_partitioning_key_match_the_model() {
+    run(33, 3, Some(PARTITIONING_KEY));
+}
