@@ -58,7 +58,7 @@ fi
 echo "== the model, crash and fleet suites again, every listing shuffled and none from an offset (as S3 Express lists)"
 # The emulators' tests (LocalStack, Azurite) list their own way and run once above.
 IKV_TEST_SHUFFLED_LISTINGS=7 cargo nextest run -p ikv-tests --locked --no-fail-fast \
-  --test crash_points --test writer_crash --test reader_model --test snapshot_model --test writer_fleet \
+  --test crash_points --test writer_crash --test reader_model --test snapshot_model --test writer_fleet --test ttl_model \
   -E 'not test(/localstack|azurite|sixteen/)'
 
 echo "== the S3 suites again, on moto (a second S3 implementation, to catch what only LocalStack accepts)"

@@ -29,11 +29,14 @@ pub async fn create(
     primary_key: &str,
     partitioning_key: Option<&str>,
     partitions: u32,
+    ttl_seconds: Option<u64>,
 ) -> Result<String, Fail> {
-    let config = StoreConfig::new(store, primary_key, partitioning_key, partitions)?;
+    let config = StoreConfig::new(store, primary_key, partitioning_key, partitions)?
+        .with_ttl_seconds(ttl_seconds)?;
     create_store(&open(url, true)?, &config).await?;
+    let ttl = ttl_seconds.map_or(String::new(), |t| format!(", values expire after {t} s"));
     Ok(format!(
-        "created store {store:?}: primary key {primary_key:?}, {partitions} partition(s)"
+        "created store {store:?}: primary key {primary_key:?}, {partitions} partition(s){ttl}"
     ))
 }
 

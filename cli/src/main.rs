@@ -71,6 +71,9 @@ enum Command {
         partitioning_key: Option<String>,
         #[arg(long, default_value_t = 1)]
         partitions: u32,
+        /// Time to live of every write that gives none, in seconds (default: never expire)
+        #[arg(long)]
+        ttl: Option<u64>,
     },
     /// Print a store's configuration
     Describe {
@@ -227,6 +230,7 @@ async fn run(cli: Cli) -> Result<String, Fail> {
             primary_key,
             partitioning_key,
             partitions,
+            ttl,
         } => {
             commands::create(
                 &url(&cli.storage_url)?,
@@ -234,6 +238,7 @@ async fn run(cli: Cli) -> Result<String, Fail> {
                 &primary_key,
                 partitioning_key.as_deref(),
                 partitions,
+                ttl,
             )
             .await
         }

@@ -239,3 +239,92 @@ fn every_bad_operation_is_refused_with_its_reason() {
         "at most 100000 operations",
     );
 }
+
+/// Expiries travel in their own column and make the delta version 2; a delta without any is
+/// written as version 1 without the column, as before times to live.
+#[test]
+fn expiries_round_trip_in_a_version_two_delta_and_only_there() {
+    let plain = every_op();
+    let bytes = encode_delta(&meta(), &plain).unwrap();
+    assert_eq!(decode_delta_meta(&bytes, "d").unwrap().format_version, 1);
+    let mut timed = plain.clone();
+    timed.push(DeltaOp::SetField {
+        key: b"Alice".to_vec(),
+        field: "score".into(),
+        value: FieldValue::Int64(7),
+        expires_ms: Some(1_800_000_000_123),
+    });
+    timed.push(DeltaOp::SetField {
+        key: b"Alice".to_vec(),
+        field: "past".into(),
+        value: FieldValue::Bool(false),
+        expires_ms: Some(-5),
+    });
+    let encoded = encode_delta(&meta(), &timed).unwrap();
+    assert!(encoded.len() > bytes.len());
+    let decoded = decode_delta(&encoded, "d").unwrap();
+    assert_eq!(decoded.meta.format_version, 2);
+    assert_eq!(decoded.ops, timed);
+    // A version no build wrote is refused by name.
+    let future = DeltaMeta {
+        format_version: 3,
+        ..meta()
+    };
+    let err = decode_delta(&encode_delta(&future, &plain).unwrap(), "d").unwrap_err();
+    assert!(err.to_string().contains("format version 3"), "{err}");
+}
+
+#[test]
+fn times_to_live_become_expiries_from_the_writers_clock() {
+    let config = users(1).with_ttl_seconds(Some(60)).unwrap();
+    let now = 1_800_000_000_000;
+    let ops = [
+        Operation::UpsertFields(doc("Alice")),
+        Operation::UpsertFieldsWithTtl {
+            document: doc("Bob"),
+            ttl_seconds: 5,
+        },
+        Operation::UpsertFieldsWithTtl {
+            document: doc("Carol"),
+            ttl_seconds: 0,
+        },
+    ];
+    let rows = &partition_operations(&config, &ops, now).unwrap().partitions[0];
+    let expiries: Vec<Option<i64>> = rows.iter().map(DeltaOp::expires_ms).collect();
+    assert_eq!(
+        expiries,
+        vec![Some(now + 60_000), Some(now + 5_000), None],
+        "the store's default, the write's own, and 0 for never"
+    );
+    // Without a store default a plain upsert never expires.
+    let rows = &partition_operations(&users(1), &ops[..1], now)
+        .unwrap()
+        .partitions[0];
+    assert_eq!(rows[0].expires_ms(), None);
+    // Out of range: refused whole, naming the operation.
+    for ttl in [ikv_core::limits::MAX_TTL_SECONDS + 1, u64::MAX] {
+        refused(
+            &users(1),
+            vec![
+                Operation::UpsertFields(doc("Alice")),
+                Operation::UpsertFieldsWithTtl {
+                    document: doc("Bob"),
+                    ttl_seconds: ttl,
+                },
+            ],
+            "operation 1 (upsert_fields): ttl_seconds must be between 1 and 3153600000 seconds",
+        );
+    }
+    for ttl in [Some(0), Some(u64::MAX)] {
+        let err = users(1).with_ttl_seconds(ttl).unwrap_err();
+        assert!(
+            err.to_string().contains("ttl_seconds must be between"),
+            "{err}"
+        );
+    }
+    // The default is stored with the configuration and read back.
+    let json = config.to_json();
+    let back = StoreConfig::from_json(&json, "store.json").unwrap();
+    assert_eq!(back.ttl_seconds, Some(60));
+    assert!(!String::from_utf8_lossy(&users(1).to_json()).contains("ttl_seconds"));
+}

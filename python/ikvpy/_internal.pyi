@@ -111,6 +111,7 @@ def create_store(
     num_partitions: int,
     storage_url: str,
     storage_options: Optional[Dict[str, str]] = ...,
+    ttl_seconds: Optional[int] = ...,
 ) -> None: ...
 def run_snapshot(
     store_name: str, storage_url: str, storage_options: Optional[Dict[str, str]] = ..., force: bool = ...

@@ -37,6 +37,18 @@ def int_in(value: Any, what: str, low: int, high: int) -> int:
     return value
 
 
+# The longest time to live (`MAX_TTL_SECONDS` in docs/FORMAT.md): 100 years.
+MAX_TTL_SECONDS = 100 * 365 * 24 * 3600
+
+
+def ttl_seconds(value: Any, what: str = "ttl_seconds", low: int = 0) -> "Optional[int]":
+    """None (the store's default) or whole seconds: 0 (never expires, on a write) up to 100
+    years."""
+    if value is None:
+        return None
+    return int_in(value, what, low, MAX_TTL_SECONDS)
+
+
 def storage_options(value: Any) -> "Optional[Dict[str, str]]":
     """None or a dict of str to str (object-store option names and values)."""
     if value is None:

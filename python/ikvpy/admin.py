@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from ikvpy import _internal
-from ikvpy._validate import int_in, non_blank_str, storage_options as _storage_options
+from ikvpy._validate import int_in, non_blank_str, storage_options as _storage_options, ttl_seconds as _ttl
 from ikvpy.errors import IKVTypeError, IKVValueError
 
 
@@ -28,17 +28,20 @@ def create_store(
     num_partitions: int = 1,
     storage_url: Optional[str] = None,
     storage_options: Optional[Dict[str, str]] = None,
+    ttl_seconds: Optional[int] = None,
 ) -> None:
     """Creates a store. An existing store of that name raises StoreExistsError and is never
-    overwritten."""
+    overwritten. ``ttl_seconds``: the time to live of every write that gives none (values
+    stop being served that long after they are written); ``None``: values never expire."""
     non_blank_str(store_name, "store_name")
     non_blank_str(primary_key_field, "primary_key_field")
     if partitioning_key_field is not None:
         non_blank_str(partitioning_key_field, "partitioning_key_field")
     int_in(num_partitions, "num_partitions", 1, MAX_PARTITIONS)
+    ttl = _ttl(ttl_seconds, low=1)
     options = _storage_options(storage_options)
     _internal.create_store(
-        store_name, primary_key_field, partitioning_key_field, num_partitions, _url(storage_url), options
+        store_name, primary_key_field, partitioning_key_field, num_partitions, _url(storage_url), options, ttl
     )
 
 

@@ -111,7 +111,21 @@ pub fn operation(op: &Bound<'_, PyAny>) -> PyResult<Operation> {
     let name: String = op.get_item(0)?.extract()?;
     let names = |i: usize| -> PyResult<Vec<String>> { op.get_item(i)?.extract() };
     Ok(match name.as_str() {
-        "upsert_fields" => Operation::UpsertFields(document(&op.get_item(1)?)?),
+        "upsert_fields" => {
+            let document = document(&op.get_item(1)?)?;
+            // A third item is the write's time to live (`None`: the store's default).
+            let ttl: Option<u64> = match op.len()? {
+                n if n > 2 => op.get_item(2)?.extract()?,
+                _ => None,
+            };
+            match ttl {
+                None => Operation::UpsertFields(document),
+                Some(ttl_seconds) => Operation::UpsertFieldsWithTtl {
+                    document,
+                    ttl_seconds,
+                },
+            }
+        }
         "delete_fields" => Operation::DeleteFields {
             document: document(&op.get_item(1)?)?,
             field_names: names(2)?,

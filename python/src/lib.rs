@@ -73,7 +73,8 @@ pub(crate) fn runtime() -> PyResult<Arc<ForkRuntime>> {
 
 /// Creates a store; an existing store is an error and is never overwritten.
 #[pyfunction]
-#[pyo3(signature = (store_name, primary_key_field, partitioning_key_field, num_partitions, storage_url, storage_options=None))]
+#[pyo3(signature = (store_name, primary_key_field, partitioning_key_field, num_partitions, storage_url, storage_options=None, ttl_seconds=None))]
+#[allow(clippy::too_many_arguments)]
 fn create_store(
     py: Python<'_>,
     store_name: String,
@@ -82,6 +83,7 @@ fn create_store(
     num_partitions: u32,
     storage_url: String,
     storage_options: Option<BTreeMap<String, String>>,
+    ttl_seconds: Option<u64>,
 ) -> PyResult<()> {
     let config = StoreConfig::new(
         &store_name,
@@ -89,6 +91,7 @@ fn create_store(
         partitioning_key_field.as_deref(),
         num_partitions,
     )
+    .and_then(|c| c.with_ttl_seconds(ttl_seconds))
     .map_err(to_py)?;
     let mut options = crate::convert::storage_options(storage_options);
     options.disable_retries = true;

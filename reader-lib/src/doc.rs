@@ -722,6 +722,68 @@ mod tests {
         }
     }
 
+    /// A field with an expiry costs its flag bit and the expiry's varint (6 bytes until 2039,
+    /// 7 after); fields without one cost what they did; the key keeps its expiry.
+    #[test]
+    fn an_expiry_costs_its_varint_and_round_trips() {
+        let key = b"k";
+        let at = epoch_of(5);
+        let expiry = 1_800_000_000_000i64;
+        let mut plain = OwnedDoc::new(0);
+        plain.set("id", &FieldValue::String("k".into()), at);
+        plain.set("v", &FieldValue::Int64(3), at);
+        let mut timed = OwnedDoc::new(0);
+        timed.set_key("id", &FieldValue::String("k".into()), at, Some(expiry));
+        timed.set_expiring("v", &FieldValue::Int64(3), at, Some(expiry - 5));
+        let (p, t) = (plain.encode(key), timed.encode(key));
+        assert_eq!(t.len() - p.len(), 2 * varint::len(varint::zigzag(expiry)));
+        assert_eq!(varint::len(varint::zigzag(expiry)), 6);
+        assert_eq!(OwnedDoc::decode_live(&t, key, &[], "id").unwrap(), timed);
+        let view = DocView::parse(&t, key).unwrap();
+        let v = view.find("v").unwrap().unwrap();
+        assert_eq!(
+            (v.expires_ms, v.value().unwrap()),
+            (Some(expiry - 5), FieldValue::Int64(3))
+        );
+        assert!(v.is_live_at(expiry - 6) && !v.is_live_at(expiry - 5));
+        assert_eq!(view.find("id").unwrap().unwrap().expires_ms, Some(expiry));
+        // The key keeps the latest expiry set on it; a set without one makes it permanent.
+        timed.set_key(
+            "id",
+            &FieldValue::String("k".into()),
+            at,
+            Some(expiry - 100),
+        );
+        assert_eq!(timed.fields["id"].expires_ms, Some(expiry));
+        timed.set_key("id", &FieldValue::String("k".into()), at, None);
+        assert_eq!(timed.fields["id"].expires_ms, None);
+        timed.set_key("id", &FieldValue::String("k".into()), at, Some(expiry));
+        assert_eq!(timed.fields["id"].expires_ms, None);
+        // Every prefix of a section with expiries is refused, never a panic.
+        for cut in 0..t.len() {
+            assert!(
+                OwnedDoc::decode_live(&t[..cut], key, &[], "id").is_err(),
+                "{cut}"
+            );
+        }
+    }
+
+    /// A snapshot's companion fields become their fields' expiries, not fields.
+    #[test]
+    fn snapshot_companions_give_expiries() {
+        let fields: Vec<(String, FieldValue)> = vec![
+            ("_ikv_expires_ms:v".into(), FieldValue::Int64(77)),
+            ("_ikv_expires_ms:gone".into(), FieldValue::Int64(78)),
+            ("id".into(), FieldValue::String("k".into())),
+            ("v".into(), FieldValue::Int64(1)),
+        ];
+        let mut doc = OwnedDoc::new(0);
+        doc.set_snapshot_fields(fields.iter().map(|(n, v)| (n.as_str(), v)), 9);
+        assert_eq!(doc.fields.keys().collect::<Vec<_>>(), vec!["id", "v"]);
+        assert_eq!(doc.fields["v"].expires_ms, Some(77));
+        assert_eq!(doc.fields["id"].expires_ms, None);
+    }
+
     fn epoch_of(seq: u64) -> u64 {
         crate::keys::epoch(seq, 0)
     }

@@ -289,6 +289,14 @@ mod tests {
             .with("t", FieldValue::Bool(true));
         let ops = [
             Operation::UpsertFields(doc.clone()),
+            Operation::UpsertFieldsWithTtl {
+                document: doc.clone(),
+                ttl_seconds: 30,
+            },
+            Operation::UpsertFieldsWithTtl {
+                document: doc.clone(),
+                ttl_seconds: 0,
+            },
             Operation::DeleteFields {
                 document: doc.clone(),
                 field_names: vec!["b".into()],
@@ -331,5 +339,16 @@ mod tests {
                 .unwrap(),
             Operation::UpsertFields(Document::new().with("i", FieldValue::Int64(i64::MIN)))
         );
+        assert_eq!(
+            parse(r#"{"op":"upsert_fields","document":{},"ttl_seconds":5}"#).unwrap(),
+            Operation::UpsertFieldsWithTtl {
+                document: Document::new(),
+                ttl_seconds: 5
+            }
+        );
+        let err = parse(r#"{"op":"upsert_fields","document":{},"ttl_seconds":-5}"#).unwrap_err();
+        assert!(err.contains("invalid value: integer `-5`"), "{err}");
+        let err = parse(r#"{"op":"delete_document","document":{},"ttl_seconds":5}"#).unwrap_err();
+        assert!(err.contains("unknown field `ttl_seconds`"), "{err}");
     }
 }
