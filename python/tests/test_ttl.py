@@ -1,0 +1,88 @@
+"""Times to live from Python: a store default and per-write TTLs (0: never) decide what every
+reader serves — judged here by point-in-time readers placed before and after each expiry, so
+no test waits for a clock — before and after a snapshot pass; bad TTLs are refused by name."""
+
+import datetime
+import pathlib
+from typing import Dict, Optional
+
+import pytest
+
+from ikvpy import admin
+from ikvpy.client import IKVReader
+from ikvpy.clientoptions import ClientOptionsBuilder
+from ikvpy.document import IKVDocumentBuilder
+from ikvpy.errors import IKVTypeError, IKVValueError
+from ikvpy.factory import create_new_reader, create_new_writer
+
+
+def _doc(key: str, v: int):
+    return IKVDocumentBuilder().put_string_field("id", key).put_int64_field("v", v).build()
+
+
+def _builder(url: str, mount: pathlib.Path) -> ClientOptionsBuilder:
+    return ClientOptionsBuilder().with_store_name("ttl").with_storage_url(url).with_mount_directory(str(mount))
+
+
+def _served(url: str, mount: pathlib.Path, at: Optional[datetime.datetime]) -> Dict[str, Optional[int]]:
+    builder = _builder(url, mount)
+    if at is not None:
+        builder = builder.with_as_of(at)
+    reader: IKVReader = create_new_reader(builder.build())
+    reader.startup()
+    try:
+        got = {k: reader.get_int64_value(k, "v") for k in ["default", "short", "never", "long", "b1", "b2"]}
+        scanned = {bytes(b["_ikv_key"][i].as_py()).decode(): b["v"][i].as_py() for b in reader.scan(["v"]) for i in range(b.num_rows)}
+        assert scanned == {k: v for k, v in got.items() if v is not None}, "a scan serves what gets serve"
+        return got
+    finally:
+        reader.shutdown()
+
+
+def test_values_expire_by_the_store_default_and_their_own_ttl(local_storage, tmp_path: pathlib.Path) -> None:
+    url = local_storage.url
+    admin.create_store("ttl", "id", num_partitions=2, storage_url=url, ttl_seconds=3600)
+    mount = tmp_path / "mount"
+    written = datetime.datetime.now(datetime.timezone.utc)
+    with create_new_writer(_builder(url, mount).build()) as writer:
+        writer.upsert_fields(_doc("default", 1))
+        writer.upsert_fields(_doc("short", 2), ttl_seconds=60)
+        writer.upsert_fields(_doc("never", 3), ttl_seconds=0)
+        writer.upsert_fields(_doc("long", 4), ttl_seconds=7200)
+        writer.upsert_fields_batch([_doc("b1", 5), _doc("b2", 6)], ttl_seconds=60)
+    everything = {"default": 1, "short": 2, "never": 3, "long": 4, "b1": 5, "b2": 6}
+    after = lambda s: written + datetime.timedelta(seconds=s)  # noqa: E731
+    expected = [
+        (None, everything),
+        (after(120), {**everything, "short": None, "b1": None, "b2": None}),
+        (after(3700), {"default": None, "short": None, "never": 3, "long": 4, "b1": None, "b2": None}),
+        (after(7300), {"default": None, "short": None, "never": 3, "long": None, "b1": None, "b2": None}),
+    ]
+    for at, want in expected:
+        assert _served(url, mount, at) == want, f"at {at}"
+    # From a snapshot (the expiries travel in it) the same.
+    admin.run_snapshot("ttl", storage_url=url)
+    for at, want in expected:
+        assert _served(url, tmp_path / "fresh", at) == want, f"at {at}, from the snapshot"
+
+
+def test_bad_ttls_are_refused_by_name(local_storage, tmp_path: pathlib.Path) -> None:
+    url = local_storage.url
+    for bad, error in [(0, IKVValueError), (-1, IKVValueError), (True, IKVTypeError), (1.5, IKVTypeError), (10**12, IKVValueError)]:
+        with pytest.raises(error, match="ttl_seconds"):
+            admin.create_store("ttl", "id", storage_url=url, ttl_seconds=bad)
+    admin.create_store("ttl", "id", storage_url=url)
+    with create_new_writer(_builder(url, tmp_path / "m").build()) as writer:
+        for bad, error in [(-1, IKVValueError), (True, IKVTypeError), ("60", IKVTypeError), (10**12, IKVValueError)]:
+            with pytest.raises(error, match="ttl_seconds"):
+                writer.upsert_fields(_doc("a", 1), ttl_seconds=bad)
+            with pytest.raises(error, match="ttl_seconds"):
+                writer.upsert_fields_batch([_doc("a", 1)], ttl_seconds=bad)
+        writer.upsert_fields(_doc("a", 1), ttl_seconds=0)
+    reader = create_new_reader(_builder(url, tmp_path / "m").with_as_of(datetime.datetime(2200, 1, 1, tzinfo=datetime.timezone.utc)).build())
+    reader.startup()
+    try:
+        assert reader.get_int64_value("a", "v") == 1, "ttl_seconds=0: never expires, nothing refused was written"
+        assert reader.get_int64_value("b", "v") is None
+    finally:
+        reader.shutdown()
