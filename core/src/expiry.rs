@@ -35,9 +35,72 @@ pub fn is_live(expires_ms: Option<i64>, now_ms: i64) -> bool {
     expires_ms.is_none_or(|e| now_ms < e)
 }
 
+/// A snapshot's document as served at `now_ms`: values expired by then and every companion
+/// left out; `None` when the document itself is gone (its primary-key field expired).
+pub fn served_at(
+    mut doc: std::collections::BTreeMap<String, crate::FieldValue>,
+    primary_key: &str,
+    now_ms: i64,
+) -> Option<std::collections::BTreeMap<String, crate::FieldValue>> {
+    let companions: Vec<(String, Option<i64>)> = doc
+        .keys()
+        .filter(|name| field_of_expiry(name).is_some())
+        .map(|name| {
+            let expiry = match doc.get(name) {
+                Some(crate::FieldValue::Int64(e)) => Some(*e),
+                _ => None,
+            };
+            (name.clone(), expiry)
+        })
+        .collect();
+    for (companion, expiry) in companions {
+        doc.remove(&companion);
+        if let Some(field) = field_of_expiry(&companion)
+            && !is_live(expiry, now_ms)
+        {
+            if field == primary_key {
+                return None;
+            }
+            doc.remove(field);
+        }
+    }
+    (!doc.is_empty()).then_some(doc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FieldValue;
+
+    #[test]
+    fn a_document_is_served_without_its_expired_values_and_companions() {
+        let doc: std::collections::BTreeMap<String, FieldValue> = [
+            ("id", FieldValue::String("k".into())),
+            ("_ikv_expires_ms:id", FieldValue::Int64(100)),
+            ("a", FieldValue::Int64(1)),
+            ("_ikv_expires_ms:a", FieldValue::Int64(50)),
+            ("b", FieldValue::Int64(2)),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), v))
+        .collect();
+        let names = |d: Option<std::collections::BTreeMap<String, FieldValue>>| {
+            d.map(|d| d.into_keys().collect::<Vec<_>>())
+        };
+        assert_eq!(
+            names(served_at(doc.clone(), "id", 49)),
+            Some(vec!["a".into(), "b".into(), "id".into()])
+        );
+        assert_eq!(
+            names(served_at(doc.clone(), "id", 50)),
+            Some(vec!["b".into(), "id".into()])
+        );
+        assert_eq!(
+            served_at(doc, "id", 100),
+            None,
+            "the key expired: the document is gone"
+        );
+    }
 
     #[test]
     fn companions_name_their_field_and_nothing_else() {

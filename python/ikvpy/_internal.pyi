@@ -37,6 +37,7 @@ class NativePartitionRead:
         storage_options: Optional[Dict[str, str]] = ...,
         batch_size: int = ...,
         snapshot: Optional[int] = ...,
+        served_at_ms: Optional[int] = ...,
     ) -> None: ...
     def next_batch(self) -> Optional[ArrowBatch]: ...
 

@@ -29,6 +29,7 @@ partition's tip when it is called::
 """
 
 import datetime
+import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
@@ -166,10 +167,11 @@ def _read_partition(
     storage_url: str,
     storage_options: Optional[Dict[str, str]],
     batch_size: int,
+    served_at_ms: int,
 ) -> Iterable[pa.Table]:
     upto, snapshot = point
     read = _internal.NativePartitionRead(
-        store_name, partition, upto, fields, storage_url, storage_options, batch_size, snapshot
+        store_name, partition, upto, fields, storage_url, storage_options, batch_size, snapshot, served_at_ms
     )
     while True:
         batch = read.next_batch()
@@ -182,7 +184,9 @@ class IKVDatasource(Datasource):
     """A store's documents as committed at ``points`` (per partition, a sequence and the
     snapshot to start from, ``None`` for the newest at or below it), read from the bucket: the
     ``_ikv_key`` column, then one column per field in ``field_names`` (typed by its values; a
-    field absent from a whole batch is a null column). One read task per partition."""
+    field absent from a whole batch is a null column). One read task per partition. Values
+    with a time to live are judged at ``served_at_ms`` (ms since the epoch; default: when the
+    datasource is made)."""
 
     def __init__(
         self,
@@ -192,7 +196,9 @@ class IKVDatasource(Datasource):
         storage_url: str,
         storage_options: Optional[Dict[str, str]] = None,
         batch_size: int = 65536,
+        served_at_ms: Optional[int] = None,
     ) -> None:
+        self.served_at_ms = served_at_ms if served_at_ms is not None else int(time.time() * 1000)
         self.store_name = store_name
         self.field_names = list(field_names)
         self.points = list(points)
@@ -209,7 +215,16 @@ class IKVDatasource(Datasource):
     def get_read_tasks(self, parallelism: int, per_task_row_limit: Optional[int] = None, data_context: Any = None) -> List[ReadTask]:
         tasks = []
         for partition, point in enumerate(self.points):
-            args = (self.store_name, partition, point, self.field_names, self.storage_url, self.storage_options, self.batch_size)
+            args = (
+                self.store_name,
+                partition,
+                point,
+                self.field_names,
+                self.storage_url,
+                self.storage_options,
+                self.batch_size,
+                self.served_at_ms,
+            )
             metadata = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=None)
             tasks.append(ReadTask(lambda args=args: _read_partition(*args), metadata))
         return tasks
@@ -240,6 +255,9 @@ def read_ikv(
     options = _storage_options(storage_options)
     if checkpoint is not None and as_of is not None:
         raise ValueError("read_ikv takes a checkpoint or as_of, not both")
+    # Values with a time to live are judged at the point read: a checkpoint's creation, the
+    # time asked for, or now.
+    served_at_ms = int(time.time() * 1000)
     if as_of is not None:
         if not isinstance(as_of, datetime.datetime) or as_of.tzinfo is None:
             raise TypeError(f"as_of must be a timezone-aware datetime, not {as_of!r}")
@@ -247,13 +265,15 @@ def read_ikv(
         if millis < 0:
             raise ValueError(f"as_of {as_of} is before 1970")
         points: List[Tuple[int, Optional[int]]] = list(_internal.points_as_of(store_name, millis, url, options))
+        served_at_ms = millis
     elif checkpoint is None:
         points = [(t, None) for t in _internal.store_tips(store_name, url, options)]
     else:
         name = non_blank_str(checkpoint, "checkpoint")
-        (_, _, pins), = _internal.list_checkpoints(store_name, url, options, name)
+        (_, created_at_ms, pins), = _internal.list_checkpoints(store_name, url, options, name)
         points = [(sequence, snapshot) for sequence, snapshot in pins]
+        served_at_ms = created_at_ms
     return ray.data.read_datasource(
-        IKVDatasource(store_name, fields, points, url, options, batch_size),
+        IKVDatasource(store_name, fields, points, url, options, batch_size, served_at_ms),
         override_num_blocks=len(points),
     )

@@ -175,7 +175,7 @@ pub struct NativePartitionRead {
 #[pymethods]
 impl NativePartitionRead {
     #[new]
-    #[pyo3(signature = (store_name, partition, upto, field_names, storage_url, storage_options=None, batch_size=65536, snapshot=None))]
+    #[pyo3(signature = (store_name, partition, upto, field_names, storage_url, storage_options=None, batch_size=65536, snapshot=None, served_at_ms=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -187,6 +187,7 @@ impl NativePartitionRead {
         storage_options: Option<BTreeMap<String, String>>,
         batch_size: usize,
         snapshot: Option<u64>,
+        served_at_ms: Option<i64>,
     ) -> PyResult<NativePartitionRead> {
         if batch_size == 0 {
             return Err(raise(
@@ -215,11 +216,16 @@ impl NativePartitionRead {
         }
         let batches = {
             let _entered = rt.enter();
+            // Expiries are judged at the read's time: the caller's (a checkpoint's creation,
+            // the time asked for, or when the read was planned), else now.
+            let at_ms = served_at_ms
+                .unwrap_or_else(|| ikv_core::clock::epoch_ms(&ikv_core::clock::SystemClock::new()));
             read_partition(
                 storage,
                 config,
                 partition,
                 ReadPoint { upto, snapshot },
+                at_ms,
                 batch_size,
             )
         };

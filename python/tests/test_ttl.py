@@ -60,10 +60,28 @@ def test_values_expire_by_the_store_default_and_their_own_ttl(local_storage, tmp
     ]
     for at, want in expected:
         assert _served(url, mount, at) == want, f"at {at}"
-    # From a snapshot (the expiries travel in it) the same.
+    # From a snapshot (the expiries travel in it) the same, and read straight from the bucket
+    # (what read_ikv's tasks do) judged at the same times.
     admin.run_snapshot("ttl", storage_url=url)
     for at, want in expected:
         assert _served(url, tmp_path / "fresh", at) == want, f"at {at}, from the snapshot"
+        assert _read_from_bucket(url, at) == {k: v for k, v in want.items() if v is not None}, f"at {at}, from the bucket"
+
+
+def _read_from_bucket(url: str, at: Optional[datetime.datetime]) -> Dict[str, int]:
+    import pyarrow as pa
+
+    from ikvpy import _internal
+
+    at_ms = int((at or datetime.datetime.now(datetime.timezone.utc)).timestamp() * 1000)
+    tips = _internal.store_tips("ttl", url, None)
+    got: Dict[str, int] = {}
+    for partition, tip in enumerate(tips):
+        read = _internal.NativePartitionRead("ttl", partition, tip, ["v"], url, None, 1024, None, at_ms)
+        while (batch := read.next_batch()) is not None:
+            b = pa.record_batch(batch)
+            got.update({bytes(k.as_py()).decode(): v.as_py() for k, v in zip(b["_ikv_key"], b["v"])})
+    return got
 
 
 def test_bad_ttls_are_refused_by_name(local_storage, tmp_path: pathlib.Path) -> None:

@@ -70,18 +70,30 @@ pub async fn point_as_of(
 }
 
 /// Starts reading partition `partition` as committed at `at` on the current runtime,
-/// `batch_rows` documents a batch (at most two batches wait for the consumer).
+/// `batch_rows` documents a batch (at most two batches wait for the consumer). Expiries are
+/// judged at `served_at_ms` (ms since the Unix epoch): documents come as a reader at that
+/// time serves them, without expired values or companion fields.
 pub fn read_partition(
     storage: Storage,
     config: StoreConfig,
     partition: u32,
     at: ReadPoint,
+    served_at_ms: i64,
     batch_rows: usize,
 ) -> DocBatches {
     let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
         let failed = tx.clone();
-        if let Err(e) = send_partition(&storage, &config, partition, at, batch_rows, tx).await {
+        let sent = send_partition(
+            &storage,
+            &config,
+            partition,
+            at,
+            served_at_ms,
+            batch_rows,
+            tx,
+        );
+        if let Err(e) = sent.await {
             let _ = failed.send(Err(e)).await;
         }
     });
@@ -93,6 +105,7 @@ async fn send_partition(
     config: &StoreConfig,
     partition: u32,
     at: ReadPoint,
+    served_at_ms: i64,
     batch_rows: usize,
     tx: mpsc::Sender<Result<Vec<SnapshotDoc>>>,
 ) -> Result<()> {
@@ -214,7 +227,11 @@ async fn send_partition(
             (None, Some((k, _))) => k.to_vec(),
             (None, None) => break,
         };
-        if let Some(doc) = overlay.resolve(below.map(|(_, d)| d), change.map(|(_, c)| c))? {
+        let resolved = overlay.resolve(below.map(|(_, d)| d), change.map(|(_, c)| c))?;
+        let served = resolved.and_then(|doc| {
+            ikv_core::expiry::served_at(doc, &config.primary_key_field, served_at_ms)
+        });
+        if let Some(doc) = served {
             batch.push((key, doc));
             if batch.len() >= batch_rows.max(1) {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_rows));

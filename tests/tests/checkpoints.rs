@@ -27,7 +27,7 @@ async fn read_at(
     partition: u32,
     at: ReadPoint,
 ) -> ikv_core::Result<ikv_tests::model::PartitionDocs> {
-    let mut rx = read_partition(storage.clone(), config.clone(), partition, at, 7);
+    let mut rx = read_partition(storage.clone(), config.clone(), partition, at, i64::MIN, 7);
     let mut out = BTreeMap::new();
     while let Some(batch) = rx.recv().await {
         for (k, doc) in batch? {

@@ -14,6 +14,7 @@ use ikv_core::clock::{Clock, ManualClock, epoch_ms};
 use ikv_core::expiry::field_of_expiry;
 use ikv_core::{FieldValue, Storage, StorageOptions, StoreConfig, StoreLayout};
 use ikv_reader::{Reader, ReaderOptions};
+use ikv_snapshot::state::{ReadPoint, read_partition};
 use ikv_snapshot::{Layering, Retention, SnapshotOptions, snapshot_partition};
 use ikv_snapshot_format::{Manifest, StackDocs};
 use ikv_tests::model::{Model, PartitionDocs};
@@ -146,6 +147,32 @@ impl Run {
             model.partition_at(partition, seq),
             "snapshot {seq} of partition {partition} at {}",
             self.now_ms()
+        );
+        // A read straight from the bucket (Ray's read_ikv) at the tip, judged at the clock's
+        // time, serves what the model does.
+        let tip = model.tip(partition);
+        let read = rt.block_on(async {
+            let mut rx = read_partition(
+                self.storage.clone(),
+                self.config.clone(),
+                partition,
+                ReadPoint {
+                    upto: tip,
+                    snapshot: None,
+                },
+                self.now_ms(),
+                16,
+            );
+            let mut out = PartitionDocs::new();
+            while let Some(batch) = rx.recv().await {
+                out.extend(batch.unwrap());
+            }
+            out
+        });
+        assert_eq!(
+            read,
+            model.partition(partition),
+            "read_partition of {partition} at {tip}"
         );
     }
 }
