@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 
 use ikv_core::FieldType;
+use ikv_core::expiry::field_of_expiry;
 
 use crate::layer::{REPLACES_COLUMN, Stack, UNSET_COLUMN};
 use crate::manifest::{KEY_COLUMN, Manifest, SnapshotColumn, SnapshotFile, plan_columns};
@@ -146,9 +147,9 @@ fn partition_query(
     )
 }
 
-/// The columns of [`duckdb_query`]'s result (after the key column): one per (field, type)
-/// any snapshot of the stacks holds, named as a full snapshot would name them.
-pub fn query_columns(stacks: &[Stack]) -> Vec<SnapshotColumn> {
+/// Every column the stacks hold, companions of expiries included, named as a full snapshot
+/// would name them.
+fn stack_columns(stacks: &[Stack]) -> Vec<SnapshotColumn> {
     let pairs: BTreeSet<(String, FieldType)> = stacks
         .iter()
         .flat_map(|s| std::iter::once(&s.full).chain(&s.layers))
@@ -157,6 +158,20 @@ pub fn query_columns(stacks: &[Stack]) -> Vec<SnapshotColumn> {
     plan_columns(&pairs)
 }
 
+/// The columns of [`duckdb_query`]'s result (after the key column): one per (field, type)
+/// any snapshot of the stacks holds, named as a full snapshot would name them; companions of
+/// expiries (`ikv_core::expiry`) are not columns of the result, they judge the values.
+pub fn query_columns(stacks: &[Stack]) -> Vec<SnapshotColumn> {
+    stack_columns(stacks)
+        .into_iter()
+        .filter(|c| field_of_expiry(&c.field).is_none())
+        .collect()
+}
+
+/// The query's time, as expiries count it: ms since the Unix epoch when DuckDB runs it (not
+/// when the query was printed), whatever the session's time zone.
+const QUERY_TIME_MS: &str = "epoch_ms(now())";
+
 /// A DuckDB query of every live document in the stacks given (one per partition), in key
 /// order, with the key column first and then [`query_columns`]; `None` when no partition has
 /// a snapshot. `url_of` names a file as DuckDB should read it (a local path or an `s3://` URL).
@@ -164,7 +179,7 @@ pub fn duckdb_query(
     stacks: &[Stack],
     url_of: impl Fn(&Manifest, &SnapshotFile) -> String,
 ) -> Option<String> {
-    let out = query_columns(stacks);
+    let out = stack_columns(stacks);
     let parts: Vec<String> = stacks
         .iter()
         .map(|s| partition_query(s, &out, &url_of))
@@ -173,9 +188,37 @@ pub fn duckdb_query(
     if parts.is_empty() {
         return None;
     }
+    let key = ident(KEY_COLUMN);
+    let all = parts.join(" UNION ALL ");
+    let companion = |field: &str| {
+        out.iter()
+            .find(|c| field_of_expiry(&c.field) == Some(field))
+            .map(|c| ident(&c.name))
+    };
+    if !out.iter().any(|c| field_of_expiry(&c.field).is_some()) {
+        return Some(format!("SELECT * FROM ({all}) ORDER BY {key}"));
+    }
+    // Values with an expiry at or before the query's time are null; a document whose key
+    // field expired is not a row (as every reader serves them).
+    let values: Vec<String> = query_columns(stacks)
+        .iter()
+        .map(|c| match companion(&c.field) {
+            Some(e) => format!(
+                "CASE WHEN {e} IS NULL OR {e} > {QUERY_TIME_MS} THEN {name} END AS {name}",
+                name = ident(&c.name)
+            ),
+            None => ident(&c.name),
+        })
+        .collect();
+    let pk = stacks
+        .first()
+        .map_or("", |s| s.full.primary_key_field.as_str());
+    let live = match companion(pk) {
+        Some(e) => format!("WHERE {e} IS NULL OR {e} > {QUERY_TIME_MS} "),
+        None => String::new(),
+    };
     Some(format!(
-        "SELECT * FROM ({}) ORDER BY {}",
-        parts.join(" UNION ALL "),
-        ident(KEY_COLUMN)
+        "SELECT {key}, {} FROM ({all}) {live}ORDER BY {key}",
+        values.join(", ")
     ))
 }

@@ -4,15 +4,16 @@
 #![allow(clippy::disallowed_methods)] // tests and benches run real processes, sockets and timings on the wall clock
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use ikv_core::bucket::create_store;
+use ikv_core::clock::{ManualClock, epoch_ms};
 use ikv_core::{FieldValue, Storage, StorageOptions, StoreConfig, StoreLayout};
 use ikv_snapshot::{PartitionOutcome, SnapshotOptions, snapshot_partition};
 use ikv_snapshot_format::write::FileLayout;
 use ikv_snapshot_format::{Manifest, Stack};
 use ikv_tests::model::Model;
-use ikv_tests::model_check::write_and_record;
+use ikv_tests::model_check::{commits, write_and_record};
 use ikv_tests::random_ops::Workload;
 use ikv_writer::{Writer, WriterOptions};
 use serde_json::{Value, json};
@@ -198,22 +199,33 @@ async fn duckdb_reads_layers_through_the_generated_query() {
         ));
     }
     assert!(!expected.is_empty());
-    let root = dir.path().to_path_buf();
-    let query = ikv_snapshot_format::sql::duckdb_query(&stacks, |m, f| {
-        root.join(m.file_path(&layout, f).as_ref())
+    check_sql(dir.path(), &layout, &stacks, &expected);
+}
+
+/// Runs the query `ikv snapshot-sql` would print for `stacks` in DuckDB and checks its rows
+/// are `expected`.
+fn check_sql(
+    dir: &std::path::Path,
+    layout: &StoreLayout,
+    stacks: &[Stack],
+    expected: &BTreeMap<String, BTreeMap<String, Value>>,
+) {
+    let root = dir.to_path_buf();
+    let query = ikv_snapshot_format::sql::duckdb_query(stacks, |m, f| {
+        root.join(m.file_path(layout, f).as_ref())
             .display()
             .to_string()
     })
     .unwrap();
-    let columns = ikv_snapshot_format::sql::query_columns(&stacks);
+    let columns = ikv_snapshot_format::sql::query_columns(stacks);
     let (query_path, columns_path, expected_path) = (
-        dir.path().join("query.sql"),
-        dir.path().join("columns.json"),
-        dir.path().join("expected.json"),
+        dir.join("query.sql"),
+        dir.join("columns.json"),
+        dir.join("expected.json"),
     );
     std::fs::write(&query_path, &query).unwrap();
     std::fs::write(&columns_path, serde_json::to_vec(&columns).unwrap()).unwrap();
-    std::fs::write(&expected_path, serde_json::to_vec(&expected).unwrap()).unwrap();
+    std::fs::write(&expected_path, serde_json::to_vec(expected).unwrap()).unwrap();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/check_sql.py");
     let out = std::process::Command::new(python())
         .arg(script)
@@ -229,4 +241,91 @@ async fn duckdb_reads_layers_through_the_generated_query() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok:"));
+}
+
+/// A store with times to live: the query leaves out what expired by the time DuckDB runs it
+/// (as readers do), and companions are no columns of its result.
+#[tokio::test]
+async fn duckdb_leaves_out_what_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(
+        &format!("file://{}", dir.path().display()),
+        &StorageOptions::default(),
+    )
+    .unwrap();
+    let config = StoreConfig::new("ttl", "id", None, 2)
+        .unwrap()
+        .with_ttl_seconds(Some(60))
+        .unwrap();
+    create_store(&storage, &config).await.unwrap();
+    // Written ten minutes ago, a second a batch: every expiry is at least five minutes from
+    // the time the query runs (TTLs of 120 s or less are long past; 900 s and more ahead).
+    let now = SystemTime::now();
+    let clock = ManualClock::new(now - Duration::from_secs(600));
+    let writer = Writer::open(
+        storage.clone(),
+        "ttl",
+        WriterOptions {
+            clock: Some(clock.clone()),
+            ..WriterOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut work = Workload::new(9, 300).with_ascii_keys().with_ttls();
+    let mut model = Model::new("id", None, 2).with_default_ttl(Some(60));
+    for _ in 0..80 {
+        let ops = work.batch(10);
+        let receipt = writer.write(&ops).await.unwrap();
+        model.record_at(&ops, &commits(&receipt), epoch_ms(clock.as_ref()));
+        clock.advance(Duration::from_secs(1));
+    }
+    let layout = StoreLayout::new(&storage.prefix, "ttl").unwrap();
+    let mut stacks = Vec::new();
+    let options = SnapshotOptions {
+        force: true,
+        ..SnapshotOptions::default()
+    };
+    for p in 0..2 {
+        snapshot_partition(&storage, &config, p, &options, now)
+            .await
+            .unwrap();
+        let top = Manifest::load_newest(&storage, &layout, p)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            top.columns
+                .iter()
+                .any(|c| c.field.starts_with("_ikv_expires_ms:")),
+            "the snapshot holds expiries"
+        );
+        stacks.push(Stack::load(&storage, &layout, top).await.unwrap());
+    }
+    model.judge_at(epoch_ms(&ikv_core::clock::SystemClock::new()));
+    let mut expected = BTreeMap::new();
+    let mut every = 0;
+    for (p, stack) in stacks.iter().enumerate() {
+        let seq = stack.top().sequence;
+        expected.extend(expected_json(model.partition_at(p as u32, seq)));
+        model.judge_at(i64::MIN);
+        every += model
+            .partition_at(p as u32, seq)
+            .values()
+            .map(|d| d.len())
+            .sum::<usize>();
+        model.judge_at(epoch_ms(&ikv_core::clock::SystemClock::new()));
+    }
+    let served: usize = expected.values().map(|d| d.len()).sum();
+    assert!(
+        served > 0 && served < every,
+        "some values expired ({served} of {every} served)"
+    );
+    assert!(
+        ikv_snapshot_format::sql::query_columns(&stacks)
+            .iter()
+            .all(|c| !c.field.starts_with("_ikv_")),
+        "companions are not result columns"
+    );
+    check_sql(dir.path(), &layout, &stacks, &expected);
 }
