@@ -64,9 +64,61 @@ fn store_commands_happy_paths_and_errors() {
         "num_partitions",
     );
 
+    fails(
+        &ikv(
+            &url,
+            &[
+                "create-store",
+                "--store",
+                "t",
+                "--primary-key",
+                "x",
+                "--ttl",
+                "0",
+            ],
+        ),
+        2,
+        "ttl_seconds must be between 1 and 3153600000 seconds, got 0",
+    );
+    fails(
+        &ikv(
+            &url,
+            &[
+                "create-store",
+                "--store",
+                "t",
+                "--primary-key",
+                "x",
+                "--ttl",
+                "a week",
+            ],
+        ),
+        2,
+        "invalid value 'a week' for '--ttl <TTL>'",
+    );
+    assert!(
+        ok(&ikv(
+            &url,
+            &[
+                "create-store",
+                "--store",
+                "t",
+                "--primary-key",
+                "x",
+                "--ttl",
+                "90"
+            ]
+        ))
+        .contains("values expire after 90 s")
+    );
+    let described = ok(&ikv(&url, &["describe", "--store", "t"]));
+    let config: serde_json::Value = serde_json::from_str(&described).unwrap();
+    assert_eq!(config["ttl_seconds"], 90);
+
     let described = ok(&ikv(&url, &["describe", "--store", "users"]));
     let config: serde_json::Value = serde_json::from_str(&described).unwrap();
     assert_eq!(config["primary_key_field"], "id");
+    assert!(config.get("ttl_seconds").is_none(), "{described}");
     fails(
         &ikv(&url, &["describe", "--store", "nope"]),
         3,
