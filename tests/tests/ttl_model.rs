@@ -294,3 +294,94 @@ fn times_to_live_on_one_and_three_partitions_match_the_model() {
 fn times_to_live_with_a_partitioning_key_match_the_model() {
     run(33, 3, Some(PARTITIONING_KEY));
 }
+
+/// Requests of each kind so far on a root.
+fn request_counts(storage: &Storage) -> Vec<u64> {
+    use ikv_core::bucket::requests::RequestKind;
+    [
+        RequestKind::Put,
+        RequestKind::Get,
+        RequestKind::Head,
+        RequestKind::List,
+        RequestKind::Delete,
+    ]
+    .iter()
+    .map(|k| storage.requests().of_kind(*k))
+    .collect()
+}
+
+/// The same writes with and without times to live, compacted and read the same way, make
+/// the same requests of every kind (docs/OPERATIONS.md, "The price of times to live").
+#[test]
+fn a_time_to_live_costs_no_request() {
+    let rt = runtime();
+    let counts = |ttl: Option<u64>| {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/bucket", dir.path().display());
+        let storage = Storage::open(&url, &StorageOptions::default()).unwrap();
+        let config = StoreConfig::new("cost", PRIMARY_KEY, None, 2).unwrap();
+        rt.block_on(create_store(&storage, &config)).unwrap();
+        let writer = rt
+            .block_on(Writer::open(
+                storage.clone(),
+                "cost",
+                WriterOptions::default(),
+            ))
+            .unwrap();
+        let mut work = Workload::new(5, KEYS);
+        let mut per_phase = Vec::new();
+        for _ in 0..40 {
+            let ops: Vec<_> = work
+                .batch(8)
+                .into_iter()
+                .map(|op| match (op, ttl) {
+                    (ikv_core::Operation::UpsertFields(document), Some(ttl_seconds)) => {
+                        ikv_core::Operation::UpsertFieldsWithTtl {
+                            document,
+                            ttl_seconds,
+                        }
+                    }
+                    (op, _) => op,
+                })
+                .collect();
+            rt.block_on(writer.write(&ops)).unwrap();
+        }
+        rt.block_on(writer.flush_hints());
+        per_phase.push(request_counts(&storage));
+        for p in 0..2 {
+            let options = SnapshotOptions {
+                force: true,
+                ..SnapshotOptions::default()
+            };
+            rt.block_on(snapshot_partition(
+                &storage,
+                &config,
+                p,
+                &options,
+                SystemTime::now(),
+            ))
+            .unwrap();
+        }
+        per_phase.push(request_counts(&storage));
+        let mut o = ReaderOptions::new(&url, "cost", dir.path().join("mount"));
+        o.poll_interval = Duration::from_secs(3600);
+        o.idle_poll_interval = Duration::from_secs(3600);
+        let reader = Reader::open(o).unwrap();
+        per_phase.push(request_counts(&storage));
+        let served = work
+            .all_keys()
+            .iter()
+            .filter(|k| reader.get_document(k).unwrap().is_some())
+            .count();
+        assert!(served > 0);
+        reader.shutdown().unwrap();
+        per_phase
+    };
+    let plain = counts(None);
+    let timed = counts(Some(3600));
+    assert!(plain[0][0] >= 40, "every call committed: {plain:?}");
+    assert_eq!(
+        timed, plain,
+        "writes, a pass, a bootstrap: requests of each kind"
+    );
+}
