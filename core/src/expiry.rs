@@ -24,9 +24,15 @@ pub fn field_of_expiry(name: &str) -> Option<&str> {
     name.strip_prefix(EXPIRY_PREFIX).filter(|f| !f.is_empty())
 }
 
+/// The field a companion (of an expiry or of an event time) belongs to; `None` for a name
+/// that is no companion's.
+pub fn field_of_companion(name: &str) -> Option<&str> {
+    field_of_expiry(name).or_else(|| crate::event_time::field_of_event(name))
+}
+
 /// The field a name stands for where drops judge it: a companion stands for its field.
 pub fn owning_field(name: &str) -> &str {
-    field_of_expiry(name).unwrap_or(name)
+    field_of_companion(name).unwrap_or(name)
 }
 
 /// Whether a value expiring at `expires_ms` is still served at `now_ms`: until the clock
@@ -42,6 +48,14 @@ pub fn served_at(
     primary_key: &str,
     now_ms: i64,
 ) -> Option<std::collections::BTreeMap<String, crate::FieldValue>> {
+    let events: Vec<String> = doc
+        .keys()
+        .filter(|name| crate::event_time::field_of_event(name).is_some())
+        .cloned()
+        .collect();
+    for name in events {
+        doc.remove(&name);
+    }
     let companions: Vec<(String, Option<i64>)> = doc
         .keys()
         .filter(|name| field_of_expiry(name).is_some())

@@ -18,6 +18,7 @@ pub mod config;
 pub mod delta;
 pub mod document;
 pub mod error;
+pub mod event_time;
 pub mod expiry;
 pub mod failpoint;
 pub mod layout;

@@ -16,12 +16,15 @@ pub enum Operation {
     /// Union the document's fields into the stored document (later values overwrite). The
     /// values expire after the store's default time to live, if it has one.
     UpsertFields(Document),
-    /// `upsert_fields` with its own time to live: the values stop being served
-    /// `ttl_seconds` after the writer builds the delta; 0 means never, even when the store
-    /// has a default.
-    UpsertFieldsWithTtl {
+    /// `upsert_fields` with its own time to live or an event time. `ttl_seconds`: the values
+    /// stop being served that long after the writer builds the delta (0: never, even when
+    /// the store has a default; `None`: the store's default). `event_time_us`: for each
+    /// field, the write with the newest event time wins whatever the commit order
+    /// (`docs/FORMAT.md`, "Event times").
+    UpsertFieldsWith {
         document: Document,
-        ttl_seconds: u64,
+        ttl_seconds: Option<u64>,
+        event_time_us: Option<i64>,
     },
     /// Delete the named fields of the document the given one identifies.
     DeleteFields {
@@ -43,7 +46,7 @@ impl Operation {
     /// The API name of the operation (`upsert_fields`, ...), used in messages.
     pub fn name(&self) -> &'static str {
         match self {
-            Operation::UpsertFields(_) | Operation::UpsertFieldsWithTtl { .. } => "upsert_fields",
+            Operation::UpsertFields(_) | Operation::UpsertFieldsWith { .. } => "upsert_fields",
             Operation::DeleteFields { .. } => "delete_fields",
             Operation::DeleteDocument(_) => "delete_document",
             Operation::DropFieldsByName(_) => "drop_fields_by_name",
@@ -117,15 +120,26 @@ pub fn partition_operations(
     for (index, op) in ops.iter().enumerate() {
         let at = |msg: String| format!("operation {index} ({}): {msg}", op.name());
         match op {
-            Operation::UpsertFields(doc) | Operation::UpsertFieldsWithTtl { document: doc, .. } => {
-                let ttl = match op {
-                    Operation::UpsertFieldsWithTtl { ttl_seconds: 0, .. } => None,
-                    Operation::UpsertFieldsWithTtl { ttl_seconds, .. } => {
-                        check_ttl_seconds(*ttl_seconds)
-                            .map_err(|m| Error::InvalidOperation(at(format!("ttl_seconds {m}"))))?;
-                        Some(*ttl_seconds)
+            Operation::UpsertFields(doc) | Operation::UpsertFieldsWith { document: doc, .. } => {
+                let (ttl, event_us) = match op {
+                    Operation::UpsertFieldsWith {
+                        ttl_seconds,
+                        event_time_us,
+                        ..
+                    } => {
+                        let ttl = match ttl_seconds {
+                            None => config.ttl_seconds,
+                            Some(0) => None,
+                            Some(t) => {
+                                check_ttl_seconds(*t).map_err(|m| {
+                                    Error::InvalidOperation(at(format!("ttl_seconds {m}")))
+                                })?;
+                                Some(*t)
+                            }
+                        };
+                        (ttl, *event_time_us)
                     }
-                    _ => config.ttl_seconds,
+                    _ => (config.ttl_seconds, None),
                 };
                 // Both are bounded (a TTL by MAX_TTL_SECONDS): the sum cannot overflow.
                 let expires_ms = ttl.map(|t| now_ms.saturating_add(t as i64 * 1000));
@@ -139,6 +153,7 @@ pub fn partition_operations(
                         field: field.to_owned(),
                         value: value.clone(),
                         expires_ms,
+                        event_us,
                     });
                 }
             }

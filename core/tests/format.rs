@@ -253,12 +253,21 @@ fn expiries_round_trip_in_a_version_two_delta_and_only_there() {
         field: "score".into(),
         value: FieldValue::Int64(7),
         expires_ms: Some(1_800_000_000_123),
+        event_us: None,
     });
     timed.push(DeltaOp::SetField {
         key: b"Alice".to_vec(),
         field: "past".into(),
         value: FieldValue::Bool(false),
         expires_ms: Some(-5),
+        event_us: Some(i64::MIN),
+    });
+    timed.push(DeltaOp::SetField {
+        key: b"Bob".to_vec(),
+        field: "only_event".into(),
+        value: FieldValue::Int64(1),
+        expires_ms: None,
+        event_us: Some(1_800_000_000_000_000),
     });
     let encoded = encode_delta(&meta(), &timed).unwrap();
     assert!(encoded.len() > bytes.len());
@@ -280,22 +289,36 @@ fn times_to_live_become_expiries_from_the_writers_clock() {
     let now = 1_800_000_000_000;
     let ops = [
         Operation::UpsertFields(doc("Alice")),
-        Operation::UpsertFieldsWithTtl {
+        Operation::UpsertFieldsWith {
             document: doc("Bob"),
-            ttl_seconds: 5,
+            ttl_seconds: Some(5),
+            event_time_us: Some(77),
         },
-        Operation::UpsertFieldsWithTtl {
+        Operation::UpsertFieldsWith {
             document: doc("Carol"),
-            ttl_seconds: 0,
+            ttl_seconds: Some(0),
+            event_time_us: None,
+        },
+        Operation::UpsertFieldsWith {
+            document: doc("Dan"),
+            ttl_seconds: None,
+            event_time_us: Some(-1),
         },
     ];
     let rows = &partition_operations(&config, &ops, now).unwrap().partitions[0];
     let expiries: Vec<Option<i64>> = rows.iter().map(DeltaOp::expires_ms).collect();
     assert_eq!(
         expiries,
-        vec![Some(now + 60_000), Some(now + 5_000), None],
-        "the store's default, the write's own, and 0 for never"
+        vec![
+            Some(now + 60_000),
+            Some(now + 5_000),
+            None,
+            Some(now + 60_000)
+        ],
+        "the store's default, the write's own, 0 for never, the default again"
     );
+    let events: Vec<Option<i64>> = rows.iter().map(DeltaOp::event_us).collect();
+    assert_eq!(events, vec![None, Some(77), None, Some(-1)]);
     // Without a store default a plain upsert never expires.
     let rows = &partition_operations(&users(1), &ops[..1], now)
         .unwrap()
@@ -307,9 +330,10 @@ fn times_to_live_become_expiries_from_the_writers_clock() {
             &users(1),
             vec![
                 Operation::UpsertFields(doc("Alice")),
-                Operation::UpsertFieldsWithTtl {
+                Operation::UpsertFieldsWith {
                     document: doc("Bob"),
-                    ttl_seconds: ttl,
+                    ttl_seconds: Some(ttl),
+                    event_time_us: None,
                 },
             ],
             "operation 1 (upsert_fields): ttl_seconds must be between 1 and 3153600000 seconds",

@@ -113,16 +113,23 @@ pub fn operation(op: &Bound<'_, PyAny>) -> PyResult<Operation> {
     Ok(match name.as_str() {
         "upsert_fields" => {
             let document = document(&op.get_item(1)?)?;
-            // A third item is the write's time to live (`None`: the store's default).
-            let ttl: Option<u64> = match op.len()? {
-                n if n > 2 => op.get_item(2)?.extract()?,
-                _ => None,
+            // A third item is the write's time to live (`None`: the store's default), a
+            // fourth its event time in µs.
+            let item = |i: usize| -> PyResult<Option<Bound<'_, PyAny>>> {
+                Ok(if op.len()? > i {
+                    Some(op.get_item(i)?)
+                } else {
+                    None
+                })
             };
-            match ttl {
-                None => Operation::UpsertFields(document),
-                Some(ttl_seconds) => Operation::UpsertFieldsWithTtl {
+            let ttl_seconds: Option<u64> = item(2)?.map(|v| v.extract()).transpose()?.flatten();
+            let event_time_us: Option<i64> = item(3)?.map(|v| v.extract()).transpose()?.flatten();
+            match (ttl_seconds, event_time_us) {
+                (None, None) => Operation::UpsertFields(document),
+                _ => Operation::UpsertFieldsWith {
                     document,
                     ttl_seconds,
+                    event_time_us,
                 },
             }
         }

@@ -43,15 +43,15 @@ fn staged_entry<'s>(
     })
 }
 
-/// The effect of delta `seq` (`ops`) of `partition` on `view`. Loading an entry keeps only its
-/// live fields, so rewriting a document also reclaims its dropped fields. Only the section of
-/// this partition changes: a store with a partitioning key may hold the same primary key in
-/// other partitions too.
+/// The effect of delta `seq` (`ops`, written at `written_at_ms` by its writer's clock) of
+/// `partition` on `view`. Loading an entry keeps only its live fields, so rewriting a document
+/// also reclaims its dropped fields. Only the section of this partition changes: a store with
+/// a partitioning key may hold the same primary key in other partitions too.
 pub fn stage(
     view: &ReadView,
     partition: u32,
     seq: u64,
-    ops: &[DeltaOp],
+    (ops, written_at_ms): (&[DeltaOp], i64),
     primary_key: &str,
     single_partition_keys: bool,
 ) -> Result<Staged> {
@@ -70,23 +70,25 @@ pub fn stage(
                 field,
                 value,
                 expires_ms,
+                event_us,
             } => {
                 let doc = staged_entry(view, &mut staged, key, primary_key)?
                     .entry(partition)
                     .or_insert_with(|| OwnedDoc::new(partition));
-                if field == primary_key {
-                    // A key field a drop of this same delta removed is no prior value: its
-                    // expiry must not outlive the drop.
-                    if doc
-                        .fields
-                        .get(field.as_str())
-                        .is_some_and(|f| !drops.is_live(field, true, f.epoch))
-                    {
-                        doc.fields.remove(field.as_str());
-                    }
+                // A stored field a drop of this same delta removed is no prior value: the
+                // key's expiry must not outlive the drop, nor an event time outrank a write.
+                let is_key = field == primary_key;
+                if doc
+                    .fields
+                    .get(field.as_str())
+                    .is_some_and(|f| !drops.is_live(field, is_key, f.epoch))
+                {
+                    doc.fields.remove(field.as_str());
+                }
+                if is_key {
                     doc.set_key(field, value, e, *expires_ms);
                 } else {
-                    doc.set_expiring(field, value, e, *expires_ms);
+                    doc.set_ordered(field, value, e, (*expires_ms, *event_us), written_at_ms);
                 }
             }
             DeltaOp::DeleteField { key, field } => {

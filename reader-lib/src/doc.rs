@@ -5,7 +5,8 @@
 //! [type: u8][epoch − base epoch, zigzag: varint][length: varint][value]` (varints are
 //! `varint.rs`'s LEB128; the base epoch is the first field's, so fields written together
 //! spend one byte on their epoch; a field with a time to live has the type's bit 0x40 set
-//! and its expiry, ms since the Unix epoch as a zigzag varint, after the epoch; version 1, fixed-width, was written by local layouts before
+//! and its expiry, ms since the Unix epoch as a zigzag varint, after the epoch; one with an
+//! event time has bit 0x20 and the event time, µs as a zigzag varint, after that; version 1, fixed-width, was written by local layouts before
 //! 4, which owners rebuild). A field whose value is the document's key (the primary-key
 //! field, always) has the type's high bit set and neither length nor value: the key is
 //! stored beside the document wherever a document is (image and overlay entries, the durable
@@ -35,6 +36,8 @@ const VERSION: u8 = 3;
 const KEY_VALUE: u8 = 0x80;
 /// On a field's type: an expiry follows the epoch (zigzag varint, ms since the Unix epoch).
 const EXPIRES: u8 = 0x40;
+/// On a field's type: an event time follows (zigzag varint, µs since the Unix epoch).
+const EVENT: u8 = 0x20;
 
 /// Whether `bytes` starts a single section rather than a list of them.
 fn is_section(bytes: &[u8]) -> bool {
@@ -78,14 +81,16 @@ impl<'k> SectionEncoder<'k> {
         }
     }
 
-    /// One field that stops being served at `expires_ms` (`None`: never); `payload` appends
-    /// the encoded value (its length is put before it).
-    pub fn expiring_field(
+    /// One field that stops being served at `expires_ms` (`None`: never), written with event
+    /// time `event_us` (`None`: none); `payload` appends the encoded value (its length is put
+    /// before it).
+    pub fn timed_field(
         &mut self,
         name: &str,
         field_type: FieldType,
         epoch: u64,
         expires_ms: Option<i64>,
+        event_us: Option<i64>,
         payload: impl FnOnce(&mut Vec<u8>),
     ) {
         if self.count == 0 {
@@ -96,13 +101,17 @@ impl<'k> SectionEncoder<'k> {
         varint::put(&mut self.out, name.len() as u64);
         self.out.extend_from_slice(name.as_bytes());
         let type_at = self.out.len();
-        let flags = if expires_ms.is_some() { EXPIRES } else { 0 };
+        let flags = if expires_ms.is_some() { EXPIRES } else { 0 }
+            | if event_us.is_some() { EVENT } else { 0 };
         self.out.push(field_type.code() | flags);
         varint::put(
             &mut self.out,
             varint::zigzag(epoch.wrapping_sub(self.base) as i64),
         );
         if let Some(e) = expires_ms {
+            varint::put(&mut self.out, varint::zigzag(e));
+        }
+        if let Some(e) = event_us {
             varint::put(&mut self.out, varint::zigzag(e));
         }
         let len_at = self.out.len();
@@ -145,6 +154,8 @@ pub struct StoredField {
     pub payload: Vec<u8>,
     /// When it stops being served (ms since the Unix epoch); `None`: never.
     pub expires_ms: Option<i64>,
+    /// The event time it was written with (µs since the Unix epoch); `None`: none.
+    pub event_us: Option<i64>,
 }
 
 /// A document being edited by a delta, or built by a bootstrap.
@@ -163,16 +174,18 @@ impl OwnedDoc {
     }
 
     pub fn set(&mut self, name: &str, value: &FieldValue, epoch: u64) {
-        self.set_expiring(name, value, epoch, None);
+        self.set_timed(name, value, epoch, None, None);
     }
 
-    /// Sets a field that stops being served at `expires_ms` (`None`: never).
-    pub fn set_expiring(
+    /// Sets a field that stops being served at `expires_ms` (`None`: never), written with
+    /// event time `event_us`.
+    pub fn set_timed(
         &mut self,
         name: &str,
         value: &FieldValue,
         epoch: u64,
         expires_ms: Option<i64>,
+        event_us: Option<i64>,
     ) {
         self.fields.insert(
             name.to_owned(),
@@ -181,8 +194,31 @@ impl OwnedDoc {
                 epoch,
                 payload: value.encode(),
                 expires_ms,
+                event_us,
             },
         );
+    }
+
+    /// A write's set of a field other than the primary key, in a delta written at
+    /// `written_at_ms`: made only when it wins over the stored value by event time
+    /// (`ikv_core::event_time::set_wins`). Returns whether it was made.
+    pub fn set_ordered(
+        &mut self,
+        name: &str,
+        value: &FieldValue,
+        epoch: u64,
+        (expires_ms, event_us): (Option<i64>, Option<i64>),
+        written_at_ms: i64,
+    ) -> bool {
+        let stored = self.fields.get(name).map(|f| ikv_core::event_time::Stored {
+            event_us: f.event_us,
+            expires_ms: f.expires_ms,
+        });
+        let wins = ikv_core::event_time::set_wins(stored, event_us, written_at_ms);
+        if wins {
+            self.set_timed(name, value, epoch, expires_ms, event_us);
+        }
+        wins
     }
 
     /// A write's set of the document's primary-key field: it keeps the latest expiry set on
@@ -193,27 +229,37 @@ impl OwnedDoc {
             Some(old) => old.expires_ms.zip(expires_ms).map(|(a, b)| a.max(b)),
             None => expires_ms,
         };
-        self.set_expiring(name, value, epoch, expires_ms);
+        self.set_timed(name, value, epoch, expires_ms, None);
     }
 
-    /// Sets the fields of a snapshot's document: a companion field
-    /// (`ikv_core::expiry`) gives its field an expiry instead of being a field.
+    /// Sets the fields of a snapshot's document: a companion field (`ikv_core::expiry`,
+    /// `ikv_core::event_time`) gives its field an expiry or an event time instead of being a
+    /// field.
     pub fn set_snapshot_fields<'v>(
         &mut self,
         fields: impl IntoIterator<Item = (&'v str, &'v FieldValue)>,
         epoch: u64,
     ) {
         let mut expiries = Vec::new();
+        let mut events = Vec::new();
         for (name, value) in fields {
-            match (ikv_core::expiry::field_of_expiry(name), value) {
-                (Some(field), FieldValue::Int64(e)) => expiries.push((field, *e)),
-                (Some(_), _) => {}
-                (None, _) => self.set(name, value, epoch),
+            let expiry = ikv_core::expiry::field_of_expiry(name);
+            let event = ikv_core::event_time::field_of_event(name);
+            match (expiry, event, value) {
+                (Some(field), _, FieldValue::Int64(e)) => expiries.push((field, *e)),
+                (_, Some(field), FieldValue::Int64(e)) => events.push((field, *e)),
+                (None, None, _) => self.set(name, value, epoch),
+                _ => {}
             }
         }
         for (field, e) in expiries {
             if let Some(f) = self.fields.get_mut(field) {
                 f.expires_ms = Some(e);
+            }
+        }
+        for (field, e) in events {
+            if let Some(f) = self.fields.get_mut(field) {
+                f.event_us = Some(e);
             }
         }
     }
@@ -227,9 +273,14 @@ impl OwnedDoc {
             .sum();
         let mut section = SectionEncoder::new(self.partition, key, size);
         for (name, f) in &self.fields {
-            section.expiring_field(name, f.field_type, f.epoch, f.expires_ms, |out| {
-                out.extend_from_slice(&f.payload)
-            });
+            section.timed_field(
+                name,
+                f.field_type,
+                f.epoch,
+                f.expires_ms,
+                f.event_us,
+                |out| out.extend_from_slice(&f.payload),
+            );
         }
         section.finish()
     }
@@ -258,6 +309,7 @@ impl OwnedDoc {
                         epoch: f.epoch,
                         payload: f.payload.to_vec(),
                         expires_ms: f.expires_ms,
+                        event_us: f.event_us,
                     },
                 );
             }
@@ -400,6 +452,8 @@ pub struct FieldRef<'a> {
     pub payload: &'a [u8],
     /// When it stops being served (ms since the Unix epoch); `None`: never.
     pub expires_ms: Option<i64>,
+    /// The event time it was written with (µs since the Unix epoch); `None`: none.
+    pub event_us: Option<i64>,
 }
 
 impl<'a> FieldRef<'a> {
@@ -491,13 +545,18 @@ impl<'a> FieldIter<'a> {
         let name = std::str::from_utf8(self.take(name_len)?)
             .map_err(|_| corrupt("field name is not UTF-8"))?;
         let code = self.take(1)?[0];
-        let field_type = FieldType::from_code(code & !(KEY_VALUE | EXPIRES))
+        let field_type = FieldType::from_code(code & !(KEY_VALUE | EXPIRES | EVENT))
             .ok_or_else(|| corrupt("unknown type"))?;
         let epoch = self
             .base
             .wrapping_add(varint::unzigzag(self.varint("epoch")?) as u64);
         let expires_ms = if code & EXPIRES != 0 {
             Some(varint::unzigzag(self.varint("expiry")?))
+        } else {
+            None
+        };
+        let event_us = if code & EVENT != 0 {
+            Some(varint::unzigzag(self.varint("event time")?))
         } else {
             None
         };
@@ -513,6 +572,7 @@ impl<'a> FieldIter<'a> {
             epoch,
             payload,
             expires_ms,
+            event_us,
         })
     }
 }
@@ -734,7 +794,7 @@ mod tests {
         plain.set("v", &FieldValue::Int64(3), at);
         let mut timed = OwnedDoc::new(0);
         timed.set_key("id", &FieldValue::String("k".into()), at, Some(expiry));
-        timed.set_expiring("v", &FieldValue::Int64(3), at, Some(expiry - 5));
+        timed.set_timed("v", &FieldValue::Int64(3), at, Some(expiry - 5), None);
         let (p, t) = (plain.encode(key), timed.encode(key));
         assert_eq!(t.len() - p.len(), 2 * varint::len(varint::zigzag(expiry)));
         assert_eq!(varint::len(varint::zigzag(expiry)), 6);

@@ -505,16 +505,22 @@ impl Owner {
         self.mount.remove_generations_except(generation)
     }
 
-    /// Applies delta `seq` of `partition`: committed to the durable copy, then appended to
-    /// the overlay and published (or folded into a new image when the overlay is full).
-    pub fn apply_delta(&mut self, partition: u32, seq: u64, ops: &[DeltaOp]) -> Result<()> {
+    /// Applies delta `seq` of `partition` (its rows, and when its writer wrote it, ms since
+    /// the Unix epoch): committed to the durable copy, then appended to the overlay and
+    /// published (or folded into a new image when the overlay is full).
+    pub fn apply_delta(
+        &mut self,
+        partition: u32,
+        seq: u64,
+        delta: (&[DeltaOp], i64),
+    ) -> Result<()> {
         let view = self.view()?;
         let config = &self.identity.config;
         let staged = stage(
             &view,
             partition,
             seq,
-            ops,
+            delta,
             &config.primary_key_field,
             config.partitioning_key_field.is_none(),
         )?;

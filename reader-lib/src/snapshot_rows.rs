@@ -3,6 +3,7 @@
 
 use arrow_array::{Array, BinaryArray, Int64Array, RecordBatch};
 use ikv_core::arrow_column::TypedColumn;
+use ikv_core::event_time::field_of_event;
 use ikv_core::expiry::field_of_expiry;
 use ikv_core::{Error, FieldType, Result};
 
@@ -25,8 +26,8 @@ fn downcast<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T>
 
 /// `(primary key, encoded document)` for every row, in row order. Columns come in field-name
 /// order (the manifest's order), so fields are encoded sorted by name, as `doc.rs` requires.
-pub fn encode_rows(
-    batch: &RecordBatch,
+pub fn encode_rows<'b>(
+    batch: &'b RecordBatch,
     key_column: &str,
     columns: &[SnapshotColumn],
     partition: u32,
@@ -34,20 +35,26 @@ pub fn encode_rows(
 ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let keys = downcast::<BinaryArray>(batch, key_column)?;
     let mut cols = Vec::with_capacity(columns.len());
-    // Companion columns (`ikv_core::expiry`) are no fields: each gives its field's values
-    // their expiries.
+    // Companion columns (`ikv_core::expiry`, `ikv_core::event_time`) are no fields: each
+    // gives its field's values their expiries or event times.
     let mut expiries: Vec<(&str, &Int64Array)> = Vec::new();
+    let mut events: Vec<(&str, &Int64Array)> = Vec::new();
     for c in columns {
         let array = batch
             .column_by_name(&c.name)
             .ok_or_else(|| corrupt(format!("column {:?} is missing", c.name)))?;
-        if let Some(field) = field_of_expiry(&c.field) {
-            let expiry = array
+        let companion = match (field_of_expiry(&c.field), field_of_event(&c.field)) {
+            (Some(field), _) => Some((&mut expiries, field)),
+            (_, Some(field)) => Some((&mut events, field)),
+            _ => None,
+        };
+        if let Some((list, field)) = companion {
+            let times = array
                 .as_any()
                 .downcast_ref::<Int64Array>()
                 .filter(|_| c.field_type == FieldType::Int64)
                 .ok_or_else(|| corrupt(format!("column {:?} is of another type", c.name)))?;
-            expiries.push((field, expiry));
+            list.push((field, times));
             continue;
         }
         let col = TypedColumn::of(array.as_ref(), c.field_type)
@@ -57,23 +64,27 @@ pub fn encode_rows(
     let cols: Vec<_> = cols
         .into_iter()
         .map(|(c, col)| {
-            let expiry = expiries
-                .iter()
-                .find(|(f, _)| *f == c.field)
-                .map(|(_, e)| *e);
-            (c, col, expiry)
+            let of = |list: &[(&str, &'b Int64Array)]| {
+                list.iter().find(|(f, _)| *f == c.field).map(|(_, e)| *e)
+            };
+            (c, col, of(&expiries), of(&events))
         })
         .collect();
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let key = keys.value(i);
         let mut doc = SectionEncoder::new(partition, key, 128);
-        for (c, col, expiry) in &cols {
+        let at = |times: &Option<&Int64Array>| times.filter(|e| e.is_valid(i)).map(|e| e.value(i));
+        for (c, col, expiry, event) in &cols {
             if let Some(v) = col.value(i) {
-                let expires_ms = expiry.filter(|e| e.is_valid(i)).map(|e| e.value(i));
-                doc.expiring_field(&c.field, c.field_type, epoch, expires_ms, |out| {
-                    v.encode_into(out)
-                });
+                doc.timed_field(
+                    &c.field,
+                    c.field_type,
+                    epoch,
+                    at(expiry),
+                    at(event),
+                    |out| v.encode_into(out),
+                );
             }
         }
         let doc = doc.finish();

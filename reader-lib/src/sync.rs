@@ -72,7 +72,8 @@ pub async fn catch_up(
                         ));
                     }
                     let started = ikv_core::clock::Stopwatch::start();
-                    owner.apply_delta(partition, next, &delta.ops)?;
+                    let written_at_ms = i64::try_from(delta.meta.created_at_ms).unwrap_or(i64::MAX);
+                    owner.apply_delta(partition, next, (&delta.ops, written_at_ms))?;
                     status.counters.apply_seconds.record(started.elapsed());
                     status.counters.applied(delta.ops.len());
                     applied = next;

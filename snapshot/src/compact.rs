@@ -136,7 +136,16 @@ fn has_expiry_columns(manifest: &Manifest) -> bool {
     manifest
         .columns
         .iter()
-        .any(|c| ikv_core::expiry::field_of_expiry(&c.field).is_some())
+        .any(|c| ikv_core::expiry::field_of_companion(&c.field).is_some())
+}
+
+/// Whether any snapshot of a stack holds event times (then a round over it weighs sets of
+/// fields it has not touched against the base's values: [`Overlay::order_against_base_events`]).
+pub fn has_event_columns(stack: &Stack) -> bool {
+    std::iter::once(&stack.full)
+        .chain(&stack.layers)
+        .flat_map(|m| &m.columns)
+        .any(|c| ikv_core::event_time::field_of_event(&c.field).is_some())
 }
 
 /// Runs the compactor on one partition.
@@ -178,7 +187,7 @@ pub async fn snapshot_partition(
     // Expired values are dropped once the pass's clock is a retention window past their
     // expiry: a reader whose clock lags the pass's by less still judged them expired.
     let expired_by = expired_by(now, options);
-    let mut round = Round::new(&config.primary_key_field, expired_by);
+    let mut round = Round::new(&config.primary_key_field, expired_by, base.as_ref());
     // When the current round began folding: the log reports the fold and the write apart.
     let mut round_started = Stopwatch::start();
     loop {
@@ -194,7 +203,7 @@ pub async fn snapshot_partition(
         if opens_round && round.deltas > 0 {
             let finished = std::mem::replace(
                 &mut round,
-                Round::new(&config.primary_key_field, expired_by),
+                Round::new(&config.primary_key_field, expired_by, None),
             );
             let round_rows = finished.overlay.rows_applied;
             delta_rows += round_rows;
@@ -233,6 +242,10 @@ pub async fn snapshot_partition(
                 "snapshot committed"
             );
             ikv_core::failpoint!("snapshot.round_committed");
+            // The next round (made before this one's snapshot existed) weighs against it.
+            if has_event_columns(&stack) {
+                round.overlay.order_against_base_events();
+            }
             base = Some(stack);
             round_started = Stopwatch::start();
         }
@@ -305,10 +318,14 @@ struct Round {
 }
 
 impl Round {
-    /// A round that leaves out values expired by `expired_by` (ms since the Unix epoch).
-    fn new(primary_key_field: &str, expired_by: i64) -> Round {
+    /// A round over `base` that leaves out values expired by `expired_by` (ms since the Unix
+    /// epoch).
+    fn new(primary_key_field: &str, expired_by: i64, base: Option<&Stack>) -> Round {
         let mut overlay = Overlay::new(primary_key_field);
         overlay.drop_expired_by(expired_by);
+        if base.is_some_and(has_event_columns) {
+            overlay.order_against_base_events();
+        }
         Round {
             deltas: 0,
             sequence: 0,
@@ -345,6 +362,7 @@ impl Round {
                     field,
                     value,
                     expires_ms: None,
+                    event_us: None,
                 });
             }
         }

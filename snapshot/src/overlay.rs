@@ -21,7 +21,8 @@ use std::ops::Bound;
 
 use hashbrown::HashTable;
 use ikv_core::delta::DeltaBatches;
-use ikv_core::expiry::{EXPIRY_PREFIX, expiry_field, field_of_expiry, owning_field};
+use ikv_core::event_time::{event_field, field_of_event, set_wins};
+use ikv_core::expiry::{expiry_field, field_of_companion, field_of_expiry, owning_field};
 use ikv_core::{DeltaOp, DeltaRow, Error, FieldType, FieldValue, Result, ValueRef};
 use smallvec::SmallVec;
 
@@ -101,6 +102,19 @@ enum Stored {
     Int64(i64),
     Float64(f64),
     Bool(bool),
+    /// Sets whose outcome depends on the base's value (its event time): the rows of
+    /// [`Overlay::chains`]`[i]`, in commit order, weighed against the base at merge time.
+    Chain(u32),
+}
+
+/// A set of a field kept in a chain (see [`Stored::Chain`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ChainRow {
+    value: Stored,
+    expires_ms: Option<i64>,
+    event_us: Option<i64>,
+    /// When its delta was written (the writer's clock, ms since the Unix epoch).
+    written_at_ms: i64,
 }
 
 /// What the deltas did to one key.
@@ -149,6 +163,12 @@ pub struct Overlay {
     pub globals: Vec<GlobalDrop>,
     /// Per field id, the id of its expiry's companion field, once a delta gave it one.
     companions: Vec<Option<FieldId>>,
+    /// Per field id, the id of its event time's companion field, once a delta gave it one.
+    event_companions: Vec<Option<FieldId>>,
+    /// Whether the base documents may hold event times: then a set of a field the round has
+    /// not touched yet depends on the base's value and is kept in a chain.
+    base_has_events: bool,
+    chains: Vec<SmallVec<[ChainRow; 2]>>,
     /// Values expiring at or before this (ms since the Unix epoch) are left out of what the
     /// overlay resolves: the pass's clock less its margin ([`Overlay::drop_expired_by`]).
     expired_by: Option<i64>,
@@ -163,11 +183,14 @@ fn matches_prefix(field: &str, prefix: &str, pk: &str) -> bool {
     field != pk && field.starts_with(prefix)
 }
 
+/// The prefix every companion field's name begins with (and no user field's).
+const COMPANION_PREFIX: &str = "_ikv_";
+
 /// Whether a document holds any companion field (they sort together, after `_ikv_`).
 fn has_companions(doc: &BTreeMap<String, FieldValue>) -> bool {
-    doc.range::<str, _>((Bound::Included(EXPIRY_PREFIX), Bound::Unbounded))
+    doc.range::<str, _>((Bound::Included(COMPANION_PREFIX), Bound::Unbounded))
         .next()
-        .is_some_and(|(name, _)| name.starts_with(EXPIRY_PREFIX))
+        .is_some_and(|(name, _)| name.starts_with(COMPANION_PREFIX))
 }
 
 /// The expiry a document's primary-key field keeps: the latest of what was set on it (`None`,
@@ -184,8 +207,8 @@ fn drop_expired(doc: &mut BTreeMap<String, FieldValue>, by: i64) {
         return;
     }
     let expired: Vec<String> = doc
-        .range::<str, _>((Bound::Included(EXPIRY_PREFIX), Bound::Unbounded))
-        .take_while(|(name, _)| name.starts_with(EXPIRY_PREFIX))
+        .range::<str, _>((Bound::Included(COMPANION_PREFIX), Bound::Unbounded))
+        .take_while(|(name, _)| name.starts_with(COMPANION_PREFIX))
         .filter_map(|(name, value)| {
             let field = field_of_expiry(name)?;
             let gone = match value {
@@ -198,8 +221,18 @@ fn drop_expired(doc: &mut BTreeMap<String, FieldValue>, by: i64) {
     for companion in expired {
         if let Some(field) = field_of_expiry(&companion) {
             doc.remove(field);
+            doc.remove(&event_field(field));
         }
         doc.remove(&companion);
+    }
+    // An event time whose value is gone goes too.
+    let orphans: Vec<String> = doc
+        .keys()
+        .filter(|name| field_of_event(name).is_some_and(|f| !doc.contains_key(f)))
+        .cloned()
+        .collect();
+    for name in orphans {
+        doc.remove(&name);
     }
 }
 
@@ -223,9 +256,36 @@ impl Overlay {
         self.expired_by = Some(by_ms);
     }
 
-    /// Whether a delta gave any value an expiry.
+    /// Whether a delta gave any value an expiry or an event time.
     pub fn has_expiries(&self) -> bool {
         self.companions.iter().any(Option::is_some)
+            || self.event_companions.iter().any(Option::is_some)
+    }
+
+    /// Tells the overlay that its base documents may hold event times (their snapshot has
+    /// event-time companions): sets of fields the round has not touched then wait for the
+    /// base's value, in chains.
+    pub fn order_against_base_events(&mut self) {
+        self.base_has_events = true;
+    }
+
+    /// The id of field `id`'s event-time companion, interned on first use.
+    fn event_companion_of(&mut self, id: FieldId) -> FieldId {
+        if let Some(Some(c)) = self.event_companions.get(id as usize) {
+            return *c;
+        }
+        let name = event_field(self.field_name(id));
+        let c = self.intern(&name);
+        if self.event_companions.len() <= id as usize {
+            self.event_companions.resize(id as usize + 1, None);
+        }
+        self.event_companions[id as usize] = Some(c);
+        c
+    }
+
+    /// The event-time companion of field `id`, if one was interned.
+    fn existing_event_companion(&self, id: FieldId) -> Option<FieldId> {
+        self.event_companions.get(id as usize).copied().flatten()
     }
 
     /// The id of field `id`'s companion, interned on first use.
@@ -274,6 +334,7 @@ impl Overlay {
     /// Bytes of memory the overlay holds (approximately): what a round's budget counts.
     pub fn memory_bytes(&self) -> usize {
         self.arena.bytes
+            + self.chains.capacity() * std::mem::size_of::<SmallVec<[ChainRow; 2]>>()
             + self.changes.capacity() * std::mem::size_of::<KeyChange>()
             + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
     }
@@ -333,6 +394,7 @@ impl Overlay {
             Stored::Int64(v) => ValueRef::Int64(v),
             Stored::Float64(v) => ValueRef::Float64(v),
             Stored::Bool(v) => ValueRef::Bool(v),
+            Stored::Chain(_) => return Err(stored_corrupt("a chain read as a value")),
         }))
     }
 
@@ -340,25 +402,33 @@ impl Overlay {
     /// an upsert of a document is written) find the key's change once.
     pub fn apply_delta(&mut self, delta: &DeltaBatches) -> Result<()> {
         let mut last: Option<usize> = None;
+        let written_at_ms = i64::try_from(delta.meta.created_at_ms).unwrap_or(i64::MAX);
         delta.for_each_row(|row| {
-            self.apply_row(row, &mut last);
+            self.apply_row(row, written_at_ms, &mut last);
             Ok(())
         })
     }
 
-    /// Applies one delta row.
+    /// Applies one delta row (of a delta written at no particular time: stored values never
+    /// count as expired when event times are weighed).
     pub fn apply(&mut self, op: &DeltaOp) {
-        self.apply_row(op.as_row(), &mut None);
+        self.apply_at(op, i64::MIN);
+    }
+
+    /// Applies one row of a delta written at `written_at_ms`.
+    pub fn apply_at(&mut self, op: &DeltaOp, written_at_ms: i64) {
+        self.apply_row(op.as_row(), written_at_ms, &mut None);
     }
 
     /// Applies one row; `last` is the change the previous row set a field of, if any.
-    fn apply_row(&mut self, row: DeltaRow<'_>, last: &mut Option<usize>) {
+    fn apply_row(&mut self, row: DeltaRow<'_>, written_at_ms: i64, last: &mut Option<usize>) {
         self.rows_applied += 1;
         let DeltaRow::SetField {
             key,
             field,
             value,
             expires_ms,
+            event_us,
         } = row
         else {
             *last = None;
@@ -371,8 +441,18 @@ impl Overlay {
         };
         *last = Some(i);
         let id = self.intern(field);
-        let stored = self.store(value);
         let is_key = field == self.primary_key_field;
+        if !is_key {
+            let row = ChainRow {
+                value: self.store(value),
+                expires_ms,
+                event_us,
+                written_at_ms,
+            };
+            self.set_ordered(i, id, row);
+            return;
+        }
+        let stored = self.store(value);
         let change = &mut self.changes[i];
         let before = change.get(id);
         change.set(id, stored);
@@ -398,6 +478,79 @@ impl Overlay {
         }
     }
 
+    /// A set of a field other than the key in change `i`: made now when the change knows what
+    /// it weighs against (its own value of the field, a deletion, or a base without event
+    /// times), kept in the field's chain otherwise.
+    fn set_ordered(&mut self, i: usize, id: FieldId, row: ChainRow) {
+        // Companion ids exist before the merge: it finds their columns by id.
+        let expiry = match row.expires_ms {
+            Some(_) => Some(self.companion_of(id)),
+            None => self.existing_companion(id),
+        };
+        let event = match row.event_us {
+            Some(_) => Some(self.event_companion_of(id)),
+            None => self.existing_event_companion(id),
+        };
+        let change = &mut self.changes[i];
+        let current = change.get(id);
+        match current {
+            Some(Stored::Chain(c)) => {
+                if let Some(chain) = self.chains.get_mut(c as usize) {
+                    chain.push(row);
+                }
+                return;
+            }
+            None if self.base_has_events && change.base_visible => {
+                change.set(id, Stored::Chain(self.chains.len() as u32));
+                self.chains.push(smallvec::smallvec![row]);
+                return;
+            }
+            _ => {}
+        }
+        let time = |c: Option<FieldId>| match c.and_then(|c| change.get(c)) {
+            Some(Stored::Int64(t)) => Some(t),
+            _ => None,
+        };
+        let stored = match current {
+            None | Some(Stored::Deleted) => None,
+            Some(_) => Some(ikv_core::event_time::Stored {
+                event_us: time(event),
+                expires_ms: time(expiry),
+            }),
+        };
+        if !set_wins(stored, row.event_us, row.written_at_ms) {
+            return;
+        }
+        change.set(id, row.value);
+        if let Some(c) = expiry {
+            change.set(c, row.expires_ms.map_or(Stored::Deleted, Stored::Int64));
+        }
+        if let Some(c) = event {
+            change.set(c, row.event_us.map_or(Stored::Deleted, Stored::Int64));
+        }
+    }
+
+    /// Which of a chain's rows is the field's value over `base` (its event time and expiry,
+    /// or `None` when the base has no value of the field): `None` when the base's value stays.
+    fn chain_winner(
+        &self,
+        chain: u32,
+        base: Option<ikv_core::event_time::Stored>,
+    ) -> Option<&ChainRow> {
+        let mut winner: Option<&ChainRow> = None;
+        let mut current = base;
+        for row in self.chains.get(chain as usize).into_iter().flatten() {
+            if set_wins(current, row.event_us, row.written_at_ms) {
+                winner = Some(row);
+                current = Some(ikv_core::event_time::Stored {
+                    event_us: row.event_us,
+                    expires_ms: row.expires_ms,
+                });
+            }
+        }
+        winner
+    }
+
     /// Every row but a field set.
     fn apply_other(&mut self, row: DeltaRow<'_>) {
         match row {
@@ -407,7 +560,13 @@ impl Overlay {
                     let id = self.intern(field);
                     let i = self.entry(key);
                     self.changes[i].set(id, Stored::Deleted);
-                    if let Some(c) = self.existing_companion(id) {
+                    for c in [
+                        self.existing_companion(id),
+                        self.existing_event_companion(id),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
                         self.changes[i].set(c, Stored::Deleted);
                     }
                 }
@@ -424,11 +583,14 @@ impl Overlay {
                     return;
                 }
                 let id = self.intern(field);
-                let companion = self.existing_companion(id);
+                let companions = [
+                    self.existing_companion(id),
+                    self.existing_event_companion(id),
+                ];
                 for change in &mut self.changes {
                     // Deleting covers both an overridden value and the base's value.
                     change.set(id, Stored::Deleted);
-                    if let Some(c) = companion {
+                    for c in companions.into_iter().flatten() {
                         change.set(c, Stored::Deleted);
                     }
                 }
@@ -478,15 +640,33 @@ impl Overlay {
     pub fn written_columns(&self) -> BTreeSet<(String, FieldType)> {
         let mut seen: BTreeSet<(FieldId, FieldType)> = BTreeSet::new();
         let mut last: Option<(FieldId, FieldType)> = None;
+        let type_of = |stored: &Stored| match stored {
+            Stored::Deleted | Stored::Chain(_) => None,
+            Stored::String(_) => Some(FieldType::String),
+            Stored::Bytes(_) => Some(FieldType::Bytes),
+            Stored::Int64(_) => Some(FieldType::Int64),
+            Stored::Float64(_) => Some(FieldType::Float64),
+            Stored::Bool(_) => Some(FieldType::Bool),
+        };
         for change in &self.changes {
             for (id, stored) in &change.fields {
-                let t = match stored {
-                    Stored::Deleted => continue,
-                    Stored::String(_) => FieldType::String,
-                    Stored::Bytes(_) => FieldType::Bytes,
-                    Stored::Int64(_) => FieldType::Int64,
-                    Stored::Float64(_) => FieldType::Float64,
-                    Stored::Bool(_) => FieldType::Bool,
+                if let Stored::Chain(c) = stored {
+                    // Any of a chain's rows may be the value: each one's columns.
+                    for row in self.chains.get(*c as usize).into_iter().flatten() {
+                        seen.extend(type_of(&row.value).map(|t| (*id, t)));
+                        let expiry = row.expires_ms.and(self.existing_companion(*id));
+                        let event = row.event_us.and(self.existing_event_companion(*id));
+                        seen.extend(
+                            expiry
+                                .into_iter()
+                                .chain(event)
+                                .map(|c| (c, FieldType::Int64)),
+                        );
+                    }
+                    continue;
+                }
+                let Some(t) = type_of(stored) else {
+                    continue;
                 };
                 // Documents mostly repeat one shape: a repeat skips the set.
                 if last != Some((*id, t)) {
@@ -522,6 +702,7 @@ impl Overlay {
                     doc.remove(f);
                     if has_companions(doc) {
                         doc.remove(&expiry_field(f));
+                        doc.remove(&event_field(f));
                     }
                 }
                 GlobalDrop::Prefix(p) => doc.retain(|name, _| !matches_prefix(name, p, pk)),
@@ -562,15 +743,20 @@ impl Overlay {
                 let base_companions = has_companions(&doc);
                 for (id, stored) in &change.fields {
                     let field = self.field_name(*id);
-                    // A field set or deleted without an expiry loses the base's: the
-                    // change's own companion, if it has one, is written after.
-                    if base_companions
-                        && field_of_expiry(field).is_none()
-                        && self
-                            .existing_companion(*id)
-                            .is_none_or(|c| change.get(c).is_none())
-                    {
-                        doc.remove(&expiry_field(field));
+                    if let Stored::Chain(c) = stored {
+                        self.resolve_chain(&mut doc, field, *c)?;
+                        continue;
+                    }
+                    // A field set or deleted without an expiry or an event time loses the
+                    // base's: the change's own companions, if it has them, are written too.
+                    if base_companions && field_of_companion(field).is_none() {
+                        let lacks = |c: Option<FieldId>| c.is_none_or(|c| change.get(c).is_none());
+                        if lacks(self.existing_companion(*id)) {
+                            doc.remove(&expiry_field(field));
+                        }
+                        if lacks(self.existing_event_companion(*id)) {
+                            doc.remove(&event_field(field));
+                        }
                     }
                     match self.value(*stored)? {
                         Some(v) => {
@@ -598,6 +784,45 @@ impl Overlay {
             drop_expired(&mut doc, by);
         }
         Ok((!doc.is_empty()).then_some(doc))
+    }
+}
+
+impl Overlay {
+    /// Weighs chain `chain` of `field` against the value `doc` holds (the base's, after the
+    /// drops before it) and leaves the winner in `doc`, with its companions.
+    fn resolve_chain(
+        &self,
+        doc: &mut BTreeMap<String, FieldValue>,
+        field: &str,
+        chain: u32,
+    ) -> Result<()> {
+        let time = |doc: &BTreeMap<String, FieldValue>, name: String| match doc.get(&name) {
+            Some(FieldValue::Int64(t)) => Some(*t),
+            _ => None,
+        };
+        let base = doc
+            .contains_key(field)
+            .then(|| ikv_core::event_time::Stored {
+                event_us: time(doc, event_field(field)),
+                expires_ms: time(doc, expiry_field(field)),
+            });
+        let Some(row) = self.chain_winner(chain, base) else {
+            return Ok(());
+        };
+        let value = self
+            .value(row.value)?
+            .ok_or_else(|| stored_corrupt("a chain holds a deletion"))?;
+        doc.insert(field.to_owned(), value.to_owned_value());
+        for (name, time) in [
+            (expiry_field(field), row.expires_ms),
+            (event_field(field), row.event_us),
+        ] {
+            match time {
+                Some(t) => doc.insert(name, FieldValue::Int64(t)),
+                None => doc.remove(&name),
+            };
+        }
+        Ok(())
     }
 }
 
@@ -650,6 +875,7 @@ impl Overlay {
             {
                 out.push(*id);
                 out.push(*c);
+                out.extend(self.existing_event_companion(*id));
             }
         }
         out
@@ -676,22 +902,46 @@ impl Overlay {
         row.resize(table.width, None);
         let mut any = false;
         let expired = self.expired_fields(change);
+        let place = |row: &mut Vec<Option<ValueRef<'a>>>, id: FieldId, v: ValueRef<'a>| {
+            let t = v.field_type();
+            let columns = table
+                .by_field
+                .get(id as usize)
+                .map_or(&[][..], Vec::as_slice);
+            if let Some((_, i)) = columns.iter().find(|(ct, _)| *ct == t) {
+                row[*i] = Some(v);
+            }
+        };
         for (id, stored) in &change.fields {
             if expired.contains(id) {
+                continue;
+            }
+            if let Stored::Chain(c) = stored {
+                // No base lies under the key: the chain weighs against nothing.
+                let Some(winner) = self.chain_winner(*c, None) else {
+                    continue;
+                };
+                let gone = self
+                    .expired_by
+                    .is_some_and(|by| winner.expires_ms.is_some_and(|e| e <= by));
+                let Some(v) = self.value(winner.value)?.filter(|_| !gone) else {
+                    continue;
+                };
+                any = true;
+                place(row, *id, v);
+                if let (Some(e), Some(c)) = (winner.expires_ms, self.existing_companion(*id)) {
+                    place(row, c, ValueRef::Int64(e));
+                }
+                if let (Some(e), Some(c)) = (winner.event_us, self.existing_event_companion(*id)) {
+                    place(row, c, ValueRef::Int64(e));
+                }
                 continue;
             }
             let Some(v) = self.value(*stored)? else {
                 continue;
             };
             any = true;
-            let t = v.field_type();
-            let columns = table
-                .by_field
-                .get(*id as usize)
-                .map_or(&[][..], Vec::as_slice);
-            if let Some((_, i)) = columns.iter().find(|(ct, _)| *ct == t) {
-                row[*i] = Some(v);
-            }
+            place(row, *id, v);
         }
         Ok(any)
     }
@@ -710,6 +960,7 @@ mod tests {
             field: field.into(),
             value,
             expires_ms: None,
+            event_us: None,
         }
     }
 

@@ -174,6 +174,15 @@ async fn send_partition(
         });
     }
     let mut overlay = Overlay::new(&config.primary_key_field);
+    // A snapshot holding event times is always a full one (a store with them compacts by
+    // full snapshots only): its own columns tell.
+    if snapshot.as_ref().is_some_and(|m| {
+        m.columns
+            .iter()
+            .any(|c| ikv_core::event_time::field_of_event(&c.field).is_some())
+    }) {
+        overlay.order_against_base_events();
+    }
     let mut fetcher = DeltaFetcher::new(storage, &layout, partition, &deltas);
     while let Some((seq, _, delta)) = fetcher.next().await? {
         match delta {

@@ -21,6 +21,11 @@
 //!   absent from every answer from then on. The primary-key field expires with the latest
 //!   expiry it was written with (a write without one makes it permanent): a document outlives
 //!   its fields and is gone once every write into it expired.
+//! - Event times (rfcs/0013): a write may carry one; for each field (not the primary key) the
+//!   write with the newest event time wins whatever the commit order, equal ones by commit
+//!   order; a write without one is older than any write with one (and ordered by commit among
+//!   its kind). A stored value that had expired when the write was made weighs nothing.
+//!   Deletes and drops remove a field whatever its event time.
 
 use std::collections::BTreeMap;
 
@@ -47,8 +52,16 @@ struct LoggedCall {
     at_ms: i64,
 }
 
-/// A document as the model keeps it: each value with its expiry (`None`: never).
-type TimedDoc = BTreeMap<String, (FieldValue, Option<i64>)>;
+/// A value as the model keeps it: with its expiry (`None`: never) and event time.
+#[derive(Debug, Clone)]
+struct Timed {
+    value: FieldValue,
+    expires_ms: Option<i64>,
+    event_us: Option<i64>,
+}
+
+/// A document as the model keeps it.
+type TimedDoc = BTreeMap<String, Timed>;
 
 /// The store's expected state, from the calls recorded so far.
 #[derive(Debug, Clone)]
@@ -126,7 +139,7 @@ impl Model {
         let not_pk = |names: &[String]| names.iter().any(|n| *n != self.primary_key);
         match op {
             Operation::UpsertFields(doc)
-            | Operation::UpsertFieldsWithTtl { document: doc, .. }
+            | Operation::UpsertFieldsWith { document: doc, .. }
             | Operation::DeleteDocument(doc) => {
                 vec![self.partition_of(doc)]
             }
@@ -210,12 +223,15 @@ impl Model {
         }
         let live = |e: &Option<i64>| e.is_none_or(|e| self.now_ms < e);
         docs.into_iter()
-            .filter(|(_, doc)| doc.get(&self.primary_key).is_some_and(|(_, e)| live(e)))
+            .filter(|(_, doc)| {
+                doc.get(&self.primary_key)
+                    .is_some_and(|t| live(&t.expires_ms))
+            })
             .map(|(key, doc)| {
                 let doc = doc
                     .into_iter()
-                    .filter(|(_, (_, e))| live(e))
-                    .map(|(name, (value, _))| (name, value))
+                    .filter(|(_, t)| live(&t.expires_ms))
+                    .map(|(name, t)| (name, t.value))
                     .collect();
                 (key, doc)
             })
@@ -245,23 +261,58 @@ impl Model {
         let pk = self.primary_key.as_str();
         let key_of = |doc: &ikv_core::Document| key_bytes(doc.get(pk).expect("a primary key"));
         match op {
-            Operation::UpsertFields(doc) | Operation::UpsertFieldsWithTtl { document: doc, .. } => {
-                let ttl = match op {
-                    Operation::UpsertFieldsWithTtl { ttl_seconds: 0, .. } => None,
-                    Operation::UpsertFieldsWithTtl { ttl_seconds, .. } => Some(*ttl_seconds),
-                    _ => self.default_ttl,
+            Operation::UpsertFields(doc) | Operation::UpsertFieldsWith { document: doc, .. } => {
+                let (ttl, event_us) = match op {
+                    Operation::UpsertFieldsWith {
+                        ttl_seconds,
+                        event_time_us,
+                        ..
+                    } => (
+                        match ttl_seconds {
+                            None => self.default_ttl,
+                            Some(0) => None,
+                            Some(t) => Some(*t),
+                        },
+                        *event_time_us,
+                    ),
+                    _ => (self.default_ttl, None),
                 };
                 let expires = ttl.map(|t| at_ms + t as i64 * 1000);
                 let stored = docs.entry(key_of(doc)).or_default();
                 for (name, value) in doc.fields() {
-                    let expires = match stored.get(name) {
-                        Some((_, before)) if name == pk => match (before, expires) {
-                            (Some(a), Some(b)) => Some((*a).max(b)),
-                            _ => None,
-                        },
-                        _ => expires,
+                    let before = stored.get(name);
+                    if name == pk {
+                        // The key keeps the latest expiry set on it; it has no event time.
+                        let expires_ms = match before {
+                            Some(b) => b.expires_ms.zip(expires).map(|(a, b)| a.max(b)),
+                            None => expires,
+                        };
+                        stored.insert(
+                            name.to_owned(),
+                            Timed {
+                                value: value.clone(),
+                                expires_ms,
+                                event_us: None,
+                            },
+                        );
+                        continue;
+                    }
+                    // What the write weighs against: the stored value, unless it had expired.
+                    let weighs = before.filter(|b| b.expires_ms.is_none_or(|e| e > at_ms));
+                    let wins = match weighs.map(|b| b.event_us) {
+                        None | Some(None) => true,
+                        Some(Some(old)) => event_us.is_some_and(|new| new >= old),
                     };
-                    stored.insert(name.to_owned(), (value.clone(), expires));
+                    if wins {
+                        stored.insert(
+                            name.to_owned(),
+                            Timed {
+                                value: value.clone(),
+                                expires_ms: expires,
+                                event_us,
+                            },
+                        );
+                    }
                 }
             }
             Operation::DeleteFields {

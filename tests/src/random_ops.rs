@@ -50,6 +50,10 @@ pub struct Workload {
     /// Upserts give times to live (0, never, among them) half of the time; the others
     /// take the store's default.
     pub ttls: bool,
+    /// Upserts carry event times most of the time, drawn around a clock that moves with the
+    /// workload, so that writes commit out of event-time order (ties included).
+    pub event_times: bool,
+    event_clock: i64,
 }
 
 impl Workload {
@@ -60,7 +64,15 @@ impl Workload {
             partitioned: false,
             ascii_keys: false,
             ttls: false,
+            event_times: false,
+            event_clock: 1_000_000,
         }
+    }
+
+    /// The same workload with event times on most upserts.
+    pub fn with_event_times(mut self) -> Workload {
+        self.event_times = true;
+        self
     }
 
     /// The same workload with times to live on its upserts.
@@ -148,12 +160,30 @@ impl Workload {
                     let v = self.value();
                     doc.put(f, v);
                 }
-                if self.ttls && self.rng.random_bool(0.5) {
+                let ttl_seconds = if self.ttls && self.rng.random_bool(0.5) {
                     const TTLS: [u64; 7] = [0, 1, 5, 30, 120, 900, 1200];
-                    let ttl_seconds = TTLS[self.rng.random_range(0..TTLS.len())];
-                    return Operation::UpsertFieldsWithTtl {
+                    Some(TTLS[self.rng.random_range(0..TTLS.len())])
+                } else {
+                    None
+                };
+                let event_time_us = if self.event_times && self.rng.random_bool(0.8) {
+                    // Mostly forward, often a little behind, sometimes far behind (a backfill
+                    // of what a pass already folded), sometimes the same instant.
+                    self.event_clock += self.rng.random_range(0..3);
+                    let behind = if self.rng.random_bool(0.2) {
+                        self.rng.random_range(0..400)
+                    } else {
+                        self.rng.random_range(0..6)
+                    };
+                    Some(self.event_clock - behind)
+                } else {
+                    None
+                };
+                if ttl_seconds.is_some() || event_time_us.is_some() {
+                    return Operation::UpsertFieldsWith {
                         document: doc,
                         ttl_seconds,
+                        event_time_us,
                     };
                 }
                 Operation::UpsertFields(doc)

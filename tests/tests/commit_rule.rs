@@ -154,6 +154,7 @@ fn placed(store: &str, partition: u32, seq: u64) -> Bytes {
             field: "m".into(),
             value: FieldValue::String("forged".into()),
             expires_ms: None,
+            event_us: None,
         }],
     )
     .unwrap();

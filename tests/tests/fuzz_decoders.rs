@@ -90,6 +90,7 @@ fn ops(n: usize, tag: &str) -> Vec<DeltaOp> {
             field: "f".into(),
             value: FieldValue::String(format!("value {i} of {tag}")),
             expires_ms: None,
+            event_us: None,
         })
         .chain([
             DeltaOp::DeleteDocument {

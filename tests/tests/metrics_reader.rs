@@ -167,6 +167,7 @@ fn a_damaged_delta_counts_as_corrupt_and_a_hole_sets_the_gap() {
             field: "v".into(),
             value: FieldValue::Int64(9),
             expires_ms: None,
+            event_us: None,
         }],
     )
     .unwrap();

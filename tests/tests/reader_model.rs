@@ -635,6 +635,7 @@ fn a_failing_poll_backs_off_keeps_serving_and_recovers() {
         field: "n".into(),
         value: FieldValue::Int64(2),
         expires_ms: None,
+        event_us: None,
     }];
     let good = encode_delta(
         &DeltaMeta::new("repair".into(), "test".into(), "flaky".into(), 0),

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use ikv_core::bucket::create_store;
 use ikv_core::clock::{Clock, ManualClock, epoch_ms};
-use ikv_core::expiry::field_of_expiry;
+use ikv_core::event_time::field_of_event;
+use ikv_core::expiry::{field_of_expiry, served_at};
 use ikv_core::{FieldValue, Storage, StorageOptions, StoreConfig, StoreLayout};
 use ikv_reader::{Reader, ReaderOptions};
 use ikv_snapshot::state::{ReadPoint, read_partition};
@@ -33,24 +34,9 @@ const WINDOW: Duration = Retention::MIN_WINDOW;
 /// A snapshot's documents as a reader at `now_ms` would see them: expired values, their
 /// companions and documents whose key expired left out.
 fn live_at(docs: Vec<(Vec<u8>, BTreeMap<String, FieldValue>)>, now_ms: i64) -> PartitionDocs {
-    let mut out = PartitionDocs::new();
-    for (key, doc) in docs {
-        let expiry = |field: &str| match doc.get(&ikv_core::expiry::expiry_field(field)) {
-            Some(FieldValue::Int64(e)) => Some(*e),
-            _ => None,
-        };
-        if expiry(PRIMARY_KEY).is_some_and(|e| e <= now_ms) {
-            continue;
-        }
-        let live: BTreeMap<String, FieldValue> = doc
-            .iter()
-            .filter(|(name, _)| field_of_expiry(name).is_none())
-            .filter(|(name, _)| expiry(name).is_none_or(|e| now_ms < e))
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect();
-        out.insert(key, live);
-    }
-    out
+    docs.into_iter()
+        .filter_map(|(key, doc)| Some((key, served_at(doc, PRIMARY_KEY, now_ms)?)))
+        .collect()
 }
 
 struct Run {
@@ -62,6 +48,8 @@ struct Run {
     /// Expiries seen in snapshots, and values the snapshots no longer hold because they
     /// expired: the run checks nothing unless both happened.
     companions_seen: usize,
+    /// Event times seen in snapshots.
+    events_seen: usize,
 }
 
 impl Run {
@@ -127,6 +115,15 @@ impl Run {
         let dropped_by = self.now_ms() - WINDOW.as_millis() as i64;
         for (key, doc) in &docs {
             for (name, value) in doc {
+                if let Some(field) = field_of_event(name) {
+                    self.events_seen += 1;
+                    assert!(doc.contains_key(field), "{key:?}: {name} without its field");
+                    assert!(
+                        matches!(value, FieldValue::Int64(_)),
+                        "{key:?}: {name} {value:?}"
+                    );
+                    continue;
+                }
                 let Some(field) = field_of_expiry(name) else {
                     continue;
                 };
@@ -177,7 +174,7 @@ impl Run {
     }
 }
 
-fn run(seed: u64, partitions: u32, partitioning: Option<&str>) {
+fn run(seed: u64, partitions: u32, partitioning: Option<&str>, event_times: bool) {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}/bucket", dir.path().display());
@@ -196,6 +193,7 @@ fn run(seed: u64, partitions: u32, partitioning: Option<&str>) {
         layout,
         clock: clock.clone(),
         companions_seen: 0,
+        events_seen: 0,
     };
     let writer = rt
         .block_on(Writer::open(
@@ -213,6 +211,9 @@ fn run(seed: u64, partitions: u32, partitioning: Option<&str>) {
         Workload::new(seed, KEYS)
     }
     .with_ttls();
+    if event_times {
+        work = work.with_event_times();
+    }
     let keys = work.all_keys();
     let mut model =
         Model::new(PRIMARY_KEY, partitioning, partitions).with_default_ttl(Some(DEFAULT_TTL));
@@ -282,17 +283,31 @@ fn run(seed: u64, partitions: u32, partitioning: Option<&str>) {
         expired_reads > 0,
         "seed {seed}: no value expired between two reads"
     );
+    assert_eq!(
+        run.events_seen > 0,
+        event_times,
+        "seed {seed}: snapshots hold event times exactly when writes had them"
+    );
 }
 
 #[test]
 fn times_to_live_on_one_and_three_partitions_match_the_model() {
-    run(31, 1, None);
-    run(32, 3, None);
+    run(31, 1, None, false);
+    run(32, 3, None, false);
 }
 
 #[test]
 fn times_to_live_with_a_partitioning_key_match_the_model() {
-    run(33, 3, Some(PARTITIONING_KEY));
+    run(33, 3, Some(PARTITIONING_KEY), false);
+}
+
+/// Writes with event times committed out of event-time order (backfills, ties), with times to
+/// live, across passes and readers.
+#[test]
+fn event_times_with_times_to_live_match_the_model() {
+    run(41, 1, None, true);
+    run(42, 3, None, true);
+    run(44, 3, Some(PARTITIONING_KEY), true);
 }
 
 /// Requests of each kind so far on a root.
@@ -336,9 +351,10 @@ fn a_time_to_live_costs_no_request() {
                 .into_iter()
                 .map(|op| match (op, ttl) {
                     (ikv_core::Operation::UpsertFields(document), Some(ttl_seconds)) => {
-                        ikv_core::Operation::UpsertFieldsWithTtl {
+                        ikv_core::Operation::UpsertFieldsWith {
                             document,
-                            ttl_seconds,
+                            ttl_seconds: Some(ttl_seconds),
+                            event_time_us: None,
                         }
                     }
                     (op, _) => op,
@@ -358,7 +374,7 @@ fn a_time_to_live_costs_no_request() {
                 &config,
                 p,
                 &options,
-                SystemTime::now(),
+                ikv_core::clock::wall_time(),
             ))
             .unwrap();
         }

@@ -270,6 +270,7 @@ async fn put_stray_delta(storage: &Storage, layout: &StoreLayout, seq: u64) {
             field: "m".into(),
             value: FieldValue::String("stray".into()),
             expires_ms: None,
+            event_us: None,
         }],
     )
     .unwrap();

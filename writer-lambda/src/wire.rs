@@ -26,6 +26,9 @@ pub enum OperationJson {
         /// Seconds the values are served (0: never expire); the store's default when absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ttl_seconds: Option<u64>,
+        /// The write's event time, µs since the Unix epoch: for each field the newest wins.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_time_us: Option<i64>,
     },
     DeleteFields {
         document: DocumentJson,
@@ -184,13 +187,16 @@ impl OperationJson {
             OperationJson::UpsertFields {
                 document,
                 ttl_seconds: None,
+                event_time_us: None,
             } => Operation::UpsertFields(to_document(document, index)?),
             OperationJson::UpsertFields {
                 document,
-                ttl_seconds: Some(ttl_seconds),
-            } => Operation::UpsertFieldsWithTtl {
+                ttl_seconds,
+                event_time_us,
+            } => Operation::UpsertFieldsWith {
                 document: to_document(document, index)?,
                 ttl_seconds: *ttl_seconds,
+                event_time_us: *event_time_us,
             },
             OperationJson::DeleteFields {
                 document,
@@ -223,13 +229,16 @@ impl OperationJson {
             Operation::UpsertFields(d) => OperationJson::UpsertFields {
                 document: doc(d),
                 ttl_seconds: None,
+                event_time_us: None,
             },
-            Operation::UpsertFieldsWithTtl {
+            Operation::UpsertFieldsWith {
                 document,
                 ttl_seconds,
+                event_time_us,
             } => OperationJson::UpsertFields {
                 document: doc(document),
-                ttl_seconds: Some(*ttl_seconds),
+                ttl_seconds: *ttl_seconds,
+                event_time_us: *event_time_us,
             },
             Operation::DeleteFields {
                 document,
@@ -289,13 +298,20 @@ mod tests {
             .with("t", FieldValue::Bool(true));
         let ops = [
             Operation::UpsertFields(doc.clone()),
-            Operation::UpsertFieldsWithTtl {
+            Operation::UpsertFieldsWith {
                 document: doc.clone(),
-                ttl_seconds: 30,
+                ttl_seconds: Some(30),
+                event_time_us: None,
             },
-            Operation::UpsertFieldsWithTtl {
+            Operation::UpsertFieldsWith {
                 document: doc.clone(),
-                ttl_seconds: 0,
+                ttl_seconds: Some(0),
+                event_time_us: Some(-7),
+            },
+            Operation::UpsertFieldsWith {
+                document: doc.clone(),
+                ttl_seconds: None,
+                event_time_us: Some(1_800_000_000_000_000),
             },
             Operation::DeleteFields {
                 document: doc.clone(),
@@ -341,11 +357,23 @@ mod tests {
         );
         assert_eq!(
             parse(r#"{"op":"upsert_fields","document":{},"ttl_seconds":5}"#).unwrap(),
-            Operation::UpsertFieldsWithTtl {
+            Operation::UpsertFieldsWith {
                 document: Document::new(),
-                ttl_seconds: 5
+                ttl_seconds: Some(5),
+                event_time_us: None,
             }
         );
+        assert_eq!(
+            parse(r#"{"op":"upsert_fields","document":{},"event_time_us":12}"#).unwrap(),
+            Operation::UpsertFieldsWith {
+                document: Document::new(),
+                ttl_seconds: None,
+                event_time_us: Some(12),
+            }
+        );
+        let err =
+            parse(r#"{"op":"upsert_fields","document":{},"event_time_us":"soon"}"#).unwrap_err();
+        assert!(err.contains("invalid type: string \"soon\""), "{err}");
         let err = parse(r#"{"op":"upsert_fields","document":{},"ttl_seconds":-5}"#).unwrap_err();
         assert!(err.contains("invalid value: integer `-5`"), "{err}");
         let err = parse(r#"{"op":"delete_document","document":{},"ttl_seconds":5}"#).unwrap_err();

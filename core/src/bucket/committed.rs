@@ -95,6 +95,7 @@ mod tests {
                 field: "f".into(),
                 value: FieldValue::Int64(1),
                 expires_ms: None,
+                event_us: None,
             }],
         )
         .unwrap()
@@ -152,6 +153,7 @@ mod tests {
             field: field.into(),
             value: FieldValue::Int64(1),
             expires_ms: None,
+            event_us: None,
         };
         for (op, says) in [
             (set(b"k".to_vec(), "_ikv_key"), "_ikv_key"),

@@ -223,10 +223,12 @@ fn walk_batch(batch: &RecordBatch, f: &mut impl FnMut(DeltaRow<'_>) -> Result<()
     let field = column::<StringArray>(batch, "field")?;
     let ty = column::<UInt8Array>(batch, "type")?;
     let value = column::<BinaryArray>(batch, "value")?;
-    let expires = match batch.column_by_name(EXPIRES_COLUMN) {
-        None => None,
-        Some(_) => Some(column::<Int64Array>(batch, EXPIRES_COLUMN)?),
+    let optional = |name: &str| match batch.column_by_name(name) {
+        None => Ok(None),
+        Some(_) => column::<Int64Array>(batch, name).map(Some),
     };
+    let expires = optional(EXPIRES_COLUMN)?;
+    let events = optional(EVENT_COLUMN)?;
     let missing =
         |row: usize, col: &str| Error::corrupt("delta", format!("row {row}: {col} is null"));
     for row in 0..batch.num_rows() {
@@ -282,6 +284,7 @@ fn walk_batch(batch: &RecordBatch, f: &mut impl FnMut(DeltaRow<'_>) -> Result<()
                     field: name_at()?,
                     value: ValueRef::decode(t, value.value(row))?,
                     expires_ms: expires.filter(|e| !e.is_null(row)).map(|e| e.value(row)),
+                    event_us: events.filter(|e| !e.is_null(row)).map(|e| e.value(row)),
                 }
             }
             2 => DeltaRow::DeleteField {

@@ -12,8 +12,9 @@ use crate::error::{Error, Result};
 
 use super::*;
 
-/// The delta's schema; `timed` adds the `expires_ms` column (and says format version
-/// [`TIMED_FORMAT_VERSION`], which builds before it refuse rather than serve expired values).
+/// The delta's schema; `timed` adds the `expires_ms` and `event_us` columns (and says format
+/// version [`TIMED_FORMAT_VERSION`], which builds before it refuse rather than serve expired
+/// values or apply writes out of event-time order).
 pub(crate) fn schema(meta: &DeltaMeta, timed: bool) -> Schema {
     let mut fields = vec![
         Field::new("op", DataType::UInt8, false),
@@ -25,6 +26,7 @@ pub(crate) fn schema(meta: &DeltaMeta, timed: bool) -> Schema {
     let mut metadata = meta.to_metadata();
     if timed {
         fields.push(Field::new(EXPIRES_COLUMN, DataType::Int64, true));
+        fields.push(Field::new(EVENT_COLUMN, DataType::Int64, true));
         metadata.insert(
             "ikv.format_version".into(),
             TIMED_FORMAT_VERSION.to_string(),
@@ -44,9 +46,11 @@ pub fn encode_delta<'a>(
     let mut type_col = UInt8Builder::new();
     let mut value_col = BinaryBuilder::new();
     let mut expires_col = Int64Builder::new();
+    let mut event_col = Int64Builder::new();
     for op in ops {
         op_col.append_value(op.code());
         expires_col.append_option(op.expires_ms());
+        event_col.append_option(op.event_us());
         match op {
             DeltaOp::SetField {
                 key, field, value, ..
@@ -89,8 +93,10 @@ pub fn encode_delta<'a>(
         }
     }
     let expires = expires_col.finish();
-    // A delta without expiries is written as before TTLs existed: no column, version 1.
-    let timed = expires.null_count() < expires.len();
+    let events = event_col.finish();
+    // A delta without expiries or event times is written as before they existed: no
+    // columns, version 1.
+    let timed = expires.null_count() < expires.len() || events.null_count() < events.len();
     let schema = Arc::new(schema(meta, timed));
     let mut columns: Vec<arrow_array::ArrayRef> = vec![
         Arc::new(op_col.finish()),
@@ -101,6 +107,7 @@ pub fn encode_delta<'a>(
     ];
     if timed {
         columns.push(Arc::new(expires));
+        columns.push(Arc::new(events));
     }
     let batch = RecordBatch::try_new(schema.clone(), columns)
         .map_err(|e| Error::corrupt("delta being encoded", e))?;

@@ -10,10 +10,12 @@
 //! | `type` | UInt8, null unless op 1 | [`FieldType`] code |
 //! | `value` | Binary, null unless op 1 or 7 | [`FieldValue::encode`] bytes (1), the run's description (7) |
 //! | `expires_ms` | Int64, optional column, null unless op 1 | when the value set expires (ms since the Unix epoch) |
+//! | `event_us` | Int64, optional column, null unless op 1 | the write's event time (µs since the Unix epoch) |
 //!
-//! A delta holding an expiry has the `expires_ms` column and says format version 2 (builds
-//! that read only version 1 refuse it instead of serving expired values); every other delta
-//! is written as version 1, without the column.
+//! A delta holding an expiry or an event time has both optional columns and says format
+//! version 2 (builds that read only version 1 refuse it instead of serving expired values or
+//! applying writes out of event-time order); every other delta is written as version 1,
+//! without them.
 //! The reference is `docs/FORMAT.md` (version 1). [`decode_delta`] gives owned rows;
 //! [`decode_delta_batches`] keeps the record batches and hands out rows borrowed, checked the
 //! same way (the compactor's path).
@@ -39,4 +41,6 @@ pub use meta::DeltaMeta;
 pub const TIMED_FORMAT_VERSION: u32 = 2;
 /// The column of expiries.
 pub const EXPIRES_COLUMN: &str = "expires_ms";
+/// The column of event times.
+pub const EVENT_COLUMN: &str = "event_us";
 pub use rows::{DeltaOp, DeltaRow};

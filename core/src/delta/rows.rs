@@ -6,12 +6,15 @@ use crate::value::{FieldValue, ValueRef};
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeltaOp {
     /// `expires_ms`: when the value stops being served (ms since the Unix epoch, judged by
-    /// each reader's clock); `None` never.
+    /// each reader's clock); `None` never. `event_us`: the write's event time (µs since the
+    /// Unix epoch), which orders it against other writes of the field (`docs/FORMAT.md`,
+    /// "Event times"); `None`: ordered by commit, older than any write with one.
     SetField {
         key: Vec<u8>,
         field: String,
         value: FieldValue,
         expires_ms: Option<i64>,
+        event_us: Option<i64>,
     },
     DeleteField {
         key: Vec<u8>,
@@ -46,6 +49,7 @@ pub enum DeltaRow<'a> {
         field: &'a str,
         value: ValueRef<'a>,
         expires_ms: Option<i64>,
+        event_us: Option<i64>,
     },
     DeleteField {
         key: &'a [u8],
@@ -76,11 +80,13 @@ impl DeltaRow<'_> {
                 field,
                 value,
                 expires_ms,
+                event_us,
             } => DeltaOp::SetField {
                 key: key.to_vec(),
                 field: field.to_owned(),
                 value: value.to_owned_value(),
                 expires_ms,
+                event_us,
             },
             DeltaRow::DeleteField { key, field } => DeltaOp::DeleteField {
                 key: key.to_vec(),
@@ -111,11 +117,13 @@ impl DeltaOp {
                 field,
                 value,
                 expires_ms,
+                event_us,
             } => DeltaRow::SetField {
                 key,
                 field,
                 value: value.as_value_ref(),
                 expires_ms: *expires_ms,
+                event_us: *event_us,
             },
             DeltaOp::DeleteField { key, field } => DeltaRow::DeleteField { key, field },
             DeltaOp::DeleteDocument { key } => DeltaRow::DeleteDocument { key },
@@ -135,6 +143,7 @@ impl DeltaOp {
             field: field.into(),
             value,
             expires_ms: None,
+            event_us: None,
         }
     }
 
@@ -142,6 +151,14 @@ impl DeltaOp {
     pub fn expires_ms(&self) -> Option<i64> {
         match self {
             DeltaOp::SetField { expires_ms, .. } => *expires_ms,
+            _ => None,
+        }
+    }
+
+    /// The event time of the value this row sets (`None` for other rows and writes without).
+    pub fn event_us(&self) -> Option<i64> {
+        match self {
+            DeltaOp::SetField { event_us, .. } => *event_us,
             _ => None,
         }
     }
@@ -166,11 +183,13 @@ impl DeltaOp {
                 field,
                 value,
                 expires_ms,
+                event_us,
             } => {
                 key.len()
                     + field.len()
                     + value.encoded_len()
                     + 8 * usize::from(expires_ms.is_some())
+                    + 8 * usize::from(event_us.is_some())
             }
             DeltaOp::DeleteField { key, field } => key.len() + field.len(),
             DeltaOp::DeleteDocument { key } => key.len(),
