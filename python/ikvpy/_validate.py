@@ -1,5 +1,6 @@
 """Argument checks shared by the public modules (TypeError / ValueError as the original)."""
 
+import datetime
 from typing import Any, Dict, Optional
 
 from ikvpy.errors import IKVTypeError, IKVValueError
@@ -47,6 +48,24 @@ def ttl_seconds(value: Any, what: str = "ttl_seconds", low: int = 0) -> "Optiona
     if value is None:
         return None
     return int_in(value, what, low, MAX_TTL_SECONDS)
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_I64 = (-(2**63), 2**63 - 1)
+
+
+def event_time_us(value: Any, what: str = "event_time") -> "Optional[int]":
+    """None, a timezone-aware datetime, or whole microseconds since the Unix epoch (an int,
+    not a bool): a write's event time, as the native side takes it (µs, 64-bit)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            raise IKVValueError(f"{what} must be timezone-aware (a naive datetime names no instant): {value!r}")
+        return (value - _EPOCH) // datetime.timedelta(microseconds=1)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise IKVTypeError(f"{what} must be a timezone-aware datetime or int microseconds, not {type(value).__name__}")
+    return int_in(value, what, _I64[0], _I64[1])
 
 
 def storage_options(value: Any) -> "Optional[Dict[str, str]]":

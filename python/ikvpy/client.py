@@ -1,12 +1,13 @@
 """Readers and writers: :class:`IKVReader`, :class:`IKVWriter` (make them with
 :mod:`ikvpy.factory`)."""
 
+import datetime
 import os
 import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ikvpy import _internal
-from ikvpy._validate import int_in, non_blank_str, sequence_of, str_list, ttl_seconds as _ttl
+from ikvpy._validate import event_time_us as _event_us, int_in, non_blank_str, sequence_of, str_list, ttl_seconds as _ttl
 from ikvpy.clientoptions import ClientOptions
 from ikvpy.document import IKVDocument
 from ikvpy.errors import IKVRuntimeError, IKVTypeError, IKVValueError, IKVWarning
@@ -300,20 +301,35 @@ class IKVWriter:
             raise IKVRuntimeError("the writer is not started: call startup()")
         return self._native.write(ops)
 
-    def upsert_fields(self, document: IKVDocument, ttl_seconds: Optional[int] = None) -> None:
+    def upsert_fields(
+        self,
+        document: IKVDocument,
+        ttl_seconds: Optional[int] = None,
+        event_time: "Optional[Union[datetime.datetime, int]]" = None,
+    ) -> None:
         """Unions the document's fields into the stored document (later values overwrite).
 
         ``ttl_seconds``: the values stop being served that many seconds after the write (0:
-        never, even when the store has a default); ``None`` takes the store's default."""
-        ttl = _ttl(ttl_seconds)
-        self._write([("upsert_fields", _document(document).as_fields(), ttl)])
+        never, even when the store has a default); ``None`` takes the store's default.
+        ``event_time`` (a timezone-aware datetime, or int microseconds since the epoch): for
+        each field, the write with the newest event time wins whatever the commit order; a
+        write without one is older than any write with one."""
+        ttl, event = _ttl(ttl_seconds), _event_us(event_time)
+        self._write([("upsert_fields", _document(document).as_fields(), ttl, event)])
 
-    def upsert_fields_batch(self, documents: Sequence[IKVDocument], ttl_seconds: Optional[int] = None) -> None:
+    def upsert_fields_batch(
+        self,
+        documents: Sequence[IKVDocument],
+        ttl_seconds: Optional[int] = None,
+        event_time: "Optional[Union[datetime.datetime, int]]" = None,
+    ) -> None:
         """Upserts many documents in one call: one commit per partition for the whole batch
         (an ikv addition for bulk loads; validated in full before anything is written).
-        ``ttl_seconds`` as for :meth:`upsert_fields`, for every document."""
-        ttl = _ttl(ttl_seconds)
-        self._write([("upsert_fields", _document(d).as_fields(), ttl) for d in sequence_of(documents, "documents")])
+        ``ttl_seconds`` and ``event_time`` as for :meth:`upsert_fields`, for every document."""
+        ttl, event = _ttl(ttl_seconds), _event_us(event_time)
+        self._write(
+            [("upsert_fields", _document(d).as_fields(), ttl, event) for d in sequence_of(documents, "documents")]
+        )
 
     def delete_fields(self, document: IKVDocument, fields_to_delete: Sequence[str]) -> None:
         """Deletes the named fields of the document the given one identifies."""

@@ -104,3 +104,36 @@ def test_bad_ttls_are_refused_by_name(local_storage, tmp_path: pathlib.Path) -> 
         assert reader.get_int64_value("b", "v") is None
     finally:
         reader.shutdown()
+
+
+def test_event_times_order_writes_whatever_the_commit_order(local_storage, tmp_path: pathlib.Path) -> None:
+    url = local_storage.url
+    admin.create_store("ttl", "id", num_partitions=2, storage_url=url)
+    t = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.timezone.utc)
+    us = lambda d: (d - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)) // datetime.timedelta(microseconds=1)  # noqa: E731
+    hour = datetime.timedelta(hours=1)
+    with create_new_writer(_builder(url, tmp_path / "m").build()) as writer:
+        writer.upsert_fields(_doc("default", 2), event_time=t)
+        writer.upsert_fields(_doc("default", 1), event_time=t - hour)  # a backfill: older, ignored
+        writer.upsert_fields(_doc("default", 0))  # no event time: older than any, ignored
+        writer.upsert_fields(_doc("short", 1), event_time=us(t))
+        writer.upsert_fields(_doc("short", 5), event_time=t)  # the same instant: commit order
+        writer.upsert_fields(_doc("never", 1))
+        writer.upsert_fields(_doc("never", 3), event_time=t - 100 * hour)  # any event time beats none
+        writer.upsert_fields_batch([_doc("long", 4), _doc("b1", 9)], event_time=t + hour)
+        writer.upsert_fields_batch([_doc("long", 8), _doc("b1", 7)], event_time=t)  # older: ignored
+        writer.upsert_fields(_doc("b2", 6), event_time=-1)  # before 1970 is a time too
+        for bad, error in [("noon", IKVTypeError), (True, IKVTypeError), (1.5, IKVTypeError), (2**63, IKVValueError)]:
+            with pytest.raises(error, match="event_time"):
+                writer.upsert_fields(_doc("x", 1), event_time=bad)
+        with pytest.raises(IKVValueError, match="timezone-aware"):
+            writer.upsert_fields(_doc("x", 1), event_time=datetime.datetime(2026, 1, 1))
+    want = {"default": 2, "short": 5, "never": 3, "long": 4, "b1": 9, "b2": 6}
+    assert _served(url, tmp_path / "m", None) == want
+    admin.run_snapshot("ttl", storage_url=url)
+    assert _served(url, tmp_path / "fresh", None) == want, "from the snapshot"
+    # Later writes are still weighed against what the snapshot holds.
+    with create_new_writer(_builder(url, tmp_path / "m").build()) as writer:
+        writer.upsert_fields(_doc("default", 1), event_time=t - hour)
+        writer.upsert_fields(_doc("long", 10), event_time=t + 2 * hour)
+    assert _served(url, tmp_path / "fresh2", None) == {**want, "long": 10}
