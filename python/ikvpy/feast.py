@@ -17,13 +17,14 @@ field ``<view>:@event_ts`` holding the row's event timestamp (microseconds since
 8 bytes little-endian). So every Feast type round-trips unchanged, and one view's features
 are one embedded multiget per ``online_read`` call.
 
-Writes (``materialize``, ``write_to_online_store``) go through ikv's writer in batches, in
-event-time order per feature view: a row whose event timestamp is older than the one stored
-for its entity is skipped (a backfill never overwrites newer features), equal timestamps by
-write order, and of several rows of one entity in a batch the newest wins. The stored
-timestamps are read through this process's embedded reader just before the batch is written,
-as Feast's Redis store reads them: two processes materializing the same view at once may
-interleave. Reads honour the feature view's ``ttl``: a row whose event timestamp is older than
+Writes (``materialize``, ``write_to_online_store``) go through ikv's writer in batches, each
+row with its event timestamp as the write's ikv event time: ikv itself keeps, for every
+field, the value of the newest event time whatever the order writes are committed in (equal
+timestamps by commit order; docs/FORMAT.md "Event times"), so a backfill never overwrites
+newer features, whichever process materializes it and however processes interleave. Of
+several rows of one entity in a batch only the newest is sent. (A store materialized before
+ikv had event times holds rows without them, which any row with one replaces: materialize
+the newest window again after upgrading.) Reads honour the feature view's ``ttl``: a row whose event timestamp is older than
 ``now - ttl`` is not served (``ttl`` of zero or none: served forever). Reads in the process
 that wrote wait until its own reader has applied those writes, so ``get_online_features``
 after ``materialize`` in one process sees what was materialized; other processes see it
@@ -211,14 +212,14 @@ class IKVOnlineStore(OnlineStore):
         version = config.entity_key_serialization_version
         ts_field = f"{table.name}:{_TS}"
         batch: List[Any] = []
-        rows = self._newest_rows(config, ts_field, data, version)
+        rows = self._newest_rows(data, version)
         if progress and len(rows) < len(data):
-            progress(len(data) - len(rows))  # rows older than what is stored, or than a later row
+            progress(len(data) - len(rows))  # rows older than a later row of their entity
 
         def flush() -> None:
             if not batch:
                 return
-            commits = writer._write([("upsert_fields", d.as_fields()) for d in batch])
+            commits = writer._write([("upsert_fields", d.as_fields(), None, micros) for micros, d in batch])
             with self._lock:
                 for partition, sequence in commits:
                     if sequence > self._own_writes.get(partition, 0):
@@ -232,21 +233,19 @@ class IKVOnlineStore(OnlineStore):
             for name, value in values.items():
                 b.put_bytes_field(f"{table.name}:{name}", value.SerializeToString())
             b.put_bytes_field(ts_field, _MICROS.pack(micros))
-            batch.append(b.build())
+            batch.append((micros, b.build()))
             if len(batch) >= online.write_batch_size:
                 flush()
         flush()
 
+    @staticmethod
     def _newest_rows(
-        self,
-        config: RepoConfig,
-        ts_field: str,
         data: List[Tuple[EntityKeyProto, Dict[str, ValueProto], datetime, Optional[datetime]]],
         version: int,
     ) -> Dict[bytes, Tuple[int, Dict[str, ValueProto]]]:
         """The rows to write, by serialized entity key: each entity's newest row of ``data``
-        (later rows win ties), unless the store holds a newer row of it (an equal one is
-        rewritten: equal event times are ordered by write)."""
+        (later rows win ties). Whether a row is newer than what the store holds is ikv's to
+        decide, by the event time the row is written with."""
         rows: Dict[bytes, Tuple[int, Dict[str, ValueProto]]] = {}
         for entity_key, values, event_ts, _created_ts in data:
             key = serialize_entity_key(entity_key, version)
@@ -254,15 +253,6 @@ class IKVOnlineStore(OnlineStore):
             held = rows.get(key)
             if held is None or micros >= held[0]:
                 rows[key] = (micros, values)
-        if not rows:
-            return rows
-        reader = self._get_reader(config)
-        self._await_own_writes(reader)
-        keys = list(rows)
-        stored = reader.multiget_bytes_values(bytes_primary_keys=keys, field_names=[ts_field])
-        for key, ts in zip(keys, stored):
-            if ts is not None and _MICROS.unpack(ts)[0] > rows[key][0]:
-                del rows[key]
         return rows
 
     async def online_write_batch_async(

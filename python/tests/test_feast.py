@@ -118,8 +118,8 @@ def test_a_feast_repository_materializes_into_ikv_and_serves_online(local_storag
     got = store.get_online_features(features=refs, entity_rows=[{"driver_id": 1003}]).to_dict()
     assert got["trips"] == [35] and got["city"] == ["city-3-5"] and got["scores"] == [[3, 5]]
 
-    # A backfill of the older window, materialized after the newer one, changes nothing: rows
-    # older than the stored ones are skipped.
+    # A backfill of the older window, materialized after the newer one, changes nothing: ikv
+    # keeps each field's newest event time whatever the commit order.
     write_data(data, start + timedelta(hours=2), 9)
     store = FeatureStore(repo_path=str(repo))
     store.materialize(start, start + timedelta(days=1))
