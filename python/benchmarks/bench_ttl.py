@@ -1,6 +1,7 @@
-"""What times to live cost a read: the same documents in two stores, one without TTLs and one
-whose every value has an expiry (a store default of ten years, so nothing expires during the
-run), written, snapshotted and read by one reader each, in one process.
+"""What times to live and event times cost a read: the same documents in two stores, one
+without either and one whose every value has an expiry (a store default of ten years, so
+nothing expires during the run) and an event time, written, snapshotted and read by one
+reader each, in one process.
 
 Fair by construction: the same keys, values and picks for both, the same warm-up, sides
 alternating within each round, each figure the median of the rounds with the range. Measures
@@ -42,7 +43,7 @@ def pct(lat, p):
     return lat[int(round((len(lat) - 1) * p))] / 1000.0
 
 
-def load(root: str, store: str, ttl):
+def load(root: str, store: str, ttl, event_times: bool):
     url = f"file://{root}/bucket"
     admin.create_store(store, "id", num_partitions=1, storage_url=url, ttl_seconds=ttl)
     builder = ClientOptionsBuilder().with_store_name(store).with_storage_url(url).with_mount_directory(f"{root}/mount-{store}")
@@ -54,10 +55,10 @@ def load(root: str, store: str, ttl):
                 b.put_bytes_field(name, value(i, f))
             batch.append(b.build())
             if len(batch) == 10_000:
-                writer.upsert_fields_batch(batch)
+                writer.upsert_fields_batch(batch, event_time=i if event_times else None)
                 batch = []
         if batch:
-            writer.upsert_fields_batch(batch)
+            writer.upsert_fields_batch(batch, event_time=DOCS if event_times else None)
     admin.run_snapshot(store, storage_url=url)
     reader = create_new_reader(builder.build())
     reader.startup()
@@ -66,7 +67,10 @@ def load(root: str, store: str, ttl):
 
 def main() -> None:
     root = tempfile.mkdtemp(prefix="ikv-bench-ttl-")
-    readers = {"without TTLs": load(root, "plain", None), "every value with an expiry": load(root, "timed", TEN_YEARS)}
+    readers = {
+        "without TTLs or event times": load(root, "plain", None, False),
+        "every value with an expiry and an event time": load(root, "timed", TEN_YEARS, True),
+    }
     rng = random.Random(7)
     picks = [(key(rng.randrange(DOCS)).encode(), FIELDS[rng.randrange(3)]) for _ in range(SAMPLES)]
     batches = [[key(rng.randrange(DOCS)).encode() for _ in range(100)] for _ in range(BATCHES)]
@@ -107,7 +111,7 @@ def main() -> None:
             cells.append(f"{statistics.median(v):.2f} ({min(v):.2f}–{max(v):.2f})")
         med[name] = {m: statistics.median(v) for m, v in r.items()}
         print(f"| {name} | " + " | ".join(cells) + " |")
-    a, b = med["every value with an expiry"], med["without TTLs"]
+    a, b = med["every value with an expiry and an event time"], med["without TTLs or event times"]
     print()
     print(
         f"ratios, with ÷ without: get p50 {a['p50'] / b['p50']:.3f}x, p99 {a['p99'] / b['p99']:.3f}x, "

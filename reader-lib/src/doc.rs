@@ -828,10 +828,43 @@ mod tests {
         }
     }
 
+    /// An event time rides on its field (flag 0x20, after the expiry); the set that weighs it
+    /// is made only when it is not older.
+    #[test]
+    fn event_times_round_trip_and_order_sets() {
+        let key = b"k";
+        let mut doc = OwnedDoc::new(1);
+        doc.set("id", &FieldValue::String("k".into()), 1);
+        assert!(doc.set_ordered("v", &FieldValue::Int64(2), 2, (Some(900), Some(20)), 0));
+        assert!(!doc.set_ordered("v", &FieldValue::Int64(1), 3, (None, Some(19)), 0));
+        assert!(!doc.set_ordered("v", &FieldValue::Int64(0), 3, (None, None), 0));
+        assert!(doc.set_ordered("w", &FieldValue::Int64(7), 3, (None, Some(-3)), 0));
+        let bytes = doc.encode(key);
+        let back = OwnedDoc::decode_live(&bytes, key, &[], "id").unwrap();
+        assert_eq!(back, doc);
+        let view = DocView::parse(&bytes, key).unwrap();
+        let v = view.find("v").unwrap().unwrap();
+        assert_eq!(
+            (v.value().unwrap(), v.expires_ms, v.event_us),
+            (FieldValue::Int64(2), Some(900), Some(20))
+        );
+        assert_eq!(view.find("w").unwrap().unwrap().event_us, Some(-3));
+        // Once the stored value expired (by the writing delta's time) it weighs nothing.
+        assert!(doc.set_ordered("v", &FieldValue::Int64(1), 4, (None, Some(1)), 900));
+        assert_eq!(doc.fields["v"].event_us, Some(1));
+        for cut in 0..bytes.len() {
+            assert!(
+                OwnedDoc::decode_live(&bytes[..cut], key, &[], "id").is_err(),
+                "{cut}"
+            );
+        }
+    }
+
     /// A snapshot's companion fields become their fields' expiries, not fields.
     #[test]
     fn snapshot_companions_give_expiries() {
         let fields: Vec<(String, FieldValue)> = vec![
+            ("_ikv_event_us:v".into(), FieldValue::Int64(5)),
             ("_ikv_expires_ms:v".into(), FieldValue::Int64(77)),
             ("_ikv_expires_ms:gone".into(), FieldValue::Int64(78)),
             ("id".into(), FieldValue::String("k".into())),
@@ -841,6 +874,7 @@ mod tests {
         doc.set_snapshot_fields(fields.iter().map(|(n, v)| (n.as_str(), v)), 9);
         assert_eq!(doc.fields.keys().collect::<Vec<_>>(), vec!["id", "v"]);
         assert_eq!(doc.fields["v"].expires_ms, Some(77));
+        assert_eq!(doc.fields["v"].event_us, Some(5));
         assert_eq!(doc.fields["id"].expires_ms, None);
     }
 
