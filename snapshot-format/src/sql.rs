@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use ikv_core::FieldType;
-use ikv_core::expiry::field_of_expiry;
+use ikv_core::expiry::{field_of_companion, field_of_expiry};
 
 use crate::layer::{REPLACES_COLUMN, Stack, UNSET_COLUMN};
 use crate::manifest::{KEY_COLUMN, Manifest, SnapshotColumn, SnapshotFile, plan_columns};
@@ -160,11 +160,12 @@ fn stack_columns(stacks: &[Stack]) -> Vec<SnapshotColumn> {
 
 /// The columns of [`duckdb_query`]'s result (after the key column): one per (field, type)
 /// any snapshot of the stacks holds, named as a full snapshot would name them; companions of
-/// expiries (`ikv_core::expiry`) are not columns of the result, they judge the values.
+/// expiries and event times (`ikv_core::expiry`, `ikv_core::event_time`) are not columns of
+/// the result (expiries judge the values).
 pub fn query_columns(stacks: &[Stack]) -> Vec<SnapshotColumn> {
     stack_columns(stacks)
         .into_iter()
-        .filter(|c| field_of_expiry(&c.field).is_none())
+        .filter(|c| field_of_companion(&c.field).is_none())
         .collect()
 }
 
@@ -195,7 +196,7 @@ pub fn duckdb_query(
             .find(|c| field_of_expiry(&c.field) == Some(field))
             .map(|c| ident(&c.name))
     };
-    if !out.iter().any(|c| field_of_expiry(&c.field).is_some()) {
+    if !out.iter().any(|c| field_of_companion(&c.field).is_some()) {
         return Some(format!("SELECT * FROM ({all}) ORDER BY {key}"));
     }
     // Values with an expiry at or before the query's time are null; a document whose key

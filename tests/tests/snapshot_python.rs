@@ -243,8 +243,8 @@ fn check_sql(
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok:"));
 }
 
-/// A store with times to live: the query leaves out what expired by the time DuckDB runs it
-/// (as readers do), and companions are no columns of its result.
+/// A store with times to live and event times: the query leaves out what expired by the time
+/// DuckDB runs it (as readers do), and companions are no columns of its result.
 #[tokio::test]
 async fn duckdb_leaves_out_what_expired() {
     let dir = tempfile::tempdir().unwrap();
@@ -272,7 +272,10 @@ async fn duckdb_leaves_out_what_expired() {
     )
     .await
     .unwrap();
-    let mut work = Workload::new(9, 300).with_ascii_keys().with_ttls();
+    let mut work = Workload::new(9, 300)
+        .with_ascii_keys()
+        .with_ttls()
+        .with_event_times();
     let mut model = Model::new("id", None, 2).with_default_ttl(Some(60));
     for _ in 0..80 {
         let ops = work.batch(10);
