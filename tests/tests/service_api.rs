@@ -401,3 +401,58 @@ async fn every_operation_type_is_accepted() {
         "drops reach both partitions"
     );
 }
+
+/// An upsert over HTTP with a time to live and an event time commits them on its rows; a bad
+/// one is refused naming it and writes nothing.
+#[tokio::test]
+async fn times_to_live_and_event_times_travel_over_http() {
+    let storage = Storage::memory();
+    let app = app(&storage).await;
+    let body = ops(json!([
+        {"op": "upsert_fields", "document": {"userid": {"string": "a"}, "v": {"int64": 2}},
+         "ttl_seconds": 60, "event_time_us": 20},
+        {"op": "upsert_fields", "document": {"userid": {"string": "a"}, "v": {"int64": 1}},
+         "event_time_us": 10},
+    ]));
+    let (status, got) = call(&app, "POST", "/v1/stores/users/operations", ACME, body).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    let commit = &got["commits"][0];
+    let (partition, seq) = (
+        commit["partition"].as_u64().unwrap() as u32,
+        commit["sequence"].as_u64().unwrap(),
+    );
+    let layout = ikv_core::StoreLayout::new(&storage.prefix, "users").unwrap();
+    let bytes = ikv_core::bucket::read_delta(&storage, &layout, partition, seq)
+        .await
+        .unwrap()
+        .unwrap();
+    let delta = ikv_core::delta::decode_delta(&bytes, "delta").unwrap();
+    let stamps: Vec<(Option<bool>, Option<i64>)> = delta
+        .ops
+        .iter()
+        .map(|op| (op.expires_ms().map(|e| e > 0), op.event_us()))
+        .collect();
+    assert_eq!(
+        stamps,
+        vec![
+            (Some(true), Some(20)),
+            (Some(true), Some(20)),
+            (None, Some(10)),
+            (None, Some(10))
+        ],
+        "each row carries its write's expiry and event time"
+    );
+    let before = bucket_contents(&storage).await;
+    let bad = ops(json!([
+        {"op": "upsert_fields", "document": {"userid": {"string": "b"}}, "ttl_seconds": 0},
+        {"op": "upsert_fields", "document": {"userid": {"string": "c"}}, "ttl_seconds": 99999999999u64},
+    ]));
+    let (status, got) = call(&app, "POST", "/v1/stores/users/operations", ACME, bad).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{got}");
+    let message = got["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("operation 1 (upsert_fields): ttl_seconds must be between"),
+        "{got}"
+    );
+    assert_eq!(bucket_contents(&storage).await, before, "nothing written");
+}
