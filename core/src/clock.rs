@@ -23,15 +23,23 @@ pub trait Clock: Send + Sync + Debug + 'static {
     fn elapsed(&self) -> Duration;
     /// Completes after `duration` of this clock's time.
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
+    /// Wall time in ms since the Unix epoch, where a few milliseconds of coarseness buy a
+    /// cheaper read (what reads judge expiries by, once per call).
+    fn coarse_epoch_ms(&self) -> i64 {
+        system_ms(self.now())
+    }
+}
+
+/// `time` in ms since the Unix epoch (0 before it).
+fn system_ms(time: SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// `clock`'s wall time in milliseconds since the Unix epoch (0 before it): what expiries are
 /// made of and compared with.
 pub fn epoch_ms(clock: &dyn Clock) -> i64 {
-    clock
-        .now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    system_ms(clock.now())
 }
 
 /// The real clock (tokio's timer for sleeps).
@@ -62,6 +70,24 @@ impl Default for SystemClock {
 impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
+    }
+
+    /// Linux's coarse real-time clock: the time of the last tick (1 to 4 ms old), read from
+    /// memory the kernel shares, without reading the hardware counter.
+    #[cfg(target_os = "linux")]
+    fn coarse_epoch_ms(&self) -> i64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; the call only writes it.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+        if rc != 0 {
+            return system_ms(SystemTime::now());
+        }
+        (ts.tv_sec as i64)
+            .saturating_mul(1000)
+            .saturating_add(ts.tv_nsec as i64 / 1_000_000)
     }
 
     fn elapsed(&self) -> Duration {
@@ -158,6 +184,16 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_coarse_clock_is_the_clock_within_its_tick() {
+        let clock = SystemClock::new();
+        let fine = epoch_ms(&clock);
+        let coarse = clock.coarse_epoch_ms();
+        assert!((fine - coarse).abs() < 1000, "{fine} vs {coarse}");
+        let manual = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_millis(1234));
+        assert_eq!(manual.coarse_epoch_ms(), 1234, "a manual clock is exact");
+    }
 
     #[tokio::test]
     async fn a_manual_sleep_ends_only_when_time_is_advanced_past_it() {

@@ -504,13 +504,20 @@ impl<'a> DocView<'a> {
         }
     }
 
-    /// The field named `name`, if stored (live or not).
+    /// The field named `name`, if stored (live or not). The fields before it are passed
+    /// over by name (what a lookup of one field does on every get).
     pub fn find(&self, name: &str) -> Result<Option<FieldRef<'a>>> {
-        for f in self.fields() {
-            let f = f?;
-            if f.name == name {
-                return Ok(Some(f));
+        let mut fields = self.fields();
+        while fields.left > 0 {
+            fields.left -= 1;
+            let candidate = fields.next_name()?;
+            if candidate == name.as_bytes() {
+                // The bytes equal a `str`'s: UTF-8, and borrowed from the document.
+                let name = std::str::from_utf8(candidate)
+                    .map_err(|_| corrupt("field name is not UTF-8"))?;
+                return fields.field_after(name).map(Some);
             }
+            fields.skip_after_name()?;
         }
         Ok(None)
     }
@@ -540,10 +547,21 @@ impl<'a> FieldIter<'a> {
     }
 
     fn next_field(&mut self) -> Result<FieldRef<'a>> {
+        let name = self.next_name()?;
+        let name = std::str::from_utf8(name).map_err(|_| corrupt("field name is not UTF-8"))?;
+        self.field_after(name)
+    }
+
+    /// The next field's name bytes (the rest of it comes with [`FieldIter::field_after`] or
+    /// goes with [`FieldIter::skip_after_name`]).
+    fn next_name(&mut self) -> Result<&'a [u8]> {
         let name_len =
             usize::try_from(self.varint("name length")?).map_err(|_| corrupt("name length"))?;
-        let name = std::str::from_utf8(self.take(name_len)?)
-            .map_err(|_| corrupt("field name is not UTF-8"))?;
+        self.take(name_len)
+    }
+
+    /// The field named `name` whose name was just read.
+    fn field_after(&mut self, name: &'a str) -> Result<FieldRef<'a>> {
         let code = self.take(1)?[0];
         let field_type = FieldType::from_code(code & !(KEY_VALUE | EXPIRES | EVENT))
             .ok_or_else(|| corrupt("unknown type"))?;
@@ -574,6 +592,21 @@ impl<'a> FieldIter<'a> {
             expires_ms,
             event_us,
         })
+    }
+
+    /// Passes over the rest of a field whose name was just read, decoding nothing it does
+    /// not need to find the next field (bounds checked as a decode is).
+    fn skip_after_name(&mut self) -> Result<()> {
+        let code = self.take(1)?[0];
+        let varints = 1 + usize::from(code & EXPIRES != 0) + usize::from(code & EVENT != 0);
+        for _ in 0..varints {
+            self.varint("field header")?;
+        }
+        if code & KEY_VALUE == 0 {
+            let len = usize::try_from(self.varint("length")?).map_err(|_| corrupt("length"))?;
+            self.take(len)?;
+        }
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
-use ikv_core::clock::{Clock, epoch_ms};
+use ikv_core::clock::Clock;
 
 use crate::doc::FieldRef;
 
@@ -38,7 +38,7 @@ impl<'s> ReadTime<'s> {
             return at;
         }
         let at = match self.source {
-            TimeSource::Clock(clock) => epoch_ms(clock.as_ref()),
+            TimeSource::Clock(clock) => clock.coarse_epoch_ms(),
             TimeSource::Fixed(at) => *at,
         };
         self.at.set(Some(at));
