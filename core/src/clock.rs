@@ -85,9 +85,9 @@ impl Clock for SystemClock {
         if rc != 0 {
             return system_ms(SystemTime::now());
         }
-        i64::from(ts.tv_sec)
+        ts.tv_sec
             .saturating_mul(1000)
-            .saturating_add(i64::from(ts.tv_nsec) / 1_000_000)
+            .saturating_add(ts.tv_nsec / 1_000_000)
     }
 
     fn elapsed(&self) -> Duration {
