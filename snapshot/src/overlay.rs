@@ -107,6 +107,14 @@ enum Stored {
     Chain(u32),
 }
 
+/// The two companion fields a field may have in a snapshot (`ikv_core::expiry`,
+/// `ikv_core::event_time`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Companion {
+    Expiry = 0,
+    Event = 1,
+}
+
 /// A set of a field kept in a chain (see [`Stored::Chain`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct ChainRow {
@@ -161,10 +169,9 @@ pub struct Overlay {
     changes: Vec<KeyChange>,
     arena: Arena,
     pub globals: Vec<GlobalDrop>,
-    /// Per field id, the id of its expiry's companion field, once a delta gave it one.
-    companions: Vec<Option<FieldId>>,
-    /// Per field id, the id of its event time's companion field, once a delta gave it one.
-    event_companions: Vec<Option<FieldId>>,
+    /// Per [`Companion`] kind, per field id: the id of the field's companion, once a delta
+    /// gave the field one of that kind.
+    companions: [Vec<Option<FieldId>>; 2],
     /// Whether the base documents may hold event times: then a set of a field the round has
     /// not touched yet depends on the base's value and is kept in a chain.
     base_has_events: bool,
@@ -258,8 +265,7 @@ impl Overlay {
 
     /// Whether a delta gave any value an expiry or an event time.
     pub fn has_expiries(&self) -> bool {
-        self.companions.iter().any(Option::is_some)
-            || self.event_companions.iter().any(Option::is_some)
+        self.companions.iter().flatten().any(Option::is_some)
     }
 
     /// Tells the overlay that its base documents may hold event times (their snapshot has
@@ -269,42 +275,31 @@ impl Overlay {
         self.base_has_events = true;
     }
 
-    /// The id of field `id`'s event-time companion, interned on first use.
-    fn event_companion_of(&mut self, id: FieldId) -> FieldId {
-        if let Some(Some(c)) = self.event_companions.get(id as usize) {
-            return *c;
+    /// The id of field `id`'s companion of `kind`, interned on first use.
+    fn companion_of(&mut self, kind: Companion, id: FieldId) -> FieldId {
+        if let Some(c) = self.existing(kind, id) {
+            return c;
         }
-        let name = event_field(self.field_name(id));
+        let field = self.field_name(id);
+        let name = match kind {
+            Companion::Expiry => expiry_field(field),
+            Companion::Event => event_field(field),
+        };
         let c = self.intern(&name);
-        if self.event_companions.len() <= id as usize {
-            self.event_companions.resize(id as usize + 1, None);
+        let table = &mut self.companions[kind as usize];
+        if table.len() <= id as usize {
+            table.resize(id as usize + 1, None);
         }
-        self.event_companions[id as usize] = Some(c);
+        table[id as usize] = Some(c);
         c
     }
 
-    /// The event-time companion of field `id`, if one was interned.
-    fn existing_event_companion(&self, id: FieldId) -> Option<FieldId> {
-        self.event_companions.get(id as usize).copied().flatten()
-    }
-
-    /// The id of field `id`'s companion, interned on first use.
-    fn companion_of(&mut self, id: FieldId) -> FieldId {
-        if let Some(Some(c)) = self.companions.get(id as usize) {
-            return *c;
-        }
-        let name = expiry_field(self.field_name(id));
-        let c = self.intern(&name);
-        if self.companions.len() <= id as usize {
-            self.companions.resize(id as usize + 1, None);
-        }
-        self.companions[id as usize] = Some(c);
-        c
-    }
-
-    /// The companion of field `id`, if one was interned.
-    fn existing_companion(&self, id: FieldId) -> Option<FieldId> {
-        self.companions.get(id as usize).copied().flatten()
+    /// Field `id`'s companion of `kind`, if one was interned.
+    fn existing(&self, kind: Companion, id: FieldId) -> Option<FieldId> {
+        self.companions[kind as usize]
+            .get(id as usize)
+            .copied()
+            .flatten()
     }
 
     /// The name of an interned field.
@@ -458,7 +453,7 @@ impl Overlay {
         change.set(id, stored);
         match expires_ms {
             Some(e) => {
-                let c = self.companion_of(id);
+                let c = self.companion_of(Companion::Expiry, id);
                 let change = &mut self.changes[i];
                 // The key field keeps the latest expiry of what was set on it in this round
                 // (a set of it without one, kept as a deletion of the companion, is "never");
@@ -471,7 +466,7 @@ impl Overlay {
                 change.set(c, Stored::Int64(e));
             }
             None => {
-                if let Some(c) = self.existing_companion(id) {
+                if let Some(c) = self.existing(Companion::Expiry, id) {
                     self.changes[i].set(c, Stored::Deleted);
                 }
             }
@@ -484,12 +479,12 @@ impl Overlay {
     fn set_ordered(&mut self, i: usize, id: FieldId, row: ChainRow) {
         // Companion ids exist before the merge: it finds their columns by id.
         let expiry = match row.expires_ms {
-            Some(_) => Some(self.companion_of(id)),
-            None => self.existing_companion(id),
+            Some(_) => Some(self.companion_of(Companion::Expiry, id)),
+            None => self.existing(Companion::Expiry, id),
         };
         let event = match row.event_us {
-            Some(_) => Some(self.event_companion_of(id)),
-            None => self.existing_event_companion(id),
+            Some(_) => Some(self.companion_of(Companion::Event, id)),
+            None => self.existing(Companion::Event, id),
         };
         let change = &mut self.changes[i];
         let current = change.get(id);
@@ -561,8 +556,8 @@ impl Overlay {
                     let i = self.entry(key);
                     self.changes[i].set(id, Stored::Deleted);
                     for c in [
-                        self.existing_companion(id),
-                        self.existing_event_companion(id),
+                        self.existing(Companion::Expiry, id),
+                        self.existing(Companion::Event, id),
                     ]
                     .into_iter()
                     .flatten()
@@ -584,8 +579,8 @@ impl Overlay {
                 }
                 let id = self.intern(field);
                 let companions = [
-                    self.existing_companion(id),
-                    self.existing_event_companion(id),
+                    self.existing(Companion::Expiry, id),
+                    self.existing(Companion::Event, id),
                 ];
                 for change in &mut self.changes {
                     // Deleting covers both an overridden value and the base's value.
@@ -654,8 +649,8 @@ impl Overlay {
                     // Any of a chain's rows may be the value: each one's columns.
                     for row in self.chains.get(*c as usize).into_iter().flatten() {
                         seen.extend(type_of(&row.value).map(|t| (*id, t)));
-                        let expiry = row.expires_ms.and(self.existing_companion(*id));
-                        let event = row.event_us.and(self.existing_event_companion(*id));
+                        let expiry = row.expires_ms.and(self.existing(Companion::Expiry, *id));
+                        let event = row.event_us.and(self.existing(Companion::Event, *id));
                         seen.extend(
                             expiry
                                 .into_iter()
@@ -751,10 +746,10 @@ impl Overlay {
                     // base's: the change's own companions, if it has them, are written too.
                     if base_companions && field_of_companion(field).is_none() {
                         let lacks = |c: Option<FieldId>| c.is_none_or(|c| change.get(c).is_none());
-                        if lacks(self.existing_companion(*id)) {
+                        if lacks(self.existing(Companion::Expiry, *id)) {
                             doc.remove(&expiry_field(field));
                         }
-                        if lacks(self.existing_event_companion(*id)) {
+                        if lacks(self.existing(Companion::Event, *id)) {
                             doc.remove(&event_field(field));
                         }
                     }
@@ -869,13 +864,13 @@ impl Overlay {
             return out;
         };
         for (id, _) in &change.fields {
-            if let Some(Some(c)) = self.companions.get(*id as usize)
+            if let Some(c) = &self.existing(Companion::Expiry, *id)
                 && let Some(Stored::Int64(e)) = change.get(*c)
                 && e <= by
             {
                 out.push(*id);
                 out.push(*c);
-                out.extend(self.existing_event_companion(*id));
+                out.extend(self.existing(Companion::Event, *id));
             }
         }
         out
@@ -929,10 +924,13 @@ impl Overlay {
                 };
                 any = true;
                 place(row, *id, v);
-                if let (Some(e), Some(c)) = (winner.expires_ms, self.existing_companion(*id)) {
+                if let (Some(e), Some(c)) =
+                    (winner.expires_ms, self.existing(Companion::Expiry, *id))
+                {
                     place(row, c, ValueRef::Int64(e));
                 }
-                if let (Some(e), Some(c)) = (winner.event_us, self.existing_event_companion(*id)) {
+                if let (Some(e), Some(c)) = (winner.event_us, self.existing(Companion::Event, *id))
+                {
                     place(row, c, ValueRef::Int64(e));
                 }
                 continue;
