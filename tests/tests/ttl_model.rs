@@ -14,7 +14,8 @@ use ikv_core::clock::{Clock, ManualClock, epoch_ms};
 use ikv_core::event_time::field_of_event;
 use ikv_core::expiry::{field_of_expiry, served_at};
 use ikv_core::{FieldValue, Storage, StorageOptions, StoreConfig, StoreLayout};
-use ikv_reader::{Reader, ReaderOptions};
+use ikv_reader::{Pin, Reader, ReaderOptions};
+use ikv_snapshot::checkpoint::create_checkpoint;
 use ikv_snapshot::state::{ReadPoint, read_partition};
 use ikv_snapshot::{Layering, Retention, SnapshotOptions, snapshot_partition};
 use ikv_snapshot_format::{Manifest, StackDocs};
@@ -219,7 +220,16 @@ fn run(seed: u64, partitions: u32, partitioning: Option<&str>, event_times: bool
         Model::new(PRIMARY_KEY, partitioning, partitions).with_default_ttl(Some(DEFAULT_TTL));
     let mounts = tempfile::tempdir().unwrap();
     let mut expired_reads = 0;
+    let mut at_checkpoint = None;
     for step in 0..160 {
+        if step == 80 {
+            // A checkpoint: a reader pinned to it serves what was live when it was made,
+            // whatever expires, is written and compacted after.
+            rt.block_on(create_checkpoint(&storage, "ttl", "cp", clock.now()))
+                .unwrap();
+            model.judge_at(run.now_ms());
+            at_checkpoint = Some(model.state());
+        }
         let ops = work.batch(8);
         let receipt = rt.block_on(writer.write(&ops)).unwrap();
         model.record_at(&ops, &commits(&receipt), run.now_ms());
@@ -274,6 +284,18 @@ fn run(seed: u64, partitions: u32, partitioning: Option<&str>, event_times: bool
     let state = model.state();
     if state.iter().any(|p| !p.is_empty()) {
         assert_equals_model(&reader, &keys, &state);
+    }
+    let at_checkpoint = at_checkpoint.unwrap_or_default();
+    if at_checkpoint.iter().any(|p| !p.is_empty()) {
+        let mut o = ReaderOptions::new(&run.url, "ttl", mounts.path().join("pinned"));
+        o.pin = Some(Pin::Checkpoint("cp".into()));
+        o.clock = clock.clone();
+        let pinned = Reader::open(o).unwrap();
+        assert_equals_model(&pinned, &keys, &at_checkpoint);
+        assert_ne!(
+            at_checkpoint, state,
+            "seed {seed}: the tip moved on from the checkpoint"
+        );
     }
     assert!(
         run.companions_seen > 0,
