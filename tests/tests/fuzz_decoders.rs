@@ -89,8 +89,10 @@ fn ops(n: usize, tag: &str) -> Vec<DeltaOp> {
             key: format!("{tag}-{i}").into_bytes(),
             field: "f".into(),
             value: FieldValue::String(format!("value {i} of {tag}")),
-            expires_ms: None,
-            event_us: None,
+            // Some rows carry an expiry or an event time: the optional columns of a
+            // version 2 delta are mutated too.
+            expires_ms: (i % 3 == 0).then_some(1_800_000_000_000 + i as i64),
+            event_us: (i % 4 == 1).then_some(-(i as i64)),
         })
         .chain([
             DeltaOp::DeleteDocument {
