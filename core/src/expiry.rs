@@ -81,10 +81,62 @@ pub fn served_at(
     (!doc.is_empty()).then_some(doc)
 }
 
+/// Sets `fields` (a later run's document) on `doc` as a later write replaces earlier values:
+/// a field set without a companion of its own loses the companions `doc` held for it (an
+/// expiry or an event time belongs to the value it came with).
+pub fn replace_fields(
+    doc: &mut std::collections::BTreeMap<String, crate::FieldValue>,
+    fields: std::collections::BTreeMap<String, crate::FieldValue>,
+) {
+    let holds_companions = doc
+        .range::<str, _>((
+            std::ops::Bound::Included("_ikv_"),
+            std::ops::Bound::Unbounded,
+        ))
+        .next()
+        .is_some_and(|(name, _)| name.starts_with("_ikv_"));
+    if holds_companions {
+        for name in fields.keys().filter(|n| field_of_companion(n).is_none()) {
+            for companion in [expiry_field(name), crate::event_time::event_field(name)] {
+                if !fields.contains_key(&companion) {
+                    doc.remove(&companion);
+                }
+            }
+        }
+    }
+    doc.extend(fields);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::FieldValue;
+
+    #[test]
+    fn a_later_value_takes_its_companions_or_none() {
+        let mut doc: std::collections::BTreeMap<String, FieldValue> = [
+            ("a", FieldValue::Int64(1)),
+            ("_ikv_expires_ms:a", FieldValue::Int64(50)),
+            ("_ikv_event_us:a", FieldValue::Int64(7)),
+            ("b", FieldValue::Int64(2)),
+            ("_ikv_expires_ms:b", FieldValue::Int64(60)),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), v))
+        .collect();
+        let later: std::collections::BTreeMap<String, FieldValue> = [
+            ("a", FieldValue::Int64(10)),
+            ("b", FieldValue::Int64(20)),
+            ("_ikv_expires_ms:b", FieldValue::Int64(99)),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), v))
+        .collect();
+        replace_fields(&mut doc, later);
+        let names: Vec<&str> = doc.keys().map(String::as_str).collect();
+        assert_eq!(names, vec!["_ikv_expires_ms:b", "a", "b"]);
+        assert_eq!(doc["_ikv_expires_ms:b"], FieldValue::Int64(99));
+    }
 
     #[test]
     fn a_document_is_served_without_its_expired_values_and_companions() {

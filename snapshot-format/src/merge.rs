@@ -116,7 +116,9 @@ impl MergedRuns {
                     continue;
                 };
                 match merged.as_mut() {
-                    Some((_, into)) => into.extend(fields),
+                    // A later run's value replaces an earlier one with its expiry and event
+                    // time (or none), as the reader's import does.
+                    Some((_, into)) => ikv_core::expiry::replace_fields(into, fields),
                     None => merged = Some((key, fields)),
                 }
             }

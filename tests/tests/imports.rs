@@ -613,3 +613,86 @@ fn imports_into_a_store_with_a_partitioning_key_equal_the_model() {
     let fresh = Reader::open(options).unwrap();
     assert_equals_model(&fresh, &keys, &model.state());
 }
+
+/// An import over values with expiries and event times replaces them whole (value, expiry and
+/// event time), as upsert_fields after a deletion of the same fields would: a reader that
+/// applied the import and one bootstrapped from the pass after it serve the same, after the
+/// old expiries passed, and a later write with an older event time is made over it.
+#[test]
+fn an_import_replaces_timed_values_with_their_times() {
+    let f = fixture();
+    let clock = ikv_core::clock::ManualClock::new(ikv_core::clock::wall_time());
+    let now_ms = || ikv_core::clock::epoch_ms(clock.as_ref());
+    let writer =
+        f.rt.block_on(Writer::open(
+            f.storage.clone(),
+            "imports",
+            WriterOptions {
+                clock: Some(clock.clone()),
+                ..WriterOptions::default()
+            },
+        ))
+        .unwrap();
+    let mut model = Model::new(PRIMARY_KEY, None, PARTITIONS);
+    let (_, written) = random_rows(71, 40);
+    let timed: Vec<Operation> = written
+        .iter()
+        .cloned()
+        .map(|document| Operation::UpsertFieldsWith {
+            document,
+            ttl_seconds: Some(60),
+            event_time_us: Some(1_000),
+        })
+        .collect();
+    let receipt = f.rt.block_on(writer.write(&timed)).unwrap();
+    model.record_at(&timed, &ikv_tests::model_check::commits(&receipt), now_ms());
+    f.snapshot_all();
+    // The import, recorded as the deletion of its fields and their upsert without times.
+    let (batch, imported) = random_rows(72, 40);
+    let runs = f.write_runs(std::slice::from_ref(&batch), None);
+    let receipt =
+        f.rt.block_on(commit(&writer, &f.storage, &runs, ImportMode::Upsert))
+            .unwrap();
+    let mut ops = Vec::new();
+    for doc in &imported {
+        let names: Vec<String> = doc
+            .fields()
+            .map(|(n, _)| n.to_owned())
+            .filter(|n| n != PRIMARY_KEY)
+            .collect();
+        if !names.is_empty() {
+            ops.push(Operation::DeleteFields {
+                document: doc.clone(),
+                field_names: names,
+            });
+        }
+        ops.push(Operation::UpsertFields(doc.clone()));
+    }
+    model.record_at(&ops, &committed(&receipt), now_ms());
+    let reader_at = |mount: &str| {
+        let mut o = ReaderOptions::new(&f.url, "imports", f.dir.path().join(mount));
+        o.clock = clock.clone();
+        Reader::open(o).unwrap()
+    };
+    // A reader applies the import over the timed values; then a pass folds it.
+    let applied = reader_at("applied");
+    f.snapshot_all();
+    let bootstrapped = reader_at("bootstrapped");
+    clock.advance(Duration::from_secs(120));
+    model.judge_at(now_ms());
+    let state = model.state();
+    let keys: Vec<Vec<u8>> = imported
+        .iter()
+        .chain(&written)
+        .map(|d| match d.get(PRIMARY_KEY) {
+            Some(FieldValue::String(s)) => s.clone().into_bytes(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(
+        state.iter().any(|p| !p.is_empty()),
+        "the imported values outlive the old expiries"
+    );
+    assert_equals_model(&applied, &keys, &state);
+    assert_equals_model(&bootstrapped, &keys, &state);
+}
