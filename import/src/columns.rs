@@ -71,6 +71,14 @@ pub struct ImportSchema {
     pub partition_key: usize,
     /// Every input column with values, the key columns included (they are fields too).
     pub columns: Vec<ImportColumn>,
+    /// Input column of each row's time to live ([`crate::times::TTL_COLUMN`]), if any.
+    pub ttl: Option<usize>,
+    /// Input column of each row's event time ([`crate::times::EVENT_TIME_COLUMN`]), if any.
+    pub event_time: Option<usize>,
+    /// Whether rows carry times (their own, or the store's default time to live): then each
+    /// field but the primary key gets its companion columns.
+    pub timed: bool,
+    primary_key: String,
     input: Arc<Schema>,
 }
 
@@ -99,13 +107,30 @@ impl ImportSchema {
             None => key,
         };
         let mut columns = Vec::new();
+        let (mut ttl, mut event_time) = (None, None);
         let mut seen = std::collections::BTreeSet::new();
         for (index, f) in input.fields().iter().enumerate() {
-            validate_field_name(f.name())
-                .map_err(|m| invalid(format!("column {:?}: {m}", f.name())))?;
             if !seen.insert(f.name().as_str()) {
                 return Err(invalid(format!("column {:?} appears twice", f.name())));
             }
+            let time = match f.name().as_str() {
+                crate::times::TTL_COLUMN => Some(&mut ttl),
+                crate::times::EVENT_TIME_COLUMN => Some(&mut event_time),
+                _ => None,
+            };
+            if let Some(slot) = time {
+                if field_type_of(f.name(), f.data_type())? != Some(FieldType::Int64) {
+                    return Err(invalid(format!(
+                        "column {:?} has type {}; it must be an integer column",
+                        f.name(),
+                        f.data_type()
+                    )));
+                }
+                *slot = Some(index);
+                continue;
+            }
+            validate_field_name(f.name())
+                .map_err(|m| invalid(format!("column {:?}: {m}", f.name())))?;
             if let Some(field_type) = field_type_of(f.name(), f.data_type())? {
                 columns.push(ImportColumn {
                     index,
@@ -114,12 +139,42 @@ impl ImportSchema {
                 });
             }
         }
+        let timed = ttl.is_some() || event_time.is_some() || config.ttl_seconds.is_some();
         Ok(ImportSchema {
             key,
             partition_key,
             columns,
+            ttl,
+            event_time,
+            timed,
+            primary_key: config.primary_key_field.clone(),
             input,
         })
+    }
+
+    /// The fields (name, type) the import's rows hold: each column's, and where rows carry
+    /// times, each field's companions but the primary key's (an imported key never expires).
+    pub fn stored_fields(&self) -> Vec<(String, FieldType)> {
+        let mut out: Vec<(String, FieldType)> = self
+            .columns
+            .iter()
+            .map(|c| (c.field.clone(), c.field_type))
+            .collect();
+        if self.timed {
+            for c in self.timed_columns() {
+                out.push((ikv_core::expiry::expiry_field(&c.field), FieldType::Int64));
+                out.push((
+                    ikv_core::event_time::event_field(&c.field),
+                    FieldType::Int64,
+                ));
+            }
+        }
+        out
+    }
+
+    /// The columns that get companions when rows carry times.
+    pub fn timed_columns(&self) -> impl Iterator<Item = &ImportColumn> {
+        self.columns.iter().filter(|c| c.field != self.primary_key)
     }
 
     /// Whether a batch has the schema this import started with (same names and types).

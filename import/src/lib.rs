@@ -14,6 +14,7 @@ mod commit;
 pub mod parquet_source;
 mod runs;
 mod sort;
+pub mod times;
 
 use std::collections::BTreeMap;
 
@@ -138,6 +139,8 @@ pub struct ImportOptions {
     /// The memory the importer may use ([`DEFAULT_MEMORY_BUDGET`] when not set): rows are
     /// written as a run per partition each time they fill half of it.
     pub memory_budget: Option<MemoryBudget>,
+    /// What imported rows' times to live count from (the system clock when not set).
+    pub clock: Option<std::sync::Arc<dyn ikv_core::clock::Clock>>,
 }
 
 /// Checks, gathers and writes one import's runs.
@@ -170,7 +173,13 @@ impl Importer {
             storage,
             import_id,
             files: options.files,
-            builder: runs::RunBuilder::new(config, options.memory_budget.unwrap_or_default()),
+            builder: runs::RunBuilder::new(
+                config,
+                options.memory_budget.unwrap_or_default(),
+                options
+                    .clock
+                    .unwrap_or_else(ikv_core::clock::SystemClock::shared),
+            ),
             failed: false,
         })
     }

@@ -35,6 +35,8 @@ pub struct RunBuilder {
     partition_rows: BTreeMap<u32, u64>,
     /// Runs written by earlier flushes, per partition in the order written.
     written: BTreeMap<u32, Vec<(Manifest, RunStats)>>,
+    /// What rows' times to live count from.
+    clock: Arc<dyn ikv_core::clock::Clock>,
 }
 
 /// What one partition's run holds, for progress and receipts.
@@ -46,8 +48,13 @@ pub struct RunStats {
 }
 
 impl RunBuilder {
-    pub fn new(config: StoreConfig, budget: MemoryBudget) -> RunBuilder {
+    pub fn new(
+        config: StoreConfig,
+        budget: MemoryBudget,
+        clock: Arc<dyn ikv_core::clock::Clock>,
+    ) -> RunBuilder {
         RunBuilder {
+            clock,
             config,
             schema: None,
             gathered_schema: None,
@@ -92,8 +99,8 @@ impl RunBuilder {
             None => {
                 let s = ImportSchema::new(&self.config, batch.schema())?;
                 let mut fields = vec![Field::new(KEY_COLUMN, DataType::Binary, false)];
-                for c in &s.columns {
-                    fields.push(Field::new(&c.field, data_type(c.field_type), true));
+                for (name, field_type) in s.stored_fields() {
+                    fields.push(Field::new(&name, data_type(field_type), true));
                 }
                 self.gathered_schema = Some(Arc::new(Schema::new(fields)));
                 self.schema.insert(s)
@@ -129,6 +136,50 @@ impl RunBuilder {
                 c.field_type,
                 self.rows,
             )?);
+        }
+        if schema.timed {
+            // In `stored_fields`' order: each timed column's expiry, then its event time.
+            let times = |at: Option<usize>| -> Result<Option<ArrayRef>> {
+                at.map(|i| {
+                    canonical(
+                        input.field(i).name(),
+                        batch.column(i),
+                        FieldType::Int64,
+                        self.rows,
+                    )
+                })
+                .transpose()
+            };
+            let (ttl, event) = (times(schema.ttl)?, times(schema.event_time)?);
+            let as_int = |a: &Option<ArrayRef>| {
+                a.as_ref().and_then(|a| {
+                    a.as_any()
+                        .downcast_ref::<arrow_array::Int64Array>()
+                        .cloned()
+                })
+            };
+            let now_ms = ikv_core::clock::epoch_ms(self.clock.as_ref());
+            let rows = batch.num_rows();
+            let expiries = crate::times::expiries(
+                as_int(&ttl).as_ref(),
+                rows,
+                self.config.ttl_seconds,
+                now_ms,
+                self.rows,
+            )?;
+            let events = crate::times::events(as_int(&event).as_ref(), rows);
+            let timed: Vec<usize> = schema
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.field != self.config.primary_key_field)
+                .map(|(i, _)| i + 1)
+                .collect();
+            for i in timed {
+                let values = columns[i].clone();
+                columns.push(crate::times::companion(&values, &expiries));
+                columns.push(crate::times::companion(&values, &events));
+            }
         }
         Ok(Some((batch_of(&gathered, columns)?, parts)))
     }
@@ -193,11 +244,7 @@ impl RunBuilder {
         if partitions.is_empty() {
             return Ok(());
         }
-        let pairs: BTreeSet<(String, FieldType)> = schema
-            .columns
-            .iter()
-            .map(|c| (c.field.clone(), c.field_type))
-            .collect();
+        let pairs: BTreeSet<(String, FieldType)> = schema.stored_fields().into_iter().collect();
         let layout = StoreLayout::new(&storage.prefix, &self.config.store_name)?;
         let rows: usize = partitions.values().flatten().map(|b| b.num_rows()).sum();
         let chunk_rows = self.budget.chunk_rows(gathered_bytes, rows);
@@ -315,7 +362,21 @@ async fn write_run(
         let chunk = tokio::task::spawn_blocking(move || rows.chunk(from, to))
             .await
             .map_err(|e| Error::InvalidImport(format!("sorting failed: {e}")))??;
-        let arranged = sources.iter().map(|s| chunk.column(*s).clone()).collect();
+        let arranged = sources
+            .iter()
+            .zip(target.fields())
+            .map(|(s, field)| {
+                let column = chunk.column(*s);
+                // Companions hold placeholders for "never" and "none" while gathered.
+                if ikv_core::expiry::field_of_expiry(field.name()).is_some() {
+                    crate::times::to_stored(column, false)
+                } else if ikv_core::event_time::field_of_event(field.name()).is_some() {
+                    crate::times::to_stored(column, true)
+                } else {
+                    column.clone()
+                }
+            })
+            .collect();
         writer.push_batch(&batch_of(&target, arranged)?).await?;
         from = to;
     }

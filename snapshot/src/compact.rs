@@ -290,6 +290,14 @@ pub async fn snapshot_partition(
                         layout.delta(partition, seq).as_ref(),
                     )?);
                 }
+                // Imported documents with event times weigh later sets of the round.
+                if runs.iter().any(|m| {
+                    m.columns
+                        .iter()
+                        .any(|c| ikv_core::event_time::field_of_event(&c.field).is_some())
+                }) {
+                    round.overlay.order_against_base_events();
+                }
                 round.import = Some((import.replace, runs, seq));
             }
             Fetched::Rows(delta) => round.overlay.apply_delta(&delta)?,

@@ -696,3 +696,149 @@ fn an_import_replaces_timed_values_with_their_times() {
     assert_equals_model(&applied, &keys, &state);
     assert_equals_model(&bootstrapped, &keys, &state);
 }
+
+/// `rows` random rows with a time to live (null: the store's default; 0: never) and an event
+/// time (null: none) each, and what the model records for them: per row, the key set to
+/// never expire (an imported key never does), its fields deleted, then set with the row's
+/// times (an import replaces values whole, times included).
+fn timed_rows(seed: u64, rows: usize) -> (RecordBatch, Vec<Operation>) {
+    let (batch, docs) = random_rows(seed, rows);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x7157);
+    let ttls: Vec<Option<i32>> = (0..rows)
+        .map(|_| [None, Some(0), Some(5), Some(60), Some(1200)][rng.random_range(0..5)])
+        .collect();
+    let events: Vec<Option<i64>> = (0..rows)
+        .map(|_| rng.random_bool(0.8).then(|| rng.random_range(0..40)))
+        .collect();
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (**f).clone())
+        .collect();
+    fields.push(Field::new("_ikv_ttl_seconds", DataType::Int32, true));
+    fields.push(Field::new("_ikv_event_time_us", DataType::Int64, true));
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(arrow_array::Int32Array::from(ttls.clone())));
+    columns.push(Arc::new(Int64Array::from(events.clone())));
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let mut ops = Vec::new();
+    for ((doc, ttl), event) in docs.into_iter().zip(ttls).zip(events) {
+        let key = Document::new().with(PRIMARY_KEY, doc.get(PRIMARY_KEY).unwrap().clone());
+        ops.push(Operation::UpsertFieldsWith {
+            document: key.clone(),
+            ttl_seconds: Some(0),
+            event_time_us: None,
+        });
+        let names: Vec<String> = doc
+            .fields()
+            .map(|(n, _)| n.to_owned())
+            .filter(|n| n != PRIMARY_KEY)
+            .collect();
+        if !names.is_empty() {
+            ops.push(Operation::DeleteFields {
+                document: key,
+                field_names: names,
+            });
+        }
+        ops.push(Operation::UpsertFieldsWith {
+            document: doc,
+            ttl_seconds: ttl.map(|t| t as u64),
+            event_time_us: event,
+        });
+    }
+    (batch, ops)
+}
+
+/// Imported rows with times to live and event times (and a store default): readers that
+/// applied the import, readers bootstrapped from the pass after it, and later writes weighed
+/// against the imported event times all agree with the model as the clock moves past the
+/// expiries.
+#[test]
+fn imported_rows_carry_their_times_to_live_and_event_times() {
+    let ikv_tests::fixture::LocalStore {
+        dir,
+        url,
+        storage,
+        config,
+        rt,
+    } = ikv_tests::fixture::local_store("imports", PRIMARY_KEY, None, PARTITIONS);
+    // The store gets a default time to live: recreated under another name with one.
+    let config = StoreConfig {
+        store_name: "timed".into(),
+        ..config
+    }
+    .with_ttl_seconds(Some(30))
+    .unwrap();
+    rt.block_on(create_store(&storage, &config)).unwrap();
+    let clock = ikv_core::clock::ManualClock::new(ikv_core::clock::wall_time());
+    let now_ms = || ikv_core::clock::epoch_ms(clock.as_ref());
+    let writer = rt
+        .block_on(Writer::open(
+            storage.clone(),
+            "timed",
+            WriterOptions {
+                clock: Some(clock.clone()),
+                ..WriterOptions::default()
+            },
+        ))
+        .unwrap();
+    let mut model = Model::new(PRIMARY_KEY, None, PARTITIONS).with_default_ttl(Some(30));
+    let mut work = Workload::new(73, KEYS).with_ttls().with_event_times();
+    let write = |model: &mut Model, work: &mut Workload| {
+        let ops = work.keyed_batch(10);
+        let receipt = rt.block_on(writer.write(&ops)).unwrap();
+        model.record_at(&ops, &ikv_tests::model_check::commits(&receipt), now_ms());
+    };
+    for _ in 0..20 {
+        write(&mut model, &mut work);
+    }
+    let snapshot_all = || {
+        for p in 0..PARTITIONS {
+            rt.block_on(force_snapshot(&storage, &config, p)).unwrap();
+        }
+    };
+    snapshot_all();
+    let (batch, ops) = timed_rows(74, 80);
+    let options = ImportOptions {
+        clock: Some(clock.clone()),
+        ..ImportOptions::default()
+    };
+    let mut importer = Importer::with_config(storage.clone(), config.clone(), options).unwrap();
+    rt.block_on(importer.add(&batch)).unwrap();
+    let runs = rt.block_on(importer.write()).unwrap();
+    let receipt = rt
+        .block_on(commit(&writer, &storage, &runs, ImportMode::Upsert))
+        .unwrap();
+    model.record_at(&ops, &committed(&receipt), now_ms());
+    let reader_at = |mount: &str| {
+        let mut o = ReaderOptions::new(&url, "timed", dir.path().join(mount));
+        o.clock = clock.clone();
+        Reader::open(o).unwrap()
+    };
+    let keys = Workload::new(0, KEYS).all_keys();
+    let check = |model: &mut Model, readers: &[&Reader]| {
+        model.judge_at(now_ms());
+        let state = model.state();
+        for r in readers {
+            assert_equals_model(r, &keys, &state);
+        }
+    };
+    let applied = reader_at("applied");
+    snapshot_all();
+    let bootstrapped = reader_at("bootstrapped");
+    check(&mut model, &[&applied, &bootstrapped]);
+    // Later writes, some with event times older than the imported ones, some without any
+    // (which lose to an imported value with one, and win over one without), then a pass.
+    let mut untimed = Workload::new(75, KEYS).with_ttls();
+    for _ in 0..10 {
+        write(&mut model, &mut work);
+        write(&mut model, &mut untimed);
+    }
+    snapshot_all();
+    for (step, secs) in [0u64, 10, 100, 2000].into_iter().enumerate() {
+        clock.advance(Duration::from_secs(secs));
+        let fresh = reader_at(&format!("fresh-{step}"));
+        check(&mut model, &[&fresh]);
+    }
+}
