@@ -24,7 +24,10 @@ def _builder(url: str, mount: pathlib.Path) -> ClientOptionsBuilder:
     return ClientOptionsBuilder().with_store_name("ttl").with_storage_url(url).with_mount_directory(str(mount))
 
 
-def _served(url: str, mount: pathlib.Path, at: Optional[datetime.datetime]) -> Dict[str, Optional[int]]:
+def _served(url: str, mount: pathlib.Path, at: Optional[datetime.datetime], keys_outlive: bool = False) -> Dict[str, Optional[int]]:
+    """What a reader (pinned to ``at``, if given) serves of ``v``; its scan must agree, and
+    unless ``keys_outlive`` (imported keys never expire) a document whose values all expired
+    is not scanned at all."""
     builder = _builder(url, mount)
     if at is not None:
         builder = builder.with_as_of(at)
@@ -33,6 +36,8 @@ def _served(url: str, mount: pathlib.Path, at: Optional[datetime.datetime]) -> D
     try:
         got = {k: reader.get_int64_value(k, "v") for k in ["default", "short", "never", "long", "b1", "b2"]}
         scanned = {bytes(b["_ikv_key"][i].as_py()).decode(): b["v"][i].as_py() for b in reader.scan(["v"]) for i in range(b.num_rows)}
+        if keys_outlive:
+            scanned = {k: v for k, v in scanned.items() if v is not None}
         assert scanned == {k: v for k, v in got.items() if v is not None}, "a scan serves what gets serve"
         return got
     finally:
@@ -137,3 +142,41 @@ def test_event_times_order_writes_whatever_the_commit_order(local_storage, tmp_p
         writer.upsert_fields(_doc("default", 1), event_time=t - hour)
         writer.upsert_fields(_doc("long", 10), event_time=t + 2 * hour)
     assert _served(url, tmp_path / "fresh2", None) == {**want, "long": 10}
+
+
+def test_imported_rows_carry_their_times(local_storage, tmp_path: pathlib.Path) -> None:
+    import pyarrow as pa
+
+    from ikvpy import bulk
+
+    url = local_storage.url
+    admin.create_store("ttl", "id", num_partitions=2, storage_url=url, ttl_seconds=3600)
+    written = datetime.datetime.now(datetime.timezone.utc)
+    table = pa.table(
+        {
+            "id": ["default", "short", "never", "long", "b1", "b2"],
+            "v": pa.array([1, 2, 3, 4, 5, 6], pa.int64()),
+            "_ikv_ttl_seconds": pa.array([None, 60, 0, 7200, 60, 60], pa.int32()),
+            "_ikv_event_time_us": pa.array([None, None, None, None, 100, None], pa.int64()),
+        }
+    )
+    receipt = bulk.import_arrow(table, "ttl", storage_url=url)
+    assert receipt.documents == 6
+    after = lambda s: written + datetime.timedelta(seconds=s)  # noqa: E731
+    everything = {"default": 1, "short": 2, "never": 3, "long": 4, "b1": 5, "b2": 6}
+    assert _served(url, tmp_path / "m", None, True) == everything
+    assert _served(url, tmp_path / "m", after(120), True) == {**everything, "short": None, "b1": None, "b2": None}
+    assert _served(url, tmp_path / "m", after(3700), True) == {
+        k: (3 if k == "never" else 4 if k == "long" else None) for k in everything
+    }
+    # The imported event time weighs later writes: an older one is ignored, a write without
+    # one too; a value imported without one is replaced by any.
+    with create_new_writer(_builder(url, tmp_path / "m").build()) as writer:
+        writer.upsert_fields(_doc("b1", 50), event_time=99, ttl_seconds=0)
+        writer.upsert_fields(_doc("b1", 51), ttl_seconds=0)
+        writer.upsert_fields(_doc("b2", 60), event_time=1, ttl_seconds=0)
+    assert _served(url, tmp_path / "later", None, True) == {**everything, "b2": 60}
+    admin.run_snapshot("ttl", storage_url=url)
+    assert _served(url, tmp_path / "fresh", None, True) == {**everything, "b2": 60}, "from the snapshot"
+    with pytest.raises(Exception, match="_ikv_ttl_seconds"):
+        bulk.import_arrow(pa.table({"id": ["x"], "_ikv_ttl_seconds": ["soon"]}), "ttl", storage_url=url)
