@@ -301,7 +301,9 @@ impl Bucket {
 fn a_reader_killed_in_bootstrap_or_in_delta_apply_resumes_to_the_model() {
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut b = Bucket::new(2, seed);
+    // Random writes with event times, most of them, committed out of order: a resumed
+    // reader weighs each delta's sets against what its killed predecessor left.
+    let mut b = Bucket::with(2, seed, true);
     // Bulk last: a random drop_all would otherwise leave little to bootstrap.
     b.write_random(60);
     b.write_bulk(24_000, 0);
