@@ -34,11 +34,11 @@ pub struct Stored {
 
 /// Whether a write of a field with event time `incoming` (`None`: none), in a delta written
 /// at `written_at_ms` (the writer's clock), replaces what is stored (`None`: nothing, or a
-/// value deleted or dropped). A stored value that had expired by the time the delta was
-/// written weighs nothing (so a pass that dropped it and a reader that kept it agree). Then
-/// the newest event time wins, equal ones by commit order (the incoming write); a write
-/// without an event time is older than any write with one and ordered by commit among its
-/// kind.
+/// value deleted or dropped). A write without an event time keeps the semantics writes always
+/// had: it replaces what is stored (and the value it sets has no event time). A write with one
+/// replaces a value without one, or one whose event time is not newer (equal ones by commit
+/// order); a stored value that had expired by the time the delta was written weighs nothing
+/// (so a pass that dropped it and a reader that kept it agree).
 pub fn set_wins(stored: Option<Stored>, incoming: Option<i64>, written_at_ms: i64) -> bool {
     let Some(stored) = stored else {
         return true;
@@ -47,8 +47,7 @@ pub fn set_wins(stored: Option<Stored>, incoming: Option<i64>, written_at_ms: i6
         return true;
     }
     match (stored.event_us, incoming) {
-        (None, _) => true,
-        (Some(_), None) => false,
+        (None, _) | (_, None) => true,
         (Some(old), Some(new)) => new >= old,
     }
 }
@@ -65,7 +64,7 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_event_wins_and_writes_without_one_are_older() {
+    fn the_newest_event_wins_and_writes_without_one_keep_commit_order() {
         assert!(set_wins(None, None, 0));
         assert!(set_wins(None, Some(5), 0));
         assert!(
@@ -74,8 +73,8 @@ mod tests {
         );
         assert!(set_wins(stored(None, None), Some(1), 0));
         assert!(
-            !set_wins(stored(Some(1), None), None, 0),
-            "without is older than with"
+            set_wins(stored(Some(1), None), None, 0),
+            "a write without one: commit order, as always"
         );
         assert!(!set_wins(stored(Some(10), None), Some(9), 0));
         assert!(
@@ -86,7 +85,7 @@ mod tests {
         // An expired value weighs nothing from the delta written at its expiry on.
         assert!(!set_wins(stored(Some(10), Some(100)), Some(1), 99));
         assert!(set_wins(stored(Some(10), Some(100)), Some(1), 100));
-        assert!(set_wins(stored(Some(10), Some(100)), None, 100));
+        assert!(set_wins(stored(Some(10), Some(100)), Some(-1), 100));
     }
 
     #[test]

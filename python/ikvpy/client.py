@@ -313,7 +313,7 @@ class IKVWriter:
         never, even when the store has a default); ``None`` takes the store's default.
         ``event_time`` (a timezone-aware datetime, or int microseconds since the epoch): for
         each field, the write with the newest event time wins whatever the commit order; a
-        write without one is older than any write with one."""
+        write without one is applied by commit order, as writes always are."""
         ttl, event = _ttl(ttl_seconds), _event_us(event_time)
         self._write([("upsert_fields", _document(document).as_fields(), ttl, event)])
 

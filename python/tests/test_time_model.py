@@ -29,8 +29,8 @@ LATER = 5400
 class TimedModel:
     """Per document, per field: (value, time to live in seconds or None for never, event time
     or None). The key field keeps the longest time to live written on it (None, never, wins)
-    and no event time; any other field takes a write unless it holds an event time the write
-    does not reach (a write without one never does)."""
+    and no event time; any other field takes a write without an event time (as writes always
+    did), and one with an event time unless it holds a newer one."""
 
     def __init__(self) -> None:
         self.docs: Dict[bytes, Dict[str, Tuple[Any, Optional[int], Optional[int]]]] = {}
@@ -43,7 +43,7 @@ class TimedModel:
         doc["id"] = (key, key_ttl, None)
         for name, value in fields.items():
             stored = doc.get(name)
-            if stored is None or stored[2] is None or (event is not None and event >= stored[2]):
+            if stored is None or stored[2] is None or event is None or event >= stored[2]:
                 doc[name] = (value, t, event)
 
     def delete_fields(self, key: Key, names) -> None:

@@ -120,7 +120,8 @@ def test_event_times_order_writes_whatever_the_commit_order(local_storage, tmp_p
     with create_new_writer(_builder(url, tmp_path / "m").build()) as writer:
         writer.upsert_fields(_doc("default", 2), event_time=t)
         writer.upsert_fields(_doc("default", 1), event_time=t - hour)  # a backfill: older, ignored
-        writer.upsert_fields(_doc("default", 0))  # no event time: older than any, ignored
+        writer.upsert_fields(_doc("default", 0))  # no event time: commit order, as always
+        writer.upsert_fields(_doc("default", 7), event_time=t - 100 * hour)  # over a value without one
         writer.upsert_fields(_doc("short", 1), event_time=us(t))
         writer.upsert_fields(_doc("short", 5), event_time=t)  # the same instant: commit order
         writer.upsert_fields(_doc("never", 1))
@@ -133,13 +134,13 @@ def test_event_times_order_writes_whatever_the_commit_order(local_storage, tmp_p
                 writer.upsert_fields(_doc("x", 1), event_time=bad)
         with pytest.raises(IKVValueError, match="timezone-aware"):
             writer.upsert_fields(_doc("x", 1), event_time=datetime.datetime(2026, 1, 1))
-    want = {"default": 2, "short": 5, "never": 3, "long": 4, "b1": 9, "b2": 6}
+    want = {"default": 7, "short": 5, "never": 3, "long": 4, "b1": 9, "b2": 6}
     assert _served(url, tmp_path / "m", None) == want
     admin.run_snapshot("ttl", storage_url=url)
     assert _served(url, tmp_path / "fresh", None) == want, "from the snapshot"
     # Later writes are still weighed against what the snapshot holds.
     with create_new_writer(_builder(url, tmp_path / "m").build()) as writer:
-        writer.upsert_fields(_doc("default", 1), event_time=t - hour)
+        writer.upsert_fields(_doc("default", 1), event_time=t - 101 * hour)  # older than 7's
         writer.upsert_fields(_doc("long", 10), event_time=t + 2 * hour)
     assert _served(url, tmp_path / "fresh2", None) == {**want, "long": 10}
 
@@ -169,11 +170,10 @@ def test_imported_rows_carry_their_times(local_storage, tmp_path: pathlib.Path) 
     assert _served(url, tmp_path / "m", after(3700), True) == {
         k: (3 if k == "never" else 4 if k == "long" else None) for k in everything
     }
-    # The imported event time weighs later writes: an older one is ignored, a write without
-    # one too; a value imported without one is replaced by any.
+    # The imported event time weighs later writes: an older one is ignored; a value imported
+    # without one is replaced by any.
     with create_new_writer(_builder(url, tmp_path / "m").build()) as writer:
         writer.upsert_fields(_doc("b1", 50), event_time=99, ttl_seconds=0)
-        writer.upsert_fields(_doc("b1", 51), ttl_seconds=0)
         writer.upsert_fields(_doc("b2", 60), event_time=1, ttl_seconds=0)
     assert _served(url, tmp_path / "later", None, True) == {**everything, "b2": 60}
     admin.run_snapshot("ttl", storage_url=url)

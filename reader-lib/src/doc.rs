@@ -870,7 +870,10 @@ mod tests {
         doc.set("id", &FieldValue::String("k".into()), 1);
         assert!(doc.set_ordered("v", &FieldValue::Int64(2), 2, (Some(900), Some(20)), 0));
         assert!(!doc.set_ordered("v", &FieldValue::Int64(1), 3, (None, Some(19)), 0));
-        assert!(!doc.set_ordered("v", &FieldValue::Int64(0), 3, (None, None), 0));
+        // A write without an event time is made (commit order) and clears it.
+        let mut plain = doc.clone();
+        assert!(plain.set_ordered("v", &FieldValue::Int64(0), 3, (None, None), 0));
+        assert_eq!(plain.fields["v"].event_us, None);
         assert!(doc.set_ordered("w", &FieldValue::Int64(7), 3, (None, Some(-3)), 0));
         let bytes = doc.encode(key);
         let back = OwnedDoc::decode_live(&bytes, key, &[], "id").unwrap();

@@ -21,11 +21,11 @@
 //!   absent from every answer from then on. The primary-key field expires with the latest
 //!   expiry it was written with (a write without one makes it permanent): a document outlives
 //!   its fields and is gone once every write into it expired.
-//! - Event times (rfcs/0013): a write may carry one; for each field (not the primary key) the
-//!   write with the newest event time wins whatever the commit order, equal ones by commit
-//!   order; a write without one is older than any write with one (and ordered by commit among
-//!   its kind). A stored value that had expired when the write was made weighs nothing.
-//!   Deletes and drops remove a field whatever its event time.
+//! - Event times (rfcs/0013): a write may carry one; for each field (not the primary key) a
+//!   write with one replaces the stored value unless that value's event time is newer (equal
+//!   ones by commit order); a write without one replaces it as writes always did (and leaves
+//!   the field without an event time). A stored value that had expired when the write was
+//!   made weighs nothing. Deletes and drops remove a field whatever its event time.
 
 use std::collections::BTreeMap;
 
@@ -301,7 +301,7 @@ impl Model {
                     let weighs = before.filter(|b| b.expires_ms.is_none_or(|e| e > at_ms));
                     let wins = match weighs.map(|b| b.event_us) {
                         None | Some(None) => true,
-                        Some(Some(old)) => event_us.is_some_and(|new| new >= old),
+                        Some(Some(old)) => event_us.is_none_or(|new| new >= old),
                     };
                     if wins {
                         stored.insert(

@@ -828,8 +828,8 @@ fn imported_rows_carry_their_times_to_live_and_event_times() {
     snapshot_all();
     let bootstrapped = reader_at("bootstrapped");
     check(&mut model, &[&applied, &bootstrapped]);
-    // Later writes, some with event times older than the imported ones, some without any
-    // (which lose to an imported value with one, and win over one without), then a pass.
+    // Later writes, some with event times older than the imported ones (ignored), some without
+    // any (applied by commit order), then a pass.
     let mut untimed = Workload::new(75, KEYS).with_ttls();
     for _ in 0..10 {
         write(&mut model, &mut work);

@@ -8,7 +8,7 @@ pub enum DeltaOp {
     /// `expires_ms`: when the value stops being served (ms since the Unix epoch, judged by
     /// each reader's clock); `None` never. `event_us`: the write's event time (µs since the
     /// Unix epoch), which orders it against other writes of the field (`docs/FORMAT.md`,
-    /// "Event times"); `None`: ordered by commit, older than any write with one.
+    /// "Event times"); `None`: applied by commit order, as writes always were.
     SetField {
         key: Vec<u8>,
         field: String,
