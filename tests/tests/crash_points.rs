@@ -260,6 +260,28 @@ impl Bucket {
         reader.shutdown().unwrap();
     }
 
+    /// Partition 0 compacted with a budget of one byte (every delta a round that commits a
+    /// snapshot), killed twice after a random round: each time the newest snapshot is valid
+    /// and past `last`; then a run finishes and a reader resumes to the model.
+    fn kill_between_rounds_then_finish(&self, rng: &mut StdRng, mut last: u64, seed: u64) {
+        let rounds = || self.compactor_cmd(0, &["snapshot", "1", "20000"]);
+        for _ in 0..2 {
+            kill_somewhere(rng, 12, seed, "snapshot.round_committed", rounds);
+            let seq = self.assert_newest_snapshot_valid(0, seed);
+            assert!(
+                seq > last,
+                "seed {seed}: a round committed ({seq} after {last})"
+            );
+            last = seq;
+        }
+        assert!(!kill_at(rounds(), "snapshot.round_committed", 1000, seed));
+        assert_eq!(
+            self.assert_newest_snapshot_valid(0, seed),
+            self.model.tip(0)
+        );
+        self.assert_mount_matches(&self.root.join("after-rounds"), seed);
+    }
+
     /// The newest committed snapshot of `partition` equals the model at its sequence.
     fn assert_newest_snapshot_valid(&self, partition: u32, seed: u64) -> u64 {
         let Some(manifest) = self
@@ -512,22 +534,7 @@ fn a_compactor_killed_while_uploading_or_between_rounds_leaves_valid_snapshots()
     // Multi-round: a budget of one byte makes every delta a round that commits a snapshot;
     // killed after a random round, the newest snapshot is valid and the next run continues.
     b.write_random(30);
-    let rounds = |b: &Bucket| b.compactor_cmd(0, &["snapshot", "1", "20000"]);
-    let mut last = b.model.tip(0) - 30;
-    for _ in 0..2 {
-        kill_somewhere(&mut rng, 12, seed, "snapshot.round_committed", || {
-            rounds(&b)
-        });
-        let seq = b.assert_newest_snapshot_valid(0, seed);
-        assert!(
-            seq > last,
-            "seed {seed}: a round committed ({seq} after {last})"
-        );
-        last = seq;
-    }
-    assert!(!kill_at(rounds(&b), "snapshot.round_committed", 1000, seed));
-    assert_eq!(b.assert_newest_snapshot_valid(0, seed), b.model.tip(0));
-    b.assert_mount_matches(&b.root.join("after-rounds"), seed);
+    b.kill_between_rounds_then_finish(&mut rng, b.model.tip(0) - 30, seed);
 }
 
 /// Event times committed out of order, over a snapshot that holds event times: a pass that
@@ -541,24 +548,10 @@ fn a_compactor_killed_between_rounds_of_event_timed_writes_leaves_valid_snapshot
     let mut b = Bucket::with(1, seed, true);
     b.write_random(40);
     b.snapshot_all();
-    let mut last = b.assert_newest_snapshot_valid(0, seed);
+    let last = b.assert_newest_snapshot_valid(0, seed);
     assert!(last > 0, "seed {seed}: a first snapshot");
     b.write_random(30);
-    let rounds = |b: &Bucket| b.compactor_cmd(0, &["snapshot", "1", "20000"]);
-    for _ in 0..2 {
-        kill_somewhere(&mut rng, 12, seed, "snapshot.round_committed", || {
-            rounds(&b)
-        });
-        let seq = b.assert_newest_snapshot_valid(0, seed);
-        assert!(
-            seq > last,
-            "seed {seed}: a round committed ({seq} after {last})"
-        );
-        last = seq;
-    }
-    assert!(!kill_at(rounds(&b), "snapshot.round_committed", 1000, seed));
-    assert_eq!(b.assert_newest_snapshot_valid(0, seed), b.model.tip(0));
-    b.assert_mount_matches(&b.root.join("after-rounds"), seed);
+    b.kill_between_rounds_then_finish(&mut rng, last, seed);
 }
 
 #[test]
