@@ -81,6 +81,21 @@ pub fn served_at(
     (!doc.is_empty()).then_some(doc)
 }
 
+/// The prefix every companion field's name begins with (and no user field's: it is the
+/// reserved prefix).
+pub const COMPANION_PREFIX: &str = "_ikv_";
+
+/// Whether a document holds any companion field (they sort together, under the prefix): one
+/// lookup, so a document without any pays nothing more.
+pub fn has_companions(doc: &std::collections::BTreeMap<String, crate::FieldValue>) -> bool {
+    doc.range::<str, _>((
+        std::ops::Bound::Included(COMPANION_PREFIX),
+        std::ops::Bound::Unbounded,
+    ))
+    .next()
+    .is_some_and(|(name, _)| name.starts_with(COMPANION_PREFIX))
+}
+
 /// Sets `fields` (a later run's document) on `doc` as a later write replaces earlier values:
 /// a field set without a companion of its own loses the companions `doc` held for it (an
 /// expiry or an event time belongs to the value it came with).

@@ -22,7 +22,10 @@ use std::ops::Bound;
 use hashbrown::HashTable;
 use ikv_core::delta::DeltaBatches;
 use ikv_core::event_time::{event_field, field_of_event, set_wins};
-use ikv_core::expiry::{expiry_field, field_of_companion, field_of_expiry, owning_field};
+use ikv_core::expiry::{
+    COMPANION_PREFIX, expiry_field, field_of_companion, field_of_expiry, has_companions,
+    owning_field,
+};
 use ikv_core::{DeltaOp, DeltaRow, Error, FieldType, FieldValue, Result, ValueRef};
 use smallvec::SmallVec;
 
@@ -188,16 +191,6 @@ pub struct Overlay {
 fn matches_prefix(field: &str, prefix: &str, pk: &str) -> bool {
     let field = owning_field(field);
     field != pk && field.starts_with(prefix)
-}
-
-/// The prefix every companion field's name begins with (and no user field's).
-const COMPANION_PREFIX: &str = "_ikv_";
-
-/// Whether a document holds any companion field (they sort together, after `_ikv_`).
-fn has_companions(doc: &BTreeMap<String, FieldValue>) -> bool {
-    doc.range::<str, _>((Bound::Included(COMPANION_PREFIX), Bound::Unbounded))
-        .next()
-        .is_some_and(|(name, _)| name.starts_with(COMPANION_PREFIX))
 }
 
 /// The expiry a document's primary-key field keeps: the latest of what was set on it (`None`,
